@@ -1,0 +1,44 @@
+"""Typed config: schema, loader with ${ENV} interpolation, bundled catalog."""
+
+from __future__ import annotations
+
+from config.errors import ConfigError
+from config.loader import catalog_text, load_catalog, load_config, parse_config
+from config.schema import (
+    Capability,
+    Classes,
+    Config,
+    Limits,
+    Offer,
+    OffPeak,
+    PlannerSettings,
+    Price,
+    Region,
+    SimBehaviour,
+    Timeouts,
+    Voucher,
+    WorkClass,
+    Zone,
+)
+
+__all__ = [
+    "Capability",
+    "Classes",
+    "Config",
+    "ConfigError",
+    "Limits",
+    "OffPeak",
+    "Offer",
+    "PlannerSettings",
+    "Price",
+    "Region",
+    "SimBehaviour",
+    "Timeouts",
+    "Voucher",
+    "WorkClass",
+    "Zone",
+    "catalog_text",
+    "load_catalog",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,191 @@
+"""Read a config from YAML or a mapping: ${ENV} interpolation, validation, cross-checks."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import ValidationError
+
+from config.errors import ConfigError
+from config.schema import Config
+
+__all__ = ["CATALOG_NAME", "catalog_text", "load_catalog", "load_config", "parse_config"]
+
+CATALOG_NAME = "catalog.yaml"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves timestamps as strings, so pydantic and the config's timezone decide."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Load a config from a YAML file path or an already-parsed mapping."""
+    env = os.environ if environ is None else environ
+    if isinstance(source, Mapping):
+        return parse_config(source, environ=env, source="config")
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")], source=str(path)) from exc
+    return _from_text(text, environ=env, source=str(path))
+
+
+def catalog_text() -> str:
+    """The bundled default catalog, as YAML text."""
+    return resources.files("config").joinpath(CATALOG_NAME).read_text(encoding="utf-8")
+
+
+def load_catalog(*, environ: Mapping[str, str] | None = None) -> Config:
+    """The bundled catalog of city platforms (all ``provider: sim``, runs offline)."""
+    env = os.environ if environ is None else environ
+    return _from_text(catalog_text(), environ=env, source="bundled catalog")
+
+
+def _from_text(text: str, *, environ: Mapping[str, str], source: str) -> Config:
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"invalid YAML: {exc}")], source=source) from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError([("", "the top level must be a mapping")], source=source)
+    return parse_config(data, environ=environ, source=source)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, environ: Mapping[str, str], source: str = "config"
+) -> Config:
+    """Interpolate, validate and cross-check a parsed mapping into one immutable Config."""
+    problems: list[tuple[str, str]] = []
+    resolved = _interpolate(data, "", environ, problems)
+    if problems:
+        raise ConfigError(problems, source=source)
+    try:
+        config = Config.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), source=source) from exc
+    config = _localize(config, problems)
+    problems.extend(cross_check(config))
+    if problems:
+        raise ConfigError(problems, source=source)
+    return config
+
+
+def _interpolate(value: Any, path: str, environ: Mapping[str, str], problems: list) -> Any:
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ:
+                return environ[name]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable {name} is not set"))
+            return ""
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {
+            key: _interpolate(item, f"{path}.{key}" if path else str(key), environ, problems)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(item, f"{path}[{i}]", environ, problems) for i, item in enumerate(value)]
+    return value
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = exc.errors()
+    # pydantic drops an invalid item and then also says the tuple is too short: keep the cause only.
+    failing = [err["loc"] for err in errors if err["type"] != "too_short"]
+    return [
+        (_path(err["loc"]), err["msg"])
+        for err in errors
+        if not (
+            err["type"] == "too_short"
+            and any(loc[: len(err["loc"])] == err["loc"] and loc != err["loc"] for loc in failing)
+        )
+    ]
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _localize(config: Config, problems: list[tuple[str, str]]) -> Config:
+    """Give dates without an offset the config's timezone."""
+    try:
+        tz = ZoneInfo(config.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(("timezone", f"unknown timezone {config.timezone!r}"))
+        return config
+
+    def aware(moment: datetime | None) -> datetime | None:
+        if moment is None or moment.tzinfo is not None:
+            return moment
+        return moment.replace(tzinfo=tz)
+
+    vouchers = tuple(
+        v.model_copy(update={"valid_from": aware(v.valid_from), "expires": aware(v.expires)})
+        for v in config.vouchers
+    )
+    return config.model_copy(update={"vouchers": vouchers})
+
+
+def cross_check(config: Config) -> list[tuple[str, str]]:
+    """References between parts of the config: ids unique, vouchers point at what exists."""
+    problems: list[tuple[str, str]] = []
+    seen_regions: set[str] = set()
+    for i, region in enumerate(config.regions):
+        if region.id in seen_regions:
+            problems.append((f"regions[{i}].id", f"duplicate region id {region.id!r}"))
+        seen_regions.add(region.id)
+        if region.provider == "openai" and not region.base_url:
+            problems.append((f"regions[{i}].base_url", "an openai-compatible region needs base_url"))
+        names: set[str] = set()
+        for j, offer in enumerate(region.models):
+            if offer.name in names:
+                problems.append((f"regions[{i}].models[{j}].name", f"duplicate model {offer.name!r}"))
+            names.add(offer.name)
+        if region.sim is not None and region.provider != "sim":
+            problems.append((f"regions[{i}].sim", "sim settings need provider: sim"))
+    seen_vouchers: set[str] = set()
+    for i, voucher in enumerate(config.vouchers):
+        where = f"vouchers[{i}]"
+        if voucher.id in seen_vouchers:
+            problems.append((f"{where}.id", f"duplicate voucher id {voucher.id!r}"))
+        seen_vouchers.add(voucher.id)
+        region = config.region(voucher.region)
+        if region is None:
+            problems.append((f"{where}.region", f"unknown region {voucher.region!r}"))
+            continue
+        for k, model in enumerate(voucher.models or ()):
+            if region.offer(model) is None:
+                problems.append(
+                    (f"{where}.models[{k}]", f"region {region.id!r} does not offer {model!r}")
+                )
+        if voucher.valid_from and voucher.expires and voucher.expires <= voucher.valid_from:
+            problems.append((f"{where}.expires", "expires must be after valid_from"))
+    return problems

@@ -1,0 +1,232 @@
+"""The config schema of DESIGN.md as frozen pydantic models."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "BatchClass",
+    "Capability",
+    "Classes",
+    "Config",
+    "InteractiveClass",
+    "LedgerSettings",
+    "Limits",
+    "Offer",
+    "OffPeak",
+    "PlannerSettings",
+    "Price",
+    "Region",
+    "SimBehaviour",
+    "Timeouts",
+    "TrainingClass",
+    "Voucher",
+    "WorkClass",
+    "Zone",
+]
+
+Zone = Literal["east", "west"]
+WorkClass = Literal["interactive", "batch", "training"]
+Capability = Literal["chat", "completions", "embeddings", "batch", "fine_tuning"]
+VoucherKind = Literal["tokens", "credit", "discount"]
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Price(_Frozen):
+    """Yuan per million tokens of the serving model."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    train: float = Field(default=0.0, ge=0)
+
+
+class OffPeak(_Frozen):
+    """A daily local-time window in which the price is cut by ``discount``."""
+
+    window: str
+    discount: float = Field(gt=0, le=1)
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        if not _WINDOW.match(value):
+            raise ValueError("window must read HH:MM-HH:MM, for example 00:30-08:30")
+        return value
+
+    def minutes(self) -> tuple[int, int]:
+        """Start and end of the window in minutes after local midnight."""
+        start, end = self.window.split("-")
+        return _minute_of_day(start), _minute_of_day(end)
+
+
+def _minute_of_day(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class Offer(_Frozen):
+    """A model served by a region."""
+
+    name: str = Field(min_length=1)
+    upstream: str | None = None
+    price: Price
+    token_ratio: float = Field(default=1.0, gt=0)
+    off_peak: OffPeak | None = None
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream or self.name
+
+
+class Limits(_Frozen):
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, gt=0)
+
+
+class Timeouts(_Frozen):
+    connect_s: float = Field(default=3.0, gt=0)
+    first_byte_s: float = Field(default=15.0, gt=0)
+    idle_s: float = Field(default=30.0, gt=0)
+
+
+class SimBehaviour(_Frozen):
+    """How a simulated city platform behaves; every knob is optional."""
+
+    ms_per_token: float = Field(default=2.0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_status: int = Field(default=503, ge=400, le=599)
+    rate_limit_rpm: int | None = Field(default=None, gt=0)
+    stall_ms: float = Field(default=0.0, ge=0)
+    reset_after_chunks: int | None = Field(default=None, ge=0)
+    seed: int = 0
+
+
+class Region(_Frozen):
+    """One city compute platform."""
+
+    id: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    zone: Zone
+    provider: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    rtt_ms: dict[Zone, float] = Field(default_factory=dict)
+    ttft_ms: float = Field(default=300.0, ge=0)
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+    capabilities: tuple[Capability, ...] = ("chat", "completions", "embeddings")
+    models: tuple[Offer, ...] = Field(min_length=1)
+    sim: SimBehaviour | None = None
+
+    @field_validator("rtt_ms")
+    @classmethod
+    def _check_rtt(cls, value: dict[str, float]) -> dict[str, float]:
+        for zone, ms in value.items():
+            if ms < 0:
+                raise ValueError(f"rtt_ms.{zone} must be >= 0")
+        return value
+
+    def offer(self, model: str) -> Offer | None:
+        """The offer for public model name ``model``, if this region serves it."""
+        for offer in self.models:
+            if offer.name == model:
+                return offer
+        return None
+
+    def latency_ms(self, origin: Zone) -> float:
+        """Prior time to first token as seen from ``origin``."""
+        return self.ttft_ms + self.rtt_ms.get(origin, 0.0)
+
+
+class Voucher(_Frozen):
+    """A prepaid instrument bound to one region."""
+
+    id: str = Field(min_length=1)
+    region: str
+    kind: VoucherKind
+    amount: float = Field(ge=0)
+    rate: float | None = Field(default=None, gt=0, le=1)
+    models: tuple[str, ...] | None = None
+    classes: tuple[WorkClass, ...] | None = None
+    valid_from: datetime | None = None
+    expires: datetime | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Voucher:
+        if self.kind == "discount" and self.rate is None:
+            raise ValueError("a discount voucher needs rate (the share of the price it pays)")
+        if self.kind != "discount" and self.rate is not None:
+            raise ValueError("rate applies to discount vouchers only")
+        return self
+
+
+class InteractiveClass(_Frozen):
+    latency_slo_ms: float = Field(default=400.0, gt=0)
+
+
+class BatchClass(_Frozen):
+    deadline_s: float = Field(default=86400.0, gt=0)
+
+
+class TrainingClass(_Frozen):
+    deadline_s: float | None = Field(default=None, gt=0)
+
+
+class Classes(_Frozen):
+    interactive: InteractiveClass = InteractiveClass()
+    batch: BatchClass = BatchClass()
+    training: TrainingClass = TrainingClass()
+
+    def deadline_s(self, work_class: WorkClass) -> float:
+        """Default deadline of a class; training without one takes batch's."""
+        if work_class == "training" and self.training.deadline_s is not None:
+            return self.training.deadline_s
+        return self.batch.deadline_s
+
+
+class LedgerSettings(_Frozen):
+    url: str = "sqlite:///suanli.db"
+    hold_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class PlannerSettings(_Frozen):
+    """How the optimizer plans: horizon, re-plan period, solver time limit."""
+
+    horizon_h: float = Field(default=24.0, gt=0)
+    replan_s: float = Field(default=60.0, gt=0)
+    max_slot_s: float = Field(default=3600.0, gt=0)
+    time_limit_s: float = Field(default=2.0, gt=0)
+
+
+class Config(_Frozen):
+    """One whole, cross-checked suanli config."""
+
+    timezone: str = "Asia/Shanghai"
+    origin: Zone = "east"
+    master_key: str | None = Field(default=None, repr=False)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    default_max_tokens: int = Field(default=4096, gt=0)
+    ledger: LedgerSettings = LedgerSettings()
+    planner: PlannerSettings = PlannerSettings()
+    classes: Classes = Classes()
+    regions: tuple[Region, ...] = Field(min_length=1)
+    vouchers: tuple[Voucher, ...] = ()
+
+    def region(self, region_id: str) -> Region | None:
+        for region in self.regions:
+            if region.id == region_id:
+                return region
+        return None
+
+    def model_names(self) -> list[str]:
+        """Every public model name, sorted, once."""
+        return sorted({offer.name for region in self.regions for offer in region.models})
