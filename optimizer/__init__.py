@@ -6,6 +6,7 @@ from optimizer.choose import Ask, Option, State, eligible, rank
 from optimizer.payment import (
     Charge,
     charge,
+    charge_reported,
     list_cost_yuan,
     off_peak_active,
     request_tokens,
@@ -19,6 +20,7 @@ __all__ = [
     "Option",
     "State",
     "charge",
+    "charge_reported",
     "eligible",
     "list_cost_yuan",
     "off_peak_active",

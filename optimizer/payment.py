@@ -15,6 +15,7 @@ from config import Offer, Voucher, WorkClass
 __all__ = [
     "Charge",
     "charge",
+    "charge_reported",
     "list_cost_yuan",
     "off_peak_active",
     "request_tokens",
@@ -109,6 +110,35 @@ def charge(
     """The full charge of a request, given the voucher (if any) and its balance."""
     tokens = request_tokens(offer, input_tokens, output_tokens, work_class)
     cost = list_cost_yuan(offer, input_tokens, output_tokens, work_class, off_peak=off_peak)
+    units, covered = (0.0, 0.0) if voucher is None else voucher_pays(voucher, balance, tokens=tokens, cost_yuan=cost)
+    return Charge(tokens=tokens, cost_yuan=cost, voucher_units=units, voucher_yuan=covered,
+                  cash_yuan=max(cost - covered, 0.0))
+
+
+def charge_reported(
+    offer: Offer,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    work_class: WorkClass,
+    off_peak: bool,
+    voucher: Voucher | None = None,
+    balance: float = 0.0,
+) -> Charge:
+    """The charge of a served request from the usage the upstream reported.
+
+    Reported counts are already in the serving model's tokens (the ratio is applied by
+    the tokenizer itself), so the price applies to them directly.
+    """
+    model_input = float(prompt_tokens)
+    model_output = 0.0 if work_class == "training" else float(completion_tokens)
+    tokens = int(model_input + model_output)
+    if work_class == "training":
+        cost = model_input * offer.price.train / 1e6
+    else:
+        cost = (model_input * offer.price.input + model_output * offer.price.output) / 1e6
+    if off_peak and offer.off_peak is not None:
+        cost *= 1 - offer.off_peak.discount
     units, covered = (0.0, 0.0) if voucher is None else voucher_pays(voucher, balance, tokens=tokens, cost_yuan=cost)
     return Charge(tokens=tokens, cost_yuan=cost, voucher_units=units, voucher_yuan=covered,
                   cash_yuan=max(cost - covered, 0.0))
