@@ -69,9 +69,7 @@ def _from_text(text: str, *, environ: Mapping[str, str], source: str) -> Config:
     return parse_config(data, environ=environ, source=source)
 
 
-def parse_config(
-    data: Mapping[str, Any], *, environ: Mapping[str, str], source: str = "config"
-) -> Config:
+def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str], source: str = "config") -> Config:
     """Interpolate, validate and cross-check a parsed mapping into one immutable Config."""
     problems: list[tuple[str, str]] = []
     resolved = _interpolate(data, "", environ, problems)
@@ -90,6 +88,7 @@ def parse_config(
 
 def _interpolate(value: Any, path: str, environ: Mapping[str, str], problems: list) -> Any:
     if isinstance(value, str):
+
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in environ:
@@ -183,9 +182,7 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             continue
         for k, model in enumerate(voucher.models or ()):
             if region.offer(model) is None:
-                problems.append(
-                    (f"{where}.models[{k}]", f"region {region.id!r} does not offer {model!r}")
-                )
+                problems.append((f"{where}.models[{k}]", f"region {region.id!r} does not offer {model!r}"))
         if voucher.valid_from and voucher.expires and voucher.expires <= voucher.valid_from:
             problems.append((f"{where}.expires", "expires must be after valid_from"))
     return problems

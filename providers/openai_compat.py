@@ -1,0 +1,235 @@
+"""OpenAI-compatible pass-through on one pooled aiohttp session.
+
+Bodies go out as the client sent them (model renamed, usage requested when streaming);
+answers come back as bytes and streams are relayed event by event, never buffered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from providers.base import Reply, StreamReply, UpstreamCall, Usage
+from providers.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
+
+__all__ = ["OpenAICompatUpstream", "parse_usage", "redact"]
+
+_RETRYABLE_STATUS = frozenset({402, 408, 409, 429, 500, 502, 503, 504})
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class OpenAICompatUpstream:
+    """Sends calls to any OpenAI-compatible base URL (a city platform or a sim)."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, base_urls: dict[str, str] | None = None) -> None:
+        self._session = session
+        # region id -> base URL, for regions whose URL is only known at run time (sims)
+        self._base_urls = base_urls or {}
+
+    async def close(self) -> None:
+        """The session belongs to the app; nothing of our own to close."""
+
+    async def send(self, call: UpstreamCall) -> Reply | StreamReply:
+        region = call.region
+        base = self._base_urls.get(region.id) or region.base_url
+        if not base:
+            raise UpstreamError(region.id, 0, "region has no base_url", retryable=True)
+        body = call.body
+        if call.stream and call.endpoint != "embeddings":
+            body = {
+                **body,
+                "stream": True,
+                "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+            }
+        headers = {"Content-Type": "application/json"}
+        secret = call.api_key or region.api_key
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        timeouts = region.timeouts
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeouts.first_byte_s + timeouts.connect_s):
+                response = await self._session.post(
+                    f"{base.rstrip('/')}/{call.endpoint}",
+                    data=orjson.dumps(body),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                region.id, 0, "no answer before the first-byte timeout", retryable=True
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                region.id, 0, f"connection failed: {type(exc).__name__}", retryable=True
+            ) from exc
+        if response.status >= 400:
+            raise await _error_from(response, region.id, secret)
+        if call.stream and call.endpoint != "embeddings":
+            return await self._open_stream(response, call, started)
+        try:
+            async with asyncio.timeout(timeouts.idle_s):
+                payload = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            response.release()
+            raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
+        ttft = time.perf_counter() - started
+        return Reply(
+            status=response.status, body=payload, usage=parse_usage(payload), ttft_s=ttft, total_s=ttft
+        )
+
+    async def _open_stream(
+        self, response: aiohttp.ClientResponse, call: UpstreamCall, started: float
+    ) -> StreamReply:
+        region = call.region
+        usage = Usage()
+        events = _events(response, region.id, region.timeouts.idle_s, usage, call.wants_usage)
+        try:
+            async with asyncio.timeout(region.timeouts.first_byte_s):
+                first = await events.__anext__()
+        except TimeoutError as exc:
+            await events.aclose()
+            raise UpstreamTimeout(region.id, 0, "no first chunk before the timeout", retryable=True) from exc
+        except UpstreamBroken as exc:
+            await events.aclose()
+            # Nothing reached the client yet, so another region may still be tried.
+            raise UpstreamError(region.id, 0, exc.message, retryable=True) from exc
+        except StopAsyncIteration as exc:
+            raise UpstreamError(region.id, 0, "empty stream", retryable=True) from exc
+        return StreamReply(
+            status=response.status,
+            chunks=_prepend(first, events),
+            usage=usage,
+            ttft_s=time.perf_counter() - started,
+        )
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _events(
+    response: aiohttp.ClientResponse, region: str, idle_s: float, usage: Usage, wants_usage: bool
+) -> AsyncIterator[bytes]:
+    """SSE events as bytes; captures usage and drops the usage chunk the client did not ask for."""
+    content = response.content
+    buffer: list[bytes] = []
+    chunks = 0
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(idle_s):
+                    line = await content.readline()
+            except TimeoutError as exc:
+                raise UpstreamBroken(region, 0, "the stream went idle", retryable=False) from exc
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise UpstreamBroken(region, 0, "the stream broke", retryable=False) from exc
+            if not line:
+                if buffer:
+                    raise UpstreamBroken(region, 0, "the stream ended mid-event", retryable=False)
+                return
+            if line not in (b"\n", b"\r\n"):
+                buffer.append(line)
+                continue
+            if not buffer:
+                continue
+            event = b"".join(buffer)
+            buffer.clear()
+            if event.startswith(b"data: [DONE]"):
+                yield b"data: [DONE]\n\n"
+                continue
+            if b'"usage"' in event and b'"usage":null' not in event.replace(b" ", b""):
+                data = orjson.loads(event[event.index(b"{") :])
+                found = _usage_of(data)
+                if found is not None:
+                    usage.prompt_tokens, usage.completion_tokens = found
+                    usage.reported = True
+                    if not data.get("choices") and not wants_usage:
+                        continue
+            else:
+                chunks += 1
+                if not usage.reported:
+                    # Keep a running count so a broken stream still settles what was sent.
+                    usage.completion_tokens = chunks
+            yield event if event.endswith(b"\n\n") else event.rstrip(b"\r\n") + b"\n\n"
+    finally:
+        response.release()
+
+
+def _usage_of(data: dict) -> tuple[int, int] | None:
+    raw = data.get("usage")
+    if not isinstance(raw, dict):
+        return None
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    return prompt, completion
+
+
+def parse_usage(payload: bytes) -> Usage:
+    """Usage from a whole JSON answer; ``reported=False`` when the upstream gave none."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return Usage()
+    found = _usage_of(data) if isinstance(data, dict) else None
+    if found is None:
+        return Usage()
+    return Usage(prompt_tokens=found[0], completion_tokens=found[1], reported=True)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with the upstream key (and its tail, as some platforms echo) masked."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+        if len(secret) > 8:
+            text = text.replace(secret[-8:], "***")
+    return text
+
+
+async def _error_from(response: aiohttp.ClientResponse, region: str, secret: str | None) -> UpstreamError:
+    status = response.status
+    try:
+        raw = await response.content.read(_MAX_ERROR_BODY)
+    except aiohttp.ClientError:
+        raw = b""
+    finally:
+        response.release()
+    message, code = f"upstream answered {status}", None
+    try:
+        error = orjson.loads(raw).get("error")
+        if isinstance(error, dict):
+            message = redact(str(error.get("message") or message), secret)
+            code = error.get("code") or error.get("type")
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    if status == 402 and code is None:
+        code = "insufficient_quota"
+    retry_after = _retry_after(response.headers.get("Retry-After"))
+    return UpstreamError(
+        region,
+        status,
+        message,
+        retryable=status in _RETRYABLE_STATUS,
+        retry_after_s=retry_after,
+        code=str(code) if code else None,
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None

@@ -1,0 +1,204 @@
+"""The aiohttp app: a thin HTTP layer over Router with the contract of DESIGN.md."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from config import Config
+from router.core import RequestContext, Router
+from router.errors import ApiError, AuthenticationError, BadRequestError, ModelNotFoundError
+from router.results import Completion, CompletionStream
+
+__all__ = ["ROUTER", "create_app"]
+
+log = logging.getLogger("suanli.app")
+
+ROUTER = web.AppKey("router", Router)
+MASTER_KEY = web.AppKey("master_key", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    config: Config,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    session: aiohttp.ClientSession | None = None,
+    master_key: str | None = None,
+    sim_latency_scale: float = 1.0,
+) -> web.Application:
+    """The suanli HTTP app; the Router starts and stops with the app."""
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=config.max_body_bytes)
+    router = Router(config, clock=clock, session=session, sim_latency_scale=sim_latency_scale)
+    app[ROUTER] = router
+    app[MASTER_KEY] = master_key or config.master_key or ""
+
+    async def lifecycle(app: web.Application):
+        await router.start()
+        yield
+        await router.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/v1/chat/completions", _endpoint("chat/completions"))
+    app.router.add_post("/v1/completions", _endpoint("completions"))
+    app.router.add_post("/v1/embeddings", _endpoint("embeddings"))
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model:.+}", _model)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/admin/vouchers", _vouchers)
+    return app
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as OpenAI-shaped JSON; the only bare ``except Exception``."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place that renders any error
+        if not getattr(exc, "status", None):
+            log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(exc)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    master = request.app[MASTER_KEY]
+    if request.path == "/health":
+        return await handler(request)
+    if master or request.path.startswith("/admin/"):
+        presented = _bearer(request)
+        if not master or presented is None or not hmac.compare_digest(presented, master):
+            raise AuthenticationError(
+                "missing API key: send Authorization: Bearer <key>"
+                if presented is None
+                else "incorrect API key provided"
+            )
+    return await handler(request)
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return None
+
+
+def _endpoint(endpoint: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await _json_body(request)
+        context = RequestContext(
+            work_class=request.headers.get("X-Suanli-Class") or None,
+            origin=request.headers.get("X-Suanli-Origin") or None,
+            request_id=request.headers.get("X-Request-Id") or None,
+        )
+        result = await request.app[ROUTER].handle(endpoint, body, context)
+        if isinstance(result, Completion):
+            return web.Response(
+                body=result.raw, content_type="application/json", headers=result.routing.headers()
+            )
+        return await _relay(request, result)
+
+    return handle
+
+
+async def _json_body(request: web.Request) -> object:
+    if request.content_type != "application/json":
+        raise BadRequestError(
+            f"unsupported content type {request.content_type!r}: send application/json",
+            param=None,
+            code="unsupported_media_type",
+            status=415,
+        )
+    raw = await request.read()  # client_max_size turns an oversized body into 413 here
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}", param=None, code="invalid_json") from exc
+
+
+async def _relay(request: web.Request, stream: CompletionStream) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={**stream.routing.headers(), "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    try:
+        await response.prepare(request)
+        async for chunk in stream.raw():
+            await response.write(chunk)
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        # The client went away: stop the upstream call and settle what it consumed.
+        await asyncio.shield(stream.aclose())
+        raise
+    finally:
+        await stream.aclose()
+    return response
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ROUTER].models(), dumps=_dumps)
+
+
+async def _model(request: web.Request) -> web.Response:
+    name = request.match_info["model"]
+    for entry in request.app[ROUTER].models()["data"]:
+        if entry["id"] == name:
+            return web.json_response(entry, dumps=_dumps)
+    raise ModelNotFoundError(f"the model {name!r} does not exist")
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _vouchers(request: web.Request) -> web.Response:
+    rows = request.app[ROUTER].voucher_report()
+    return web.json_response({"object": "list", "data": rows}, dumps=_dumps)
+
+
+# aiohttp's own refusals, as (type, code) of the OpenAI error shape
+_HTTP_ERRORS: dict[int, tuple[str, str]] = {
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+}
+
+
+def error_response(exc: BaseException) -> web.Response:
+    """Render any exception as ``{"error": {"message", "type", "param", "code"}}``."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, ApiError):
+        status, kind, code, param, message = exc.status, exc.type, exc.code, exc.param, exc.message
+        if exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+            headers["x-should-retry"] = "true"
+    elif isinstance(exc, web.HTTPException):
+        status = exc.status
+        kind, code = _HTTP_ERRORS.get(status, ("invalid_request_error", "http_error"))
+        param = None
+        message = (
+            f"the request body is larger than the limit of {exc.max_size} bytes"
+            if isinstance(exc, web.HTTPRequestEntityTooLarge)
+            else exc.reason
+        )
+    else:
+        status, kind, code, param = 500, "server_error", "internal_error", None
+        message = "internal error; see the server log"
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()

@@ -1,0 +1,441 @@
+"""The Router: one request path shared by the Python SDK and the HTTP app.
+
+authenticate (app) -> classify -> estimate tokens -> rank regions -> hold on the ledger ->
+send upstream -> on failure before the first byte, void and try the next region ->
+relay -> settle the reported usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from config import Config, Offer, load_config
+from optimizer import Ask, Option, State, charge_reported, rank
+from providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError, Usage
+from providers.tokenizer import count_prompt_tokens
+from router.errors import (
+    BadRequestError,
+    InsufficientBalanceError,
+    ModelNotFoundError,
+    NoRouteError,
+    UpstreamFailedError,
+)
+from router.ledger import Hold, HoldRequest, Ledger, Settlement
+from router.results import Completion, CompletionStream, Routing
+from router.validate import max_output_tokens, validate_body
+
+__all__ = ["RequestContext", "Router"]
+
+log = logging.getLogger("suanli.router")
+
+_CAPABILITY = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
+_CLASSES = ("interactive", "batch", "training")
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who asks and how: the routing hints that do not travel in the OpenAI body."""
+
+    work_class: str | None = None  # from X-Suanli-Class
+    origin: str | None = None  # from X-Suanli-Origin
+    key_id: str | None = None
+    request_id: str | None = None
+    allowed_regions: frozenset[str] | None = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Router:
+    """The suanli SDK: ``async with Router.from_config(path) as router: ...``."""
+
+    max_attempts = 3
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        upstreams: Mapping[str, Upstream] | None = None,
+        sim_latency_scale: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.clock = clock or _utc_now
+        self._tz = ZoneInfo(config.timezone)
+        self._session = session
+        self._own_session = session is None
+        self._upstreams: dict[str, Upstream] = dict(upstreams or {})
+        self._sim_latency_scale = sim_latency_scale
+        self._fleet: Any = None
+        self.ledger: Ledger | None = None
+        self._available: dict[str, float] = {}  # voucher id -> units not yet held or spent
+        self._cooldown_until: dict[str, float] = {}  # region id -> monotonic time it may be used again
+        self._vouchers = {v.id: v for v in config.vouchers}
+
+    @classmethod
+    def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
+        """A Router for a config file path, a parsed mapping, or a Config."""
+        config = source if isinstance(source, Config) else load_config(source)
+        return cls(config, **options)
+
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the ledger and the HTTP session, and start in-process sim platforms."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False
+            )
+        base_urls = await self._start_sims()
+        self.ledger = Ledger.open(self.config.ledger.url, self.config.vouchers, clock=self.clock)
+        self._available = self.ledger.balances()
+        for region in self.config.regions:
+            if region.id not in self._upstreams:
+                self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
+
+    async def _start_sims(self) -> dict[str, str]:
+        if not any(r.provider == "sim" and not r.base_url for r in self.config.regions):
+            return {}
+        from providers.sim import SimFleet
+
+        self._fleet = SimFleet(self.config, latency_scale=self._sim_latency_scale)
+        await self._fleet.start()
+        return dict(self._fleet.urls)
+
+    def _make_upstream(self, provider: str, base_urls: dict[str, str]) -> Upstream:
+        if provider in ("openai", "sim"):
+            from providers.openai_compat import OpenAICompatUpstream
+
+            return OpenAICompatUpstream(self._session, base_urls=base_urls)
+        from providers.litellm_adapter import LiteLLMUpstream
+
+        return LiteLLMUpstream()
+
+    async def close(self) -> None:
+        for upstream in {id(u): u for u in self._upstreams.values()}.values():
+            await upstream.close()
+        if self._fleet is not None:
+            await self._fleet.stop()
+            self._fleet = None
+        if self._session is not None and self._own_session:
+            await self._session.close()
+            self._session = None
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+
+    async def chat_completions(
+        self, *, context: RequestContext | None = None, **body: Any
+    ) -> Completion | CompletionStream:
+        """``POST /v1/chat/completions``; ``stream=True`` gives a CompletionStream."""
+        return await self.handle("chat/completions", body, context)
+
+    async def completions(
+        self, *, context: RequestContext | None = None, **body: Any
+    ) -> Completion | CompletionStream:
+        """``POST /v1/completions`` (legacy text completions)."""
+        return await self.handle("completions", body, context)
+
+    async def embeddings(self, *, context: RequestContext | None = None, **body: Any) -> Completion:
+        """``POST /v1/embeddings``."""
+        result = await self.handle("embeddings", body, context)
+        return cast(Completion, result)  # validate_body forbids streamed embeddings
+
+    def models(self) -> dict:
+        """The ``GET /v1/models`` list: public names, then ``REGION/MODEL`` pins."""
+        created = 1_764_547_200  # 2025-12-01, a fixed date: model entries do not change per call
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "suanli"}
+            for name in self.config.model_names()
+        ]
+        data += [
+            {"id": f"{region.id}/{offer.name}", "object": "model", "created": created, "owned_by": region.id}
+            for region in self.config.regions
+            for offer in region.models
+        ]
+        return {"object": "list", "data": data}
+
+    @property
+    def _book(self) -> Ledger:
+        if self.ledger is None:
+            raise RuntimeError(
+                "the Router is not started: use `async with router:` or `await router.start()`"
+            )
+        return self.ledger
+
+    def balances(self) -> dict[str, float]:
+        """Voucher id -> balance not yet spent or held."""
+        return dict(self._available)
+
+    async def handle(
+        self, endpoint: str, body: Any, context: RequestContext | None = None
+    ) -> Completion | CompletionStream:
+        """Route one OpenAI request body for ``endpoint``; the app and the SDK both call this."""
+        self._book  # noqa: B018 - fails early when the Router was not started
+        ctx = context or RequestContext()
+        body = validate_body(endpoint, body)
+        ask = self._ask(endpoint, body, ctx)
+        request_id = ctx.request_id or f"req-{uuid.uuid4().hex[:24]}"
+        forward = {k: v for k, v in body.items() if not (k == "service_tier" and v == "flex")}
+        stream = bool(body.get("stream"))
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        failures: list[UpstreamError] = []
+        excluded: set[str] = set()
+        attempts = 0
+        while attempts < self.max_attempts:
+            option = self._best(ask, excluded)
+            if option is None:
+                break
+            hold = self._reserve(request_id, option, ask, ctx)
+            if hold is None:
+                continue  # the voucher ran dry under us: rank again with the new balance
+            attempts += 1
+            call = UpstreamCall(
+                option.region,
+                endpoint,
+                {**forward, "model": option.offer.upstream_name},
+                stream=stream,
+                wants_usage=wants_usage,
+            )
+            started = time.perf_counter()
+            try:
+                reply = await self._upstreams[option.region.id].send(call)
+            except UpstreamError as exc:
+                self._void(hold)
+                failures.append(exc)
+                self._note_failure(exc)
+                if not exc.retryable:
+                    raise UpstreamFailedError.from_upstream(exc) from exc
+                excluded.add(option.region.id)
+                continue
+            routing = Routing(
+                request_id=request_id,
+                region=option.region.id,
+                model=ask.model,
+                work_class=ask.work_class,
+                origin=ask.origin,
+                voucher=hold.voucher_id,
+                cash_yuan=option.charge.cash_yuan,
+                cost_yuan=option.charge.cost_yuan,
+                attempts=attempts,
+            )
+            if isinstance(reply, StreamReply):
+                return self._stream(reply, routing, hold, option, ask, started)
+            self._settle(
+                hold,
+                option,
+                ask,
+                reply.usage,
+                routing,
+                latency_s=time.perf_counter() - started,
+                ttft_s=reply.ttft_s,
+            )
+            return Completion(reply.body, routing)
+        raise self._failed(ask, failures)
+
+    def _ask(self, endpoint: str, body: dict, ctx: RequestContext) -> Ask:
+        pinned, model = self._resolve_model(body["model"])
+        work_class = ctx.work_class or ("batch" if body.get("service_tier") == "flex" else "interactive")
+        if work_class not in _CLASSES:
+            raise BadRequestError(
+                f"unknown class {work_class!r}: use one of {', '.join(_CLASSES)}", param="X-Suanli-Class"
+            )
+        origin = ctx.origin or self.config.origin
+        if origin not in ("east", "west"):
+            raise BadRequestError(f"unknown origin {origin!r}: use east or west", param="X-Suanli-Origin")
+        return Ask(
+            model=model,
+            work_class=work_class,  # type: ignore[arg-type]
+            origin=origin,  # type: ignore[arg-type]
+            input_tokens=count_prompt_tokens(endpoint, body),
+            output_tokens=max_output_tokens(endpoint, body, self.config.default_max_tokens),
+            capability=_CAPABILITY[endpoint],  # type: ignore[arg-type]
+            pinned_region=pinned,
+            allowed_regions=ctx.allowed_regions,
+        )
+
+    def _resolve_model(self, name: str) -> tuple[str | None, str]:
+        if "/" in name:
+            region_id, _, model = name.partition("/")
+            region = self.config.region(region_id)
+            if region is not None:
+                if region.offer(model) is None:
+                    raise ModelNotFoundError(f"region {region_id!r} does not offer model {model!r}")
+                return region_id, model
+        if name not in self._model_names():
+            raise ModelNotFoundError(f"the model {name!r} does not exist or no region offers it")
+        return None, name
+
+    def _model_names(self) -> frozenset[str]:
+        names = getattr(self, "_names", None)
+        if names is None:
+            names = self._names = frozenset(self.config.model_names())
+        return names
+
+    def _best(self, ask: Ask, excluded: set[str]) -> Option | None:
+        now_mono = time.monotonic()
+        blocked = frozenset(r for r, until in self._cooldown_until.items() if until > now_mono)
+        state = State(balances=self._available, blocked=blocked)
+        options = rank(self.config, replace(ask, excluded=frozenset(excluded)), state, self.clock())
+        return options[0] if options else None
+
+    def _reserve(self, request_id: str, option: Option, ask: Ask, ctx: RequestContext) -> Hold | None:
+        voucher = option.voucher if option.charge.voucher_units > 0 else None
+        request = HoldRequest(
+            request_id=request_id,
+            region=option.region.id,
+            model=ask.model,
+            work_class=ask.work_class,
+            origin=ask.origin,
+            voucher_id=voucher.id if voucher else None,
+            voucher_units=option.charge.voucher_units if voucher else 0.0,
+            key_id=ctx.key_id,
+        )
+        try:
+            hold = self._book.reserve(request)
+        except InsufficientBalanceError:
+            if voucher is not None:
+                self._available[voucher.id] = 0.0
+            return None
+        if hold.voucher_id is not None:
+            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) - hold.voucher_units
+        return hold
+
+    def _void(self, hold: Hold) -> None:
+        self._book.void(hold.id)
+        if hold.voucher_id is not None:
+            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + hold.voucher_units
+
+    def _settle(
+        self,
+        hold: Hold,
+        option: Option,
+        ask: Ask,
+        usage: Usage,
+        routing: Routing,
+        *,
+        latency_s: float,
+        ttft_s: float | None,
+        status: int = 200,
+    ) -> None:
+        if routing.settled:
+            return
+        prompt, completion = self._usage_or_estimate(usage, option.offer, ask)
+        voucher = self._vouchers.get(hold.voucher_id) if hold.voucher_id else None
+        cost = charge_reported(
+            option.offer,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            work_class=ask.work_class,
+            off_peak=option.off_peak,
+            voucher=voucher,
+            balance=hold.voucher_units,
+        )
+        self._book.settle(
+            hold.id,
+            Settlement(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                tokens=cost.tokens,
+                cost_yuan=cost.cost_yuan,
+                cash_yuan=cost.cash_yuan,
+                voucher_units=cost.voucher_units,
+                voucher_yuan=cost.voucher_yuan,
+                latency_ms=latency_s * 1000,
+                ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
+                attempts=routing.attempts,
+                status=status,
+            ),
+        )
+        if hold.voucher_id is not None:
+            released = hold.voucher_units - cost.voucher_units
+            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + released
+        routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
+        routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
+        routing.prompt_tokens, routing.completion_tokens = prompt, completion
+        routing.settled = True
+
+    @staticmethod
+    def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:
+        if usage.reported:
+            return usage.prompt_tokens, usage.completion_tokens
+        # No usage from the upstream: bill our own count rather than nothing.
+        prompt = int(round(ask.input_tokens * offer.token_ratio + 0.5))
+        return prompt, usage.completion_tokens
+
+    def _stream(
+        self, reply: StreamReply, routing: Routing, hold: Hold, option: Option, ask: Ask, started: float
+    ) -> CompletionStream:
+        async def finish(status: int = 200) -> None:
+            if routing.settled:
+                return
+            await reply.close()
+            self._settle(
+                hold,
+                option,
+                ask,
+                reply.usage,
+                routing,
+                latency_s=time.perf_counter() - started,
+                ttft_s=reply.ttft_s,
+                status=status,
+            )
+
+        async def relay():
+            try:
+                async for chunk in reply.chunks:
+                    if chunk == _DONE:
+                        await finish()
+                        # An SSE comment: clients ignore it, curl users see the settled cost.
+                        yield (
+                            f": suanli cost_yuan={routing.cost_yuan:.6f} cash_yuan={routing.cash_yuan:.6f} "
+                            f"voucher={routing.voucher or 'none'}\n\n"
+                        ).encode()
+                    yield chunk
+            except UpstreamBroken as exc:
+                log.warning("stream from %s broke after the first byte: %s", routing.region, exc.message)
+                await finish(status=502)
+                yield _error_event(f"the upstream stream from region {routing.region} broke: {exc.message}")
+
+        return CompletionStream(routing, relay(), finish)
+
+    def _note_failure(self, exc: UpstreamError) -> None:
+        if exc.status == 429 and exc.retry_after_s:
+            self._cooldown_until[exc.region] = time.monotonic() + exc.retry_after_s
+        log.info("region %s failed (%s): %s", exc.region, exc.status, exc.message)
+
+    def _failed(self, ask: Ask, failures: list[UpstreamError]) -> Exception:
+        if not failures:
+            return NoRouteError(
+                f"no region can serve model {ask.model!r} for class {ask.work_class} "
+                f"from origin {ask.origin} "
+                "right now (latency SLO, capability, policy or capacity)"
+            )
+        return UpstreamFailedError.from_failures(failures)
+
+
+def _error_event(message: str) -> bytes:
+    import orjson
+
+    payload = {
+        "error": {"message": message, "type": "server_error", "param": None, "code": "upstream_broken"}
+    }
+    return b"data: " + orjson.dumps(payload) + b"\n\n"

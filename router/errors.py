@@ -1,0 +1,127 @@
+"""The router's typed exceptions.
+
+    RouterError
+    ├── InsufficientBalanceError   a voucher has nothing left to hold (the router re-ranks)
+    ├── LedgerError                a ledger operation on an unknown or already-voided hold/voucher
+    └── ApiError                   an error the client sees: status, OpenAI type and code
+        ├── BadRequestError        400 (or 415): the request itself is wrong; nothing was held
+        ├── AuthenticationError    401
+        ├── ModelNotFoundError     404 model_not_found
+        ├── NoRouteError           503 no_route: no eligible region right now
+        └── UpstreamFailedError    502 / 503 / 504 / 429 after the regions tried failed
+
+Only ApiError and its subclasses carry what the client sees; the app's middleware
+renders them as ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+from providers import UpstreamError, UpstreamTimeout
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BadRequestError",
+    "InsufficientBalanceError",
+    "LedgerError",
+    "ModelNotFoundError",
+    "NoRouteError",
+    "RouterError",
+    "UpstreamFailedError",
+]
+
+
+class RouterError(Exception):
+    """Base of every error the router raises on purpose."""
+
+
+class InsufficientBalanceError(RouterError):
+    """A hold was asked of a voucher whose available balance is zero."""
+
+    def __init__(self, voucher_id: str, wanted: float, available: float) -> None:
+        super().__init__(f"voucher {voucher_id!r}: wanted {wanted:g}, available {available:g}")
+        self.voucher_id = voucher_id
+        self.wanted = wanted
+        self.available = available
+
+
+class LedgerError(RouterError):
+    """The ledger was asked to act on something it does not hold, or cannot in its state."""
+
+
+class ApiError(RouterError):
+    """An error for the client: HTTP status, OpenAI error type, code, param, optional Retry-After."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class BadRequestError(ApiError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFoundError(ApiError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model")
+
+
+class NoRouteError(ApiError):
+    status = 503
+    type = "server_error"
+    code = "no_route"
+
+
+class UpstreamFailedError(ApiError):
+    """Every region tried failed; the status says how (timeouts 504, throttling 429, else 502)."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+    @classmethod
+    def from_upstream(cls, exc: UpstreamError) -> UpstreamFailedError:
+        """A non-retryable upstream answer: a 4xx about the request is the client's, others are ours."""
+        if exc.status in (400, 404, 422):
+            return cls(exc.message, status=400, code=exc.code or "invalid_request")
+        return cls(f"region {exc.region} failed: {exc.message}", status=502, code=exc.code or cls.code)
+
+    @classmethod
+    def from_failures(cls, failures: list[UpstreamError]) -> UpstreamFailedError:
+        tried = ", ".join(f"{f.region} ({f.status or 'no answer'}: {f.message})" for f in failures)
+        if all(f.status == 429 for f in failures):
+            waits = [f.retry_after_s for f in failures if f.retry_after_s]
+            return cls(f"every region is throttling: {tried}", status=429, code="rate_limit_exceeded",
+                       retry_after_s=min(waits) if waits else 1.0)
+        if all(isinstance(f, UpstreamTimeout) for f in failures):
+            return cls(f"every region timed out: {tried}", status=504, code="upstream_timeout")
+        return cls(f"every region tried failed: {tried}", status=502)
