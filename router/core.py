@@ -7,6 +7,7 @@ relay -> settle the reported usage.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from router.errors import (
     UpstreamFailedError,
 )
 from router.ledger import Hold, HoldRequest, Ledger, Settlement
+from router.ledger_types import VoucherStatus
 from router.results import Completion, CompletionStream, Routing
 from router.validate import max_output_tokens, validate_body
 
@@ -180,6 +182,10 @@ class Router:
                 "the Router is not started: use `async with router:` or `await router.start()`"
             )
         return self.ledger
+
+    def voucher_report(self) -> list[dict]:
+        """Every voucher's balance, holds, spend, burn and validity, JSON-ready."""
+        return [voucher_dict(status) for status in self._book.vouchers()]
 
     def balances(self) -> dict[str, float]:
         """Voucher id -> balance not yet spent or held."""
@@ -430,6 +436,14 @@ class Router:
                 "right now (latency SLO, capability, policy or capacity)"
             )
         return UpstreamFailedError.from_failures(failures)
+
+
+def voucher_dict(status: VoucherStatus) -> dict:
+    """A VoucherStatus as JSON-ready data (times in ISO 8601)."""
+    row = dataclasses.asdict(status)
+    for name in ("valid_from", "expires"):
+        row[name] = row[name].isoformat() if row[name] else None
+    return row
 
 
 def _error_event(message: str) -> bytes:

@@ -1,0 +1,183 @@
+"""The ``suanli`` command line: serve, demo, sim, simulate, vouchers, config check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from config import Config, ConfigError, load_catalog, load_config
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``suanli`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=os.environ.get("SUANLI_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"config error in {exc.source}:", file=sys.stderr)
+        for path, message in exc.problems:
+            print(f"  {path or '<root>'}: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="suanli", description="Multi-region compute arbitrage router")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy")
+    serve.add_argument("--config", help="config YAML (default: the bundled catalog)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="simulated city platforms plus the proxy on the bundled catalog")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.set_defaults(func=_demo)
+
+    sim = sub.add_parser("sim", help="run a fleet of simulated city platforms")
+    sim.add_argument("--config", help="config YAML (default: the bundled catalog)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9100, help="port of the first region; the rest follow")
+    sim.set_defaults(func=_sim)
+
+    vouchers = sub.add_parser("vouchers", help="voucher balances, expiry and burn")
+    vouchers.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
+    vouchers.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8080")
+    vouchers.add_argument("--key", help="master key for --url (default: $SUANLI_MASTER_KEY)")
+    vouchers.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    vouchers.set_defaults(func=_vouchers)
+
+    config = sub.add_parser("config", help="config tools")
+    config_sub = config.add_subparsers(metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a config file and summarise it")
+    check.add_argument("file")
+    check.set_defaults(func=_config_check)
+
+    try:
+        from router import simulate
+    except ImportError:  # the replay lands with the optimizer
+        simulate = None
+    if simulate is not None and hasattr(simulate, "add_parser"):
+        simulate.add_parser(sub)
+    return parser
+
+
+def _load(path: str | None) -> Config:
+    return load_config(path) if path else load_catalog()
+
+
+def _master_key(args: argparse.Namespace) -> str | None:
+    return getattr(args, "key", None) or os.environ.get("SUANLI_MASTER_KEY") or None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from router.server import serve
+
+    asyncio.run(
+        serve(_load(args.config), host=args.host, port=args.port, master_key=_master_key(args)),
+        loop_factory=_loop_factory(),
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from router.server import serve
+
+    config = load_catalog()
+    asyncio.run(
+        serve(config, host=args.host, port=args.port, master_key=_master_key(args), banner=True),
+        loop_factory=_loop_factory(),
+    )
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from providers.sim import run_fleet_forever
+
+    asyncio.run(run_fleet_forever(_load(args.config), host=args.host, base_port=args.port))
+    return 0
+
+
+def _loop_factory():
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _vouchers(args: argparse.Namespace) -> int:
+    from router.reports import voucher_table
+
+    if args.url:
+        rows = _fetch_vouchers(args.url, _master_key(args))
+        if rows is None:
+            return 1
+    else:
+        from router.core import voucher_dict
+        from router.ledger import Ledger
+
+        config = _load(args.config)
+        ledger = Ledger.open(config.ledger.url, config.vouchers, clock=lambda: datetime.now(UTC))
+        try:
+            rows = [voucher_dict(status) for status in ledger.vouchers()]
+        finally:
+            ledger.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(voucher_table(rows, now=datetime.now(UTC)))
+    return 0
+
+
+def _fetch_vouchers(url: str, key: str | None) -> list[dict] | None:
+    request = urllib.request.Request(url.rstrip("/") + "/admin/vouchers")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["data"]
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        print(f"{url} answered {exc.code}: {detail}", file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cannot reach {url}: {exc}", file=sys.stderr)
+    return None
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from router.reports import config_summary
+
+    config = load_config(args.file)
+    Console().print(config_summary(config))
+    print(f"{args.file}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
