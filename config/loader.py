@@ -112,14 +112,15 @@ def _interpolate(value: Any, path: str, environ: Mapping[str, str], problems: li
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     errors = exc.errors()
     # pydantic drops an invalid item and then also says the tuple is too short: keep the cause only.
-    failing = [err["loc"] for err in errors if err["type"] != "too_short"]
+    locs = [tuple(err["loc"]) for err in errors]
+
+    def caused_by_child(loc: tuple) -> bool:
+        return any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs)
+
     return [
         (_path(err["loc"]), err["msg"])
         for err in errors
-        if not (
-            err["type"] == "too_short"
-            and any(loc[: len(err["loc"])] == err["loc"] and loc != err["loc"] for loc in failing)
-        )
+        if not (err["type"] == "too_short" and caused_by_child(tuple(err["loc"])))
     ]
 
 

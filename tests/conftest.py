@@ -1,0 +1,11 @@
+"""Shared fixtures: keep litellm offline and tests on loopback."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.pop("SUANLI_MASTER_KEY", None)
+for proxy_var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(proxy_var, None)
+os.environ["NO_PROXY"] = "127.0.0.1,localhost"

@@ -1,0 +1,106 @@
+"""Config loading: schema errors name their path, ${ENV} interpolation, cross-checks, the catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_catalog, load_config
+
+SCENARIOS = Path(__file__).resolve().parents[4] / "shared" / "scenarios"
+
+
+def _minimal(**region: object) -> dict:
+    base = {"id": "wuhan", "zone": "east", "provider": "sim",
+            "models": [{"name": "deepseek-flash", "price": {"input": 2.0, "output": 8.0}}]}
+    base.update(region)
+    return {"regions": [base]}
+
+
+def _paths(exc: pytest.ExceptionInfo[ConfigError]) -> list[str]:
+    return [path for path, _ in exc.value.problems]
+
+
+def test_bundled_catalog_has_the_eight_platforms_and_runs_offline():
+    config = load_catalog(environ={})
+    ids = {r.id for r in config.regions}
+    assert {"shanghai", "wuhu", "wuhan", "chongqing", "guiyang", "qingyang", "zhongwei", "horinger"} <= ids
+    assert {r.zone for r in config.regions if r.id in ("shanghai", "wuhu", "wuhan")} == {"east"}
+    assert all(r.provider == "sim" for r in config.regions)
+    assert config.vouchers and all(v.expires and v.expires.tzinfo for v in config.vouchers)
+
+
+@pytest.mark.parametrize("name", ["cityday", "expiry", "offpeak", "scarcity", "tokenizer"])
+def test_public_scenario_configs_load(name: str):
+    path = SCENARIOS / name / "config.yaml"
+    if not path.exists():
+        pytest.skip(f"{path} is not beside the project")
+    assert load_config(path).regions
+
+
+def test_negative_price_names_its_path():
+    data = _minimal(models=[{"name": "m", "price": {"input": -1, "output": 1}}])
+    with pytest.raises(ConfigError) as exc:
+        load_config(data)
+    assert _paths(exc) == ["regions[0].models[0].price.input"]
+
+
+def test_unknown_key_is_rejected():
+    with pytest.raises(ConfigError) as exc:
+        load_config({**_minimal(), "regoins": []})
+    assert _paths(exc) == ["regoins"]
+
+
+def test_empty_model_list_is_rejected():
+    with pytest.raises(ConfigError) as exc:
+        load_config(_minimal(models=[]))
+    assert _paths(exc) == ["regions[0].models"]
+
+
+def test_voucher_on_unknown_region_or_model_is_rejected():
+    data = {**_minimal(), "vouchers": [
+        {"id": "a", "region": "nowhere", "kind": "credit", "amount": 1},
+        {"id": "b", "region": "wuhan", "kind": "tokens", "amount": 1, "models": ["gpt-9"]},
+    ]}
+    with pytest.raises(ConfigError) as exc:
+        load_config(data)
+    assert _paths(exc) == ["vouchers[0].region", "vouchers[1].models[0]"]
+
+
+def test_discount_voucher_needs_a_rate():
+    data = {**_minimal(), "vouchers": [{"id": "d", "region": "wuhan", "kind": "discount", "amount": 5}]}
+    with pytest.raises(ConfigError) as exc:
+        load_config(data)
+    assert _paths(exc) == ["vouchers[0]"]
+
+
+def test_env_interpolation_with_and_without_default():
+    data = _minimal(provider="openai", base_url="${BASE:-https://api.example.cn/v1}", api_key="${WUHAN_KEY}")
+    config = load_config(data, environ={"WUHAN_KEY": "sk-wuhan"})
+    assert config.regions[0].base_url == "https://api.example.cn/v1"
+    assert config.regions[0].api_key == "sk-wuhan"
+    with pytest.raises(ConfigError) as exc:
+        load_config(data, environ={})
+    assert exc.value.problems == [("regions[0].api_key", "environment variable WUHAN_KEY is not set")]
+
+
+def test_api_key_is_not_in_the_repr():
+    config = load_config(_minimal(api_key="sk-canary-123"), environ={})
+    assert "sk-canary-123" not in repr(config)
+
+
+def test_dates_without_offset_take_the_config_timezone():
+    data = {**_minimal(), "vouchers": [{"id": "v", "region": "wuhan", "kind": "credit", "amount": 1,
+                                        "expires": "2026-12-01T12:00:00"}]}
+    voucher = load_config(data).vouchers[0]
+    assert voucher.expires is not None and voucher.expires.utcoffset().total_seconds() == 8 * 3600
+
+
+def test_yaml_file_errors_name_the_file(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("regions: [\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.source == str(path)
+    assert "invalid YAML" in exc.value.problems[0][1]
