@@ -1,5 +1,11 @@
-"""suanli's composition root: the Router SDK, ledger, HTTP app and CLI."""
+"""suanli's composition root: the Router SDK, ledger, HTTP app and CLI.
+
+``from router import Router`` is the SDK.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from router.core import RequestContext, Router
+from router.results import Completion, CompletionStream, Routing
+
+__all__ = ["Completion", "CompletionStream", "RequestContext", "Router", "Routing"]
