@@ -1,0 +1,51 @@
+"""An upstream key set to a canary never shows in an answer, a log line or the database."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.harness import running_proxy, small_config
+
+CANARY = "sk-canary-7f3e9a1b2c4d5e6f"
+MESSAGES = [{"role": "user", "content": "你好"}]
+
+
+def test_canary_upstream_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    config = small_config(tmp_path)
+    regions = [r.model_dump() for r in config.regions]
+    for region in regions:
+        region["api_key"] = CANARY  # the sim checks the bearer key, so forwarding is exercised
+    regions[2]["sim"] = {"error_rate": 1.0, "error_status": 503}
+    config = small_config(tmp_path, regions=regions)
+    seen: list[str] = []
+    caplog.set_level(logging.DEBUG)
+    with running_proxy(config) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="client-key", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="deepseek-flash", messages=MESSAGES, max_tokens=4
+        )
+        seen += [raw.text, str(dict(raw.headers))]
+        stream = client.chat.completions.with_raw_response.create(
+            model="deepseek-flash", messages=MESSAGES, max_tokens=4, stream=True
+        )
+        seen.append(stream.text)
+        with pytest.raises(openai.APIStatusError) as exc:  # the failing west region, pinned
+            client.chat.completions.create(model="qingyang/deepseek-flash", messages=MESSAGES, max_tokens=4)
+        seen += [str(exc.value), str(exc.value.body), str(dict(exc.value.response.headers))]
+        with pytest.raises(openai.NotFoundError) as exc:
+            client.chat.completions.create(model="nope", messages=MESSAGES)
+        seen.append(str(exc.value.body))
+        seen.append(str(proxy.call(lambda r: r.voucher_report())))
+        seen.append(str(proxy.call(lambda r: repr(r.config))))
+    seen += [record.getMessage() for record in caplog.records]
+    seen += [str(record.exc_info) for record in caplog.records if record.exc_info]
+    assert raw.headers["x-suanli-region"] in {"shanghai", "wuhan"}  # the key was accepted upstream
+    for text in seen:
+        assert CANARY not in text
+        assert CANARY[-8:] not in text
+    db = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    assert db and CANARY.encode() not in db
