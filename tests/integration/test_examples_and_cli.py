@@ -1,0 +1,109 @@
+"""Smoke tests: every example runs, and the CLI commands answer as the README says."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from config import catalog_text
+from tests.harness import running_proxy, small_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "router.cli"]
+
+
+def _run(args: list[str], *, cwd: Path = ROOT, env: dict | None = None, timeout: float = 120):
+    return subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def _catalog_with_ledger(tmp_path: Path) -> dict:
+    data = yaml.safe_load(catalog_text())
+    data["ledger"] = {"url": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    return data
+
+
+def test_openai_client_example_against_the_catalog(tmp_path: Path):
+    from config import load_config
+
+    with running_proxy(load_config(_catalog_with_ledger(tmp_path))) as proxy:
+        result = _run([sys.executable, str(ROOT / "examples" / "openai_client.py"), proxy.base_url])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("interactive -> ")
+    assert lines[1].split()[2] in {
+        "chongqing",
+        "guiyang",
+        "qingyang",
+        "zhongwei",
+        "horinger",
+        "wuhan",
+        "shanghai",
+    }
+    assert "embeddings  -> 2 vectors" in result.stdout
+
+
+def test_embedded_router_example_runs_in_process(tmp_path: Path):
+    result = _run([sys.executable, str(ROOT / "examples" / "embedded_router.py")], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "voucher=" in result.stdout and "balances:" in result.stdout
+    assert (tmp_path / "suanli-embedded.db").exists()
+
+
+def test_example_config_checks_with_keys_from_the_environment():
+    keys = {
+        name: "sk-test"
+        for name in ("WUHAN_API_KEY", "SHANGHAI_API_KEY", "QINGYANG_API_KEY", "DEEPSEEK_API_KEY")
+    }
+    result = _run([*CLI, "config", "check", str(ROOT / "examples" / "config.example.yaml")], env=keys)
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout and "sk-test" not in result.stdout
+
+
+def test_config_check_names_each_problem(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("regions:\n  - id: x\n    zone: north\n    provider: sim\n    models: []\n")
+    result = _run([*CLI, "config", "check", str(bad)])
+    assert result.returncode == 2
+    assert "regions[0].zone" in result.stderr and "regions[0].models" in result.stderr
+
+
+def test_vouchers_from_the_local_ledger_and_from_a_server(tmp_path: Path):
+    config = small_config(tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    local = _run([*CLI, "vouchers", "--config", str(path), "--json"])
+    assert local.returncode == 0, local.stderr
+    assert {row["id"] for row in json.loads(local.stdout)} == {"wuhan-tokens", "shanghai-credit"}
+    with running_proxy(config) as proxy:
+        remote = _run([*CLI, "vouchers", "--url", proxy.base_url[: -len("/v1")]])
+    assert remote.returncode == 0, remote.stderr
+    assert "wuhan-tokens" in remote.stdout and "tok" in remote.stdout
+
+
+def test_demo_prints_the_base_url_and_examples(tmp_path: Path):
+    port = 18000 + os.getpid() % 1000
+    process = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline, out = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and "Ctrl-C" not in out:
+            out += process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/v1" in out
+        assert "curl" in out and "OpenAI(base_url=" in out
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(20)
