@@ -13,6 +13,7 @@ __all__ = [
     "Capability",
     "Classes",
     "Config",
+    "DemandPrior",
     "InteractiveClass",
     "LedgerSettings",
     "Limits",
@@ -207,6 +208,31 @@ class PlannerSettings(_Frozen):
     time_limit_s: float = Field(default=2.0, gt=0)
 
 
+class DemandPrior(_Frozen):
+    """Expected traffic of one kind, a prior the planner's online forecast starts from.
+
+    ``hourly`` optionally shapes the rate over the local day (24 weights, mean 1).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    work_class: WorkClass = Field(alias="class")
+    origin: Zone = "east"
+    model: str = Field(min_length=1)
+    requests_per_hour: float = Field(ge=0)
+    input_tokens: float = Field(default=1000.0, ge=0)
+    output_tokens: float = Field(default=300.0, ge=0)
+    deadline_s: float | None = Field(default=None, gt=0)
+    hourly: tuple[float, ...] | None = None
+
+    @field_validator("hourly")
+    @classmethod
+    def _check_hourly(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and (len(value) != 24 or any(w < 0 for w in value)):
+            raise ValueError("hourly must list 24 non-negative weights, one per local hour")
+        return value
+
+
 class Config(_Frozen):
     """One whole, cross-checked suanli config."""
 
@@ -220,6 +246,7 @@ class Config(_Frozen):
     classes: Classes = Classes()
     regions: tuple[Region, ...] = Field(min_length=1)
     vouchers: tuple[Voucher, ...] = ()
+    demand: tuple[DemandPrior, ...] = ()  # optional prior for the planner's forecast
 
     def region(self, region_id: str) -> Region | None:
         for region in self.regions:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from optimizer.capacity import CapacityBook, minute_of
 from optimizer.choose import Ask, Option, State, eligible, rank
+from optimizer.defer import Deferrer, Placement
+from optimizer.errors import InfeasibleError, OptimizerError
+from optimizer.forecast import Forecast
+from optimizer.hindsight import hindsight_plan, known_demand, output_bucket
+from optimizer.index import Candidate, ConfigIndex, VoucherInfo, index_for
 from optimizer.payment import (
     Charge,
     charge,
@@ -13,19 +19,46 @@ from optimizer.payment import (
     voucher_pays,
     voucher_usable,
 )
+from optimizer.plan import UNSERVED_YUAN, plan
+from optimizer.slots import local_minute, slot_edges, slot_index
+from optimizer.snapshot import Demand, Flow, Job, Plan, Snapshot
 
 __all__ = [
     "Ask",
+    "Candidate",
+    "CapacityBook",
     "Charge",
+    "ConfigIndex",
+    "Deferrer",
+    "Demand",
+    "Flow",
+    "Forecast",
+    "InfeasibleError",
+    "Job",
+    "OptimizerError",
     "Option",
+    "Placement",
+    "Plan",
+    "Snapshot",
     "State",
+    "UNSERVED_YUAN",
+    "VoucherInfo",
     "charge",
     "charge_reported",
     "eligible",
+    "hindsight_plan",
+    "index_for",
+    "known_demand",
     "list_cost_yuan",
+    "local_minute",
+    "minute_of",
     "off_peak_active",
+    "output_bucket",
+    "plan",
     "rank",
     "request_tokens",
+    "slot_edges",
+    "slot_index",
     "voucher_pays",
     "voucher_usable",
 ]

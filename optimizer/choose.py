@@ -2,20 +2,31 @@
 
 ``rank(config, ask, state, now)`` is the interface the proxy and ``simulate`` call on the
 request path: no I/O, no clock, no solver. The first option is the choice; the rest are
-the fail-over order.
+the fail-over order. Without a plan the score is the cash paid now (the ``greedy``
+policy of DESIGN.md); with one it is
+
+    cash + voucher shadow price x voucher units drawn + capacity price of the slot,
+
+so a voucher is spent only where it saves more than it is worth to the rest of the
+horizon, and scarce capacity is left to the traffic the plan keeps it for.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
-from optimizer.payment import Charge, charge, off_peak_active, voucher_usable
+from optimizer.index import index_for
+from optimizer.payment import Charge
+from optimizer.snapshot import Plan
 
 __all__ = ["Ask", "Option", "State", "eligible", "rank"]
+
+_NO_PRICES: tuple[float, ...] = ()
+_VOUCHER_TIE = 1 + 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,7 @@ class State:
     balances: Mapping[str, float]  # voucher id -> remaining units (tokens or yuan)
     latency_ms: Mapping[str, float] = field(default_factory=dict)  # region id -> measured ttft + rtt
     blocked: frozenset[str] = frozenset()  # regions down, ejected or at their limits now
+    token_ratios: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (region, model) -> learned
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,67 +68,104 @@ class Option:
 
 def eligible(config: Config, ask: Ask, state: State) -> list[tuple[Region, Offer]]:
     """Regions that offer the model, have the capability, meet the class's latency rule."""
+    index = index_for(config)
+    measured = state.latency_ms
     out: list[tuple[Region, Offer]] = []
-    slo_ms = config.classes.interactive.latency_slo_ms
-    for region in config.regions:
-        if ask.pinned_region is not None and region.id != ask.pinned_region:
+    for cand in index.candidates(
+        ask.model, ask.work_class, ask.origin, ask.capability, prior_latency=not measured
+    ):
+        rid = cand.region_id
+        if ask.pinned_region is not None and rid != ask.pinned_region:
             continue
-        if ask.allowed_regions is not None and region.id not in ask.allowed_regions:
+        if ask.allowed_regions is not None and rid not in ask.allowed_regions:
             continue
-        if region.id in ask.excluded or region.id in state.blocked:
+        if rid in ask.excluded or rid in state.blocked:
             continue
-        if ask.capability not in region.capabilities and not _implied(ask.capability, region):
+        if measured and ask.work_class == "interactive" and measured.get(rid, cand.latency_ms) > index.slo_ms:
             continue
-        offer = region.offer(ask.model)
-        if offer is None:
-            continue
-        if ask.work_class == "interactive":
-            latency = state.latency_ms.get(region.id)
-            if latency is None:
-                latency = region.latency_ms(ask.origin)
-            if latency > slo_ms:
-                continue
-        out.append((region, offer))
+        out.append((cand.region, cand.offer))
     return out
 
 
-def _implied(capability: Capability, region: Region) -> bool:
-    # A chat platform serves the legacy completions endpoint too.
-    return capability == "completions" and "chat" in region.capabilities
-
-
-def rank(config: Config, ask: Ask, state: State, now: datetime) -> list[Option]:
-    """Eligible options, cheapest cash first (the ``greedy`` policy of DESIGN.md)."""
-    tz = ZoneInfo(config.timezone)
-    options: list[Option] = []
-    for region, offer in eligible(config, ask, state):
-        off_peak = off_peak_active(offer, now, tz)
-        best: Option | None = None
-        for voucher in (None, *_usable(config, region.id, ask, now)):
-            balance = state.balances.get(voucher.id, 0.0) if voucher else 0.0
-            if voucher is not None and balance <= 0:
+def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | None = None) -> list[Option]:
+    """Eligible options, least score first; see the module docstring for the score."""
+    index = index_for(config)
+    measured = state.latency_ms
+    interactive = ask.work_class == "interactive"
+    training = ask.work_class == "training"
+    now_s = now.timestamp()
+    minute = index.minute_of_day(now_s)
+    slot = plan.slot_at(now_s) if plan is not None else -1
+    balances = state.balances
+    ratios = state.token_ratios
+    inp, out_tokens = ask.input_tokens, ask.output_tokens
+    reference = inp if training else inp + out_tokens
+    ranked: list[tuple[float, float, int, Option]] = []
+    for n, cand in enumerate(
+        index.candidates(ask.model, ask.work_class, ask.origin, ask.capability, prior_latency=not measured)
+    ):
+        rid = cand.region_id
+        if ask.pinned_region is not None and rid != ask.pinned_region:
+            continue
+        if ask.allowed_regions is not None and rid not in ask.allowed_regions:
+            continue
+        if rid in ask.excluded or rid in state.blocked:
+            continue
+        latency = cand.latency_ms
+        if measured:
+            latency = measured.get(rid, latency)
+            if interactive and latency > index.slo_ms:
                 continue
-            cost = charge(
-                offer,
-                input_tokens=ask.input_tokens,
-                output_tokens=ask.output_tokens,
-                work_class=ask.work_class,
-                off_peak=off_peak,
-                voucher=voucher,
-                balance=balance,
-            )
-            option = Option(region, offer, voucher, off_peak, cost, cost.cash_yuan)
-            if best is None or option.score < best.score:
-                best = option
-        if best is not None:
-            options.append(best)
-    options.sort(key=lambda o: (o.score, o.region.latency_ms(ask.origin)))
-    return options
-
-
-def _usable(config: Config, region_id: str, ask: Ask, now: datetime) -> list[Voucher]:
-    return [
-        v
-        for v in config.vouchers
-        if voucher_usable(v, region=region_id, model=ask.model, work_class=ask.work_class, at=now)
-    ]
+        ratio = ratios.get((rid, ask.model), cand.ratio) if ratios else cand.ratio
+        price = cand.offer.price
+        # Same arithmetic, in the same order, as payment.list_cost_yuan and request_tokens.
+        if training:
+            cost = inp * ratio * price.train / 1e6
+        else:
+            cost = (inp * ratio * price.input + out_tokens * ratio * price.output) / 1e6
+        off = cand.off_peak(minute)
+        if off:
+            cost *= 1 - cand.discount
+        tokens = math.ceil(round(reference * ratio, 6))
+        extra = 0.0
+        if plan is not None and cand.uses_capacity:
+            extra = (plan.token_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,))[0] * tokens + (
+                plan.request_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,)
+            )[0]
+        best_score = cost + extra
+        best_voucher = None
+        best_units = best_covered = 0.0
+        for info in cand.vouchers:
+            if not info.from_s <= now_s < info.to_s:
+                continue
+            balance = balances.get(info.id, 0.0)
+            if balance <= 0:
+                continue
+            if info.kind == "tokens":
+                units = float(min(balance, tokens))
+                covered = cost * units / tokens if tokens else 0.0
+            else:
+                if cost <= 0:
+                    continue
+                covered = units = min(balance, cost if info.kind == "credit" else info.rate * cost)
+            score = cost - covered + extra
+            if plan is not None:
+                score += plan.voucher_price.get(info.id, 0.0) * units
+                # Duals come from a floating-point solve: within a relative 1e-6 the voucher
+                # wins the tie (spend it now, the future being uncertain).
+                better = score <= best_score * _VOUCHER_TIE + 1e-12
+            else:
+                better = score < best_score
+            if better:
+                best_score, best_voucher, best_units, best_covered = score, info.voucher, units, covered
+        charge = Charge(
+            tokens=tokens,
+            cost_yuan=cost,
+            voucher_units=best_units,
+            voucher_yuan=best_covered,
+            cash_yuan=max(cost - best_covered, 0.0),
+        )
+        option = Option(cand.region, cand.offer, best_voucher, off, charge, best_score)
+        ranked.append((best_score, latency, n, option))
+    ranked.sort(key=lambda item: item[:3])
+    return [item[3] for item in ranked]

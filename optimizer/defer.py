@@ -1,0 +1,263 @@
+"""The deferral scheduler: when and where work that may wait (batch, training) starts.
+
+For a job with start window ``[now, latest]`` every (region, slot, payment) of the plan
+gets the chooser's score (cash + voucher shadow price x units + capacity price),
+linear in the job's input and output tokens; the least wins, and the job is booked in
+the first clock minute of that slot with room left after the interactive traffic the
+plan expects there. "Start now" is simply the case where the current slot wins. When no
+planned slot has room the job takes the earliest minute with room anywhere, so no
+deadline is missed while feasible capacity exists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from config import Config, Offer
+from optimizer.capacity import CapacityBook, minute_of
+from optimizer.index import Candidate, ConfigIndex, index_for
+from optimizer.snapshot import Job, Plan
+
+__all__ = ["Deferrer", "Placement"]
+
+_INF = float("inf")
+_RESERVE_FACTOR = 1.5  # book batch only beyond 1.5x the interactive load the plan expects
+_MAX_TRIES = 64
+# Duals come from a floating-point solve: a voucher priced at exactly what it saves may
+# lose to cash by 1e-9. Within this relative margin the voucher wins (the future is
+# uncertain: spend it now), and among equal slots the earlier wins.
+_VOUCHER_TIE = 1 - 1e-6
+_DELAY_TIE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where and when a deferrable job starts, and the voucher it means to use."""
+
+    region: str
+    offer: Offer
+    start_s: float
+    voucher: str | None
+    tokens: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    # entries e over (candidate, slot, payment), sorted by slot; score = I a_in + O a_out + c
+    slot: np.ndarray
+    a_in: np.ndarray
+    a_out: np.ndarray
+    c: np.ndarray
+    cand: tuple[Candidate, ...]
+    entry_cand: np.ndarray
+    entry_voucher: tuple[str | None, ...]
+    offsets: np.ndarray  # slot k's entries are [offsets[k], offsets[k + 1])
+
+
+class Deferrer:
+    """Places deferrable jobs with the prices of the current plan (set by ``set_plan``)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._index: ConfigIndex = index_for(config)
+        self._plan: Plan | None = None
+        self._tables: dict[tuple[str, str, str], _Table] = {}
+        self._full: set[tuple[str, int]] = set()  # (region, slot) with no minute left for batch
+        self._cursor: dict[tuple[str, int], int] = {}  # (region, slot) -> first minute worth trying
+
+    @property
+    def plan(self) -> Plan | None:
+        return self._plan
+
+    def set_plan(self, plan: Plan) -> None:
+        """Price later placements with ``plan``."""
+        self._plan = plan
+        self._tables.clear()
+        self._full.clear()
+        self._cursor.clear()
+
+    def place(
+        self, job: Job, now_s: float, book: CapacityBook, available: Mapping[str, float]
+    ) -> Placement | None:
+        """The placement of ``job`` (None: no region has room before its deadline)."""
+        plan = self._plan
+        if plan is None or now_s >= plan.end_s:
+            return self._earliest(job, now_s, book, available)
+        table = self._table(plan, job)
+        if table.slot.size:
+            k0, k1 = plan.slot_at(now_s), plan.slot_at(min(job.latest_s, plan.end_s - 1e-6))
+            lo, hi = int(table.offsets[k0]), int(table.offsets[k1 + 1])
+            if hi > lo:
+                scores = (
+                    job.input_tokens * table.a_in[lo:hi]
+                    + job.output_tokens * table.a_out[lo:hi]
+                    + table.c[lo:hi]
+                )
+                found = self._best(plan, job, now_s, book, available, table, scores, lo)
+                if found is not None:
+                    return found
+        return self._earliest(job, now_s, book, available)
+
+    def _best(
+        self,
+        plan: Plan,
+        job: Job,
+        now_s: float,
+        book: CapacityBook,
+        available: Mapping[str, float],
+        table: _Table,
+        scores: np.ndarray,
+        lo: int,
+    ) -> Placement | None:
+        for _ in range(_MAX_TRIES):
+            e = int(np.argmin(scores))
+            score = float(scores[e])
+            if score == _INF:
+                return None
+            scores[e] = _INF
+            entry = lo + e
+            cand = table.cand[int(table.entry_cand[entry])]
+            k = int(table.slot[entry])
+            voucher = table.entry_voucher[entry]
+            if voucher is not None and available.get(voucher, 0.0) <= 0:
+                continue
+            if (cand.region_id, k) in self._full:
+                continue
+            tokens = _tokens(cand, job)
+            start = self._minute_in_slot(plan, cand, k, job, now_s, tokens, book)
+            if start is not None:
+                return Placement(cand.region_id, cand.offer, start, voucher, tokens, score)
+        return None
+
+    def _minute_in_slot(
+        self, plan: Plan, cand: Candidate, k: int, job: Job, now_s: float, tokens: int, book: CapacityBook
+    ) -> float | None:
+        # The first minute of slot k (within the job's window) with room beyond the
+        # interactive reserve; None when there is none.
+        begin = max(plan.edges[k], now_s, job.arrival_s)
+        end = min(plan.edges[k + 1], job.latest_s + 1e-9)
+        if end <= begin:
+            return None
+        if not cand.uses_capacity:
+            return begin
+        rid = cand.region_id
+        reserve_t = _RESERVE_FACTOR * _at(plan.interactive_tpm.get(rid), k)
+        reserve_r = _RESERVE_FACTOR * _at(plan.interactive_rpm.get(rid), k)
+        first, last = minute_of(begin), minute_of(end - 1e-6)
+        key = (rid, k)
+        # Minutes before the cursor were found full for an earlier job; skip them.
+        cursor = self._cursor.get(key, first)
+        minute = max(first, cursor)
+        while minute <= last:
+            if book.fits(rid, minute, tokens, reserve_tokens=reserve_t, reserve_requests=reserve_r):
+                return max(minute * 60.0, begin)
+            if minute == cursor:
+                cursor += 1
+            minute += 1
+        self._cursor[key] = cursor
+        if cursor > last and end >= plan.edges[k + 1]:
+            self._full.add(key)
+        return None
+
+    def _earliest(
+        self, job: Job, now_s: float, book: CapacityBook, available: Mapping[str, float]
+    ) -> Placement | None:
+        # Fallback: the first minute in the window where any candidate has room, cheapest first.
+        cands = self._index.candidates(job.model, job.work_class, job.origin)
+        if not cands:
+            return None
+        start = max(now_s, job.arrival_s)
+        minute = minute_of(start)
+        while minute * 60.0 <= job.latest_s:
+            at = max(minute * 60.0, start)
+            if at > job.latest_s:
+                break
+            best: tuple[float, Candidate] | None = None
+            mod = self._index.minute_of_day(at)
+            for cand in cands:
+                tokens = _tokens(cand, job)
+                if cand.uses_capacity and not book.fits(cand.region_id, minute, tokens):
+                    continue
+                cost = job.input_tokens * cand.yuan_in + job.output_tokens * cand.yuan_out
+                if cand.off_peak(mod):
+                    cost *= 1 - cand.discount
+                if best is None or cost < best[0]:
+                    best = (cost, cand)
+            if best is not None:
+                cand = best[1]
+                return Placement(cand.region_id, cand.offer, at, None, _tokens(cand, job), best[0])
+            minute += 1
+        return None
+
+    def _table(self, plan: Plan, job: Job) -> _Table:
+        key = (job.model, job.work_class, job.origin)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = self._build(plan, job)
+        return table
+
+    def _build(self, plan: Plan, job: Job) -> _Table:
+        cands = self._index.candidates(job.model, job.work_class, job.origin)
+        n_slots = len(plan.edges) - 1
+        rows: list[tuple[int, float, float, float, int, str | None]] = []
+        for k in range(n_slots):
+            mid = (plan.edges[k] + plan.edges[k + 1]) / 2
+            mod = self._index.minute_of_day(plan.edges[k])
+            for n, cand in enumerate(cands):
+                factor = 1 - cand.discount if cand.off_peak(mod) else 1.0
+                y_in, y_out = cand.yuan_in * factor, cand.yuan_out * factor
+                cap_in = cap_out = cap_req = 0.0
+                if cand.uses_capacity:
+                    mu = _at(plan.token_price.get(cand.region_id), k) * cand.ratio
+                    cap_in = cap_out = mu
+                    cap_req = _at(plan.request_price.get(cand.region_id), k)
+                rows.append((k, y_in + cap_in, y_out + cap_out, cap_req, n, None))
+                for v in cand.vouchers:
+                    if not v.from_s <= mid < v.to_s:
+                        continue
+                    lam = plan.voucher_price.get(v.id, 0.0)
+                    if v.kind == "tokens":
+                        unit_in = unit_out = lam * cand.ratio
+                        cash_in = cash_out = 0.0
+                    elif v.kind == "credit":
+                        unit_in, unit_out, cash_in, cash_out = lam * y_in, lam * y_out, 0.0, 0.0
+                    else:
+                        unit_in, unit_out = lam * v.rate * y_in, lam * v.rate * y_out
+                        cash_in, cash_out = (1 - v.rate) * y_in, (1 - v.rate) * y_out
+                    rows.append(
+                        (
+                            k,
+                            (cash_in + unit_in + cap_in) * _VOUCHER_TIE,
+                            (cash_out + unit_out + cap_out) * _VOUCHER_TIE,
+                            cap_req * _VOUCHER_TIE,
+                            n,
+                            v.id,
+                        )
+                    )
+        slots = np.array([r[0] for r in rows], dtype=np.int64)
+        delay = 1 + _DELAY_TIE * (slots - slots.min(initial=0))
+        offsets = np.searchsorted(slots, np.arange(n_slots + 1), side="left")
+        return _Table(
+            slot=slots,
+            a_in=np.array([r[1] for r in rows], dtype=np.float64) * delay,
+            a_out=np.array([r[2] for r in rows], dtype=np.float64) * delay,
+            c=np.array([r[3] for r in rows], dtype=np.float64) * delay,
+            cand=cands,
+            entry_cand=np.array([r[4] for r in rows], dtype=np.int64),
+            entry_voucher=tuple(r[5] for r in rows),
+            offsets=offsets,
+        )
+
+
+def _at(values: tuple[float, ...] | None, k: int) -> float:
+    return values[k] if values is not None and k < len(values) else 0.0
+
+
+def _tokens(cand: Candidate, job: Job) -> int:
+    reference = job.input_tokens if job.work_class == "training" else job.input_tokens + job.output_tokens
+    return math.ceil(round(reference * cand.ratio, 6))

@@ -1,0 +1,76 @@
+"""Hindsight: the planner over a whole known trace, the yardstick every policy is held to.
+
+``known_demand`` groups the known jobs by (class, origin, model, arrival slot, output
+share); a group's start window is the union of its jobs' windows, so the LP stays a
+relaxation. The output share matters because a ``tokens`` voucher is worth the yuan
+per token of the request it pays for, and output tokens cost several times input ones:
+a group mixing chatty and terse requests would price every token at the average and
+overstate the bound. With ``mix_buckets`` narrow shares the overstatement is small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from config import Config
+from optimizer.plan import plan
+from optimizer.slots import slot_edges, slot_index
+from optimizer.snapshot import Demand, Job, Plan, Snapshot
+
+__all__ = ["hindsight_plan", "known_demand", "output_bucket"]
+
+
+def output_bucket(input_tokens: float, output_tokens: float, buckets: int) -> int:
+    """Which of ``buckets`` equal bands of output share (output / all tokens) a request is in."""
+    total = input_tokens + output_tokens
+    share = output_tokens / total if total > 0 else 0.0
+    return min(int(share * buckets), buckets - 1)
+
+
+def known_demand(jobs: Sequence[Job], edges: Sequence[float], *, mix_buckets: int = 10) -> tuple[Demand, ...]:
+    """Demand groups of ``jobs``, one per (class, origin, model, arrival slot, output share band)."""
+    # (class, origin, model, slot, band) -> [requests, input, output, earliest, latest]
+    groups: dict[tuple[str, str, str, int, int], list[float]] = {}
+    for job in jobs:
+        band = output_bucket(job.input_tokens, job.output_tokens, mix_buckets)
+        key = (job.work_class, job.origin, job.model, slot_index(edges, job.arrival_s), band)
+        acc = groups.get(key)
+        if acc is None:
+            groups[key] = [1.0, job.input_tokens, job.output_tokens, job.arrival_s, job.latest_s]
+            continue
+        acc[0] += 1
+        acc[1] += job.input_tokens
+        acc[2] += job.output_tokens
+        acc[3] = min(acc[3], job.arrival_s)
+        acc[4] = max(acc[4], job.latest_s)
+    return tuple(
+        Demand(
+            work_class=key[0],  # type: ignore[arg-type]
+            origin=key[1],  # type: ignore[arg-type]
+            model=key[2],
+            earliest=acc[3],
+            latest=acc[4],
+            requests=acc[0],
+            input_tokens=acc[1],
+            output_tokens=acc[2],
+        )
+        for key, acc in groups.items()
+    )
+
+
+def hindsight_plan(
+    config: Config, jobs: Sequence[Job], *, balances: Mapping[str, float] | None = None
+) -> Plan:
+    """The plan with every job known, over the whole span the jobs may start in."""
+    start = min(job.arrival_s for job in jobs)
+    end = max(job.latest_s for job in jobs) + 1.0
+    edges = slot_edges(config, start, end)
+    demand = known_demand(jobs, edges)
+    snapshot = Snapshot(
+        config=config,
+        now_s=start,
+        horizon_s=end - start,
+        balances=dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers},
+        demand=demand,
+    )
+    return plan(snapshot)

@@ -1,0 +1,189 @@
+"""Per-config lookup tables for the request path, built once and cached on the config.
+
+The chooser must decide in microseconds, so everything that depends only on the config
+(which regions serve a model for a class, their per-token prices, their vouchers, the
+off-peak windows) is worked out here once. Times become epoch seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from threading import Lock
+from zoneinfo import ZoneInfo
+
+from config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
+
+__all__ = ["Candidate", "ConfigIndex", "VoucherInfo", "index_for"]
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class VoucherInfo:
+    """A voucher with its validity in epoch seconds."""
+
+    voucher: Voucher
+    id: str
+    kind: str
+    rate: float
+    from_s: float
+    to_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A region that may serve one (model, class, origin, capability) kind of request.
+
+    ``yuan_in``/``yuan_out`` are list yuan per *reference* token at the configured
+    ratio (training prices input only); ``window`` is the off-peak window in minutes of
+    the local day, or None.
+    """
+
+    region: Region
+    offer: Offer
+    region_id: str
+    ratio: float
+    yuan_in: float
+    yuan_out: float
+    window: tuple[int, int] | None
+    discount: float
+    latency_ms: float
+    vouchers: tuple[VoucherInfo, ...]
+    rpm: float
+    tpm: float
+    uses_capacity: bool
+
+    def off_peak(self, minute_of_day: int) -> bool:
+        """Whether a start at this local minute gets the off-peak price."""
+        window = self.window
+        if window is None:
+            return False
+        begin, end = window
+        if begin == end:
+            return True
+        if begin < end:
+            return begin <= minute_of_day < end
+        return minute_of_day >= begin or minute_of_day < end
+
+
+def _voucher_info(voucher: Voucher) -> VoucherInfo:
+    return VoucherInfo(
+        voucher=voucher,
+        id=voucher.id,
+        kind=voucher.kind,
+        rate=voucher.rate or 0.0,
+        from_s=voucher.valid_from.timestamp() if voucher.valid_from else -_INF,
+        to_s=voucher.expires.timestamp() if voucher.expires else _INF,
+    )
+
+
+def _capable(region: Region, capability: Capability) -> bool:
+    if capability in region.capabilities:
+        return True
+    # A chat platform serves the legacy completions endpoint too.
+    return capability == "completions" and "chat" in region.capabilities
+
+
+class ConfigIndex:
+    """Candidates per request kind, and local-time helpers, for one config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.tz = ZoneInfo(config.timezone)
+        self.slo_ms = config.classes.interactive.latency_slo_ms
+        self.vouchers = {v.id: _voucher_info(v) for v in config.vouchers}
+        self._candidates: dict[tuple[str, str, str, str, bool], tuple[Candidate, ...]] = {}
+        self._lock = Lock()
+
+    def minute_of_day(self, epoch_s: float) -> int:
+        """Local minute of the day (0..1439) at ``epoch_s``."""
+        moment = datetime.fromtimestamp(epoch_s, UTC)
+        offset = self.tz.utcoffset(moment.replace(tzinfo=None))
+        local_s = epoch_s + (offset.total_seconds() if offset is not None else 0.0)
+        return int(local_s // 60) % 1440
+
+    def candidates(
+        self,
+        model: str,
+        work_class: WorkClass,
+        origin: Zone,
+        capability: Capability = "chat",
+        *,
+        prior_latency: bool = True,
+    ) -> tuple[Candidate, ...]:
+        """Regions serving ``model`` for this class and capability.
+
+        With ``prior_latency`` interactive candidates are those whose prior
+        ``ttft_ms + rtt_ms[origin]`` meets the SLO; a caller holding measured latencies
+        passes False and applies the rule itself.
+        """
+        key = (model, work_class, origin, capability, prior_latency)
+        found = self._candidates.get(key)
+        if found is None:
+            found = self._build(model, work_class, origin, capability, prior_latency)
+            with self._lock:
+                self._candidates[key] = found
+        return found
+
+    def _build(
+        self, model: str, work_class: WorkClass, origin: Zone, capability: Capability, prior_latency: bool
+    ) -> tuple[Candidate, ...]:
+        needed: Capability = "fine_tuning" if work_class == "training" else capability
+        out: list[Candidate] = []
+        for region in self.config.regions:
+            offer = region.offer(model)
+            if offer is None or not _capable(region, needed):
+                continue
+            latency = region.latency_ms(origin)
+            if work_class == "interactive" and prior_latency and latency > self.slo_ms:
+                continue
+            out.append(self._candidate(region, offer, model, work_class, latency))
+        return tuple(out)
+
+    def _candidate(
+        self, region: Region, offer: Offer, model: str, work_class: WorkClass, latency: float
+    ) -> Candidate:
+        ratio = offer.token_ratio
+        training = work_class == "training"
+        yuan_in = (offer.price.train if training else offer.price.input) * ratio / 1e6
+        yuan_out = 0.0 if training else offer.price.output * ratio / 1e6
+        vouchers = tuple(
+            self.vouchers[v.id]
+            for v in self.config.vouchers
+            if v.region == region.id
+            and (v.models is None or model in v.models)
+            and (v.classes is None or work_class in v.classes)
+        )
+        return Candidate(
+            region=region,
+            offer=offer,
+            region_id=region.id,
+            ratio=ratio,
+            yuan_in=yuan_in,
+            yuan_out=yuan_out,
+            window=offer.off_peak.minutes() if offer.off_peak else None,
+            discount=offer.off_peak.discount if offer.off_peak else 0.0,
+            latency_ms=latency,
+            vouchers=vouchers,
+            rpm=float(region.limits.rpm) if region.limits.rpm else _INF,
+            tpm=float(region.limits.tpm) if region.limits.tpm else _INF,
+            uses_capacity=not training,
+        )
+
+
+_CACHE: dict[int, ConfigIndex] = {}
+_CACHE_LOCK = Lock()
+
+
+def index_for(config: Config) -> ConfigIndex:
+    """The cached index of ``config`` (keyed on identity: configs are immutable)."""
+    found = _CACHE.get(id(config))
+    if found is not None and found.config is config:
+        return found
+    built = ConfigIndex(config)
+    with _CACHE_LOCK:
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        _CACHE[id(config)] = built
+    return built

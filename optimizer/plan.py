@@ -1,0 +1,254 @@
+"""The planner: a linear program over the horizon whose duals price vouchers and capacity.
+
+Sets
+    K        slots ``[e_k, e_{k+1})`` from ``slot_edges`` (prices and validity constant
+             inside each); ``m_k`` is the slot's length in minutes.
+    D        demand groups ``d``: class, origin, model, start window ``[a_d, b_d]``,
+             ``n_d`` requests, ``I_d``/``O_d`` reference tokens.
+    R(d)     regions that serve d's model, have the capability (training: fine_tuning),
+             are not blocked and, for interactive d, meet the latency SLO.
+    K(d)     slots overlapping d's start window.
+    P(d,r,k) payments: cash, and every voucher of region r usable for d's model and
+             class, valid in slot k, with a positive balance.
+
+Parameters
+    c[d,r,k]   list yuan of d at r in k (off-peak factor of slot k applied);
+    tau[d,r]   model tokens of d at r: (I_d + O_d) x ratio (training: I_d x ratio);
+    u[d,r,k,p] voucher units p draws (tokens voucher: tau; credit: c; discount: rate c);
+    g[d,r,k,p] cash left to pay (cash: c; tokens and credit: 0; discount: (1 - rate) c);
+    B_v        voucher balance; TPM_r, RPM_r limits; bt[r,k], bq[r,k] already booked.
+
+Variables
+    x[d,r,k,p] in [0, 1]   share of d served at r, starting in k, paid by p;
+    z[d] in [0, 1]         share of d left unserved.
+
+Objective
+    min  sum g x  +  M sum n_d z_d   (+ a tie-break of 1e-9 yuan per slot of delay)
+
+Constraints
+    (demand)   sum_{r,k,p} x[d,r,k,p] + z[d] = 1                       for all d
+    (tpm)      sum_{d,p} tau[d,r] x[d,r,k,p] <= TPM_r m_k - bt[r,k]      for all r, k  (no training)
+    (rpm)      sum_{d,p} n_d x[d,r,k,p]      <= RPM_r m_k - bq[r,k]      for all r, k  (no training)
+    (voucher)  sum u[d,r,k,v] x[d,r,k,v]     <= B_v                      for all v
+
+The voucher rows' duals are the shadow prices (yuan per unit) and the capacity rows'
+duals the capacity prices (yuan per model token, per request) the chooser adds to cash.
+Splitting a request between a voucher and cash relaxes "at most one voucher, the rest
+in cash" (the voucher pays ``min(balance, need)``), so the value is a lower bound on
+what any policy pays for the same demand.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from config import Config
+from optimizer.errors import InfeasibleError
+from optimizer.index import Candidate, ConfigIndex, index_for
+from optimizer.slots import slot_edges
+from optimizer.snapshot import Demand, Flow, Plan, Snapshot
+
+__all__ = ["UNSERVED_YUAN", "plan"]
+
+UNSERVED_YUAN = 1000.0  # M: yuan per request left unserved; far above any real price
+_DELAY_YUAN = 1e-9  # per slot of delay per share: among equal costs, start earlier
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    demand: int
+    region: str
+    slot: int
+    voucher: str | None
+    cash: float
+    units: float
+    tokens: float
+    requests: float
+    interactive: bool
+
+
+def plan(snapshot: Snapshot) -> Plan:
+    """Solve the LP of this module's docstring for ``snapshot`` (raises ``InfeasibleError``)."""
+    from ortools.linear_solver import pywraplp  # lazy: keeps ``import optimizer`` fast
+
+    config = snapshot.config
+    edges = slot_edges(config, snapshot.now_s, snapshot.now_s + snapshot.horizon_s)
+    columns = list(_columns(snapshot, edges))
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    if solver is None:  # pragma: no cover - GLOP ships with ortools
+        raise InfeasibleError("NO_SOLVER", "OR-Tools has no GLOP solver")
+    solver.SetTimeLimit(int(config.planner.time_limit_s * 1000))
+
+    # Variables: x per column, z per demand group.
+    xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
+    zs = [solver.NumVar(0.0, 1.0, "") for _ in snapshot.demand]
+
+    # Objective: cash, the unserved penalty, and the earlier-start tie-break.
+    objective = solver.Objective()
+    for col, x in zip(columns, xs, strict=True):
+        objective.SetCoefficient(x, col.cash + _DELAY_YUAN * col.slot)
+    for d, z in zip(snapshot.demand, zs, strict=True):
+        objective.SetCoefficient(z, UNSERVED_YUAN * max(d.requests, 1e-6))
+    objective.SetMinimization()
+
+    # (demand) each group is served or counted unserved.
+    demand_rows = [solver.Constraint(1.0, 1.0) for _ in snapshot.demand]
+    for row, z in zip(demand_rows, zs, strict=True):
+        row.SetCoefficient(z, 1.0)
+    for col, x in zip(columns, xs, strict=True):
+        demand_rows[col.demand].SetCoefficient(x, 1.0)
+
+    # (tpm), (rpm) per region and slot, net of what is already booked.
+    booked = _booked_per_slot(snapshot, edges)
+    tpm_rows: dict[tuple[str, int], object] = {}
+    rpm_rows: dict[tuple[str, int], object] = {}
+    limits = {r.id: r.limits for r in config.regions}
+    for col, x in zip(columns, xs, strict=True):
+        if col.tokens <= 0 and col.requests <= 0:
+            continue
+        key = (col.region, col.slot)
+        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
+        used_tokens, used_requests = booked.get(key, (0.0, 0.0))
+        if limits[col.region].tpm is not None:
+            row = tpm_rows.get(key)
+            if row is None:
+                row = tpm_rows[key] = solver.Constraint(
+                    -solver.infinity(), max(limits[col.region].tpm * minutes - used_tokens, 0.0)
+                )
+            row.SetCoefficient(x, col.tokens)  # type: ignore[attr-defined]
+        if limits[col.region].rpm is not None:
+            row = rpm_rows.get(key)
+            if row is None:
+                row = rpm_rows[key] = solver.Constraint(
+                    -solver.infinity(), max(limits[col.region].rpm * minutes - used_requests, 0.0)
+                )
+            row.SetCoefficient(x, col.requests)  # type: ignore[attr-defined]
+
+    # (voucher) balances.
+    voucher_rows: dict[str, object] = {}
+    for col, x in zip(columns, xs, strict=True):
+        if col.voucher is None:
+            continue
+        row = voucher_rows.get(col.voucher)
+        if row is None:
+            row = voucher_rows[col.voucher] = solver.Constraint(
+                -solver.infinity(), max(snapshot.balances.get(col.voucher, 0.0), 0.0)
+            )
+        row.SetCoefficient(x, col.units)  # type: ignore[attr-defined]
+
+    status = solver.Solve()
+    if status != pywraplp.Solver.OPTIMAL:
+        names = {
+            pywraplp.Solver.INFEASIBLE: "INFEASIBLE",
+            pywraplp.Solver.UNBOUNDED: "UNBOUNDED",
+            pywraplp.Solver.FEASIBLE: "FEASIBLE",
+            pywraplp.Solver.ABNORMAL: "ABNORMAL",
+            pywraplp.Solver.NOT_SOLVED: "NOT_SOLVED",
+        }
+        raise InfeasibleError(names.get(status, str(status)))
+    return _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
+
+
+def _columns(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[_Column]:
+    config = snapshot.config
+    index = index_for(config)
+    mids = [(edges[k] + edges[k + 1]) / 2 for k in range(len(edges) - 1)]
+    minutes_of_day = [index.minute_of_day(m) for m in mids]
+    for d_index, d in enumerate(snapshot.demand):
+        if d.requests <= 0:
+            continue
+        slots = [k for k in range(len(mids)) if edges[k] <= d.latest and edges[k + 1] > d.earliest]
+        for cand in _eligible(index, config, snapshot, d):
+            ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
+            scale = ratio / cand.ratio
+            base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
+            reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
+            tokens = reference * ratio if cand.uses_capacity else 0.0
+            requests = d.requests if cand.uses_capacity else 0.0
+            model_tokens = reference * ratio
+            for k in slots:
+                cost = base * (1 - cand.discount) if cand.off_peak(minutes_of_day[k]) else base
+                common = (d_index, cand.region_id, k)
+                yield _Column(*common, None, cost, 0.0, tokens, requests, d.work_class == "interactive")
+                for v in cand.vouchers:
+                    if not v.from_s <= mids[k] < v.to_s or snapshot.balances.get(v.id, 0.0) <= 0:
+                        continue
+                    if v.kind == "tokens":
+                        units, cash = model_tokens, 0.0
+                    elif v.kind == "credit":
+                        units, cash = cost, 0.0
+                    else:
+                        units, cash = v.rate * cost, (1 - v.rate) * cost
+                    if units <= 0:
+                        continue
+                    yield _Column(*common, v.id, cash, units, tokens, requests, d.work_class == "interactive")
+
+
+def _eligible(index: ConfigIndex, config: Config, snapshot: Snapshot, d: Demand) -> list[Candidate]:
+    out = []
+    measured = snapshot.latency_ms
+    for cand in index.candidates(d.model, d.work_class, d.origin, prior_latency=not measured):
+        if cand.region_id in snapshot.blocked:
+            continue
+        if d.work_class == "interactive" and measured:
+            latency = measured.get(cand.region_id, cand.latency_ms)
+            if latency > index.slo_ms:
+                continue
+        out.append(cand)
+    return out
+
+
+def _booked_per_slot(
+    snapshot: Snapshot, edges: tuple[float, ...]
+) -> dict[tuple[str, int], tuple[float, float]]:
+    # (region, slot) -> (model tokens, requests) already committed
+    from optimizer.slots import slot_index
+
+    out: dict[tuple[str, int], tuple[float, float]] = {}
+    for (region, minute), (tokens, requests) in snapshot.booked.items():
+        start = minute * 60.0
+        if start + 60.0 <= edges[0] or start >= edges[-1]:
+            continue
+        key = (region, slot_index(edges, max(start, edges[0])))
+        have = out.get(key, (0.0, 0.0))
+        out[key] = (have[0] + tokens, have[1] + requests)
+    return out
+
+
+def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows) -> Plan:  # noqa: ANN001
+    n_slots = len(edges) - 1
+    token_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    request_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    for (region, k), row in tpm_rows.items():
+        token_price[region][k] = max(0.0, -row.dual_value())
+    for (region, k), row in rpm_rows.items():
+        request_price[region][k] = max(0.0, -row.dual_value())
+    interactive_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    interactive_rpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    flows: list[Flow] = []
+    cash = 0.0
+    for col, x in zip(columns, xs, strict=True):
+        share = x.solution_value()
+        if share <= 1e-9:
+            continue
+        cash += col.cash * share
+        flows.append(Flow(col.demand, col.region, col.slot, col.voucher, share))
+        if col.interactive:
+            minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
+            interactive_tpm[col.region][col.slot] += col.tokens * share / minutes
+            interactive_rpm[col.region][col.slot] += col.requests * share / minutes
+    unserved = sum(z.solution_value() * d.requests for z, d in zip(zs, snapshot.demand, strict=True))
+    return Plan(
+        edges=edges,
+        voucher_price={v: max(0.0, -row.dual_value()) for v, row in voucher_rows.items()},
+        token_price={r: tuple(p) for r, p in token_price.items()},
+        request_price={r: tuple(p) for r, p in request_price.items()},
+        interactive_tpm={r: tuple(p) for r, p in interactive_tpm.items()},
+        interactive_rpm={r: tuple(p) for r, p in interactive_rpm.items()},
+        cash_yuan=cash,
+        unserved_requests=unserved,
+        demand=snapshot.demand,
+        flows=tuple(flows),
+    )
