@@ -1,0 +1,368 @@
+"""The voucher ledger: two-phase holds (reserve / settle / void) and hash-chained usage rows.
+
+After TigerBeetle's pending/post/void transfers. ``reserve`` checks the available balance and
+inserts the pending hold in one ``BEGIN IMMEDIATE`` transaction, so no interleaving of
+threads or processes can hold more than a voucher has; ``settle`` debits the real usage,
+releases the rest and appends a usage row; ``void`` releases everything. A voucher row keeps
+``balance`` (amount minus settled spend) and ``held`` (sum of its pending holds), so
+``available = balance - held`` is one row read. Storage conventions: ``ledger_schema``.
+
+Calls are synchronous and short (tens of microseconds, see benchmarks/ledger.py), meant to
+run on the event loop of one process; other processes (the CLI, another server) may open
+the same file at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+from config import Voucher
+from router.errors import InsufficientBalanceError, LedgerError
+from router.ledger_chain import GENESIS, first_broken, row_hash
+from router.ledger_owners import LIVE_OWNERS, owner_alive, this_process
+from router.ledger_schema import connect, migrate, sqlite_path
+from router.ledger_types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
+from router.ledger_vouchers import sync_vouchers, voucher_statuses
+
+__all__ = [
+    "Hold",
+    "HoldRequest",
+    "Ledger",
+    "Settlement",
+    "UsageRow",
+    "VoucherStatus",
+    "open_readonly",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+_USAGE_COLUMNS = (
+    "id, hold_id, request_id, time, key_id, region, model, work_class, origin, voucher_id, "
+    "prompt_tokens, completion_tokens, tokens, cost_yuan, cash_yuan, voucher_units, voucher_yuan, "
+    "latency_ms, ttft_ms, attempts, status, prev_hash, hash"
+)
+_INSERT_USAGE = f"INSERT INTO usage ({_USAGE_COLUMNS}, voucher_q) VALUES ({', '.join('?' * 24)})"
+_HOLD_COLUMNS = "state, voucher_id, held_q, request_id, key_id, region, model, work_class, origin"
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC)
+
+
+def _usage_row(r: Sequence[Any]) -> UsageRow:
+    return UsageRow(
+        id=r[0], hold_id=r[1], request_id=r[2], time=_utc(r[3]), key_id=r[4], region=r[5], model=r[6],
+        work_class=r[7], origin=r[8], voucher_id=r[9], prompt_tokens=r[10], completion_tokens=r[11],
+        tokens=r[12], cost_yuan=r[13], cash_yuan=r[14], voucher_units=r[15], voucher_yuan=r[16],
+        latency_ms=r[17], ttft_ms=r[18], attempts=r[19], status=r[20], hash=r[22],
+    )
+
+
+class Ledger:
+    """Voucher balances, pending holds and usage rows in one SQLite file (WAL)."""
+
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._owner = owner
+        # One connection, possibly used from a worker thread too: serialise its use.
+        self._lock = threading.Lock()
+        self._seq = count(1)
+        self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
+
+    @classmethod
+    def open(cls, url: str, vouchers: Sequence[Voucher], *, clock: Clock) -> Ledger:
+        """Open (creating and migrating) the ledger at ``url`` for reading and writing.
+
+        Vouchers of the config not yet in the ledger start with balance = amount; those
+        already there keep their balance (the ledger is the truth) and get the config's
+        metadata. Pending holds whose owner died (a previous process, a closed instance)
+        are voided: their clients never got a complete answer. The count is logged and
+        kept in ``recovered_holds``. ``Ledger.open(url, [], clock=...)`` touches no voucher.
+        """
+        path, synchronous = sqlite_path(url)
+        conn = connect(path, synchronous=synchronous)
+        migrate(conn)
+        owner = secrets.token_hex(6)
+        ledger = cls(conn, clock=clock, owner=owner)
+        with ledger._immediate() as c:
+            sync_vouchers(c, vouchers)
+            host, pid, start = this_process()
+            c.execute(
+                "INSERT INTO owners (id, host, pid, pid_start, opened) VALUES (?, ?, ?, ?, ?)",
+                (owner, host, pid, start, clock().timestamp()),
+            )
+        LIVE_OWNERS.add(owner)
+        ledger.recovered_holds = ledger._recover()
+        if ledger.recovered_holds:
+            log.warning("ledger: voided %d pending holds left by a previous process", ledger.recovered_holds)
+        return ledger
+
+    def close(self) -> None:
+        """Close the connection; holds still pending are voided by the next open."""
+        if self._conn is None:
+            return
+        if self._owner is not None:
+            LIVE_OWNERS.discard(self._owner)
+            with self._immediate() as c:
+                c.execute("UPDATE owners SET closed = ? WHERE id = ?",
+                          (self._clock().timestamp(), self._owner))
+        with self._lock:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock before the first read."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise LedgerError("the ledger is closed")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _writer(self) -> str:
+        if self._owner is None:
+            raise LedgerError("this ledger was opened read-only")
+        return self._owner
+
+    def reserve(self, req: HoldRequest) -> Hold:
+        """Hold ``min(available, req.voucher_units)`` of the voucher, atomically.
+
+        Raises InsufficientBalanceError when the voucher has nothing available. A hold
+        without a voucher holds nothing but is recorded like any other.
+        """
+        owner = self._writer()
+        hold_id = f"{owner}-{next(self._seq)}"
+        created = self._clock()
+        with self._immediate() as c:
+            held_q, scale = 0, 1
+            if req.voucher_id is not None:
+                row = c.execute(
+                    "SELECT balance_q - held_q, scale FROM vouchers WHERE id = ?", (req.voucher_id,)
+                ).fetchone()
+                if row is None:
+                    raise LedgerError(f"unknown voucher {req.voucher_id!r}")
+                available_q, scale = row
+                if available_q <= 0:
+                    raise InsufficientBalanceError(req.voucher_id, req.voucher_units, available_q / scale)
+                held_q = min(available_q, max(round(req.voucher_units * scale), 0))
+                c.execute("UPDATE vouchers SET held_q = held_q + ? WHERE id = ?", (held_q, req.voucher_id))
+            c.execute(
+                "INSERT INTO holds (id, owner, request_id, key_id, region, model, work_class, origin,"
+                " voucher_id, held_q, held_units, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (hold_id, owner, req.request_id, req.key_id, req.region, req.model, req.work_class,
+                 req.origin, req.voucher_id, held_q, held_q / scale, created.timestamp()),
+            )
+        return Hold(id=hold_id, request_id=req.request_id, voucher_id=req.voucher_id,
+                    voucher_units=held_q / scale, created=created)
+
+    def settle(self, hold_id: str, s: Settlement) -> UsageRow:
+        """Debit ``s.voucher_units``, release the rest of the hold, append the usage row.
+
+        Idempotent: a settled hold returns its existing row. A voided or unknown hold raises
+        LedgerError. Units beyond the hold are clamped (and the excess moved to cash), logged.
+        """
+        self._writer()
+        now = self._clock().timestamp()
+        with self._immediate() as c:
+            hold = c.execute(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = ?", (hold_id,)).fetchone()
+            if hold is None:
+                raise LedgerError(f"unknown hold {hold_id!r}")
+            state, voucher_id, held_q = hold[0], hold[1], hold[2]
+            if state == "settled":
+                sql = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE hold_id = ?"
+                return _usage_row(c.execute(sql, (hold_id,)).fetchone())
+            if state != "pending":
+                raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
+            units_q, scale, s = self._debit(c, hold_id, voucher_id, held_q, s)
+            last = c.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
+            usage_id, prev_hash = (1, GENESIS) if last is None else (last[0] + 1, last[1])
+            values = (
+                usage_id, hold_id, hold[3], now, hold[4], hold[5], hold[6], hold[7], hold[8], voucher_id,
+                s.prompt_tokens, s.completion_tokens, s.tokens, s.cost_yuan, s.cash_yuan, units_q / scale,
+                s.voucher_yuan, s.latency_ms, s.ttft_ms, s.attempts, s.status,
+            )
+            hash_ = row_hash(prev_hash, values)
+            c.execute(_INSERT_USAGE, (*values, prev_hash, hash_, units_q))
+            c.execute("UPDATE holds SET state = 'settled', resolved = ? WHERE id = ?", (now, hold_id))
+        return _usage_row((*values, prev_hash, hash_))
+
+    def _debit(self, c: sqlite3.Connection, hold_id: str, voucher_id: str | None, held_q: int,
+               s: Settlement) -> tuple[int, int, Settlement]:
+        """Post the debit of a pending hold; ``(units debited, scale, settlement as charged)``."""
+        if voucher_id is None:
+            if s.voucher_units > 0:
+                log.error("ledger: hold %s has no voucher but settles %g units; charged as cash",
+                          hold_id, s.voucher_units)
+                s = _clamped(s, 0.0)
+            return 0, 1, s
+        (scale,) = c.execute("SELECT scale FROM vouchers WHERE id = ?", (voucher_id,)).fetchone()
+        units_q = max(round(s.voucher_units * scale), 0)
+        if units_q > held_q:
+            # The router must never settle more than it held: the balance could go negative.
+            log.error("ledger: hold %s settles %g units of %s but held %g; clamped, excess charged as cash",
+                      hold_id, s.voucher_units, voucher_id, held_q / scale)
+            s = _clamped(s, held_q / scale)
+            units_q = held_q
+        c.execute(
+            "UPDATE vouchers SET balance_q = balance_q - ?, held_q = held_q - ? WHERE id = ?",
+            (units_q, held_q, voucher_id),
+        )
+        return units_q, scale, s
+
+    def void(self, hold_id: str) -> None:
+        """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""
+        self._writer()
+        now = self._clock().timestamp()
+        with self._immediate() as c:
+            sql = "SELECT state, voucher_id, held_q FROM holds WHERE id = ?"
+            hold = c.execute(sql, (hold_id,)).fetchone()
+            if hold is None:
+                raise LedgerError(f"unknown hold {hold_id!r}")
+            state, voucher_id, held_q = hold
+            if state != "pending":
+                return
+            if voucher_id is not None:
+                c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (held_q, voucher_id))
+            c.execute("UPDATE holds SET state = 'voided', resolved = ? WHERE id = ?", (now, hold_id))
+
+    def void_stale(self, max_age_s: float) -> int:
+        """Void pending holds older than ``max_age_s`` of clock time (any owner); how many."""
+        self._writer()
+        now = self._clock().timestamp()
+        with self._immediate() as c:
+            ids = [r[0] for r in c.execute(
+                "SELECT id FROM holds WHERE state = 'pending' AND created < ?", (now - max_age_s,))]
+            _void_many(c, ids, now)
+        if ids:
+            log.warning("ledger: voided %d holds pending for over %g s", len(ids), max_age_s)
+        return len(ids)
+
+    def _recover(self) -> int:
+        """Void the pending holds of dead owners, forget those owners, re-sum every ``held``."""
+        host, pid, _ = this_process()
+        now = self._clock().timestamp()
+        with self._immediate() as c:
+            owners = c.execute("SELECT id, host, pid, pid_start, closed FROM owners").fetchall()
+            alive = {o[0] for o in owners if owner_alive(o, host=host, pid=pid)}
+            pending = c.execute("SELECT id, owner FROM holds WHERE state = 'pending'").fetchall()
+            ids = [hold_id for hold_id, owner in pending if owner not in alive]
+            _void_many(c, ids, now)
+            c.executemany("DELETE FROM owners WHERE id = ?", [(o[0],) for o in owners if o[0] not in alive])
+            # held is a cache of the pending holds' sum: rebuild it, so no drift can outlive a restart.
+            c.execute(
+                "UPDATE vouchers SET held_q = (SELECT COALESCE(SUM(held_q), 0) FROM holds"
+                " WHERE state = 'pending' AND voucher_id = vouchers.id)"
+            )
+        return len(ids)
+
+    def balance(self, voucher_id: str) -> float:
+        """Posted balance of a voucher: amount minus settled spend (pending holds not subtracted)."""
+        row = self._read("SELECT balance_q, scale FROM vouchers WHERE id = ?", (voucher_id,))
+        if not row:
+            raise LedgerError(f"unknown voucher {voucher_id!r}")
+        return row[0][0] / row[0][1]
+
+    def balances(self) -> dict[str, float]:
+        """Voucher id -> available units (balance minus pending holds)."""
+        rows = self._read("SELECT id, balance_q - held_q, scale FROM vouchers")
+        return {voucher_id: q / scale for voucher_id, q, scale in rows}
+
+    def vouchers(self) -> list[VoucherStatus]:
+        """Every voucher in the ledger (config or not) with balance, holds, spend and burn."""
+        with self._lock:
+            return voucher_statuses(self._connection(), now=self._clock())
+
+    def pending_holds(self) -> int:
+        """How many holds are pending, across every process on this file."""
+        return int(self._read("SELECT COUNT(*) FROM holds WHERE state = 'pending'")[0][0])
+
+    def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
+        """Usage rows settled in ``[since, until)``, in chain order."""
+        lo = float("-inf") if since is None else since.timestamp()
+        hi = float("inf") if until is None else until.timestamp()
+        sql = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE time >= ? AND time < ? ORDER BY id"
+        rows = self._read(sql, (lo, hi))
+        return [_usage_row(r) for r in rows]
+
+    def totals(self) -> dict[str, float]:
+        """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
+        (row,) = self._read(
+            "SELECT COUNT(*), TOTAL(cash_yuan), TOTAL(voucher_yuan), TOTAL(cost_yuan), TOTAL(tokens)"
+            " FROM usage"
+        )
+        return {"requests": row[0], "cash_yuan": row[1], "voucher_yuan": row[2], "cost_yuan": row[3],
+                "tokens": int(row[4])}
+
+    def verify_chain(self) -> int | None:
+        """Id of the first usage row whose hash chain is broken, or None if all verify."""
+        rows = self._read(f"SELECT {_USAGE_COLUMNS} FROM usage ORDER BY id")
+        return first_broken((r[0], r[:21], r[21], r[22]) for r in rows)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise LedgerError("the ledger is closed")
+        return self._conn
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        # A plain SELECT in autocommit mode reads one consistent WAL snapshot.
+        with self._lock:
+            return self._connection().execute(sql, params).fetchall()
+
+
+def _clamped(s: Settlement, units: float) -> Settlement:
+    """``s`` with only ``units`` paid by the voucher; the rest of its yuan share becomes cash."""
+    share = units / s.voucher_units if s.voucher_units > 0 else 0.0
+    voucher_yuan = s.voucher_yuan * share
+    return Settlement(
+        prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens, tokens=s.tokens,
+        cost_yuan=s.cost_yuan, cash_yuan=s.cash_yuan + s.voucher_yuan - voucher_yuan, voucher_units=units,
+        voucher_yuan=voucher_yuan, latency_ms=s.latency_ms, ttft_ms=s.ttft_ms, attempts=s.attempts,
+        status=s.status,
+    )
+
+
+def _void_many(c: sqlite3.Connection, hold_ids: Sequence[str], now: float) -> None:
+    """Void pending holds inside an open transaction and release what they held."""
+    for hold_id in hold_ids:
+        row = c.execute("SELECT voucher_id, held_q FROM holds WHERE id = ? AND state = 'pending'",
+                        (hold_id,)).fetchone()
+        if row is None:
+            continue
+        if row[0] is not None:
+            c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (row[1], row[0]))
+        c.execute("UPDATE holds SET state = 'voided', resolved = ? WHERE id = ?", (now, hold_id))
+
+
+def open_readonly(url: str, *, clock: Clock | None = None) -> Ledger:
+    """A ledger for reading only (the CLI): no voucher sync, no recovery, writes raise LedgerError.
+
+    It never voids the holds of a server running on the same file.
+    """
+    path, _ = sqlite_path(url)
+    conn = connect(path)
+    migrate(conn)
+    return Ledger(conn, clock=clock or (lambda: datetime.now(UTC)), owner=None)

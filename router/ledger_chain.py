@@ -1,0 +1,45 @@
+"""The hash chain over usage rows, so an export for a subsidy claim can be verified.
+
+``hash = sha256(prev_hash + "\\n" + json([id, hold_id, request_id, time, key_id, region,
+model, work_class, origin, voucher_id, prompt_tokens, completion_tokens, tokens, cost_yuan,
+cash_yuan, voucher_units, voucher_yuan, latency_ms, ttft_ms, attempts, status]))`` with
+compact JSON (separators "," and ":"), floats in shortest round-trip form, and the first
+row's ``prev_hash`` equal to ``GENESIS``. Editing, dropping or reordering any row breaks
+every hash after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+
+__all__ = ["GENESIS", "HASHED_COLUMNS", "first_broken", "row_hash"]
+
+GENESIS = "0" * 64
+
+HASHED_COLUMNS = (
+    "id", "hold_id", "request_id", "time", "key_id", "region", "model", "work_class", "origin",
+    "voucher_id", "prompt_tokens", "completion_tokens", "tokens", "cost_yuan", "cash_yuan",
+    "voucher_units", "voucher_yuan", "latency_ms", "ttft_ms", "attempts", "status",
+)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def row_hash(prev_hash: str, values: Sequence[object]) -> str:
+    """The hash of one row, given the previous row's hash and its HASHED_COLUMNS values."""
+    return hashlib.sha256(f"{prev_hash}\n{_dumps(list(values))}".encode()).hexdigest()
+
+
+def first_broken(rows: Iterable[tuple[int, Sequence[object], str, str]]) -> int | None:
+    """Id of the first row whose chain does not verify, or None.
+
+    ``rows`` are ``(id, HASHED_COLUMNS values, prev_hash, hash)`` in id order.
+    """
+    expected_prev = GENESIS
+    for row_id, values, prev_hash, hash_ in rows:
+        if prev_hash != expected_prev or row_hash(prev_hash, values) != hash_:
+            return row_id
+        expected_prev = hash_
+    return None
