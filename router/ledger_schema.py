@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "connect", "migrate", "sqlite_path"]
 
@@ -127,6 +128,9 @@ def connect(path: str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
     one request in 150) copies it back, ~2.5 ms. A background checkpointer thread was tried
     and measured worse: on ext4 the writer's WAL append waits for the checkpoint's fsync.
     """
+    if path not in ("", ":memory:"):
+        # sqlite:///data/suanli.db on a fresh machine: make data/, as any file-writing tool would.
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")

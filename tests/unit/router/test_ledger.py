@@ -277,6 +277,13 @@ def test_opening_the_same_file_never_voids_a_live_ledgers_holds(tmp_path: Path) 
         assert server.balance("wuhan-tokens") == 700
 
 
+def test_open_creates_missing_parent_directories(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/data/deeper/ledger.db"
+    with Ledger.open(url, [tokens_voucher()], clock=FakeClock()) as led:
+        assert led.balance("wuhan-tokens") == 1000
+    assert (tmp_path / "data" / "deeper" / "ledger.db").exists()
+
+
 def test_reopening_keeps_the_ledgers_balance_and_takes_new_metadata(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ledger.db"
     with Ledger.open(url, [tokens_voucher()], clock=FakeClock()) as led:
