@@ -189,7 +189,7 @@ def error_response(exc: BaseException) -> web.Response:
         kind, code = _HTTP_ERRORS.get(status, ("invalid_request_error", "http_error"))
         param = None
         message = (
-            f"the request body is larger than the limit of {exc.max_size} bytes"
+            f"the request body is too large: {exc.text}"
             if isinstance(exc, web.HTTPRequestEntityTooLarge)
             else exc.reason
         )

@@ -10,8 +10,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from config import Config, ConfigError, load_catalog, load_config
 
@@ -94,10 +95,7 @@ def _master_key(args: argparse.Namespace) -> str | None:
 def _serve(args: argparse.Namespace) -> int:
     from router.server import serve
 
-    asyncio.run(
-        serve(_load(args.config), host=args.host, port=args.port, master_key=_master_key(args)),
-        loop_factory=_loop_factory(),
-    )
+    _run_async(serve(_load(args.config), host=args.host, port=args.port, master_key=_master_key(args)))
     return 0
 
 
@@ -105,10 +103,7 @@ def _demo(args: argparse.Namespace) -> int:
     from router.server import serve
 
     config = load_catalog()
-    asyncio.run(
-        serve(config, host=args.host, port=args.port, master_key=_master_key(args), banner=True),
-        loop_factory=_loop_factory(),
-    )
+    _run_async(serve(config, host=args.host, port=args.port, master_key=_master_key(args), banner=True))
     return 0
 
 
@@ -119,12 +114,22 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop_factory():
+def _run_async(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (the fast extra), else on asyncio's own loop."""
     try:
         import uvloop
     except ImportError:
-        return None
-    return uvloop.new_event_loop
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # Piped output has no width of its own; rich would squeeze tables into 80 columns.
+    return console if console.is_terminal else Console(width=160)
 
 
 def _vouchers(args: argparse.Namespace) -> int:
@@ -147,9 +152,7 @@ def _vouchers(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        from rich.console import Console
-
-        Console().print(voucher_table(rows, now=datetime.now(UTC)))
+        _console().print(voucher_table(rows, now=datetime.now(UTC)))
     return 0
 
 
@@ -169,12 +172,10 @@ def _fetch_vouchers(url: str, key: str | None) -> list[dict] | None:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from router.reports import config_summary
 
     config = load_config(args.file)
-    Console().print(config_summary(config))
+    _console().print(config_summary(config))
     print(f"{args.file}: OK")
     return 0
 

@@ -21,6 +21,7 @@ __all__ = ["ProxyThread", "running_proxy", "small_config"]
 
 def small_config(tmp_path: Path, **overrides: Any) -> Config:
     """Three sim regions (two east, one west) and two vouchers; the ledger in ``tmp_path``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
         "timezone": "Asia/Shanghai",
         "origin": "east",

@@ -32,7 +32,7 @@ def test_canary_upstream_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptu
         stream = client.chat.completions.with_raw_response.create(
             model="deepseek-flash", messages=MESSAGES, max_tokens=4, stream=True
         )
-        seen.append(stream.text)
+        seen.append(stream.http_response.read().decode())
         with pytest.raises(openai.APIStatusError) as exc:  # the failing west region, pinned
             client.chat.completions.create(model="qingyang/deepseek-flash", messages=MESSAGES, max_tokens=4)
         seen += [str(exc.value), str(exc.value.body), str(dict(exc.value.response.headers))]
