@@ -18,6 +18,7 @@ from aiohttp import web
 from config import Config, Region
 from providers.sim_app import SIM_STATE, SimError, create_sim_app
 from providers.sim_state import SimState
+from providers.sim_text import warm_up
 
 __all__ = ["SimError", "SimFleet", "SimState", "create_sim_app", "run_fleet_forever", "sim_regions"]
 
@@ -57,6 +58,8 @@ class SimFleet:
 
     async def start(self) -> None:
         """Start every server; on a failure the ones already started are stopped again."""
+        # Load the tokenizer and the sentence vocabulary now, not on the first request.
+        await asyncio.to_thread(warm_up)
         try:
             for i, region in enumerate(self.regions):
                 port = 0 if self.base_port is None else self.base_port + i

@@ -19,7 +19,9 @@ Answers are deterministic (a function of region, model and prompt). An answer is
 ``max_completion_tokens`` / ``max_tokens`` tokens long when given (``finish_reason:
 length``), else 16-64 (``stop``); usage reports exactly the tokens generated, and the
 prompt as ``ceil(reference tokens x token_ratio)``. Time: ``ttft_ms + stall_ms`` before the
-first byte, then ``ms_per_token`` per token, all times ``latency_scale``.
+first byte, then ``ms_per_token`` per token, all times ``latency_scale``. Faults, in order:
+401 on a wrong key, ``rate_limit_rpm`` (429 + Retry-After), ``error_rate`` (``error_status``);
+``reset_after_chunks`` aborts a stream's TCP connection after that many SSE events.
 """
 
 from __future__ import annotations

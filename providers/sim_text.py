@@ -16,7 +16,7 @@ import struct
 
 from providers.tokenizer import count_tokens
 
-__all__ = ["default_length", "embedding", "generate_pieces", "seed_of", "vector_bytes"]
+__all__ = ["default_length", "embedding", "generate_pieces", "seed_of", "vector_bytes", "warm_up"]
 
 _EN_WORDS = (
     "the of and to in is that for it as with was on be by this are at from or an which have not but "
@@ -42,6 +42,11 @@ def _vocab() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     punct = tuple(p for p in _PUNCT if count_tokens(p) == 1)
     # With the fallback estimator nothing may pass; keep the text readable anyway.
     return english or (" the",), chinese or ("的",), punct or (".",)
+
+
+def warm_up() -> None:
+    """Load the tokenizer and check the vocabulary (blocking, about 0.2 s, once)."""
+    _vocab()
 
 
 def seed_of(*parts: object) -> int:
