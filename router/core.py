@@ -7,6 +7,7 @@ relay -> settle the reported usage.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -23,7 +24,7 @@ import aiohttp
 from config import Config, Offer, load_config
 from optimizer import Ask, Option, State, charge_reported, rank
 from providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError, Usage
-from providers.tokenizer import count_prompt_tokens
+from providers.tokenizer import count_prompt_tokens, load_tokenizer
 from router.errors import (
     BadRequestError,
     InsufficientBalanceError,
@@ -107,6 +108,8 @@ class Router:
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False
             )
         base_urls = await self._start_sims()
+        # Load the tokenizer now, off the loop, so the first request does not pay for it.
+        await asyncio.to_thread(load_tokenizer)
         self.ledger = Ledger.open(self.config.ledger.url, self.config.vouchers, clock=self.clock)
         self._available = self.ledger.balances()
         for region in self.config.regions:
