@@ -69,6 +69,15 @@ class CapacityBook:
         for key in [key for key in self._used if key[1] < minute]:
             del self._used[key]
 
+    def fill(self, minute: int) -> dict[str, float]:
+        """Region id -> share of its limits (the fuller of tpm and rpm) used in ``minute``."""
+        out: dict[str, float] = {}
+        for region, tpm in self._tpm.items():
+            found = self._used.get((region, minute))
+            if found is not None:
+                out[region] = max(found[0] / tpm, found[1] / self._rpm[region])
+        return out
+
     def limits(self, region: str) -> tuple[float, float]:
         """``(tpm, rpm)`` of ``region`` (inf when unlimited)."""
         return self._tpm[region], self._rpm[region]

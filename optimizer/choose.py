@@ -27,6 +27,8 @@ __all__ = ["Ask", "Option", "State", "eligible", "rank"]
 
 _NO_PRICES: tuple[float, ...] = ()
 _VOUCHER_TIE = 1 + 1e-6
+_CONGESTION_FROM = 0.5  # share of a minute's limits from which a region's score rises
+_CONGESTION_SHARE = 0.1  # at most +5% of the cost when full
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class State:
     latency_ms: Mapping[str, float] = field(default_factory=dict)  # region id -> measured ttft + rtt
     blocked: frozenset[str] = frozenset()  # regions down, ejected or at their limits now
     token_ratios: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (region, model) -> learned
+    load: Mapping[str, float] = field(default_factory=dict)  # region id -> share of this minute's limits used
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,12 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
             extra = (plan.token_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,))[0] * tokens + (
                 plan.request_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,)
             )[0]
+        if state.load:
+            # A region filling up this minute costs a little more, so near-ties go to
+            # regions with room and a later request with fewer options still fits.
+            fill = state.load.get(rid, 0.0)
+            if fill > _CONGESTION_FROM:
+                extra += cost * _CONGESTION_SHARE * (fill - _CONGESTION_FROM)
         best_score = cost + extra
         best_voucher = None
         best_units = best_covered = 0.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from config import Config, Offer
+from config import Config, Offer, WorkClass, Zone
 from optimizer.capacity import CapacityBook, minute_of
 from optimizer.index import Candidate, ConfigIndex, index_for
 from optimizer.snapshot import Job, Plan
@@ -26,6 +26,7 @@ __all__ = ["Deferrer", "Placement"]
 
 _INF = float("inf")
 _RESERVE_FACTOR = 1.5  # book batch only beyond 1.5x the interactive load the plan expects
+_INTERACTIVE_FLOOR = 0.3  # share of a minute's limits batch leaves free where interactive runs
 _MAX_TRIES = 64
 # Duals come from a floating-point solve: a voucher priced at exactly what it saves may
 # lose to cash by 1e-9. Within this relative margin the voucher wins (the future is
@@ -57,6 +58,12 @@ class _Table:
     entry_cand: np.ndarray
     entry_voucher: tuple[str | None, ...]
     offsets: np.ndarray  # slot k's entries are [offsets[k], offsets[k + 1])
+    # voucher units one reference input / output token draws (0 on cash entries)
+    need_in: np.ndarray
+    need_out: np.ndarray
+    cash_entry: np.ndarray  # entry -> the cash entry of the same region and slot
+    voucher_of: np.ndarray  # entry -> index into voucher_ids, len(voucher_ids) on cash entries
+    voucher_ids: tuple[str, ...]
 
 
 class Deferrer:
@@ -75,11 +82,20 @@ class Deferrer:
         return self._plan
 
     def set_plan(self, plan: Plan) -> None:
-        """Price later placements with ``plan``."""
+        """Price later placements with ``plan``; builds its price tables now, off the request path."""
+        tables: dict[tuple[str, str, str], _Table] = {}
+        for d in plan.demand:
+            if d.work_class != "interactive":
+                key = (d.model, d.work_class, d.origin)
+                if key not in tables:
+                    tables[key] = self._build(plan, d.model, d.work_class, d.origin)
+        for key in self._tables:
+            if key not in tables:
+                tables[key] = self._build(plan, *key)
         self._plan = plan
-        self._tables.clear()
-        self._full.clear()
-        self._cursor.clear()
+        self._tables = tables
+        self._full = set()
+        self._cursor = {}
 
     def place(
         self, job: Job, now_s: float, book: CapacityBook, available: Mapping[str, float]
@@ -93,15 +109,28 @@ class Deferrer:
             k0, k1 = plan.slot_at(now_s), plan.slot_at(min(job.latest_s, plan.end_s - 1e-6))
             lo, hi = int(table.offsets[k0]), int(table.offsets[k1 + 1])
             if hi > lo:
-                scores = (
-                    job.input_tokens * table.a_in[lo:hi]
-                    + job.output_tokens * table.a_out[lo:hi]
-                    + table.c[lo:hi]
-                )
+                scores = self._scores(table, job, lo, hi, available)
                 found = self._best(plan, job, now_s, book, available, table, scores, lo)
                 if found is not None:
                     return found
         return self._earliest(job, now_s, book, available)
+
+    def _scores(
+        self, table: _Table, job: Job, lo: int, hi: int, available: Mapping[str, float]
+    ) -> np.ndarray:
+        # Score of every entry in [lo, hi) for this job. A voucher that cannot cover the
+        # whole request pays its balance and leaves the rest in cash at that slot's price,
+        # so its entry blends the voucher and cash scores by the covered share.
+        inp, out = job.input_tokens, job.output_tokens
+        scores = inp * table.a_in[lo:hi] + out * table.a_out[lo:hi] + table.c[lo:hi]
+        if not table.voucher_ids:
+            return scores
+        have = np.array([max(available.get(v, 0.0), 0.0) for v in table.voucher_ids] + [np.inf])
+        need = inp * table.need_in[lo:hi] + out * table.need_out[lo:hi]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            covered = np.where(need > 0, np.minimum(have[table.voucher_of[lo:hi]] / need, 1.0), 1.0)
+        cash_scores = scores[table.cash_entry[lo:hi] - lo]
+        return covered * scores + (1.0 - covered) * cash_scores
 
     def _best(
         self,
@@ -148,6 +177,11 @@ class Deferrer:
         rid = cand.region_id
         reserve_t = _RESERVE_FACTOR * _at(plan.interactive_tpm.get(rid), k)
         reserve_r = _RESERVE_FACTOR * _at(plan.interactive_rpm.get(rid), k)
+        if rid in plan.interactive_tpm:
+            # Interactive arrivals come in bursts the slot average hides: keep a floor free.
+            tpm, rpm = book.limits(rid)
+            reserve_t = max(reserve_t, _INTERACTIVE_FLOOR * tpm)
+            reserve_r = max(reserve_r, _INTERACTIVE_FLOOR * rpm)
         first, last = minute_of(begin), minute_of(end - 1e-6)
         key = (rid, k)
         # Minutes before the cursor were found full for an earlier job; skip them.
@@ -198,13 +232,14 @@ class Deferrer:
         key = (job.model, job.work_class, job.origin)
         table = self._tables.get(key)
         if table is None:
-            table = self._tables[key] = self._build(plan, job)
+            table = self._tables[key] = self._build(plan, job.model, job.work_class, job.origin)
         return table
 
-    def _build(self, plan: Plan, job: Job) -> _Table:
-        cands = self._index.candidates(job.model, job.work_class, job.origin)
+    def _build(self, plan: Plan, model: str, work_class: WorkClass, origin: Zone) -> _Table:
+        cands = self._index.candidates(model, work_class, origin)
         n_slots = len(plan.edges) - 1
-        rows: list[tuple[int, float, float, float, int, str | None]] = []
+        # (slot, a_in, a_out, c, candidate, voucher, need_in, need_out, cash entry)
+        rows: list[tuple[int, float, float, float, int, str | None, float, float, int]] = []
         for k in range(n_slots):
             mid = (plan.edges[k] + plan.edges[k + 1]) / 2
             mod = self._index.minute_of_day(plan.edges[k])
@@ -216,19 +251,21 @@ class Deferrer:
                     mu = _at(plan.token_price.get(cand.region_id), k) * cand.ratio
                     cap_in = cap_out = mu
                     cap_req = _at(plan.request_price.get(cand.region_id), k)
-                rows.append((k, y_in + cap_in, y_out + cap_out, cap_req, n, None))
+                cash_entry = len(rows)
+                rows.append((k, y_in + cap_in, y_out + cap_out, cap_req, n, None, 0.0, 0.0, cash_entry))
                 for v in cand.vouchers:
                     if not v.from_s <= mid < v.to_s:
                         continue
                     lam = plan.voucher_price.get(v.id, 0.0)
                     if v.kind == "tokens":
-                        unit_in = unit_out = lam * cand.ratio
+                        need_in = need_out = cand.ratio
                         cash_in = cash_out = 0.0
                     elif v.kind == "credit":
-                        unit_in, unit_out, cash_in, cash_out = lam * y_in, lam * y_out, 0.0, 0.0
+                        need_in, need_out, cash_in, cash_out = y_in, y_out, 0.0, 0.0
                     else:
-                        unit_in, unit_out = lam * v.rate * y_in, lam * v.rate * y_out
+                        need_in, need_out = v.rate * y_in, v.rate * y_out
                         cash_in, cash_out = (1 - v.rate) * y_in, (1 - v.rate) * y_out
+                    unit_in, unit_out = lam * need_in, lam * need_out
                     rows.append(
                         (
                             k,
@@ -237,8 +274,12 @@ class Deferrer:
                             cap_req * _VOUCHER_TIE,
                             n,
                             v.id,
+                            need_in,
+                            need_out,
+                            cash_entry,
                         )
                     )
+        voucher_ids = sorted({r[5] for r in rows if r[5] is not None})
         slots = np.array([r[0] for r in rows], dtype=np.int64)
         delay = 1 + _DELAY_TIE * (slots - slots.min(initial=0))
         offsets = np.searchsorted(slots, np.arange(n_slots + 1), side="left")
@@ -251,6 +292,13 @@ class Deferrer:
             entry_cand=np.array([r[4] for r in rows], dtype=np.int64),
             entry_voucher=tuple(r[5] for r in rows),
             offsets=offsets,
+            need_in=np.array([r[6] for r in rows], dtype=np.float64),
+            need_out=np.array([r[7] for r in rows], dtype=np.float64),
+            cash_entry=np.array([r[8] for r in rows], dtype=np.int64),
+            voucher_of=np.array(
+                [voucher_ids.index(r[5]) if r[5] else len(voucher_ids) for r in rows], dtype=np.int64
+            ),
+            voucher_ids=tuple(voucher_ids),
         )
 
 

@@ -5,6 +5,8 @@ observed so far. The rate of an hour is its own count over its exposure, shrunk 
 the kind's overall rate while the hour is thinly observed (a pseudo-exposure of
 ``blend_s``). A config prior (``Config.demand``) enters as pseudo-observations worth
 ``prior_s`` seconds, so a cold start plans with it and the traffic seen takes over.
+Expected demand may be weighted by ``1 / (1 + lead / lead_decay_s)`` (off by default):
+the further out, the less it is trusted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from config import Config, WorkClass, Zone
+from optimizer.hindsight import output_bucket
 from optimizer.index import index_for
 from optimizer.snapshot import Demand
 
@@ -21,13 +24,19 @@ _HOUR_S = 3600.0
 Kind = tuple[WorkClass, Zone, str]  # (class, origin, model)
 
 
+_MIX_BANDS = 3  # output-share bands: a tokens voucher is worth more on output-heavy requests
+_DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this long: its hour matters little
+
+
 @dataclass(slots=True)
 class _Tally:
     requests: list[float] = field(default_factory=lambda: [0.0] * 24)  # per local hour
     total: float = 0.0
-    input_tokens: float = 0.0
-    output_tokens: float = 0.0
     window_s: float = 0.0  # summed start windows (deadline) of the requests seen
+    # per output-share band: requests, input tokens, output tokens
+    band_requests: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
+    band_input: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
+    band_output: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
 
 
 class Forecast:
@@ -37,13 +46,20 @@ class Forecast:
     """
 
     def __init__(
-        self, config: Config, *, start_s: float, blend_s: float = 3600.0, prior_s: float = 3600.0
+        self,
+        config: Config,
+        *,
+        start_s: float,
+        blend_s: float = 3600.0,
+        prior_s: float = 3600.0,
+        lead_decay_s: float = float("inf"),
     ) -> None:
         self._config = config
         self._index = index_for(config)
         self._start_s = start_s
         self._blend_s = blend_s
         self._prior_s = prior_s
+        self._lead_decay_s = lead_decay_s
         self._tallies: dict[Kind, _Tally] = {}
         self._prior: dict[Kind, tuple[float, tuple[float, ...], float, float, float]] = {}
         for p in config.demand:
@@ -69,9 +85,11 @@ class Forecast:
             tally = self._tallies[kind] = _Tally()
         tally.requests[self._hour(at_s)] += 1
         tally.total += 1
-        tally.input_tokens += input_tokens
-        tally.output_tokens += output_tokens
         tally.window_s += window_s
+        band = output_bucket(input_tokens, output_tokens, _MIX_BANDS)
+        tally.band_requests[band] += 1
+        tally.band_input[band] += input_tokens
+        tally.band_output[band] += output_tokens
 
     def rate_per_s(self, kind: Kind, at_s: float, now_s: float) -> float:
         """Expected arrivals per second of ``kind`` at ``at_s``, as known at ``now_s``."""
@@ -94,45 +112,85 @@ class Forecast:
         return (hour_count + self._blend_s * overall * shape) / (hour_exposure + self._blend_s)
 
     def demand(self, edges: tuple[float, ...], now_s: float) -> tuple[Demand, ...]:
-        """Expected demand per kind and slot of ``edges`` from ``now_s`` on."""
+        """Expected demand per kind, output-share band and slot of ``edges`` from ``now_s`` on.
+
+        Interactive demand is per slot (it must start in it); work that may wait is per
+        block of slots about ``_DEFER_BLOCK_S`` long, its window running to the block's
+        end plus the kind's mean start window.
+        """
         out: list[Demand] = []
         for kind in sorted(set(self._tallies) | set(self._prior)):
-            size = self._size(kind)
-            if size is None:
+            mix = self._mix(kind)
+            if not mix:
                 continue
-            input_tokens, output_tokens, window_s = size
-            for k in range(len(edges) - 1):
-                begin, end = max(edges[k], now_s), edges[k + 1]
-                if end <= begin:
-                    continue
-                requests = self.rate_per_s(kind, (begin + end) / 2, now_s) * (end - begin)
+            interactive = kind[0] == "interactive"
+            window_s = self._window(kind)
+            for begin, end in self._periods(edges, now_s, per_slot=interactive):
+                requests = self._expected(kind, begin, end, now_s)
                 if requests <= 1e-9:
                     continue
-                interactive = kind[0] == "interactive"
-                out.append(
-                    Demand(
-                        work_class=kind[0],
-                        origin=kind[1],
-                        model=kind[2],
-                        earliest=begin,
-                        latest=end - 1e-3 if interactive else end + window_s,
-                        requests=requests,
-                        input_tokens=requests * input_tokens,
-                        output_tokens=requests * output_tokens,
+                for share, input_tokens, output_tokens in mix:
+                    n = requests * share
+                    out.append(
+                        Demand(
+                            work_class=kind[0],
+                            origin=kind[1],
+                            model=kind[2],
+                            earliest=begin,
+                            latest=end - 1e-3 if interactive else end + window_s,
+                            requests=n,
+                            input_tokens=n * input_tokens,
+                            output_tokens=n * output_tokens,
+                        )
                     )
-                )
         return tuple(out)
 
-    def _size(self, kind: Kind) -> tuple[float, float, float] | None:
-        # (mean input, mean output, mean start window) of one request of ``kind``
+    def _expected(self, kind: Kind, begin: float, end: float, now_s: float) -> float:
+        # requests of ``kind`` expected in [begin, end), integrating the hourly rate
+        total = 0.0
+        t = begin
+        while t < end:
+            step = min(end, (t // _HOUR_S + 1) * _HOUR_S) - t
+            lead = t + step / 2 - now_s
+            # Trust fades with lead time: demand a day out may never come, while a voucher
+            # kept for it is lost for good when it does not. Counting far demand less makes
+            # the plan spend vouchers on the traffic in hand.
+            weight = 1.0 / (1.0 + max(lead, 0.0) / self._lead_decay_s)
+            total += self.rate_per_s(kind, t + step / 2, now_s) * step * weight
+            t += step
+        return total
+
+    @staticmethod
+    def _periods(edges: tuple[float, ...], now_s: float, *, per_slot: bool) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for k in range(len(edges) - 1):
+            begin, end = max(edges[k], now_s), edges[k + 1]
+            if end <= begin:
+                continue
+            if not per_slot and out and out[-1][1] - out[-1][0] < _DEFER_BLOCK_S:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((begin, end))
+        return out
+
+    def _mix(self, kind: Kind) -> list[tuple[float, float, float]]:
+        # [(share of requests, mean input, mean output)] per output-share band
         tally = self._tallies.get(kind)
         if tally is not None and tally.total > 0:
-            n = tally.total
-            return tally.input_tokens / n, tally.output_tokens / n, tally.window_s / n
+            return [
+                (n / tally.total, tally.band_input[b] / n, tally.band_output[b] / n)
+                for b, n in enumerate(tally.band_requests)
+                if n > 0
+            ]
         prior = self._prior.get(kind)
-        if prior is None:
-            return None
-        return prior[2], prior[3], prior[4]
+        return [(1.0, prior[2], prior[3])] if prior is not None else []
+
+    def _window(self, kind: Kind) -> float:
+        tally = self._tallies.get(kind)
+        if tally is not None and tally.total > 0:
+            return tally.window_s / tally.total
+        prior = self._prior.get(kind)
+        return prior[4] if prior is not None else 0.0
 
     def _hour(self, at_s: float) -> int:
         return self._index.minute_of_day(at_s) // 60

@@ -42,6 +42,10 @@ __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
 POLICIES = ("optimizer", "greedy", "round_robin", "hindsight")
 _HINDSIGHT_REPLAN_S = 3600.0  # hindsight re-solves its (exact) remaining demand this often
+# The live re-planner solves every ``planner.replan_s`` (60 s) in a worker thread; a replay
+# runs a day in seconds, so it solves at most every five virtual minutes, and at once when
+# a voucher runs dry (the live re-planner's "poke").
+_SIM_MIN_REPLAN_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,8 @@ class _Engine:
         )
         if voucher is not None and paid.voucher_units > 0:
             self.balances[voucher.id] = max(self.balances[voucher.id] - paid.voucher_units, 0.0)
+            if self.balances[voucher.id] <= 0 and self.policy == "optimizer":
+                self.next_plan_s = -float("inf")  # a material change: re-plan at the next arrival
         else:
             voucher = None
         self.decisions[job.index] = Decision(
@@ -222,7 +228,11 @@ class _Engine:
             )
         if now_s < self.next_plan_s:
             return
-        interval = self.config.planner.replan_s if self.policy == "optimizer" else _HINDSIGHT_REPLAN_S
+        interval = (
+            max(self.config.planner.replan_s, _SIM_MIN_REPLAN_S)
+            if self.policy == "optimizer"
+            else _HINDSIGHT_REPLAN_S
+        )
         self.next_plan_s = now_s + interval
         available = {v: max(self.balances[v] - self.reserved[v], 0.0) for v in self.balances}
         if self.policy == "optimizer":
@@ -276,7 +286,7 @@ class _Engine:
         if use_plan is not None:
             # Units booked jobs mean to draw are spoken for.
             balances = {v: self.balances[v] - self.reserved[v] for v in self.balances}
-        state = State(balances=balances)
+        state = State(balances=balances, load=self.book.fill(minute_of(now_s)) if use_plan else {})
         when = datetime.fromtimestamp(now_s, UTC)
         started = time.perf_counter_ns()
         options = rank(self.config, ask, state, when, plan=use_plan)
