@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from config.errors import ConfigError
+from config.health import HealthSettings, ProbeSettings
 from config.loader import catalog_text, load_catalog, load_config, parse_config
 from config.schema import (
     Capability,
@@ -26,11 +27,13 @@ __all__ = [
     "Classes",
     "Config",
     "ConfigError",
+    "HealthSettings",
     "Limits",
     "OffPeak",
     "Offer",
     "PlannerSettings",
     "Price",
+    "ProbeSettings",
     "Region",
     "SimBehaviour",
     "Timeouts",

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.health import HealthSettings, ProbeMode
+
 __all__ = [
     "BatchClass",
     "Capability",
@@ -127,6 +129,7 @@ class Region(_Frozen):
     capabilities: tuple[Capability, ...] = ("chat", "completions", "embeddings")
     models: tuple[Offer, ...] = Field(min_length=1)
     sim: SimBehaviour | None = None
+    probe: ProbeMode = "models"  # "off" for a platform that bills even the model list
 
     @field_validator("rtt_ms")
     @classmethod
@@ -247,6 +250,7 @@ class Config(_Frozen):
     regions: tuple[Region, ...] = Field(min_length=1)
     vouchers: tuple[Voucher, ...] = ()
     demand: tuple[DemandPrior, ...] = ()  # optional prior for the planner's forecast
+    health: HealthSettings = HealthSettings()
 
     def region(self, region_id: str) -> Region | None:
         for region in self.regions:

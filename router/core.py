@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,18 +22,21 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from config import Config, Offer, load_config
-from optimizer import Ask, Option, State, charge_reported, rank
+from optimizer import Ask, Option, charge_reported
 from providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError, Usage
 from providers.tokenizer import count_prompt_tokens, load_tokenizer
 from router.errors import (
     BadRequestError,
     InsufficientBalanceError,
     ModelNotFoundError,
-    NoRouteError,
     UpstreamFailedError,
 )
+from router.failover import FailoverMixin, Wait
+from router.health import Health
+from router.latency import LatencyTracker
 from router.ledger import Hold, HoldRequest, Ledger, Settlement
 from router.ledger_types import VoucherStatus
+from router.limits import Lease, RequestLimits
 from router.results import Completion, CompletionStream, Routing
 from router.validate import max_output_tokens, validate_body
 
@@ -61,10 +64,8 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Router:
+class Router(FailoverMixin):
     """The suanli SDK: ``async with Router.from_config(path) as router: ...``."""
-
-    max_attempts = 3
 
     def __init__(
         self,
@@ -85,8 +86,15 @@ class Router:
         self._fleet: Any = None
         self.ledger: Ledger | None = None
         self._available: dict[str, float] = {}  # voucher id -> units not yet held or spent
-        self._cooldown_until: dict[str, float] = {}  # region id -> monotonic time it may be used again
         self._vouchers = {v.id: v for v in config.vouchers}
+        self.max_attempts = config.health.retry.max_attempts
+        self.health = Health((r.id for r in config.regions), config.health)
+        self.latency = LatencyTracker(config.regions, config.health, trust_sims=sim_latency_scale == 1.0)
+        self.limits = RequestLimits(config.regions)
+        self._active = 0  # requests before their first byte, for the retry budget
+        self._retrying = 0  # of which on a second or later attempt
+        self._cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
+        self._prober: Any = None
 
     @classmethod
     def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
@@ -115,6 +123,7 @@ class Router:
         for region in self.config.regions:
             if region.id not in self._upstreams:
                 self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
+        await self._start_health(base_urls)
 
     async def _start_sims(self) -> dict[str, str]:
         if not any(r.provider == "sim" and not r.base_url for r in self.config.regions):
@@ -135,6 +144,7 @@ class Router:
         return LiteLLMUpstream()
 
     async def close(self) -> None:
+        await self._stop_health()
         for upstream in {id(u): u for u in self._upstreams.values()}.values():
             await upstream.close()
         if self._fleet is not None:
@@ -208,13 +218,19 @@ class Router:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         failures: list[UpstreamError] = []
         excluded: set[str] = set()
+        waits: list[Wait] = []  # regions skipped for their limits, cool-down or ejection
         attempts = 0
+        deadline = time.perf_counter() + self.config.health.retry.deadline_s
         while attempts < self.max_attempts:
-            option = self._best(ask, excluded)
-            if option is None:
+            if attempts and not self._may_retry(deadline):
                 break
+            picked = self._pick(ask, excluded, waits)
+            if picked is None:
+                break
+            option, lease = picked
             hold = self._reserve(request_id, option, ask, ctx)
             if hold is None:
+                lease.release()
                 continue  # the voucher ran dry under us: rank again with the new balance
             attempts += 1
             call = UpstreamCall(
@@ -226,11 +242,9 @@ class Router:
             )
             started = time.perf_counter()
             try:
-                reply = await self._upstreams[option.region.id].send(call)
+                reply = await self._send(call, hold, lease, attempts, deadline - started)
             except UpstreamError as exc:
-                self._void(hold)
                 failures.append(exc)
-                self._note_failure(exc)
                 if not exc.retryable:
                     raise UpstreamFailedError.from_upstream(exc) from exc
                 excluded.add(option.region.id)
@@ -247,7 +261,7 @@ class Router:
                 attempts=attempts,
             )
             if isinstance(reply, StreamReply):
-                return self._stream(reply, routing, hold, option, ask, started)
+                return self._stream(reply, routing, hold, option, ask, started, lease)
             self._settle(
                 hold,
                 option,
@@ -257,8 +271,9 @@ class Router:
                 latency_s=time.perf_counter() - started,
                 ttft_s=reply.ttft_s,
             )
+            self._measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
             return Completion(reply.body, routing)
-        raise self._failed(ask, failures)
+        raise self._failed(ask, failures, waits)
 
     def _ask(self, endpoint: str, body: dict, ctx: RequestContext) -> Ask:
         pinned, model = self._resolve_model(body["model"])
@@ -298,13 +313,6 @@ class Router:
         if names is None:
             names = self._names = frozenset(self.config.model_names())
         return names
-
-    def _best(self, ask: Ask, excluded: set[str]) -> Option | None:
-        now_mono = time.monotonic()
-        blocked = frozenset(r for r, until in self._cooldown_until.items() if until > now_mono)
-        state = State(balances=self._available, blocked=blocked)
-        options = rank(self.config, replace(ask, excluded=frozenset(excluded)), state, self.clock())
-        return options[0] if options else None
 
     def _reserve(self, request_id: str, option: Option, ask: Ask, ctx: RequestContext) -> Hold | None:
         voucher = option.voucher if option.charge.voucher_units > 0 else None
@@ -391,11 +399,19 @@ class Router:
         return prompt, usage.completion_tokens
 
     def _stream(
-        self, reply: StreamReply, routing: Routing, hold: Hold, option: Option, ask: Ask, started: float
+        self,
+        reply: StreamReply,
+        routing: Routing,
+        hold: Hold,
+        option: Option,
+        ask: Ask,
+        started: float,
+        lease: Lease,
     ) -> CompletionStream:
         async def finish(status: int = 200) -> None:
             if routing.settled:
                 return
+            complete = reply.usage.reported
             await reply.close()
             self._settle(
                 hold,
@@ -407,6 +423,8 @@ class Router:
                 ttft_s=reply.ttft_s,
                 status=status,
             )
+            total_s = time.perf_counter() - started if status == 200 and complete else None
+            self._measured(routing, reply.ttft_s, total_s, lease)
 
         async def relay():
             try:
@@ -421,24 +439,11 @@ class Router:
                     yield chunk
             except UpstreamBroken as exc:
                 log.warning("stream from %s broke after the first byte: %s", routing.region, exc.message)
+                self.health.failure(routing.region, 0, self.clock().timestamp())
                 await finish(status=502)
                 yield _error_event(f"the upstream stream from region {routing.region} broke: {exc.message}")
 
         return CompletionStream(routing, relay(), finish)
-
-    def _note_failure(self, exc: UpstreamError) -> None:
-        if exc.status == 429 and exc.retry_after_s:
-            self._cooldown_until[exc.region] = time.monotonic() + exc.retry_after_s
-        log.info("region %s failed (%s): %s", exc.region, exc.status, exc.message)
-
-    def _failed(self, ask: Ask, failures: list[UpstreamError]) -> Exception:
-        if not failures:
-            return NoRouteError(
-                f"no region can serve model {ask.model!r} for class {ask.work_class} "
-                f"from origin {ask.origin} "
-                "right now (latency SLO, capability, policy or capacity)"
-            )
-        return UpstreamFailedError.from_failures(failures)
 
 
 def voucher_dict(status: VoucherStatus) -> dict:

@@ -8,6 +8,7 @@
         ├── AuthenticationError    401
         ├── ModelNotFoundError     404 model_not_found
         ├── NoRouteError           503 no_route: no eligible region right now
+        ├── RateLimitedError       429: every eligible region is at its limits or cooling down
         └── UpstreamFailedError    502 / 503 / 504 / 429 after the regions tried failed
 
 Only ApiError and its subclasses carry what the client sees; the app's middleware
@@ -26,6 +27,7 @@ __all__ = [
     "LedgerError",
     "ModelNotFoundError",
     "NoRouteError",
+    "RateLimitedError",
     "RouterError",
     "UpstreamFailedError",
 ]
@@ -99,6 +101,14 @@ class NoRouteError(ApiError):
     status = 503
     type = "server_error"
     code = "no_route"
+
+
+class RateLimitedError(ApiError):
+    """Always carries ``retry_after_s``: the app sends Retry-After and x-should-retry."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
 
 
 class UpstreamFailedError(ApiError):

@@ -27,6 +27,9 @@ from typing import Any
 from config import Voucher
 from router.errors import InsufficientBalanceError, LedgerError
 from router.ledger_chain import GENESIS, first_broken, row_hash
+from router.ledger_exhausted import clear as clear_mark
+from router.ledger_exhausted import exhausted as exhausted_marks
+from router.ledger_exhausted import mark as add_mark
 from router.ledger_owners import LIVE_OWNERS, owner_alive, this_process
 from router.ledger_schema import connect, migrate, sqlite_path
 from router.ledger_types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
@@ -287,9 +290,31 @@ class Ledger:
         return row[0][0] / row[0][1]
 
     def balances(self) -> dict[str, float]:
-        """Voucher id -> available units (balance minus pending holds)."""
-        rows = self._read("SELECT id, balance_q - held_q, scale FROM vouchers")
-        return {voucher_id: q / scale for voucher_id, q, scale in rows}
+        """Voucher id -> available units (balance minus pending holds; 0 once marked exhausted)."""
+        rows = self._read(
+            "SELECT id, balance_q - held_q, scale, id IN (SELECT voucher_id FROM exhausted"
+            " WHERE voucher_id IS NOT NULL) FROM vouchers"
+        )
+        return {voucher_id: 0.0 if gone else q / scale for voucher_id, q, scale, gone in rows}
+
+    def mark_exhausted(self, *, voucher_id: str | None = None, region: str | None = None,
+                       reason: str = "") -> None:
+        """Record that a platform reported this voucher (or this region's cash) exhausted."""
+        self._writer()
+        now = self._clock().timestamp()
+        with self._immediate() as c:
+            add_mark(c, voucher_id=voucher_id, region=region, since=now, reason=reason)
+
+    def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
+        """Forget an exhaustion mark (after a top-up)."""
+        self._writer()
+        with self._immediate() as c:
+            clear_mark(c, voucher_id=voucher_id, region=region)
+
+    def exhausted(self) -> dict[str, dict[str, object]]:
+        """``voucher:<id>`` / ``cash:<region>`` -> region, voucher_id, since (epoch s), reason."""
+        with self._lock:
+            return exhausted_marks(self._connection())
 
     def vouchers(self) -> list[VoucherStatus]:
         """Every voucher in the ledger (config or not) with balance, holds, spend and burn."""

@@ -93,6 +93,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX usage_time ON usage(time)",
         "CREATE INDEX usage_voucher_time ON usage(voucher_id, time)",
     ),
+    (
+        # A platform said the prepaid balance (a voucher, or the region's cash) is gone.
+        """CREATE TABLE exhausted (
+            account TEXT PRIMARY KEY,
+            region TEXT,
+            voucher_id TEXT,
+            since REAL NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+    ),
 )
 
 
