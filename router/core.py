@@ -37,6 +37,7 @@ from router.latency import LatencyTracker
 from router.ledger import Hold, HoldRequest, Ledger, Settlement
 from router.ledger_types import VoucherStatus
 from router.limits import Lease, RequestLimits
+from router.planning import Replanner
 from router.results import Completion, CompletionStream, Routing
 from router.validate import max_output_tokens, validate_body
 
@@ -95,6 +96,7 @@ class Router(FailoverMixin):
         self._retrying = 0  # of which on a second or later attempt
         self._cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
         self._prober: Any = None
+        self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
 
     @classmethod
     def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
@@ -124,6 +126,7 @@ class Router(FailoverMixin):
             if region.id not in self._upstreams:
                 self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
         await self._start_health(base_urls)
+        self.planning.start()
 
     async def _start_sims(self) -> dict[str, str]:
         if not any(r.provider == "sim" and not r.base_url for r in self.config.regions):
@@ -145,6 +148,7 @@ class Router(FailoverMixin):
 
     async def close(self) -> None:
         await self._stop_health()
+        await asyncio.to_thread(self.planning.stop)
         for upstream in {id(u): u for u in self._upstreams.values()}.values():
             await upstream.close()
         if self._fleet is not None:
@@ -203,6 +207,15 @@ class Router(FailoverMixin):
     def balances(self) -> dict[str, float]:
         """Voucher id -> balance not yet spent or held."""
         return dict(self._available)
+
+    def plan_info(self) -> dict:
+        """The live plan: planned_at, solve_ms, voucher shadow and region capacity prices, ratios."""
+        return self.planning.info()
+
+    def _unhealthy(self) -> frozenset[str]:
+        # Read by the re-planner's thread: wait_s only reads, unlike blocked(), which caches.
+        now_s = self.clock().timestamp()
+        return frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
 
     async def handle(
         self, endpoint: str, body: Any, context: RequestContext | None = None
@@ -389,6 +402,14 @@ class Router(FailoverMixin):
         routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
         routing.prompt_tokens, routing.completion_tokens = prompt, completion
         routing.settled = True
+        self.planning.served(
+            ask,
+            region=option.region.id,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            reported=usage.reported,
+            at=self.clock(),
+        )
 
     @staticmethod
     def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:

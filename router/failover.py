@@ -87,10 +87,11 @@ class FailoverMixin:
             balances=self._available,
             blocked=self.health.blocked(now_s),
             latency_ms=self.latency.measured(ask.model, ask.origin, now_s),
+            token_ratios=self.planning.token_ratios,
         )
         if excluded:
             ask = replace(ask, excluded=frozenset(excluded))
-        for option in rank(self.config, ask, state, self.clock()):
+        for option in rank(self.config, ask, state, self.clock(), plan=self.planning.plan):
             rid = option.region.id
             if rid in self._cash_exhausted and option.charge.cash_yuan > 0:
                 continue
