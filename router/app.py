@@ -16,6 +16,7 @@ from config import Config
 from router.core import RequestContext, Router
 from router.errors import ApiError, AuthenticationError, BadRequestError, ModelNotFoundError
 from router.results import Completion, CompletionStream
+from router.workloads import install_workloads
 
 __all__ = ["ROUTER", "create_app"]
 
@@ -53,6 +54,7 @@ def create_app(
     app.router.add_get("/v1/models/{model:.+}", _model)
     app.router.add_get("/health", _health)
     app.router.add_get("/admin/vouchers", _vouchers)
+    install_workloads(app, router)  # /v1/files, /v1/batches, /v1/fine_tuning/jobs
     return app
 
 
