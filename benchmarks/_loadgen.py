@@ -105,7 +105,7 @@ class _Conn(asyncio.Protocol):
             done.set_result(self._status)
 
 
-def _payload(url: str, model: str, stream: bool) -> tuple[str, int, bytes]:
+def _payload(url: str, model: str, stream: bool, key: str) -> tuple[str, int, bytes]:
     parts = urlsplit(url)
     body = orjson.dumps(
         {
@@ -120,7 +120,7 @@ def _payload(url: str, model: str, stream: bool) -> tuple[str, int, bytes]:
     )
     head = (
         f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer sk-bench\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return parts.hostname or "127.0.0.1", parts.port or 80, head.encode() + body
 
@@ -132,7 +132,7 @@ async def _connect(host: str, port: int) -> _Conn:
 
 
 async def _closed_loop(args: argparse.Namespace) -> dict:
-    host, port, payload = _payload(args.url, args.model, args.stream)
+    host, port, payload = _payload(args.url, args.model, args.stream, args.key)
     conns = [await _connect(host, port) for _ in range(args.concurrency)]
     latencies: list[float] = []
     errors = 0
@@ -182,7 +182,7 @@ async def _closed_loop(args: argparse.Namespace) -> dict:
 
 
 async def _hold(args: argparse.Namespace) -> dict:
-    host, port, payload = _payload(args.url, args.model, True)
+    host, port, payload = _payload(args.url, args.model, True, args.key)
     conns = await asyncio.gather(*(_connect(host, port) for _ in range(args.hold)))
     requests = [conn.request(payload) for conn in conns]
     await asyncio.gather(*(first for _, first in requests))
@@ -199,6 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--key", default="sk-bench", help="sent as Authorization: Bearer KEY")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)

@@ -52,6 +52,7 @@ LITELLM_VENV = Path(
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 HOLD_S = 15  # how long each of the --streams streams stays open upstream
+KEY = "sk-bench-" + "5a" * 16  # both proxies require it; LiteLLM refuses to start without one
 PRICES = {"wuhan": (1.8, 7.2), "guiyang": (2.0, 8.0)}
 
 
@@ -105,7 +106,7 @@ def _post(url: str, model: str, timeout: float = 5.0) -> int:
     request = urllib.request.Request(
         url,
         data=body.encode(),
-        headers={"Content-Type": "application/json", "Authorization": "Bearer sk-bench"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         response.read()
@@ -180,11 +181,11 @@ def measure(target: Target, model: str, concurrency: int, stream: bool, opts: ar
         if "phase" in data:
             marks[data["phase"]] = _cpu_s(target.pids)
 
-    argv = ["--url", target.url, "--model", model, "--concurrency", str(concurrency),
+    argv = ["--url", target.url, "--model", model, "--key", KEY, "--concurrency", str(concurrency),
             "--seconds", str(opts.seconds), "--warmup", str(opts.warmup)]
     if stream:
         argv.append("--stream")
-    result = _loadgen(argv + [], opts.seconds + opts.warmup + 60, on_line)
+    result = _loadgen(argv, opts.seconds + opts.warmup + 60, on_line)
     requests = result.get("requests") or 0
     cpu = marks.get("done", 0.0) - marks.get("measure", 0.0)
     result["cpu_ms"] = cpu * 1000 / requests if requests else None
@@ -201,7 +202,8 @@ def hold_streams(target: Target, count: int) -> tuple[float, float]:
         if "held" in data:
             seen["rss"], seen["open_s"] = _rss_mb(target.pids), time.perf_counter() - started
 
-    result = _loadgen(["--url", target.url, "--model", f"hold-{HOLD_S}", "--hold", str(count)], 120, on_line)
+    argv = ["--url", target.url, "--model", f"hold-{HOLD_S}", "--key", KEY, "--hold", str(count)]
+    result = _loadgen(argv, 120, on_line)
     if "rss" not in seen or result.get("errors"):
         raise RuntimeError(f"{target.name} did not hold {count} streams: {result}")
     return seen["rss"], seen["open_s"]
@@ -218,6 +220,7 @@ def suanli_config(work: Path, upstream: str, models: list[str]) -> Path:
 
     path = work / "suanli.yaml"
     path.write_text(yaml.safe_dump({
+        "master_key": KEY,
         "ledger": {"url": f"sqlite:///{work / 'ledger.db'}"},
         "regions": [region("wuhan", "east"), region("guiyang", "west")],
         "vouchers": [{"id": "wuhan-tokens", "region": "wuhan", "kind": "tokens", "amount": 10**12}],
@@ -241,6 +244,7 @@ def litellm_config(work: Path, upstream: str, models: list[str]) -> Path:
         "model_list": deployments,
         "router_settings": {"routing_strategy": "cost-based-routing"},
         "litellm_settings": {"telemetry": False, "drop_params": True},
+        "general_settings": {"master_key": KEY},
     }))
     return path
 
