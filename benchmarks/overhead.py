@@ -22,7 +22,8 @@ suanli also RSS with ``--streams`` (1,000) streams held open at once.
 Profile the hot path (how it was tuned; py-spy is not a dependency):
     .venv/bin/pip install py-spy
     .venv/bin/python benchmarks/overhead.py --no-litellm --profile /tmp/suanli.svg
-which runs suanli under ``py-spy record`` for the whole run and writes a flame graph.
+which runs suanli under ``py-spy record`` for the whole run and writes a flame graph (collapsed
+stacks when the name ends in .txt).
 """
 
 from __future__ import annotations
@@ -295,6 +296,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 s per cell")
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--delays", default="0,20", help="upstream delays in ms")
+    parser.add_argument("--modes", default="json,stream", help="json (non-streamed), stream, or both")
     parser.add_argument("--streams", type=int, default=1000, help="streams held open at once (0: skip)")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--profile", help="run suanli under py-spy record, writing this flame graph")
@@ -312,8 +314,9 @@ def main() -> None:
     config = suanli_config(work, upstream, models)
     suanli = [sys.executable, "-m", "router.cli", "serve", "--config", str(config)]
     if opts.profile:
-        suanli = [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "-o",
-                  opts.profile, "--", *suanli]
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        kind = "raw" if opts.profile.endswith(".txt") else "flamegraph"  # raw: collapsed stacks
+        suanli = [spy, "record", "--format", kind, "-o", opts.profile, "--", *suanli]
     plans.append(("suanli", suanli, {}))
     if not opts.no_litellm:
         command = str(ensure_litellm())
@@ -333,7 +336,7 @@ def main() -> None:
             targets[name] = target
             try:
                 for delay in delays:
-                    for stream in (False, True):
+                    for stream in (m == "stream" for m in opts.modes.split(",")):
                         for concurrency in (int(c) for c in opts.concurrency.split(",")):
                             result = measure(target, f"bench-d{delay}", concurrency, stream, opts)
                             rows.append({"target": name, "delay": delay, "stream": stream,
