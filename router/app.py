@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -13,8 +12,10 @@ import orjson
 from aiohttp import web
 
 from config import Config
+from router.admin_keys import add_admin_routes
 from router.core import RequestContext, Router
-from router.errors import ApiError, AuthenticationError, BadRequestError, ModelNotFoundError
+from router.errors import ApiError, BadRequestError, ModelNotFoundError
+from router.keys import MASTER_KEY_ID, KeyPolicy, KeyRing
 from router.results import Completion, CompletionStream
 from router.workloads import install_workloads
 
@@ -24,6 +25,8 @@ log = logging.getLogger("suanli.app")
 
 ROUTER = web.AppKey("router", Router)
 MASTER_KEY = web.AppKey("master_key", str)
+KEYRING = web.AppKey("keyring", KeyRing)
+CLIENT_KEY = web.RequestKey("client_key", KeyPolicy | None)  # None: the master key, or no keys checked
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -40,6 +43,9 @@ def create_app(
     router = Router(config, clock=clock, session=session, sim_latency_scale=sim_latency_scale)
     app[ROUTER] = router
     app[MASTER_KEY] = master_key or config.master_key or ""
+    app[KEYRING] = KeyRing(
+        config, master_key=app[MASTER_KEY], ledger=lambda: router.ledger, clock=router.clock
+    )
 
     async def lifecycle(app: web.Application):
         await router.start()
@@ -55,6 +61,7 @@ def create_app(
     app.router.add_get("/health", _health)
     app.router.add_get("/admin/vouchers", _vouchers)
     install_workloads(app, router)  # /v1/files, /v1/batches, /v1/fine_tuning/jobs
+    add_admin_routes(app, app[KEYRING], router)
     return app
 
 
@@ -77,17 +84,14 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    master = request.app[MASTER_KEY]
     if request.path == "/health":
         return await handler(request)
-    if master:
-        presented = _bearer(request)
-        if presented is None or not hmac.compare_digest(presented, master):
-            raise AuthenticationError(
-                "missing API key: send Authorization: Bearer <key>"
-                if presented is None
-                else "incorrect API key provided"
-            )
+    ring = request.app[KEYRING]
+    if request.path.startswith(("/admin", "/metrics")):
+        if ring.locked:  # unlocked (no master key), the read-only admin views stay open, as in the demo
+            ring.require_master(_bearer(request))
+        return await handler(request)
+    request[CLIENT_KEY] = ring.authenticate(_bearer(request))
     return await handler(request)
 
 
@@ -101,10 +105,15 @@ def _bearer(request: web.Request) -> str | None:
 def _endpoint(endpoint: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)
+        key = request.get(CLIENT_KEY)
         context = RequestContext(
             work_class=request.headers.get("X-Suanli-Class") or None,
-            origin=request.headers.get("X-Suanli-Origin") or None,
+            origin=request.headers.get("X-Suanli-Origin") or (key.origin if key else None),
             request_id=request.headers.get("X-Request-Id") or None,
+            key_id=key.key_id if key else (MASTER_KEY_ID if request.app[KEYRING].locked else None),
+            allowed_regions=key.allowed_regions if key else None,
+            default_class=key.default_class if key else None,
+            key=key,
         )
         result = await request.app[ROUTER].handle(endpoint, body, context)
         if isinstance(result, Completion):
@@ -186,6 +195,8 @@ def error_response(exc: BaseException) -> web.Response:
         if exc.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
             headers["x-should-retry"] = "true"
+        if exc.should_retry is not None:
+            headers["x-should-retry"] = "true" if exc.should_retry else "false"
     elif isinstance(exc, web.HTTPException):
         status = exc.status
         kind, code = _HTTP_ERRORS.get(status, ("invalid_request_error", "http_error"))

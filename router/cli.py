@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         simulate = None
     if simulate is not None and hasattr(simulate, "add_parser"):
         simulate.add_parser(sub)
+    from router import audit_cli
+
+    audit_cli.add_parser(sub)
     return parser
 
 

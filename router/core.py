@@ -29,10 +29,12 @@ from router.errors import (
     BadRequestError,
     InsufficientBalanceError,
     ModelNotFoundError,
+    PermissionDeniedError,
     UpstreamFailedError,
 )
 from router.failover import FailoverMixin, Wait
 from router.health import Health
+from router.keys import KeyPolicy
 from router.latency import LatencyTracker
 from router.ledger import Hold, HoldRequest, Ledger, Settlement
 from router.ledger_types import VoucherStatus
@@ -59,6 +61,8 @@ class RequestContext:
     key_id: str | None = None
     request_id: str | None = None
     allowed_regions: frozenset[str] | None = None
+    default_class: str | None = None  # the key's, used when neither header nor service_tier says
+    key: KeyPolicy | None = None  # the virtual key's policy: its budget is held with each request
 
 
 def _utc_now() -> datetime:
@@ -290,7 +294,10 @@ class Router(FailoverMixin):
 
     def _ask(self, endpoint: str, body: dict, ctx: RequestContext) -> Ask:
         pinned, model = self._resolve_model(body["model"])
-        work_class = ctx.work_class or ("batch" if body.get("service_tier") == "flex" else "interactive")
+        if pinned is not None and ctx.allowed_regions is not None and pinned not in ctx.allowed_regions:
+            raise PermissionDeniedError(f"this key may not use region {pinned!r}", param="model")
+        flex = body.get("service_tier") == "flex"
+        work_class = ctx.work_class or ("batch" if flex else ctx.default_class or "interactive")
         if work_class not in _CLASSES:
             raise BadRequestError(
                 f"unknown class {work_class!r}: use one of {', '.join(_CLASSES)}", param="X-Suanli-Class"
@@ -338,6 +345,9 @@ class Router(FailoverMixin):
             voucher_id=voucher.id if voucher else None,
             voucher_units=option.charge.voucher_units if voucher else 0.0,
             key_id=ctx.key_id,
+            key_budget=(
+                ctx.key.budget_hold(option.charge.cost_yuan, self.clock(), self._tz) if ctx.key else None
+            ),
         )
         try:
             hold = self._book.reserve(request)

@@ -6,7 +6,11 @@
     └── ApiError                   an error the client sees: status, OpenAI type and code
         ├── BadRequestError        400 (or 415): the request itself is wrong; nothing was held
         ├── AuthenticationError    401
+        ├── PermissionDeniedError  403: the key may not use what it asked for (a region outside its policy)
+        ├── BudgetExceededError    429 budget_exceeded: the key's budget is spent; retrying will not help
+        ├── KeyRateLimitError      429 rate_limit_exceeded: the key is over its requests per minute
         ├── ModelNotFoundError     404 model_not_found
+        ├── NotFoundError          404 for anything else the client named (a key id)
         ├── NoRouteError           503 no_route: no eligible region right now
         ├── RateLimitedError       429: every eligible region is at its limits or cooling down
         └── UpstreamFailedError    502 / 503 / 504 / 429 after the regions tried failed
@@ -23,10 +27,14 @@ __all__ = [
     "ApiError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "InsufficientBalanceError",
+    "KeyRateLimitError",
     "LedgerError",
     "ModelNotFoundError",
     "NoRouteError",
+    "NotFoundError",
+    "PermissionDeniedError",
     "RateLimitedError",
     "RouterError",
     "UpstreamFailedError",
@@ -57,6 +65,7 @@ class ApiError(RouterError):
     status = 500
     type = "server_error"
     code: str | None = None
+    should_retry: bool | None = None  # sent as x-should-retry when set (the openai SDK obeys it)
 
     def __init__(
         self,
@@ -88,6 +97,25 @@ class AuthenticationError(ApiError):
     code = "invalid_api_key"
 
 
+class PermissionDeniedError(ApiError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class BudgetExceededError(ApiError):
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+    should_retry = False
+
+
+class KeyRateLimitError(ApiError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
 class ModelNotFoundError(ApiError):
     status = 404
     type = "invalid_request_error"
@@ -95,6 +123,12 @@ class ModelNotFoundError(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, param="model")
+
+
+class NotFoundError(ApiError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
 
 
 class NoRouteError(ApiError):

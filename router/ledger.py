@@ -30,6 +30,13 @@ from router.ledger_chain import GENESIS, first_broken, row_hash
 from router.ledger_exhausted import clear as clear_mark
 from router.ledger_exhausted import exhausted as exhausted_marks
 from router.ledger_exhausted import mark as add_mark
+from router.ledger_keys import (
+    KeyLedgerMixin,
+    hold_key_budget,
+    rebuild_key_held,
+    release_key_budget,
+    settle_key_budget,
+)
 from router.ledger_owners import LIVE_OWNERS, owner_alive, this_process
 from router.ledger_schema import connect, migrate, sqlite_path
 from router.ledger_types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
@@ -71,7 +78,7 @@ def _usage_row(r: Sequence[Any]) -> UsageRow:
     )
 
 
-class Ledger:
+class Ledger(KeyLedgerMixin):
     """Voucher balances, pending holds and usage rows in one SQLite file (WAL)."""
 
     def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None) -> None:
@@ -161,6 +168,8 @@ class Ledger:
         hold_id = f"{owner}-{next(self._seq)}"
         created = self._clock()
         with self._immediate() as c:
+            if req.key_budget is not None:
+                hold_key_budget(c, hold_id, req.key_budget)
             held_q, scale = 0, 1
             if req.voucher_id is not None:
                 row = c.execute(
@@ -201,6 +210,7 @@ class Ledger:
             if state != "pending":
                 raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
             units_q, scale, s = self._debit(c, hold_id, voucher_id, held_q, s)
+            settle_key_budget(c, hold_id, s.cost_yuan)
             last = c.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
             usage_id, prev_hash = (1, GENESIS) if last is None else (last[0] + 1, last[1])
             values = (
@@ -250,6 +260,7 @@ class Ledger:
                 return
             if voucher_id is not None:
                 c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (held_q, voucher_id))
+            release_key_budget(c, hold_id)
             c.execute("UPDATE holds SET state = 'voided', resolved = ? WHERE id = ?", (now, hold_id))
 
     def void_stale(self, max_age_s: float) -> int:
@@ -280,6 +291,7 @@ class Ledger:
                 "UPDATE vouchers SET held_q = (SELECT COALESCE(SUM(held_q), 0) FROM holds"
                 " WHERE state = 'pending' AND voucher_id = vouchers.id)"
             )
+            rebuild_key_held(c)
         return len(ids)
 
     def balance(self, voucher_id: str) -> float:
@@ -379,6 +391,7 @@ def _void_many(c: sqlite3.Connection, hold_ids: Sequence[str], now: float) -> No
             continue
         if row[0] is not None:
             c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (row[1], row[0]))
+        release_key_budget(c, hold_id)
         c.execute("UPDATE holds SET state = 'voided', resolved = ? WHERE id = ?", (now, hold_id))
 
 

@@ -3,9 +3,9 @@
 ``hash = sha256(prev_hash + "\\n" + json([id, hold_id, request_id, time, key_id, region,
 model, work_class, origin, voucher_id, prompt_tokens, completion_tokens, tokens, cost_yuan,
 cash_yuan, voucher_units, voucher_yuan, latency_ms, ttft_ms, attempts, status]))`` with
-compact JSON (separators "," and ":"), floats in shortest round-trip form, and the first
-row's ``prev_hash`` equal to ``GENESIS``. Editing, dropping or reordering any row breaks
-every hash after it.
+compact JSON (separators "," and ":"), REAL columns as floats (0 hashes as 0.0), floats in
+shortest round-trip form, and the first row's ``prev_hash`` equal to ``GENESIS``. Editing,
+dropping or reordering any row breaks every hash after it.
 """
 
 from __future__ import annotations
@@ -26,10 +26,19 @@ HASHED_COLUMNS = (
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+# Positions of the REAL columns: hashed as floats whatever type the writer passed, so a
+# settlement given 0 (int) hashes as the 0.0 that SQLite stores and an audit reads back.
+_REAL = tuple(HASHED_COLUMNS.index(c) for c in (
+    "time", "cost_yuan", "cash_yuan", "voucher_units", "voucher_yuan", "latency_ms", "ttft_ms"))
+
 
 def row_hash(prev_hash: str, values: Sequence[object]) -> str:
     """The hash of one row, given the previous row's hash and its HASHED_COLUMNS values."""
-    return hashlib.sha256(f"{prev_hash}\n{_dumps(list(values))}".encode()).hexdigest()
+    canonical = list(values)
+    for i in _REAL:
+        if isinstance(canonical[i], int):
+            canonical[i] = float(canonical[i])
+    return hashlib.sha256(f"{prev_hash}\n{_dumps(canonical)}".encode()).hexdigest()
 
 
 def first_broken(rows: Iterable[tuple[int, Sequence[object], str, str]]) -> int | None:

@@ -14,6 +14,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from router.ledger_keys import KEYS_MIGRATION
+
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "connect", "migrate", "sqlite_path"]
 
 _SYNCHRONOUS = ("NORMAL", "FULL")
@@ -103,6 +105,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             reason TEXT NOT NULL
         )""",
     ),
+    KEYS_MIGRATION,
 )
 
 

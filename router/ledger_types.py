@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from router.ledger_keys import KeyBudgetHold
 
 __all__ = ["Hold", "HoldRequest", "Settlement", "UsageRow", "VoucherStatus"]
 
@@ -24,6 +28,7 @@ class HoldRequest:
     voucher_id: str | None
     voucher_units: float
     key_id: str | None = None
+    key_budget: KeyBudgetHold | None = None  # also hold this much of the key's day and month budget
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,3 +49,52 @@ def test_canary_upstream_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptu
         assert CANARY[-8:] not in text
     db = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
     assert db and CANARY.encode() not in db
+
+
+MASTER_CANARY = "sk-master-canary-91d2e7c4b8a6"
+
+
+def test_canary_client_keys_never_leak(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """The master key and a virtual key's secret: in no log, error, status, listing, export or file."""
+    from router.cli import main
+    from tests.integration.test_keys import admin
+
+    config = small_config(tmp_path)
+    seen: list[str] = []
+    caplog.set_level(logging.DEBUG)
+    with running_proxy(config, master_key=MASTER_CANARY) as proxy:
+        status, made = admin(proxy, "POST", "/admin/keys", {"name": "canary", "rpm": 2,
+                                                            "budget_yuan_per_day": 0.0001}, key=MASTER_CANARY)
+        assert status == 201
+        virtual = made["key"]
+        client = openai.OpenAI(base_url=proxy.base_url, api_key=virtual, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(model="deepseek-flash", messages=MESSAGES,
+                                                               max_tokens=2)
+        seen += [raw.text, str(dict(raw.headers))]
+        for _ in range(2):  # over budget, then over rpm
+            with pytest.raises(openai.RateLimitError) as exc:
+                client.chat.completions.create(model="deepseek-flash", messages=MESSAGES, max_tokens=400)
+            seen += [str(exc.value.body), str(dict(exc.value.response.headers))]
+        for wrong in (virtual + "x", MASTER_CANARY + "x"):
+            with pytest.raises(openai.AuthenticationError) as exc:
+                openai.OpenAI(base_url=proxy.base_url, api_key=wrong, max_retries=0).models.list()
+            seen.append(str(exc.value.body))
+        for path in ("/admin/keys", f"/admin/keys/{made['id']}", "/admin/vouchers"):
+            seen.append(str(admin(proxy, "GET", path, key=MASTER_CANARY)))
+        seen.append(str(admin(proxy, "GET", "/admin/keys", key=virtual)))
+        seen.append(str(admin(proxy, "DELETE", f"/admin/keys/{made['id']}", key=MASTER_CANARY)))
+        seen.append(str(proxy.call(lambda r: repr(r.config))))
+    config_path = tmp_path / "suanli.yaml"
+    config_path.write_text(f"ledger: {{url: '{config.ledger.url}'}}\n"
+                           "regions: [{id: r, zone: east, provider: sim,"
+                           " models: [{name: m, price: {input: 1, output: 1}}]}]\n")
+    assert main(["audit", "export", "--config", str(config_path), "--out", str(tmp_path / "claim.csv")]) == 0
+    seen.append((tmp_path / "claim.csv").read_text())
+    seen += [record.getMessage() for record in caplog.records]
+    seen += [str(record.exc_info) for record in caplog.records if record.exc_info]
+    for text in seen:
+        for secret in (virtual, MASTER_CANARY):
+            assert secret not in text
+            assert secret[-8:] not in text
+    db = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    assert db and virtual.encode() not in db and MASTER_CANARY.encode() not in db

@@ -1,0 +1,71 @@
+"""``suanli audit``: traffic through HTTP, then verify and export from the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from router.cli import main
+from tests.harness import running_proxy, small_config
+from tests.integration.test_keys import MASTER, MESSAGES, client, new_key
+
+
+def _serve_some_traffic(tmp_path: Path) -> tuple[Path, str]:
+    """Six requests, two keys, some paid by the wuhan voucher; the config file the CLI reads."""
+    config = small_config(tmp_path)
+    with running_proxy(config, master_key=MASTER) as proxy:
+        made = new_key(proxy, name="claims-team", allowed_regions=["wuhan"])
+        for key in (MASTER, made["key"]):
+            for _ in range(3):
+                client(proxy, key).chat.completions.create(model="deepseek-flash", messages=MESSAGES,
+                                                           max_tokens=4)
+    path = tmp_path / "suanli.yaml"
+    path.write_text(yaml.safe_dump({
+        "ledger": {"url": config.ledger.url},
+        "regions": [{"id": "wuhan", "zone": "east", "provider": "sim",
+                     "models": [{"name": "deepseek-flash", "price": {"input": 1.8, "output": 7.2}}]}],
+    }))
+    return path, made["id"]
+
+
+def test_editing_one_row_in_the_database_file_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture):
+    config_path, _ = _serve_some_traffic(tmp_path)
+    assert main(["audit", "verify", "--config", str(config_path)]) == 0
+    assert "OK, 6 rows verify" in capsys.readouterr().out
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        conn.execute("UPDATE usage SET cost_yuan = cost_yuan / 2 WHERE id = 4")  # a smaller bill
+    assert main(["audit", "verify", "--config", str(config_path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["problem"], report["row_id"]) == (False, "changed", 4)
+    assert main(["audit", "export", "--config", str(config_path)]) == 1
+    assert "does not verify" in capsys.readouterr().err
+
+
+def test_export_writes_the_vouchers_rows_and_the_chain_head(tmp_path: Path, capsys: pytest.CaptureFixture):
+    config_path, key_id = _serve_some_traffic(tmp_path)
+    out = tmp_path / "claim.csv"
+    assert main(["audit", "export", "--config", str(config_path), "--voucher", "wuhan-tokens",
+                 "--from", "2020-01-01", "--to", "2099-12-31", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        head_id, head_hash = conn.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
+        paid = conn.execute("SELECT id, voucher_yuan, tokens, key_id FROM usage"
+                            " WHERE voucher_id = 'wuhan-tokens' ORDER BY id").fetchall()
+    assert lines[1] == f"# chain head: row {head_id} hash {head_hash} (6 rows verified)"
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    assert paid and [int(r["row_id"]) for r in rows] == [p[0] for p in paid]
+    assert [float(r["voucher_yuan"]) for r in rows] == [p[1] for p in paid]
+    assert [int(r["tokens"]) for r in rows] == [p[2] for p in paid]
+    assert {r["key"] for r in rows} <= {"master", key_id}
+    assert all(r["key_name"] == "claims-team" for r in rows if r["key"] == key_id)
+    assert all(r["region"] == "wuhan" and r["voucher"] == "wuhan-tokens" for r in rows)
+    # A window that holds nothing exports only the header.
+    assert main(["audit", "export", "--config", str(config_path), "--from", "2020-01-01",
+                 "--to", "2020-01-02"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("time,request_id,key")
+    assert main(["audit", "export", "--config", str(config_path), "--from", "last week"]) == 2
