@@ -27,6 +27,7 @@ from providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, Upstr
 from providers.tokenizer import count_prompt_tokens, load_tokenizer
 from router.errors import (
     BadRequestError,
+    BudgetExceededError,
     InsufficientBalanceError,
     ModelNotFoundError,
     PermissionDeniedError,
@@ -245,7 +246,11 @@ class Router(FailoverMixin):
             if picked is None:
                 break
             option, lease = picked
-            hold = self._reserve(request_id, option, ask, ctx)
+            try:
+                hold = self._reserve(request_id, option, ask, ctx)
+            except BudgetExceededError:
+                lease.release()  # the key's budget is spent: no other region would do
+                raise
             if hold is None:
                 lease.release()
                 continue  # the voucher ran dry under us: rank again with the new balance
