@@ -36,6 +36,7 @@ import orjson
 from aiohttp import web
 
 from config import Offer, Region
+from providers.sim_finetune import add_finetune_routes
 from providers.sim_state import FaultUpdateError, SimState
 from providers.sim_stream import ChunkPlan, stream_chunks
 from providers.sim_text import default_length, embedding, generate_pieces, seed_of, vector_bytes
@@ -387,4 +388,5 @@ def create_sim_app(region: Region, *, latency_scale: float = 1.0) -> web.Applica
     app.router.add_post("/sim/faults", _post_faults)
     app.router.add_delete("/sim/faults", _delete_faults)
     app.router.add_get("/sim/stats", _stats)
+    add_finetune_routes(app, SIM_STATE)  # /v1/files and /v1/fine_tuning/jobs
     return app

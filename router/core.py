@@ -142,6 +142,13 @@ class Router(FailoverMixin):
         await self._fleet.start()
         return dict(self._fleet.urls)
 
+    def base_url(self, region_id: str) -> str | None:
+        """A region's OpenAI-compatible base URL (an in-process sim's loopback URL once started)."""
+        if self._fleet is not None and region_id in self._fleet.urls:
+            return self._fleet.urls[region_id]
+        region = self.config.region(region_id)
+        return region.base_url if region is not None else None
+
     def _make_upstream(self, provider: str, base_urls: dict[str, str]) -> Upstream:
         if provider in ("openai", "sim"):
             from providers.openai_compat import OpenAICompatUpstream

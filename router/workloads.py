@@ -16,6 +16,7 @@ from router.batch_exec import BatchRunner
 from router.batches import batch_routes
 from router.core import Router
 from router.files import FileStore, file_routes
+from router.fine_tuning import FineTuner, fine_tuning_routes
 from router.workload_db import WorkloadDB
 
 __all__ = ["WORKLOADS", "Workloads", "install_workloads"]
@@ -28,6 +29,7 @@ class Workloads:
     db: WorkloadDB | None = None
     files: FileStore | None = None
     batches: BatchRunner | None = None
+    tuning: FineTuner | None = None
 
     def parts(self) -> tuple[WorkloadDB, FileStore, BatchRunner]:
         if self.db is None or self.files is None or self.batches is None:
@@ -47,16 +49,26 @@ def install_workloads(app: web.Application, router: Router, *, poll_s: float = 0
         holder.db = db
         holder.files = FileStore(db, router.clock)
         holder.batches = BatchRunner(router, db, holder.files, poll_s=poll_s)
+        holder.tuning = FineTuner(router, db, holder.files)
         await holder.batches.start()
+        await holder.tuning.start()
         yield
+        await holder.tuning.stop()
         await holder.batches.stop()
         db.close()
 
     app.cleanup_ctx.append(lifecycle)
     file_routes(app, lambda request: request.app[WORKLOADS].parts()[1])
     batch_routes(app, lambda request: _runner_and_files(request.app[WORKLOADS]))
+    fine_tuning_routes(app, lambda request: _tuner(request.app[WORKLOADS]))
 
 
 def _runner_and_files(workloads: Workloads) -> tuple[BatchRunner, FileStore]:
     _, files, runner = workloads.parts()
     return runner, files
+
+
+def _tuner(workloads: Workloads) -> FineTuner:
+    if workloads.tuning is None:
+        raise RuntimeError("the workload services are not started")
+    return workloads.tuning

@@ -18,7 +18,13 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 TEN_AM = datetime(2026, 12, 1, 10, 0, tzinfo=SHANGHAI)
 
 
-def night_config(tmp_path: Path, *, qingyang_rpm: int | None = None, vouchers: bool = False) -> Config:
+def night_config(
+    tmp_path: Path,
+    *,
+    qingyang_rpm: int | None = None,
+    vouchers: bool = False,
+    extra_vouchers: list[dict] = (),
+) -> Config:
     """small_config with an off-peak night (00:30-08:30, -50%) and fine-tuning at qingyang; no vouchers."""
     base = small_config(tmp_path)
     regions: list[dict[str, Any]] = [r.model_dump(exclude_none=True) for r in base.regions]
@@ -34,7 +40,7 @@ def night_config(tmp_path: Path, *, qingyang_rpm: int | None = None, vouchers: b
     if qingyang_rpm is not None:
         west["limits"] = {"rpm": qingyang_rpm}
     kept = [v.model_dump(mode="json", exclude_none=True) for v in base.vouchers] if vouchers else []
-    return small_config(tmp_path, regions=regions, vouchers=kept)
+    return small_config(tmp_path, regions=regions, vouchers=kept + list(extra_vouchers))
 
 
 def batch_file(tmp_path: Path, count: int, *, extra: list[dict] | None = None) -> Path:
