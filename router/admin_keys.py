@@ -1,11 +1,11 @@
 """The key admin API (master key only): create, list, show and revoke virtual keys; usage export.
 
-    POST   /admin/keys        {name, budget_yuan_per_day, budget_yuan_per_month, allowed_regions,
-                               allowed_zones, default_class, origin, rpm, expires} -> 201 {id, key, ...}
-    GET    /admin/keys        every key, without secrets, with today's and this month's spend
-    GET    /admin/keys/{id}   one key
-    DELETE /admin/keys/{id}   revoke it (the row stays, for the audit)
-    GET    /admin/usage.csv   ?voucher=ID&from=&to= : the subsidy-claim CSV of ``suanli audit export``
+POST   /admin/keys        {name, budget_yuan_per_day, budget_yuan_per_month, allowed_regions,
+                           allowed_zones, default_class, origin, rpm, expires} -> 201 {id, key, ...}
+GET    /admin/keys        every key, without secrets, with today's and this month's spend
+GET    /admin/keys/{id}   one key
+DELETE /admin/keys/{id}   revoke it (the row stays, for the audit)
+GET    /admin/usage.csv   ?voucher=ID&from=&to= : the subsidy-claim CSV of ``suanli audit export``
 """
 
 from __future__ import annotations
@@ -125,11 +125,18 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
         spec = _spec(body, router)
         secret = new_secret()
         row = KeyRow(
-            id=f"key-{secrets.token_hex(8)}", name=spec.name, created=router.clock().timestamp(),
-            revoked=None, expires=spec.expires.timestamp() if spec.expires else None,
-            budget_yuan_per_day=spec.budget_yuan_per_day, budget_yuan_per_month=spec.budget_yuan_per_month,
-            allowed_regions=spec.allowed_regions, allowed_zones=spec.allowed_zones,
-            default_class=spec.default_class, origin=spec.origin, rpm=spec.rpm,
+            id=f"key-{secrets.token_hex(8)}",
+            name=spec.name,
+            created=router.clock().timestamp(),
+            revoked=None,
+            expires=spec.expires.timestamp() if spec.expires else None,
+            budget_yuan_per_day=spec.budget_yuan_per_day,
+            budget_yuan_per_month=spec.budget_yuan_per_month,
+            allowed_regions=spec.allowed_regions,
+            allowed_zones=spec.allowed_zones,
+            default_class=spec.default_class,
+            origin=spec.origin,
+            rpm=spec.rpm,
         )
         book().create_key(row, secret_sha256(secret))
         return _json({**key_dict(row, router), "key": secret}, status=201)

@@ -28,9 +28,23 @@ __all__ = [
 ]
 
 EXPORT_COLUMNS = (
-    "time", "request_id", "key", "key_name", "region", "model", "class",
-    "prompt_tokens", "completion_tokens", "tokens", "cost_yuan", "cash_yuan", "voucher",
-    "voucher_units", "voucher_yuan", "row_id", "row_hash",
+    "time",
+    "request_id",
+    "key",
+    "key_name",
+    "region",
+    "model",
+    "class",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens",
+    "cost_yuan",
+    "cash_yuan",
+    "voucher",
+    "voucher_units",
+    "voucher_yuan",
+    "row_id",
+    "row_hash",
 )
 
 
@@ -63,43 +77,92 @@ def verify(ledger: Ledger) -> ChainReport:
         link_ok = prev_hash == prev_hash_seen
         expected_id = prev_id + 1
         if not (link_ok and content_ok and row_id == expected_id):
-            return _broken(row_id, expected_id, prev_id, content_ok, link_ok,
-                           points_before=prev_hash == before_prev and prev_id > 0, rows=rows,
-                           head=(prev_id or None, prev_hash_seen))
+            return _broken(
+                row_id,
+                expected_id,
+                prev_id,
+                content_ok,
+                link_ok,
+                points_before=prev_hash == before_prev and prev_id > 0,
+                rows=rows,
+                head=(prev_id or None, prev_hash_seen),
+            )
         rows += 1
         before_prev, prev_hash_seen, prev_id = prev_hash_seen, hash_, row_id
     head = (prev_id or None, prev_hash_seen)
     forged, missing = ledger.chain_orphans()
     if forged is not None:
-        return ChainReport(rows, *head, problem="inserted", row_id=forged,
-                           message=f"row {forged} was inserted: no settled request of the ledger made it")
+        return ChainReport(
+            rows,
+            *head,
+            problem="inserted",
+            row_id=forged,
+            message=f"row {forged} was inserted: no settled request of the ledger made it",
+        )
     if missing:
-        return ChainReport(rows, *head, problem="deleted", row_id=prev_id + 1,
-                           message=f"{missing} settled request(s) have no usage row: rows were deleted"
-                                   f" (the chain ends at row {prev_id})")
+        return ChainReport(
+            rows,
+            *head,
+            problem="deleted",
+            row_id=prev_id + 1,
+            message=f"{missing} settled request(s) have no usage row: rows were deleted"
+            f" (the chain ends at row {prev_id})",
+        )
     return ChainReport(rows, *head, message=f"{rows} rows verify; chain head row {prev_id} {prev_hash_seen}")
 
 
-def _broken(row_id: int, expected_id: int, prev_id: int, content_ok: bool, link_ok: bool, *,
-            points_before: bool, rows: int, head: tuple[int | None, str]) -> ChainReport:
+def _broken(
+    row_id: int,
+    expected_id: int,
+    prev_id: int,
+    content_ok: bool,
+    link_ok: bool,
+    *,
+    points_before: bool,
+    rows: int,
+    head: tuple[int | None, str],
+) -> ChainReport:
     """Name what happened just before ``row_id``, the first row that does not follow on."""
     if row_id > expected_id and content_ok:
         span = f"{expected_id}" if row_id == expected_id + 1 else f"{expected_id}-{row_id - 1}"
-        return ChainReport(rows, *head, problem="deleted", row_id=expected_id,
-                           message=f"row(s) {span} were deleted: row {row_id} follows a missing row")
+        return ChainReport(
+            rows,
+            *head,
+            problem="deleted",
+            row_id=expected_id,
+            message=f"row(s) {span} were deleted: row {row_id} follows a missing row",
+        )
     if link_ok and not content_ok:
-        return ChainReport(rows, *head, problem="changed", row_id=row_id,
-                           message=f"row {row_id} was changed: its content no longer matches its hash")
+        return ChainReport(
+            rows,
+            *head,
+            problem="changed",
+            row_id=row_id,
+            message=f"row {row_id} was changed: its content no longer matches its hash",
+        )
     if points_before:
-        return ChainReport(rows, *head, problem="inserted", row_id=prev_id,
-                           message=f"row {prev_id} was inserted: row {row_id} still points to the row"
-                                   f" before it")
+        return ChainReport(
+            rows,
+            *head,
+            problem="inserted",
+            row_id=prev_id,
+            message=f"row {prev_id} was inserted: row {row_id} still points to the row before it",
+        )
     if content_ok:
-        return ChainReport(rows, *head, problem="changed", row_id=prev_id,
-                           message=f"row {prev_id} was changed and re-hashed: row {row_id} no longer"
-                                   f" follows it")
-    return ChainReport(rows, *head, problem="changed", row_id=row_id,
-                       message=f"row {row_id} was changed or inserted: neither its hash nor its link verify")
+        return ChainReport(
+            rows,
+            *head,
+            problem="changed",
+            row_id=prev_id,
+            message=f"row {prev_id} was changed and re-hashed: row {row_id} no longer follows it",
+        )
+    return ChainReport(
+        rows,
+        *head,
+        problem="changed",
+        row_id=row_id,
+        message=f"row {row_id} was changed or inserted: neither its hash nor its link verify",
+    )
 
 
 def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
@@ -118,8 +181,9 @@ def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=tz)
 
 
-def export_csv(ledger: Ledger, *, voucher: str | None, since: datetime | None, until: datetime | None,
-               tz: ZoneInfo) -> str:
+def export_csv(
+    ledger: Ledger, *, voucher: str | None, since: datetime | None, until: datetime | None, tz: ZoneInfo
+) -> str:
     """The claim CSV: ``#`` lines with the scope and chain head, a header, one row per request.
 
     Rows are the usage settled in ``[since, until)`` paid (in part) by ``voucher`` (every
@@ -130,20 +194,38 @@ def export_csv(ledger: Ledger, *, voucher: str | None, since: datetime | None, u
         raise ChainBrokenError(f"the usage ledger does not verify: {report.message}")
     names = {row.id: row.name for row in ledger.keys()}  # key id -> name
     out = io.StringIO()
-    scope = (f"voucher={voucher or '*'} from={since.isoformat() if since else '-'}"
-             f" to={until.isoformat() if until else '-'}")
+    scope = (
+        f"voucher={voucher or '*'} from={since.isoformat() if since else '-'}"
+        f" to={until.isoformat() if until else '-'}"
+    )
     out.write(f"# suanli usage export {scope}\n")
-    out.write(f"# chain head: row {report.head_id or 0} hash {report.head_hash}"
-              f" ({report.rows} rows verified)\n")
+    out.write(
+        f"# chain head: row {report.head_id or 0} hash {report.head_hash} ({report.rows} rows verified)\n"
+    )
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for u in ledger.usage(since=since, until=until):
         if voucher is not None and u.voucher_id != voucher:
             continue
-        writer.writerow((
-            u.time.astimezone(tz).isoformat(), u.request_id, u.key_id or "",
-            names.get(u.key_id or "", ""), u.region, u.model, u.work_class, u.prompt_tokens,
-            u.completion_tokens, u.tokens, repr(u.cost_yuan), repr(u.cash_yuan), u.voucher_id or "",
-            repr(u.voucher_units), repr(u.voucher_yuan), u.id, u.hash,
-        ))
+        writer.writerow(
+            (
+                u.time.astimezone(tz).isoformat(),
+                u.request_id,
+                u.key_id or "",
+                names.get(u.key_id or "", ""),
+                u.region,
+                u.model,
+                u.work_class,
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.tokens,
+                repr(u.cost_yuan),
+                repr(u.cash_yuan),
+                u.voucher_id or "",
+                repr(u.voucher_units),
+                repr(u.voucher_yuan),
+                u.id,
+                u.hash,
+            )
+        )
     return out.getvalue()

@@ -20,8 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     audit = subparsers.add_parser("audit", help="verify the usage hash chain; export a subsidy claim")
     actions = audit.add_subparsers(metavar="ACTION")
 
-    check = actions.add_parser("verify", help="walk the hash chain; report the first changed, inserted or "
-                                              "deleted row (exit 1)")
+    check = actions.add_parser(
+        "verify", help="walk the hash chain; report the first changed, inserted or deleted row (exit 1)"
+    )
     check.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(func=_verify)
@@ -44,9 +45,19 @@ def _verify(args: argparse.Namespace) -> int:
     with open_readonly(config.ledger.url) as ledger:
         report = verify(ledger)
     if args.json:
-        print(json.dumps({"ok": report.ok, "rows": report.rows, "head_id": report.head_id,
-                          "head_hash": report.head_hash, "problem": report.problem, "row_id": report.row_id,
-                          "message": report.message}))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "rows": report.rows,
+                    "head_id": report.head_id,
+                    "head_hash": report.head_hash,
+                    "problem": report.problem,
+                    "row_id": report.row_id,
+                    "message": report.message,
+                }
+            )
+        )
     elif report.ok:
         print(f"audit verify: OK, {report.message}")
     else:

@@ -29,6 +29,7 @@ from router.clocks import clock_speed
 from router.core import RequestContext, Router
 from router.errors import ApiError, BadRequestError, ModelNotFoundError
 from router.files import FileStore
+from router.keys import KeyPolicy
 from router.results import Completion
 from router.validate import max_output_tokens, validate_body
 from router.workload_db import WorkloadDB
@@ -62,6 +63,7 @@ class BatchRunner:
         self.poll_s = poll_s
         self.book = CapacityBook(router.config)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._keys: dict[str, KeyPolicy] = {}  # batch id -> the virtual key that created it (this process)
         self._semaphores = {
             r.id: asyncio.Semaphore(r.limits.concurrency or 16) for r in router.config.regions
         }
@@ -84,8 +86,13 @@ class BatchRunner:
                 await task
         self._tasks.clear()
 
-    def submit(self, batch_id: str) -> None:
-        """Start (or resume) the background task of one batch."""
+    def submit(self, batch_id: str, key: KeyPolicy | None = None) -> None:
+        """Start (or resume) the task of one batch; ``key``'s budget and regions apply to its lines.
+
+        After a restart only the key id is known (kept with the batch), not its policy.
+        """
+        if key is not None:
+            self._keys[batch_id] = key
         if batch_id in self._tasks and not self._tasks[batch_id].done():
             return
         task = asyncio.get_running_loop().create_task(self._run(batch_id), name=f"batch {batch_id}")
@@ -314,8 +321,14 @@ class BatchRunner:
 
     async def _run_line(self, batch: dict, endpoint: str, line: _Line) -> None:
         request_id = f"{line.batch_id}-{line.line_no}"
+        key = self._keys.get(line.batch_id)
         ctx = RequestContext(
-            work_class="batch", origin=batch["origin"], request_id=request_id, key_id=batch["key_id"]
+            work_class="batch",
+            origin=batch["origin"],
+            request_id=request_id,
+            key_id=batch["key_id"],
+            allowed_regions=key.allowed_regions if key else None,
+            key=key,
         )
         body = line.body
         semaphore = self._semaphores.get(line.region or "", None)

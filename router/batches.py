@@ -17,6 +17,7 @@ from aiohttp import web
 from router.batch_exec import BatchRunner
 from router.errors import BadRequestError
 from router.files import BATCH_URLS, FileStore, not_found, page
+from router.keys import KeyPolicy
 
 __all__ = ["batch_object", "batch_routes", "create_batch"]
 
@@ -34,7 +35,7 @@ _TIMES = (
 
 
 def create_batch(
-    runner: BatchRunner, files: FileStore, body: object, *, origin: str | None, key_id: str | None = None
+    runner: BatchRunner, files: FileStore, body: object, *, origin: str | None, key: KeyPolicy | None = None
 ) -> dict:
     """Check a create body, record the batch as validating and start it; the batch object."""
     if not isinstance(body, dict):
@@ -82,13 +83,13 @@ def create_batch(
             file_id,
             window,
             origin,
-            key_id,
+            key.key_id if key else None,
             created,
             created + int(match.group(1)) * 3600,
             orjson.dumps(metadata).decode() if metadata is not None else None,
         ),
     )
-    runner.submit(batch_id)
+    runner.submit(batch_id, key)
     return batch_object(runner, batch_id)
 
 
@@ -180,10 +181,14 @@ def batch_routes(app: web.Application, parts: Callable[[web.Request], tuple[Batc
     """Register ``/v1/batches`` on ``app``; ``parts(request)`` finds the runner and file store."""
 
     async def create(request: web.Request) -> web.Response:
+        from router.app import CLIENT_KEY  # the app imports this module: resolve at call time
+
         runner, files = parts(request)
         body = await _json(request)
-        origin = request.headers.get("X-Suanli-Origin") or None
-        return web.json_response(create_batch(runner, files, body, origin=origin))
+        key = request.get(CLIENT_KEY)
+        origin = request.headers.get("X-Suanli-Origin") or (key.origin if key else None)
+        batch = create_batch(runner, files, body, origin=origin, key=key)
+        return web.json_response(batch)
 
     async def retrieve(request: web.Request) -> web.Response:
         return web.json_response(batch_object(parts(request)[0], request.match_info["batch_id"]))

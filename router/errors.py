@@ -164,8 +164,12 @@ class UpstreamFailedError(ApiError):
         tried = ", ".join(f"{f.region} ({f.status or 'no answer'}: {f.message})" for f in failures)
         if all(f.status == 429 for f in failures):
             waits = [f.retry_after_s for f in failures if f.retry_after_s]
-            return cls(f"every region is throttling: {tried}", status=429, code="rate_limit_exceeded",
-                       retry_after_s=min(waits) if waits else 1.0)
+            return cls(
+                f"every region is throttling: {tried}",
+                status=429,
+                code="rate_limit_exceeded",
+                retry_after_s=min(waits) if waits else 1.0,
+            )
         if all(isinstance(f, UpstreamTimeout) for f in failures):
             return cls(f"every region timed out: {tried}", status=504, code="upstream_timeout")
         return cls(f"every region tried failed: {tried}", status=502)

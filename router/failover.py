@@ -32,8 +32,16 @@ Wait = tuple[float, str]  # (seconds until a skipped region frees, why: "limits"
 log = logging.getLogger("suanli.failover")
 
 # Upstream error codes that mean "your prepaid balance here is gone", besides HTTP 402.
-_QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "insufficient_balance", "arrearage",
-                          "Arrearage", "billing_hard_limit_reached"})
+_QUOTA_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "quota_exceeded",
+        "insufficient_balance",
+        "arrearage",
+        "Arrearage",
+        "billing_hard_limit_reached",
+    }
+)
 
 
 def is_quota_exhausted(exc: UpstreamError) -> bool:
@@ -180,8 +188,9 @@ class FailoverMixin:
             self._cash_exhausted.discard(region)
         self._available = self._book.balances()
 
-    def _measured(self: Router, routing: Routing, ttft_s: float | None, total_s: float | None,
-                  lease: Lease) -> None:
+    def _measured(
+        self: Router, routing: Routing, ttft_s: float | None, total_s: float | None, lease: Lease
+    ) -> None:
         """Record a served request's latency and release its lease with the tokens really used."""
         lease.release(routing.prompt_tokens + routing.completion_tokens)
         self.latency.record(

@@ -76,7 +76,9 @@ class FineTuner:
 
     # -- the API ---------------------------------------------------------------------------
 
-    async def create(self, body: object, *, origin: str | None, deadline_s: str | None) -> dict:
+    async def create(
+        self, body: object, *, origin: str | None, deadline_s: str | None, key_id: str | None = None
+    ) -> dict:
         """Check, place and record a job; it is forwarded when its start comes."""
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object", param=None)
@@ -136,9 +138,9 @@ class FineTuner:
         job_id = f"ftjob-{uuid.uuid4().hex[:24]}"
         self.db.execute(
             "INSERT INTO wl_ft_jobs (id, model, training_file, validation_file, hyperparameters, suffix,"
-            " seed, metadata, origin, status, created_at, deadline_s, estimated_tokens, region, start_s,"
-            " voucher)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            " seed, metadata, origin, key_id, status, created_at, deadline_s, estimated_tokens, region,"
+            " start_s, voucher)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 model,
@@ -149,6 +151,7 @@ class FineTuner:
                 body.get("seed"),
                 orjson.dumps(body.get("metadata")).decode() if body.get("metadata") else None,
                 origin,
+                key_id,
                 int(now_s),
                 window_s,
                 round(reference),
@@ -366,7 +369,9 @@ class FineTuner:
             row["model"], "training", row["origin"], trained_tokens / ratio, 0.0, pinned_region=row["region"]
         )
         started = datetime.fromtimestamp(row["start_s"], UTC)
-        ctx = RequestContext(work_class="training", origin=row["origin"], request_id=row["id"])
+        ctx = RequestContext(
+            work_class="training", origin=row["origin"], request_id=row["id"], key_id=row["key_id"]
+        )
         for _ in range(3):
             options = rank(router.config, ask, State(balances=router.balances()), started)
             if not options:
@@ -420,6 +425,9 @@ def fine_tuning_routes(app: web.Application, tuner: Callable[[web.Request], Fine
     """Register ``/v1/fine_tuning/jobs`` on ``app``; ``tuner(request)`` finds the FineTuner."""
 
     async def create(request: web.Request) -> web.Response:
+        from router.app import CLIENT_KEY  # the app imports this module: resolve at call time
+
+        key = request.get(CLIENT_KEY)
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError as exc:
@@ -428,8 +436,9 @@ def fine_tuning_routes(app: web.Application, tuner: Callable[[web.Request], Fine
             ) from exc
         job = await tuner(request).create(
             body,
-            origin=request.headers.get("X-Suanli-Origin") or None,
+            origin=request.headers.get("X-Suanli-Origin") or (key.origin if key else None),
             deadline_s=request.headers.get("X-Suanli-Deadline-S") or None,
+            key_id=key.key_id if key else None,
         )
         return web.json_response(job)
 

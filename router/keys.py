@@ -116,8 +116,10 @@ class KeyRing:
         return bool(self.master_key)
 
     def is_master(self, presented: str | None) -> bool:
-        return bool(self.master_key) and presented is not None and hmac.compare_digest(
-            presented.encode(), self.master_key.encode()
+        return (
+            bool(self.master_key)
+            and presented is not None
+            and hmac.compare_digest(presented.encode(), self.master_key.encode())
         )
 
     def require_master(self, presented: str | None) -> None:

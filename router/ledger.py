@@ -71,10 +71,28 @@ def _utc(epoch_s: float) -> datetime:
 
 def _usage_row(r: Sequence[Any]) -> UsageRow:
     return UsageRow(
-        id=r[0], hold_id=r[1], request_id=r[2], time=_utc(r[3]), key_id=r[4], region=r[5], model=r[6],
-        work_class=r[7], origin=r[8], voucher_id=r[9], prompt_tokens=r[10], completion_tokens=r[11],
-        tokens=r[12], cost_yuan=r[13], cash_yuan=r[14], voucher_units=r[15], voucher_yuan=r[16],
-        latency_ms=r[17], ttft_ms=r[18], attempts=r[19], status=r[20], hash=r[22],
+        id=r[0],
+        hold_id=r[1],
+        request_id=r[2],
+        time=_utc(r[3]),
+        key_id=r[4],
+        region=r[5],
+        model=r[6],
+        work_class=r[7],
+        origin=r[8],
+        voucher_id=r[9],
+        prompt_tokens=r[10],
+        completion_tokens=r[11],
+        tokens=r[12],
+        cost_yuan=r[13],
+        cash_yuan=r[14],
+        voucher_units=r[15],
+        voucher_yuan=r[16],
+        latency_ms=r[17],
+        ttft_ms=r[18],
+        attempts=r[19],
+        status=r[20],
+        hash=r[22],
     )
 
 
@@ -125,8 +143,9 @@ class Ledger(KeyLedgerMixin):
         if self._owner is not None:
             LIVE_OWNERS.discard(self._owner)
             with self._immediate() as c:
-                c.execute("UPDATE owners SET closed = ? WHERE id = ?",
-                          (self._clock().timestamp(), self._owner))
+                c.execute(
+                    "UPDATE owners SET closed = ? WHERE id = ?", (self._clock().timestamp(), self._owner)
+                )
         with self._lock:
             self._conn.close()
             self._conn = None
@@ -185,11 +204,28 @@ class Ledger(KeyLedgerMixin):
             c.execute(
                 "INSERT INTO holds (id, owner, request_id, key_id, region, model, work_class, origin,"
                 " voucher_id, held_q, held_units, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (hold_id, owner, req.request_id, req.key_id, req.region, req.model, req.work_class,
-                 req.origin, req.voucher_id, held_q, held_q / scale, created.timestamp()),
+                (
+                    hold_id,
+                    owner,
+                    req.request_id,
+                    req.key_id,
+                    req.region,
+                    req.model,
+                    req.work_class,
+                    req.origin,
+                    req.voucher_id,
+                    held_q,
+                    held_q / scale,
+                    created.timestamp(),
+                ),
             )
-        return Hold(id=hold_id, request_id=req.request_id, voucher_id=req.voucher_id,
-                    voucher_units=held_q / scale, created=created)
+        return Hold(
+            id=hold_id,
+            request_id=req.request_id,
+            voucher_id=req.voucher_id,
+            voucher_units=held_q / scale,
+            created=created,
+        )
 
     def settle(self, hold_id: str, s: Settlement) -> UsageRow:
         """Debit ``s.voucher_units``, release the rest of the hold, append the usage row.
@@ -214,30 +250,57 @@ class Ledger(KeyLedgerMixin):
             last = c.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
             usage_id, prev_hash = (1, GENESIS) if last is None else (last[0] + 1, last[1])
             values = (
-                usage_id, hold_id, hold[3], now, hold[4], hold[5], hold[6], hold[7], hold[8], voucher_id,
-                s.prompt_tokens, s.completion_tokens, s.tokens, s.cost_yuan, s.cash_yuan, units_q / scale,
-                s.voucher_yuan, s.latency_ms, s.ttft_ms, s.attempts, s.status,
+                usage_id,
+                hold_id,
+                hold[3],
+                now,
+                hold[4],
+                hold[5],
+                hold[6],
+                hold[7],
+                hold[8],
+                voucher_id,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.tokens,
+                s.cost_yuan,
+                s.cash_yuan,
+                units_q / scale,
+                s.voucher_yuan,
+                s.latency_ms,
+                s.ttft_ms,
+                s.attempts,
+                s.status,
             )
             hash_ = row_hash(prev_hash, values)
             c.execute(_INSERT_USAGE, (*values, prev_hash, hash_, units_q))
             c.execute("UPDATE holds SET state = 'settled', resolved = ? WHERE id = ?", (now, hold_id))
         return _usage_row((*values, prev_hash, hash_))
 
-    def _debit(self, c: sqlite3.Connection, hold_id: str, voucher_id: str | None, held_q: int,
-               s: Settlement) -> tuple[int, int, Settlement]:
+    def _debit(
+        self, c: sqlite3.Connection, hold_id: str, voucher_id: str | None, held_q: int, s: Settlement
+    ) -> tuple[int, int, Settlement]:
         """Post the debit of a pending hold; ``(units debited, scale, settlement as charged)``."""
         if voucher_id is None:
             if s.voucher_units > 0:
-                log.error("ledger: hold %s has no voucher but settles %g units; charged as cash",
-                          hold_id, s.voucher_units)
+                log.error(
+                    "ledger: hold %s has no voucher but settles %g units; charged as cash",
+                    hold_id,
+                    s.voucher_units,
+                )
                 s = _clamped(s, 0.0)
             return 0, 1, s
         (scale,) = c.execute("SELECT scale FROM vouchers WHERE id = ?", (voucher_id,)).fetchone()
         units_q = max(round(s.voucher_units * scale), 0)
         if units_q > held_q:
             # The router must never settle more than it held: the balance could go negative.
-            log.error("ledger: hold %s settles %g units of %s but held %g; clamped, excess charged as cash",
-                      hold_id, s.voucher_units, voucher_id, held_q / scale)
+            log.error(
+                "ledger: hold %s settles %g units of %s but held %g; clamped, excess charged as cash",
+                hold_id,
+                s.voucher_units,
+                voucher_id,
+                held_q / scale,
+            )
             s = _clamped(s, held_q / scale)
             units_q = held_q
         c.execute(
@@ -268,8 +331,12 @@ class Ledger(KeyLedgerMixin):
         self._writer()
         now = self._clock().timestamp()
         with self._immediate() as c:
-            ids = [r[0] for r in c.execute(
-                "SELECT id FROM holds WHERE state = 'pending' AND created < ?", (now - max_age_s,))]
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM holds WHERE state = 'pending' AND created < ?", (now - max_age_s,)
+                )
+            ]
             _void_many(c, ids, now)
         if ids:
             log.warning("ledger: voided %d holds pending for over %g s", len(ids), max_age_s)
@@ -309,8 +376,9 @@ class Ledger(KeyLedgerMixin):
         )
         return {voucher_id: 0.0 if gone else q / scale for voucher_id, q, scale, gone in rows}
 
-    def mark_exhausted(self, *, voucher_id: str | None = None, region: str | None = None,
-                       reason: str = "") -> None:
+    def mark_exhausted(
+        self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
+    ) -> None:
         """Record that a platform reported this voucher (or this region's cash) exhausted."""
         self._writer()
         now = self._clock().timestamp()
@@ -351,8 +419,13 @@ class Ledger(KeyLedgerMixin):
             "SELECT COUNT(*), TOTAL(cash_yuan), TOTAL(voucher_yuan), TOTAL(cost_yuan), TOTAL(tokens)"
             " FROM usage"
         )
-        return {"requests": row[0], "cash_yuan": row[1], "voucher_yuan": row[2], "cost_yuan": row[3],
-                "tokens": int(row[4])}
+        return {
+            "requests": row[0],
+            "cash_yuan": row[1],
+            "voucher_yuan": row[2],
+            "cost_yuan": row[3],
+            "tokens": int(row[4]),
+        }
 
     def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""
@@ -375,9 +448,16 @@ def _clamped(s: Settlement, units: float) -> Settlement:
     share = units / s.voucher_units if s.voucher_units > 0 else 0.0
     voucher_yuan = s.voucher_yuan * share
     return Settlement(
-        prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens, tokens=s.tokens,
-        cost_yuan=s.cost_yuan, cash_yuan=s.cash_yuan + s.voucher_yuan - voucher_yuan, voucher_units=units,
-        voucher_yuan=voucher_yuan, latency_ms=s.latency_ms, ttft_ms=s.ttft_ms, attempts=s.attempts,
+        prompt_tokens=s.prompt_tokens,
+        completion_tokens=s.completion_tokens,
+        tokens=s.tokens,
+        cost_yuan=s.cost_yuan,
+        cash_yuan=s.cash_yuan + s.voucher_yuan - voucher_yuan,
+        voucher_units=units,
+        voucher_yuan=voucher_yuan,
+        latency_ms=s.latency_ms,
+        ttft_ms=s.ttft_ms,
+        attempts=s.attempts,
         status=s.status,
     )
 
@@ -385,8 +465,9 @@ def _clamped(s: Settlement, units: float) -> Settlement:
 def _void_many(c: sqlite3.Connection, hold_ids: Sequence[str], now: float) -> None:
     """Void pending holds inside an open transaction and release what they held."""
     for hold_id in hold_ids:
-        row = c.execute("SELECT voucher_id, held_q FROM holds WHERE id = ? AND state = 'pending'",
-                        (hold_id,)).fetchone()
+        row = c.execute(
+            "SELECT voucher_id, held_q FROM holds WHERE id = ? AND state = 'pending'", (hold_id,)
+        ).fetchone()
         if row is None:
             continue
         if row[0] is not None:

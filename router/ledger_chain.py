@@ -19,17 +19,37 @@ __all__ = ["GENESIS", "HASHED_COLUMNS", "first_broken", "row_hash"]
 GENESIS = "0" * 64
 
 HASHED_COLUMNS = (
-    "id", "hold_id", "request_id", "time", "key_id", "region", "model", "work_class", "origin",
-    "voucher_id", "prompt_tokens", "completion_tokens", "tokens", "cost_yuan", "cash_yuan",
-    "voucher_units", "voucher_yuan", "latency_ms", "ttft_ms", "attempts", "status",
+    "id",
+    "hold_id",
+    "request_id",
+    "time",
+    "key_id",
+    "region",
+    "model",
+    "work_class",
+    "origin",
+    "voucher_id",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens",
+    "cost_yuan",
+    "cash_yuan",
+    "voucher_units",
+    "voucher_yuan",
+    "latency_ms",
+    "ttft_ms",
+    "attempts",
+    "status",
 )
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 # Positions of the REAL columns: hashed as floats whatever type the writer passed, so a
 # settlement given 0 (int) hashes as the 0.0 that SQLite stores and an audit reads back.
-_REAL = tuple(HASHED_COLUMNS.index(c) for c in (
-    "time", "cost_yuan", "cash_yuan", "voucher_units", "voucher_yuan", "latency_ms", "ttft_ms"))
+_REAL = tuple(
+    HASHED_COLUMNS.index(c)
+    for c in ("time", "cost_yuan", "cash_yuan", "voucher_units", "voucher_yuan", "latency_ms", "ttft_ms")
+)
 
 
 def row_hash(prev_hash: str, values: Sequence[object]) -> str:

@@ -18,8 +18,9 @@ def account_of(*, voucher_id: str | None = None, region: str | None = None) -> s
     return f"voucher:{voucher_id}" if voucher_id is not None else f"cash:{region}"
 
 
-def mark(c: sqlite3.Connection, *, voucher_id: str | None, region: str | None, since: float,
-         reason: str) -> None:
+def mark(
+    c: sqlite3.Connection, *, voucher_id: str | None, region: str | None, since: float, reason: str
+) -> None:
     c.execute(
         "INSERT INTO exhausted (account, region, voucher_id, since, reason) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT(account) DO UPDATE SET since = excluded.since, reason = excluded.reason",

@@ -122,10 +122,17 @@ def _unlisted(text: str | None) -> tuple[str, ...] | None:
 
 def _key_row(r: Sequence[Any]) -> KeyRow:
     return KeyRow(
-        id=r[0], name=r[1], created=r[2], revoked=r[3], expires=r[4],
+        id=r[0],
+        name=r[1],
+        created=r[2],
+        revoked=r[3],
+        expires=r[4],
         budget_yuan_per_day=None if r[5] is None else r[5] / YUAN_Q,
         budget_yuan_per_month=None if r[6] is None else r[6] / YUAN_Q,
-        allowed_regions=_unlisted(r[7]), allowed_zones=_unlisted(r[8]), default_class=r[9], origin=r[10],
+        allowed_regions=_unlisted(r[7]),
+        allowed_zones=_unlisted(r[8]),
+        default_class=r[9],
+        origin=r[10],
         rpm=r[11],
     )
 
@@ -134,12 +141,15 @@ def hold_key_budget(c: sqlite3.Connection, hold_id: str, hold: KeyBudgetHold) ->
     """Inside the reserve transaction: check both periods and hold; BudgetExceededError if not."""
     # Ceiling, so that n holds of one request's bound never fit in less than n requests' cost.
     amount_q = max(math.ceil(hold.amount_yuan * YUAN_Q - 1e-6), 0)
-    for period, limit, label in ((hold.day, hold.day_limit_yuan, "today"),
-                                 (hold.month, hold.month_limit_yuan, "this month")):
+    for period, limit, label in (
+        (hold.day, hold.day_limit_yuan, "today"),
+        (hold.month, hold.month_limit_yuan, "this month"),
+    ):
         if limit is None:
             continue
-        row = c.execute("SELECT spent_q + held_q FROM key_spend WHERE key_id = ? AND period = ?",
-                        (hold.key_id, period)).fetchone()
+        row = c.execute(
+            "SELECT spent_q + held_q FROM key_spend WHERE key_id = ? AND period = ?", (hold.key_id, period)
+        ).fetchone()
         used_q = 0 if row is None else row[0]
         limit_q = round(limit * YUAN_Q)
         if used_q + amount_q > limit_q:
@@ -154,8 +164,10 @@ def hold_key_budget(c: sqlite3.Connection, hold_id: str, hold: KeyBudgetHold) ->
             " ON CONFLICT (key_id, period) DO UPDATE SET held_q = held_q + excluded.held_q",
             (hold.key_id, period, amount_q),
         )
-    c.execute("INSERT INTO key_holds (hold_id, key_id, day, month, held_q) VALUES (?, ?, ?, ?, ?)",
-              (hold_id, hold.key_id, hold.day, hold.month, amount_q))
+    c.execute(
+        "INSERT INTO key_holds (hold_id, key_id, day, month, held_q) VALUES (?, ?, ?, ?, ?)",
+        (hold_id, hold.key_id, hold.day, hold.month, amount_q),
+    )
 
 
 def _take_hold(c: sqlite3.Connection, hold_id: str) -> tuple[str, str, str, int] | None:
@@ -189,8 +201,10 @@ def release_key_budget(c: sqlite3.Connection, hold_id: str) -> None:
     if row is None:
         return
     key_id, day, month, held_q = row
-    c.executemany("UPDATE key_spend SET held_q = held_q - ? WHERE key_id = ? AND period = ?",
-                  [(held_q, key_id, day), (held_q, key_id, month)])
+    c.executemany(
+        "UPDATE key_spend SET held_q = held_q - ? WHERE key_id = ? AND period = ?",
+        [(held_q, key_id, day), (held_q, key_id, month)],
+    )
 
 
 def rebuild_key_held(c: sqlite3.Connection) -> None:
@@ -216,9 +230,21 @@ class KeyLedgerMixin:
         with self._immediate() as c:
             c.execute(
                 f"INSERT INTO keys ({_KEY_COLUMNS}, secret_sha256) VALUES ({', '.join('?' * 13)})",
-                (row.id, row.name, row.created, row.revoked, row.expires, _q(row.budget_yuan_per_day),
-                 _q(row.budget_yuan_per_month), _listed(row.allowed_regions), _listed(row.allowed_zones),
-                 row.default_class, row.origin, row.rpm, secret_sha256),
+                (
+                    row.id,
+                    row.name,
+                    row.created,
+                    row.revoked,
+                    row.expires,
+                    _q(row.budget_yuan_per_day),
+                    _q(row.budget_yuan_per_month),
+                    _listed(row.allowed_regions),
+                    _listed(row.allowed_zones),
+                    row.default_class,
+                    row.origin,
+                    row.rpm,
+                    secret_sha256,
+                ),
             )
 
     def key_by_secret(self, secret_sha256: str) -> KeyRow | None:

@@ -53,8 +53,14 @@ def sync_vouchers(c: sqlite3.Connection, vouchers: Sequence[Voucher]) -> None:
             continue
         kind, scale, amount_q = known
         if kind != v.kind or round(v.amount * scale) != amount_q:
-            log.warning("ledger: voucher %s is %s %g in the ledger but %s %g in the config; the ledger wins",
-                        v.id, kind, amount_q / scale, v.kind, v.amount)
+            log.warning(
+                "ledger: voucher %s is %s %g in the ledger but %s %g in the config; the ledger wins",
+                v.id,
+                kind,
+                amount_q / scale,
+                v.kind,
+                v.amount,
+            )
         c.execute(
             "UPDATE vouchers SET region = ?, rate = ?, models = ?, classes = ?, valid_from = ?, expires = ?"
             " WHERE id = ?",
@@ -66,19 +72,27 @@ def voucher_statuses(conn: sqlite3.Connection, *, now: datetime) -> list[Voucher
     """Every voucher's status; burn is the units settled in ``(now - 1 h, now]``."""
     hour_ago = (now - timedelta(hours=1)).timestamp()
     # voucher id -> units (x scale) settled in the last hour
-    burn_q = dict(conn.execute(
-        "SELECT voucher_id, SUM(voucher_q) FROM usage"
-        " WHERE time > ? AND time <= ? AND voucher_id IS NOT NULL GROUP BY voucher_id",
-        (hour_ago, now.timestamp()),
-    ).fetchall())
+    burn_q = dict(
+        conn.execute(
+            "SELECT voucher_id, SUM(voucher_q) FROM usage"
+            " WHERE time > ? AND time <= ? AND voucher_id IS NOT NULL GROUP BY voucher_id",
+            (hour_ago, now.timestamp()),
+        ).fetchall()
+    )
     rows = conn.execute(
         "SELECT id, region, kind, scale, amount_q, balance_q, held_q, valid_from, expires"
         " FROM vouchers ORDER BY id"
     ).fetchall()
     return [
         VoucherStatus(
-            id=vid, region=region, kind=kind, amount=amount_q / scale, balance=balance_q / scale,
-            held=held_q / scale, available=(balance_q - held_q) / scale, spent=(amount_q - balance_q) / scale,
+            id=vid,
+            region=region,
+            kind=kind,
+            amount=amount_q / scale,
+            balance=balance_q / scale,
+            held=held_q / scale,
+            available=(balance_q - held_q) / scale,
+            spent=(amount_q - balance_q) / scale,
             valid_from=None if valid_from is None else datetime.fromisoformat(valid_from),
             expires=None if expires is None else datetime.fromisoformat(expires),
             burn_per_hour=burn_q.get(vid, 0) / scale,

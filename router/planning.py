@@ -92,8 +92,16 @@ class Replanner:
         self._poked = reason
         self._wake.set()
 
-    def served(self, ask: Ask, *, region: str, prompt_tokens: int, completion_tokens: int,
-               reported: bool, at: datetime) -> None:
+    def served(
+        self,
+        ask: Ask,
+        *,
+        region: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        reported: bool,
+        at: datetime,
+    ) -> None:
         """Count one served request: a forecast sample, and a token-ratio sample when reported."""
         key = (region, ask.model)
         offer = self._offers.get(key)
@@ -228,4 +236,3 @@ class Replanner:
 
 def _at(prices: tuple[float, ...] | None, slot: int) -> float:
     return prices[slot] if prices and 0 <= slot < len(prices) else 0.0
-

@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS wl_ft_jobs (
     seed INTEGER,
     metadata TEXT,
     origin TEXT NOT NULL,
+    key_id TEXT,
     status TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     deadline_s REAL NOT NULL,
