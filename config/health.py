@@ -41,8 +41,9 @@ class RetrySettings(_Frozen):
     """Failover before the first byte."""
 
     max_attempts: int = Field(default=3, ge=1)
-    budget_share: float = Field(default=0.2, ge=0, le=1)  # retries in flight / requests in flight
-    min_retries: int = Field(default=3, ge=0)  # retries in flight always allowed, whatever the share
+    budget_share: float = Field(default=0.5, ge=0, le=1)  # retries in flight / requests in flight
+    min_retries: int = Field(default=8, ge=0)  # retries in flight always allowed, whatever the share
+    budget_wait_s: float = Field(default=2.0, ge=0)  # how long a retry over budget waits for a slot
     deadline_s: float = Field(default=60.0, gt=0)  # one overall deadline to the first byte
 
 

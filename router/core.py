@@ -246,62 +246,66 @@ class Router(FailoverMixin):
         waits: list[Wait] = []  # regions skipped for their limits, cool-down or ejection
         attempts = 0
         deadline = time.perf_counter() + self.config.health.retry.deadline_s
-        while attempts < self.max_attempts:
-            if attempts and not self._may_retry(deadline):
-                break
-            picked = self._pick(ask, excluded, waits)
-            if picked is None:
-                break
-            option, lease = picked
-            try:
-                hold = self._reserve(request_id, option, ask, ctx)
-            except BudgetExceededError:
-                lease.release()  # the key's budget is spent: no other region would do
-                raise
-            if hold is None:
-                lease.release()
-                continue  # the voucher ran dry under us: rank again with the new balance
-            attempts += 1
-            call = UpstreamCall(
-                option.region,
-                endpoint,
-                {**forward, "model": option.offer.upstream_name},
-                stream=stream,
-                wants_usage=wants_usage,
-            )
-            started = time.perf_counter()
-            try:
-                reply = await self._send(call, hold, lease, attempts, deadline - started)
-            except UpstreamError as exc:
-                failures.append(exc)
-                if not exc.retryable:
-                    raise UpstreamFailedError.from_upstream(exc) from exc
-                excluded.add(option.region.id)
-                continue
-            routing = Routing(
-                request_id=request_id,
-                region=option.region.id,
-                model=ask.model,
-                work_class=ask.work_class,
-                origin=ask.origin,
-                voucher=hold.voucher_id,
-                cash_yuan=option.charge.cash_yuan,
-                cost_yuan=option.charge.cost_yuan,
-                attempts=attempts,
-            )
-            if isinstance(reply, StreamReply):
-                return self._stream(reply, routing, hold, option, ask, started, lease)
-            self._settle(
-                hold,
-                option,
-                ask,
-                reply.usage,
-                routing,
-                latency_s=time.perf_counter() - started,
-                ttft_s=reply.ttft_s,
-            )
-            self._measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
-            return Completion(reply.body, routing)
+        self._active += 1
+        try:
+            while attempts < self.max_attempts:
+                if attempts and not await self._may_retry(deadline):
+                    break
+                picked = self._pick(ask, excluded, waits)
+                if picked is None:
+                    break
+                option, lease = picked
+                try:
+                    hold = self._reserve(request_id, option, ask, ctx)
+                except BudgetExceededError:
+                    lease.release()  # the key's budget is spent: no other region would do
+                    raise
+                if hold is None:
+                    lease.release()
+                    continue  # the voucher ran dry under us: rank again with the new balance
+                attempts += 1
+                call = UpstreamCall(
+                    option.region,
+                    endpoint,
+                    {**forward, "model": option.offer.upstream_name},
+                    stream=stream,
+                    wants_usage=wants_usage,
+                )
+                started = time.perf_counter()
+                try:
+                    reply = await self._send(call, hold, lease, attempts, deadline - started)
+                except UpstreamError as exc:
+                    failures.append(exc)
+                    if not exc.retryable:
+                        raise UpstreamFailedError.from_upstream(exc) from exc
+                    excluded.add(option.region.id)
+                    continue
+                routing = Routing(
+                    request_id=request_id,
+                    region=option.region.id,
+                    model=ask.model,
+                    work_class=ask.work_class,
+                    origin=ask.origin,
+                    voucher=hold.voucher_id,
+                    cash_yuan=option.charge.cash_yuan,
+                    cost_yuan=option.charge.cost_yuan,
+                    attempts=attempts,
+                )
+                if isinstance(reply, StreamReply):
+                    return self._stream(reply, routing, hold, option, ask, started, lease)
+                self._settle(
+                    hold,
+                    option,
+                    ask,
+                    reply.usage,
+                    routing,
+                    latency_s=time.perf_counter() - started,
+                    ttft_s=reply.ttft_s,
+                )
+                self._measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
+                return Completion(reply.body, routing)
+        finally:
+            self._active -= 1
         raise self._failed(ask, failures, waits)
 
     def _ask(self, endpoint: str, body: dict, ctx: RequestContext) -> Ask:

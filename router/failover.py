@@ -116,12 +116,21 @@ class FailoverMixin:
                     waits.append((self.health.wait_s(rid, now_s), why))
         return None
 
-    def _may_retry(self: Router, deadline: float) -> bool:
-        """Within the request's deadline and the retry budget (a share of requests in flight)."""
-        if time.perf_counter() >= deadline:
-            return False
+    async def _may_retry(self: Router, deadline: float) -> bool:
+        """Within the request's deadline and the retry budget (a share of requests in flight).
+
+        Over budget, a retry waits up to ``budget_wait_s`` for a slot rather than failing:
+        when a region stalls, every request on it times out at once, and the budget should
+        pace those retries, not drop them; when everything fails it still caps the load.
+        """
         retry = self.config.health.retry
-        return self._retrying < max(retry.min_retries, retry.budget_share * self._active)
+        give_up = min(deadline, time.perf_counter() + retry.budget_wait_s)
+        while self._retrying >= max(retry.min_retries, retry.budget_share * self._active):
+            if time.perf_counter() >= give_up:
+                log.info("retry budget spent: %d retries for %d requests", self._retrying, self._active)
+                return False
+            await asyncio.sleep(0.005)
+        return time.perf_counter() < deadline
 
     async def _send(
         self: Router, call: UpstreamCall, hold: Hold, lease: Lease, attempt: int, remaining_s: float
@@ -129,7 +138,6 @@ class FailoverMixin:
         """One attempt; on failure the hold is voided, the lease released, health told, and it raises."""
         region = call.region.id
         self.health.sending(region, self.clock().timestamp())
-        self._active += 1
         retrying = attempt > 1
         if retrying:
             self._retrying += 1
@@ -148,7 +156,6 @@ class FailoverMixin:
             self.health.released(region)
             raise
         finally:
-            self._active -= 1
             if retrying:
                 self._retrying -= 1
         self.health.success(region, self.clock().timestamp())
