@@ -17,6 +17,7 @@ from router.core import RequestContext, Router
 from router.errors import ApiError, BadRequestError, ModelNotFoundError
 from router.keys import MASTER_KEY_ID, KeyPolicy, KeyRing
 from router.results import Completion, CompletionStream
+from router.status_routes import add_status_routes
 from router.workloads import install_workloads
 
 __all__ = ["ROUTER", "create_app"]
@@ -62,6 +63,7 @@ def create_app(
     app.router.add_get("/admin/vouchers", _vouchers)
     install_workloads(app, router)  # /v1/files, /v1/batches, /v1/fine_tuning/jobs
     add_admin_routes(app, app[KEYRING], router)
+    add_status_routes(app, router)  # /admin/status and /metrics
     return app
 
 

@@ -40,6 +40,7 @@ from router.latency import LatencyTracker
 from router.ledger import Hold, HoldRequest, Ledger, Settlement
 from router.ledger_types import VoucherStatus
 from router.limits import Lease, RequestLimits
+from router.metrics import MetricsBook
 from router.planning import Replanner
 from router.results import Completion, CompletionStream, Routing
 from router.validate import max_output_tokens, validate_body
@@ -102,6 +103,7 @@ class Router(FailoverMixin):
         self._cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
         self._prober: Any = None
         self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
+        self.metrics = MetricsBook()  # counters behind GET /metrics
 
     @classmethod
     def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
@@ -436,6 +438,7 @@ class Router(FailoverMixin):
             reported=usage.reported,
             at=self.clock(),
         )
+        self.metrics.settled(routing, latency_s=latency_s, ttft_s=ttft_s, status=status)
 
     @staticmethod
     def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:

@@ -169,6 +169,7 @@ class FailoverMixin:
         self._void(hold)
         if exc is None:
             return
+        self.metrics.failed(region, exc.status)
         now_s = self.clock().timestamp()
         if is_quota_exhausted(exc):
             self._exhausted(region, voucher_id, exc)
