@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_config_check)
 
+    from router.status_cli import add_parsers as add_status_parsers
+
+    add_status_parsers(sub)  # monitor, report
+
     try:
         from router import simulate
     except ImportError:  # the replay lands with the optimizer
