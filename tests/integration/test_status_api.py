@@ -1,0 +1,181 @@
+"""GET /admin/status and GET /metrics on the real proxy, after traffic from the openai SDK."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jsonschema
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import ProxyThread, running_proxy, small_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "docs" / "status.schema.json").read_text())
+MASTER = "sk-master-status-test"
+MESSAGES = [{"role": "user", "content": "算力券什么时候过期？"}]
+
+
+def _get(proxy: ProxyThread, path: str, key: str | None = MASTER) -> tuple[int, bytes]:
+    request = urllib.request.Request(proxy.base_url.removesuffix("/v1") + path)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _status(proxy: ProxyThread) -> dict:
+    code, body = _get(proxy, "/admin/status")
+    assert code == 200, body
+    doc = json.loads(body)
+    jsonschema.validate(doc, SCHEMA)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """A proxy that has served 4 interactive, 2 batch, 1 embedding and 1 pinned batch (cash) request."""
+    with running_proxy(small_config(tmp_path_factory.mktemp("status")), master_key=MASTER) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key=MASTER, max_retries=0)
+        last_id = ""
+        for _ in range(4):
+            client.chat.completions.create(model="deepseek-flash", messages=MESSAGES, max_tokens=20)
+        for _ in range(2):
+            client.chat.completions.create(
+                model="deepseek-flash", messages=MESSAGES, max_tokens=20, extra_body={"service_tier": "flex"}
+            )
+        client.embeddings.create(model="text-embedding-v4", input=["庆阳", "中卫"])
+        raw = client.chat.completions.with_raw_response.create(
+            model="qingyang/deepseek-flash",
+            messages=MESSAGES,
+            max_tokens=20,
+            extra_headers={"X-Suanli-Class": "batch"},  # interactive would miss the SLO in the west
+        )
+        last_id = raw.headers["x-request-id"]
+        yield proxy, last_id
+
+
+def test_status_document_follows_its_schema_and_counts_the_traffic(served):
+    proxy, last_id = served
+    doc = _status(proxy)
+    ledger = proxy.call(lambda router: router.ledger.totals())
+    totals = doc["totals"]
+    assert totals["requests_today"] == ledger["requests"] == 8
+    assert totals["cash_yuan_today"] == pytest.approx(ledger["cash_yuan"], abs=1e-6)
+    assert totals["voucher_yuan_today"] == pytest.approx(ledger["voucher_yuan"], abs=1e-6)
+    assert totals["cash_yuan_today"] > 0  # the pinned qingyang request has no voucher
+    assert totals["list_yuan_today"] >= totals["cost_yuan_today"] >= totals["cash_yuan_today"]
+    assert totals["savings_vs_list_yuan"] == pytest.approx(
+        totals["list_yuan_today"] - totals["cash_yuan_today"], abs=1e-6
+    )
+    regions = {r["id"]: r for r in doc["regions"]}
+    assert set(regions) == {"shanghai", "wuhan", "qingyang"}
+    assert sum(r["today"]["requests"] for r in regions.values()) == 8
+    assert regions["qingyang"]["today"]["cash_yuan"] > 0
+    assert regions["qingyang"]["zone"] == "west"
+    for work_class in ("interactive", "batch"):
+        assert sum(r["share_5m"][work_class] for r in regions.values()) == pytest.approx(1.0)
+    served_here = regions["wuhan"]
+    assert served_here["latency_ms"]["total"]["p50"] is not None
+    assert served_here["limits"]["rpm_used"] >= 1
+    # The most recent decision comes first and is the pinned request.
+    assert doc["recent"][0]["request_id"] == last_id
+    assert doc["recent"][0]["region"] == "qingyang" and doc["recent"][0]["voucher"] is None
+
+
+def test_voucher_entries_match_the_ledger(served):
+    proxy, _ = served
+    doc = _status(proxy)
+    balances = proxy.call(lambda router: router.ledger.balances())
+    vouchers = {v["id"]: v for v in doc["vouchers"]}
+    tokens = vouchers["wuhan-tokens"]
+    assert tokens["available"] == pytest.approx(balances["wuhan-tokens"])
+    assert tokens["spent"] > 0 and tokens["used_share"] == pytest.approx(tokens["spent"] / 100000, rel=1e-6)
+    assert tokens["burn_per_hour"] == pytest.approx(tokens["spent"])  # everything was spent this hour
+    exhaustion = datetime.fromisoformat(tokens["projected_exhaustion"])
+    hours_left = (exhaustion - datetime.fromisoformat(doc["time"])).total_seconds() / 3600
+    assert hours_left == pytest.approx(tokens["available"] / tokens["burn_per_hour"], rel=1e-3)
+    assert tokens["expires_in_s"] > 0
+
+
+def test_admin_status_and_metrics_need_the_master_key(served):
+    proxy, _ = served
+    for path in ("/admin/status", "/metrics"):
+        code, body = _get(proxy, path, key=None)
+        assert code == 401, body
+        assert json.loads(body)["error"]["code"] == "invalid_api_key"
+        code, _ = _get(proxy, path, key="sk-wrong")
+        assert code == 401
+
+
+def test_metrics_count_requests_tokens_and_balances(served):
+    proxy, _ = served
+    code, body = _get(proxy, "/metrics")
+    assert code == 200
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    ledger = proxy.call(lambda router: router.ledger.totals())
+    assert sum(s.value for s in samples["suanli_requests_total"]) == ledger["requests"]
+    assert sum(s.value for s in samples["suanli_tokens_total"]) == ledger["tokens"]
+    assert sum(s.value for s in samples["suanli_cash_yuan_total"]) == pytest.approx(ledger["cash_yuan"])
+    assert sum(s.value for s in samples["suanli_request_latency_seconds_count"]) == ledger["requests"]
+    balances = proxy.call(lambda router: router.ledger.balances())
+    available = {s.labels["voucher"]: s.value for s in samples["suanli_voucher_available"]}
+    assert available == pytest.approx(balances)
+    spent = {s.labels["voucher"]: s.value for s in samples["suanli_voucher_spent_units_total"]}
+    assert spent["wuhan-tokens"] == pytest.approx(100000 - balances["wuhan-tokens"])
+    up = {s.labels["region"]: s.value for s in samples["suanli_region_up"]}
+    assert up == {"shanghai": 1.0, "wuhan": 1.0, "qingyang": 1.0}
+
+
+def test_alerts_for_an_expiring_voucher_a_full_limit_and_a_cooling_region(tmp_path: Path):
+    now = datetime.now(UTC)
+    config = small_config(
+        tmp_path,
+        vouchers=[
+            {
+                "id": "wuhan-expiring",
+                "region": "wuhan",
+                "kind": "tokens",
+                "amount": 50000,
+                "valid_from": (now - timedelta(days=1)).isoformat(),
+                "expires": (now + timedelta(hours=12)).isoformat(),
+            }
+        ],
+    )
+    data = config.model_dump(mode="json")
+    data["regions"][1]["limits"] = {"rpm": 2}
+    data["regions"][0]["sim"] = {"rate_limit_rpm": 1}
+    from config import load_config
+
+    config = load_config(data)
+    with running_proxy(config, master_key=MASTER) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key=MASTER, max_retries=0)
+        for _ in range(2):
+            client.chat.completions.create(model="wuhan/deepseek-flash", messages=MESSAGES, max_tokens=5)
+        for _ in range(2):  # the second is refused with 429 and Retry-After: shanghai cools down
+            try:
+                client.chat.completions.create(
+                    model="shanghai/deepseek-flash", messages=MESSAGES, max_tokens=5
+                )
+            except openai.APIStatusError:
+                pass
+        doc = _status(proxy)
+    kinds = {(a["kind"], a["subject"]) for a in doc["alerts"]}
+    assert ("voucher_expiring", "wuhan-expiring") in kinds
+    assert ("limit_high", "wuhan") in kinds  # 2 of 2 requests a minute
+    assert ("region_cooling", "shanghai") in kinds
+    regions = {r["id"]: r for r in doc["regions"]}
+    assert regions["shanghai"]["health"]["state"] == "cooling"
+    assert regions["wuhan"]["health"]["state"] == "ok"
+    assert not any(a["kind"] == "spend_rate_high" for a in doc["alerts"])
