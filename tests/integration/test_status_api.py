@@ -7,6 +7,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import openai
@@ -179,3 +180,42 @@ def test_alerts_for_an_expiring_voucher_a_full_limit_and_a_cooling_region(tmp_pa
     assert regions["shanghai"]["health"]["state"] == "cooling"
     assert regions["wuhan"]["health"]["state"] == "ok"
     assert not any(a["kind"] == "spend_rate_high" for a in doc["alerts"])
+
+
+class _Clock:
+    """A settable clock for the router and its ledger."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def test_spend_rate_alert_and_greedy_counterfactual_from_the_ledger(tmp_path: Path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    midnight = now.astimezone(ZoneInfo("Asia/Shanghai")).replace(hour=0, minute=0, second=0)
+    clock = _Clock(midnight - timedelta(hours=1))  # yesterday, local time, within the last 25 hours
+    with running_proxy(small_config(tmp_path), master_key=MASTER, clock=clock) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key=MASTER, max_retries=0)
+
+        def pinned_to_shanghai() -> None:
+            client.chat.completions.create(model="shanghai/deepseek-flash", messages=MESSAGES, max_tokens=30)
+
+        pinned_to_shanghai()  # the usual rate: this request's cash over 24 h
+        clock.at = now
+        for _ in range(3):
+            pinned_to_shanghai()
+        doc = _status(proxy)
+        rows = proxy.call(lambda router: router.ledger.usage())
+    alerts = [a for a in doc["alerts"] if a["kind"] == "spend_rate_high"]
+    assert len(alerts) == 1 and alerts[0]["subject"] == "cash"
+    assert len(rows) == 4 and doc["totals"]["requests_today"] == 3
+    # Shanghai charged cash; greedy would have sent the same requests to wuhan on its token
+    # voucher (the usage rows do not record the pin), paying nothing.
+    totals = doc["totals"]
+    assert totals["cash_yuan_today"] > 0
+    assert totals["greedy_cash_yuan_today"] == 0.0
+    assert totals["savings_vs_greedy_yuan"] == pytest.approx(-totals["cash_yuan_today"])
+    list_yuan = sum((r.prompt_tokens * 2.0 + r.completion_tokens * 8.0) / 1e6 for r in rows[1:])
+    assert totals["list_yuan_today"] == pytest.approx(list_yuan, abs=1e-6)
