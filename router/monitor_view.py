@@ -7,8 +7,10 @@ keeps, so ``--once`` and the live screen draw exactly the same thing.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -48,9 +50,8 @@ def render_status(
     doc: dict, *, width: int, height: int, history: History | None = None, source: str = "", note: str = ""
 ) -> RenderableType:
     """The whole screen for one status document, fitted to ``width`` x ``height``."""
-    wide = width >= 120
     parts: list[RenderableType] = [_header(doc, source, note)]
-    parts.append(_regions(doc, history, wide=wide))
+    parts.append(_regions(doc, history, width=width))
     parts.append(_vouchers(doc, width=width))
     if doc["alerts"]:
         parts.append(_alerts(doc))
@@ -65,7 +66,7 @@ def render_status(
     )
     room = height - used - 5
     if room > 0:
-        parts.append(_recent(doc, rows=room, wide=wide))
+        parts.append(_recent(doc, rows=room, width=width))
     return Group(*parts)
 
 
@@ -102,62 +103,71 @@ def _header(doc: dict, source: str, note: str) -> RenderableType:
     return Panel(line, border_style="cyan", padding=(0, 1))
 
 
-def _regions(doc: dict, history: History | None, *, wide: bool) -> Table:
-    table = Table(title="regions", title_justify="left", expand=True, pad_edge=False)
-    columns = ["region", "zone", "health", "ttft p50/p95", "total p50/p95"]
-    if wide and history is not None:
-        columns.append("ttft trend")
-    columns += ["rpm", "tpm", "in flight", "5 min int/bat/trn", "cash today"]
-    for name in columns:
-        table.add_column(
-            name,
-            justify="left" if name in ("region", "zone", "health", "ttft trend") else "right",
-            no_wrap=True,
-        )
-    for r in doc["regions"]:
-        health = r["health"]
-        state = Text(health["state"], style=_STATE_STYLE.get(health["state"], ""))
-        if health["ejections"]:
-            state.append(f" ×{health['ejections']}", style="dim")
-        lat = r["latency_ms"]
-        cells: list[RenderableType] = [
-            r["id"],
-            r["zone"],
-            state,
-            _pair(lat["ttft"]),
-            _pair(lat["total"]),
-        ]
-        if wide and history is not None:
-            cells.append(Text(history.spark(r["id"]), style="magenta"))
-        limits, share = r["limits"], r["share_5m"]
-        cells += [
-            _used(limits["rpm_used"], limits["rpm_limit"]),
-            _used(limits["tpm_used"], limits["tpm_limit"]),
-            "-" if r["in_flight"] is None else str(r["in_flight"]),
-            "/".join(f"{share[c]:.0%}" for c in ("interactive", "batch", "training")),
-            f"¥{r['today']['cash_yuan']:,.4f}",
-        ]
-        table.add_row(*cells)
+# (header, least terminal width that shows it, justify, cell of a row): narrow screens drop columns
+Column = tuple[str, int, str, Callable[[dict], RenderableType]]
+
+
+def _fitted(title: str, columns: list[Column], rows: list[dict], width: int) -> Table:
+    shown = [column for column in columns if width >= column[1]]
+    table = Table(
+        title=title,
+        title_justify="left",
+        expand=width >= 100,
+        pad_edge=False,
+        box=box.HEAVY_HEAD if width >= 100 else box.SIMPLE_HEAD,
+    )
+    for name, _, justify, _ in shown:
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*(cell(row) for *_, cell in shown))
     return table
+
+
+def _regions(doc: dict, history: History | None, *, width: int) -> Table:
+    columns: list[Column] = [
+        ("region", 0, "left", lambda r: r["id"]),
+        ("zone", 100, "left", lambda r: r["zone"]),
+        ("health", 0, "left", _state),
+        ("ttft p50/p95", 0, "right", lambda r: _pair(r["latency_ms"]["ttft"])),
+        ("total p50/p95", 110, "right", lambda r: _pair(r["latency_ms"]["total"])),
+    ]
+    if history is not None:
+        columns.append(("ttft trend", 130, "left", lambda r: Text(history.spark(r["id"]), style="magenta")))
+    columns += [
+        ("rpm", 0, "right", lambda r: _used(r["limits"]["rpm_used"], r["limits"]["rpm_limit"])),
+        ("tpm", 110, "right", lambda r: _used(r["limits"]["tpm_used"], r["limits"]["tpm_limit"])),
+        ("in flight", 120, "right", lambda r: "-" if r["in_flight"] is None else str(r["in_flight"])),
+        ("5 min int/bat/trn", 90, "right", _shares),
+        ("cash today", 0, "right", lambda r: f"¥{r['today']['cash_yuan']:,.4f}"),
+    ]
+    return _fitted("regions", columns, doc["regions"], width)
+
+
+def _state(r: dict) -> Text:
+    health = r["health"]
+    state = Text(health["state"], style=_STATE_STYLE.get(health["state"], ""))
+    if health["ejections"]:
+        state.append(f" ×{health['ejections']}", style="dim")
+    return state
+
+
+def _shares(r: dict) -> str:
+    return "/".join(f"{r['share_5m'][c]:.0%}" for c in ("interactive", "batch", "training"))
 
 
 def _vouchers(doc: dict, *, width: int) -> Table:
-    table = Table(title="vouchers", title_justify="left", expand=True, pad_edge=False)
-    bar_width = max(10, min(40, width // 4))
-    for name in ("voucher", "region", "kind", "balance", "used", "burn/h", "expires in", "exhausted at"):
-        table.add_column(name, justify="right" if name in ("balance", "burn/h") else "left", no_wrap=True)
-    for v in doc["vouchers"]:
-        table.add_row(
-            v["id"],
-            v["region"],
-            v["kind"],
-            _units(v["available"], v["kind"]),
-            _bar(v["used_share"], bar_width),
-            _units(v["burn_per_hour"], v["kind"]),
-            _expiry(v["expires_in_s"]),
-            _exhaustion(v),
-        )
-    return table
+    bar_width = max(10, min(40, width // 4 if width >= 120 else width // 8))
+    columns: list[Column] = [
+        ("voucher", 0, "left", lambda v: v["id"]),
+        ("region", 100, "left", lambda v: v["region"]),
+        ("kind", 110, "left", lambda v: v["kind"]),
+        ("balance", 0, "right", lambda v: _units(v["available"], v["kind"])),
+        ("used", 0, "left", lambda v: _bar(v["used_share"], bar_width)),
+        ("burn/h", 120, "right", lambda v: _units(v["burn_per_hour"], v["kind"])),
+        ("expires in", 0, "left", lambda v: _expiry(v["expires_in_s"])),
+        ("exhausted at", 130, "left", _exhaustion),
+    ]
+    return _fitted("vouchers", columns, doc["vouchers"], width)
 
 
 def _alerts(doc: dict) -> Panel:
@@ -170,32 +180,21 @@ def _alerts(doc: dict) -> Panel:
     return Panel(text, title="alerts", title_align="left", border_style="red")
 
 
-def _recent(doc: dict, *, rows: int, wide: bool) -> Table:
-    table = Table(title="recent routing", title_justify="left", expand=True, pad_edge=False)
-    columns = ["time", "region", "class", "model", "voucher", "tokens", "cash", "latency"]
-    if wide:
-        columns += ["origin", "key", "attempts"]
-    for name in columns:
-        table.add_column(
-            name,
-            justify="right" if name in ("tokens", "cash", "latency", "attempts") else "left",
-            no_wrap=True,
-        )
-    for d in doc["recent"][:rows]:
-        cells = [
-            d["time"][11:19],
-            d["region"],
-            d["class"],
-            d["model"],
-            d["voucher"] or "cash",
-            f"{d['tokens']:,}",
-            f"¥{d['cash_yuan']:.5f}",
-            f"{d['latency_ms']:,.0f} ms",
-        ]
-        if wide:
-            cells += [d["origin"], d["key"] or "-", str(d["attempts"])]
-        table.add_row(*cells)
-    return table
+def _recent(doc: dict, *, rows: int, width: int) -> Table:
+    columns: list[Column] = [
+        ("time", 0, "left", lambda d: d["time"][11:19]),
+        ("region", 0, "left", lambda d: d["region"]),
+        ("class", 0, "left", lambda d: d["class"]),
+        ("model", 100, "left", lambda d: d["model"]),
+        ("voucher", 90, "left", lambda d: d["voucher"] or "cash"),
+        ("tokens", 110, "right", lambda d: f"{d['tokens']:,}"),
+        ("cash", 0, "right", lambda d: f"¥{d['cash_yuan']:.5f}"),
+        ("latency", 0, "right", lambda d: f"{d['latency_ms']:,.0f} ms"),
+        ("origin", 130, "left", lambda d: d["origin"]),
+        ("key", 120, "left", lambda d: d["key"] or "-"),
+        ("attempts", 130, "right", lambda d: str(d["attempts"])),
+    ]
+    return _fitted("recent routing", columns, doc["recent"][:rows], width)
 
 
 def _pair(p: dict) -> str:

@@ -56,7 +56,12 @@ def _monitor(args: argparse.Namespace) -> int:
     console = _console()
     if args.once or not console.is_terminal:
         return show_once(options, console)
-    return run_monitor(options, console)
+    # A live screen follows the terminal's size; a COLUMNS/LINES left in the environment would pin it.
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+    from rich.console import Console
+
+    return run_monitor(options, Console())
 
 
 def _report(args: argparse.Namespace) -> int:
