@@ -109,12 +109,18 @@ def test_voucher_entries_match_the_ledger(served):
 
 def test_admin_status_and_metrics_need_the_master_key(served):
     proxy, _ = served
+    request = urllib.request.Request(
+        proxy.base_url.removesuffix("/v1") + "/admin/keys",
+        data=json.dumps({"name": "app"}).encode(),
+        headers={"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        client_key = json.loads(response.read())["key"]
     for path in ("/admin/status", "/metrics"):
-        code, body = _get(proxy, path, key=None)
-        assert code == 401, body
-        assert json.loads(body)["error"]["code"] == "invalid_api_key"
-        code, _ = _get(proxy, path, key="sk-wrong")
-        assert code == 401
+        for key in (None, "sk-wrong", client_key):
+            code, body = _get(proxy, path, key=key)
+            assert code == 401, (path, key, body)
+            assert json.loads(body)["error"]["code"] == "invalid_api_key"
 
 
 def test_metrics_count_requests_tokens_and_balances(served):
