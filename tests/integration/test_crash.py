@@ -75,7 +75,8 @@ def test_kill_9_under_load_loses_no_settled_usage(tmp_path: Path):
     workers = [threading.Thread(target=load) for _ in range(12)]
     for worker in workers:
         worker.start()
-    # kill once the load is really flowing (a busy machine can take seconds to get there), not after a fixed sleep
+    # kill once the load is really flowing (a busy machine can take seconds to get there),
+    # not after a fixed sleep
     deadline = time.monotonic() + 30
     while len(answered) < 40 and not failed and time.monotonic() < deadline:
         time.sleep(0.05)
