@@ -15,7 +15,7 @@ from config import Config
 from router.admin_keys import add_admin_routes
 from router.core import RequestContext, Router
 from router.errors import ApiError, BadRequestError, ModelNotFoundError
-from router.keys import MASTER_KEY_ID, KeyPolicy, KeyRing
+from router.keys import CLIENT_KEY, MASTER_KEY_ID, KeyRing
 from router.results import Completion, CompletionStream
 from router.status_routes import add_status_routes
 from router.workloads import install_workloads
@@ -27,7 +27,6 @@ log = logging.getLogger("suanli.app")
 ROUTER = web.AppKey("router", Router)
 MASTER_KEY = web.AppKey("master_key", str)
 KEYRING = web.AppKey("keyring", KeyRing)
-CLIENT_KEY = web.RequestKey("client_key", KeyPolicy | None)  # None: the master key, or no keys checked
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -93,7 +92,9 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if ring.locked:  # unlocked (no master key), the read-only admin views stay open, as in the demo
             ring.require_master(_bearer(request))
         return await handler(request)
-    request[CLIENT_KEY] = ring.authenticate(_bearer(request))
+    key = ring.authenticate(_bearer(request))
+    if key is not None:
+        request[CLIENT_KEY] = key
     return await handler(request)
 
 

@@ -29,7 +29,7 @@ from router.clocks import clock_speed
 from router.core import RequestContext, Router
 from router.errors import ApiError, BadRequestError, ModelNotFoundError
 from router.files import FileStore
-from router.keys import KeyPolicy
+from router.keys import KeyPolicy, stored_policy
 from router.results import Completion
 from router.validate import max_output_tokens, validate_body
 from router.workload_db import WorkloadDB
@@ -321,7 +321,10 @@ class BatchRunner:
 
     async def _run_line(self, batch: dict, endpoint: str, line: _Line) -> None:
         request_id = f"{line.batch_id}-{line.line_no}"
-        key = self._keys.get(line.batch_id)
+        # After a restart the policy is read back from the stored key, so it still binds.
+        key = self._keys.get(line.batch_id) or stored_policy(
+            self.router.ledger, self.router.config, batch["key_id"]
+        )
         ctx = RequestContext(
             work_class="batch",
             origin=batch["origin"],
@@ -334,7 +337,9 @@ class BatchRunner:
         semaphore = self._semaphores.get(line.region or "", None)
         started = time.perf_counter()
         try:
-            if line.region and "/" not in body["model"]:
+            # A line planned outside the key's regions is routed afresh, within them.
+            allowed = key is None or key.allowed_regions is None or line.region in key.allowed_regions
+            if line.region and allowed and "/" not in body["model"]:
                 try:
                     async with semaphore or _NULL:
                         result = await self.router.handle(

@@ -24,12 +24,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from aiohttp import web
+
 from config import Config
 from router.errors import AuthenticationError, KeyRateLimitError
 from router.ledger import Ledger
 from router.ledger_keys import KeyBudgetHold, KeyRow
 
-__all__ = ["CACHE_TTL_S", "MASTER_KEY_ID", "KeyPolicy", "KeyRing", "new_secret", "secret_sha256"]
+__all__ = [
+    "CACHE_TTL_S",
+    "CLIENT_KEY",
+    "MASTER_KEY_ID",
+    "KeyPolicy",
+    "KeyRing",
+    "new_secret",
+    "policy_of",
+    "secret_sha256",
+    "stored_policy",
+]
 
 CACHE_TTL_S = 5.0
 MASTER_KEY_ID = "master"  # the key id usage rows carry for requests made with the master key
@@ -71,6 +83,17 @@ class KeyPolicy:
             day_limit_yuan=self.budget_yuan_per_day,
             month_limit_yuan=self.budget_yuan_per_month,
         )
+
+
+CLIENT_KEY = web.RequestKey("client_key", KeyPolicy)  # absent: the master key, or no keys checked
+
+
+def stored_policy(ledger: Ledger | None, config: Config, key_id: str | None) -> KeyPolicy | None:
+    """The policy of a stored virtual key (for work that runs later, as batch lines do); None if none."""
+    if ledger is None or key_id is None or key_id == MASTER_KEY_ID:
+        return None
+    row = ledger.key(key_id)
+    return None if row is None else policy_of(row, config)
 
 
 def policy_of(row: KeyRow, config: Config) -> KeyPolicy:

@@ -208,3 +208,27 @@ def test_rpm_limit_is_429_with_retry_after(tmp_path: Path):
         # Another key is not affected.
         client(proxy, new_key(proxy)["key"]).chat.completions.create(
             model="deepseek-flash", messages=MESSAGES, max_tokens=2)
+
+
+def test_a_batch_of_an_east_only_key_runs_no_line_in_the_west(tmp_path: Path):
+    from router.clocks import VirtualClock
+    from tests.integration.workload_helpers import TEN_AM, batch_file, night_config, wait_for
+
+    clock = VirtualClock(TEN_AM, speed=20000)  # the cheap western night would come in seconds
+    with running_proxy(night_config(tmp_path), master_key=MASTER, clock=clock) as proxy:
+        made = new_key(proxy, allowed_zones=["east"])
+        east_only = client(proxy, made["key"])
+        uploaded = east_only.files.create(file=batch_file(tmp_path, 4).open("rb"), purpose="batch")
+        batch = east_only.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                         completion_window="24h")
+
+        def finished():
+            found = east_only.batches.retrieve(batch.id)
+            return found if found.status in ("completed", "failed") else None
+
+        done = wait_for(finished, what="the batch to finish")
+        assert (done.status, done.request_counts.completed) == ("completed", 4)
+        rows = proxy.call(lambda r: r.ledger.usage())
+    assert len(rows) == 4
+    assert {row.key_id for row in rows} == {made["id"]}
+    assert {row.region for row in rows} <= {"shanghai", "wuhan"}
