@@ -1,4 +1,4 @@
-"""``suanli audit``: traffic through HTTP, then verify and export from the command line."""
+"""``suanli audit`` and ``/admin/usage.csv``: traffic through HTTP, then verify and export."""
 
 from __future__ import annotations
 
@@ -24,13 +24,18 @@ def _serve_some_traffic(tmp_path: Path) -> tuple[Path, str]:
             for _ in range(3):
                 client(proxy, key).chat.completions.create(model="deepseek-flash", messages=MESSAGES,
                                                            max_tokens=4)
+    return _cli_config(tmp_path, config.ledger.url), made["id"]
+
+
+def _cli_config(tmp_path: Path, ledger_url: str) -> Path:
+    """A config file for the CLI: what matters is its ledger."""
     path = tmp_path / "suanli.yaml"
     path.write_text(yaml.safe_dump({
-        "ledger": {"url": config.ledger.url},
+        "ledger": {"url": ledger_url},
         "regions": [{"id": "wuhan", "zone": "east", "provider": "sim",
                      "models": [{"name": "deepseek-flash", "price": {"input": 1.8, "output": 7.2}}]}],
     }))
-    return path, made["id"]
+    return path
 
 
 def test_editing_one_row_in_the_database_file_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -69,3 +74,33 @@ def test_export_writes_the_vouchers_rows_and_the_chain_head(tmp_path: Path, caps
                  "--to", "2020-01-02"]) == 0
     assert capsys.readouterr().out.splitlines()[2].startswith("time,request_id,key")
     assert main(["audit", "export", "--config", str(config_path), "--from", "last week"]) == 2
+
+
+def test_usage_csv_over_http_needs_the_master_key_and_matches_the_cli(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture):
+    import urllib.error
+    import urllib.request
+
+    config = small_config(tmp_path)
+    with running_proxy(config, master_key=MASTER) as proxy:
+        for _ in range(3):
+            client(proxy, MASTER).chat.completions.create(model="wuhan/deepseek-flash", messages=MESSAGES,
+                                                          max_tokens=4)
+        url = f"http://127.0.0.1:{proxy.port}/admin/usage.csv?voucher=wuhan-tokens&from=2020-01-01&to=2099-01-01"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {MASTER}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/csv")
+            over_http = response.read().decode()
+        bad = urllib.request.Request(url.replace("2020-01-01", "someday"),
+                                     headers={"Authorization": f"Bearer {MASTER}"})
+        with pytest.raises(urllib.error.HTTPError) as wrong:
+            urllib.request.urlopen(bad, timeout=10)
+        assert wrong.value.code == 400
+    assert len([line for line in over_http.splitlines() if not line.startswith("#")]) == 1 + 3
+    path = _cli_config(tmp_path, config.ledger.url)
+    assert main(["audit", "export", "--config", str(path), "--voucher", "wuhan-tokens",
+                 "--from", "2020-01-01", "--to", "2099-01-01"]) == 0
+    assert capsys.readouterr().out == over_http
