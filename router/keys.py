@@ -130,7 +130,8 @@ class KeyRing:
         self.master_key = master_key
         self._ledger = ledger
         self._clock = clock
-        self._cache: dict[str, tuple[float, KeyRow | None]] = {}  # secret sha256 -> (fetched, row)
+        # secret sha256 -> (monotonic time fetched, row, its policy); None for an unknown secret
+        self._cache: dict[str, tuple[float, KeyRow | None, KeyPolicy | None]] = {}
         self._calls: dict[str, deque[float]] = {}  # key id -> monotonic times of its last rpm calls
 
     @property
@@ -168,8 +169,8 @@ class KeyRing:
             raise AuthenticationError("missing API key: send Authorization: Bearer <key>")
         if self.is_master(presented):
             return None
-        row = self._lookup(secret_sha256(presented))
-        if row is None:
+        row, policy = self._lookup(secret_sha256(presented))
+        if row is None or policy is None:
             raise AuthenticationError("incorrect API key provided")
         if row.revoked is not None:
             raise AuthenticationError(f"API key {row.id} was revoked", code="key_revoked")
@@ -177,27 +178,28 @@ class KeyRing:
             raise AuthenticationError(f"API key {row.id} has expired", code="key_expired")
         if row.rpm is not None:
             self._count_call(row.id, row.rpm)
-        return policy_of(row, self.config)
+        return policy
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (after a revoke), so the next request reads the ledger."""
-        for digest, (_, row) in list(self._cache.items()):
+        for digest, (_, row, _) in list(self._cache.items()):
             if row is not None and row.id == key_id:
                 del self._cache[digest]
 
-    def _lookup(self, digest: str) -> KeyRow | None:
+    def _lookup(self, digest: str) -> tuple[KeyRow | None, KeyPolicy | None]:
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < CACHE_TTL_S:
-            return cached[1]
+            return cached[1], cached[2]
         ledger = self._ledger()
         if ledger is None:
             raise AuthenticationError("the router is not started")
         row = ledger.key_by_secret(digest)
+        policy = None if row is None else policy_of(row, self.config)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (now, row)
-        return row
+        self._cache[digest] = (now, row, policy)
+        return row, policy
 
     def _count_call(self, key_id: str, rpm: int) -> None:
         now = time.monotonic()

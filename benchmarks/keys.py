@@ -1,0 +1,107 @@
+"""Micro-benchmark of client keys: microseconds per key check, and what a key budget adds to the ledger.
+
+    .venv/bin/python benchmarks/keys.py [--n 20000]
+
+Rows: ``KeyRing.authenticate`` with the master key, a virtual key found in the cache, a
+virtual key looked up in SQLite (cache cold each time), a wrong key (always a lookup);
+then ledger reserve+settle of one request without and with a day/month budget hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import load_catalog  # noqa: E402
+from router.keys import KeyRing, new_secret, secret_sha256  # noqa: E402
+from router.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
+from router.ledger_keys import KeyRow  # noqa: E402
+
+MASTER = "sk-master-bench"
+
+
+def _time_us(fn: Callable[[int], object], n: int) -> list[float]:
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        fn(i)
+        samples.append((time.perf_counter_ns() - t0) / 1000)
+    return sorted(samples)
+
+
+def _row(name: str, us: list[float]) -> str:
+    p99 = us[min(len(us) - 1, int(len(us) * 0.99))]
+    return f"| {name:<40} | {statistics.median(us):8.2f} | {p99:8.2f} | {statistics.fmean(us):8.2f} |"
+
+
+def _settlement() -> Settlement:
+    return Settlement(prompt_tokens=900, completion_tokens=300, tokens=1200, cost_yuan=0.0042,
+                      cash_yuan=0.0042, voucher_units=0.0, voucher_yuan=0.0, latency_ms=420.0, ttft_ms=180.0)
+
+
+def run(n: int) -> None:
+    config = load_catalog()
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger.open(f"sqlite:///{tmp}/bench.db", [], clock=clock)
+        secret = new_secret()
+        ledger.create_key(KeyRow(id="key-bench", name="bench", created=0.0, revoked=None, expires=None,
+                                 budget_yuan_per_day=1e9, budget_yuan_per_month=1e9, allowed_regions=None,
+                                 allowed_zones=("east",), default_class=None, origin=None, rpm=None),
+                          secret_sha256(secret))
+        ring = KeyRing(config, master_key=MASTER, ledger=lambda: ledger, clock=clock)
+        policy = ring.authenticate(secret)
+        assert policy is not None  # noqa: S101 - the bench's own setup
+        rows = [
+            _row("authenticate: master key", _time_us(lambda i: ring.authenticate(MASTER), n)),
+            _row("authenticate: virtual key, cached", _time_us(lambda i: ring.authenticate(secret), n)),
+        ]
+
+        def cold(i: int) -> None:
+            ring._cache.clear()
+            ring.authenticate(secret)
+
+        def wrong(i: int) -> None:
+            try:
+                ring.authenticate(f"sk-suanli-wrong-{i}")
+            except Exception:  # noqa: BLE001 - a 401 is the expected outcome
+                pass
+
+        rows.append(_row("authenticate: virtual key, SQLite lookup", _time_us(cold, n // 4)))
+        rows.append(_row("authenticate: wrong key (401)", _time_us(wrong, n // 4)))
+        s, tz = _settlement(), ZoneInfo(config.timezone)
+
+        def request(i: int, budget: bool) -> None:
+            hold = ledger.reserve(HoldRequest(
+                request_id=f"r{i}", region="wuhan", model="deepseek-v3", work_class="interactive",
+                origin="east", voucher_id=None, voucher_units=0.0, key_id="key-bench",
+                key_budget=policy.budget_hold(0.005, clock(), tz) if budget else None))
+            ledger.settle(hold.id, s)
+
+        for name, budget in (("no key budget", False), ("day+month budget", True)):
+            samples = _time_us(lambda i, budget=budget: request(i, budget), n // 4)
+            rows.append(_row(f"ledger reserve+settle, {name}", samples))
+        ledger.close()
+    print("| operation                                |  p50 us  |  p99 us  |  mean us |")
+    print("| ---------------------------------------- | -------- | -------- | -------- |")
+    print("\n".join(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20000)
+    run(parser.parse_args().n)
+
+
+if __name__ == "__main__":
+    main()
