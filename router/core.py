@@ -228,8 +228,10 @@ class Router(FailoverMixin):
 
     def _unhealthy(self) -> frozenset[str]:
         # Read by the re-planner's thread: wait_s only reads, unlike blocked(), which caches.
+        # A region whose prepaid cash is gone is planned without, like one that is down.
         now_s = self.clock().timestamp()
-        return frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
+        down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
+        return down | frozenset(self._cash_exhausted)
 
     async def handle(
         self, endpoint: str, body: Any, context: RequestContext | None = None

@@ -136,6 +136,23 @@ def test_a_material_balance_change_replans_without_the_clock_moving(tmp_path: Pa
         assert info["reason"] == "balance" and info["planned_at"] == T0.isoformat()
 
 
+def test_an_ejected_region_replans_without_it(tmp_path: Path):
+    cfg = config(
+        tmp_path,
+        [region("shanghai", "east", 2.0, sim={"error_rate": 1.0, "error_status": 503}),
+         region("wuhan", "east", 2.2)],
+        [],
+    )
+    cfg = cfg.model_copy(update={"health": cfg.health.model_validate(
+        {"probes": {"enabled": False}, "ejection": {"consecutive_5xx": 1}})})
+    with planned_proxy(cfg) as proxy:
+        wait_for(lambda: proxy.call(lambda r: r.plan_info()["plans"]) >= 1)
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="unused", max_retries=0, timeout=20)
+        assert ask_through(client) == ("wuhan", "none")  # shanghai failed before the first byte
+        wait_for(lambda: proxy.call(lambda r: r.plan_info()["plans"]) >= 2)
+        assert proxy.call(lambda r: r.plan_info()["reason"]) == "health"
+
+
 async def test_a_region_reporting_more_tokens_than_configured_loses_traffic_once_learned(tmp_path: Path):
     # The platform "cheapsim" really counts 2 tokens per reference token; the config says 1.
     truth = config(tmp_path / "truth", [region("cheapsim", "east", 1.0, offer={"token_ratio": 2.0})], [])
