@@ -14,13 +14,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from config import Config, Offer, WorkClass, Zone
 from optimizer.capacity import CapacityBook, minute_of
 from optimizer.index import Candidate, ConfigIndex, index_for
 from optimizer.snapshot import Job, Plan
+
+if TYPE_CHECKING:  # numpy (~13 MB) loads on first use: a proxy without batch work never needs it
+    import numpy as np
 
 __all__ = ["Deferrer", "Placement"]
 
@@ -118,6 +120,8 @@ class Deferrer:
     def _scores(
         self, table: _Table, job: Job, lo: int, hi: int, available: Mapping[str, float]
     ) -> np.ndarray:
+        import numpy as np  # lazily: the proxy only needs it once batch work is deferred
+
         # Score of every entry in [lo, hi) for this job. A voucher that cannot cover the
         # whole request pays its balance and leaves the rest in cash at that slot's price,
         # so its entry blends the voucher and cash scores by the covered share.
@@ -143,6 +147,8 @@ class Deferrer:
         scores: np.ndarray,
         lo: int,
     ) -> Placement | None:
+        import numpy as np
+
         for _ in range(_MAX_TRIES):
             e = int(np.argmin(scores))
             score = float(scores[e])
@@ -236,6 +242,8 @@ class Deferrer:
         return table
 
     def _build(self, plan: Plan, model: str, work_class: WorkClass, origin: Zone) -> _Table:
+        import numpy as np
+
         cands = self._index.candidates(model, work_class, origin)
         n_slots = len(plan.edges) - 1
         # (slot, a_in, a_out, c, candidate, voucher, need_in, need_out, cash entry)

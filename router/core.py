@@ -38,6 +38,7 @@ from router.health import Health
 from router.keys import KeyPolicy
 from router.latency import LatencyTracker
 from router.ledger import Hold, HoldRequest, Ledger, Settlement
+from router.ledger_group import GroupCommit
 from router.ledger_types import VoucherStatus
 from router.limits import Lease, RequestLimits
 from router.metrics import MetricsBook
@@ -128,6 +129,7 @@ class Router(FailoverMixin):
         # Load the tokenizer now, off the loop, so the first request does not pay for it.
         await asyncio.to_thread(load_tokenizer)
         self.ledger = Ledger.open(self.config.ledger.url, self.config.vouchers, clock=self.clock)
+        self._group = GroupCommit(self.ledger)
         self._available = self.ledger.balances()
         for region in self.config.regions:
             if region.id not in self._upstreams:
@@ -260,7 +262,7 @@ class Router(FailoverMixin):
                     break
                 option, lease = picked
                 try:
-                    hold = self._reserve(request_id, option, ask, ctx)
+                    hold = await self._reserve(request_id, option, ask, ctx)
                 except BudgetExceededError:
                     lease.release()  # the key's budget is spent: no other region would do
                     raise
@@ -297,7 +299,7 @@ class Router(FailoverMixin):
                 )
                 if isinstance(reply, StreamReply):
                     return self._stream(reply, routing, hold, option, ask, started, lease)
-                self._settle(
+                await self._settle(
                     hold,
                     option,
                     ask,
@@ -354,7 +356,7 @@ class Router(FailoverMixin):
             names = self._names = frozenset(self.config.model_names())
         return names
 
-    def _reserve(self, request_id: str, option: Option, ask: Ask, ctx: RequestContext) -> Hold | None:
+    async def _reserve(self, request_id: str, option: Option, ask: Ask, ctx: RequestContext) -> Hold | None:
         voucher = option.voucher if option.charge.voucher_units > 0 else None
         request = HoldRequest(
             request_id=request_id,
@@ -370,21 +372,22 @@ class Router(FailoverMixin):
             ),
         )
         try:
-            hold = self._book.reserve(request)
+            return await self._group.run(self._book.reserve, request, then=self._held, abandon=self._void)
         except InsufficientBalanceError:
             if voucher is not None:
                 self._available[voucher.id] = 0.0
             return None
+
+    def _held(self, hold: Hold) -> None:
         if hold.voucher_id is not None:
             self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) - hold.voucher_units
-        return hold
 
     def _void(self, hold: Hold) -> None:
         self._book.void(hold.id)
         if hold.voucher_id is not None:
             self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + hold.voucher_units
 
-    def _settle(
+    async def _settle(
         self,
         hold: Hold,
         option: Option,
@@ -409,22 +412,30 @@ class Router(FailoverMixin):
             voucher=voucher,
             balance=hold.voucher_units,
         )
-        self._book.settle(
-            hold.id,
-            Settlement(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                tokens=cost.tokens,
-                cost_yuan=cost.cost_yuan,
-                cash_yuan=cost.cash_yuan,
-                voucher_units=cost.voucher_units,
-                voucher_yuan=cost.voucher_yuan,
-                latency_ms=latency_s * 1000,
-                ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
-                attempts=routing.attempts,
-                status=status,
-            ),
+        settlement = Settlement(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            tokens=cost.tokens,
+            cost_yuan=cost.cost_yuan,
+            cash_yuan=cost.cash_yuan,
+            voucher_units=cost.voucher_units,
+            voucher_yuan=cost.voucher_yuan,
+            latency_ms=latency_s * 1000,
+            ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
+            attempts=routing.attempts,
+            status=status,
         )
+
+        def settled(_row: object) -> None:
+            # Runs right after the commit even if the caller went away; once per hold.
+            if not routing.settled:
+                self._settled(hold, option, ask, usage, routing, cost, prompt, completion)
+                self.metrics.settled(routing, latency_s=latency_s, ttft_s=ttft_s, status=status)
+
+        await self._group.run(self._book.settle, hold.id, settlement, always=True, then=settled)
+
+    def _settled(self, hold: Hold, option: Option, ask: Ask, usage: Usage, routing: Routing, cost: Any,
+                 prompt: int, completion: int) -> None:
         if hold.voucher_id is not None:
             released = hold.voucher_units - cost.voucher_units
             self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + released
@@ -440,7 +451,6 @@ class Router(FailoverMixin):
             reported=usage.reported,
             at=self.clock(),
         )
-        self.metrics.settled(routing, latency_s=latency_s, ttft_s=ttft_s, status=status)
 
     @staticmethod
     def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:
@@ -465,7 +475,7 @@ class Router(FailoverMixin):
                 return
             complete = reply.usage.reported
             await reply.close()
-            self._settle(
+            await self._settle(
                 hold,
                 option,
                 ask,

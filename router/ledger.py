@@ -104,7 +104,8 @@ class Ledger(KeyLedgerMixin):
         self._clock = clock
         self._owner = owner
         # One connection, possibly used from a worker thread too: serialise its use.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._grouped = False  # inside group(): each write is a savepoint of the one transaction
         self._seq = count(1)
         self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
 
@@ -157,12 +158,29 @@ class Ledger(KeyLedgerMixin):
         self.close()
 
     @contextmanager
+    def group(self) -> Iterator[None]:
+        """Several writes in one transaction and one commit (router.ledger_group batches with it).
+
+        Each write inside keeps its own savepoint, so one that raises leaves the others
+        whole; none of them is durable before the block exits without error.
+        """
+        with self._lock, self._immediate():
+            self._grouped = True
+            try:
+                yield
+            finally:
+                self._grouped = False
+
+    @contextmanager
     def _immediate(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock before the first read."""
         with self._lock:
             conn = self._conn
             if conn is None:
                 raise LedgerError("the ledger is closed")
+            if self._grouped:
+                yield from _savepoint(conn)
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -441,6 +459,17 @@ class Ledger(KeyLedgerMixin):
         # A plain SELECT in autocommit mode reads one consistent WAL snapshot.
         with self._lock:
             return self._connection().execute(sql, params).fetchall()
+
+
+def _savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("SAVEPOINT write")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK TO write")
+        conn.execute("RELEASE write")
+        raise
+    conn.execute("RELEASE write")
 
 
 def _clamped(s: Settlement, units: float) -> Settlement:

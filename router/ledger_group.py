@@ -1,0 +1,114 @@
+"""Group commit: ledger writes issued in one event-loop turn share one transaction.
+
+A commit was the largest single CPU cost of a proxied request (see the profile command in
+benchmarks/overhead.py): every request reserves and settles, two commits. Under concurrency
+several requests reach the ledger in the same loop turn; queuing their writes and running
+them at the end of the turn in one ``BEGIN IMMEDIATE ... COMMIT`` pays one commit for all.
+
+A caller's await returns only after COMMIT, so an answer never leaves before its usage row
+is in the WAL: a kill -9 still loses no settled usage. Each write runs in its own savepoint,
+so one that raises (a voucher ran dry) fails alone. The loop is blocked only for the batch's
+SQL, the same statements that ran one by one before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from router.ledger import Ledger
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+
+
+class GroupCommit:
+    """Runs ``ledger`` writes in batches, one commit per event-loop turn."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._queue: list[_Write] = []
+        self.commits = 0
+        self.writes = 0
+
+    async def run(
+        self,
+        write: Callable[..., T],
+        *args: Any,
+        always: bool = False,
+        then: Callable[[T], None] | None = None,
+        abandon: Callable[[T], None] | None = None,
+    ) -> T:
+        """``write(*args)`` in the next batch, then ``then(result)`` once it is committed.
+
+        ``always``: run it even if the caller is cancelled while it waits (a settle: the
+        upstream already did the work); otherwise a cancelled caller's write is skipped. ``then``
+        runs right after the commit whether or not the caller is still there, so in-memory
+        books follow the ledger. ``abandon(result)`` runs if the caller is cancelled after the
+        write committed but before it could take the result (a hold nobody would release).
+        """
+        loop = asyncio.get_running_loop()
+        item = _Write(write, args, loop.create_future(), always, then)
+        self._queue.append(item)
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            if abandon is not None and item.done and item.error is None:
+                abandon(item.value)
+            raise
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        batch = [item for item in batch if item.always or not item.future.cancelled()]
+        if not batch:
+            return
+        try:
+            if len(batch) == 1:
+                batch[0].call()  # a transaction of its own: no savepoint needed
+            else:
+                with self._ledger.group():
+                    for item in batch:
+                        item.call()
+        except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of the batch is durable
+            for item in batch:
+                item.value, item.error = None, exc
+        self.commits += 1
+        self.writes += len(batch)
+        for item in batch:
+            item.finish()
+
+
+class _Write:
+    __slots__ = ("write", "args", "future", "always", "then", "value", "error", "done")
+
+    def __init__(self, write: Callable[..., Any], args: tuple, future: asyncio.Future, always: bool,
+                 then: Callable[[Any], None] | None) -> None:
+        self.write, self.args, self.future, self.always, self.then = write, args, future, always, then
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def call(self) -> None:
+        try:
+            self.value = self.write(*self.args)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            self.error = exc
+
+    def finish(self) -> None:
+        """After the commit: the follow-up, then the caller's result."""
+        self.done = True
+        if self.error is None and self.then is not None:
+            try:
+                self.then(self.value)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+                self.error = exc
+        if self.future.cancelled():
+            return
+        if self.error is None:
+            self.future.set_result(self.value)
+        else:
+            self.future.set_exception(self.error)
