@@ -278,7 +278,7 @@ class FineTuner:
                 upstream = await self._api.retrieve(region, base, row["upstream_id"])
                 status = upstream.get("status")
                 if status == "succeeded":
-                    self._succeeded(row, upstream)
+                    await self._succeeded(row, upstream)
                     return
                 if status in ("failed", "cancelled"):
                     error = upstream.get("error") or {
@@ -338,9 +338,9 @@ class FineTuner:
         assert found is not None  # noqa: S101
         return found
 
-    def _succeeded(self, row: dict, upstream: dict) -> None:
+    async def _succeeded(self, row: dict, upstream: dict) -> None:
         trained = int(upstream.get("trained_tokens") or 0)
-        routing = self._charge(row, trained)
+        routing = await self._charge(row, trained)
         self._set(
             row["id"],
             status="succeeded",
@@ -359,7 +359,7 @@ class FineTuner:
             f"{routing.cost_yuan:.4f} yuan ({routing.cash_yuan:.4f} in cash)",
         )
 
-    def _charge(self, row: dict, trained_tokens: int) -> Routing:
+    async def _charge(self, row: dict, trained_tokens: int) -> Routing:
         """Settle the trained tokens on the ledger at the job's region and start time."""
         router = self.router
         region = router.config.region(row["region"])
@@ -378,7 +378,7 @@ class FineTuner:
                 break
             option = options[0]
             # The Router's own two-phase hold and settlement, so vouchers and the usage chain stay exact.
-            hold = router._reserve(row["id"], option, ask, ctx)
+            hold = await router._reserve(row["id"], option, ask, ctx)
             if hold is None:
                 continue  # the voucher ran dry meanwhile: rank again
             routing = Routing(
@@ -391,7 +391,7 @@ class FineTuner:
                 cash_yuan=option.charge.cash_yuan,
                 cost_yuan=option.charge.cost_yuan,
             )
-            router._settle(
+            await router._settle(
                 hold,
                 option,
                 ask,
