@@ -5,6 +5,11 @@ restarted server, or several replicas on one ledger, still report the whole day)
 is also replayed through the greedy chooser on shadow balances, to tell what the same
 traffic would have cost under greedy routing, and priced at list price (no voucher, no
 off-peak discount) at the region that served it.
+
+A replay costs about a hundred microseconds a row, so the first refresh after a start replays
+at most the last ``GREEDY_BACKFILL`` of today's rows; older ones count as greedy doing what
+suanli did. The usage rows do not record a ``REGION/MODEL`` pin or a key's allowed regions,
+so greedy may send such a request where the caller did not allow.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = ["DayTotals", "UsageFeed", "WindowRow"]
 WINDOW_S = 300.0  # the "last 5 minutes" of the status document
 HISTORY_H = 25  # hours of cash kept for the spend-rate alert (24 h of baseline + this hour)
 RECENT = 50  # routing decisions kept for the monitor
+GREEDY_BACKFILL = 20_000  # on the first refresh, replay at most this many of today's rows through greedy
 _OVERLAP_S = 5.0  # re-read this much before the last row, in case another writer's clock lags
 
 
@@ -59,8 +65,9 @@ class WindowRow:
 class UsageFeed:
     """Incremental aggregates over the ledger's usage rows; ``refresh`` before reading them."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, greedy_backfill: int = GREEDY_BACKFILL) -> None:
         self.config = config
+        self._greedy_backfill = greedy_backfill
         self._tz = ZoneInfo(config.timezone)
         self._last_id = 0
         self._last_time_s: float | None = None
@@ -83,8 +90,9 @@ class UsageFeed:
             rows = [r for r in ledger.usage(since=since) if r.id > self._last_id]
         if first or self._day != now.astimezone(self._tz).date():
             self._start_day(ledger, now, rows if first else [])
-        for row in rows:
-            self._ingest(row)
+        replay_from = len(rows) - self._greedy_backfill if first else 0
+        for n, row in enumerate(rows):
+            self._ingest(row, replay=n >= replay_from)
         self._prune(now_s)
         if self._last_time_s is None:
             self._last_time_s = now_s
@@ -103,7 +111,7 @@ class UsageFeed:
                 balances[row.voucher_id] = balances.get(row.voucher_id, 0.0) + row.voucher_units
         self._shadow = balances
 
-    def _ingest(self, row: UsageRow) -> None:
+    def _ingest(self, row: UsageRow, *, replay: bool = True) -> None:
         t = row.time.timestamp()
         self._last_id = max(self._last_id, row.id)
         self._last_time_s = max(self._last_time_s or t, t)
@@ -119,7 +127,7 @@ class UsageFeed:
         day.voucher_yuan += row.voucher_yuan
         day.cost_yuan += row.cost_yuan
         day.list_yuan += self._list_yuan(row)
-        day.greedy_cash_yuan += self._greedy_cash(row)
+        day.greedy_cash_yuan += self._greedy_cash(row) if replay else self._as_served(row)
         sums = day.by_region[row.region]
         sums["requests"] += 1
         sums["tokens"] += row.tokens
@@ -169,6 +177,12 @@ class UsageFeed:
         if best.voucher is not None and best.charge.voucher_units > 0:
             self._shadow[best.voucher.id] = self._shadow.get(best.voucher.id, 0.0) - best.charge.voucher_units
         return best.charge.cash_yuan
+
+    def _as_served(self, row: UsageRow) -> float:
+        """A row too old to replay counts as greedy having done what suanli did (no saving)."""
+        if row.voucher_id is not None:
+            self._shadow[row.voucher_id] = self._shadow.get(row.voucher_id, 0.0) - row.voucher_units
+        return row.cash_yuan
 
     def usual_hourly_cash(self, now_s: float) -> tuple[float, float]:
         """``(cash in the last 60 minutes, mean hourly cash over the 24 hours before them)``."""
