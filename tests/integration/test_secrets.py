@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.request
 from pathlib import Path
 
 import openai
@@ -79,8 +80,14 @@ def test_canary_client_keys_never_leak(tmp_path: Path, caplog: pytest.LogCapture
             with pytest.raises(openai.AuthenticationError) as exc:
                 openai.OpenAI(base_url=proxy.base_url, api_key=wrong, max_retries=0).models.list()
             seen.append(str(exc.value.body))
-        for path in ("/admin/keys", f"/admin/keys/{made['id']}", "/admin/vouchers"):
-            seen.append(str(admin(proxy, "GET", path, key=MASTER_CANARY)))
+        for path in ("/admin/keys", f"/admin/keys/{made['id']}", "/admin/vouchers", "/admin/status"):
+            status, body = admin(proxy, "GET", path, key=MASTER_CANARY)
+            assert status == 200, path
+            seen.append(str(body))
+        metrics = urllib.request.Request(f"http://127.0.0.1:{proxy.port}/metrics",
+                                         headers={"Authorization": f"Bearer {MASTER_CANARY}"})
+        with urllib.request.urlopen(metrics, timeout=10) as response:
+            seen.append(response.read().decode())
         seen.append(str(admin(proxy, "GET", "/admin/keys", key=virtual)))
         seen.append(str(admin(proxy, "DELETE", f"/admin/keys/{made['id']}", key=MASTER_CANARY)))
         seen.append(str(proxy.call(lambda r: repr(r.config))))
