@@ -232,3 +232,18 @@ def test_a_batch_of_an_east_only_key_runs_no_line_in_the_west(tmp_path: Path):
     assert len(rows) == 4
     assert {row.key_id for row in rows} == {made["id"]}
     assert {row.region for row in rows} <= {"shanghai", "wuhan"}
+
+
+def test_keys_and_their_policy_survive_a_restart(tmp_path: Path):
+    config = small_config(tmp_path)
+    with running_proxy(config, master_key=MASTER) as proxy:
+        made = new_key(proxy, allowed_regions=["wuhan"], budget_yuan_per_day=1.0)
+        client(proxy, made["key"]).chat.completions.create(model="deepseek-flash", messages=MESSAGES,
+                                                           max_tokens=2)
+        spent = admin(proxy, "GET", f"/admin/keys/{made['id']}")[1]["spent_yuan_today"]
+    with running_proxy(config, master_key=MASTER) as proxy:
+        raw = client(proxy, made["key"]).chat.completions.with_raw_response.create(
+            model="deepseek-flash", messages=MESSAGES, max_tokens=2)
+        assert raw.headers["x-suanli-region"] == "wuhan"
+        shown = admin(proxy, "GET", f"/admin/keys/{made['id']}")[1]
+        assert shown["spent_yuan_today"] == pytest.approx(2 * spent)

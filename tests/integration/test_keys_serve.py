@@ -1,4 +1,4 @@
-"""``suanli serve`` with SUANLI_MASTER_KEY: keys made over HTTP survive a restart of the server."""
+"""``suanli serve`` reads the master key from SUANLI_MASTER_KEY; neither key reaches its log."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class _Server:
         self.process.wait(15)
 
 
-def test_env_master_key_and_keys_that_survive_a_restart(tmp_path: Path):
+def test_serve_takes_the_master_key_from_the_environment(tmp_path: Path):
     config = small_config(tmp_path)
     config_path = tmp_path / "config.yaml"
     dumped = config.model_dump(mode="json", exclude_none=True)
@@ -70,14 +70,6 @@ def test_env_master_key_and_keys_that_survive_a_restart(tmp_path: Path):
         raw = answer.chat.completions.with_raw_response.create(model="deepseek-flash", messages=MESSAGES,
                                                                max_tokens=2)
         assert raw.headers["x-suanli-region"] == "wuhan"
-    finally:
-        server.stop()
-    server = _Server(config_path, port, log)
-    try:
-        again = openai.OpenAI(base_url=f"{server.base}/v1", api_key=secret, max_retries=0)
-        raw = again.chat.completions.with_raw_response.create(model="deepseek-flash", messages=MESSAGES,
-                                                              max_tokens=2)
-        assert raw.headers["x-suanli-region"] == "wuhan"  # its policy came back with it
     finally:
         server.stop()
     assert secret not in log.read_text() and MASTER not in log.read_text()
