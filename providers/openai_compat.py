@@ -122,47 +122,62 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 async def _events(
     response: aiohttp.ClientResponse, region: str, idle_s: float, usage: Usage, wants_usage: bool
 ) -> AsyncIterator[bytes]:
-    """SSE events as bytes; captures usage and drops the usage chunk the client did not ask for."""
+    """SSE events as bytes; captures usage and drops the usage chunk the client did not ask for.
+
+    Everything one network read brings is parsed at once and yielded as one chunk of whole
+    events (``data: [DONE]`` always alone), so the relay writes once per read, not once per
+    token: a syscall per event was the largest cost of a streamed request.
+    """
     content = response.content
-    buffer: list[bytes] = []
+    buffer: list[bytes] = []  # lines of the event being read
+    tail = b""  # bytes after the last newline
     chunks = 0
     try:
         while True:
             try:
                 async with asyncio.timeout(idle_s):
-                    line = await content.readline()
+                    data = await content.readany()
             except TimeoutError as exc:
                 raise UpstreamBroken(region, 0, "the stream went idle", retryable=False) from exc
             except (aiohttp.ClientError, ConnectionError) as exc:
                 raise UpstreamBroken(region, 0, "the stream broke", retryable=False) from exc
-            if not line:
-                if buffer:
+            if not data:
+                if buffer or tail.strip():
                     raise UpstreamBroken(region, 0, "the stream ended mid-event", retryable=False)
                 return
-            if line not in (b"\n", b"\r\n"):
-                buffer.append(line)
-                continue
-            if not buffer:
-                continue
-            event = b"".join(buffer)
-            buffer.clear()
-            if event.startswith(b"data: [DONE]"):
-                yield b"data: [DONE]\n\n"
-                continue
-            if b'"usage"' in event and b'"usage":null' not in event.replace(b" ", b""):
-                data = orjson.loads(event[event.index(b"{") :])
-                found = _usage_of(data)
-                if found is not None:
-                    usage.prompt_tokens, usage.completion_tokens = found
-                    usage.reported = True
-                    if not data.get("choices") and not wants_usage:
-                        continue
-            else:
-                chunks += 1
-                if not usage.reported:
-                    # Keep a running count so a broken stream still settles what was sent.
-                    usage.completion_tokens = chunks
-            yield event if event.endswith(b"\n\n") else event.rstrip(b"\r\n") + b"\n\n"
+            lines = (tail + data).split(b"\n")
+            tail = lines.pop()
+            out: list[bytes] = []
+            for line in lines:
+                if line and line != b"\r":
+                    buffer.append(line + b"\n")
+                    continue
+                if not buffer:
+                    continue
+                event = b"".join(buffer)
+                buffer.clear()
+                if event.startswith(b"data: [DONE]"):
+                    if out:
+                        yield b"".join(out)
+                        out = []
+                    yield b"data: [DONE]\n\n"
+                    continue
+                if b'"usage"' in event and b'"usage":null' not in event.replace(b" ", b""):
+                    parsed = orjson.loads(event[event.index(b"{") :])
+                    found = _usage_of(parsed)
+                    if found is not None:
+                        usage.prompt_tokens, usage.completion_tokens = found
+                        usage.reported = True
+                        if not parsed.get("choices") and not wants_usage:
+                            continue
+                else:
+                    chunks += 1
+                    if not usage.reported:
+                        # Keep a running count so a broken stream still settles what was sent.
+                        usage.completion_tokens = chunks
+                out.append(event.rstrip(b"\r\n") + b"\n\n")
+            if out:
+                yield b"".join(out)
     finally:
         response.release()
 

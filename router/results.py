@@ -64,7 +64,7 @@ class CompletionStream:
     _closed: bool = field(default=False)
 
     async def raw(self) -> AsyncIterator[bytes]:
-        """SSE events exactly as relayed, ending with ``data: [DONE]``."""
+        """SSE events exactly as relayed, ending with ``data: [DONE]``; a chunk may hold several."""
         try:
             async for chunk in self._chunks:
                 yield chunk
@@ -75,9 +75,10 @@ class CompletionStream:
         return self._dicts()
 
     async def _dicts(self) -> AsyncIterator[dict]:
-        async for event in self.raw():
-            if event.startswith(b"data: {"):
-                yield orjson.loads(event[6:])
+        async for chunk in self.raw():
+            for event in chunk.split(b"\n\n"):  # a chunk holds one or more whole events
+                if event.startswith(b"data: {"):
+                    yield orjson.loads(event[6:])
 
     async def aclose(self) -> None:
         """Stop early: cancels the upstream call and settles what was consumed."""
