@@ -146,7 +146,9 @@ class StatusBoard:
             if health["state"] == "ejected":
                 until = f" until {health['ejected_until']}" if health["ejected_until"] else ""
                 add("region_ejected", "critical", rid, f"region {rid} is ejected{until}")
-            elif health["state"] == "cooling":
+            if health["cash_exhausted"]:
+                add("cash_exhausted", "critical", rid, f"the prepaid cash at region {rid} ran out upstream")
+            if health["state"] == "cooling":
                 add("region_cooling", "warning", rid, f"region {rid} is cooling down after a rate limit")
             for name in ("rpm", "tpm"):
                 used, limit = r["limits"][f"{name}_used"], r["limits"][f"{name}_limit"]
@@ -182,6 +184,7 @@ def _health(measured: dict) -> dict:
         "state": measured.get("state") or "ok",
         "ejected_until": until.isoformat() if isinstance(until, datetime) else until,
         "ejections": int(measured.get("ejections") or 0),
+        "cash_exhausted": bool(measured.get("cash_exhausted")),
     }
 
 

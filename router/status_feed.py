@@ -84,7 +84,13 @@ class UsageFeed:
         now_s = now.timestamp()
         first = self._last_time_s is None
         if first:
-            rows = ledger.usage(since=now - timedelta(hours=HISTORY_H))
+            # An hour a read: the ledger's lock is shared with the event loop's writes.
+            start = now - timedelta(hours=HISTORY_H)
+            rows = []
+            for hour in range(HISTORY_H):
+                since = start + timedelta(hours=hour)
+                rows += ledger.usage(since=since, until=since + timedelta(hours=1))
+            rows += ledger.usage(since=start + timedelta(hours=HISTORY_H))
         else:
             since = datetime.fromtimestamp(self._last_time_s - _OVERLAP_S, now.tzinfo)
             rows = [r for r in ledger.usage(since=since) if r.id > self._last_id]

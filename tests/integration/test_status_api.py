@@ -145,7 +145,7 @@ def test_metrics_count_requests_tokens_and_balances(served):
     assert up == {"shanghai": 1.0, "wuhan": 1.0, "qingyang": 1.0}
 
 
-def test_alerts_for_an_expiring_voucher_a_full_limit_and_a_cooling_region(tmp_path: Path):
+def test_alerts_for_an_expiring_voucher_a_full_limit_a_cooling_region_and_spent_cash(tmp_path: Path):
     now = datetime.now(UTC)
     config = small_config(
         tmp_path,
@@ -163,6 +163,7 @@ def test_alerts_for_an_expiring_voucher_a_full_limit_and_a_cooling_region(tmp_pa
     data = config.model_dump(mode="json")
     data["regions"][1]["limits"] = {"rpm": 2}
     data["regions"][0]["sim"] = {"rate_limit_rpm": 1}
+    data["regions"][2]["sim"] = {"error_rate": 1.0, "error_status": 402}  # qingyang's prepaid cash is gone
     from config import load_config
 
     config = load_config(data)
@@ -177,14 +178,24 @@ def test_alerts_for_an_expiring_voucher_a_full_limit_and_a_cooling_region(tmp_pa
                 )
             except openai.APIStatusError:
                 pass
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="qingyang/deepseek-flash",
+                messages=MESSAGES,
+                max_tokens=5,
+                extra_headers={"X-Suanli-Class": "batch"},
+            )
         doc = _status(proxy)
     kinds = {(a["kind"], a["subject"]) for a in doc["alerts"]}
+    assert ("cash_exhausted", "qingyang") in kinds
     assert ("voucher_expiring", "wuhan-expiring") in kinds
     assert ("limit_high", "wuhan") in kinds  # 2 of 2 requests a minute
     assert ("region_cooling", "shanghai") in kinds
     regions = {r["id"]: r for r in doc["regions"]}
     assert regions["shanghai"]["health"]["state"] == "cooling"
     assert regions["wuhan"]["health"]["state"] == "ok"
+    assert regions["qingyang"]["health"]["cash_exhausted"] is True
+    assert regions["wuhan"]["health"]["cash_exhausted"] is False
     assert not any(a["kind"] == "spend_rate_high" for a in doc["alerts"])
 
 
