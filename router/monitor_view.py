@@ -167,6 +167,9 @@ def _vouchers(doc: dict, *, width: int) -> Table:
         ("expires in", 0, "left", lambda v: _expiry(v["expires_in_s"])),
         ("exhausted at", 130, "left", _exhaustion),
     ]
+    shadow = (doc.get("plan") or {}).get("shadow_prices") or {}  # voucher id -> yuan per unit
+    if shadow:
+        columns.append(("shadow ¥/unit", 150, "right", lambda v: f"{shadow.get(v['id'], 0.0):.3g}"))
     return _fitted("vouchers", columns, doc["vouchers"], width)
 
 
