@@ -7,21 +7,21 @@ interactive latency rule. Samples older than ``max_age_s`` are dropped, so a reg
 was slow and stopped getting interactive traffic is judged on fresh (batch, probe) samples
 or on its priors again.
 
-Recording is an append and an EWMA step; percentiles are recomputed only every few
-samples, so the request path pays microseconds.
+Recording is an append and an EWMA step; percentiles are sorted only when asked for, and the
+chooser's view is rebuilt every few samples, so the request path pays microseconds.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from config import HealthSettings, Region
 
 __all__ = ["LatencyTracker", "Window", "percentile"]
 
-_RECOMPUTE_EVERY = 8  # samples between two sorts of a window
+_RECOMPUTE_EVERY = 8  # samples of a key between two rebuilds of the chooser's view
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
@@ -32,53 +32,66 @@ def percentile(sorted_values: list[float], share: float) -> float:
     return sorted_values[min(rank, len(sorted_values) - 1)]
 
 
-@dataclass(slots=True)
 class Window:
-    """The last ``size`` samples of one series, with cached p50/p95 and an EWMA."""
+    """The last ``size`` samples of one series: an EWMA kept per sample, p50/p95 sorted on demand."""
 
-    size: int
-    alpha: float
-    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (clock s, value)
-    ewma: float | None = None
-    p50: float | None = None
-    p95: float | None = None
-    _stale: int = 0
+    __slots__ = ("_p50", "_p95", "_stale", "added", "alpha", "ewma", "size", "times", "values")
 
-    def add(self, now_s: float, value: float) -> bool:
-        """Add a sample; True when the percentiles were recomputed."""
-        samples = self.samples
-        samples.append((now_s, value))
-        if len(samples) > self.size:
-            samples.popleft()
+    def __init__(self, size: int, alpha: float) -> None:
+        self.size = size
+        self.alpha = alpha
+        self.times: deque[float] = deque()  # clock s of each sample
+        self.values: deque[float] = deque()
+        self.ewma: float | None = None
+        self.added = 0  # samples ever added
+        self._p50: float | None = None
+        self._p95: float | None = None
+        self._stale = False
+
+    def add(self, now_s: float, value: float) -> None:
+        self.times.append(now_s)
+        self.values.append(value)
+        if len(self.values) > self.size:
+            self.times.popleft()
+            self.values.popleft()
         self.ewma = value if self.ewma is None else self.ewma + self.alpha * (value - self.ewma)
-        self._stale += 1
-        if self._stale >= _RECOMPUTE_EVERY or self.p95 is None or len(samples) <= _RECOMPUTE_EVERY:
-            self.refresh()
-            return True
-        return False
+        self.added += 1
+        self._stale = True
 
     def expire(self, oldest_s: float) -> bool:
         """Drop samples taken before ``oldest_s``; True when any went."""
-        samples = self.samples
+        times = self.times
         dropped = False
-        while samples and samples[0][0] < oldest_s:
-            samples.popleft()
+        while times and times[0] < oldest_s:
+            times.popleft()
+            self.values.popleft()
             dropped = True
-        if dropped:
-            self.refresh()
+        self._stale = self._stale or dropped
         return dropped
 
-    def refresh(self) -> None:
-        self._stale = 0
-        if not self.samples:
-            self.p50 = self.p95 = None
+    def _refresh(self) -> None:
+        self._stale = False
+        if not self.values:
+            self._p50 = self._p95 = None
             return
-        values = sorted(v for _, v in self.samples)
-        self.p50 = percentile(values, 0.50)
-        self.p95 = percentile(values, 0.95)
+        ordered = sorted(self.values)
+        self._p50 = percentile(ordered, 0.50)
+        self._p95 = percentile(ordered, 0.95)
+
+    @property
+    def p50(self) -> float | None:
+        if self._stale:
+            self._refresh()
+        return self._p50
+
+    @property
+    def p95(self) -> float | None:
+        if self._stale:
+            self._refresh()
+        return self._p95
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.values)
 
     def summary(self) -> dict[str, float | None]:
         return {"p50": _round(self.p50), "p95": _round(self.p95)}
@@ -137,7 +150,19 @@ class LatencyTracker:
         """One served request as the router saw it (``ttft_ms`` None: no first byte measured)."""
         key = (region, model, origin)
         if ttft_ms is not None:
-            if self._window(self.ttft, key).add(now_s, ttft_ms):
+            window = self._window(self.ttft, key)
+            window.add(now_s, ttft_ms)
+            # The chooser's view is rebuilt every few samples, not on every one; but at once
+            # while the window is short, and when a sample is above what the chooser has (the
+            # region may be turning slow: that must be noticed now, recovery may wait).
+            view = self._measured.get((model, origin))
+            if (
+                view is None
+                or len(window) <= _RECOMPUTE_EVERY
+                or window.added % _RECOMPUTE_EVERY == 0
+                or len(window) == self.min_samples
+                or ttft_ms > view.get(region, math.inf)
+            ):
                 self._measured.pop((model, origin), None)
             self._window(self.region_ttft, region).add(now_s, ttft_ms)
         if total_ms is not None:
@@ -167,7 +192,10 @@ class LatencyTracker:
     def _build(self, model: str, origin: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for (region_id, m, o), window in self.ttft.items():
-            if m != model or o != origin or len(window) < self.min_samples or window.p95 is None:
+            if m != model or o != origin or len(window) < self.min_samples:
+                continue
+            p95 = window.p95
+            if p95 is None:
                 continue
             region = self._regions.get(region_id)
             if region is None:
@@ -177,7 +205,7 @@ class LatencyTracker:
                 if not self._trust_sims:
                     continue
                 extra = region.rtt_ms.get(origin, 0.0)
-            out[region_id] = window.p95 + extra
+            out[region_id] = p95 + extra
         return out
 
     def _expire(self, now_s: float) -> None:

@@ -34,7 +34,6 @@ def test_window_keeps_the_last_samples_and_an_ewma():
     window = Window(size=10, alpha=0.5)
     for v in range(100):
         window.add(0.0, float(v))
-    window.refresh()
     assert len(window) == 10
     assert window.p50 == 94.0 and window.p95 == 99.0
     assert window.ewma == pytest.approx(98.0, abs=0.01)
