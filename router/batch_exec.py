@@ -348,7 +348,9 @@ class BatchRunner:
                 except ApiError as exc:
                     if exc.status not in _RETRY_UNPINNED:
                         raise
-                    # The planned region is down or throttling: any region, now, rather than nothing.
+                    if exc.status == 429 and self._requeue(batch, line, exc.retry_after_s):
+                        return
+                    # The planned region is down (or throttling to the end): any region, now.
                     log.info(
                         "batch line %s: %s failed (%s), trying any region",
                         request_id,
@@ -373,6 +375,18 @@ class BatchRunner:
             "batch line %s ran at %s in %.3f s", request_id, routing.region, time.perf_counter() - started
         )
         self._store(line.batch_id, line.line_no, entry, routing)
+
+    def _requeue(self, batch: dict, line: _Line, retry_after_s: float | None) -> bool:
+        """A throttled line waits at its cheap region rather than moving now; False when time is short."""
+        retry_s = self.now_s() + max(retry_after_s or 1.0, 1.0)
+        window_s = batch["expires_at"] - batch["created_at"]
+        if retry_s > latest_start_s(batch["created_at"], window_s):
+            return False
+        self.db.execute(
+            "UPDATE wl_batch_lines SET state = 'pending', start_s = ? WHERE batch_id = ? AND line_no = ?",
+            (retry_s, line.batch_id, line.line_no),
+        )
+        return True
 
     def _store(self, batch_id: str, line_no: int, entry: dict, routing: object | None) -> None:
         self.db.execute(
