@@ -11,7 +11,15 @@ import pytest
 
 from router.clocks import VirtualClock
 from tests.harness import running_proxy
-from tests.integration.workload_helpers import SHANGHAI, TEN_AM, batch_file, jsonl, night_config, wait_for
+from tests.integration.workload_helpers import (
+    SHANGHAI,
+    TEN_AM,
+    batch_file,
+    jsonl,
+    night_config,
+    wait_for,
+    without_live_limits,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,6 +108,7 @@ def test_restart_mid_batch_loses_no_line_and_runs_none_twice(tmp_path: Path):
     config = night_config(tmp_path, qingyang_rpm=3)  # 9 lines need three minutes of the night
     night = TEN_AM.replace(hour=0, minute=30) + timedelta(days=1)
     with running_proxy(config, clock=clock) as proxy:
+        without_live_limits(proxy)
         client = _client(proxy)
         uploaded = client.files.create(file=batch_file(tmp_path, 9).open("rb"), purpose="batch")
         batch = client.batches.create(
@@ -112,6 +121,7 @@ def test_restart_mid_batch_loses_no_line_and_runs_none_twice(tmp_path: Path):
         )
     assert 0 < first < 9
     with running_proxy(config, clock=clock) as proxy:
+        without_live_limits(proxy)
         client = _client(proxy)
         assert client.batches.retrieve(batch.id).status == "in_progress"
         clock.set(night + timedelta(hours=2))

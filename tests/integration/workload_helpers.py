@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from config import Config
-from tests.harness import small_config
+from router.core import Router
+from tests.harness import ProxyThread, small_config
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TEN_AM = datetime(2026, 12, 1, 10, 0, tzinfo=SHANGHAI)
@@ -41,6 +42,20 @@ def night_config(
         west["limits"] = {"rpm": qingyang_rpm}
     kept = [v.model_dump(mode="json", exclude_none=True) for v in base.vouchers] if vouchers else []
     return small_config(tmp_path, regions=regions, vouchers=kept + list(extra_vouchers))
+
+
+def without_live_limits(proxy: ProxyThread) -> None:
+    """Lift the Router's real-time rpm/tpm limiter: on a manual virtual clock no real minute passes
+    between virtual ones, while the batch planner already keeps each virtual minute within the limits."""
+    from config import Limits
+    from router.limits import RequestLimits
+
+    def lift(router: Router) -> None:
+        router.limits = RequestLimits(
+            [r.model_copy(update={"limits": Limits()}) for r in router.config.regions]
+        )
+
+    proxy.call(lift)
 
 
 def batch_file(tmp_path: Path, count: int, *, extra: list[dict] | None = None) -> Path:
