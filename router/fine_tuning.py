@@ -31,6 +31,7 @@ from router.clocks import clock_speed
 from router.core import RequestContext, Router
 from router.errors import BadRequestError, UpstreamFailedError
 from router.files import FileStore, not_found, page
+from router.keys import within_regions
 from router.results import Routing
 from router.workload_db import WorkloadDB
 
@@ -77,9 +78,18 @@ class FineTuner:
     # -- the API ---------------------------------------------------------------------------
 
     async def create(
-        self, body: object, *, origin: str | None, deadline_s: str | None, key_id: str | None = None
+        self,
+        body: object,
+        *,
+        origin: str | None,
+        deadline_s: str | None,
+        key_id: str | None = None,
+        allowed_regions: frozenset[str] | None = None,
     ) -> dict:
-        """Check, place and record a job; it is forwarded when its start comes."""
+        """Check, place and record a job; it is forwarded when its start comes.
+
+        ``allowed_regions`` (a virtual key's policy) bounds where it may be placed.
+        """
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object", param=None)
         model = body.get("model")
@@ -88,14 +98,15 @@ class FineTuner:
         file_id = body.get("training_file")
         if not isinstance(file_id, str) or not file_id:
             raise BadRequestError("missing required parameter: 'training_file'", param="training_file")
-        config = self.router.config
+        config = within_regions(self.router.config, allowed_regions)
         origin = origin or config.origin
         if origin not in ("east", "west"):
             raise BadRequestError(f"unknown origin {origin!r}: use east or west", param="X-Suanli-Origin")
         window_s = _deadline(deadline_s, config.classes.deadline_s("training"))
         if not index_for(config).candidates(model, "training", origin):  # type: ignore[arg-type]
             raise BadRequestError(
-                f"no region with the fine_tuning capability offers model {model!r}",
+                f"no region with the fine_tuning capability offers model {model!r}"
+                + ("" if allowed_regions is None else " among the regions this key may use"),
                 param="model",
                 code="model_not_available",
             )
@@ -439,6 +450,7 @@ def fine_tuning_routes(app: web.Application, tuner: Callable[[web.Request], Fine
             origin=request.headers.get("X-Suanli-Origin") or (key.origin if key else None),
             deadline_s=request.headers.get("X-Suanli-Deadline-S") or None,
             key_id=key.key_id if key else None,
+            allowed_regions=key.allowed_regions if key else None,
         )
         return web.json_response(job)
 

@@ -41,6 +41,7 @@ __all__ = [
     "policy_of",
     "secret_sha256",
     "stored_policy",
+    "within_regions",
 ]
 
 CACHE_TTL_S = 5.0
@@ -94,6 +95,16 @@ def stored_policy(ledger: Ledger | None, config: Config, key_id: str | None) -> 
         return None
     row = ledger.key(key_id)
     return None if row is None else policy_of(row, config)
+
+
+def within_regions(config: Config, allowed: frozenset[str] | None) -> Config:
+    """``config`` cut down to the ``allowed`` regions and their vouchers, to plan a key's later work."""
+    if allowed is None:
+        return config
+    return config.model_copy(update={
+        "regions": tuple(r for r in config.regions if r.id in allowed),
+        "vouchers": tuple(v for v in config.vouchers if v.region in allowed),
+    })
 
 
 def policy_of(row: KeyRow, config: Config) -> KeyPolicy:

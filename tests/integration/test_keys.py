@@ -247,3 +247,23 @@ def test_keys_and_their_policy_survive_a_restart(tmp_path: Path):
         assert raw.headers["x-suanli-region"] == "wuhan"
         shown = admin(proxy, "GET", f"/admin/keys/{made['id']}")[1]
         assert shown["spent_yuan_today"] == pytest.approx(2 * spent)
+
+
+def test_a_fine_tuning_job_of_an_east_only_key_is_not_placed_in_the_west(tmp_path: Path):
+    from router.clocks import VirtualClock
+    from tests.integration.workload_helpers import TEN_AM, night_config
+
+    training = tmp_path / "train.jsonl"
+    line = {"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]}
+    training.write_text(json.dumps(line, ensure_ascii=False) + "\n")
+    # Only qingyang (west) can fine-tune here: the east-only key has nowhere to go.
+    with running_proxy(night_config(tmp_path), master_key=MASTER, clock=VirtualClock(TEN_AM)) as proxy:
+        east_only = client(proxy, new_key(proxy, allowed_zones=["east"])["key"])
+        uploaded = east_only.files.create(file=training.open("rb"), purpose="fine-tune")
+        with pytest.raises(openai.BadRequestError, match="among the regions this key may use"):
+            east_only.fine_tuning.jobs.create(model="deepseek-flash", training_file=uploaded.id)
+        assert list(east_only.fine_tuning.jobs.list()) == []
+        anywhere = client(proxy, new_key(proxy)["key"])
+        job = anywhere.fine_tuning.jobs.create(model="deepseek-flash", training_file=uploaded.id)
+        events = [e.message for e in anywhere.fine_tuning.jobs.list_events(job.id)]
+        assert any("placed the job on region qingyang" in message for message in events)
