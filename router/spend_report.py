@@ -11,7 +11,7 @@ import io
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from rich.console import Group
@@ -35,6 +35,7 @@ class SpendReport:
     until: datetime
     totals: dict[str, float]
     groups: dict[str, dict[str, dict[str, float]]]
+    key_names: dict[str, str] = field(default_factory=dict)  # key id -> the name it was created with
 
     def as_json(self) -> dict:
         return {
@@ -42,7 +43,7 @@ class SpendReport:
             "until": self.until.isoformat(),
             "totals": self.totals,
             "by": {
-                dim: [{dim: value, **sums} for value, sums in _ordered(rows)]
+                dim: [{dim: value, **self._name(dim, value), **sums} for value, sums in _ordered(rows)]
                 for dim, rows in self.groups.items()
             },
         }
@@ -68,14 +69,25 @@ class SpendReport:
             cash = self.totals["cash_yuan"]
             for value, sums in _ordered(rows):
                 share = f"{sums['cash_yuan'] / cash:.1%}" if cash else "-"
-                table.add_row(value, *(_shown(m, sums[m]) for m in _MEASURES), share)
+                name = self._name(dim, value).get("name")
+                label = f"{value} ({name})" if name else value
+                table.add_row(label, *(_shown(m, sums[m]) for m in _MEASURES), share)
             table.add_row("[bold]total[/bold]", *(_shown(m, self.totals[m]) for m in _MEASURES), "")
             tables.append(table)
         return Group(*tables)
 
+    def _name(self, dim: str, value: str) -> dict[str, str]:
+        name = self.key_names.get(value) if dim == "key" else None
+        return {"name": name} if name else {}
+
 
 def spend_report(
-    rows: Iterable[UsageRow], *, since: datetime, until: datetime, by: Sequence[str] = DIMENSIONS
+    rows: Iterable[UsageRow],
+    *,
+    since: datetime,
+    until: datetime,
+    by: Sequence[str] = DIMENSIONS,
+    key_names: dict[str, str] | None = None,
 ) -> SpendReport:
     """Sum ``rows`` (already limited to the period) per value of each dimension in ``by``."""
     totals = dict.fromkeys(_MEASURES, 0.0)
@@ -100,7 +112,7 @@ def spend_report(
         dim: {value: {m: _rounded(m, v) for m, v in sums.items()} for value, sums in rows_.items()}
         for dim, rows_ in groups.items()
     }
-    return SpendReport(since=since, until=until, totals=totals, groups=clean)
+    return SpendReport(since=since, until=until, totals=totals, groups=clean, key_names=dict(key_names or {}))
 
 
 def parse_moment(text: str, *, now: datetime, tz: tzinfo) -> datetime:

@@ -86,9 +86,12 @@ def _report(args: argparse.Namespace) -> int:
     ledger = open_readonly(config.ledger.url)
     try:
         rows = ledger.usage(since=since, until=until)
+        key_names = {key.id: key.name for key in ledger.keys()}
     finally:
         ledger.close()
-    report = spend_report(rows, since=since.astimezone(tz), until=until.astimezone(tz), by=by)
+    report = spend_report(
+        rows, since=since.astimezone(tz), until=until.astimezone(tz), by=by, key_names=key_names
+    )
     if args.format == "json":
         print(json.dumps(report.as_json(), indent=2))
     elif args.format == "csv":
