@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from config import Config
-from optimizer import Ask, Forecast, InfeasibleError, Plan, Snapshot, plan, slot_edges
+from optimizer import Ask, Demand, Forecast, InfeasibleError, Plan, Snapshot, plan, slot_edges
 from optimizer.ratios import RatioEstimator
 
 __all__ = ["Replanner"]
@@ -72,6 +72,10 @@ class Replanner:
         """Start the worker thread; the first plan follows at once."""
         if self._thread is not None:
             return
+        # Load OR-Tools here, before traffic: its extension's import holds the GIL for tens of
+        # milliseconds, which would stall the event loop if the first solve did it.
+        from ortools.linear_solver import pywraplp  # noqa: F401
+
         self._forecast = Forecast(self.config, start_s=self._clock().timestamp())
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="suanli-replanner", daemon=True)
@@ -122,6 +126,14 @@ class Replanner:
                 self.token_ratios = self._ratios.learned()
         if moved:
             self.poke("token_ratio")
+
+    def forecast(self, edges: tuple[float, ...], now_s: float) -> tuple[Demand, ...]:
+        """The demand the live traffic leads to expect in the slots of ``edges`` from ``now_s`` on.
+
+        For planners of known work (batches, fine-tuning) that should leave room for it.
+        """
+        with self._lock:
+            return self._forecast.demand(edges, now_s)
 
     def info(self) -> dict:
         """The latest plan as JSON-ready data (for the status API)."""
@@ -194,8 +206,7 @@ class Replanner:
         blocked = frozenset(self._blocked())
         horizon_s = self.config.planner.horizon_h * 3600.0
         edges = slot_edges(self.config, now_s, now_s + horizon_s)
-        with self._lock:
-            demand = self._forecast.demand(edges, now_s)
+        demand = self.forecast(edges, now_s)
         snapshot = Snapshot(
             config=self.config,
             now_s=now_s,
