@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 from aiohttp import web
@@ -27,6 +28,10 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    # What start-up built (config, tokenizer, OR-Tools) lives as long as the process: frozen, it
+    # is skipped by full garbage collections, which would otherwise hold the GIL for tens of ms,
+    # stalling the event loop whenever the re-planner's thread triggers one.
+    gc.freeze()
     base = f"http://{host}:{port}/v1"
     print(
         _banner(base, app[ROUTER].config, master_key) if banner else f"suanli serving on {base}", flush=True
