@@ -95,12 +95,16 @@ def _load_deepseek(path: Path) -> Callable[[str], int]:
     import tiktoken
 
     vocab: dict[str, int] = orjson.loads(path.read_bytes())["model"]["vocab"]
-    decoder = _byte_decoder()
+    # Byte-level alphabet -> the byte as a latin-1 character, in C (str.translate) rather than
+    # a generator per token: half the load time. Characters outside the alphabet map to one
+    # latin-1 cannot encode, so tokens that are not byte-level strings are skipped as before.
+    table = dict.fromkeys(range(256), "\uffff")
+    table.update({ord(char): chr(byte) for char, byte in _byte_decoder().items()})
     ranks: dict[bytes, int] = {}
     for token, rank in vocab.items():
         try:
-            ranks[bytes(decoder[char] for char in token)] = rank
-        except KeyError:  # the three special tokens are not byte-level strings
+            ranks[token.translate(table).encode("latin-1")] = rank
+        except UnicodeEncodeError:  # the three special tokens are not byte-level strings
             continue
     encoding = tiktoken.Encoding("deepseek-v3", pat_str=_PATTERN, mergeable_ranks=ranks, special_tokens={})
     # The Encoding keeps the Python dict it was built from (~20 MB for 128k tokens), though
