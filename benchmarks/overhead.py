@@ -300,6 +300,40 @@ def report(rows: list[dict], targets: dict[str, Target], streams: tuple[int, flo
     if streams:
         count, rss, open_s = streams
         print(f"suanli   {count} streams open at once: RSS {rss:.0f} MB (all open after {open_s:.1f} s)")
+    _targets(rows, targets, streams)
+
+
+def _targets(rows: list[dict], targets: dict[str, Target], streams: tuple[int, float, float] | None) -> None:
+    """The issue's targets against this run's suanli figures."""
+    cell = {(r["target"], r["delay"], r["stream"], r["concurrency"]): r for r in rows}
+    checks: list[tuple[str, float | None, str, float]] = []
+    json16, json1 = cell.get(("suanli", 0, False, 16)), cell.get(("suanli", 0, False, 1))
+    direct1 = cell.get(("direct", 0, False, 1))
+    checks.append(("CPU per request, json c=16 (ms)", json16 and json16["cpu_ms"], "<=", 0.5))
+    added = json1["p50_ms"] - direct1["p50_ms"] if json1 and direct1 else None
+    checks.append(("added p50, json c=1 (ms)", added, "<=", 1.5))
+    # Throughput is CPU-bound only with the 0 ms upstream and concurrency: at c=1, or behind a
+    # 20 ms upstream, the upstream's own delay caps every proxy's rate.
+    ratios = [
+        r["req_s"] / other["req_s"]
+        for (name, delay, stream, conc), r in cell.items()
+        if name == "suanli" and delay == 0 and conc >= 16
+        and (other := cell.get(("litellm", delay, stream, conc))) and other["req_s"]
+    ]
+    worst = min(ratios) if ratios else None
+    checks.append(("throughput vs LiteLLM, 0 ms, c>=16, worst (x)", worst, ">=", 20))
+    suanli = targets.get("suanli")
+    checks.append(("idle RSS (MB)", suanli and suanli.idle_mb, "<=", 120))
+    held = f"RSS with {streams[0] if streams else '-'} open streams (MB)"
+    checks.append((held, streams and streams[1], "<=", 250))
+    checks.append(("start to first answer (s)", suanli and suanli.startup_s, "<=", 2.0))
+    print("targets (suanli):")
+    for label, value, op, bound in checks:
+        if value is None:
+            verdict = "not measured"
+        else:
+            verdict = "ok" if (value <= bound if op == "<=" else value >= bound) else "MISSED"
+        print(f"  {label:<48} {_fmt(value, '8.2f')} {op} {bound:<6g} {verdict}")
 
 
 def main() -> None:
