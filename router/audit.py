@@ -68,8 +68,13 @@ class ChainReport:
         return self.problem is None
 
 
-def verify(ledger: Ledger) -> ChainReport:
-    """Walk the whole chain; the first broken row, classified, or an OK with the head."""
+def verify(ledger: Ledger, *, anchor: tuple[int, str] | None = None) -> ChainReport:
+    """Walk the whole chain; the first broken row, classified, or an OK with the head.
+
+    ``anchor`` is a chain head published earlier (an export's ``row N hash H``): the chain
+    must still pass through it, which catches even a forger who re-hashed every row after
+    an edit, or truncated the chain and the holds behind it.
+    """
     rows = 0
     prev_id, prev_hash_seen, before_prev = 0, GENESIS, GENESIS
     for row_id, values, prev_hash, hash_ in ledger.chain_rows():
@@ -87,9 +92,27 @@ def verify(ledger: Ledger) -> ChainReport:
                 rows=rows,
                 head=(prev_id or None, prev_hash_seen),
             )
+        if anchor is not None and row_id == anchor[0] and hash_ != anchor[1]:
+            return ChainReport(
+                rows,
+                prev_id or None,
+                prev_hash_seen,
+                problem="changed",
+                row_id=row_id,
+                message=f"row {row_id} no longer has the anchored hash: rows up to it were rewritten",
+            )
         rows += 1
         before_prev, prev_hash_seen, prev_id = prev_hash_seen, hash_, row_id
     head = (prev_id or None, prev_hash_seen)
+    if anchor is not None and prev_id < anchor[0]:
+        return ChainReport(
+            rows,
+            *head,
+            problem="deleted",
+            row_id=prev_id + 1,
+            message=f"the chain ends at row {prev_id}, before the anchored row {anchor[0]}:"
+            " rows were deleted",
+        )
     forged, missing = ledger.chain_orphans()
     if forged is not None:
         return ChainReport(
@@ -200,7 +223,8 @@ def export_csv(
     )
     out.write(f"# suanli usage export {scope}\n")
     out.write(
-        f"# chain head: row {report.head_id or 0} hash {report.head_hash} ({report.rows} rows verified)\n"
+        f"# chain head: row {report.head_id or 0} hash {report.head_hash} ({report.rows} rows verified;"
+        f" later: suanli audit verify --head {report.head_id or 0}:{report.head_hash})\n"
     )
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)

@@ -25,6 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     check.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument("--head", metavar="ROW:HASH",
+                       help="a chain head published earlier (an export's): the chain must pass through it")
     check.set_defaults(func=_verify)
 
     export = actions.add_parser("export", help="per-request CSV of a voucher's usage, with the chain head")
@@ -41,9 +43,16 @@ def _config(path: str | None) -> Config:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    anchor = None
+    if args.head:
+        row, _, digest = args.head.partition(":")
+        if not row.isdigit() or len(digest) != 64:
+            print("suanli audit verify: --head wants ROW:HASH (a 64-digit hex hash)", file=sys.stderr)
+            return 2
+        anchor = (int(row), digest.lower())
     config = _config(args.config)
     with open_readonly(config.ledger.url) as ledger:
-        report = verify(ledger)
+        report = verify(ledger, anchor=anchor)
     if args.json:
         print(
             json.dumps(

@@ -61,7 +61,11 @@ def test_export_writes_the_vouchers_rows_and_the_chain_head(tmp_path: Path, caps
         head_id, head_hash = conn.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
         paid = conn.execute("SELECT id, voucher_yuan, tokens, key_id FROM usage"
                             " WHERE voucher_id = 'wuhan-tokens' ORDER BY id").fetchall()
-    assert lines[1] == f"# chain head: row {head_id} hash {head_hash} (6 rows verified)"
+    assert lines[1].startswith(f"# chain head: row {head_id} hash {head_hash} (6 rows verified;")
+    assert lines[1].endswith(f"suanli audit verify --head {head_id}:{head_hash})")
+    assert main(["audit", "verify", "--config", str(config_path), "--head", f"{head_id}:{head_hash}"]) == 0
+    assert main(["audit", "verify", "--config", str(config_path), "--head", f"{head_id}:{'0' * 64}"]) == 1
+    assert "anchored hash" in capsys.readouterr().out
     rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
     assert paid and [int(r["row_id"]) for r in rows] == [p[0] for p in paid]
     assert [float(r["voucher_yuan"]) for r in rows] == [p[1] for p in paid]

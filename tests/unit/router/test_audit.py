@@ -148,3 +148,34 @@ def test_a_key_budget_held_by_a_dead_process_is_released_on_restart(tmp_path: Pa
     assert second.key_spend("k1", ["day:2026-12-01"]) == {"day:2026-12-01": (0.0, 0.0)}
     second.reserve(request)  # the budget is whole again
     second.close()
+
+
+def _rehash_from(conn: sqlite3.Connection, first: int) -> None:
+    """A forger who knows the algorithm: re-chain every row from ``first`` on."""
+    columns = ", ".join(HASHED_COLUMNS)
+    (prev,) = conn.execute("SELECT hash FROM usage WHERE id = ?", (first - 1,)).fetchone()
+    for row in conn.execute(f"SELECT {columns} FROM usage WHERE id >= ? ORDER BY id", (first,)).fetchall():
+        digest = row_hash(prev, row)
+        conn.execute("UPDATE usage SET prev_hash = ?, hash = ? WHERE id = ?", (prev, digest, row[0]))
+        prev = digest
+
+
+def test_an_anchor_catches_a_fully_rehashed_forgery(db):
+    ledger, conn = db
+    anchor = (5, conn.execute("SELECT hash FROM usage WHERE id = 5").fetchone()[0])
+    assert verify(ledger, anchor=anchor).ok
+    conn.execute("UPDATE usage SET cost_yuan = 0.001 WHERE id = 2")
+    _rehash_from(conn, 2)
+    assert verify(ledger).ok  # self-consistent again: only a published head can tell
+    report = verify(ledger, anchor=anchor)
+    assert (report.problem, report.row_id) == ("changed", 5)
+
+
+def test_an_anchor_catches_a_truncation_that_also_dropped_the_holds(db):
+    ledger, conn = db
+    anchor = (6, conn.execute("SELECT hash FROM usage WHERE id = 6").fetchone()[0])
+    conn.execute("DELETE FROM holds WHERE id IN (SELECT hold_id FROM usage WHERE id >= 5)")
+    conn.execute("DELETE FROM usage WHERE id >= 5")
+    assert verify(ledger).ok
+    report = verify(ledger, anchor=anchor)
+    assert (report.problem, report.row_id) == ("deleted", 5)
