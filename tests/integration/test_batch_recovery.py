@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -154,3 +155,25 @@ def test_queued_fine_tuning_job_survives_a_restart(tmp_path: Path):
         )
         usage = proxy.call(lambda r: r.ledger.usage())
     assert [u.request_id for u in usage] == [job.id] and done.trained_tokens == usage[0].tokens
+
+
+def test_a_throttled_line_waits_at_its_planned_region(tmp_path: Path):
+    clock = VirtualClock(TEN_AM, speed=0)
+    with running_proxy(night_config(tmp_path), clock=clock) as proxy:
+        client = _client(proxy)
+        batch = _batch(client, batch_file(tmp_path, 2))
+        _until(client, batch.id, "in_progress")
+        proxy.call(lambda r: r._fleet.set_faults("qingyang", error_rate=1.0, error_status=429))
+        clock.set(NIGHT + timedelta(minutes=5))
+        wait_for(
+            lambda: proxy.call(lambda r: r._fleet.stats("qingyang")).get("status_429", 0) >= 2,
+            what="the throttled attempts",
+        )
+        assert client.batches.retrieve(batch.id).request_counts.completed == 0  # waiting, not moved east
+        proxy.call(lambda r: r._fleet.reset_faults("qingyang"))
+        time.sleep(1.2)  # the Router's own 429 cool-down for the region runs on real time
+        clock.advance(60)
+        done = _until(client, batch.id, "completed")
+        usage = proxy.call(lambda r: r.ledger.usage())
+    assert done.request_counts.completed == 2
+    assert {u.region for u in usage} == {"qingyang"}
