@@ -66,11 +66,13 @@ class GroupCommit:
         batch = [item for item in batch if item.always or not item.future.cancelled()]
         if not batch:
             return
+        group = getattr(self._ledger, "group", None)  # a ledger without it commits write by write
         try:
-            if len(batch) == 1:
-                batch[0].call()  # a transaction of its own: no savepoint needed
+            if len(batch) == 1 or group is None:
+                for item in batch:
+                    item.call()  # each a transaction of its own
             else:
-                with self._ledger.group():
+                with group():
                     for item in batch:
                         item.call()
         except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of the batch is durable
