@@ -8,8 +8,8 @@ off-peak discount) at the region that served it.
 
 A replay costs about a hundred microseconds a row, so the first refresh after a start replays
 at most the last ``GREEDY_BACKFILL`` of today's rows; older ones count as greedy doing what
-suanli did. The usage rows do not record a ``REGION/MODEL`` pin or a key's allowed regions,
-so greedy may send such a request where the caller did not allow.
+suanli did. The replay keeps to a virtual key's allowed regions and zones; the usage rows do
+not record a ``REGION/MODEL`` pin, so greedy may send a pinned request elsewhere.
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class UsageFeed:
         self.recent: deque[dict] = deque(maxlen=RECENT)
         self.minute_cash: dict[int, float] = defaultdict(float)  # epoch minute -> cash yuan settled in it
         self._shadow: dict[str, float] = {}  # voucher id -> balance the greedy policy would have left
+        self._allowed: dict[str, frozenset[str] | None] = {}  # key id -> regions it may use (None: any)
 
     def refresh(self, ledger: Ledger, now: datetime) -> int:
         """Read the rows settled since the last refresh; how many were new."""
@@ -94,6 +95,11 @@ class UsageFeed:
         else:
             since = datetime.fromtimestamp(self._last_time_s - _OVERLAP_S, now.tzinfo)
             rows = [r for r in ledger.usage(since=since) if r.id > self._last_id]
+        unknown = {r.key_id for r in rows if r.key_id is not None and r.key_id not in self._allowed}
+        if unknown:
+            self._load_keys(ledger)
+            for key_id in unknown:  # the master key, or a key gone from the ledger: no restriction
+                self._allowed.setdefault(key_id, None)
         if first or self._day != now.astimezone(self._tz).date():
             self._start_day(ledger, now, rows if first else [])
         replay_from = len(rows) - self._greedy_backfill if first else 0
@@ -103,6 +109,20 @@ class UsageFeed:
         if self._last_time_s is None:
             self._last_time_s = now_s
         return len(rows)
+
+    def _load_keys(self, ledger: Ledger) -> None:
+        """Each virtual key's residency, so the greedy replay keeps to it as the request did."""
+        keys = getattr(ledger, "keys", None)
+        for key in keys() if keys is not None else ():
+            if key.allowed_regions is None and key.allowed_zones is None:
+                self._allowed[key.id] = None
+                continue
+            self._allowed[key.id] = frozenset(
+                r.id
+                for r in self.config.regions
+                if (key.allowed_regions is None or r.id in key.allowed_regions)
+                and (key.allowed_zones is None or r.zone in key.allowed_zones)
+            )
 
     def _start_day(self, ledger: Ledger, now: datetime, backlog: list[UsageRow]) -> None:
         local = now.astimezone(self._tz)
@@ -174,6 +194,7 @@ class UsageFeed:
             input_tokens=row.prompt_tokens / ratio,
             output_tokens=row.completion_tokens / ratio,
             capability="embeddings" if embedding else "chat",
+            allowed_regions=self._allowed.get(row.key_id) if row.key_id is not None else None,
         )
         started = row.time - timedelta(milliseconds=row.latency_ms)
         options = rank(self.config, ask, State(balances=self._shadow), started)

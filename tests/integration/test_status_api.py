@@ -236,3 +236,27 @@ def test_spend_rate_alert_and_greedy_counterfactual_from_the_ledger(tmp_path: Pa
     assert totals["savings_vs_greedy_yuan"] == pytest.approx(-totals["cash_yuan_today"])
     list_yuan = sum((r.prompt_tokens * 2.0 + r.completion_tokens * 8.0) / 1e6 for r in rows[1:])
     assert totals["list_yuan_today"] == pytest.approx(list_yuan, abs=1e-6)
+
+
+def test_greedy_replay_keeps_to_a_keys_allowed_regions(tmp_path: Path):
+    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+        request = urllib.request.Request(
+            proxy.base_url.removesuffix("/v1") + "/admin/keys",
+            data=json.dumps({"name": "shanghai-only", "allowed_regions": ["shanghai"]}).encode(),
+            headers={"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            key = json.loads(response.read())
+        client = openai.OpenAI(base_url=proxy.base_url, api_key=key["key"], max_retries=0)
+        for _ in range(2):
+            raw = client.chat.completions.with_raw_response.create(
+                model="deepseek-flash", messages=MESSAGES, max_tokens=30
+            )
+            assert raw.headers["x-suanli-region"] == "shanghai"
+        doc = _status(proxy)
+    totals = doc["totals"]
+    # Greedy would have used wuhan's token voucher, but not for a key held to shanghai.
+    assert totals["cash_yuan_today"] > 0
+    assert totals["greedy_cash_yuan_today"] == pytest.approx(totals["cash_yuan_today"], abs=1e-6)
+    assert totals["savings_vs_greedy_yuan"] == pytest.approx(0.0, abs=1e-6)
+    assert {d["key"] for d in doc["recent"]} == {key["id"]}
