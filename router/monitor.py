@@ -48,7 +48,7 @@ def fetch_status(options: MonitorOptions) -> dict:
         request.add_header("Authorization", f"Bearer {options.key}")
     try:
         with urllib.request.urlopen(request, timeout=options.timeout_s) as response:
-            return json.loads(response.read())
+            doc = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
         try:
@@ -59,6 +59,9 @@ def fetch_status(options: MonitorOptions) -> dict:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise StatusUnavailable(str(reason)) from exc
+    if not isinstance(doc, dict) or doc.get("object") != "suanli.status" or doc.get("version") != 1:
+        raise StatusUnavailable("the answer is not a suanli status document (version 1)")
+    return doc
 
 
 def show_once(options: MonitorOptions, console: Console) -> int:

@@ -209,3 +209,18 @@ def test_live_monitor_in_tmux_recovers_shows_balances_moving_and_quits_on_q(tmp_
         )
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+
+def test_monitor_once_uses_the_master_key_and_names_a_refusal(tmp_path: Path):
+    from tests.harness import running_proxy, small_config
+
+    with running_proxy(small_config(tmp_path), master_key="sk-master-monitor") as proxy:
+        url = proxy.base_url  # .../v1 is accepted too
+        refused = _run([*CLI, "monitor", "--once", "--url", url, "--key", "sk-wrong"])
+        allowed = _run(
+            [*CLI, "monitor", "--once", "--url", url], env={"SUANLI_MASTER_KEY": "sk-master-monitor"}
+        )
+    assert refused.returncode == 1
+    assert "HTTP 401" in refused.stderr and "master key" in refused.stderr
+    assert allowed.returncode == 0, allowed.stderr
+    assert "shanghai" in allowed.stdout and "wuhan-tokens" in allowed.stdout
