@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from config import Config
@@ -28,6 +29,7 @@ log = logging.getLogger("suanli.planning")
 
 _BALANCE_SHARE = 0.1  # a voucher moving by this share of its planned balance is a material change
 _DRY_UNITS = 1e-9
+_DEMAND_SCALES = (1.0, 0.5, 0.25)  # forecast shares tried in turn when a solve fails
 
 
 class Replanner:
@@ -221,7 +223,7 @@ class Replanner:
         self._next_s = now_s + self.config.planner.replan_s
         self._planned_balances, self._planned_blocked = balances, blocked
         try:
-            fresh = self._solve_fn(snapshot)
+            fresh, scale = self._solve_scaled(snapshot)
         except InfeasibleError as exc:
             log.warning("re-plan (%s) failed, keeping the previous plan: %s", reason, exc)
             self._info = {**self._info, "error": str(exc)}
@@ -241,8 +243,30 @@ class Replanner:
             "forecast_requests": round(sum(d.requests for d in demand), 3),
             "horizon_s": horizon_s,
             "plan_cash_yuan": round(fresh.cash_yuan, 6),
+            "demand_scale": scale,
         }
         log.debug("re-planned (%s) in %.1f ms", reason, self._info["solve_ms"])
+
+    def _solve_scaled(self, snapshot: Snapshot) -> tuple[Plan, float]:
+        # GLOP can end ABNORMAL when the forecast far exceeds the regions' limits (the unserved
+        # penalty dwarfs every price). Prices from a scaled-down forecast still rank vouchers
+        # and regions; they beat a stale plan, or none.
+        failure: InfeasibleError | None = None
+        for scale in _DEMAND_SCALES:
+            attempt = snapshot if scale == 1.0 else replace(snapshot, demand=_scaled(snapshot.demand, scale))
+            try:
+                return self._solve_fn(attempt), scale
+            except InfeasibleError as exc:
+                failure = failure or exc
+        raise failure or InfeasibleError("NOT_SOLVED")
+
+
+def _scaled(demand: tuple[Demand, ...], scale: float) -> tuple[Demand, ...]:
+    return tuple(
+        replace(d, requests=d.requests * scale, input_tokens=d.input_tokens * scale,
+                output_tokens=d.output_tokens * scale)
+        for d in demand
+    )
 
 
 def _at(prices: tuple[float, ...] | None, slot: int) -> float:

@@ -41,13 +41,12 @@ class Recorder:
     def __init__(self) -> None:
         self.snapshots: list[Snapshot] = []
         self.threads: list[str] = []
-        self.fail_next = False
+        self.failing = False
 
     def __call__(self, snapshot: Snapshot) -> Plan:
         self.snapshots.append(snapshot)
         self.threads.append(threading.current_thread().name)
-        if self.fail_next:
-            self.fail_next = False
+        if self.failing:
             raise InfeasibleError("INFEASIBLE")
         return plan(snapshot)
 
@@ -155,10 +154,11 @@ def test_a_blocked_region_replans_without_it(tmp_path):
 def test_a_failed_solve_keeps_the_previous_plan(tmp_path):
     with replanner(tmp_path) as (planner, clock, _, solve):
         first = planner.plan
-        solve.fail_next = True
+        solve.failing = True
         clock.now = T0 + timedelta(seconds=60)
         assert wait_for(lambda: planner.info()["error"] is not None)
         assert planner.plan is first and planner.info()["plans"] == 1
+        assert len(solve.snapshots) == 4  # the start, then the forecast at 1, 1/2 and 1/4
 
 
 @pytest.mark.timeout(20)
@@ -188,3 +188,30 @@ def test_served_traffic_becomes_forecast_demand(tmp_path):
         # 30 requests seen in the first minute: the forecast expects that pace to go on.
         assert sum(d.requests for d in demand) > 30
         assert planner.info()["forecast_requests"] == pytest.approx(sum(d.requests for d in demand), abs=1e-2)
+
+
+@pytest.mark.timeout(20)
+def test_an_abnormal_solve_on_overload_retries_with_a_smaller_forecast(tmp_path):
+    def fussy(snapshot: Snapshot) -> Plan:
+        # Stands in for GLOP ending ABNORMAL when the forecast dwarfs the regions' limits.
+        if sum(d.requests for d in snapshot.demand) > 100:
+            raise InfeasibleError("ABNORMAL")
+        return plan(snapshot)
+
+    clock = Clock()
+    planner = Replanner(small_config(tmp_path), clock=clock, balances=dict, solve=fussy, poll_s=0.02,
+                        min_gap_s=0.0)
+    planner.start()
+    try:
+        assert wait_for(lambda: planner.info()["plans"] == 1)
+        assert planner.info()["demand_scale"] == 1.0
+        for _ in range(2):  # 2 requests in the first minute: 2 per 10 min expected, ~290 a day
+            planner.served(ask(), region="wuhan", prompt_tokens=1000, completion_tokens=300, reported=True,
+                           at=clock.now)
+        clock.now = T0 + timedelta(seconds=60)
+        assert wait_for(lambda: planner.info()["plans"] == 2)
+        info = planner.info()
+        assert info["demand_scale"] == 0.25 and info["error"] is None
+        assert 100 < info["forecast_requests"] <= 400
+    finally:
+        planner.stop()
