@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from router.core import RequestContext, Router
 from router.results import Completion, CompletionStream, Routing
+from router.status import StatusBoard
 
-__all__ = ["Completion", "CompletionStream", "RequestContext", "Router", "Routing"]
+__all__ = ["Completion", "CompletionStream", "RequestContext", "Router", "Routing", "StatusBoard"]

@@ -260,3 +260,18 @@ def test_greedy_replay_keeps_to_a_keys_allowed_regions(tmp_path: Path):
     assert totals["greedy_cash_yuan_today"] == pytest.approx(totals["cash_yuan_today"], abs=1e-6)
     assert totals["savings_vs_greedy_yuan"] == pytest.approx(0.0, abs=1e-6)
     assert {d["key"] for d in doc["recent"]} == {key["id"]}
+
+
+async def test_the_sdk_gets_the_same_document_in_process(tmp_path: Path):
+    from router import Router, StatusBoard
+
+    async with Router(small_config(tmp_path), sim_latency_scale=0.0) as router:
+        board = StatusBoard(router)
+        await router.chat_completions(model="deepseek-flash", messages=MESSAGES, max_tokens=10)
+        doc = await board.snapshot()
+        await router.chat_completions(model="deepseek-flash", messages=MESSAGES, max_tokens=10)
+        again = await board.snapshot()
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["totals"]["requests_today"] == 1
+    assert again["totals"]["requests_today"] == 2
+    assert again["recent"][0]["request_id"] != doc["recent"][0]["request_id"]
