@@ -117,6 +117,12 @@ class BatchRunner:
             log.exception("batch %s failed", batch_id)
             self._set_status(batch_id, "failed", "failed_at")
 
+    def _batch(self, batch_id: str) -> dict:
+        row = self.db.row("SELECT * FROM wl_batches WHERE id = ?", (batch_id,))
+        if row is None:
+            raise RuntimeError(f"batch {batch_id} vanished from the database")
+        return row
+
     def _status(self, batch_id: str) -> str:
         row = self.db.row("SELECT status FROM wl_batches WHERE id = ?", (batch_id,))
         return row["status"] if row else "failed"
@@ -137,8 +143,7 @@ class BatchRunner:
     # -- validating: read the file, plan every line ---------------------------------------
 
     async def _validate_and_plan(self, batch_id: str) -> None:
-        batch = self.db.row("SELECT * FROM wl_batches WHERE id = ?", (batch_id,))
-        assert batch is not None  # noqa: S101 - _run read its status a moment ago
+        batch = self._batch(batch_id)
         path = self.files.path(batch["input_file_id"])
         raw_lines = [orjson.loads(raw) for raw in path.read_bytes().splitlines() if raw.strip()]
         url = f"/v1/{batch['endpoint'].removeprefix('/v1/')}"
@@ -260,8 +265,7 @@ class BatchRunner:
     # -- in_progress: run lines when their start comes ------------------------------------
 
     async def _execute(self, batch_id: str) -> None:
-        batch = self.db.row("SELECT * FROM wl_batches WHERE id = ?", (batch_id,))
-        assert batch is not None  # noqa: S101
+        batch = self._batch(batch_id)
         endpoint = batch["endpoint"].removeprefix("/v1/")
         in_flight: set[asyncio.Task] = set()
         try:
@@ -363,7 +367,8 @@ class BatchRunner:
         except ApiError as exc:
             self._store(line.batch_id, line.line_no, _error_entry(line.custom_id, request_id, exc), None)
             return
-        assert isinstance(result, Completion)  # noqa: S101 - stream was refused at validation
+        if not isinstance(result, Completion):  # stream was refused at validation
+            raise RuntimeError("a batch line was answered as a stream")
         routing = result.routing
         entry = {
             "id": f"batch_req_{uuid.uuid4().hex[:24]}",

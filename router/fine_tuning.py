@@ -279,8 +279,7 @@ class FineTuner:
 
     async def _follow(self, job_id: str) -> None:
         try:
-            row = self.db.row("SELECT * FROM wl_ft_jobs WHERE id = ?", (job_id,))
-            assert row is not None  # noqa: S101 - spawned for a job just read or written
+            row = self._row(job_id)
             if row["status"] == "queued":
                 await self._wait_until(row["start_s"])
                 row = await self._forward(row)
@@ -345,9 +344,7 @@ class FineTuner:
         created = await self._api.create(region, base, body)
         self._set(row["id"], status="running", upstream_id=created["id"], start_s=self.now_s())
         self._event(row["id"], "info", f"Forwarded to region {region.id} as {created['id']}")
-        found = self.db.row("SELECT * FROM wl_ft_jobs WHERE id = ?", (row["id"],))
-        assert found is not None  # noqa: S101
-        return found
+        return self._row(row["id"])
 
     async def _succeeded(self, row: dict, upstream: dict) -> None:
         trained = int(upstream.get("trained_tokens") or 0)
@@ -420,6 +417,12 @@ class FineTuner:
         if region is None or not base:
             raise UpstreamError(region_id, 0, "the region has no base_url", retryable=False)
         return region, base.rstrip("/")
+
+    def _row(self, job_id: str) -> dict:
+        row = self.db.row("SELECT * FROM wl_ft_jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise RuntimeError(f"fine-tuning job {job_id} vanished from the database")
+        return row
 
     def _set(self, job_id: str, **fields: object) -> None:
         sets = ", ".join(f"{name} = ?" for name in fields)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import openai
@@ -52,7 +53,7 @@ def _finished(client: openai.OpenAI, job_id: str):
 
 
 def test_job_waits_for_the_cheap_west_night_and_is_charged_on_the_ledger(tmp_path: Path):
-    clock = VirtualClock(TEN_AM, speed=20000)  # 24 h of schedule in about 4 s
+    clock = VirtualClock(TEN_AM, speed=0)  # manual: the test moves time
     with running_proxy(night_config(tmp_path), clock=clock) as proxy:
         client = _client(proxy)
         training = client.files.create(file=_training_file(tmp_path, 10).open("rb"), purpose="fine-tune")
@@ -62,6 +63,10 @@ def test_job_waits_for_the_cheap_west_night_and_is_charged_on_the_ledger(tmp_pat
         assert placed["region"] == "qingyang"  # the only region that fine-tunes
         local = datetime.fromtimestamp(placed["start_at"], SHANGHAI)
         assert local.date() > TEN_AM.date() and (0, 30) <= (local.hour, local.minute) < (8, 30)
+        clock.set(local - timedelta(minutes=1))
+        time.sleep(0.2)
+        assert client.fine_tuning.jobs.retrieve(job.id).status == "queued"  # not before its start
+        clock.set(local + timedelta(minutes=1))
         done = wait_for(_finished(client, job.id), what="the job to finish")
         assert done.status == "succeeded", done.error
         assert done.trained_tokens > 0 and done.fine_tuned_model.startswith("ft:deepseek-flash:qingyang")
@@ -85,12 +90,13 @@ def test_job_waits_for_the_cheap_west_night_and_is_charged_on_the_ledger(tmp_pat
 
 
 def test_training_voucher_pays_for_the_job(tmp_path: Path):
-    clock = VirtualClock(TEN_AM, speed=20000)
+    clock = VirtualClock(TEN_AM, speed=0)
     with running_proxy(night_config(tmp_path, extra_vouchers=[TRAIN_VOUCHER]), clock=clock) as proxy:
         client = _client(proxy)
         training = client.files.create(file=_training_file(tmp_path, 10).open("rb"), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(model="deepseek-flash", training_file=training.id)
         assert job.model_extra["suanli"]["voucher"] == "qingyang-train"
+        clock.set(datetime.fromtimestamp(job.model_extra["suanli"]["start_at"] + 60, SHANGHAI))
         done = wait_for(_finished(client, job.id), what="the job to finish")
         assert done.status == "succeeded", done.error
         (row,) = proxy.call(lambda r: r.ledger.usage())
