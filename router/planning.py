@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ log = logging.getLogger("suanli.planning")
 
 _BALANCE_SHARE = 0.1  # a voucher moving by this share of its planned balance is a material change
 _DRY_UNITS = 1e-9
+_SEEN_MAX = 200_000  # bounds the served-request queue should the thread fall behind
 _DEMAND_SCALES = (1.0, 0.5, 0.25)  # forecast shares tried in turn when a solve fails
 
 
@@ -59,6 +61,8 @@ class Replanner:
         self._ratios = RatioEstimator(min_samples=min_ratio_samples)
         self._forecast = Forecast(config, start_s=clock().timestamp())
         self._lock = threading.Lock()  # guards the forecast and the ratio estimator
+        # served requests the forecast has not taken in yet: (ask, reference output tokens, epoch s)
+        self._seen: deque[tuple[Ask, float, float]] = deque(maxlen=_SEEN_MAX)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,15 +116,9 @@ class Replanner:
         key = (region, ask.model)
         offer = self._offers.get(key)
         ratio = self.token_ratios.get(key) or (offer.token_ratio if offer else 1.0)
+        # The forecast takes it in the worker thread: a deque append is all the request pays.
+        self._seen.append((ask, completion_tokens / ratio, at.timestamp()))
         with self._lock:
-            # Live requests start at once (a synchronous caller cannot wait): no start window.
-            self._forecast.observe(
-                (ask.work_class, ask.origin, ask.model),
-                input_tokens=ask.input_tokens,
-                output_tokens=completion_tokens / ratio,
-                window_s=0.0,
-                at_s=at.timestamp(),
-            )
             moved = reported and self._ratios.observe(
                 key, reference_tokens=ask.input_tokens, reported_tokens=prompt_tokens
             )
@@ -135,7 +133,22 @@ class Replanner:
         For planners of known work (batches, fine-tuning) that should leave room for it.
         """
         with self._lock:
+            self._take_seen()
             return self._forecast.demand(edges, now_s)
+
+    def _take_seen(self) -> None:
+        # Under self._lock. deque.popleft is atomic, so requests served meanwhile are kept.
+        seen = self._seen
+        while seen:
+            ask, output_tokens, at_s = seen.popleft()
+            # Live requests start at once (a synchronous caller cannot wait): no start window.
+            self._forecast.observe(
+                (ask.work_class, ask.origin, ask.model),
+                input_tokens=ask.input_tokens,
+                output_tokens=output_tokens,
+                window_s=0.0,
+                at_s=at_s,
+            )
 
     def info(self) -> dict:
         """The latest plan as JSON-ready data (for the status API)."""
