@@ -136,8 +136,10 @@ class KeyRing:
         master_key: str,
         ledger: Callable[[], Ledger | None],
         clock: Callable[[], datetime],
+        cache_ttl_s: float = CACHE_TTL_S,
     ) -> None:
         self.config = config
+        self.cache_ttl_s = cache_ttl_s
         self.master_key = master_key
         self._ledger = ledger
         self._clock = clock
@@ -200,7 +202,7 @@ class KeyRing:
     def _lookup(self, digest: str) -> tuple[KeyRow | None, KeyPolicy | None]:
         now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and now - cached[0] < CACHE_TTL_S:
+        if cached is not None and now - cached[0] < self.cache_ttl_s:
             return cached[1], cached[2]
         ledger = self._ledger()
         if ledger is None:
