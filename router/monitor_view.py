@@ -129,14 +129,14 @@ def _regions(doc: dict, history: History | None, *, width: int) -> Table:
         ("zone", 100, "left", lambda r: r["zone"]),
         ("health", 0, "left", _state),
         ("ttft p50/p95", 0, "right", lambda r: _pair(r["latency_ms"]["ttft"])),
-        ("total p50/p95", 110, "right", lambda r: _pair(r["latency_ms"]["total"])),
+        ("total p50/p95", 125, "right", lambda r: _pair(r["latency_ms"]["total"])),
     ]
     if history is not None:
         columns.append(("ttft trend", 130, "left", lambda r: Text(history.spark(r["id"]), style="magenta")))
     columns += [
         ("rpm", 0, "right", lambda r: _used(r["limits"]["rpm_used"], r["limits"]["rpm_limit"])),
         ("tpm", 110, "right", lambda r: _used(r["limits"]["tpm_used"], r["limits"]["tpm_limit"])),
-        ("in flight", 120, "right", lambda r: "-" if r["in_flight"] is None else str(r["in_flight"])),
+        ("in flight", 130, "right", lambda r: "-" if r["in_flight"] is None else str(r["in_flight"])),
         ("5 min int/bat/trn", 90, "right", _shares),
         ("cash today", 0, "right", lambda r: f"¥{r['today']['cash_yuan']:,.4f}"),
     ]
@@ -146,8 +146,12 @@ def _regions(doc: dict, history: History | None, *, width: int) -> Table:
 def _state(r: dict) -> Text:
     health = r["health"]
     state = Text(health["state"], style=_STATE_STYLE.get(health["state"], ""))
+    if health["state"] == "ejected" and health["ejected_until"]:
+        state.append(f" to {datetime.fromisoformat(health['ejected_until']).astimezone():%H:%M:%S}")
     if health["ejections"]:
         state.append(f" ×{health['ejections']}", style="dim")
+    if health.get("cash_exhausted"):
+        state.append(" no cash", style="bold red")
     return state
 
 
@@ -156,14 +160,14 @@ def _shares(r: dict) -> str:
 
 
 def _vouchers(doc: dict, *, width: int) -> Table:
-    bar_width = max(10, min(40, width // 4 if width >= 120 else width // 8))
+    bar_width = max(10, min(40, width // 4 if width >= 150 else width // 8))
     columns: list[Column] = [
         ("voucher", 0, "left", lambda v: v["id"]),
         ("region", 100, "left", lambda v: v["region"]),
         ("kind", 110, "left", lambda v: v["kind"]),
         ("balance", 0, "right", lambda v: _units(v["available"], v["kind"])),
         ("used", 0, "left", lambda v: _bar(v["used_share"], bar_width)),
-        ("burn/h", 120, "right", lambda v: _units(v["burn_per_hour"], v["kind"])),
+        ("burn/h", 115, "right", lambda v: _units(v["burn_per_hour"], v["kind"])),
         ("expires in", 0, "left", lambda v: _expiry(v["expires_in_s"])),
         ("exhausted at", 130, "left", _exhaustion),
     ]
@@ -194,7 +198,7 @@ def _recent(doc: dict, *, rows: int, width: int) -> Table:
         ("cash", 0, "right", lambda d: f"¥{d['cash_yuan']:.5f}"),
         ("latency", 0, "right", lambda d: f"{d['latency_ms']:,.0f} ms"),
         ("origin", 130, "left", lambda d: d["origin"]),
-        ("key", 120, "left", lambda d: d["key"] or "-"),
+        ("key", 140, "left", lambda d: d["key"] or "-"),
         ("attempts", 130, "right", lambda d: str(d["attempts"])),
     ]
     return _fitted("recent routing", columns, doc["recent"][:rows], width)

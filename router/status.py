@@ -95,9 +95,9 @@ class StatusBoard:
                     "samples_5m": len(rows),
                 },
                 "limits": {
-                    "rpm_used": _first(measured.get("rpm_used"), len(minute)),
+                    "rpm_used": _most(measured.get("rpm_used"), len(minute)),
                     "rpm_limit": _first(measured.get("rpm_limit"), region.limits.rpm),
-                    "tpm_used": _first(measured.get("tpm_used"), sum(w.tokens for w in minute)),
+                    "tpm_used": _most(measured.get("tpm_used"), sum(w.tokens for w in minute)),
                     "tpm_limit": _first(measured.get("tpm_limit"), region.limits.tpm),
                 },
                 "in_flight": measured.get("in_flight"),
@@ -198,6 +198,12 @@ def _pick(measured: dict | None, samples: list[float]) -> dict:
         return {"p50": _ms(samples[0]), "p95": _ms(samples[0])}
     cuts = statistics.quantiles(samples, n=20, method="inclusive")
     return {"p50": _ms(statistics.median(samples)), "p95": _ms(cuts[18])}
+
+
+def _most(measured: float | None, settled: int) -> float:
+    """Use in the last minute: the limiter's count (this process, admissions included) or the
+    requests and tokens the ledger settled in the last 60 s (every replica), whichever is more."""
+    return settled if measured is None else max(measured, settled)
 
 
 def _first(value: Any, fallback: Any) -> Any:
