@@ -9,7 +9,7 @@ import pytest
 
 from router.errors import InsufficientBalanceError
 from router.ledger import Ledger, Settlement
-from router.ledger_group import GroupCommit
+from router.ledger_group import MAX_BATCH, GroupCommit
 from tests.unit.router.test_ledger import FakeClock, ask, tokens_voucher
 
 pytestmark = pytest.mark.timeout(30)
@@ -36,6 +36,7 @@ async def test_concurrent_requests_share_commits_and_stay_exact(tmp_path: Path):
     await asyncio.gather(*(request(n) for n in range(64)))
     assert group.writes == 128
     assert group.commits < group.writes // 4  # writes of one loop turn went out together
+    assert group.commits >= group.writes // MAX_BATCH  # but never more than MAX_BATCH in one
     spent = sum(40 + n % 7 for n in range(64))
     ledger.close()
     reopened = _open(tmp_path, 100_000)
