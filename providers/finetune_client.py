@@ -57,6 +57,12 @@ class FineTuneClient:
     async def create(self, region: Region, base_url: str, body: dict) -> dict:
         return await self._call(region, "POST", f"{base_url}/fine_tuning/jobs", json=body)
 
+    async def list(self, region: Region, base_url: str) -> list[dict]:
+        """The region's most recent jobs (up to 100)."""
+        found = await self._call(region, "GET", f"{base_url}/fine_tuning/jobs?limit=100")
+        data = found.get("data")
+        return [job for job in data if isinstance(job, dict)] if isinstance(data, list) else []
+
     async def retrieve(self, region: Region, base_url: str, job_id: str) -> dict:
         return await self._call(region, "GET", f"{base_url}/fine_tuning/jobs/{job_id}")
 

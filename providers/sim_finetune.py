@@ -46,6 +46,7 @@ class _Job:
     started: float  # time.monotonic() at creation
     duration_s: float
     cancelled_at: float | None = None
+    metadata: dict | None = None
     events: list[dict] = field(default_factory=list)
 
 
@@ -125,6 +126,7 @@ def add_finetune_routes(app: web.Application, state_key: web.AppKey[SimState]) -
             created_at=int(time.time()),
             started=time.monotonic(),
             duration_s=tokens / TRAIN_TOKENS_PER_S * sim.latency_scale,
+            metadata=body.get("metadata") if isinstance(body.get("metadata"), dict) else None,
         )
         job.events.append(_event("info", "Validating training file"))
         request.app[TUNING].jobs[job.id] = job
@@ -202,6 +204,7 @@ def _job_object(sim: SimState, job: _Job) -> dict:
         "trained_tokens": job.trained_tokens if done else None,
         "error": None,
         "seed": 0,
+        "metadata": job.metadata,
     }
 
 

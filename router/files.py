@@ -103,14 +103,16 @@ class FileStore:
                 if part.name == "purpose":
                     purpose = (await part.text()).strip()
                 elif part.name == "file":
-                    if purpose not in MAX_BYTES:
-                        raise _bad_purpose(purpose)
-                    saved = await self._save(part, MAX_BYTES[purpose])
+                    # curl -F may send the file before the purpose: then the largest limit holds until known.
+                    limit = MAX_BYTES[purpose] if purpose in MAX_BYTES else max(MAX_BYTES.values())
+                    saved = await self._save(part, limit)
             if purpose not in MAX_BYTES:
                 raise _bad_purpose(purpose)
             if saved is None:
                 raise BadRequestError("missing required parameter: 'file'", param="file")
             filename, tmp, size = saved
+            if size > MAX_BYTES[purpose]:
+                raise _too_large(MAX_BYTES[purpose])
             lines = await asyncio.to_thread(check_lines, tmp, purpose)
             file_id = tmp.stem
             path = tmp.with_suffix("")
@@ -130,13 +132,7 @@ class FileStore:
                 while chunk := await part.read_chunk(_CHUNK):
                     size += len(chunk)
                     if size > limit:
-                        raise BadRequestError(
-                            f"the file is larger than the {limit // (1024 * 1024)} MB allowed"
-                            " for this purpose",
-                            param="file",
-                            code="file_too_large",
-                            status=413,
-                        )
+                        raise _too_large(limit)
                     out.write(chunk)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -188,11 +184,18 @@ def _limit(raw: str | None, most: int) -> int:
     return int(raw)
 
 
+def _too_large(limit: int) -> BadRequestError:
+    return BadRequestError(
+        f"the file is larger than the {limit // (1024 * 1024)} MB allowed for this purpose",
+        param="file",
+        code="file_too_large",
+        status=413,
+    )
+
+
 def _bad_purpose(purpose: str | None) -> BadRequestError:
     if purpose is None:
-        return BadRequestError(
-            "missing required parameter: 'purpose' (send it before the file)", param="purpose"
-        )
+        return BadRequestError("missing required parameter: 'purpose'", param="purpose")
     return BadRequestError(f"purpose {purpose!r} is not supported: use batch or fine-tune", param="purpose")
 
 

@@ -328,12 +328,20 @@ class FineTuner:
 
     async def _forward(self, row: dict) -> dict:
         region, base = self._region(row["region"])
+        # A crash between the region creating the job and us keeping its id would otherwise
+        # start (and bill) a second one: adopt the job tagged with ours if it exists.
+        for upstream in await self._api.list(region, base):
+            if (upstream.get("metadata") or {}).get("suanli_job") == row["id"]:
+                self._set(row["id"], status="running", upstream_id=upstream["id"])
+                self._event(row["id"], "info", f"Found at region {region.id} as {upstream['id']}")
+                return self._row(row["id"])
         data = self.files.path(row["training_file"]).read_bytes()
         uploaded = await self._api.upload(region, base, data, f"{row['training_file']}.jsonl")
         offer = region.offer(row["model"])
         body: dict = {
             "model": offer.upstream_name if offer else row["model"],
             "training_file": uploaded["id"],
+            "metadata": {"suanli_job": row["id"]},
         }
         epochs = orjson.loads(row["hyperparameters"]).get("n_epochs")
         if isinstance(epochs, int):

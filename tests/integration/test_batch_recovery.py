@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openai
@@ -177,3 +177,34 @@ def test_a_throttled_line_waits_at_its_planned_region(tmp_path: Path):
         usage = proxy.call(lambda r: r.ledger.usage())
     assert done.request_counts.completed == 2
     assert {u.region for u in usage} == {"qingyang"}
+
+
+def test_a_job_the_region_already_has_is_adopted_not_created_twice(tmp_path: Path):
+    clock = VirtualClock(TEN_AM, speed=0)
+    train = tmp_path / "train.jsonl"
+    train.write_text(
+        '{"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好"}]}\n'
+    )
+    with running_proxy(night_config(tmp_path), clock=clock) as proxy:
+        client = _client(proxy)
+        uploaded = client.files.create(file=train.open("rb"), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model="deepseek-flash", training_file=uploaded.id)
+        # What a crash right after the region created the job (before suanli kept its id) leaves there.
+        region = openai.OpenAI(
+            base_url=proxy.call(lambda r: r.base_url("qingyang")), api_key="x", max_retries=0
+        )
+        region_file = region.files.create(file=train.open("rb"), purpose="fine-tune")
+        region.fine_tuning.jobs.create(
+            model="deepseek-flash", training_file=region_file.id, metadata={"suanli_job": job.id}
+        )
+        clock.set(datetime.fromtimestamp(job.model_extra["suanli"]["start_at"] + 60, UTC))
+        done = wait_for(
+            lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status == "succeeded" and j,
+            what="the adopted job",
+        )
+        assert len(list(region.fine_tuning.jobs.list())) == 1
+        assert any(
+            "Found at region qingyang" in e.message for e in client.fine_tuning.jobs.list_events(job.id)
+        )
+        usage = proxy.call(lambda r: r.ledger.usage())
+    assert [u.request_id for u in usage] == [job.id] and usage[0].tokens == done.trained_tokens

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -116,3 +117,17 @@ def test_batch_create_checks_its_arguments(client: openai.OpenAI, tmp_path: Path
         client.batches.create(
             input_file_id=tuning.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
+
+
+def test_file_sent_before_its_purpose_is_accepted(proxy: ProxyThread, tmp_path: Path):
+    # curl -F file=@x -F purpose=batch sends the parts in that order.
+    content = batch_file(tmp_path, 2).read_bytes()
+    reply = httpx.post(
+        f"{proxy.base_url}/files",
+        files=[("file", ("late.jsonl", content, "application/jsonl")), ("purpose", (None, "batch"))],
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["purpose"], reply.json()["bytes"]) == ("batch", len(content))
+    missing = httpx.post(f"{proxy.base_url}/files", files=[("file", ("x.jsonl", content))], timeout=10)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "purpose"
