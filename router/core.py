@@ -477,10 +477,13 @@ class Router(FailoverMixin):
         started: float,
         lease: Lease,
     ) -> CompletionStream:
+        done = False  # the upstream's [DONE] arrived: the answer is whole
+
         async def finish(status: int = 200) -> None:
             if routing.settled:
                 return
-            complete = reply.usage.reported
+            if status == 200 and not done:
+                status = 499  # closed early by the client (nginx's code): settled for what was consumed
             await reply.close()
             await self._settle(
                 hold,
@@ -492,13 +495,15 @@ class Router(FailoverMixin):
                 ttft_s=reply.ttft_s,
                 status=status,
             )
-            total_s = time.perf_counter() - started if status == 200 and complete else None
+            total_s = time.perf_counter() - started if status == 200 else None
             self._measured(routing, reply.ttft_s, total_s, lease)
 
         async def relay():
+            nonlocal done
             try:
                 async for chunk in reply.chunks:
                     if chunk == _DONE:
+                        done = True
                         await finish()
                         # An SSE comment: clients ignore it, curl users see the settled cost.
                         yield (

@@ -256,6 +256,7 @@ def test_a_client_disconnect_cancels_upstream_and_settles_what_was_consumed(tmp_
             time.sleep(0.05)
         assert _sim_stats(proxy, "only").get("disconnects") == 1
         (row,) = proxy.call(lambda r: r.ledger.usage())
+        assert row.status == 499
         assert 3 <= row.completion_tokens < 100
         assert _stats(proxy)["only"]["in_flight"] == 0
         assert_ledger_exact(proxy)
