@@ -237,7 +237,7 @@ class FailoverMixin:
         """Region id -> health, measured latency and limit use, JSON-ready (None where unknown).
 
         Keys: ``state`` ("ok" | "ejected" | "cooling"), ``ejected_until`` (ISO or None),
-        ``ejections``, ``ttft_ms`` and ``total_ms`` ({"p50", "p95"}), ``probe_ms``,
+        ``ejections``, ``ttft_ms``, ``total_ms``, ``tokens_per_s`` and ``probe_ms`` ({"p50", "p95"}),
         ``rpm_used``, ``rpm_limit``, ``tpm_used``, ``tpm_limit``, ``in_flight``,
         ``cash_exhausted``.
         """

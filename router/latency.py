@@ -125,6 +125,7 @@ class LatencyTracker:
         # Per region, all models and origins together: what the status API shows.
         self.region_ttft: dict[str, Window] = {}
         self.region_total: dict[str, Window] = {}
+        self.region_tokens_per_s: dict[str, Window] = {}
         self.probe_ms: dict[str, Window] = {}  # region id -> probe round trips
         # (model, origin) -> {region id -> measured ms for the interactive rule}; rebuilt lazily
         self._measured: dict[tuple[str, str], dict[str, float]] = {}
@@ -171,6 +172,7 @@ class LatencyTracker:
             if ttft_ms is not None and output_tokens > 1 and total_ms > ttft_ms:
                 rate = (output_tokens - 1) * 1000.0 / (total_ms - ttft_ms)
                 self._window(self.tokens_per_s, key).add(now_s, rate)
+                self._window(self.region_tokens_per_s, region).add(now_s, rate)
 
     def record_probe(self, region: str, now_s: float, round_trip_ms: float) -> None:
         self._window(self.probe_ms, region).add(now_s, round_trip_ms)
@@ -215,18 +217,17 @@ class LatencyTracker:
         for key, window in self.ttft.items():
             if window.expire(oldest):
                 self._measured.pop((key[1], key[2]), None)
-        for table in (self.total, self.tokens_per_s, self.region_ttft, self.region_total, self.probe_ms):
+        for table in (self.total, self.tokens_per_s, self.region_ttft, self.region_total,
+                      self.region_tokens_per_s, self.probe_ms):
             for window in table.values():
                 window.expire(oldest)
 
     def region_summary(self, region: str) -> dict[str, dict[str, float | None]]:
-        """``{"ttft_ms": {"p50", "p95"}, "total_ms": {...}}`` over every model and origin."""
-        empty = {"p50": None, "p95": None}
-        ttft = self.region_ttft.get(region)
-        total = self.region_total.get(region)
-        probe = self.probe_ms.get(region)
-        return {
-            "ttft_ms": ttft.summary() if ttft else dict(empty),
-            "total_ms": total.summary() if total else dict(empty),
-            "probe_ms": probe.summary() if probe else dict(empty),
-        }
+        """``{"ttft_ms": {"p50", "p95"}, "total_ms", "tokens_per_s", "probe_ms"}``, all models and origins."""
+        tables = {"ttft_ms": self.region_ttft, "total_ms": self.region_total,
+                  "tokens_per_s": self.region_tokens_per_s, "probe_ms": self.probe_ms}
+        out: dict[str, dict[str, float | None]] = {}
+        for name, table in tables.items():
+            window = table.get(region)
+            out[name] = window.summary() if window is not None else {"p50": None, "p95": None}
+        return out

@@ -53,6 +53,8 @@ def test_measured_appears_after_min_samples_and_sims_add_their_rtt():
     summary = tracker.region_summary("real")
     assert summary["ttft_ms"] == {"p50": 100.0, "p95": 500.0}
     assert summary["total_ms"]["p95"] == 900.0
+    assert summary["tokens_per_s"]["p50"] == pytest.approx(100.0)
+    assert tracker.region_summary("nowhere")["ttft_ms"] == {"p50": None, "p95": None}
 
 
 def test_old_samples_expire_so_a_slow_region_falls_back_to_its_priors():
