@@ -1,0 +1,127 @@
+"""What only the PostgreSQL ledger does: versioned migrations, URL schemas, and replicas
+resolving each other's holds (a dead replica's at once, a silent one's after hold_timeout_s)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from config import Voucher
+from router.ledger import HoldRequest, Settlement
+from router.ledger_pg import PgLedger
+from router.ledger_pg_schema import MIGRATIONS, connect, migrate, pg_url
+from tests.pg import drop_schema, fresh_pg_url, requires_pg
+
+pytestmark = requires_pg
+
+START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+VOUCHER = Voucher(id="v", region="wuhan", kind="tokens", amount=1000)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def ask(units: float) -> HoldRequest:
+    return HoldRequest("r", "wuhan", "m", "batch", "east", "v", units)
+
+
+@pytest.fixture
+async def url():
+    u = fresh_pg_url()
+    yield u
+    await drop_schema(u)
+
+
+async def test_migrations_are_versioned_and_applied_once(url: str) -> None:
+    led = await PgLedger.open(url, [VOUCHER], clock=Clock(), sweep_s=None)
+    parsed = pg_url(url)
+    conn = await connect(parsed)
+    assert await conn.fetchval("SELECT version FROM schema_version") == len(MIGRATIONS)
+    # a second start (another replica) applies nothing and keeps the balance
+    assert await migrate(conn, parsed.schema) == len(MIGRATIONS)
+    assert await conn.fetchval("SELECT count(*) FROM schema_version") == 1
+    await conn.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(ValueError, match="newer than this suanli"):
+        await migrate(conn, parsed.schema)
+    await conn.close()
+    await led.close()
+
+
+def test_url_schema_must_be_an_identifier() -> None:
+    assert pg_url("postgresql://u@h:5432/db?schema=abc&sslmode=disable").schema == "abc"
+    assert pg_url("postgres://u@h/db").schema == "suanli"
+    assert "sslmode=disable" in pg_url("postgresql://u@h/db?schema=abc&sslmode=disable").dsn
+    with pytest.raises(ValueError, match="schema"):
+        pg_url("postgresql://u@h/db?schema=Bad;drop")
+
+
+async def test_a_dead_replicas_holds_are_voided_by_a_live_ones_sweep(url: str) -> None:
+    live = await PgLedger.open(url, [VOUCHER], clock=Clock(), sweep_s=None)
+    doomed = await PgLedger.open(url, [VOUCHER], clock=Clock(), sweep_s=None)
+    await doomed.reserve(ask(300))
+    kept = await live.reserve(ask(200))
+    assert (await live.balances())["v"] == 500
+    # the session ends as a killed process's would: no close(), no owner update
+    doomed._owner.session.terminate()
+    doomed._pool.terminate()
+    for _ in range(40):
+        if await live.sweep():
+            break
+        await asyncio.sleep(0.05)
+    assert await live.pending_holds() == 1
+    assert (await live.balances())["v"] == 800
+    await live.settle(kept.id, Settlement(1, 1, 2, 0.0, 0.0, 150, 0.0, 1.0, None))
+    assert await live.balance("v") == 850
+    await live.close()
+
+
+async def test_a_silent_replicas_holds_are_voided_after_the_hold_timeout(url: str) -> None:
+    clock = Clock()
+    live = await PgLedger.open(url, [VOUCHER], clock=clock, hold_timeout_s=30, sweep_s=None)
+    stuck = await PgLedger.open(url, [VOUCHER], clock=clock, hold_timeout_s=30, sweep_s=None)
+    await stuck.reserve(ask(300))
+    clock.now += timedelta(seconds=20)
+    assert await live.sweep() == 0  # silent for 20 s of 30: still its own
+    clock.now += timedelta(seconds=20)
+    assert await live.sweep() == 1
+    assert (await live.balances())["v"] == 1000
+    await stuck.close()
+    await live.close()
+
+
+async def test_a_sweeping_replica_keeps_its_own_long_holds(url: str) -> None:
+    clock = Clock()
+    led = await PgLedger.open(url, [VOUCHER], clock=clock, hold_timeout_s=30, sweep_s=None)
+    hold = await led.reserve(ask(300))
+    for _ in range(5):
+        clock.now += timedelta(seconds=20)
+        assert await led.sweep() == 0
+    await led.settle(hold.id, Settlement(1, 1, 2, 0.0, 0.0, 300, 0.0, 1.0, None))
+    assert await led.balance("v") == 700
+    await led.close()
+
+
+async def test_the_hold_is_one_conditional_update_under_read_committed(url: str) -> None:
+    led = await PgLedger.open(url, [VOUCHER], clock=Clock(), sweep_s=None)
+    parsed = pg_url(url)
+    conn = await asyncpg.connect(parsed.dsn, server_settings={"search_path": parsed.schema})
+    # A concurrent transaction takes most of the voucher and holds its row lock...
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("UPDATE vouchers SET held_q = held_q + 900 * scale WHERE id = 'v'")
+    pending = asyncio.create_task(led.reserve(ask(500)))
+    await asyncio.sleep(0.2)
+    assert not pending.done()  # ...so the hold waits for it, then re-reads the committed row
+    await tx.commit()
+    hold = await pending
+    assert hold.voucher_units == 100
+    await conn.close()
+    await led.close()
