@@ -99,7 +99,11 @@ class Router(FailoverMixin):
         self._upstreams: dict[str, Upstream] = dict(upstreams or {})
         self._sim_latency_scale = sim_latency_scale
         self._fleet: Any = None
-        self.ledger: Ledger | None = None
+        # The ledger backend: Ledger (SQLite) or PgLedger (PostgreSQL, shared by replicas). Holds and
+        # settles go through _accounts, the async face of either.
+        self.ledger: Any = None
+        self._accounts: AsyncLedger | None = None
+        self._replica: Any = None  # router.replica.Replica when the ledger is shared (PostgreSQL)
         self._available: dict[str, float] = {}  # voucher id -> units not yet held or spent
         self._vouchers = {v.id: v for v in config.vouchers}
         self.max_attempts = config.health.retry.max_attempts
@@ -142,7 +146,8 @@ class Router(FailoverMixin):
             if region.id not in self._upstreams:
                 self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
         await self._start_health(base_urls)
-        self.planning.start()
+        if self._replica is None:  # replicas plan only while they lead (router/replica.py)
+            self.planning.start()
 
     async def _start_sims(self) -> dict[str, str]:
         if not any(r.provider == "sim" and not r.base_url for r in self.config.regions):
@@ -180,9 +185,12 @@ class Router(FailoverMixin):
         if self._session is not None and self._own_session:
             await self._session.close()
             self._session = None
-        if self.ledger is not None:
-            self.ledger.close()
-            self.ledger = None
+        if self._replica is not None:
+            await self._replica.stop()
+            self._replica = None
+        if self._accounts is not None:
+            await self._accounts.close()
+            self._accounts = self.ledger = None
 
     async def chat_completions(
         self, *, context: RequestContext | None = None, **body: Any
@@ -216,12 +224,14 @@ class Router(FailoverMixin):
         return {"object": "list", "data": data}
 
     @property
-    def _book(self) -> Ledger:
+    def _book(self) -> Any:
+        """The ledger for the calls that do not wait (void, balances, marks, reports): the SQLite
+        Ledger itself, or a replica's cached view of the shared one."""
         if self.ledger is None:
             raise RuntimeError(
                 "the Router is not started: use `async with router:` or `await router.start()`"
             )
-        return self.ledger
+        return self.ledger if self._replica is None else self._replica.view
 
     def voucher_report(self) -> list[dict]:
         """Every voucher's balance, holds, spend, burn and validity, JSON-ready."""

@@ -27,6 +27,7 @@ from config import Voucher
 from router.errors import InsufficientBalanceError, LedgerError
 from router.ledger import _clamped, _usage_row
 from router.ledger_chain import first_broken, row_hash
+from router.ledger_exhausted import account_of
 from router.ledger_pg_owners import OwnerLock, dead_owners
 from router.ledger_pg_schema import connect, create_pool, migrate, pg_url
 from router.ledger_pg_sql import (
@@ -66,9 +67,19 @@ class PgLedger:
         self._closed = False
         self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
 
+    url = ""  # the ledger URL it was opened with
+
     @property
     def owner_id(self) -> str:
         return self._owner.id
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool, for neighbours in the same schema (the plan board, the replica)."""
+        return self._live()
+
+    def now(self) -> datetime:
+        return self._clock()
 
     @classmethod
     async def open(cls, url: str, vouchers: Sequence[Voucher], *, clock: Clock, hold_timeout_s: float = 300.0,
@@ -91,6 +102,7 @@ class PgLedger:
             await session.close()
             raise
         ledger = cls(pool, owner, clock=clock, hold_timeout_s=hold_timeout_s)
+        ledger.url = url
         ledger.recovered_holds = await ledger.sweep()
         if sweep_s is not None:
             ledger._sweeper = asyncio.create_task(ledger._sweep_forever(sweep_s))
@@ -248,9 +260,33 @@ class PgLedger:
         return value
 
     async def balances(self) -> dict[str, float]:
-        """Voucher id -> available units (balance minus pending holds), across every replica."""
-        rows = await self._live().fetch("SELECT id, balance_q - held_q, scale FROM vouchers")
-        return {voucher_id: q / scale for voucher_id, q, scale in rows}
+        """Voucher id -> available units (balance minus every replica's holds; 0 once exhausted)."""
+        rows = await self._live().fetch(
+            "SELECT id, balance_q - held_q, scale, id IN (SELECT voucher_id FROM exhausted"
+            " WHERE voucher_id IS NOT NULL) FROM vouchers"
+        )
+        return {voucher_id: 0.0 if gone else q / scale for voucher_id, q, scale, gone in rows}
+
+    async def mark_exhausted(self, *, voucher_id: str | None = None, region: str | None = None,
+                             reason: str = "") -> None:
+        """Record that a platform reported this voucher (or this region's cash) exhausted."""
+        await self._live().execute(
+            "INSERT INTO exhausted (account, region, voucher_id, since, reason) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (account) DO UPDATE SET since = excluded.since, reason = excluded.reason",
+            account_of(voucher_id=voucher_id, region=region), region, voucher_id,
+            self._clock().timestamp(), reason[:500],
+        )
+
+    async def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
+        """Forget an exhaustion mark (after a top-up)."""
+        await self._live().execute(
+            "DELETE FROM exhausted WHERE account = $1", account_of(voucher_id=voucher_id, region=region))
+
+    async def exhausted(self) -> dict[str, dict[str, object]]:
+        """``voucher:<id>`` / ``cash:<region>`` -> region, voucher_id, since (epoch s), reason."""
+        rows = await self._live().fetch(
+            "SELECT account, region, voucher_id, since, reason FROM exhausted ORDER BY account")
+        return {r[0]: {"region": r[1], "voucher_id": r[2], "since": r[3], "reason": r[4]} for r in rows}
 
     async def vouchers(self) -> list[VoucherStatus]:
         """Every voucher in the ledger with balance, holds, spend and burn."""

@@ -112,26 +112,46 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_hash TEXT NOT NULL
         )""",
         f"INSERT INTO chain_head (last_id, last_hash) VALUES (0, '{GENESIS}')",
+        # A platform said the prepaid balance (a voucher, or the region's cash) is gone.
+        """CREATE TABLE exhausted (
+            account TEXT PRIMARY KEY,
+            region TEXT,
+            voucher_id TEXT,
+            since DOUBLE PRECISION NOT NULL,
+            reason TEXT NOT NULL
+        )""",
     ),
     (
-        # The planner leader's shadow prices (router/leader.py): one row per priced constraint.
-        """CREATE TABLE shadow_prices (
-            name TEXT PRIMARY KEY,
-            price DOUBLE PRECISION NOT NULL
-        )""",
-        """CREATE TABLE plan_meta (
-            one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+        # The planner (router/replica.py): the leader's newest plans, and the voucher shadow
+        # prices of the newest one, one row per voucher.
+        """CREATE TABLE plans (
+            version BIGSERIAL PRIMARY KEY,
             leader TEXT NOT NULL,
-            version BIGINT NOT NULL,
             published DOUBLE PRECISION NOT NULL,
-            plan TEXT
+            plan TEXT NOT NULL
         )""",
-        """CREATE TABLE demand (
+        """CREATE TABLE shadow_prices (
+            voucher_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            yuan_per_unit DOUBLE PRECISION NOT NULL
+        )""",
+        # Who leads now (for status and tests; the advisory lock is what decides).
+        """CREATE TABLE leader (
+            one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
             replica TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            requests_per_hour DOUBLE PRECISION NOT NULL,
-            updated DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (replica, kind)
+            since DOUBLE PRECISION NOT NULL
+        )""",
+        # Requests every replica saw, for the leader's forecast of the merged demand.
+        """CREATE TABLE demand_events (
+            id BIGSERIAL PRIMARY KEY,
+            replica TEXT NOT NULL,
+            work_class TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens DOUBLE PRECISION NOT NULL,
+            output_tokens DOUBLE PRECISION NOT NULL,
+            window_s DOUBLE PRECISION NOT NULL,
+            at_s DOUBLE PRECISION NOT NULL
         )""",
     ),
 )

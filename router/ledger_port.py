@@ -40,6 +40,11 @@ class AsyncLedger(Protocol):
     ) -> list[UsageRow]: ...
     async def totals(self) -> dict[str, float]: ...
     async def verify_chain(self) -> int | None: ...
+    async def mark_exhausted(
+        self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
+    ) -> None: ...
+    async def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None: ...
+    async def exhausted(self) -> dict[str, dict[str, object]]: ...
     async def close(self) -> None: ...
 
 
@@ -82,6 +87,17 @@ class SqliteAsyncLedger:
 
     async def verify_chain(self) -> int | None:
         return self.sync.verify_chain()
+
+    async def mark_exhausted(
+        self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
+    ) -> None:
+        self.sync.mark_exhausted(voucher_id=voucher_id, region=region, reason=reason)
+
+    async def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
+        self.sync.clear_exhausted(voucher_id=voucher_id, region=region)
+
+    async def exhausted(self) -> dict[str, dict[str, object]]:
+        return self.sync.exhausted()
 
     async def close(self) -> None:
         self.sync.close()

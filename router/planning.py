@@ -150,6 +150,13 @@ class Replanner:
                 at_s=at_s,
             )
 
+    def observe(self, kind: tuple[str, str, str], *, input_tokens: float, output_tokens: float,
+                at_s: float) -> None:
+        """Count a request served elsewhere (another replica) in the forecast; (class, origin, model)."""
+        with self._lock:
+            self._forecast.observe(kind, input_tokens=input_tokens, output_tokens=output_tokens,  # type: ignore[arg-type]
+                                   window_s=0.0, at_s=at_s)
+
     def info(self) -> dict:
         """The latest plan as JSON-ready data (for the status API)."""
         out = dict(self._info)
