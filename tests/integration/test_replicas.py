@@ -170,7 +170,9 @@ async def test_kill_9_of_the_leader_under_load_fails_over_and_charges_nothing_tw
                  lambda v: v == new_leader)
     assert await ledger.pool.fetchval("SELECT max(version) FROM plans") > first_plan
     # ...and its sweep voids what the dead replica still held.
-    await _until(ledger.pending_holds, lambda n: n == 0, wait_s=0.0)
+    dead_owner = next(owner for pid, owner in owners.items() if pid == victim.process.pid)
+    await _until(lambda: ledger.pool.fetchval(
+        "SELECT count(*) FROM holds WHERE owner = $1 AND state = 'pending'", dead_owner), lambda n: n == 0)
     stop.set()
     await asyncio.gather(*workers)
     survivor.stop()
