@@ -245,6 +245,8 @@ class Config(_Frozen):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     default_max_tokens: int = Field(default=4096, gt=0)
     ledger: LedgerSettings = LedgerSettings()
+    # redis://host:6379/0: region limits shared by every replica (router/limits_shared.py)
+    limits_url: str | None = Field(default=None, pattern=r"^rediss?://")
     planner: PlannerSettings = PlannerSettings()
     classes: Classes = Classes()
     regions: tuple[Region, ...] = Field(min_length=1)

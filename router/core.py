@@ -188,6 +188,9 @@ class Router(FailoverMixin):
         if self._replica is not None:
             await self._replica.stop()
             self._replica = None
+        stop_limits = getattr(self.limits, "stop", None)  # RedisLimits: leave the shared tally
+        if stop_limits is not None:
+            await stop_limits()
         if self._accounts is not None:
             await self._accounts.close()
             self._accounts = self.ledger = None

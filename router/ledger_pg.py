@@ -251,6 +251,13 @@ class PgLedger:
                 # A restarting database or a lost connection: try again next period.
                 log.warning("ledger sweep failed: %s", exc)
 
+    async def live_owners(self) -> int:
+        """How many ledger instances (replicas) are alive now, this one included."""
+        dead = await dead_owners(self._live(), self._owner.space, now_s=self._clock().timestamp(),
+                                 silent_s=self._hold_timeout_s)
+        total = await self._live().fetchval("SELECT count(*) FROM owners")
+        return max(int(total) - len(dead), 1)
+
     async def balance(self, voucher_id: str) -> float:
         """Posted balance of a voucher: amount minus settled spend (pending holds not subtracted)."""
         value = await self._live().fetchval(

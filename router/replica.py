@@ -30,6 +30,8 @@ from router.leader import Leadership
 from router.ledger_pg import PgLedger
 from router.ledger_pg_schema import pg_url
 from router.ledger_pg_view import SharedLedgerView
+from router.limits import RequestLimits
+from router.limits_shared import apply_share
 from router.plan_board import PlanBoard
 from router.planning import Replanner
 
@@ -46,13 +48,15 @@ class Replica:
     """One replica's background duties; see the module docstring."""
 
     def __init__(self, ledger: PgLedger, config: Config, available: MutableMapping[str, float],
-                 planning: Replanner, *, period_s: float = 1.0) -> None:
+                 planning: Replanner, *, limits: RequestLimits | None = None, period_s: float = 1.0) -> None:
         self.ledger = ledger
         self.config = config
         self.planning = planning
         self.id = ledger.owner_id
         self.period_s = period_s
         self.view = SharedLedgerView(ledger, available)
+        self.limits = limits  # when set (no shared Redis), this replica keeps 1/n of every region's limits
+        self.replicas = 1  # live replicas on the ledger, this one included
         self.plan_version = 0  # of the newest plan published or picked up
         self._board = PlanBoard(ledger.pool)
         self._leadership = Leadership(pg_url(ledger.url), self.id)
@@ -112,12 +116,20 @@ class Replica:
         """One period's work (public so tests can drive it without waiting)."""
         await self.view.refresh()
         await self._flush()
+        await self._share_limits()
         now_s = self.ledger.now().timestamp()
         if await self._leadership.step(now_s):
             await self._lead(now_s)
         else:
             await self._stand_down()
             await self._follow()
+
+    async def _share_limits(self) -> None:
+        live = await self.ledger.live_owners()
+        if live != self.replicas and self.limits is not None:
+            apply_share(self.limits, self.config.regions, live)
+            log.info("limits: %d replicas, each takes 1/%d of every region's limits", live, live)
+        self.replicas = live
 
     async def _flush(self) -> None:
         events, self._events = self._events, []
