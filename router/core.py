@@ -40,6 +40,7 @@ from router.keys import KeyPolicy
 from router.latency import LatencyTracker
 from router.ledger import Hold, HoldRequest, Ledger, Settlement
 from router.ledger_group import GroupCommit
+from router.ledger_port import AsyncLedger, open_ledger
 from router.ledger_types import VoucherStatus
 from router.limits import Lease, RequestLimits
 from router.metrics import MetricsBook
@@ -139,9 +140,25 @@ class Router(FailoverMixin):
         base_urls = await self._start_sims()
         # Load the tokenizer now, off the loop, so the first request does not pay for it.
         await asyncio.to_thread(load_tokenizer)
-        self.ledger = Ledger.open(self.config.ledger.url, self.config.vouchers, clock=self.clock)
-        self._group = GroupCommit(self.ledger)
-        self._available = self.ledger.balances()
+        self._accounts = await open_ledger(self.config.ledger, self.config.vouchers, clock=self.clock)
+        self.ledger = getattr(self._accounts, "sync", self._accounts)
+        self._available = await self._accounts.balances()
+        if isinstance(self.ledger, Ledger):
+            self._group = GroupCommit(self.ledger)
+        else:  # PostgreSQL, shared with other replicas (router/replica.py)
+            from router.ledger_pg_writes import AsyncWrites
+            from router.replica import Replica
+
+            self._group = AsyncWrites()
+            self._replica = await Replica.start(
+                self.ledger, self.config, self._available, self.planning,
+                limits=None if self.config.limits_url else self.limits,
+            )
+        if self.config.limits_url:
+            from router.limits_shared import RedisLimits
+
+            replica_id = self._replica.id if self._replica is not None else uuid.uuid4().hex[:12]
+            self.limits = await RedisLimits.started(self.config, replica_id=replica_id)
         for region in self.config.regions:
             if region.id not in self._upstreams:
                 self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
@@ -471,6 +488,8 @@ class Router(FailoverMixin):
             reported=usage.reported,
             at=self.clock(),
         )
+        if self._replica is not None:
+            self._replica.served(ask, completion_tokens=completion, at=self.clock())
 
     @staticmethod
     def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:
