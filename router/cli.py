@@ -148,14 +148,10 @@ def _vouchers(args: argparse.Namespace) -> int:
             return 1
     else:
         from router.core import voucher_dict
-        from router.ledger import Ledger
+        from router.ledger_port import read_vouchers
 
         config = _load(args.config)
-        ledger = Ledger.open(config.ledger.url, config.vouchers, clock=lambda: datetime.now(UTC))
-        try:
-            rows = [voucher_dict(status) for status in ledger.vouchers()]
-        finally:
-            ledger.close()
+        rows = [voucher_dict(status) for status in read_vouchers(config.ledger, config.vouchers)]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -24,7 +24,7 @@ from itertools import count
 import asyncpg
 
 from config import Voucher
-from router.errors import InsufficientBalanceError, LedgerError
+from router.errors import ApiError, InsufficientBalanceError, LedgerError
 from router.ledger import _clamped, _usage_row
 from router.ledger_chain import first_broken, row_hash
 from router.ledger_exhausted import account_of
@@ -320,7 +320,31 @@ class PgLedger:
         return {"requests": row[0], "cash_yuan": row[1], "voucher_yuan": row[2], "cost_yuan": row[3],
                 "tokens": int(row[4])}
 
+    # Virtual keys (router/ledger_keys.py) live on the SQLite ledger only so far: say so plainly.
+    def create_key(self, *_: object) -> None:
+        raise _no_keys()
+
+    def key_by_secret(self, *_: object) -> None:
+        raise _no_keys()
+
+    def key(self, *_: object) -> None:
+        raise _no_keys()
+
+    def keys(self) -> list:
+        raise _no_keys()
+
+    def revoke_key(self, *_: object) -> None:
+        raise _no_keys()
+
+    def key_spend(self, *_: object) -> dict:
+        raise _no_keys()
+
     async def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""
         rows = await self._live().fetch(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id")
         return first_broken((r[0], tuple(r)[:21], r[21], r[22]) for r in rows)
+
+
+def _no_keys() -> ApiError:
+    return ApiError("virtual keys need the SQLite ledger for now; with ledger.url on PostgreSQL use the"
+                    " master key", status=501, code="not_supported")

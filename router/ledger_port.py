@@ -17,7 +17,7 @@ from config.schema import LedgerSettings
 from router.ledger import Ledger
 from router.ledger_types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 
-__all__ = ["AsyncLedger", "SqliteAsyncLedger", "open_ledger"]
+__all__ = ["AsyncLedger", "SqliteAsyncLedger", "open_ledger", "read_vouchers"]
 
 Clock = Callable[[], datetime]
 
@@ -121,3 +121,18 @@ async def open_ledger(settings: LedgerSettings, vouchers: Sequence[Voucher], *, 
             settings.url, vouchers, clock=clock, hold_timeout_s=settings.hold_timeout_s, sweep_s=sweep_s
         )
     return SqliteAsyncLedger(Ledger.open(settings.url, vouchers, clock=clock))
+
+
+def read_vouchers(settings: LedgerSettings, vouchers: Sequence[Voucher]) -> list[VoucherStatus]:
+    """Every voucher's status, from code that is not async (the CLI); either backend."""
+    import asyncio
+    from datetime import UTC
+
+    async def read() -> list[VoucherStatus]:
+        ledger = await open_ledger(settings, vouchers, clock=lambda: datetime.now(UTC), sweep_s=None)
+        try:
+            return await ledger.vouchers()
+        finally:
+            await ledger.close()
+
+    return asyncio.run(read())

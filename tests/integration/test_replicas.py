@@ -9,6 +9,7 @@ charged twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -49,6 +50,7 @@ class Replica:
     def __init__(self, config_path: Path, log: Path) -> None:
         self.port = _free_port()
         self.log = log
+        self.config_path = config_path
         self.process = subprocess.Popen(
             [sys.executable, "-m", "router.cli", "serve", "--config", str(config_path),
              "--port", str(self.port)],
@@ -132,6 +134,13 @@ async def test_1000_requests_over_two_replicas_never_overspend_a_voucher(cluster
     await ledger.close()
     for c in clients:
         await c.close()
+    # the CLI reads the same shared balance
+    listed = subprocess.run(
+        [sys.executable, "-m", "router.cli", "vouchers", "--config", str(replicas[0].config_path), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )
+    (row,) = json.loads(listed.stdout)
+    assert row["id"] == "wuhan-tokens" and row["spent"] == spent and row["held"] == 0
 
 
 async def test_kill_9_of_the_leader_under_load_fails_over_and_charges_nothing_twice(cluster) -> None:
