@@ -38,9 +38,9 @@ from router.failover import FailoverMixin, Wait
 from router.health import Health
 from router.keys import KeyPolicy
 from router.latency import LatencyTracker
-from router.ledger import Hold, HoldRequest, Ledger, Settlement
+from router.ledger import Hold, HoldRequest, Settlement
 from router.ledger_group import GroupCommit
-from router.ledger_port import AsyncLedger, open_ledger
+from router.ledger_port import AsyncLedger, SqliteAsyncLedger, open_ledger
 from router.ledger_types import VoucherStatus
 from router.limits import Lease, RequestLimits
 from router.metrics import MetricsBook
@@ -100,8 +100,8 @@ class Router(FailoverMixin):
         self._upstreams: dict[str, Upstream] = dict(upstreams or {})
         self._sim_latency_scale = sim_latency_scale
         self._fleet: Any = None
-        # The ledger backend: Ledger (SQLite) or PgLedger (PostgreSQL, shared by replicas). Holds and
-        # settles go through _accounts, the async face of either.
+        # The ledger for synchronous readers: the SQLite Ledger, or on PostgreSQL (shared by replicas)
+        # a ThreadLedger for worker threads. _accounts is the async face of either.
         self.ledger: Any = None
         self._accounts: AsyncLedger | None = None
         self._replica: Any = None  # router.replica.Replica when the ledger is shared (PostgreSQL)
@@ -141,17 +141,19 @@ class Router(FailoverMixin):
         # Load the tokenizer now, off the loop, so the first request does not pay for it.
         await asyncio.to_thread(load_tokenizer)
         self._accounts = await open_ledger(self.config.ledger, self.config.vouchers, clock=self.clock)
-        self.ledger = getattr(self._accounts, "sync", self._accounts)
         self._available = await self._accounts.balances()
-        if isinstance(self.ledger, Ledger):
+        if isinstance(self._accounts, SqliteAsyncLedger):
+            self.ledger = self._accounts.sync
             self._group = GroupCommit(self.ledger)
         else:  # PostgreSQL, shared with other replicas (router/replica.py)
+            from router.ledger_pg_sync import ThreadLedger
             from router.ledger_pg_writes import AsyncWrites
             from router.replica import Replica
 
+            self.ledger = ThreadLedger(self._accounts, asyncio.get_running_loop())
             self._group = AsyncWrites()
             self._replica = await Replica.start(
-                self.ledger, self.config, self._available, self.planning,
+                self._accounts, self.config, self._available, self.planning,
                 limits=None if self.config.limits_url else self.limits,
             )
         if self.config.limits_url:

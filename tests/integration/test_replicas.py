@@ -134,6 +134,10 @@ async def test_1000_requests_over_two_replicas_never_overspend_a_voucher(cluster
     await ledger.close()
     for c in clients:
         await c.close()
+    # the status API of a replica reads the shared ledger too
+    with urllib.request.urlopen(f"http://127.0.0.1:{replicas[1].port}/admin/status", timeout=30) as response:
+        status = json.loads(response.read())
+    assert {v["id"] for v in status["vouchers"]} == {"wuhan-tokens"}
     # the CLI reads the same shared balance
     listed = subprocess.run(
         [sys.executable, "-m", "router.cli", "vouchers", "--config", str(replicas[0].config_path), "--json"],
