@@ -159,7 +159,7 @@ class Router(FailoverMixin):
         if self.config.limits_url:
             from router.limits_shared import RedisLimits
 
-            replica_id = self._replica.id if self._replica is not None else uuid.uuid4().hex[:12]
+            replica_id = self._replica.id if self._replica is not None else secrets.token_hex(6)
             self.limits = await RedisLimits.started(self.config, replica_id=replica_id)
         for region in self.config.regions:
             if region.id not in self._upstreams:
