@@ -15,7 +15,7 @@ from config import Config
 from router.admin_keys import add_admin_routes
 from router.core import RequestContext, Router
 from router.errors import ApiError, BadRequestError, ModelNotFoundError
-from router.keys import CLIENT_KEY, MASTER_KEY_ID, KeyRing
+from router.keys import CLIENT_KEY, MASTER_KEY_ID, KeyRing, visible_models
 from router.results import Completion, CompletionStream
 from router.status_routes import add_status_routes
 from router.workloads import install_workloads
@@ -169,13 +169,18 @@ async def _relay(request: web.Request, stream: CompletionStream) -> web.StreamRe
     return response
 
 
+def _key_models(request: web.Request) -> dict:
+    router = request.app[ROUTER]
+    return visible_models(router.models(), router.config, request.get(CLIENT_KEY))
+
+
 async def _models(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ROUTER].models(), dumps=_dumps)
+    return web.json_response(_key_models(request), dumps=_dumps)
 
 
 async def _model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
-    for entry in request.app[ROUTER].models()["data"]:
+    for entry in _key_models(request)["data"]:
         if entry["id"] == name:
             return web.json_response(entry, dumps=_dumps)
     raise ModelNotFoundError(f"the model {name!r} does not exist")

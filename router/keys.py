@@ -41,6 +41,7 @@ __all__ = [
     "policy_of",
     "secret_sha256",
     "stored_policy",
+    "visible_models",
     "within_regions",
 ]
 
@@ -105,6 +106,19 @@ def within_regions(config: Config, allowed: frozenset[str] | None) -> Config:
         "regions": tuple(r for r in config.regions if r.id in allowed),
         "vouchers": tuple(v for v in config.vouchers if v.region in allowed),
     })
+
+
+def visible_models(listing: dict, config: Config, key: KeyPolicy | None) -> dict:
+    """The ``/v1/models`` list as ``key`` may use it: only models and pins within its regions."""
+    allowed = None if key is None else key.allowed_regions
+    if allowed is None:
+        return listing
+    offered = {offer.name for r in config.regions if r.id in allowed for offer in r.models}
+    data = [
+        entry for entry in listing["data"]
+        if (entry["owned_by"] in allowed if "/" in entry["id"] else entry["id"] in offered)
+    ]
+    return {**listing, "data": data}
 
 
 def policy_of(row: KeyRow, config: Config) -> KeyPolicy:

@@ -267,3 +267,14 @@ def test_a_fine_tuning_job_of_an_east_only_key_is_not_placed_in_the_west(tmp_pat
         job = anywhere.fine_tuning.jobs.create(model="deepseek-flash", training_file=uploaded.id)
         events = [e.message for e in anywhere.fine_tuning.jobs.list_events(job.id)]
         assert any("placed the job on region qingyang" in message for message in events)
+
+
+def test_models_list_only_what_the_key_may_use(tmp_path: Path):
+    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+        everything = {m.id for m in client(proxy, MASTER).models.list()}
+        assert {"qingyang/deepseek-flash", "shanghai/text-embedding-v4"} <= everything
+        only_wuhan = client(proxy, new_key(proxy, allowed_regions=["wuhan"])["key"])
+        assert {m.id for m in only_wuhan.models.list()} == {"deepseek-flash", "wuhan/deepseek-flash"}
+        with pytest.raises(openai.NotFoundError):
+            only_wuhan.models.retrieve("qingyang/deepseek-flash")
+        assert only_wuhan.models.retrieve("wuhan/deepseek-flash").owned_by == "wuhan"
