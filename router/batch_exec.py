@@ -29,7 +29,7 @@ from router.clocks import clock_speed
 from router.core import RequestContext, Router
 from router.errors import ApiError, BadRequestError, ModelNotFoundError
 from router.files import FileStore
-from router.keys import KeyPolicy, stored_policy
+from router.keys import KeyPolicy, stored_policy, within_regions
 from router.results import Completion
 from router.validate import max_output_tokens, validate_body
 from router.workload_db import WorkloadDB
@@ -187,9 +187,13 @@ class BatchRunner:
                 else min(max_output_tokens(endpoint, body, _EXPECTED_OUTPUT), _EXPECTED_OUTPUT * 10)
             )
             asks.append(LineAsk(n, model, count_prompt_tokens(endpoint, body), output, now_s, latest))
+        key = self._keys.get(batch_id) or stored_policy(
+            self.router.ledger, self.router.config, batch["key_id"]
+        )
         slots = await asyncio.to_thread(
             place_jobs,
-            self.router.config,
+            # A virtual key's batch is planned within the regions it may use.
+            within_regions(self.router.config, key.allowed_regions if key else None),
             [a for a in asks if a.key not in pinned],
             work_class="batch",
             origin=batch["origin"],
