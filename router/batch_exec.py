@@ -19,6 +19,7 @@ import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 
@@ -74,7 +75,7 @@ class BatchRunner:
     async def start(self) -> None:
         """Resume every batch left active by a previous process."""
         for row in self.db.rows("SELECT id FROM wl_batches WHERE status IN (?, ?, ?, ?)", _ACTIVE):
-            self._recover_lines(row["id"])
+            await self._recover_lines(row["id"])
             self.submit(row["id"])
 
     async def stop(self) -> None:
@@ -237,16 +238,21 @@ class BatchRunner:
             return name
         raise ModelNotFoundError(f"the model {name!r} does not exist or no region offers it")
 
-    def _recover_lines(self, batch_id: str) -> None:
+    async def _recover_lines(self, batch_id: str) -> None:
         """Lines left running by a dead process: done if the ledger settled them, else pending again."""
         running = self.db.rows(
             "SELECT line_no, custom_id FROM wl_batch_lines WHERE batch_id = ? AND state = 'running'",
             (batch_id,),
         )
+        settled: set[str] = set()
+        if running:
+            created = datetime.fromtimestamp(self._batch(batch_id)["created_at"] - 1, UTC)
+            # A worker thread: the PostgreSQL ledger's blocking reads may not run on the loop.
+            rows = await asyncio.to_thread(self.router.ledger.usage, since=created)  # type: ignore[union-attr]
+            settled = {row.request_id for row in rows if row.request_id.startswith(f"{batch_id}-")}
         for line in running:
             request_id = f"{batch_id}-{line['line_no']}"
-            settled = self.db.row("SELECT status FROM usage WHERE request_id = ? LIMIT 1", (request_id,))
-            if settled is None:
+            if request_id not in settled:
                 self.db.execute(
                     "UPDATE wl_batch_lines SET state = 'pending' WHERE batch_id = ? AND line_no = ?",
                     (batch_id, line["line_no"]),

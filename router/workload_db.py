@@ -3,7 +3,8 @@
 The tables sit beside the ledger's own (created with ``IF NOT EXISTS``, so the ledger's
 migrations stay its own) and are reached through a second connection to the same WAL
 file. File contents go under the data directory: ``<ledger directory>/files/`` (a
-temporary directory for an in-memory ledger).
+temporary directory for an in-memory ledger). With a PostgreSQL ledger the tables live in
+``./suanli-data/workloads.db`` instead: one replica runs a batch, the ledger stays shared.
 """
 
 from __future__ import annotations
@@ -105,11 +106,11 @@ CREATE INDEX IF NOT EXISTS wl_ft_events_job ON wl_ft_events(job_id, seq);
 
 
 def data_dir_for(ledger_url: str) -> Path:
-    """The data directory beside the ledger file."""
+    """The data directory: beside a SQLite ledger file; ``./suanli-data`` beside a server ledger."""
     try:
         path, _ = sqlite_path(ledger_url)
     except ValueError:
-        path = ""
+        return Path("suanli-data").resolve()
     if path in ("", ":memory:"):
         return Path(tempfile.mkdtemp(prefix="suanli-data-"))
     return Path(path).resolve().parent
