@@ -245,6 +245,7 @@ class Config(_Frozen):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     default_max_tokens: int = Field(default=4096, gt=0)
     ledger: LedgerSettings = LedgerSettings()
+    data_dir: str | None = None  # uploaded files and batch results; default: beside a SQLite ledger
     # redis://host:6379/0: region limits shared by every replica (router/limits_shared.py)
     limits_url: str | None = Field(default=None, pattern=r"^rediss?://")
     planner: PlannerSettings = PlannerSettings()

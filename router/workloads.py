@@ -9,6 +9,7 @@ unfinished; on shut-down it stops them before the Router closes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -45,7 +46,8 @@ def install_workloads(app: web.Application, router: Router, *, poll_s: float = 0
     holder = app[WORKLOADS] = Workloads()
 
     async def lifecycle(app: web.Application):
-        db = WorkloadDB(router.config.ledger.url)
+        data_dir = Path(router.config.data_dir) if router.config.data_dir else None
+        db = WorkloadDB(router.config.ledger.url, data_dir)
         holder.db = db
         holder.files = FileStore(db, router.clock)
         holder.batches = BatchRunner(router, db, holder.files, poll_s=poll_s)
