@@ -278,3 +278,20 @@ def test_models_list_only_what_the_key_may_use(tmp_path: Path):
         with pytest.raises(openai.NotFoundError):
             only_wuhan.models.retrieve("qingyang/deepseek-flash")
         assert only_wuhan.models.retrieve("wuhan/deepseek-flash").owned_by == "wuhan"
+
+
+def test_on_postgresql_a_wrong_key_is_401_and_virtual_keys_are_refused_plainly(tmp_path: Path):
+    import asyncio
+
+    from tests.pg import drop_schema, fresh_pg_url
+
+    url = fresh_pg_url()  # skips without SUANLI_TEST_PG_DSN
+    try:
+        with running_proxy(small_config(tmp_path, ledger={"url": url}), master_key=MASTER) as proxy:
+            with pytest.raises(openai.AuthenticationError):
+                client(proxy, "sk-suanli-wrong").models.list()
+            assert client(proxy, MASTER).models.list().data
+            status, body = admin(proxy, "POST", "/admin/keys", {"name": "x"})
+            assert (status, body["error"]["code"]) == (501, "not_supported")
+    finally:
+        asyncio.run(drop_schema(url))
