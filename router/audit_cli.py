@@ -39,7 +39,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _config(path: str | None) -> Config:
-    return load_config(path) if path else load_catalog()
+    config = load_config(path) if path else load_catalog()
+    if not config.ledger.url.startswith("sqlite:"):
+        print("suanli audit: needs the SQLite ledger for now (ledger.url: sqlite:///PATH)", file=sys.stderr)
+        raise SystemExit(2)
+    return config
 
 
 def _verify(args: argparse.Namespace) -> int:
