@@ -42,6 +42,7 @@ log = logging.getLogger("suanli.batch")
 _EXPECTED_OUTPUT = 300  # reference output tokens planned for a line without max_tokens
 _RETRY_UNPINNED = frozenset({429, 502, 503, 504})
 _MAX_IN_FLIGHT = 64  # lines of one batch running at once
+_DRAIN_S = 15.0  # how long a stop waits for the lines already running
 _ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 
 
@@ -64,6 +65,7 @@ class BatchRunner:
         self.poll_s = poll_s
         self.book = CapacityBook(router.config)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._stopping = False
         self._keys: dict[str, KeyPolicy] = {}  # batch id -> the virtual key that created it (this process)
         self._semaphores = {
             r.id: asyncio.Semaphore(r.limits.concurrency or 16) for r in router.config.regions
@@ -79,7 +81,15 @@ class BatchRunner:
             self.submit(row["id"])
 
     async def stop(self) -> None:
+        """Take no new line, let the lines running finish (up to ``_DRAIN_S``), then stop.
+
+        Cancelling a line mid-request could cut it after the ledger settled it and before its
+        answer is kept; draining first keeps that to a crash's window.
+        """
+        self._stopping = True
         tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=_DRAIN_S)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -282,7 +292,7 @@ class BatchRunner:
             while True:
                 status = self._status(batch_id)
                 now_s = self.now_s()
-                if status == "cancelling" or now_s >= batch["expires_at"]:
+                if status == "cancelling" or now_s >= batch["expires_at"] or self._stopping:
                     break
                 room = _MAX_IN_FLIGHT - len(in_flight)
                 due = self._take_due(batch_id, now_s, room) if room > 0 else []
@@ -312,7 +322,8 @@ class BatchRunner:
             for task in in_flight:
                 task.cancel()
             raise
-        self._close_pending(batch_id)
+        if not self._stopping:
+            self._close_pending(batch_id)
 
     def _real_wait(self, virtual_s: float) -> float:
         speed = clock_speed(self.router.clock)

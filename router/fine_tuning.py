@@ -248,21 +248,34 @@ class FineTuner:
                 param="fine_tuning_job_id",
                 code="job_not_cancellable",
             )
-        upstream = self.db.row("SELECT upstream_id, region FROM wl_ft_jobs WHERE id = ?", (job_id,)) or {}
         task = self._tasks.pop(job_id, None)
         if task is not None:
             task.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await task
-        if upstream.get("upstream_id"):
-            region, base = self._region(upstream["region"])
-            try:
-                await self._api.cancel(region, base, upstream["upstream_id"])
-            except UpstreamError as exc:
-                log.warning("fine-tuning job %s: cancel at %s failed: %s", job_id, region.id, exc.message)
+        await self._cancel_upstream(self._row(job_id))
         self._set(job_id, status="cancelled", finished_at=int(self.now_s()))
         self._event(job_id, "info", "Job cancelled")
         return self.job_object(job_id)
+
+    async def _cancel_upstream(self, row: dict) -> None:
+        # Forwarding may have been cut mid-way: the region can hold the job without us knowing its id.
+        if row["upstream_id"] is None and (row["start_s"] is None or row["start_s"] > self.now_s()):
+            return
+        try:
+            region, base = self._region(row["region"])
+            upstream_id = row["upstream_id"] or next(
+                (
+                    j["id"]
+                    for j in await self._api.list(region, base)
+                    if (j.get("metadata") or {}).get("suanli_job") == row["id"]
+                ),
+                None,
+            )
+            if upstream_id is not None:
+                await self._api.cancel(region, base, upstream_id)
+        except UpstreamError as exc:
+            log.warning("fine-tuning job %s: cancel at %s failed: %s", row["id"], row["region"], exc.message)
 
     # -- the job's life --------------------------------------------------------------------
 

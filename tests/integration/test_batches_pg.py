@@ -55,7 +55,9 @@ def test_batch_resumes_on_a_postgresql_ledger(tmp_path: Path):
                 lambda: (b := client.batches.retrieve(batch.id)).status == "completed" and b, what="the batch"
             )
             output = jsonl(client.files.content(done.output_file_id).text)
+            errors = jsonl(client.files.content(done.error_file_id).text) if done.error_file_id else []
             usage = proxy.router.ledger.usage()  # a blocking read, from this (non-loop) thread
+        assert errors == []
         assert Counter(o["custom_id"] for o in output) == Counter(f"req-{i}" for i in range(6))
         assert Counter(u.request_id for u in usage) == Counter(f"{batch.id}-{i}" for i in range(6))
         assert (tmp_path / "data" / "workloads.db").exists()
