@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -116,18 +115,6 @@ def test_wrong_types_count_as_nothing() -> None:
     assert count_prompt_tokens("completions", {"prompt": 5}) == 0
     assert count_prompt_tokens("files", {}) == 0
     assert count_message_tokens(["not a dict"]) == PER_REPLY_TOKENS
-
-
-def test_a_2kb_message_costs_well_under_a_millisecond() -> None:
-    text = ("你好，世界！这是一个测试。The quick brown fox jumps over the lazy dog. " * 40).encode()[:2048]
-    messages = [{"role": "user", "content": text.decode("utf-8", "ignore")}]
-    count_message_tokens(messages)
-    rounds = 500
-    start = time.perf_counter()
-    for _ in range(rounds):
-        count_message_tokens(messages)
-    per_call_us = (time.perf_counter() - start) / rounds * 1e6
-    assert per_call_us < 1000, per_call_us
 
 
 def test_import_loads_nothing() -> None:
