@@ -73,12 +73,20 @@ def _iso(epoch_s: float | None) -> str | None:
     return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).isoformat()
 
 
-def key_dict(row: KeyRow, router: Router) -> dict[str, Any]:
+async def _ask(router: Router, method: str, *args: Any) -> Any:
+    """A key method of the ledger: awaited on PostgreSQL (``ledger.pg``), inline on SQLite."""
+    ledger = router.ledger
+    if ledger is None:
+        raise LedgerError("the router is not started")
+    pg = getattr(ledger, "pg", None)
+    return await getattr(pg, method)(*args) if pg is not None else getattr(ledger, method)(*args)
+
+
+async def key_dict(row: KeyRow, router: Router) -> dict[str, Any]:
     """A key as the admin API shows it: never its secret."""
     local = router.clock().astimezone(_tz(router))
     day, month = f"day:{local:%Y-%m-%d}", f"month:{local:%Y-%m}"
-    ledger = router.ledger
-    spend = ledger.key_spend(row.id, [day, month]) if ledger is not None else {}
+    spend = await _ask(router, "key_spend", row.id, [day, month]) if router.ledger is not None else {}
     return {
         "id": row.id,
         "object": "key",
@@ -111,11 +119,6 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
         presented = header[7:].strip() or None if header.lower().startswith("bearer ") else None
         ring.require_master(presented)
 
-    def book():
-        if router.ledger is None:
-            raise LedgerError("the router is not started")
-        return router.ledger
-
     async def create(request: web.Request) -> web.Response:
         admin(request)
         try:
@@ -138,29 +141,30 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
             origin=spec.origin,
             rpm=spec.rpm,
         )
-        book().create_key(row, secret_sha256(secret))
-        return _json({**key_dict(row, router), "key": secret}, status=201)
+        await _ask(router, "create_key", row, secret_sha256(secret))
+        return _json({**await key_dict(row, router), "key": secret}, status=201)
 
     async def listing(request: web.Request) -> web.Response:
         admin(request)
-        return _json({"object": "list", "data": [key_dict(row, router) for row in book().keys()]})
+        rows = await _ask(router, "keys")
+        return _json({"object": "list", "data": [await key_dict(row, router) for row in rows]})
 
-    def found(key_id: str) -> KeyRow:
-        row = book().key(key_id)
+    async def found(key_id: str) -> KeyRow:
+        row = await _ask(router, "key", key_id)
         if row is None:
             raise NotFoundError(f"no key with id {key_id!r}", param="id", code="key_not_found")
         return row
 
     async def show(request: web.Request) -> web.Response:
         admin(request)
-        return _json(key_dict(found(request.match_info["id"]), router))
+        return _json(await key_dict(await found(request.match_info["id"]), router))
 
     async def revoke(request: web.Request) -> web.Response:
         admin(request)
-        key_id = found(request.match_info["id"]).id
-        row = book().revoke_key(key_id, router.clock().timestamp())
+        key_id = (await found(request.match_info["id"])).id
+        row = await _ask(router, "revoke_key", key_id, router.clock().timestamp())
         ring.forget(key_id)
-        return _json({**key_dict(row, router), "deleted": True})
+        return _json({**await key_dict(row, router), "deleted": True})
 
     async def usage_csv(request: web.Request) -> web.Response:
         admin(request)
@@ -171,8 +175,18 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
             until = parse_bound(query["to"], _tz(router), end=True) if query.get("to") else None
         except ValueError as exc:
             raise BadRequestError(str(exc), param="from/to") from None
+        if router.ledger is None:
+            raise LedgerError("the router is not started")
+        pg = getattr(router.ledger, "pg", None)
+        if pg is None:
+            book = router.ledger
+        else:  # one consistent snapshot of the shared ledger (router/audit_pg.py)
+            from router.audit_pg import snapshot_of
+
+            async with pg.pool.acquire() as conn:
+                book = await snapshot_of(conn)
         try:
-            text = export_csv(book(), voucher=voucher, since=since, until=until, tz=_tz(router))
+            text = export_csv(book, voucher=voucher, since=since, until=until, tz=_tz(router))
         except ChainBrokenError as exc:
             raise ApiError(str(exc), code="chain_broken") from exc
         return web.Response(text=text, content_type="text/csv")

@@ -92,7 +92,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if ring.locked:  # unlocked (no master key), the read-only admin views stay open, as in the demo
             ring.require_master(_bearer(request))
         return await handler(request)
-    key = ring.authenticate(_bearer(request))
+    key = await ring.authenticate_async(_bearer(request))
     if key is not None:
         request[CLIENT_KEY] = key
     return await handler(request)

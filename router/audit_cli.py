@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from config import Config, load_catalog, load_config
@@ -39,11 +43,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _config(path: str | None) -> Config:
-    config = load_config(path) if path else load_catalog()
-    if not config.ledger.url.startswith("sqlite:"):
-        print("suanli audit: needs the SQLite ledger for now (ledger.url: sqlite:///PATH)", file=sys.stderr)
-        raise SystemExit(2)
-    return config
+    return load_config(path) if path else load_catalog()
+
+
+@contextmanager
+def _book(url: str) -> Iterator[Any]:
+    """What the audit reads: the SQLite ledger, or a snapshot of a PostgreSQL one."""
+    from router.ledger_pg_schema import is_pg_url
+
+    if not is_pg_url(url):
+        with open_readonly(url) as ledger:
+            yield ledger
+        return
+    from router.audit_pg import read_snapshot
+
+    yield asyncio.run(read_snapshot(url))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -55,7 +69,7 @@ def _verify(args: argparse.Namespace) -> int:
             return 2
         anchor = (int(row), digest.lower())
     config = _config(args.config)
-    with open_readonly(config.ledger.url) as ledger:
+    with _book(config.ledger.url) as ledger:
         report = verify(ledger, anchor=anchor)
     if args.json:
         print(
@@ -90,7 +104,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.voucher and args.voucher not in {v.id for v in config.vouchers}:
         print(f"suanli audit export: note: voucher {args.voucher!r} is not in the config", file=sys.stderr)
     try:
-        with open_readonly(config.ledger.url) as ledger:
+        with _book(config.ledger.url) as ledger:
             text = export_csv(ledger, voucher=args.voucher, since=since, until=until, tz=tz)
     except ChainBrokenError as exc:
         print(f"suanli audit export: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ from router.clocks import clock_speed
 from router.core import RequestContext, Router
 from router.errors import ApiError, BadRequestError, ModelNotFoundError
 from router.files import FileStore
-from router.keys import KeyPolicy, stored_policy, within_regions
+from router.keys import KeyPolicy, load_policy, within_regions
 from router.results import Completion
 from router.validate import max_output_tokens, validate_body
 from router.workload_db import WorkloadDB
@@ -198,7 +198,7 @@ class BatchRunner:
                 else min(max_output_tokens(endpoint, body, _EXPECTED_OUTPUT), _EXPECTED_OUTPUT * 10)
             )
             asks.append(LineAsk(n, model, count_prompt_tokens(endpoint, body), output, now_s, latest))
-        key = self._keys.get(batch_id) or stored_policy(
+        key = self._keys.get(batch_id) or await load_policy(
             self.router.ledger, self.router.config, batch["key_id"]
         )
         slots = await asyncio.to_thread(
@@ -347,7 +347,7 @@ class BatchRunner:
     async def _run_line(self, batch: dict, endpoint: str, line: _Line) -> None:
         request_id = f"{line.batch_id}-{line.line_no}"
         # After a restart the policy is read back from the stored key, so it still binds.
-        key = self._keys.get(line.batch_id) or stored_policy(
+        key = self._keys.get(line.batch_id) or await load_policy(
             self.router.ledger, self.router.config, batch["key_id"]
         )
         ctx = RequestContext(

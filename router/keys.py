@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -37,6 +38,7 @@ __all__ = [
     "MASTER_KEY_ID",
     "KeyPolicy",
     "KeyRing",
+    "load_policy",
     "new_secret",
     "policy_of",
     "secret_sha256",
@@ -95,6 +97,15 @@ def stored_policy(ledger: Ledger | None, config: Config, key_id: str | None) -> 
     if ledger is None or key_id is None or key_id == MASTER_KEY_ID:
         return None
     row = ledger.key(key_id)
+    return None if row is None else policy_of(row, config)
+
+
+async def load_policy(ledger: Any, config: Config, key_id: str | None) -> KeyPolicy | None:
+    """``stored_policy`` from the event loop, on either backend (PostgreSQL's is awaited)."""
+    pg = getattr(ledger, "pg", None)
+    if pg is None or key_id is None or key_id == MASTER_KEY_ID:
+        return stored_policy(ledger, config, key_id)
+    row = await pg.key(key_id)
     return None if row is None else policy_of(row, config)
 
 
@@ -196,7 +207,23 @@ class KeyRing:
             raise AuthenticationError("missing API key: send Authorization: Bearer <key>")
         if self.is_master(presented):
             return None
-        row, policy = self._lookup(secret_sha256(presented))
+        return self._admit(*self._lookup(secret_sha256(presented)))
+
+    async def authenticate_async(self, presented: str | None) -> KeyPolicy | None:
+        """``authenticate`` for the event loop: a cache miss on PostgreSQL awaits the ledger.
+
+        The cached path is the same hash and dict lookup as ``authenticate``; SQLite reads inline.
+        """
+        pg = getattr(self._ledger(), "pg", None)
+        if pg is None or not self.locked or presented is None or self.is_master(presented):
+            return self.authenticate(presented)
+        digest = secret_sha256(presented)
+        cached = self._fresh(digest)
+        if cached is None:
+            cached = self._store(digest, await pg.key_by_secret(digest))
+        return self._admit(*cached)
+
+    def _admit(self, row: KeyRow | None, policy: KeyPolicy | None) -> KeyPolicy:
         if row is None or policy is None:
             raise AuthenticationError("incorrect API key provided")
         if row.revoked is not None:
@@ -213,20 +240,27 @@ class KeyRing:
             if row is not None and row.id == key_id:
                 del self._cache[digest]
 
-    def _lookup(self, digest: str) -> tuple[KeyRow | None, KeyPolicy | None]:
-        now = time.monotonic()
+    def _fresh(self, digest: str) -> tuple[KeyRow | None, KeyPolicy | None] | None:
         cached = self._cache.get(digest)
-        if cached is not None and now - cached[0] < self.cache_ttl_s:
+        if cached is not None and time.monotonic() - cached[0] < self.cache_ttl_s:
             return cached[1], cached[2]
-        ledger = self._ledger()
-        if ledger is None:
-            raise AuthenticationError("the router is not started")
-        row = ledger.key_by_secret(digest)
+        return None
+
+    def _store(self, digest: str, row: KeyRow | None) -> tuple[KeyRow | None, KeyPolicy | None]:
         policy = None if row is None else policy_of(row, self.config)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
-        self._cache[digest] = (now, row, policy)
+        self._cache[digest] = (time.monotonic(), row, policy)
         return row, policy
+
+    def _lookup(self, digest: str) -> tuple[KeyRow | None, KeyPolicy | None]:
+        cached = self._fresh(digest)
+        if cached is not None:
+            return cached
+        ledger = self._ledger()
+        if ledger is None:
+            raise AuthenticationError("the router is not started")
+        return self._store(digest, ledger.key_by_secret(digest))
 
     def _count_call(self, key_id: str, rpm: int) -> None:
         now = time.monotonic()

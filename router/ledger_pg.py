@@ -24,10 +24,17 @@ from itertools import count
 import asyncpg
 
 from config import Voucher
-from router.errors import ApiError, InsufficientBalanceError, LedgerError
+from router.errors import InsufficientBalanceError, LedgerError
 from router.ledger import _clamped, _usage_row
 from router.ledger_chain import first_broken, row_hash
 from router.ledger_exhausted import account_of
+from router.ledger_pg_keys import (
+    PgKeysMixin,
+    hold_key_budget_pg,
+    release_key_budget_pg,
+    release_resolved_pg,
+    settle_key_budget_pg,
+)
 from router.ledger_pg_owners import OwnerLock, dead_owners
 from router.ledger_pg_schema import connect, create_pool, migrate, pg_url
 from router.ledger_pg_sql import (
@@ -54,7 +61,7 @@ log = logging.getLogger("router.ledger")
 Clock = Callable[[], datetime]
 
 
-class PgLedger:
+class PgLedger(PgKeysMixin):
     """Voucher balances, pending holds and usage rows in one PostgreSQL schema."""
 
     def __init__(self, pool: asyncpg.Pool, owner: OwnerLock, *, clock: Clock, hold_timeout_s: float) -> None:
@@ -121,6 +128,7 @@ class PgLedger:
             await self._owner.release(now)
             # This instance can settle nothing any more: release what it still holds now.
             await self._pool.fetchval(VOID_OWNERS, now, [self._owner.id])
+            await release_resolved_pg(self._pool)
             await self._pool.execute(DROP_DEAD_OWNERS, [self._owner.id])
         finally:
             await self._owner.session.close()
@@ -138,9 +146,20 @@ class PgLedger:
         return self._pool
 
     async def reserve(self, req: HoldRequest) -> Hold:
-        """Hold ``min(available, req.voucher_units)`` of the voucher in one statement."""
-        pool = self._live()
+        """Hold ``min(available, req.voucher_units)`` of the voucher in one statement.
+
+        With a key budget, the budget hold follows in the same transaction (ledger_pg_keys).
+        """
         hold_id = f"{self._owner.id}-{next(self._seq)}"
+        if req.key_budget is None:
+            return await self._reserve_on(self._live(), hold_id, req)
+        async with self._live().acquire() as c, c.transaction():
+            # The key's rows first, the voucher's last: its lock, the most shared, is held shortest.
+            await hold_key_budget_pg(c, hold_id, req.key_budget)
+            return await self._reserve_on(c, hold_id, req)
+
+    async def _reserve_on(self, pool: asyncpg.Pool | asyncpg.Connection, hold_id: str,
+                          req: HoldRequest) -> Hold:
         created = self._clock()
         base = (hold_id, self._owner.id, req.request_id, req.key_id, req.region, req.model, req.work_class,
                 req.origin)
@@ -187,6 +206,7 @@ class PgLedger:
                 if state is None:
                     raise LedgerError(f"unknown hold {hold_id!r}")
                 raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
+            await settle_key_budget_pg(c, hold_id, s.cost_yuan)  # key_spend before vouchers, as reserve
             voucher_id, scale, held_q = hold["voucher_id"], hold["scale"], hold["held_q"]
             units_q = 0
             if voucher_id is None:
@@ -219,11 +239,14 @@ class PgLedger:
         if await pool.fetchval(VOID_ONE, self._clock().timestamp(), hold_id) == 0:
             if await pool.fetchval(HOLD_STATE, hold_id) is None:
                 raise LedgerError(f"unknown hold {hold_id!r}")
+        else:
+            await release_key_budget_pg(pool, hold_id)
 
     async def void_stale(self, max_age_s: float) -> int:
         """Void pending holds older than ``max_age_s`` of clock time (any owner); how many."""
         now = self._clock().timestamp()
         voided = await self._live().fetchval(VOID_STALE, now, now - max_age_s)
+        await release_resolved_pg(self._live())
         if voided:
             log.warning("ledger: voided %d holds pending for over %g s", voided, max_age_s)
         return int(voided)
@@ -237,6 +260,7 @@ class PgLedger:
         if not dead:
             return 0
         voided = int(await pool.fetchval(VOID_OWNERS, now, dead))
+        await release_resolved_pg(pool)  # the key budgets those holds kept
         await pool.execute(DROP_DEAD_OWNERS, dead)
         if voided:
             log.warning("ledger: voided %d pending holds of %d dead replicas", voided, len(dead))
@@ -320,31 +344,8 @@ class PgLedger:
         return {"requests": row[0], "cash_yuan": row[1], "voucher_yuan": row[2], "cost_yuan": row[3],
                 "tokens": int(row[4])}
 
-    # Virtual keys (router/ledger_keys.py) live on the SQLite ledger only so far: say so plainly.
-    def create_key(self, *_: object) -> None:
-        raise _no_keys()
-
-    def key_by_secret(self, *_: object) -> None:
-        return None  # no virtual key can exist here: a key other than the master key is a plain 401
-
-    def key(self, *_: object) -> None:
-        raise _no_keys()
-
-    def keys(self) -> list:
-        raise _no_keys()
-
-    def revoke_key(self, *_: object) -> None:
-        raise _no_keys()
-
-    def key_spend(self, *_: object) -> dict:
-        raise _no_keys()
-
     async def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""
         rows = await self._live().fetch(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id")
         return first_broken((r[0], tuple(r)[:21], r[21], r[22]) for r in rows)
 
-
-def _no_keys() -> ApiError:
-    return ApiError("virtual keys need the SQLite ledger for now; with ledger.url on PostgreSQL use the"
-                    " master key", status=501, code="not_supported")

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from router.ledger_chain import GENESIS
+from router.ledger_pg_keys import KEYS_MIGRATION_PG
 
 __all__ = ["MIGRATIONS", "PgUrl", "connect", "create_pool", "is_pg_url", "lock_space", "migrate", "pg_url"]
 
@@ -154,6 +155,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at_s DOUBLE PRECISION NOT NULL
         )""",
     ),
+    KEYS_MIGRATION_PG,  # virtual keys and key budgets (router/ledger_pg_keys.py)
 )
 
 

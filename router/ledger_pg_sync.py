@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from router.errors import LedgerError
+from router.ledger_keys import KeyRow
 from router.ledger_pg import PgLedger
 from router.ledger_types import UsageRow, VoucherStatus
 
@@ -30,9 +31,6 @@ class ThreadLedger:
     def __init__(self, ledger: PgLedger, loop: asyncio.AbstractEventLoop) -> None:
         self.pg = ledger
         self._loop = loop
-        # The virtual-key methods: PgLedger answers them itself (plainly: not on PostgreSQL yet).
-        self.create_key, self.key_by_secret, self.key = ledger.create_key, ledger.key_by_secret, ledger.key
-        self.keys, self.revoke_key, self.key_spend = ledger.keys, ledger.revoke_key, ledger.key_spend
 
     def _wait(self, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         try:
@@ -65,6 +63,19 @@ class ThreadLedger:
 
     def verify_chain(self) -> int | None:
         return self._wait(self.pg.verify_chain)
+
+    # Virtual keys, for worker threads (the event loop awaits ``pg``'s coroutines: router.keys).
+    def key_by_secret(self, secret_sha256: str) -> KeyRow | None:
+        return self._wait(self.pg.key_by_secret, secret_sha256)
+
+    def key(self, key_id: str) -> KeyRow | None:
+        return self._wait(self.pg.key, key_id)
+
+    def keys(self) -> list[KeyRow]:
+        return self._wait(self.pg.keys)
+
+    def key_spend(self, key_id: str, periods: list[str]) -> dict[str, tuple[float, float]]:
+        return self._wait(self.pg.key_spend, key_id, periods)
 
     def exhausted(self) -> dict[str, dict[str, object]]:
         return self._wait(self.pg.exhausted)

@@ -9,3 +9,5 @@ os.environ.pop("SUANLI_MASTER_KEY", None)
 for proxy_var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
     os.environ.pop(proxy_var, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+
+from tests.backends import ledger_opts  # noqa: E402, F401 - the both-backends fixture, for every test

@@ -11,6 +11,7 @@ import aiohttp
 import openai
 import pytest
 
+from tests.backends import read
 from tests.harness import running_proxy, small_config
 from tests.integration.test_keys import MASTER, MESSAGES, Clock, admin, client, new_key
 
@@ -21,23 +22,23 @@ def _cost_of_one(proxy) -> float:
     """What one request of the tests costs at shanghai, measured with the master key."""
     client(proxy, MASTER).chat.completions.create(model="shanghai/deepseek-flash", messages=MESSAGES,
                                                   max_tokens=8)
-    (row,) = [r for r in proxy.call(lambda r: r.ledger.usage()) if r.key_id == "master"]
+    (row,) = [r for r in read(proxy, lambda r: r.ledger.usage()) if r.key_id == "master"]
     return row.cost_yuan
 
 
 def _spent(proxy, key_id: str) -> float:
-    return sum(r.cost_yuan for r in proxy.call(lambda r: r.ledger.usage()) if r.key_id == key_id)
+    return sum(r.cost_yuan for r in read(proxy, lambda r: r.ledger.usage()) if r.key_id == key_id)
 
 
-def test_spent_budget_is_429_budget_exceeded_and_touches_nothing(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_spent_budget_is_429_budget_exceeded_and_touches_nothing(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         cost = _cost_of_one(proxy)
         made = new_key(proxy, budget_yuan_per_day=cost * 2.5, allowed_regions=["wuhan"])
         key = client(proxy, made["key"])
         for _ in range(2):
             key.chat.completions.create(model="deepseek-flash", messages=MESSAGES, max_tokens=8)
-        balances = proxy.call(lambda r: r.ledger.balances())
-        rows = len(proxy.call(lambda r: r.ledger.usage()))
+        balances = read(proxy, lambda r: r.ledger.balances())
+        rows = len(read(proxy, lambda r: r.ledger.usage()))
         retrying = openai.OpenAI(base_url=proxy.base_url, api_key=made["key"], max_retries=3)
         with pytest.raises(openai.RateLimitError) as exc:
             retrying.chat.completions.create(model="deepseek-flash", messages=MESSAGES, max_tokens=8)
@@ -45,9 +46,9 @@ def test_spent_budget_is_429_budget_exceeded_and_touches_nothing(tmp_path: Path)
         assert exc.value.code == "budget_exceeded"
         assert exc.value.response.headers["x-should-retry"] == "false"
         assert "budget" in exc.value.message and "today" in exc.value.message
-        assert proxy.call(lambda r: r.ledger.balances()) == balances
-        assert len(proxy.call(lambda r: r.ledger.usage())) == rows
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
+        assert read(proxy, lambda r: r.ledger.balances()) == balances
+        assert len(read(proxy, lambda r: r.ledger.usage())) == rows
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 0
         shown = admin(proxy, "GET", f"/admin/keys/{made['id']}")[1]
         assert shown["spent_yuan_today"] == pytest.approx(_spent(proxy, made["id"]))
         assert shown["held_yuan_today"] == 0
@@ -56,10 +57,10 @@ def test_spent_budget_is_429_budget_exceeded_and_touches_nothing(tmp_path: Path)
         assert small.choices
 
 
-def test_day_budget_resets_at_local_midnight_month_budget_does_not(tmp_path: Path):
+def test_day_budget_resets_at_local_midnight_month_budget_does_not(tmp_path: Path, ledger_opts: dict):
     clock = Clock()
     clock.now = datetime(2026, 12, 10, 23, 0, tzinfo=SHANGHAI)
-    with running_proxy(small_config(tmp_path), master_key=MASTER, clock=clock) as proxy:
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER, clock=clock) as proxy:
         cost = _cost_of_one(proxy)
         key = client(proxy, new_key(proxy, budget_yuan_per_day=cost * 2.5, budget_yuan_per_month=cost * 3.5,
                                     allowed_regions=["shanghai"])["key"])
@@ -75,8 +76,8 @@ def test_day_budget_resets_at_local_midnight_month_budget_does_not(tmp_path: Pat
         assert outcomes == ["ok", "ok", "day", "ok", "month", "month"]
 
 
-def test_500_simultaneous_requests_never_spend_more_than_the_budget(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_500_simultaneous_requests_never_spend_more_than_the_budget(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         cost = _cost_of_one(proxy)
         budget = cost * 100.5
         made = new_key(proxy, budget_yuan_per_day=budget, allowed_regions=["shanghai"])
@@ -102,4 +103,4 @@ def test_500_simultaneous_requests_never_spend_more_than_the_budget(tmp_path: Pa
         shown = admin(proxy, "GET", f"/admin/keys/{made['id']}")[1]
         assert shown["spent_yuan_today"] <= budget
         assert shown["held_yuan_today"] == 0
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 0

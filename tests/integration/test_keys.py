@@ -12,6 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.backends import read
 from tests.harness import running_proxy, small_config
 
 MASTER = "sk-master-keys-test"
@@ -54,8 +55,8 @@ class Clock:
         return self.now
 
 
-def test_admin_api_needs_the_master_key(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_admin_api_needs_the_master_key(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         virtual = new_key(proxy)["key"]
         for key in (None, "sk-wrong", virtual):
             for method, path in (("GET", "/admin/keys"), ("POST", "/admin/keys"), ("GET", "/admin/vouchers"),
@@ -75,8 +76,8 @@ def test_without_a_master_key_the_key_admin_api_is_refused(tmp_path: Path):
         assert "master key" in body["error"]["message"]
 
 
-def test_create_list_show_revoke(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_create_list_show_revoke(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         made = new_key(proxy, budget_yuan_per_day=5, budget_yuan_per_month=50, allowed_zones=["east"],
                        default_class="batch", origin="west", rpm=100, expires="2099-01-01T00:00:00")
         secret, key_id = made["key"], made["id"]
@@ -121,9 +122,9 @@ def test_bad_key_specs_are_400(tmp_path: Path, spec: dict, param: str):
         assert admin(proxy, "GET", "/admin/keys")[1]["data"] == []
 
 
-def test_no_wrong_revoked_or_expired_key_is_401(tmp_path: Path):
+def test_no_wrong_revoked_or_expired_key_is_401(tmp_path: Path, ledger_opts: dict):
     clock = Clock()
-    with running_proxy(small_config(tmp_path), master_key=MASTER, clock=clock) as proxy:
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER, clock=clock) as proxy:
         soon = (clock.now + timedelta(hours=1)).isoformat()
         secret = new_key(proxy, expires=soon)["key"]
         assert client(proxy, secret).chat.completions.create(
@@ -168,8 +169,8 @@ def test_a_region_outside_the_keys_zones_is_never_chosen(tmp_path: Path):
         assert [row.region for row in rows if row.key_id != "master"].count("qingyang") == 0
 
 
-def test_allowed_regions_limit_the_choice_to_those_regions(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_allowed_regions_limit_the_choice_to_those_regions(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         only_shanghai = client(proxy, new_key(proxy, allowed_regions=["shanghai"])["key"])
         for _ in range(3):
             raw = only_shanghai.chat.completions.with_raw_response.create(
@@ -177,8 +178,8 @@ def test_allowed_regions_limit_the_choice_to_those_regions(tmp_path: Path):
             assert raw.headers["x-suanli-region"] == "shanghai"
 
 
-def test_key_default_class_and_origin_apply_unless_the_request_says(tmp_path: Path):
-    with running_proxy(small_config(tmp_path, vouchers=[]), master_key=MASTER) as proxy:
+def test_key_default_class_and_origin_apply_unless_the_request_says(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, vouchers=[], **ledger_opts), master_key=MASTER) as proxy:
         batch_key = client(proxy, new_key(proxy, default_class="batch")["key"])
         raw = batch_key.chat.completions.with_raw_response.create(
             model="deepseek-flash", messages=MESSAGES, max_tokens=2)
@@ -191,13 +192,13 @@ def test_key_default_class_and_origin_apply_unless_the_request_says(tmp_path: Pa
         raw = west_key.chat.completions.with_raw_response.create(
             model="deepseek-flash", messages=MESSAGES, max_tokens=2)
         assert raw.headers["x-suanli-region"] == "qingyang"  # close to a western caller, and cheapest
-        rows = proxy.call(lambda r: r.ledger.usage())
+        rows = read(proxy, lambda r: r.ledger.usage())
         assert [(row.work_class, row.origin) for row in rows] == [
             ("batch", "east"), ("interactive", "east"), ("interactive", "west")]
 
 
-def test_rpm_limit_is_429_with_retry_after(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_rpm_limit_is_429_with_retry_after(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         limited = client(proxy, new_key(proxy, rpm=2)["key"])
         for _ in range(2):
             limited.chat.completions.create(model="deepseek-flash", messages=MESSAGES, max_tokens=2)
@@ -234,8 +235,8 @@ def test_a_batch_of_an_east_only_key_runs_no_line_in_the_west(tmp_path: Path):
     assert {row.region for row in rows} <= {"shanghai", "wuhan"}
 
 
-def test_keys_and_their_policy_survive_a_restart(tmp_path: Path):
-    config = small_config(tmp_path)
+def test_keys_and_their_policy_survive_a_restart(tmp_path: Path, ledger_opts: dict):
+    config = small_config(tmp_path, **ledger_opts)
     with running_proxy(config, master_key=MASTER) as proxy:
         made = new_key(proxy, allowed_regions=["wuhan"], budget_yuan_per_day=1.0)
         client(proxy, made["key"]).chat.completions.create(model="deepseek-flash", messages=MESSAGES,
@@ -278,20 +279,3 @@ def test_models_list_only_what_the_key_may_use(tmp_path: Path):
         with pytest.raises(openai.NotFoundError):
             only_wuhan.models.retrieve("qingyang/deepseek-flash")
         assert only_wuhan.models.retrieve("wuhan/deepseek-flash").owned_by == "wuhan"
-
-
-def test_on_postgresql_a_wrong_key_is_401_and_virtual_keys_are_refused_plainly(tmp_path: Path):
-    import asyncio
-
-    from tests.pg import drop_schema, fresh_pg_url
-
-    url = fresh_pg_url()  # skips without SUANLI_TEST_PG_DSN
-    try:
-        with running_proxy(small_config(tmp_path, ledger={"url": url}), master_key=MASTER) as proxy:
-            with pytest.raises(openai.AuthenticationError):
-                client(proxy, "sk-suanli-wrong").models.list()
-            assert client(proxy, MASTER).models.list().data
-            status, body = admin(proxy, "POST", "/admin/keys", {"name": "x"})
-            assert (status, body["error"]["code"]) == (501, "not_supported")
-    finally:
-        asyncio.run(drop_schema(url))
