@@ -6,6 +6,7 @@ PostgreSQL schema (skipped with a reason without SUANLI_TEST_PG_DSN, dropped aft
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.pg import PG_SKIP, drop_schema_sync, fresh_pg_url, pg_dsn
 
-__all__ = ["BACKENDS", "ledger_opts", "read"]
+__all__ = ["BACKENDS", "ledger_opts", "read", "sql"]
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(pg_dsn() is None, reason=PG_SKIP))]
 
@@ -38,3 +39,26 @@ def read(proxy: Any, fn: Callable[[Any], Any]) -> Any:
     if hasattr(proxy.router.ledger, "pg"):
         return fn(proxy.router)
     return proxy.call(fn)
+
+
+def sql(ledger_url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on the ledger's database directly (as a tamperer would); its rows."""
+    if ledger_url.startswith("sqlite:"):
+        import sqlite3
+
+        with sqlite3.connect(ledger_url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(statement).fetchall()
+
+    async def run() -> list[tuple[Any, ...]]:
+        import asyncpg
+
+        from router.ledger_pg_schema import pg_url
+
+        parsed = pg_url(ledger_url)
+        conn = await asyncpg.connect(parsed.dsn, server_settings={"search_path": parsed.schema}, timeout=10)
+        try:
+            return [tuple(r) for r in await conn.fetch(statement)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())

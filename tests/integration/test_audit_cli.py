@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 import yaml
 
 from router.cli import main
+from tests.backends import sql
 from tests.harness import running_proxy, small_config
 from tests.integration.test_keys import MASTER, MESSAGES, client, new_key
 
 
-def _serve_some_traffic(tmp_path: Path) -> tuple[Path, str]:
+def _serve_some_traffic(tmp_path: Path, ledger_opts: dict) -> tuple[Path, str]:
     """Six requests, two keys, some paid by the wuhan voucher; the config file the CLI reads."""
-    config = small_config(tmp_path)
+    config = small_config(tmp_path, **ledger_opts)
     with running_proxy(config, master_key=MASTER) as proxy:
         made = new_key(proxy, name="claims-team", allowed_regions=["wuhan"])
         for key in (MASTER, made["key"]):
@@ -25,6 +25,10 @@ def _serve_some_traffic(tmp_path: Path) -> tuple[Path, str]:
                 client(proxy, key).chat.completions.create(model="deepseek-flash", messages=MESSAGES,
                                                            max_tokens=4)
     return _cli_config(tmp_path, config.ledger.url), made["id"]
+
+
+def _ledger_url(config_path: Path) -> str:
+    return yaml.safe_load(config_path.read_text())["ledger"]["url"]
 
 
 def _cli_config(tmp_path: Path, ledger_url: str) -> Path:
@@ -38,12 +42,12 @@ def _cli_config(tmp_path: Path, ledger_url: str) -> Path:
     return path
 
 
-def test_editing_one_row_in_the_database_file_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture):
-    config_path, _ = _serve_some_traffic(tmp_path)
+def test_editing_one_row_in_the_database_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   ledger_opts: dict):
+    config_path, _ = _serve_some_traffic(tmp_path, ledger_opts)
     assert main(["audit", "verify", "--config", str(config_path)]) == 0
     assert "OK, 6 rows verify" in capsys.readouterr().out
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
-        conn.execute("UPDATE usage SET cost_yuan = cost_yuan / 2 WHERE id = 4")  # a smaller bill
+    sql(_ledger_url(config_path), "UPDATE usage SET cost_yuan = cost_yuan / 2 WHERE id = 4")  # a smaller bill
     assert main(["audit", "verify", "--config", str(config_path), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert (report["ok"], report["problem"], report["row_id"]) == (False, "changed", 4)
@@ -51,16 +55,17 @@ def test_editing_one_row_in_the_database_file_is_caught(tmp_path: Path, capsys: 
     assert "does not verify" in capsys.readouterr().err
 
 
-def test_export_writes_the_vouchers_rows_and_the_chain_head(tmp_path: Path, capsys: pytest.CaptureFixture):
-    config_path, key_id = _serve_some_traffic(tmp_path)
+def test_export_writes_the_vouchers_rows_and_the_chain_head(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                            ledger_opts: dict):
+    config_path, key_id = _serve_some_traffic(tmp_path, ledger_opts)
     out = tmp_path / "claim.csv"
     assert main(["audit", "export", "--config", str(config_path), "--voucher", "wuhan-tokens",
                  "--from", "2020-01-01", "--to", "2099-12-31", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
-        head_id, head_hash = conn.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
-        paid = conn.execute("SELECT id, voucher_yuan, tokens, key_id FROM usage"
-                            " WHERE voucher_id = 'wuhan-tokens' ORDER BY id").fetchall()
+    url = _ledger_url(config_path)
+    ((head_id, head_hash),) = sql(url, "SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1")
+    paid = sql(url, "SELECT id, voucher_yuan, tokens, key_id FROM usage WHERE voucher_id = 'wuhan-tokens'"
+                    " ORDER BY id")
     assert lines[1].startswith(f"# chain head: row {head_id} hash {head_hash} (6 rows verified;")
     assert lines[1].endswith(f"suanli audit verify --head {head_id}:{head_hash})")
     assert main(["audit", "verify", "--config", str(config_path), "--head", f"{head_id}:{head_hash}"]) == 0
@@ -81,11 +86,12 @@ def test_export_writes_the_vouchers_rows_and_the_chain_head(tmp_path: Path, caps
 
 
 def test_usage_csv_over_http_needs_the_master_key_and_matches_the_cli(tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture):
+                                                                      capsys: pytest.CaptureFixture,
+                                                                      ledger_opts: dict):
     import urllib.error
     import urllib.request
 
-    config = small_config(tmp_path)
+    config = small_config(tmp_path, **ledger_opts)
     with running_proxy(config, master_key=MASTER) as proxy:
         for _ in range(3):
             client(proxy, MASTER).chat.completions.create(model="wuhan/deepseek-flash", messages=MESSAGES,
