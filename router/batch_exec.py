@@ -463,13 +463,15 @@ class BatchRunner:
         good = b"".join(r["entry"].encode() + b"\n" for r in rows if r["ok"])
         bad = b"".join(r["entry"].encode() + b"\n" for r in rows if not r["ok"])
         fields: dict[str, object] = {}
+        batch = self.db.row("SELECT key_id FROM wl_batches WHERE id = ?", (batch_id,))
+        owner = batch["key_id"] if batch else None  # the result files belong to the batch's key
         if good:
             fields["output_file_id"] = self.files.add(
-                purpose="batch_output", filename=f"{batch_id}_output.jsonl", data=good
+                purpose="batch_output", filename=f"{batch_id}_output.jsonl", data=good, key_id=owner
             )["id"]
         if bad:
             fields["error_file_id"] = self.files.add(
-                purpose="batch_output", filename=f"{batch_id}_error.jsonl", data=bad
+                purpose="batch_output", filename=f"{batch_id}_error.jsonl", data=bad, key_id=owner
             )["id"]
         row = self.db.row("SELECT outcome FROM wl_batches WHERE id = ?", (batch_id,))
         final = (row or {}).get("outcome") or "completed"

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from router.batch_exec import BatchRunner
 from router.errors import BadRequestError
-from router.files import BATCH_URLS, FileStore, not_found, page
+from router.files import BATCH_URLS, FileStore, not_found, owned, owner_of, page
 from router.keys import KeyPolicy
 
 __all__ = ["batch_object", "batch_routes", "create_batch"]
@@ -62,7 +62,7 @@ def create_batch(
     if origin not in ("east", "west"):
         raise BadRequestError(f"unknown origin {origin!r}: use east or west", param="X-Suanli-Origin")
     try:
-        source = files.get(file_id)
+        source = files.get(file_id, key.key_id if key else None)  # a key batches only its own files
     except BadRequestError:
         raise BadRequestError(
             f"no file with id {file_id!r}", param="input_file_id", code="not_found", status=404
@@ -93,10 +93,11 @@ def create_batch(
     return batch_object(runner, batch_id)
 
 
-def batch_object(runner: BatchRunner, batch_id: str) -> dict:
-    """The OpenAI batch object of ``batch_id`` (404 when unknown)."""
+def batch_object(runner: BatchRunner, batch_id: str, owner: str | None = None) -> dict:
+    """The OpenAI batch object of ``batch_id`` (404 when unknown or another key's)."""
     db = runner.db
-    row = db.row("SELECT * FROM wl_batches WHERE id = ?", (batch_id,))
+    mine, params = owned(owner)
+    row = db.row(f"SELECT * FROM wl_batches WHERE id = ?{mine}", (batch_id, *params))
     if row is None:
         raise not_found("batch", batch_id, "batch_id")
     times = orjson.loads(row["times"])
@@ -153,9 +154,9 @@ def _errors(raw: str | None) -> dict | None:
     return orjson.loads(raw) if raw else None
 
 
-def cancel_batch(runner: BatchRunner, batch_id: str) -> dict:
+def cancel_batch(runner: BatchRunner, batch_id: str, owner: str | None = None) -> dict:
     """Ask a batch to stop: lines running finish, the rest are answered ``batch_cancelled``."""
-    status = batch_object(runner, batch_id)["status"]
+    status = batch_object(runner, batch_id, owner)["status"]
     if status in ("validating", "in_progress"):
         runner.cancel(batch_id)
     elif status not in ("cancelling", "cancelled"):
@@ -165,11 +166,13 @@ def cancel_batch(runner: BatchRunner, batch_id: str) -> dict:
     return batch_object(runner, batch_id)
 
 
-def list_batches(runner: BatchRunner, query: dict[str, str]) -> dict:
+def list_batches(runner: BatchRunner, query: dict[str, str], owner: str | None = None) -> dict:
     raw = query.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         raise BadRequestError("limit must be an integer between 1 and 100", param="limit")
-    ids = [r["id"] for r in runner.db.rows("SELECT id FROM wl_batches ORDER BY created_at DESC, rowid DESC")]
+    mine, params = owned(owner)
+    sql = f"SELECT id FROM wl_batches WHERE 1 = 1{mine} ORDER BY created_at DESC, rowid DESC"
+    ids = [r["id"] for r in runner.db.rows(sql, params)]
     after = query.get("after")
     if after in ids:
         ids = ids[ids.index(after) + 1 :]
@@ -191,13 +194,15 @@ def batch_routes(app: web.Application, parts: Callable[[web.Request], tuple[Batc
         return web.json_response(batch)
 
     async def retrieve(request: web.Request) -> web.Response:
-        return web.json_response(batch_object(parts(request)[0], request.match_info["batch_id"]))
+        batch_id = request.match_info["batch_id"]
+        return web.json_response(batch_object(parts(request)[0], batch_id, owner_of(request)))
 
     async def cancel(request: web.Request) -> web.Response:
-        return web.json_response(cancel_batch(parts(request)[0], request.match_info["batch_id"]))
+        batch_id = request.match_info["batch_id"]
+        return web.json_response(cancel_batch(parts(request)[0], batch_id, owner_of(request)))
 
     async def listing(request: web.Request) -> web.Response:
-        return web.json_response(list_batches(parts(request)[0], dict(request.query)))
+        return web.json_response(list_batches(parts(request)[0], dict(request.query), owner_of(request)))
 
     app.router.add_post("/v1/batches", create)
     app.router.add_get("/v1/batches", listing)

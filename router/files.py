@@ -19,9 +19,10 @@ import orjson
 from aiohttp import BodyPartReader, web
 
 from router.errors import BadRequestError
+from router.keys import CLIENT_KEY
 from router.workload_db import WorkloadDB
 
-__all__ = ["BATCH_URLS", "FileStore", "file_routes", "not_found"]
+__all__ = ["BATCH_URLS", "FileStore", "file_routes", "not_found", "owner_of", "owned"]
 
 # purpose -> largest upload in bytes (OpenAI's limits)
 MAX_BYTES = {"batch": 200 * 1024 * 1024, "fine-tune": 512 * 1024 * 1024}
@@ -33,6 +34,20 @@ _CHUNK = 256 * 1024
 def not_found(kind: str, ident: str, param: str) -> BadRequestError:
     """The 404 of an unknown file, batch or job id."""
     return BadRequestError(f"no {kind} with id {ident!r}", param=param, code="not_found", status=404)
+
+
+def owner_of(request: web.Request) -> str | None:
+    """The virtual key id that owns what this request creates and bounds what it sees.
+
+    None for the master key and for open mode (no master key): they see every object.
+    """
+    key = request.get(CLIENT_KEY)
+    return key.key_id if key is not None else None
+
+
+def owned(owner: str | None) -> tuple[str, tuple[object, ...]]:
+    """The SQL condition (and its parameters) of the rows ``owner`` may see."""
+    return ("", ()) if owner is None else (" AND key_id = ?", (owner,))
 
 
 def file_object(row: dict) -> dict:
@@ -57,34 +72,40 @@ class FileStore:
         self.db = db
         self.clock = clock
 
-    def get(self, file_id: str) -> dict:
-        row = self.db.row("SELECT * FROM wl_files WHERE id = ? AND deleted = 0", (file_id,))
+    def get(self, file_id: str, owner: str | None = None) -> dict:
+        """A live file; another key's file is as unknown as a missing one (404)."""
+        mine, params = owned(owner)
+        row = self.db.row(f"SELECT * FROM wl_files WHERE id = ? AND deleted = 0{mine}", (file_id, *params))
         if row is None:
             raise not_found("file", file_id, "file_id")
         return row
 
-    def path(self, file_id: str) -> Path:
-        return Path(self.get(file_id)["path"])
+    def path(self, file_id: str, owner: str | None = None) -> Path:
+        return Path(self.get(file_id, owner)["path"])
 
-    def add(self, *, purpose: str, filename: str, data: bytes, lines: int = 0) -> dict:
+    def add(
+        self, *, purpose: str, filename: str, data: bytes, lines: int = 0, key_id: str | None = None
+    ) -> dict:
         """Keep ``data`` as a new file (batch output and error files)."""
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         path = self.db.files_dir / file_id
         tmp = path.with_suffix(".part")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-        return self._record(file_id, purpose, filename, len(data), path, lines)
+        return self._record(file_id, purpose, filename, len(data), path, lines, key_id)
 
-    def _record(self, file_id: str, purpose: str, filename: str, size: int, path: Path, lines: int) -> dict:
+    def _record(
+        self, file_id: str, purpose: str, filename: str, size: int, path: Path, lines: int, key_id: str | None
+    ) -> dict:
         created = int(self.clock().timestamp())
         self.db.execute(
-            "INSERT INTO wl_files (id, purpose, filename, bytes, created_at, path, lines)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (file_id, purpose, filename, size, created, str(path), lines),
+            "INSERT INTO wl_files (id, purpose, filename, bytes, created_at, path, lines, key_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (file_id, purpose, filename, size, created, str(path), lines, key_id),
         )
         return self.get(file_id)
 
-    async def upload(self, request: web.Request) -> dict:
+    async def upload(self, request: web.Request, owner: str | None = None) -> dict:
         """Read a multipart upload (``purpose``, ``file``), check it, keep it."""
         if not request.content_type.startswith("multipart/"):
             raise BadRequestError(
@@ -118,7 +139,7 @@ class FileStore:
             path = tmp.with_suffix("")
             os.replace(tmp, path)
             saved = None
-            return self._record(file_id, purpose, filename, size, path, lines)
+            return self._record(file_id, purpose, filename, size, path, lines, owner)
         finally:
             if saved is not None:
                 saved[1].unlink(missing_ok=True)
@@ -142,20 +163,21 @@ class FileStore:
             raise BadRequestError("the file is empty", param="file", code="invalid_file")
         return part.filename or "upload.jsonl", tmp, size
 
-    def listing(self, query: dict[str, str]) -> dict:
+    def listing(self, query: dict[str, str], owner: str | None = None) -> dict:
         purpose = query.get("purpose")
         limit = _limit(query.get("limit"), 10_000)
         order = "ASC" if query.get("order") == "asc" else "DESC"
-        sql = "SELECT * FROM wl_files WHERE deleted = 0"
-        params: list[object] = []
+        mine, mine_params = owned(owner)
+        sql = "SELECT * FROM wl_files WHERE deleted = 0" + mine
+        params: list[object] = list(mine_params)
         if purpose:
             sql += " AND purpose = ?"
             params.append(purpose)
         rows = self.db.rows(sql + f" ORDER BY created_at {order}, rowid {order}", params)
         return page([file_object(r) for r in rows], query.get("after"), limit)
 
-    def delete(self, file_id: str) -> dict:
-        row = self.get(file_id)
+    def delete(self, file_id: str, owner: str | None = None) -> dict:
+        row = self.get(file_id, owner)
         self.db.execute("UPDATE wl_files SET deleted = 1 WHERE id = ?", (file_id,))
         Path(row["path"]).unlink(missing_ok=True)
         return {"id": file_id, "object": "file", "deleted": True}
@@ -265,20 +287,21 @@ def file_routes(app: web.Application, store: Callable[[web.Request], FileStore])
     """Register ``/v1/files`` on ``app``; ``store(request)`` finds the FileStore."""
 
     async def create(request: web.Request) -> web.Response:
-        return web.json_response(file_object(await store(request).upload(request)))
+        return web.json_response(file_object(await store(request).upload(request, owner_of(request))))
 
     async def listing(request: web.Request) -> web.Response:
-        return web.json_response(store(request).listing(dict(request.query)))
+        return web.json_response(store(request).listing(dict(request.query), owner_of(request)))
 
     async def retrieve(request: web.Request) -> web.Response:
-        return web.json_response(file_object(store(request).get(request.match_info["file_id"])))
+        file_id = request.match_info["file_id"]
+        return web.json_response(file_object(store(request).get(file_id, owner_of(request))))
 
     async def content(request: web.Request) -> web.StreamResponse:
-        path = store(request).path(request.match_info["file_id"])
+        path = store(request).path(request.match_info["file_id"], owner_of(request))
         return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
     async def delete(request: web.Request) -> web.Response:
-        return web.json_response(store(request).delete(request.match_info["file_id"]))
+        return web.json_response(store(request).delete(request.match_info["file_id"], owner_of(request)))
 
     app.router.add_post("/v1/files", create)
     app.router.add_get("/v1/files", listing)

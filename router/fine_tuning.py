@@ -29,9 +29,10 @@ from providers.finetune_client import FineTuneClient, training_tokens
 from router.batch_plan import LineAsk, place_jobs
 from router.clocks import clock_speed
 from router.core import RequestContext, Router
-from router.errors import BadRequestError, UpstreamFailedError
-from router.files import FileStore, not_found, page
-from router.keys import within_regions
+from router.errors import BadRequestError, BudgetExceededError, UpstreamFailedError
+from router.files import FileStore, not_found, owned, owner_of, page
+from router.job_holds import JobHolds
+from router.keys import KeyPolicy, stored_policy, within_regions
 from router.results import Routing
 from router.workload_db import WorkloadDB
 
@@ -54,6 +55,7 @@ class FineTuner:
         self._tasks: dict[str, asyncio.Task] = {}
         self._session: aiohttp.ClientSession | None = None
         self._client: FineTuneClient | None = None
+        self.holds = JobHolds(router)
 
     def now_s(self) -> float:
         return self.router.clock().timestamp()
@@ -61,8 +63,27 @@ class FineTuner:
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
         self._client = FineTuneClient(self._session)
-        for row in self.db.rows("SELECT id FROM wl_ft_jobs WHERE status IN (?, ?, ?)", _ACTIVE):
+        for row in self.db.rows("SELECT * FROM wl_ft_jobs WHERE status IN (?, ?, ?)", _ACTIVE):
+            await self._hold_again(row)
             self._spawn(row["id"])
+
+    async def _hold_again(self, row: dict) -> None:
+        """A job resumed after a restart holds its key's budget again (recovery voided the old hold)."""
+        if row["key_id"] is None or row["region"] is None:
+            return
+        try:
+            key = stored_policy(self.router.ledger, self.router.config, row["key_id"])
+            await self.holds.hold(
+                row["id"],
+                model=row["model"],
+                origin=row["origin"],
+                region=row["region"],
+                start_s=max(row["start_s"] or 0.0, self.now_s()),
+                reference_tokens=row["estimated_tokens"],
+                key=key,
+            )
+        except Exception as exc:  # noqa: BLE001 - accepted before: it runs on, charged at its end
+            log.warning("fine-tuning job %s: its budget hold could not be taken again: %s", row["id"], exc)
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -85,10 +106,12 @@ class FineTuner:
         deadline_s: str | None,
         key_id: str | None = None,
         allowed_regions: frozenset[str] | None = None,
+        key: KeyPolicy | None = None,
     ) -> dict:
         """Check, place and record a job; it is forwarded when its start comes.
 
-        ``allowed_regions`` (a virtual key's policy) bounds where it may be placed.
+        ``allowed_regions`` (a virtual key's policy) bounds where it may be placed; ``key``'s
+        budget holds the job's estimated cost until it ends (429 budget_exceeded if it cannot).
         """
         if not isinstance(body, dict):
             raise BadRequestError("the request body must be a JSON object", param=None)
@@ -111,7 +134,7 @@ class FineTuner:
                 code="model_not_available",
             )
         try:
-            source = self.files.get(file_id)
+            source = self.files.get(file_id, key_id)  # a key trains only on its own files
         except BadRequestError:
             raise not_found("file", file_id, "training_file") from None
         if source["purpose"] != "fine-tune":
@@ -147,6 +170,15 @@ class FineTuner:
                 code="deadline_infeasible",
             )
         job_id = f"ftjob-{uuid.uuid4().hex[:24]}"
+        await self.holds.hold(
+            job_id,
+            model=model,
+            origin=origin,
+            region=slot.region,
+            start_s=slot.start_s,
+            reference_tokens=reference,
+            key=key,
+        )
         self.db.execute(
             "INSERT INTO wl_ft_jobs (id, model, training_file, validation_file, hyperparameters, suffix,"
             " seed, metadata, origin, key_id, status, created_at, deadline_s, estimated_tokens, region,"
@@ -182,8 +214,10 @@ class FineTuner:
         self._spawn(job_id)
         return self.job_object(job_id)
 
-    def job_object(self, job_id: str) -> dict:
-        row = self.db.row("SELECT * FROM wl_ft_jobs WHERE id = ?", (job_id,))
+    def job_object(self, job_id: str, owner: str | None = None) -> dict:
+        """The OpenAI job object (404 when unknown or another key's)."""
+        mine, params = owned(owner)
+        row = self.db.row(f"SELECT * FROM wl_ft_jobs WHERE id = ?{mine}", (job_id, *params))
         if row is None:
             raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")
         return {
@@ -216,15 +250,15 @@ class FineTuner:
             },
         }
 
-    def listing(self, query: dict[str, str]) -> dict:
+    def listing(self, query: dict[str, str], owner: str | None = None) -> dict:
         limit = _limit(query.get("limit"))
-        ids = [
-            r["id"] for r in self.db.rows("SELECT id FROM wl_ft_jobs ORDER BY created_at DESC, rowid DESC")
-        ]
+        mine, params = owned(owner)
+        sql = f"SELECT id FROM wl_ft_jobs WHERE 1 = 1{mine} ORDER BY created_at DESC, rowid DESC"
+        ids = [r["id"] for r in self.db.rows(sql, params)]
         return page([self.job_object(i) for i in ids], query.get("after"), limit)
 
-    def events(self, job_id: str, query: dict[str, str]) -> dict:
-        self.job_object(job_id)
+    def events(self, job_id: str, query: dict[str, str], owner: str | None = None) -> dict:
+        self.job_object(job_id, owner)
         rows = self.db.rows("SELECT * FROM wl_ft_events WHERE job_id = ? ORDER BY seq DESC", (job_id,))
         items = [
             {
@@ -240,8 +274,8 @@ class FineTuner:
         ]
         return page(items, query.get("after"), _limit(query.get("limit")))
 
-    async def cancel(self, job_id: str) -> dict:
-        row = self.job_object(job_id)
+    async def cancel(self, job_id: str, owner: str | None = None) -> dict:
+        row = self.job_object(job_id, owner)
         if row["status"] in _FINAL:
             raise BadRequestError(
                 f"a job that has {row['status']} cannot be cancelled",
@@ -255,6 +289,7 @@ class FineTuner:
                 await task
         await self._cancel_upstream(self._row(job_id))
         self._set(job_id, status="cancelled", finished_at=int(self.now_s()))
+        self.holds.release(job_id)
         self._event(job_id, "info", "Job cancelled")
         return self.job_object(job_id)
 
@@ -333,6 +368,11 @@ class FineTuner:
             self._set(
                 job_id, status="failed", finished_at=int(self.now_s()), error=orjson.dumps(error).decode()
             )
+        finally:
+            # A job that ended without success gives its key's budget back; one merely stopped
+            # (shut-down) keeps its hold until the process goes.
+            if self.holds.holding(job_id) and self._row(job_id)["status"] in ("failed", "cancelled"):
+                self.holds.release(job_id)
 
     async def _wait_until(self, start_s: float) -> None:
         while (left := start_s - self.now_s()) > 0:
@@ -391,6 +431,13 @@ class FineTuner:
     async def _charge(self, row: dict, trained_tokens: int) -> Routing:
         """Settle the trained tokens on the ledger at the job's region and start time."""
         router = self.router
+        latency_s = max(self.now_s() - row["start_s"], 0.0)
+        routing = await self.holds.settle(row["id"], trained_tokens, latency_s=latency_s)
+        if routing is not None:
+            return routing
+        # No hold here (no budget, or a restart could not take it again): the key's budget,
+        # if any, still counts the cost when it fits; spend is a fact either way.
+        key = stored_policy(router.ledger, router.config, row["key_id"])
         region = router.config.region(row["region"])
         offer = region.offer(row["model"]) if region else None
         ratio = offer.token_ratio if offer else 1.0
@@ -398,16 +445,24 @@ class FineTuner:
             row["model"], "training", row["origin"], trained_tokens / ratio, 0.0, pinned_region=row["region"]
         )
         started = datetime.fromtimestamp(row["start_s"], UTC)
-        ctx = RequestContext(
-            work_class="training", origin=row["origin"], request_id=row["id"], key_id=row["key_id"]
-        )
         for _ in range(3):
+            ctx = RequestContext(
+                work_class="training",
+                origin=row["origin"],
+                request_id=row["id"],
+                key_id=row["key_id"],
+                key=key,
+            )
             options = rank(router.config, ask, State(balances=router.balances()), started)
             if not options:
                 break
             option = options[0]
             # The Router's own two-phase hold and settlement, so vouchers and the usage chain stay exact.
-            hold = await router._reserve(row["id"], option, ask, ctx)
+            try:
+                hold = await router._reserve(row["id"], option, ask, ctx)
+            except BudgetExceededError:
+                key = None
+                continue
             if hold is None:
                 continue  # the voucher ran dry meanwhile: rank again
             routing = Routing(
@@ -426,7 +481,7 @@ class FineTuner:
                 ask,
                 Usage(trained_tokens, 0, reported=True),
                 routing,
-                latency_s=max(self.now_s() - row["start_s"], 0.0),
+                latency_s=latency_s,
                 ttft_s=None,
             )
             return routing
@@ -475,20 +530,22 @@ def fine_tuning_routes(app: web.Application, tuner: Callable[[web.Request], Fine
             deadline_s=request.headers.get("X-Suanli-Deadline-S") or None,
             key_id=key.key_id if key else None,
             allowed_regions=key.allowed_regions if key else None,
+            key=key,
         )
         return web.json_response(job)
 
     async def listing(request: web.Request) -> web.Response:
-        return web.json_response(tuner(request).listing(dict(request.query)))
+        return web.json_response(tuner(request).listing(dict(request.query), owner_of(request)))
 
     async def retrieve(request: web.Request) -> web.Response:
-        return web.json_response(tuner(request).job_object(request.match_info["job_id"]))
+        return web.json_response(tuner(request).job_object(request.match_info["job_id"], owner_of(request)))
 
     async def cancel(request: web.Request) -> web.Response:
-        return web.json_response(await tuner(request).cancel(request.match_info["job_id"]))
+        return web.json_response(await tuner(request).cancel(request.match_info["job_id"], owner_of(request)))
 
     async def events(request: web.Request) -> web.Response:
-        return web.json_response(tuner(request).events(request.match_info["job_id"], dict(request.query)))
+        job_id = request.match_info["job_id"]
+        return web.json_response(tuner(request).events(job_id, dict(request.query), owner_of(request)))
 
     app.router.add_post("/v1/fine_tuning/jobs", create)
     app.router.add_get("/v1/fine_tuning/jobs", listing)

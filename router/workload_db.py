@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS wl_files (
     created_at INTEGER NOT NULL,
     path TEXT NOT NULL,
     lines INTEGER NOT NULL DEFAULT 0,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    key_id TEXT
 );
 CREATE TABLE IF NOT EXISTS wl_batches (
     id TEXT PRIMARY KEY,
@@ -138,6 +139,9 @@ class WorkloadDB:
         with self.transaction() as c:
             for statement in filter(str.strip, _TABLES.split(";")):
                 c.execute(statement)
+            # Files of a database made before files had owners: add the column (NULL = the master's).
+            if "key_id" not in {r[1] for r in c.execute("PRAGMA table_info(wl_files)")}:
+                c.execute("ALTER TABLE wl_files ADD COLUMN key_id TEXT")
 
     def close(self) -> None:
         with self._lock:
