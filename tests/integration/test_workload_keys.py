@@ -169,3 +169,21 @@ def test_a_finished_job_settles_its_real_cost_on_the_key(tmp_path: Path):
         shown = _key_state(proxy, made["id"])
         assert shown["spent_yuan_this_month"] == pytest.approx(row.cost_yuan, rel=1e-6)
         assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
+
+
+def test_a_queued_job_holds_its_budget_again_after_a_restart(tmp_path: Path):
+    clock = VirtualClock(TEN_AM, speed=0)
+    config = night_config(tmp_path)
+    with running_proxy(config, clock=clock, master_key=MASTER) as proxy:
+        made = new_key(proxy, name="trainer", budget_yuan_per_day=1.0)
+        sdk = client(proxy, made["key"])
+        training = sdk.files.create(file=_training_file(tmp_path, 10).open("rb"), purpose="fine-tune")
+        job = sdk.fine_tuning.jobs.create(model="deepseek-flash", training_file=training.id)
+    with running_proxy(config, clock=clock, master_key=MASTER) as proxy:
+        # The old process's hold was voided by recovery; the resumed job took a new one.
+        assert _key_state(proxy, made["id"])["held_yuan_today"] == pytest.approx(_estimate(job), rel=1e-6)
+        assert proxy.call(lambda r: r.ledger.pending_holds()) == 1
+        sdk = client(proxy, made["key"])
+        assert sdk.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+        assert _key_state(proxy, made["id"])["held_yuan_today"] == 0
+        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
