@@ -265,7 +265,8 @@ def test_a_fine_tuning_job_of_an_east_only_key_is_not_placed_in_the_west(tmp_pat
             east_only.fine_tuning.jobs.create(model="deepseek-flash", training_file=uploaded.id)
         assert list(east_only.fine_tuning.jobs.list()) == []
         anywhere = client(proxy, new_key(proxy)["key"])
-        job = anywhere.fine_tuning.jobs.create(model="deepseek-flash", training_file=uploaded.id)
+        mine = anywhere.files.create(file=training.open("rb"), purpose="fine-tune")  # keys own their files
+        job = anywhere.fine_tuning.jobs.create(model="deepseek-flash", training_file=mine.id)
         events = [e.message for e in anywhere.fine_tuning.jobs.list_events(job.id)]
         assert any("placed the job on region qingyang" in message for message in events)
 
