@@ -141,6 +141,14 @@ class FineTuner:
             raise BadRequestError(
                 f"file {file_id!r} has purpose {source['purpose']!r}, not fine-tune", param="training_file"
             )
+        validation = body.get("validation_file")
+        if validation is not None:
+            if not isinstance(validation, str):
+                raise BadRequestError("validation_file must be a file id", param="validation_file")
+            try:
+                self.files.get(validation, key_id)  # it too must be the key's own
+            except BadRequestError:
+                raise not_found("file", validation, "validation_file") from None
         hyper = body.get("hyperparameters") or {}
         if not isinstance(hyper, dict):
             raise BadRequestError("hyperparameters must be an object", param="hyperparameters")
@@ -179,30 +187,34 @@ class FineTuner:
             reference_tokens=reference,
             key=key,
         )
-        self.db.execute(
-            "INSERT INTO wl_ft_jobs (id, model, training_file, validation_file, hyperparameters, suffix,"
-            " seed, metadata, origin, key_id, status, created_at, deadline_s, estimated_tokens, region,"
-            " start_s, voucher)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
-            (
-                job_id,
-                model,
-                file_id,
-                body.get("validation_file"),
-                orjson.dumps({"n_epochs": epochs}).decode(),
-                body.get("suffix"),
-                body.get("seed"),
-                orjson.dumps(body.get("metadata")).decode() if body.get("metadata") else None,
-                origin,
-                key_id,
-                int(now_s),
-                window_s,
-                round(reference),
-                slot.region,
-                slot.start_s,
-                slot.voucher,
-            ),
-        )
+        try:
+            self.db.execute(
+                "INSERT INTO wl_ft_jobs (id, model, training_file, validation_file, hyperparameters, suffix,"
+                " seed, metadata, origin, key_id, status, created_at, deadline_s, estimated_tokens, region,"
+                " start_s, voucher)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    model,
+                    file_id,
+                    body.get("validation_file"),
+                    orjson.dumps({"n_epochs": epochs}).decode(),
+                    body.get("suffix"),
+                    body.get("seed"),
+                    orjson.dumps(body.get("metadata")).decode() if body.get("metadata") else None,
+                    origin,
+                    key_id,
+                    int(now_s),
+                    window_s,
+                    round(reference),
+                    slot.region,
+                    slot.start_s,
+                    slot.voucher,
+                ),
+            )
+        except BaseException:
+            self.holds.release(job_id)  # nothing recorded: nothing held
+            raise
         when = datetime.fromtimestamp(slot.start_s, UTC).isoformat()
         self._event(job_id, "info", f"Validated training file: {reference} reference tokens to train")
         self._event(

@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -47,7 +48,7 @@ def test_a_key_sees_and_touches_only_its_own_files_batches_and_jobs(tmp_path: Pa
         b_file = b.files.create(file=batch_file(tmp_path, 2).open("rb"), purpose="batch")
 
         # B lists nothing of A's and gets the same 404 for A's objects as for unknown ones.
-        assert [f.id for f in b.files.list()] == [b_file.id]
+        assert [f.id for f in b.files.list()] == [b_file.id]  # (B's training file comes later)
         assert list(b.batches.list()) == [] and list(b.fine_tuning.jobs.list()) == []
         for call in (
             lambda: b.files.retrieve(a_input.id),
@@ -71,12 +72,18 @@ def test_a_key_sees_and_touches_only_its_own_files_batches_and_jobs(tmp_path: Pa
         with pytest.raises(openai.NotFoundError) as exc:
             b.fine_tuning.jobs.create(model="deepseek-flash", training_file=a_train.id)
         assert exc.value.body["param"] == "training_file"
+        b_train = b.files.create(file=_training_file(tmp_path, 2).open("rb"), purpose="fine-tune")
+        with pytest.raises(openai.NotFoundError) as exc:
+            b.fine_tuning.jobs.create(
+                model="deepseek-flash", training_file=b_train.id, validation_file=a_train.id
+            )
+        assert exc.value.body["param"] == "validation_file"
 
         # A sees its own; the master sees everyone's and may act on them.
         assert {f.id for f in a.files.list()} == {a_input.id, a_train.id}
         assert [x.id for x in a.batches.list()] == [batch.id]
         assert [x.id for x in a.fine_tuning.jobs.list()] == [job.id]
-        assert {f.id for f in master.files.list()} == {a_input.id, a_train.id, b_file.id}
+        assert {f.id for f in master.files.list()} == {a_input.id, a_train.id, b_file.id, b_train.id}
         assert [x.id for x in master.batches.list()] == [batch.id]
         assert master.fine_tuning.jobs.retrieve(job.id).status == "queued"
         assert a.files.content(a_input.id).text.count("custom_id") == 3
@@ -187,3 +194,26 @@ def test_a_queued_job_holds_its_budget_again_after_a_restart(tmp_path: Path):
         assert sdk.fine_tuning.jobs.cancel(job.id).status == "cancelled"
         assert _key_state(proxy, made["id"])["held_yuan_today"] == 0
         assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
+
+
+def test_a_job_that_fails_at_its_region_releases_its_hold(tmp_path: Path):
+    clock = VirtualClock(TEN_AM, speed=0)
+    with running_proxy(night_config(tmp_path), clock=clock, master_key=MASTER) as proxy:
+        made = new_key(proxy, name="trainer", budget_yuan_per_day=1.0)
+        sdk = client(proxy, made["key"])
+        training = sdk.files.create(file=_training_file(tmp_path, 10).open("rb"), purpose="fine-tune")
+        job = sdk.fine_tuning.jobs.create(model="deepseek-flash", training_file=training.id)
+        assert _key_state(proxy, made["id"])["held_yuan_today"] > 0
+        url = proxy.call(lambda r: r._fleet.urls["qingyang"]).removesuffix("/v1")
+        httpx.post(f"{url}/sim/faults", json={"error_rate": 1.0, "error_status": 503}).raise_for_status()
+        start = datetime.fromtimestamp(job.model_extra["suanli"]["start_at"], SHANGHAI)
+        clock.set(start + timedelta(minutes=1))
+        failed = wait_for(
+            lambda: (j := sdk.fine_tuning.jobs.retrieve(job.id)).status == "failed" and j, what="the failure"
+        )
+        assert failed.error is not None
+        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
+        assert proxy.call(lambda r: r.ledger.usage()) == []
+        clock.set(TEN_AM)  # the day the job was accepted, whose budget it held
+        shown = _key_state(proxy, made["id"])
+        assert (shown["held_yuan_today"], shown["spent_yuan_today"]) == (0, 0)
