@@ -71,14 +71,14 @@ class FineTuner:
         """A job resumed after a restart holds its key's budget again (recovery voided the old hold)."""
         if row["key_id"] is None or row["region"] is None:
             return
+        key = await self._policy(row["key_id"])
         try:
-            key = stored_policy(self.router.ledger, self.router.config, row["key_id"])
             await self.holds.hold(
                 row["id"],
                 model=row["model"],
                 origin=row["origin"],
                 region=row["region"],
-                start_s=max(row["start_s"] or 0.0, self.now_s()),
+                start_s=row["start_s"] if row["start_s"] is not None else self.now_s(),
                 reference_tokens=row["estimated_tokens"],
                 key=key,
             )
@@ -449,7 +449,7 @@ class FineTuner:
             return routing
         # No hold here (no budget, or a restart could not take it again): the key's budget,
         # if any, still counts the cost when it fits; spend is a fact either way.
-        key = stored_policy(router.ledger, router.config, row["key_id"])
+        key = await self._policy(row["key_id"])
         region = router.config.region(row["region"])
         offer = region.offer(row["model"]) if region else None
         ratio = offer.token_ratio if offer else 1.0
@@ -498,6 +498,14 @@ class FineTuner:
             )
             return routing
         raise UpstreamFailedError(f"region {row['region']} no longer offers fine-tuning of {row['model']!r}")
+
+    async def _policy(self, key_id: str | None) -> KeyPolicy | None:
+        """The job's stored key policy, or None when it cannot be read (the charge goes on without it)."""
+        try:  # in a thread: on PostgreSQL the ledger's blocking reads may not run on the loop
+            return await asyncio.to_thread(stored_policy, self.router.ledger, self.router.config, key_id)
+        except Exception as exc:  # noqa: BLE001 - spend is a fact: charge it even without the key's budget
+            log.warning("fine-tuning job of key %s: its policy could not be read: %s", key_id, exc)
+            return None
 
     def _region(self, region_id: str):  # noqa: ANN202 - (Region, base URL)
         region = self.router.config.region(region_id)
