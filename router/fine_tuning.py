@@ -32,7 +32,7 @@ from router.core import RequestContext, Router
 from router.errors import BadRequestError, BudgetExceededError, UpstreamFailedError
 from router.files import FileStore, not_found, owned, owner_of, page
 from router.job_holds import JobHolds
-from router.keys import KeyPolicy, stored_policy, within_regions
+from router.keys import KeyPolicy, load_policy, within_regions
 from router.results import Routing
 from router.workload_db import WorkloadDB
 
@@ -213,7 +213,7 @@ class FineTuner:
                 ),
             )
         except BaseException:
-            self.holds.release(job_id)  # nothing recorded: nothing held
+            await self.holds.release(job_id)  # nothing recorded: nothing held
             raise
         when = datetime.fromtimestamp(slot.start_s, UTC).isoformat()
         self._event(job_id, "info", f"Validated training file: {reference} reference tokens to train")
@@ -301,7 +301,7 @@ class FineTuner:
                 await task
         await self._cancel_upstream(self._row(job_id))
         self._set(job_id, status="cancelled", finished_at=int(self.now_s()))
-        self.holds.release(job_id)
+        await self.holds.release(job_id)
         self._event(job_id, "info", "Job cancelled")
         return self.job_object(job_id)
 
@@ -384,7 +384,7 @@ class FineTuner:
             # A job that ended without success gives its key's budget back; one merely stopped
             # (shut-down) keeps its hold until the process goes.
             if self.holds.holding(job_id) and self._row(job_id)["status"] in ("failed", "cancelled"):
-                self.holds.release(job_id)
+                await self.holds.release(job_id)
 
     async def _wait_until(self, start_s: float) -> None:
         while (left := start_s - self.now_s()) > 0:
@@ -501,8 +501,8 @@ class FineTuner:
 
     async def _policy(self, key_id: str | None) -> KeyPolicy | None:
         """The job's stored key policy, or None when it cannot be read (the charge goes on without it)."""
-        try:  # in a thread: on PostgreSQL the ledger's blocking reads may not run on the loop
-            return await asyncio.to_thread(stored_policy, self.router.ledger, self.router.config, key_id)
+        try:
+            return await load_policy(self.router.ledger, self.router.config, key_id)
         except Exception as exc:  # noqa: BLE001 - spend is a fact: charge it even without the key's budget
             log.warning("fine-tuning job of key %s: its policy could not be read: %s", key_id, exc)
             return None

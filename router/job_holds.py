@@ -89,8 +89,16 @@ class JobHolds:
         del self._held[job_id]
         return routing
 
-    def release(self, job_id: str) -> None:
+    async def release(self, job_id: str) -> None:
         """Void the job's hold (cancelled or failed): its key's budget and voucher are free again."""
         held = self._held.pop(job_id, None)
-        if held is not None:
-            self.router._void(held[0])
+        if held is None:
+            return
+        hold = held[0]
+        router = self.router
+        # Awaited (the Router's own void only queues it on PostgreSQL): the cancel's answer
+        # comes after the budget is free.
+        await router._accounts.void(hold.id)
+        if hold.voucher_id is not None:
+            available = router._available
+            available[hold.voucher_id] = available.get(hold.voucher_id, 0.0) + hold.voucher_units

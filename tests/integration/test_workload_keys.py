@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from router.clocks import VirtualClock
+from tests.backends import read
 from tests.harness import running_proxy
 from tests.integration.test_keys import MASTER, admin, client, new_key
 from tests.integration.workload_helpers import SHANGHAI, TEN_AM, batch_file, jsonl, night_config, wait_for
@@ -30,13 +31,18 @@ def _training_file(tmp_path: Path, examples: int) -> Path:
     return path
 
 
+def _config(tmp_path: Path, ledger_opts: dict):
+    """The night config on the test's ledger backend, workload files kept in ``tmp_path``."""
+    return night_config(tmp_path, data_dir=str(tmp_path / "data"), **ledger_opts)
+
+
 def _status(sdk: openai.OpenAI, batch_id: str, status: str):
     return lambda: (b := sdk.batches.retrieve(batch_id)).status == status and b
 
 
-def test_a_key_sees_and_touches_only_its_own_files_batches_and_jobs(tmp_path: Path):
+def test_a_key_sees_and_touches_only_its_own_files_batches_and_jobs(tmp_path: Path, ledger_opts: dict):
     clock = VirtualClock(TEN_AM, speed=0)  # manual: nothing runs before the night
-    with running_proxy(night_config(tmp_path), clock=clock, master_key=MASTER) as proxy:
+    with running_proxy(_config(tmp_path, ledger_opts), clock=clock, master_key=MASTER) as proxy:
         a, b = (client(proxy, new_key(proxy, name=n)["key"]) for n in ("a", "b"))
         master = client(proxy, MASTER)
         a_input = a.files.create(file=batch_file(tmp_path, 3).open("rb"), purpose="batch")
@@ -112,9 +118,9 @@ def _estimate(job) -> float:
     return job.model_extra["suanli"]["estimated_tokens"] * 14.0 * 0.5 / 1e6
 
 
-def test_job_holds_its_estimate_on_the_key_budget_refuses_over_it_and_releases_on_cancel(tmp_path: Path):
+def test_job_holds_its_estimate_on_the_key_budget_releases_it_on_cancel(tmp_path: Path, ledger_opts: dict):
     clock = VirtualClock(TEN_AM, speed=0)
-    with running_proxy(night_config(tmp_path), clock=clock, master_key=MASTER) as proxy:
+    with running_proxy(_config(tmp_path, ledger_opts), clock=clock, master_key=MASTER) as proxy:
         master = client(proxy, MASTER)
         probe_file = master.files.create(file=_training_file(tmp_path, 10).open("rb"), purpose="fine-tune")
         probe = master.fine_tuning.jobs.create(model="deepseek-flash", training_file=probe_file.id)
@@ -132,30 +138,30 @@ def test_job_holds_its_estimate_on_the_key_budget_refuses_over_it_and_releases_o
         assert held["held_yuan_today"] == pytest.approx(estimate, rel=1e-6)
         assert held["spent_yuan_today"] == 0
 
-        balances = proxy.call(lambda r: r.ledger.balances())
+        balances = read(proxy, lambda r: r.ledger.balances())
         retrying = openai.OpenAI(base_url=proxy.base_url, api_key=made["key"], max_retries=3)
         with pytest.raises(openai.RateLimitError) as exc:
             retrying.fine_tuning.jobs.create(model="deepseek-flash", training_file=training.id)
         assert exc.value.code == "budget_exceeded"
         assert exc.value.response.headers["x-should-retry"] == "false"
         assert [j.id for j in sdk.fine_tuning.jobs.list()] == [first.id]  # no job was recorded
-        assert proxy.call(lambda r: r.ledger.balances()) == balances
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 1  # the first job's only
+        assert read(proxy, lambda r: r.ledger.balances()) == balances
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 1  # the first job's only
         assert _key_state(proxy, made["id"])["held_yuan_today"] == pytest.approx(estimate, rel=1e-6)
 
         # Cancelling gives the budget back: the same job now fits.
         assert sdk.fine_tuning.jobs.cancel(first.id).status == "cancelled"
         freed = _key_state(proxy, made["id"])
         assert (freed["held_yuan_today"], freed["spent_yuan_today"]) == (0, 0)
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
-        assert proxy.call(lambda r: r.ledger.usage()) == []
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 0
+        assert read(proxy, lambda r: r.ledger.usage()) == []
         second = sdk.fine_tuning.jobs.create(model="deepseek-flash", training_file=training.id)
         assert second.status == "queued"
 
 
-def test_a_finished_job_settles_its_real_cost_on_the_key(tmp_path: Path):
+def test_a_finished_job_settles_its_real_cost_on_the_key(tmp_path: Path, ledger_opts: dict):
     clock = VirtualClock(TEN_AM, speed=0)
-    with running_proxy(night_config(tmp_path), clock=clock, master_key=MASTER) as proxy:
+    with running_proxy(_config(tmp_path, ledger_opts), clock=clock, master_key=MASTER) as proxy:
         made = new_key(proxy, name="trainer", budget_yuan_per_month=10.0)
         sdk = client(proxy, made["key"])
         training = sdk.files.create(file=_training_file(tmp_path, 10).open("rb"), purpose="fine-tune")
@@ -170,17 +176,17 @@ def test_a_finished_job_settles_its_real_cost_on_the_key(tmp_path: Path):
 
         done = wait_for(finished, what="the job to finish")
         assert done.status == "succeeded", done.error
-        (row,) = proxy.call(lambda r: r.ledger.usage())
+        (row,) = read(proxy, lambda r: r.ledger.usage())
         assert (row.request_id, row.key_id, row.tokens) == (job.id, made["id"], done.trained_tokens)
         assert row.cost_yuan == pytest.approx(done.trained_tokens * 14.0 * 0.5 / 1e6)
         shown = _key_state(proxy, made["id"])
         assert shown["spent_yuan_this_month"] == pytest.approx(row.cost_yuan, rel=1e-6)
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 0
 
 
-def test_a_queued_job_holds_its_budget_again_after_a_restart(tmp_path: Path):
+def test_a_queued_job_holds_its_budget_again_after_a_restart(tmp_path: Path, ledger_opts: dict):
     clock = VirtualClock(TEN_AM, speed=0)
-    config = night_config(tmp_path)
+    config = _config(tmp_path, ledger_opts)
     with running_proxy(config, clock=clock, master_key=MASTER) as proxy:
         made = new_key(proxy, name="trainer", budget_yuan_per_day=1.0)
         sdk = client(proxy, made["key"])
@@ -189,16 +195,16 @@ def test_a_queued_job_holds_its_budget_again_after_a_restart(tmp_path: Path):
     with running_proxy(config, clock=clock, master_key=MASTER) as proxy:
         # The old process's hold was voided by recovery; the resumed job took a new one.
         assert _key_state(proxy, made["id"])["held_yuan_today"] == pytest.approx(_estimate(job), rel=1e-6)
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 1
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 1
         sdk = client(proxy, made["key"])
         assert sdk.fine_tuning.jobs.cancel(job.id).status == "cancelled"
         assert _key_state(proxy, made["id"])["held_yuan_today"] == 0
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 0
 
 
-def test_a_job_that_fails_at_its_region_releases_its_hold(tmp_path: Path):
+def test_a_job_that_fails_at_its_region_releases_its_hold(tmp_path: Path, ledger_opts: dict):
     clock = VirtualClock(TEN_AM, speed=0)
-    with running_proxy(night_config(tmp_path), clock=clock, master_key=MASTER) as proxy:
+    with running_proxy(_config(tmp_path, ledger_opts), clock=clock, master_key=MASTER) as proxy:
         made = new_key(proxy, name="trainer", budget_yuan_per_day=1.0)
         sdk = client(proxy, made["key"])
         training = sdk.files.create(file=_training_file(tmp_path, 10).open("rb"), purpose="fine-tune")
@@ -212,8 +218,8 @@ def test_a_job_that_fails_at_its_region_releases_its_hold(tmp_path: Path):
             lambda: (j := sdk.fine_tuning.jobs.retrieve(job.id)).status == "failed" and j, what="the failure"
         )
         assert failed.error is not None
-        assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
-        assert proxy.call(lambda r: r.ledger.usage()) == []
+        assert read(proxy, lambda r: r.ledger.pending_holds()) == 0
+        assert read(proxy, lambda r: r.ledger.usage()) == []
         clock.set(TEN_AM)  # the day the job was accepted, whose budget it held
         shown = _key_state(proxy, made["id"])
         assert (shown["held_yuan_today"], shown["spent_yuan_today"]) == (0, 0)

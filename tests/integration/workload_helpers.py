@@ -25,6 +25,7 @@ def night_config(
     qingyang_rpm: int | None = None,
     vouchers: bool = False,
     extra_vouchers: list[dict] = (),
+    **overrides: Any,
 ) -> Config:
     """small_config with an off-peak night (00:30-08:30, -50%) and fine-tuning at qingyang; no vouchers."""
     base = small_config(tmp_path)
@@ -41,7 +42,7 @@ def night_config(
     if qingyang_rpm is not None:
         west["limits"] = {"rpm": qingyang_rpm}
     kept = [v.model_dump(mode="json", exclude_none=True) for v in base.vouchers] if vouchers else []
-    return small_config(tmp_path, regions=regions, vouchers=kept + list(extra_vouchers))
+    return small_config(tmp_path, regions=regions, vouchers=kept + list(extra_vouchers), **overrides)
 
 
 def without_live_limits(proxy: ProxyThread) -> None:
