@@ -153,6 +153,8 @@ class PgLedger(PgKeysMixin):
         hold_id = f"{self._owner.id}-{next(self._seq)}"
         if req.key_budget is None:
             return await self._reserve_on(self._live(), hold_id, req)
+        if req.voucher_id is not None:
+            await self._scale(req.voucher_id)  # cached: no second pool connection inside the transaction
         async with self._live().acquire() as c, c.transaction():
             # The key's rows first, the voucher's last: its lock, the most shared, is held shortest.
             await hold_key_budget_pg(c, hold_id, req.key_budget)
