@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.backends import read
+from tests.backends import read, sql
 from tests.harness import running_proxy, small_config
 
 MASTER = "sk-master-keys-test"
@@ -142,13 +141,12 @@ def test_no_wrong_revoked_or_expired_key_is_401(tmp_path: Path, ledger_opts: dic
         assert secret not in str(exc.value.body)
 
 
-def _holds(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "ledger.db") as conn:
-        return conn.execute("SELECT COUNT(*) FROM holds").fetchone()[0]
+def _holds(proxy) -> int:
+    return sql(proxy.router.config.ledger.url, "SELECT COUNT(*) FROM holds")[0][0]
 
 
-def test_a_region_outside_the_keys_zones_is_never_chosen(tmp_path: Path):
-    with running_proxy(small_config(tmp_path, vouchers=[]), master_key=MASTER) as proxy:
+def test_a_region_outside_the_keys_zones_is_never_chosen(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, vouchers=[], **ledger_opts), master_key=MASTER) as proxy:
         east_only = client(proxy, new_key(proxy, allowed_zones=["east"])["key"])
         anyone = client(proxy, MASTER)
         # Batch work is cheapest in the west: the master key goes there, the east-only key may not.
@@ -160,12 +158,12 @@ def test_a_region_outside_the_keys_zones_is_never_chosen(tmp_path: Path):
             raw = east_only.chat.completions.with_raw_response.create(
                 model="deepseek-flash", messages=MESSAGES, max_tokens=2, extra_headers=batch)
             assert raw.headers["x-suanli-region"] in {"shanghai", "wuhan"}
-        holds = _holds(tmp_path)
+        holds = _holds(proxy)
         with pytest.raises(openai.PermissionDeniedError) as exc:
             east_only.chat.completions.create(model="qingyang/deepseek-flash", messages=MESSAGES)
         assert exc.value.code == "permission_denied"
-        assert _holds(tmp_path) == holds  # refused before any hold was taken
-        rows = proxy.call(lambda r: r.ledger.usage())
+        assert _holds(proxy) == holds  # refused before any hold was taken
+        rows = read(proxy, lambda r: r.ledger.usage())
         assert [row.region for row in rows if row.key_id != "master"].count("qingyang") == 0
 
 
@@ -271,8 +269,8 @@ def test_a_fine_tuning_job_of_an_east_only_key_is_not_placed_in_the_west(tmp_pat
         assert any("placed the job on region qingyang" in message for message in events)
 
 
-def test_models_list_only_what_the_key_may_use(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_models_list_only_what_the_key_may_use(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         everything = {m.id for m in client(proxy, MASTER).models.list()}
         assert {"qingyang/deepseek-flash", "shanghai/text-embedding-v4"} <= everything
         only_wuhan = client(proxy, new_key(proxy, allowed_regions=["wuhan"])["key"])

@@ -12,7 +12,7 @@ from config import Voucher, load_catalog
 from router.audit import verify
 from router.audit_pg import snapshot_of
 from router.errors import AuthenticationError, BudgetExceededError
-from router.keys import KeyRing, new_secret, secret_sha256
+from router.keys import KeyRing, load_policy, new_secret, secret_sha256
 from router.ledger import HoldRequest, Settlement
 from router.ledger_keys import KeyBudgetHold, KeyRow
 from router.ledger_pg import PgLedger
@@ -135,5 +135,9 @@ async def test_a_key_revoked_on_one_replica_is_refused_on_another_within_the_cac
     with pytest.raises(AuthenticationError, match="revoked"):
         await ring.authenticate_async(secret)
     assert (await b.key("key-1")).revoked == 5.0
+    # Work that runs later (a batch's lines after a restart) reads the policy back from PostgreSQL.
+    stored = await load_policy(SimpleNamespace(pg=b), load_catalog(), "key-1")
+    assert stored is not None and stored.allowed_regions == {"wuhan"}
+    assert await load_policy(SimpleNamespace(pg=b), load_catalog(), "key-nope") is None
     await a.close()
     await b.close()
