@@ -1,22 +1,29 @@
 """Micro-benchmark of client keys: microseconds per key check, and what a key budget adds to the ledger.
 
-    .venv/bin/python benchmarks/keys.py [--n 20000]
+    .venv/bin/python benchmarks/keys.py [--n 20000] [--pg postgresql://postgres@127.0.0.1:5432/test]
 
 Rows: ``KeyRing.authenticate`` with the master key, a virtual key found in the cache, a
 virtual key looked up in SQLite (cache cold each time), a wrong key (always a lookup);
-then ledger reserve+settle of one request without and with a day/month budget hold.
+then ledger reserve+settle of one request without and with a day/month budget hold. With
+``--pg`` (or SUANLI_TEST_PG_DSN set), the same on a PostgreSQL ledger in a throw-away schema:
+``authenticate_async`` cached and cold, reserve+settle with and without a budget (sequential
+round trips: latency, not throughput).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import secrets
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,7 +55,7 @@ def _settlement() -> Settlement:
                       cash_yuan=0.0042, voucher_units=0.0, voucher_yuan=0.0, latency_ms=420.0, ttft_ms=180.0)
 
 
-def run(n: int) -> None:
+def run(n: int, pg: str | None = None) -> None:
     config = load_catalog()
     clock = lambda: datetime.now(UTC)  # noqa: E731
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,16 +98,81 @@ def run(n: int) -> None:
             samples = _time_us(lambda i, budget=budget: request(i, budget), n // 4)
             rows.append(_row(f"ledger reserve+settle, {name}", samples))
         ledger.close()
+    if pg:
+        rows.extend(asyncio.run(run_pg(pg, n)))
     print("| operation                                |  p50 us  |  p99 us  |  mean us |")
     print("| ---------------------------------------- | -------- | -------- | -------- |")
     print("\n".join(rows))
+
+
+async def _time_us_async(fn: Callable[[int], Awaitable[object]], n: int) -> list[float]:
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        await fn(i)
+        samples.append((time.perf_counter_ns() - t0) / 1000)
+    return sorted(samples)
+
+
+async def run_pg(dsn: str, n: int) -> list[str]:
+    """The PostgreSQL rows, in a schema made and dropped here."""
+    import asyncpg
+
+    from router.ledger_pg import PgLedger
+    from router.ledger_pg_schema import pg_url
+
+    config = load_catalog()
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    url = f"{dsn}{'&' if '?' in dsn else '?'}schema=bench_keys_{secrets.token_hex(4)}"
+    ledger = await PgLedger.open(url, [], clock=clock, sweep_s=None)
+    try:
+        secret = new_secret()
+        row = KeyRow(id="key-bench", name="bench", created=0.0, revoked=None, expires=None,
+                     budget_yuan_per_day=1e9, budget_yuan_per_month=1e9, allowed_regions=None,
+                     allowed_zones=("east",), default_class=None, origin=None, rpm=None)
+        await ledger.create_key(row, secret_sha256(secret))
+        face = SimpleNamespace(pg=ledger)
+        ring = KeyRing(config, master_key=MASTER, ledger=lambda: face, clock=clock)
+        policy = await ring.authenticate_async(secret)
+
+        async def cold(i: int) -> None:
+            ring._cache.clear()
+            await ring.authenticate_async(secret)
+
+        rows = [
+            _row("PG authenticate_async: cached", await _time_us_async(
+                lambda i: ring.authenticate_async(secret), n)),
+            _row("PG authenticate_async: lookup", await _time_us_async(cold, n // 20)),
+        ]
+        s, tz = _settlement(), ZoneInfo(config.timezone)
+
+        async def request(i: int, budget: bool) -> None:
+            hold = await ledger.reserve(HoldRequest(
+                request_id=f"r{i}", region="wuhan", model="deepseek-v3", work_class="interactive",
+                origin="east", voucher_id=None, voucher_units=0.0, key_id="key-bench",
+                key_budget=policy.budget_hold(0.005, clock(), tz) if budget else None))
+            await ledger.settle(hold.id, s)
+
+        for name, budget in (("no key budget", False), ("day+month budget", True)):
+            samples = await _time_us_async(lambda i, budget=budget: request(i, budget), n // 20)
+            rows.append(_row(f"PG reserve+settle, {name}", samples))
+        return rows
+    finally:
+        await ledger.close()
+        parsed = pg_url(url)
+        conn = await asyncpg.connect(parsed.dsn)
+        await conn.execute(f"DROP SCHEMA IF EXISTS {parsed.schema} CASCADE")
+        await conn.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000)
-    run(parser.parse_args().n)
+    parser.add_argument("--pg", default=os.environ.get("SUANLI_TEST_PG_DSN"),
+                        help="also time a PostgreSQL ledger at this DSN")
+    args = parser.parse_args()
+    run(args.n, args.pg)
 
 
 if __name__ == "__main__":
