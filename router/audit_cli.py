@@ -55,9 +55,16 @@ def _book(url: str) -> Iterator[Any]:
         with open_readonly(url) as ledger:
             yield ledger
         return
+    import asyncpg
+
     from router.audit_pg import read_snapshot
 
-    yield asyncio.run(read_snapshot(url))
+    try:
+        snapshot = asyncio.run(read_snapshot(url))
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        print(f"suanli audit: cannot read the PostgreSQL ledger: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    yield snapshot
 
 
 def _verify(args: argparse.Namespace) -> int:

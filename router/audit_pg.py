@@ -60,7 +60,9 @@ async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:
             "SELECT COUNT(*) FROM holds h LEFT JOIN usage u ON u.hold_id = h.id"
             " WHERE h.state = 'settled' AND u.id IS NULL"
         )
-        key_rows = await conn.fetch(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created, id")
+        key_rows = []  # a ledger last opened by a suanli from before keys has no keys table
+        if await conn.fetchval("SELECT to_regclass('keys') IS NOT NULL"):
+            key_rows = await conn.fetch(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created, id")
         keys = [_key_row(tuple(r)) for r in key_rows]
     return ChainSnapshot(usage, (None if forged is None else int(forged), int(missing)), keys)
 

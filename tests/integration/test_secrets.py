@@ -55,12 +55,13 @@ def test_canary_upstream_key_never_leaks(tmp_path: Path, caplog: pytest.LogCaptu
 MASTER_CANARY = "sk-master-canary-91d2e7c4b8a6"
 
 
-def test_canary_client_keys_never_leak(tmp_path: Path, caplog: pytest.LogCaptureFixture):
-    """The master key and a virtual key's secret: in no log, error, status, listing, export or file."""
+def test_canary_client_keys_never_leak(tmp_path: Path, caplog: pytest.LogCaptureFixture, ledger_opts: dict):
+    """The master key and a virtual key's secret: in no log, error, status, listing, export or database."""
     from router.cli import main
+    from tests.backends import read, sql
     from tests.integration.test_keys import admin
 
-    config = small_config(tmp_path)
+    config = small_config(tmp_path, **ledger_opts)
     seen: list[str] = []
     caplog.set_level(logging.DEBUG)
     with running_proxy(config, master_key=MASTER_CANARY) as proxy:
@@ -90,7 +91,7 @@ def test_canary_client_keys_never_leak(tmp_path: Path, caplog: pytest.LogCapture
             seen.append(response.read().decode())
         seen.append(str(admin(proxy, "GET", "/admin/keys", key=virtual)))
         seen.append(str(admin(proxy, "DELETE", f"/admin/keys/{made['id']}", key=MASTER_CANARY)))
-        seen.append(str(proxy.call(lambda r: repr(r.config))))
+        seen.append(str(read(proxy, lambda r: repr(r.config))))
     config_path = tmp_path / "suanli.yaml"
     config_path.write_text(f"ledger: {{url: '{config.ledger.url}'}}\n"
                            "regions: [{id: r, zone: east, provider: sim,"
@@ -104,4 +105,10 @@ def test_canary_client_keys_never_leak(tmp_path: Path, caplog: pytest.LogCapture
             assert secret not in text
             assert secret[-8:] not in text
     db = b"".join(p.read_bytes() for p in tmp_path.glob("ledger.db*"))
+    if ledger_opts:  # PostgreSQL: every row of every table of the ledger's schema, as text
+        url = config.ledger.url
+        listed = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        tables = [name for (name,) in sql(url, listed)]
+        db = "".join(str(sql(url, f"SELECT t::text FROM {table} t")) for table in tables).encode()
+        assert "keys" in tables and "usage" in tables
     assert db and virtual.encode() not in db and MASTER_CANARY.encode() not in db
