@@ -17,7 +17,8 @@ from router.batch_exec import BatchRunner
 from router.batches import batch_routes
 from router.core import Router
 from router.files import FileStore, file_routes
-from router.fine_tuning import FineTuner, fine_tuning_routes
+from router.fine_tuning import FineTuner
+from router.fine_tuning_routes import fine_tuning_routes
 from router.workload_db import WorkloadDB
 
 __all__ = ["WORKLOADS", "Workloads", "install_workloads"]
