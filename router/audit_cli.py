@@ -16,7 +16,7 @@ from config import Config, load_catalog, load_config
 from router.audit import ChainBrokenError, export_csv, parse_bound, verify
 from router.ledger import open_readonly
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "read_book"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,8 +47,11 @@ def _config(path: str | None) -> Config:
 
 
 @contextmanager
-def _book(url: str) -> Iterator[Any]:
-    """What the audit reads: the SQLite ledger, or a snapshot of a PostgreSQL one."""
+def read_book(url: str) -> Iterator[Any]:
+    """What the audit (and ``suanli report``) reads: the SQLite ledger, or a snapshot of a PostgreSQL one.
+
+    Either offers ``chain_rows``, ``chain_orphans``, ``keys`` and ``usage``.
+    """
     from router.ledger_pg_schema import is_pg_url
 
     if not is_pg_url(url):
@@ -76,7 +79,7 @@ def _verify(args: argparse.Namespace) -> int:
             return 2
         anchor = (int(row), digest.lower())
     config = _config(args.config)
-    with _book(config.ledger.url) as ledger:
+    with read_book(config.ledger.url) as ledger:
         report = verify(ledger, anchor=anchor)
     if args.json:
         print(
@@ -111,7 +114,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.voucher and args.voucher not in {v.id for v in config.vouchers}:
         print(f"suanli audit export: note: voucher {args.voucher!r} is not in the config", file=sys.stderr)
     try:
-        with _book(config.ledger.url) as ledger:
+        with read_book(config.ledger.url) as ledger:
             text = export_csv(ledger, voucher=args.voucher, since=since, until=until, tz=tz)
     except ChainBrokenError as exc:
         print(f"suanli audit export: {exc}", file=sys.stderr)

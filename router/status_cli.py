@@ -68,7 +68,6 @@ def _report(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from config import load_catalog, load_config
-    from router.ledger import open_readonly
     from router.spend_report import DIMENSIONS, parse_moment, spend_report
 
     config = load_config(args.config) if args.config else load_catalog()
@@ -83,12 +82,11 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"suanli report: {exc}", file=sys.stderr)
         return 2
-    ledger = open_readonly(config.ledger.url)
-    try:
+    from router.audit_cli import read_book  # either backend
+
+    with read_book(config.ledger.url) as ledger:
         rows = ledger.usage(since=since, until=until)
         key_names = {key.id: key.name for key in ledger.keys()}
-    finally:
-        ledger.close()
     report = spend_report(
         rows, since=since.astimezone(tz), until=until.astimezone(tz), by=by, key_names=key_names
     )

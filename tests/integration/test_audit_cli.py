@@ -83,6 +83,12 @@ def test_export_writes_the_vouchers_rows_and_the_chain_head(tmp_path: Path, caps
                  "--to", "2020-01-02"]) == 0
     assert capsys.readouterr().out.splitlines()[2].startswith("time,request_id,key")
     assert main(["audit", "export", "--config", str(config_path), "--from", "last week"]) == 2
+    capsys.readouterr()
+    # suanli report reads the same ledger, on either backend.
+    assert main(["report", "--config", str(config_path), "--since", "2020-01-01", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["totals"]["requests"] == 6
+    assert {e["key"]: e["requests"] for e in report["by"]["key"]} == {"master": 3, key_id: 3}
 
 
 def test_usage_csv_over_http_needs_the_master_key_and_matches_the_cli(tmp_path: Path,
