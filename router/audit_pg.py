@@ -15,10 +15,10 @@ from typing import Any
 
 import asyncpg
 
-from router.ledger import _usage_row
 from router.ledger_keys import _KEY_COLUMNS, KeyRow, _key_row
 from router.ledger_pg_schema import connect, pg_url
 from router.ledger_pg_sql import USAGE_COLUMNS
+from router.ledger_reads import usage_row
 from router.ledger_types import UsageRow
 
 __all__ = ["ChainSnapshot", "read_snapshot", "snapshot_of"]
@@ -45,7 +45,7 @@ class ChainSnapshot:
     def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
         lo = float("-inf") if since is None else since.timestamp()
         hi = float("inf") if until is None else until.timestamp()
-        return [_usage_row(r) for r in self._usage if lo <= r[3] < hi]
+        return [usage_row(r) for r in self._usage if lo <= r[3] < hi]
 
 
 async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:

@@ -22,14 +22,14 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from config import Config, Offer, load_config
-from optimizer import Ask, Option, charge_reported
-from providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError, Usage
+from config import Config, load_config
+from optimizer import Ask, Option
+from providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError
 from providers.tokenizer import count_prompt_tokens, load_tokenizer
+from router.accounting import AccountingMixin
 from router.errors import (
     BadRequestError,
     BudgetExceededError,
-    InsufficientBalanceError,
     ModelNotFoundError,
     PermissionDeniedError,
     UpstreamFailedError,
@@ -38,7 +38,7 @@ from router.failover import FailoverMixin, Wait
 from router.health import Health
 from router.keys import KeyPolicy
 from router.latency import LatencyTracker
-from router.ledger import Hold, HoldRequest, Settlement
+from router.ledger import Hold
 from router.ledger_group import GroupCommit
 from router.ledger_port import AsyncLedger, SqliteAsyncLedger, open_ledger
 from router.ledger_types import VoucherStatus
@@ -80,7 +80,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Router(FailoverMixin):
+class Router(FailoverMixin, AccountingMixin):
     """The suanli SDK: ``async with Router.from_config(path) as router: ...``."""
 
     def __init__(
@@ -394,112 +394,6 @@ class Router(FailoverMixin):
         if names is None:
             names = self._names = frozenset(self.config.model_names())
         return names
-
-    async def _reserve(self, request_id: str, option: Option, ask: Ask, ctx: RequestContext) -> Hold | None:
-        voucher = option.voucher if option.charge.voucher_units > 0 else None
-        request = HoldRequest(
-            request_id=request_id,
-            region=option.region.id,
-            model=ask.model,
-            work_class=ask.work_class,
-            origin=ask.origin,
-            voucher_id=voucher.id if voucher else None,
-            voucher_units=option.charge.voucher_units if voucher else 0.0,
-            key_id=ctx.key_id,
-            key_budget=(
-                ctx.key.budget_hold(option.charge.cost_yuan, self.clock(), self._tz) if ctx.key else None
-            ),
-        )
-        try:
-            return await self._group.run(self._book.reserve, request, then=self._held, abandon=self._void)
-        except InsufficientBalanceError:
-            if voucher is not None:
-                self._available[voucher.id] = 0.0
-            return None
-
-    def _held(self, hold: Hold) -> None:
-        if hold.voucher_id is not None:
-            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) - hold.voucher_units
-
-    def _void(self, hold: Hold) -> None:
-        self._book.void(hold.id)
-        if hold.voucher_id is not None:
-            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + hold.voucher_units
-
-    async def _settle(
-        self,
-        hold: Hold,
-        option: Option,
-        ask: Ask,
-        usage: Usage,
-        routing: Routing,
-        *,
-        latency_s: float,
-        ttft_s: float | None,
-        status: int = 200,
-    ) -> None:
-        if routing.settled:
-            return
-        prompt, completion = self._usage_or_estimate(usage, option.offer, ask)
-        voucher = self._vouchers.get(hold.voucher_id) if hold.voucher_id else None
-        cost = charge_reported(
-            option.offer,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            work_class=ask.work_class,
-            off_peak=option.off_peak,
-            voucher=voucher,
-            balance=hold.voucher_units,
-        )
-        settlement = Settlement(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            tokens=cost.tokens,
-            cost_yuan=cost.cost_yuan,
-            cash_yuan=cost.cash_yuan,
-            voucher_units=cost.voucher_units,
-            voucher_yuan=cost.voucher_yuan,
-            latency_ms=latency_s * 1000,
-            ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
-            attempts=routing.attempts,
-            status=status,
-        )
-
-        def settled(_row: object) -> None:
-            # Runs right after the commit even if the caller went away; once per hold.
-            if not routing.settled:
-                self._settled(hold, option, ask, usage, routing, cost, prompt, completion)
-                self.metrics.settled(routing, latency_s=latency_s, ttft_s=ttft_s, status=status)
-
-        await self._group.run(self._book.settle, hold.id, settlement, always=True, then=settled)
-
-    def _settled(self, hold: Hold, option: Option, ask: Ask, usage: Usage, routing: Routing, cost: Any,
-                 prompt: int, completion: int) -> None:
-        if hold.voucher_id is not None:
-            released = hold.voucher_units - cost.voucher_units
-            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + released
-        routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
-        routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
-        routing.prompt_tokens, routing.completion_tokens = prompt, completion
-        routing.settled = True
-        self.planning.served(
-            ask,
-            region=option.region.id,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            reported=usage.reported,
-            at=self.clock(),
-        )
-        if self._replica is not None:
-            self._replica.served(ask, completion_tokens=completion, at=self.clock())
-
-    @staticmethod
-    def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:
-        if usage.reported:
-            return usage.prompt_tokens, usage.completion_tokens
-        # No usage from the upstream: bill our own count rather than nothing.
-        prompt = int(round(ask.input_tokens * offer.token_ratio + 0.5))
-        return prompt, usage.completion_tokens
 
     def _stream(
         self,

@@ -26,9 +26,8 @@ from typing import Any
 
 from config import Voucher
 from router.errors import InsufficientBalanceError, LedgerError
-from router.ledger_chain import GENESIS, first_broken, row_hash
+from router.ledger_chain import GENESIS, row_hash
 from router.ledger_exhausted import clear as clear_mark
-from router.ledger_exhausted import exhausted as exhausted_marks
 from router.ledger_exhausted import mark as add_mark
 from router.ledger_keys import (
     KeyLedgerMixin,
@@ -38,9 +37,10 @@ from router.ledger_keys import (
     settle_key_budget,
 )
 from router.ledger_owners import LIVE_OWNERS, owner_alive, this_process
+from router.ledger_reads import USAGE_COLUMNS, LedgerReadsMixin, usage_row
 from router.ledger_schema import connect, migrate, sqlite_path
 from router.ledger_types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
-from router.ledger_vouchers import sync_vouchers, voucher_statuses
+from router.ledger_vouchers import sync_vouchers
 
 __all__ = [
     "Hold",
@@ -56,47 +56,11 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-_USAGE_COLUMNS = (
-    "id, hold_id, request_id, time, key_id, region, model, work_class, origin, voucher_id, "
-    "prompt_tokens, completion_tokens, tokens, cost_yuan, cash_yuan, voucher_units, voucher_yuan, "
-    "latency_ms, ttft_ms, attempts, status, prev_hash, hash"
-)
-_INSERT_USAGE = f"INSERT INTO usage ({_USAGE_COLUMNS}, voucher_q) VALUES ({', '.join('?' * 24)})"
+_INSERT_USAGE = f"INSERT INTO usage ({USAGE_COLUMNS}, voucher_q) VALUES ({', '.join('?' * 24)})"
 _HOLD_COLUMNS = "state, voucher_id, held_q, request_id, key_id, region, model, work_class, origin"
 
 
-def _utc(epoch_s: float) -> datetime:
-    return datetime.fromtimestamp(epoch_s, UTC)
-
-
-def _usage_row(r: Sequence[Any]) -> UsageRow:
-    return UsageRow(
-        id=r[0],
-        hold_id=r[1],
-        request_id=r[2],
-        time=_utc(r[3]),
-        key_id=r[4],
-        region=r[5],
-        model=r[6],
-        work_class=r[7],
-        origin=r[8],
-        voucher_id=r[9],
-        prompt_tokens=r[10],
-        completion_tokens=r[11],
-        tokens=r[12],
-        cost_yuan=r[13],
-        cash_yuan=r[14],
-        voucher_units=r[15],
-        voucher_yuan=r[16],
-        latency_ms=r[17],
-        ttft_ms=r[18],
-        attempts=r[19],
-        status=r[20],
-        hash=r[22],
-    )
-
-
-class Ledger(KeyLedgerMixin):
+class Ledger(KeyLedgerMixin, LedgerReadsMixin):
     """Voucher balances, pending holds and usage rows in one SQLite file (WAL)."""
 
     def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None) -> None:
@@ -259,8 +223,8 @@ class Ledger(KeyLedgerMixin):
                 raise LedgerError(f"unknown hold {hold_id!r}")
             state, voucher_id, held_q = hold[0], hold[1], hold[2]
             if state == "settled":
-                sql = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE hold_id = ?"
-                return _usage_row(c.execute(sql, (hold_id,)).fetchone())
+                sql = f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = ?"
+                return usage_row(c.execute(sql, (hold_id,)).fetchone())
             if state != "pending":
                 raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
             units_q, scale, s = self._debit(c, hold_id, voucher_id, held_q, s)
@@ -293,7 +257,7 @@ class Ledger(KeyLedgerMixin):
             hash_ = row_hash(prev_hash, values)
             c.execute(_INSERT_USAGE, (*values, prev_hash, hash_, units_q))
             c.execute("UPDATE holds SET state = 'settled', resolved = ? WHERE id = ?", (now, hold_id))
-        return _usage_row((*values, prev_hash, hash_))
+        return usage_row((*values, prev_hash, hash_))
 
     def _debit(
         self, c: sqlite3.Connection, hold_id: str, voucher_id: str | None, held_q: int, s: Settlement
@@ -379,21 +343,6 @@ class Ledger(KeyLedgerMixin):
             rebuild_key_held(c)
         return len(ids)
 
-    def balance(self, voucher_id: str) -> float:
-        """Posted balance of a voucher: amount minus settled spend (pending holds not subtracted)."""
-        row = self._read("SELECT balance_q, scale FROM vouchers WHERE id = ?", (voucher_id,))
-        if not row:
-            raise LedgerError(f"unknown voucher {voucher_id!r}")
-        return row[0][0] / row[0][1]
-
-    def balances(self) -> dict[str, float]:
-        """Voucher id -> available units (balance minus pending holds; 0 once marked exhausted)."""
-        rows = self._read(
-            "SELECT id, balance_q - held_q, scale, id IN (SELECT voucher_id FROM exhausted"
-            " WHERE voucher_id IS NOT NULL) FROM vouchers"
-        )
-        return {voucher_id: 0.0 if gone else q / scale for voucher_id, q, scale, gone in rows}
-
     def mark_exhausted(
         self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
     ) -> None:
@@ -408,47 +357,6 @@ class Ledger(KeyLedgerMixin):
         self._writer()
         with self._immediate() as c:
             clear_mark(c, voucher_id=voucher_id, region=region)
-
-    def exhausted(self) -> dict[str, dict[str, object]]:
-        """``voucher:<id>`` / ``cash:<region>`` -> region, voucher_id, since (epoch s), reason."""
-        with self._lock:
-            return exhausted_marks(self._connection())
-
-    def vouchers(self) -> list[VoucherStatus]:
-        """Every voucher in the ledger (config or not) with balance, holds, spend and burn."""
-        with self._lock:
-            return voucher_statuses(self._connection(), now=self._clock())
-
-    def pending_holds(self) -> int:
-        """How many holds are pending, across every process on this file."""
-        return int(self._read("SELECT COUNT(*) FROM holds WHERE state = 'pending'")[0][0])
-
-    def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
-        """Usage rows settled in ``[since, until)``, in chain order."""
-        lo = float("-inf") if since is None else since.timestamp()
-        hi = float("inf") if until is None else until.timestamp()
-        sql = f"SELECT {_USAGE_COLUMNS} FROM usage WHERE time >= ? AND time < ? ORDER BY id"
-        rows = self._read(sql, (lo, hi))
-        return [_usage_row(r) for r in rows]
-
-    def totals(self) -> dict[str, float]:
-        """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
-        (row,) = self._read(
-            "SELECT COUNT(*), TOTAL(cash_yuan), TOTAL(voucher_yuan), TOTAL(cost_yuan), TOTAL(tokens)"
-            " FROM usage"
-        )
-        return {
-            "requests": row[0],
-            "cash_yuan": row[1],
-            "voucher_yuan": row[2],
-            "cost_yuan": row[3],
-            "tokens": int(row[4]),
-        }
-
-    def verify_chain(self) -> int | None:
-        """Id of the first usage row whose hash chain is broken, or None if all verify."""
-        rows = self._read(f"SELECT {_USAGE_COLUMNS} FROM usage ORDER BY id")
-        return first_broken((r[0], r[:21], r[21], r[22]) for r in rows)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -25,7 +25,7 @@ import asyncpg
 
 from config import Voucher
 from router.errors import InsufficientBalanceError, LedgerError
-from router.ledger import _clamped, _usage_row
+from router.ledger import _clamped
 from router.ledger_chain import first_broken, row_hash
 from router.ledger_exhausted import account_of
 from router.ledger_pg_keys import (
@@ -52,6 +52,7 @@ from router.ledger_pg_sql import (
     VOID_STALE,
 )
 from router.ledger_pg_vouchers import sync_vouchers, voucher_statuses
+from router.ledger_reads import usage_row
 from router.ledger_types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 
 __all__ = ["PgLedger"]
@@ -204,7 +205,7 @@ class PgLedger(PgKeysMixin):
                 state = await c.fetchval(HOLD_STATE, hold_id)
                 if state == "settled":
                     row = await c.fetchrow(f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = $1", hold_id)
-                    return _usage_row(tuple(row))
+                    return usage_row(tuple(row))
                 if state is None:
                     raise LedgerError(f"unknown hold {hold_id!r}")
                 raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
@@ -233,7 +234,7 @@ class PgLedger(PgKeysMixin):
             )
             hash_ = row_hash(prev_hash, values)
             await c.execute(APPEND_USAGE, *values, prev_hash, hash_, units_q)
-        return _usage_row((*values, prev_hash, hash_))
+        return usage_row((*values, prev_hash, hash_))
 
     async def void(self, hold_id: str) -> None:
         """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""
@@ -335,7 +336,7 @@ class PgLedger(PgKeysMixin):
         hi = float("inf") if until is None else until.timestamp()
         rows = await self._live().fetch(
             f"SELECT {USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id", lo, hi)
-        return [_usage_row(tuple(r)) for r in rows]
+        return [usage_row(tuple(r)) for r in rows]
 
     async def totals(self) -> dict[str, float]:
         """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
