@@ -6,11 +6,13 @@ the kind's overall rate while the hour is thinly observed (a pseudo-exposure of
 ``blend_s``). A config prior (``Config.demand``) enters as pseudo-observations worth
 ``prior_s`` seconds, so a cold start plans with it and the traffic seen takes over.
 Expected demand may be weighted by ``1 / (1 + lead / lead_decay_s)`` (off by default):
-the further out, the less it is trusted.
+the further out, the less it is trusted. With ``end_s`` no arrival is expected after it
+(a replayed trace ends; a live proxy leaves it at infinity and its horizon rolls).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from config import Config, WorkClass, Zone
@@ -25,6 +27,7 @@ Kind = tuple[WorkClass, Zone, str]  # (class, origin, model)
 
 
 _MIX_BANDS = 3  # output-share bands: a tokens voucher is worth more on output-heavy requests
+_RECENT_EVENTS = 10.0  # recent arrivals at which the recent rate gets half the weight
 _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this long: its hour matters little
 
 
@@ -32,6 +35,8 @@ _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this lo
 class _Tally:
     requests: list[float] = field(default_factory=lambda: [0.0] * 24)  # per local hour
     total: float = 0.0
+    recent: float = 0.0  # arrivals decayed by exp(-age / recent_s), as of ``recent_at``
+    recent_at: float = 0.0
     window_s: float = 0.0  # summed start windows (deadline) of the requests seen
     # per output-share band: requests, input tokens, output tokens
     band_requests: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
@@ -53,6 +58,8 @@ class Forecast:
         blend_s: float = 3600.0,
         prior_s: float = 3600.0,
         lead_decay_s: float = float("inf"),
+        recent_s: float = 3600.0,
+        end_s: float = float("inf"),
     ) -> None:
         self._config = config
         self._index = index_for(config)
@@ -60,6 +67,8 @@ class Forecast:
         self._blend_s = blend_s
         self._prior_s = prior_s
         self._lead_decay_s = lead_decay_s
+        self._end_s = end_s
+        self._recent_s = recent_s
         self._tallies: dict[Kind, _Tally] = {}
         self._prior: dict[Kind, tuple[float, tuple[float, ...], float, float, float]] = {}
         for p in config.demand:
@@ -85,6 +94,8 @@ class Forecast:
             tally = self._tallies[kind] = _Tally()
         tally.requests[self._hour(at_s)] += 1
         tally.total += 1
+        tally.recent = tally.recent * math.exp((tally.recent_at - at_s) / self._recent_s) + 1.0
+        tally.recent_at = at_s
         tally.window_s += window_s
         band = output_bucket(input_tokens, output_tokens, _MIX_BANDS)
         tally.band_requests[band] += 1
@@ -105,6 +116,14 @@ class Forecast:
             return 0.0
         # Short exposures overstate a burst: never divide by less than ten minutes.
         overall = count / max(exposure, 600.0)
+        if tally is not None and observed_s > 0:
+            # The level moves within a day (a working day ramps up and down): track the
+            # recent rate, trusting it as it holds more arrivals than _RECENT_EVENTS.
+            decay = math.exp(-observed_s / self._recent_s)
+            recent = tally.recent * math.exp((tally.recent_at - now_s) / self._recent_s)
+            recent_exposure = max(self._recent_s * (1.0 - decay), 600.0)
+            weight = recent / (recent + _RECENT_EVENTS)
+            overall = weight * recent / recent_exposure + (1.0 - weight) * overall
         hour = self._hour(at_s)
         hour_exposure = self._hour_exposure(hour, now_s)
         hour_count = tally.requests[hour] if tally else 0.0
@@ -149,6 +168,7 @@ class Forecast:
         # requests of ``kind`` expected in [begin, end), integrating the hourly rate
         total = 0.0
         t = begin
+        end = min(end, self._end_s)
         while t < end:
             step = min(end, (t // _HOUR_S + 1) * _HOUR_S) - t
             lead = t + step / 2 - now_s

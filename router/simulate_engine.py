@@ -10,6 +10,7 @@ order, ties in trace order, exactly as DESIGN.md's checker replays them.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,7 +105,9 @@ class _Engine:
         self.plan: Plan | None = None
         self.next_plan_s = -float("inf")
         self.rr = 0
-        self.forecast = Forecast(config, start_s=trace.start_s)
+        # A trace ends: demand past its span never comes, so vouchers the rolling horizon
+        # would keep for it are spent on the traffic in hand (the bound assumes as much).
+        self.forecast = Forecast(config, start_s=trace.start_s, end_s=_span_end(trace))
         self.bound: float | None = None
 
     # -- the loop ------------------------------------------------------------------------
@@ -323,6 +326,12 @@ class _Engine:
                     return
             minute += 1
         self._reject(job)
+
+
+def _span_end(trace: Trace) -> float:
+    # the trace's span: its start to its last arrival, rounded up to the hour
+    last = trace.offsets_s[-1] if trace.offsets_s else 0.0
+    return trace.start_s + math.ceil(last / 3600.0) * 3600.0
 
 
 def replay(config: Config, trace: Trace, policy: str) -> Replay:
