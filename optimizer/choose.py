@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
-from optimizer.index import index_for
+from optimizer.index import Candidate, index_for
 from optimizer.payment import Charge
 from optimizer.snapshot import Plan
 
@@ -29,6 +29,8 @@ _NO_PRICES: tuple[float, ...] = ()
 _VOUCHER_TIE = 1 + 1e-6
 _CONGESTION_FROM = 0.5  # share of a minute's limits from which a region's score rises
 _CONGESTION_SHARE = 0.1  # at most +5% of the cost when full
+_SIZE_SPREAD = 1.3  # sqrt(1 + cv^2) of request sizes: the tokens of n requests vary more than n
+_DEFERRED_SHARE = 0.05  # share of tpm the plan gives deferrable work from which its price holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,37 @@ def eligible(config: Config, ask: Ask, state: State) -> list[tuple[Region, Offer
     return out
 
 
+def _displaced(plan: Plan, cand: Candidate, slot: int, fill: float, tokens: int, now_s: float) -> float:
+    """Chance that capacity an interactive request takes now is wanted later this minute.
+
+    The plan prices a region's capacity per slot, but a minute's tpm/rpm left unused is
+    lost: when the interactive traffic the plan still expects this minute (Poisson, in
+    a normal approximation) fits in what is left, taking the room now displaces nothing.
+    Where the plan also puts work that may wait, that work could use the room: full price.
+    """
+    rid = cand.region_id
+    inflow_t = plan.interactive_tpm.get(rid, _NO_PRICES)
+    inflow_r = plan.interactive_rpm.get(rid, _NO_PRICES)
+    deferred = plan.deferred_tpm.get(rid, _NO_PRICES)
+    if not inflow_r or inflow_r[slot] <= 0 or deferred and deferred[slot] > _DEFERRED_SHARE * cand.tpm:
+        return 1.0
+    left = 1.0 - (now_s % 60.0) / 60.0
+    requests = inflow_r[slot] * left  # expected arrivals in the rest of the minute
+    size = inflow_t[slot] / inflow_r[slot]  # mean model tokens of one
+    odds = 0.0
+    for expected, spread, room in (
+        (inflow_t[slot] * left, _SIZE_SPREAD * size * math.sqrt(requests), cand.tpm * (1 - fill) - tokens),
+        (requests, math.sqrt(requests), cand.rpm * (1 - fill) - 1),
+    ):
+        if room == math.inf:
+            continue
+        if spread <= 0:
+            odds = max(odds, 1.0 if expected > room else 0.0)
+        else:
+            odds = max(odds, 0.5 * math.erfc((room - expected) / (spread * math.sqrt(2.0))))
+    return odds
+
+
 def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | None = None) -> list[Option]:
     """Eligible options, least score first; see the module docstring for the score."""
     index = index_for(config)
@@ -131,14 +164,16 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
             cost *= 1 - cand.discount
         tokens = math.ceil(round(reference * ratio, 6))
         extra = 0.0
+        fill = state.load.get(rid, 0.0) if state.load else 0.0
         if plan is not None and cand.uses_capacity:
-            extra = (plan.token_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,))[0] * tokens + (
-                plan.request_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,)
-            )[0]
-        if state.load:
+            mu = plan.token_price.get(rid, _NO_PRICES)[slot : slot + 1]
+            rho = plan.request_price.get(rid, _NO_PRICES)[slot : slot + 1]
+            if mu and mu[0] > 0 or rho and rho[0] > 0:
+                need = _displaced(plan, cand, slot, fill, tokens, now_s) if interactive else 1.0
+                extra = ((mu[0] * tokens if mu else 0.0) + (rho[0] if rho else 0.0)) * need
+        if fill:
             # A region filling up this minute costs a little more, so near-ties go to
             # regions with room and a later request with fewer options still fits.
-            fill = state.load.get(rid, 0.0)
             if fill > _CONGESTION_FROM:
                 extra += cost * _CONGESTION_SHARE * (fill - _CONGESTION_FROM)
         best_score = cost + extra

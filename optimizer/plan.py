@@ -227,6 +227,7 @@ def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
         request_price[region][k] = max(0.0, -row.dual_value())
     interactive_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     interactive_rpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    deferred_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     flows: list[Flow] = []
     cash = 0.0
     for col, x in zip(columns, xs, strict=True):
@@ -235,10 +236,12 @@ def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
             continue
         cash += col.cash * share
         flows.append(Flow(col.demand, col.region, col.slot, col.voucher, share))
+        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
         if col.interactive:
-            minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
             interactive_tpm[col.region][col.slot] += col.tokens * share / minutes
             interactive_rpm[col.region][col.slot] += col.requests * share / minutes
+        elif col.tokens > 0:
+            deferred_tpm[col.region][col.slot] += col.tokens * share / minutes
     unserved = sum(z.solution_value() * d.requests for z, d in zip(zs, snapshot.demand, strict=True))
     return Plan(
         edges=edges,
@@ -247,6 +250,7 @@ def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
         request_price={r: tuple(p) for r, p in request_price.items()},
         interactive_tpm={r: tuple(p) for r, p in interactive_tpm.items()},
         interactive_rpm={r: tuple(p) for r, p in interactive_rpm.items()},
+        deferred_tpm={r: tuple(p) for r, p in deferred_tpm.items()},
         cash_yuan=cash,
         unserved_requests=unserved,
         demand=snapshot.demand,

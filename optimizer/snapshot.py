@@ -98,6 +98,8 @@ class Plan:
     unserved_requests: float
     demand: tuple[Demand, ...] = ()
     flows: tuple[Flow, ...] = ()
+    # region id -> model tokens per minute the plan gives work that may wait, per slot
+    deferred_tpm: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
     def start_s(self) -> float:
