@@ -132,6 +132,7 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
     now_s = now.timestamp()
     minute = index.minute_of_day(now_s)
     slot = plan.slot_at(now_s) if plan is not None else -1
+    minute_now = math.floor(now_s / 60.0)
     balances = state.balances
     ratios = state.token_ratios
     inp, out_tokens = ask.input_tokens, ask.output_tokens
@@ -168,7 +169,12 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         if plan is not None and cand.uses_capacity:
             mu = plan.token_price.get(rid, _NO_PRICES)[slot : slot + 1]
             rho = plan.request_price.get(rid, _NO_PRICES)[slot : slot + 1]
-            if mu and mu[0] > 0 or rho and rho[0] > 0:
+            held = plan.minute_price.get((rid, minute_now)) if interactive and plan.minute_price else None
+            if held is not None:
+                # The plan priced this very minute: its slot and minute prices both apply.
+                extra = (mu[0] if mu else 0.0) * tokens + (rho[0] if rho else 0.0)
+                extra += held[0] * tokens + held[1]
+            elif mu and mu[0] > 0 or rho and rho[0] > 0:
                 need = _displaced(plan, cand, slot, fill, tokens, now_s) if interactive else 1.0
                 extra = ((mu[0] * tokens if mu else 0.0) + (rho[0] if rho else 0.0)) * need
         if fill:

@@ -40,6 +40,8 @@ what any policy pays for the same demand.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,8 +71,11 @@ class _Column:
     interactive: bool
 
 
-def plan(snapshot: Snapshot) -> Plan:
-    """Solve the LP of this module's docstring for ``snapshot`` (raises ``InfeasibleError``)."""
+def plan(snapshot: Snapshot, *, time_limit_s: float | None = None) -> Plan:
+    """Solve the LP of this module's docstring for ``snapshot`` (raises ``InfeasibleError``).
+
+    ``time_limit_s`` overrides ``config.planner.time_limit_s`` (an offline bound may take longer).
+    """
     from ortools.linear_solver import pywraplp  # lazy: keeps ``import optimizer`` fast
 
     config = snapshot.config
@@ -79,7 +84,7 @@ def plan(snapshot: Snapshot) -> Plan:
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:  # pragma: no cover - GLOP ships with ortools
         raise InfeasibleError("NO_SOLVER", "OR-Tools has no GLOP solver")
-    solver.SetTimeLimit(int(config.planner.time_limit_s * 1000))
+    solver.SetTimeLimit(int((time_limit_s or config.planner.time_limit_s) * 1000))
 
     # Variables: x per column, z per demand group.
     xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
@@ -126,6 +131,25 @@ def plan(snapshot: Snapshot) -> Plan:
                 )
             row.SetCoefficient(x, col.requests)  # type: ignore[attr-defined]
 
+    # (minute) an interactive group whose window lies in one clock minute also meets
+    # that minute's limits: arrivals bunch within an hour, and a minute's room is lost.
+    minute_rows: dict[tuple[str, int], tuple[object | None, object | None]] = {}
+    for (region, minute), cols in _minute_columns(snapshot, columns).items():
+        used_tokens, used_requests = snapshot.booked.get((region, minute), (0.0, 0.0))
+        pair: list[object | None] = []
+        for limit, used, coef in (
+            (limits[region].tpm, used_tokens, "tokens"),
+            (limits[region].rpm, used_requests, "requests"),
+        ):
+            if limit is None:
+                pair.append(None)
+                continue
+            row = solver.Constraint(-solver.infinity(), max(limit - used, 0.0))
+            for n in cols:
+                row.SetCoefficient(xs[n], getattr(columns[n], coef))
+            pair.append(row)
+        minute_rows[(region, minute)] = (pair[0], pair[1])
+
     # (voucher) balances.
     voucher_rows: dict[str, object] = {}
     for col, x in zip(columns, xs, strict=True):
@@ -148,7 +172,14 @@ def plan(snapshot: Snapshot) -> Plan:
             pywraplp.Solver.NOT_SOLVED: "NOT_SOLVED",
         }
         raise InfeasibleError(names.get(status, str(status)))
-    return _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
+    found = _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
+    if not minute_rows:
+        return found
+    minute_price = {
+        key: tuple(max(0.0, -row.dual_value()) if row is not None else 0.0 for row in pair)  # type: ignore[attr-defined]
+        for key, pair in minute_rows.items()
+    }
+    return dataclasses.replace(found, minute_price=minute_price)
 
 
 def _columns(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[_Column]:
@@ -184,6 +215,22 @@ def _columns(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[_Column]:
                     if units <= 0:
                         continue
                     yield _Column(*common, v.id, cash, units, tokens, requests, d.work_class == "interactive")
+
+
+def _minute_columns(snapshot: Snapshot, columns: list[_Column]) -> dict[tuple[str, int], list[int]]:
+    # (region, clock minute) -> columns of interactive groups that start in that minute
+    minute_of_group: dict[int, int] = {}
+    for n, d in enumerate(snapshot.demand):
+        if d.work_class == "interactive" and math.floor(d.earliest / 60.0) == math.floor(d.latest / 60.0):
+            minute_of_group[n] = math.floor(d.earliest / 60.0)
+    out: dict[tuple[str, int], list[int]] = defaultdict(list)
+    if not minute_of_group:
+        return out
+    for n, col in enumerate(columns):
+        minute = minute_of_group.get(col.demand)
+        if minute is not None and col.tokens > 0:
+            out[(col.region, minute)].append(n)
+    return out
 
 
 def _eligible(index: ConfigIndex, config: Config, snapshot: Snapshot, d: Demand) -> list[Candidate]:

@@ -43,6 +43,7 @@ __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
 POLICIES = ("optimizer", "greedy", "round_robin", "hindsight")
 _HINDSIGHT_REPLAN_S = 3600.0  # hindsight re-solves its (exact) remaining demand this often
+_HINDSIGHT_LIMIT_S = 600.0  # an offline solve holding every minute's limits takes seconds
 # The live re-planner solves every ``planner.replan_s`` (60 s) in a worker thread; a replay
 # runs a day in seconds, so it solves at most every five virtual minutes, and at once when
 # a voucher runs dry (the live re-planner's "poke").
@@ -115,7 +116,7 @@ class _Engine:
     def run(self) -> Replay:
         if self.policy == "hindsight" and self.trace.jobs:
             started = time.perf_counter()
-            self.plan = hindsight_plan(self.config, self.trace.jobs)
+            self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
             self.bound = self.plan.cash_yuan
             self.deferrer.set_plan(self.plan)
@@ -246,7 +247,7 @@ class _Engine:
             later = [j for j in self.trace.jobs[job.index :]]
             horizon_s = max(j.latest_s for j in later) + 1.0 - now_s
             edges = slot_edges(self.config, now_s, now_s + horizon_s)
-            demand = known_demand(later, edges)
+            demand = known_demand(later, edges, by_minute_until_s=now_s + 2 * _HINDSIGHT_REPLAN_S)
         self.book.forget_before(minute_of(now_s))
         snapshot = Snapshot(
             config=self.config,
@@ -258,7 +259,7 @@ class _Engine:
         )
         started = time.perf_counter()
         try:
-            fresh = plan(snapshot)
+            fresh = plan(snapshot, time_limit_s=None if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S)
         except InfeasibleError:
             return  # keep the previous plan, as the live re-planner does
         finally:
