@@ -20,13 +20,23 @@ from optimizer.hindsight import output_bucket
 from optimizer.index import index_for
 from optimizer.snapshot import Demand
 
-__all__ = ["Forecast"]
+__all__ = ["WORKING_DAY", "Forecast"]
 
 _HOUR_S = 3600.0
 Kind = tuple[WorkClass, Zone, str]  # (class, origin, model)
 
 
 _MIX_BANDS = 3  # output-share bands: a tokens voucher is worth more on output-heavy requests
+# Relative arrival rate per local hour where the config gives no ``hourly`` prior: people
+# work by day. Only the shape matters (the level is learned), and only until an hour has
+# been observed; pass a flat tuple to turn it off. Assuming a busy day ahead is the safe
+# side: a voucher kept for traffic that stays away is spent later, one spent at night on
+# cheap work is gone when the day comes.
+WORKING_DAY = (
+    0.2, 0.2, 0.2, 0.2, 0.2, 0.25, 0.35, 0.6, 1.0, 1.4, 1.4, 1.4,
+    1.3, 1.3, 1.4, 1.4, 1.4, 1.2, 1.0, 0.9, 0.75, 0.6, 0.45, 0.3,
+)  # fmt: skip
+_MIN_SHAPE = 0.05
 _RECENT_EVENTS = 10.0  # recent arrivals at which the recent rate gets half the weight
 _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this long: its hour matters little
 
@@ -35,6 +45,7 @@ _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this lo
 class _Tally:
     requests: list[float] = field(default_factory=lambda: [0.0] * 24)  # per local hour
     total: float = 0.0
+    level: float = 0.0  # arrivals, each divided by the shape of its hour
     recent: float = 0.0  # arrivals decayed by exp(-age / recent_s), as of ``recent_at``
     recent_at: float = 0.0
     window_s: float = 0.0  # summed start windows (deadline) of the requests seen
@@ -60,6 +71,7 @@ class Forecast:
         lead_decay_s: float = float("inf"),
         recent_s: float = 3600.0,
         end_s: float = float("inf"),
+        shape: tuple[float, ...] = WORKING_DAY,
     ) -> None:
         self._config = config
         self._index = index_for(config)
@@ -70,16 +82,15 @@ class Forecast:
         self._end_s = end_s
         self._recent_s = recent_s
         self._tallies: dict[Kind, _Tally] = {}
+        self._shape = _normalized(shape)
         self._prior: dict[Kind, tuple[float, tuple[float, ...], float, float, float]] = {}
         for p in config.demand:
-            shape = p.hourly or (1.0,) * 24
-            mean = sum(shape) / 24 or 1.0
             deadline = p.deadline_s or (
                 0.0 if p.work_class == "interactive" else config.classes.deadline_s(p.work_class)
             )
             self._prior[(p.work_class, p.origin, p.model)] = (
                 p.requests_per_hour / _HOUR_S,
-                tuple(w / mean for w in shape),
+                _normalized(p.hourly) if p.hourly else self._shape,
                 p.input_tokens,
                 p.output_tokens,
                 deadline,
@@ -92,9 +103,14 @@ class Forecast:
         tally = self._tallies.get(kind)
         if tally is None:
             tally = self._tallies[kind] = _Tally()
-        tally.requests[self._hour(at_s)] += 1
+        hour = self._hour(at_s)
+        tally.requests[hour] += 1
         tally.total += 1
-        tally.recent = tally.recent * math.exp((tally.recent_at - at_s) / self._recent_s) + 1.0
+        # Counted against the hour's shape, a busy hour's arrivals say as much about the
+        # day's level as a quiet hour's.
+        weight = 1.0 / max(self._shape_of(kind)[hour], _MIN_SHAPE)
+        tally.level += weight
+        tally.recent = tally.recent * math.exp((tally.recent_at - at_s) / self._recent_s) + weight
         tally.recent_at = at_s
         tally.window_s += window_s
         band = output_bucket(input_tokens, output_tokens, _MIX_BANDS)
@@ -107,7 +123,7 @@ class Forecast:
         observed_s = max(now_s - self._start_s, 0.0)
         tally = self._tallies.get(kind)
         prior = self._prior.get(kind)
-        count = tally.total if tally else 0.0
+        count = tally.level if tally else 0.0
         exposure = observed_s
         if prior is not None:
             count += prior[0] * self._prior_s
@@ -122,12 +138,13 @@ class Forecast:
             decay = math.exp(-observed_s / self._recent_s)
             recent = tally.recent * math.exp((tally.recent_at - now_s) / self._recent_s)
             recent_exposure = max(self._recent_s * (1.0 - decay), 600.0)
-            weight = recent / (recent + _RECENT_EVENTS)
+            seen = tally.total * recent / max(tally.level, 1e-12)  # roughly, arrivals behind ``recent``
+            weight = seen / (seen + _RECENT_EVENTS)
             overall = weight * recent / recent_exposure + (1.0 - weight) * overall
         hour = self._hour(at_s)
         hour_exposure = self._hour_exposure(hour, now_s)
         hour_count = tally.requests[hour] if tally else 0.0
-        shape = prior[1][hour] if prior is not None else 1.0
+        shape = self._shape_of(kind)[hour]
         return (hour_count + self._blend_s * overall * shape) / (hour_exposure + self._blend_s)
 
     def demand(self, edges: tuple[float, ...], now_s: float) -> tuple[Demand, ...]:
@@ -212,6 +229,10 @@ class Forecast:
         prior = self._prior.get(kind)
         return prior[4] if prior is not None else 0.0
 
+    def _shape_of(self, kind: Kind) -> tuple[float, ...]:
+        prior = self._prior.get(kind)
+        return prior[1] if prior is not None else self._shape
+
     def _hour(self, at_s: float) -> int:
         return self._index.minute_of_day(at_s) // 60
 
@@ -233,3 +254,9 @@ class Forecast:
             t += piece
             current = (current + 1) % 24
         return exposure
+
+
+def _normalized(shape: tuple[float, ...]) -> tuple[float, ...]:
+    # 24 weights scaled to mean 1
+    mean = sum(shape) / len(shape) if shape else 0.0
+    return tuple(w / mean for w in shape) if mean > 0 else (1.0,) * 24
