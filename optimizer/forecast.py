@@ -27,7 +27,7 @@ Kind = tuple[WorkClass, Zone, str]  # (class, origin, model)
 
 
 _MIX_BANDS = 3  # output-share bands: a tokens voucher is worth more on output-heavy requests
-# Relative arrival rate per local hour where the config gives no ``hourly`` prior: people
+# Relative arrival rate per local hour of a kind the config gives no prior for: people
 # work by day. Only the shape matters (the level is learned), and only until an hour has
 # been observed; pass a flat tuple to turn it off. Assuming a busy day ahead is the safe
 # side: a voucher kept for traffic that stays away is spent later, one spent at night on
@@ -90,7 +90,7 @@ class Forecast:
             )
             self._prior[(p.work_class, p.origin, p.model)] = (
                 p.requests_per_hour / _HOUR_S,
-                _normalized(p.hourly) if p.hourly else self._shape,
+                _normalized(p.hourly or (1.0,) * 24),
                 p.input_tokens,
                 p.output_tokens,
                 deadline,
