@@ -51,11 +51,9 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class _Table:
-    # entries e over (candidate, slot, payment), sorted by slot; score = I a_in + O a_out + c
+    # entries e over (candidate, slot, payment), sorted by slot; score = (I, O, 1) . coef[:, e]
     slot: np.ndarray
-    a_in: np.ndarray
-    a_out: np.ndarray
-    c: np.ndarray
+    coef: np.ndarray  # shape (3, entries): rows a_in, a_out, c
     cand: tuple[Candidate, ...]
     entry_cand: np.ndarray
     entry_voucher: tuple[str | None, ...]
@@ -66,6 +64,9 @@ class _Table:
     cash_entry: np.ndarray  # entry -> the cash entry of the same region and slot
     voucher_of: np.ndarray  # entry -> index into voucher_ids, len(voucher_ids) on cash entries
     voucher_ids: tuple[str, ...]
+    # per voucher of voucher_ids: the most units one reference input / output token draws
+    most_in: tuple[float, ...]
+    most_out: tuple[float, ...]
 
 
 class Deferrer:
@@ -126,9 +127,12 @@ class Deferrer:
         # whole request pays its balance and leaves the rest in cash at that slot's price,
         # so its entry blends the voucher and cash scores by the covered share.
         inp, out = job.input_tokens, job.output_tokens
-        scores = inp * table.a_in[lo:hi] + out * table.a_out[lo:hi] + table.c[lo:hi]
-        if not table.voucher_ids:
-            return scores
+        scores = np.dot((inp, out, 1.0), table.coef[:, lo:hi])
+        if all(
+            available.get(v, 0.0) >= inp * most_in + out * most_out
+            for v, most_in, most_out in zip(table.voucher_ids, table.most_in, table.most_out, strict=True)
+        ):
+            return scores  # every voucher covers the job wherever it pays
         have = np.array([max(available.get(v, 0.0), 0.0) for v in table.voucher_ids] + [np.inf])
         need = inp * table.need_in[lo:hi] + out * table.need_out[lo:hi]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -190,15 +194,15 @@ class Deferrer:
             reserve_r = max(reserve_r, _INTERACTIVE_FLOOR * rpm)
         first, last = minute_of(begin), minute_of(end - 1e-6)
         key = (rid, k)
-        # Minutes before the cursor were found full for an earlier job; skip them.
-        cursor = self._cursor.get(key, first)
-        minute = max(first, cursor)
-        while minute <= last:
-            if book.fits(rid, minute, tokens, reserve_tokens=reserve_t, reserve_requests=reserve_r):
-                return max(minute * 60.0, begin)
-            if minute == cursor:
-                cursor += 1
-            minute += 1
+        # Minutes before the cursor had no room even for a tiny job; skip them.
+        cursor = max(self._cursor.get(key, first), first)
+        reserves = {"reserve_tokens": reserve_t, "reserve_requests": reserve_r}
+        found = book.first_fit(rid, cursor, last, tokens, **reserves)
+        if found is not None:
+            return max(found * 60.0, begin)
+        if cursor <= last:
+            cursor = book.first_fit(rid, cursor, last, 1, **reserves)
+            cursor = last + 1 if cursor is None else cursor
         self._cursor[key] = cursor
         if cursor > last and end >= plan.edges[k + 1]:
             self._full.add(key)
@@ -293,9 +297,7 @@ class Deferrer:
         offsets = np.searchsorted(slots, np.arange(n_slots + 1), side="left")
         return _Table(
             slot=slots,
-            a_in=np.array([r[1] for r in rows], dtype=np.float64) * delay,
-            a_out=np.array([r[2] for r in rows], dtype=np.float64) * delay,
-            c=np.array([r[3] for r in rows], dtype=np.float64) * delay,
+            coef=np.array([[r[j] for r in rows] for j in (1, 2, 3)], dtype=np.float64) * delay,
             cand=cands,
             entry_cand=np.array([r[4] for r in rows], dtype=np.int64),
             entry_voucher=tuple(r[5] for r in rows),
@@ -307,6 +309,8 @@ class Deferrer:
                 [voucher_ids.index(r[5]) if r[5] else len(voucher_ids) for r in rows], dtype=np.int64
             ),
             voucher_ids=tuple(voucher_ids),
+            most_in=tuple(max((r[6] for r in rows if r[5] == v), default=0.0) for v in voucher_ids),
+            most_out=tuple(max((r[7] for r in rows if r[5] == v), default=0.0) for v in voucher_ids),
         )
 
 

@@ -9,6 +9,7 @@ order, ties in trace order, exactly as DESIGN.md's checker replays them.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import time
@@ -114,6 +115,16 @@ class _Engine:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> Replay:
+        # The trace and the engine live for the whole replay: keep the collector from
+        # walking them on every collection, which would land in some decision's timing.
+        gc.collect()
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            gc.unfreeze()
+
+    def _run(self) -> Replay:
         if self.policy == "hindsight" and self.trace.jobs:
             started = time.perf_counter()
             self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
