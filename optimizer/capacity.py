@@ -10,10 +10,12 @@ with room is one vector operation rather than a loop.
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from config import Config
+
+if TYPE_CHECKING:  # numpy loads with the first booking: a proxy without batch work never needs it
+    import numpy as np
 
 __all__ = ["CapacityBook", "minute_of"]
 
@@ -82,7 +84,10 @@ class CapacityBook:
         if first < base:
             return first
         lo, hi = first - base, min(last - base, self._size - 1) + 1
-        room = (self._tokens[region][lo:hi] <= tokens_left) & (self._requests[region][lo:hi] <= requests_left)
+        tokens_used, requests_used = self._tokens[region], self._requests[region]
+        if tokens_used[lo] <= tokens_left and requests_used[lo] <= requests_left:
+            return first  # the common case: the first minute has room
+        room = (tokens_used[lo:hi] <= tokens_left) & (requests_used[lo:hi] <= requests_left)
         found = int(room.argmax())
         if room[found]:
             return first + found
@@ -102,7 +107,7 @@ class CapacityBook:
         lo = max(minute - self._base, 0)
         for region, requests in self._requests.items():
             tokens = self._tokens[region]
-            for at in np.flatnonzero(requests[lo:]) + lo:
+            for at in requests[lo:].nonzero()[0] + lo:
                 out[(region, self._base + int(at))] = (float(tokens[at]), float(requests[at]))
         return out
 
@@ -110,6 +115,8 @@ class CapacityBook:
         """Drop minutes before ``minute``: nothing can start in the past."""
         if self._base is None or minute <= self._base:
             return
+        import numpy as np
+
         drop = min(minute - self._base, self._size)
         for arrays in (self._tokens, self._requests):
             for region, values in arrays.items():
@@ -141,6 +148,8 @@ class CapacityBook:
 
     def _index_for(self, minute: int) -> int:
         # index of ``minute``, growing the arrays (or moving the base back) to hold it
+        import numpy as np
+
         if self._base is None:
             self._base = minute
             self._size = _GROW

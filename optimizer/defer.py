@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from config import Config, Offer, WorkClass, Zone
 from optimizer.capacity import CapacityBook, minute_of
@@ -37,9 +37,11 @@ _VOUCHER_TIE = 1 - 1e-6
 _DELAY_TIE = 1e-9
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where and when a deferrable job starts, and the voucher it means to use."""
+class Placement(NamedTuple):
+    """Where and when a deferrable job starts, and the voucher it means to use.
+
+    Immutable; a named tuple, built on the request path like ``choose.Option``.
+    """
 
     region: str
     offer: Offer
@@ -55,18 +57,20 @@ class _Table:
     slot: np.ndarray
     coef: np.ndarray  # shape (3, entries): rows a_in, a_out, c
     cand: tuple[Candidate, ...]
-    entry_cand: np.ndarray
     entry_voucher: tuple[str | None, ...]
+    cand_of: tuple[int, ...]  # entry -> index into cand
+    slot_of: tuple[int, ...]  # entry -> slot, as Python ints for the request path
     offsets: np.ndarray  # slot k's entries are [offsets[k], offsets[k + 1])
     # voucher units one reference input / output token draws (0 on cash entries)
     need_in: np.ndarray
     need_out: np.ndarray
     cash_entry: np.ndarray  # entry -> the cash entry of the same region and slot
-    voucher_of: np.ndarray  # entry -> index into voucher_ids, len(voucher_ids) on cash entries
     voucher_ids: tuple[str, ...]
-    # per voucher of voucher_ids: the most units one reference input / output token draws
+    # per voucher of voucher_ids: the most units one reference input / output token draws,
+    # and its entries (sorted)
     most_in: tuple[float, ...]
     most_out: tuple[float, ...]
+    entries: tuple[np.ndarray, ...]
 
 
 class Deferrer:
@@ -128,17 +132,19 @@ class Deferrer:
         # so its entry blends the voucher and cash scores by the covered share.
         inp, out = job.input_tokens, job.output_tokens
         scores = np.dot((inp, out, 1.0), table.coef[:, lo:hi])
-        if all(
-            available.get(v, 0.0) >= inp * most_in + out * most_out
-            for v, most_in, most_out in zip(table.voucher_ids, table.most_in, table.most_out, strict=True)
+        for v, most_in, most_out, entries in zip(
+            table.voucher_ids, table.most_in, table.most_out, table.entries, strict=True
         ):
-            return scores  # every voucher covers the job wherever it pays
-        have = np.array([max(available.get(v, 0.0), 0.0) for v in table.voucher_ids] + [np.inf])
-        need = inp * table.need_in[lo:hi] + out * table.need_out[lo:hi]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            covered = np.where(need > 0, np.minimum(have[table.voucher_of[lo:hi]] / need, 1.0), 1.0)
-        cash_scores = scores[table.cash_entry[lo:hi] - lo]
-        return covered * scores + (1.0 - covered) * cash_scores
+            have = available.get(v, 0.0)
+            if have >= inp * most_in + out * most_out:
+                continue  # covers the job wherever it pays
+            # its entries in [lo, hi), blended with the cash entry of the same region and slot
+            at = entries[np.searchsorted(entries, lo) : np.searchsorted(entries, hi)]
+            need = inp * table.need_in[at] + out * table.need_out[at]
+            covered = np.minimum(max(have, 0.0) / np.maximum(need, 1e-300), 1.0)
+            at -= lo
+            scores[at] = covered * scores[at] + (1.0 - covered) * scores[table.cash_entry[at + lo] - lo]
+        return scores
 
     def _best(
         self,
@@ -151,17 +157,15 @@ class Deferrer:
         scores: np.ndarray,
         lo: int,
     ) -> Placement | None:
-        import numpy as np
-
         for _ in range(_MAX_TRIES):
-            e = int(np.argmin(scores))
+            e = int(scores.argmin())
             score = float(scores[e])
             if score == _INF:
                 return None
             scores[e] = _INF
             entry = lo + e
-            cand = table.cand[int(table.entry_cand[entry])]
-            k = int(table.slot[entry])
+            cand = table.cand[table.cand_of[entry]]
+            k = table.slot_of[entry]
             voucher = table.entry_voucher[entry]
             if voucher is not None and available.get(voucher, 0.0) <= 0:
                 continue
@@ -299,18 +303,19 @@ class Deferrer:
             slot=slots,
             coef=np.array([[r[j] for r in rows] for j in (1, 2, 3)], dtype=np.float64) * delay,
             cand=cands,
-            entry_cand=np.array([r[4] for r in rows], dtype=np.int64),
             entry_voucher=tuple(r[5] for r in rows),
+            cand_of=tuple(r[4] for r in rows),
+            slot_of=tuple(r[0] for r in rows),
             offsets=offsets,
             need_in=np.array([r[6] for r in rows], dtype=np.float64),
             need_out=np.array([r[7] for r in rows], dtype=np.float64),
             cash_entry=np.array([r[8] for r in rows], dtype=np.int64),
-            voucher_of=np.array(
-                [voucher_ids.index(r[5]) if r[5] else len(voucher_ids) for r in rows], dtype=np.int64
-            ),
             voucher_ids=tuple(voucher_ids),
             most_in=tuple(max((r[6] for r in rows if r[5] == v), default=0.0) for v in voucher_ids),
             most_out=tuple(max((r[7] for r in rows if r[5] == v), default=0.0) for v in voucher_ids),
+            entries=tuple(
+                np.array([e for e, r in enumerate(rows) if r[5] == v], dtype=np.int64) for v in voucher_ids
+            ),
         )
 
 
@@ -320,4 +325,6 @@ def _at(values: tuple[float, ...] | None, k: int) -> float:
 
 def _tokens(cand: Candidate, job: Job) -> int:
     reference = job.input_tokens if job.work_class == "training" else job.input_tokens + job.output_tokens
+    if cand.ratio == 1.0 and reference == int(reference):
+        return int(reference)  # ceil(round(x, 6)) of a whole x is x
     return math.ceil(round(reference * cand.ratio, 6))
