@@ -2,7 +2,7 @@
 
 Sets
     K        slots ``[e_k, e_{k+1})`` from ``slot_edges`` (prices and validity constant
-             inside each); ``m_k`` is the slot's length in minutes.
+             inside each); ``m'_k`` is the number of clock minutes the slot touches.
     D        demand groups ``d``: class, origin, model, start window ``[a_d, b_d]``,
              ``n_d`` requests, ``I_d``/``O_d`` reference tokens.
     R(d)     regions that serve d's model, have the capability (training: fine_tuning),
@@ -27,8 +27,9 @@ Objective
 
 Constraints
     (demand)   sum_{r,k,p} x[d,r,k,p] + z[d] = 1                       for all d
-    (tpm)      sum_{d,p} tau[d,r] x[d,r,k,p] <= TPM_r m_k - bt[r,k]      for all r, k  (no training)
-    (rpm)      sum_{d,p} n_d x[d,r,k,p]      <= RPM_r m_k - bq[r,k]      for all r, k  (no training)
+    (tpm)      sum_{d,p} tau[d,r] x[d,r,k,p] <= TPM_r m'_k - bt[r,k]     for all r, k  (no training)
+    (rpm)      sum_{d,p} n_d x[d,r,k,p]      <= RPM_r m'_k - bq[r,k]     for all r, k  (no training)
+    (minute)   the same per clock minute, for interactive groups whose window is one minute
     (voucher)  sum u[d,r,k,v] x[d,r,k,v]     <= B_v                      for all v
 
 The voucher rows' duals are the shadow prices (yuan per unit) and the capacity rows'
@@ -114,7 +115,9 @@ def plan(snapshot: Snapshot, *, time_limit_s: float | None = None) -> Plan:
         if col.tokens <= 0 and col.requests <= 0:
             continue
         key = (col.region, col.slot)
-        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
+        # Limits hold per clock minute: a slot may use every minute it touches (a minute
+        # cut by an edge counts in both slots, which keeps the LP a relaxation).
+        minutes = math.ceil(edges[col.slot + 1] / 60.0) - math.floor(edges[col.slot] / 60.0)
         used_tokens, used_requests = booked.get(key, (0.0, 0.0))
         if limits[col.region].tpm is not None:
             row = tpm_rows.get(key)
