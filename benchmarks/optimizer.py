@@ -102,14 +102,10 @@ def table(rows: list[dict]) -> list[dict]:
                 "requests": next(iter(runs.values()))["requests"],
                 "cash": cash,
                 "bound": bound,
-                "opt/bound": opt["cash_yuan"] / bound if opt and bound else None,
-                "opt/hind": opt["cash_yuan"] / hind["cash_yuan"]
-                if opt and hind and hind["cash_yuan"]
-                else None,
-                "hind/bound": hind["cash_yuan"] / bound if hind and bound else None,
-                "saving": 1 - opt["cash_yuan"] / greedy["cash_yuan"]
-                if opt and greedy and greedy["cash_yuan"]
-                else None,
+                "opt/bound": _ratio(opt, bound),
+                "opt/hind": _ratio(opt, hind),
+                "hind/bound": _ratio(hind, bound),
+                "saving": None if _ratio(opt, greedy) is None else 1 - _ratio(opt, greedy),
                 "rejected": {p: runs[p]["rejected"] for p in runs},
                 "slo_violations": mine["slo_violations"] if mine else None,
                 "deadline_misses": {p: runs[p]["deadline_misses"] for p in runs},
@@ -197,10 +193,10 @@ def main() -> None:
         else:
             results = [run_one(*task) for task in tasks]
     rows = table(results)
-    render(rows, policies)
-    print(f"machine: {os.cpu_count()} cores; command: {' '.join(sys.argv)}")
     if args.json:
         args.json.write_text(json.dumps({"runs": results, "rows": rows}, indent=1), encoding="utf-8")
+    render(rows, policies)
+    print(f"machine: {os.cpu_count()} cores; command: {' '.join(sys.argv)}")
 
 
 if __name__ == "__main__":
