@@ -8,7 +8,9 @@ policy of DESIGN.md); with one it is
     cash + voucher shadow price x voucher units drawn + capacity price of the slot,
 
 so a voucher is spent only where it saves more than it is worth to the rest of the
-horizon, and scarce capacity is left to the traffic the plan keeps it for.
+horizon, and scarce capacity is left to the traffic the plan keeps it for. An interactive
+request pays the capacity price only in proportion to the chance that the room it takes
+is wanted later in the same clock minute (``_displaced``): room left in a minute is lost.
 """
 
 from __future__ import annotations

@@ -117,12 +117,15 @@ class _Engine:
     def run(self) -> Replay:
         # The trace and the engine live for the whole replay: keep the collector from
         # walking them on every collection, which would land in some decision's timing.
+        # (A process that froze its own start-up, as ``serve`` does, keeps it frozen.)
+        ours = gc.get_freeze_count() == 0
         gc.collect()
         gc.freeze()
         try:
             return self._run()
         finally:
-            gc.unfreeze()
+            if ours:
+                gc.unfreeze()
 
     def _run(self) -> Replay:
         if self.policy == "hindsight" and self.trace.jobs:
