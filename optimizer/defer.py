@@ -65,12 +65,7 @@ class _Table:
     need_in: np.ndarray
     need_out: np.ndarray
     cash_entry: np.ndarray  # entry -> the cash entry of the same region and slot
-    voucher_ids: tuple[str, ...]
-    # per voucher of voucher_ids: the most units one reference input / output token draws,
-    # and its entries (sorted)
-    most_in: tuple[float, ...]
-    most_out: tuple[float, ...]
-    entries: tuple[np.ndarray, ...]
+    entries: dict[str, np.ndarray]  # voucher id -> its entries, sorted
 
 
 class Deferrer:
@@ -80,6 +75,7 @@ class Deferrer:
         self._config = config
         self._index: ConfigIndex = index_for(config)
         self._plan: Plan | None = None
+        self._spent: frozenset[str] = frozenset()  # vouchers with no free units at the last plan
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._full: set[tuple[str, int]] = set()  # (region, slot) with no minute left for batch
         self._cursor: dict[tuple[str, int], int] = {}  # (region, slot) -> first minute worth trying
@@ -88,8 +84,13 @@ class Deferrer:
     def plan(self) -> Plan | None:
         return self._plan
 
-    def set_plan(self, plan: Plan) -> None:
-        """Price later placements with ``plan``; builds its price tables now, off the request path."""
+    def set_plan(self, plan: Plan, *, available: Mapping[str, float] | None = None) -> None:
+        """Price later placements with ``plan``; builds its price tables now, off the request path.
+
+        Vouchers with nothing ``available`` (voucher id -> free units) are left out of the
+        tables: the plan has no price for them, and they would head every ranking.
+        """
+        self._spent = frozenset(v for v, units in (available or {}).items() if units <= 0)
         tables: dict[tuple[str, str, str], _Table] = {}
         for d in plan.demand:
             if d.work_class != "interactive":
@@ -116,35 +117,17 @@ class Deferrer:
             k0, k1 = plan.slot_at(now_s), plan.slot_at(min(job.latest_s, plan.end_s - 1e-6))
             lo, hi = int(table.offsets[k0]), int(table.offsets[k1 + 1])
             if hi > lo:
-                scores = self._scores(table, job, lo, hi, available)
+                scores = self._scores(table, job, lo, hi)
                 found = self._best(plan, job, now_s, book, available, table, scores, lo)
                 if found is not None:
                     return found
         return self._earliest(job, now_s, book, available)
 
-    def _scores(
-        self, table: _Table, job: Job, lo: int, hi: int, available: Mapping[str, float]
-    ) -> np.ndarray:
+    def _scores(self, table: _Table, job: Job, lo: int, hi: int) -> np.ndarray:
         import numpy as np  # lazily: the proxy only needs it once batch work is deferred
 
-        # Score of every entry in [lo, hi) for this job. A voucher that cannot cover the
-        # whole request pays its balance and leaves the rest in cash at that slot's price,
-        # so its entry blends the voucher and cash scores by the covered share.
-        inp, out = job.input_tokens, job.output_tokens
-        scores = np.dot((inp, out, 1.0), table.coef[:, lo:hi])
-        for v, most_in, most_out, entries in zip(
-            table.voucher_ids, table.most_in, table.most_out, table.entries, strict=True
-        ):
-            have = available.get(v, 0.0)
-            if have >= inp * most_in + out * most_out:
-                continue  # covers the job wherever it pays
-            # its entries in [lo, hi), blended with the cash entry of the same region and slot
-            at = entries[np.searchsorted(entries, lo) : np.searchsorted(entries, hi)]
-            need = inp * table.need_in[at] + out * table.need_out[at]
-            covered = np.minimum(max(have, 0.0) / np.maximum(need, 1e-300), 1.0)
-            at -= lo
-            scores[at] = covered * scores[at] + (1.0 - covered) * scores[table.cash_entry[at + lo] - lo]
-        return scores
+        # Score of every entry in [lo, hi) for this job, as if each voucher covered it whole.
+        return np.dot((job.input_tokens, job.output_tokens, 1.0), table.coef[:, lo:hi])
 
     def _best(
         self,
@@ -157,18 +140,26 @@ class Deferrer:
         scores: np.ndarray,
         lo: int,
     ) -> Placement | None:
+        inp, out = job.input_tokens, job.output_tokens
+        rescored: set[str] = set()
         for _ in range(_MAX_TRIES):
             e = int(scores.argmin())
             score = float(scores[e])
             if score == _INF:
                 return None
-            scores[e] = _INF
             entry = lo + e
+            voucher = table.entry_voucher[entry]
+            if voucher is not None and voucher not in rescored:
+                have = available.get(voucher, 0.0)
+                if have < inp * table.need_in[entry] + out * table.need_out[entry]:
+                    # Scores assume a voucher covers the whole job. One that cannot is
+                    # rescored, all its entries at once, when one of them is about to win.
+                    _rescore(table, voucher, have, inp, out, scores, lo)
+                    rescored.add(voucher)
+                    continue
+            scores[e] = _INF
             cand = table.cand[table.cand_of[entry]]
             k = table.slot_of[entry]
-            voucher = table.entry_voucher[entry]
-            if voucher is not None and available.get(voucher, 0.0) <= 0:
-                continue
             if (cand.region_id, k) in self._full:
                 continue
             tokens = _tokens(cand, job)
@@ -270,7 +261,7 @@ class Deferrer:
                 cash_entry = len(rows)
                 rows.append((k, y_in + cap_in, y_out + cap_out, cap_req, n, None, 0.0, 0.0, cash_entry))
                 for v in cand.vouchers:
-                    if not v.from_s <= mid < v.to_s:
+                    if not v.from_s <= mid < v.to_s or v.id in self._spent:
                         continue
                     lam = plan.voucher_price.get(v.id, 0.0)
                     if v.kind == "tokens":
@@ -295,7 +286,6 @@ class Deferrer:
                             cash_entry,
                         )
                     )
-        voucher_ids = sorted({r[5] for r in rows if r[5] is not None})
         slots = np.array([r[0] for r in rows], dtype=np.int64)
         delay = 1 + _DELAY_TIE * (slots - slots.min(initial=0))
         offsets = np.searchsorted(slots, np.arange(n_slots + 1), side="left")
@@ -310,13 +300,28 @@ class Deferrer:
             need_in=np.array([r[6] for r in rows], dtype=np.float64),
             need_out=np.array([r[7] for r in rows], dtype=np.float64),
             cash_entry=np.array([r[8] for r in rows], dtype=np.int64),
-            voucher_ids=tuple(voucher_ids),
-            most_in=tuple(max((r[6] for r in rows if r[5] == v), default=0.0) for v in voucher_ids),
-            most_out=tuple(max((r[7] for r in rows if r[5] == v), default=0.0) for v in voucher_ids),
-            entries=tuple(
-                np.array([e for e, r in enumerate(rows) if r[5] == v], dtype=np.int64) for v in voucher_ids
-            ),
+            entries={
+                v: np.array([e for e, r in enumerate(rows) if r[5] == v], dtype=np.int64)
+                for v in {r[5] for r in rows if r[5] is not None}
+            },
         )
+
+
+def _rescore(
+    table: _Table, voucher: str, have: float, inp: float, out: float, scores: np.ndarray, lo: int
+) -> None:
+    # The voucher pays its balance and the rest is cash at the same slot's price: blend
+    # each of its entries in the scores' range with its cash entry by the share covered.
+    import numpy as np
+
+    entries = table.entries[voucher]
+    at = entries[np.searchsorted(entries, lo) : np.searchsorted(entries, lo + len(scores))]
+    need = inp * table.need_in[at] + out * table.need_out[at]
+    covered = np.minimum(max(have, 0.0) / np.maximum(need, 1e-300), 1.0)
+    cash = np.dot((inp, out, 1.0), table.coef[:, table.cash_entry[at]])
+    blended = covered * scores[at - lo] + (1.0 - covered) * cash
+    # an entry already tried (infinite) stays so; one the voucher cannot pay at all drops out
+    scores[at - lo] = np.where((covered > 0) & (scores[at - lo] < _INF), blended, _INF)
 
 
 def _at(values: tuple[float, ...] | None, k: int) -> float:

@@ -279,7 +279,7 @@ class _Engine:
         finally:
             self.plan_s.append(time.perf_counter() - started)
         self.plan = fresh
-        self.deferrer.set_plan(fresh)
+        self.deferrer.set_plan(fresh, available=available)
 
     # -- deciding ------------------------------------------------------------------------
 
