@@ -13,6 +13,7 @@ import gc
 import heapq
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -111,6 +112,7 @@ class _Engine:
         # would keep for it are spent on the traffic in hand (the bound assumes as much).
         self.forecast = Forecast(config, start_s=trace.start_s, end_s=_span_end(trace))
         self.bound: float | None = None
+        self.solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suanli-replan")
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class _Engine:
         try:
             return self._run()
         finally:
+            self.solver.shutdown()
             if ours:
                 gc.unfreeze()
 
@@ -272,8 +275,12 @@ class _Engine:
             booked=self.book.committed_from(minute_of(now_s)),
         )
         started = time.perf_counter()
+        limit_s = None if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
         try:
-            fresh = plan(snapshot, time_limit_s=None if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S)
+            # In a worker thread, as the live re-planner solves, so the requests that follow
+            # are decided as live ones are: on a core whose caches the solver did not
+            # sweep. The replay waits for the plan: the virtual clock stands still meanwhile.
+            fresh = self.solver.submit(plan, snapshot, time_limit_s=limit_s).result()
         except InfeasibleError:
             return  # keep the previous plan, as the live re-planner does
         finally:
