@@ -37,6 +37,7 @@ WORKING_DAY = (
     1.3, 1.3, 1.4, 1.4, 1.4, 1.2, 1.0, 0.9, 0.75, 0.6, 0.45, 0.3,
 )  # fmt: skip
 _MIN_SHAPE = 0.05
+_FLAT = (1.0,) * 24
 _RECENT_EVENTS = 10.0  # recent arrivals at which the recent rate gets half the weight
 _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this long: its hour matters little
 
@@ -46,7 +47,8 @@ class _Tally:
     requests: list[float] = field(default_factory=lambda: [0.0] * 24)  # per local hour
     total: float = 0.0
     level: float = 0.0  # arrivals, each divided by the shape of its hour
-    recent: float = 0.0  # arrivals decayed by exp(-age / recent_s), as of ``recent_at``
+    recent: float = 0.0  # arrivals over their hour's shape, decayed by exp(-age / recent_s)
+    raw_recent: float = 0.0  # arrivals decayed alike, unweighted
     recent_at: float = 0.0
     window_s: float = 0.0  # summed start windows (deadline) of the requests seen
     # per output-share band: requests, input tokens, output tokens
@@ -110,7 +112,9 @@ class Forecast:
         # day's level as a quiet hour's.
         weight = 1.0 / max(self._shape_of(kind)[hour], _MIN_SHAPE)
         tally.level += weight
-        tally.recent = tally.recent * math.exp((tally.recent_at - at_s) / self._recent_s) + weight
+        fade = math.exp((tally.recent_at - at_s) / self._recent_s)
+        tally.recent = tally.recent * fade + weight
+        tally.raw_recent = tally.raw_recent * fade + 1.0
         tally.recent_at = at_s
         tally.window_s += window_s
         band = output_bucket(input_tokens, output_tokens, _MIX_BANDS)
@@ -119,11 +123,26 @@ class Forecast:
         tally.band_output[band] += output_tokens
 
     def rate_per_s(self, kind: Kind, at_s: float, now_s: float) -> float:
-        """Expected arrivals per second of ``kind`` at ``at_s``, as known at ``now_s``."""
+        """Expected arrivals per second of ``kind`` at ``at_s``, as known at ``now_s``.
+
+        Without a config prior, two forecasts are mixed by how well each explains the
+        hours seen so far (their Poisson likelihoods): one following the working-day
+        shape, one flat. Traffic that keeps no office hours is soon forecast flat.
+        """
+        hour = self._hour(at_s)
+        if kind in self._prior:
+            return self._rate(kind, hour, now_s, self._prior[kind][1], shaped=True)
+        weight = self._shape_weight(kind, now_s)
+        shaped = self._rate(kind, hour, now_s, self._shape, shaped=True) if weight > 0 else 0.0
+        flat = self._rate(kind, hour, now_s, _FLAT, shaped=False) if weight < 1 else 0.0
+        return weight * shaped + (1.0 - weight) * flat
+
+    def _rate(self, kind: Kind, hour: int, now_s: float, shape: tuple[float, ...], *, shaped: bool) -> float:
+        # the blended hourly estimate of the module docstring, with ``shape`` over the day
         observed_s = max(now_s - self._start_s, 0.0)
         tally = self._tallies.get(kind)
         prior = self._prior.get(kind)
-        count = tally.level if tally else 0.0
+        count = (tally.level if shaped else tally.total) if tally else 0.0
         exposure = observed_s
         if prior is not None:
             count += prior[0] * self._prior_s
@@ -136,16 +155,34 @@ class Forecast:
             # The level moves within a day (a working day ramps up and down): track the
             # recent rate, trusting it as it holds more arrivals than _RECENT_EVENTS.
             decay = math.exp(-observed_s / self._recent_s)
-            recent = tally.recent * math.exp((tally.recent_at - now_s) / self._recent_s)
+            fade = math.exp((tally.recent_at - now_s) / self._recent_s)
+            recent = (tally.recent if shaped else tally.raw_recent) * fade
             recent_exposure = max(self._recent_s * (1.0 - decay), 600.0)
-            seen = tally.total * recent / max(tally.level, 1e-12)  # roughly, arrivals behind ``recent``
+            seen = tally.raw_recent * fade  # arrivals behind ``recent``, roughly
             weight = seen / (seen + _RECENT_EVENTS)
             overall = weight * recent / recent_exposure + (1.0 - weight) * overall
-        hour = self._hour(at_s)
         hour_exposure = self._hour_exposure(hour, now_s)
         hour_count = tally.requests[hour] if tally else 0.0
-        shape = self._shape_of(kind)[hour]
-        return (hour_count + self._blend_s * overall * shape) / (hour_exposure + self._blend_s)
+        return (hour_count + self._blend_s * overall * shape[hour]) / (hour_exposure + self._blend_s)
+
+    def _shape_weight(self, kind: Kind, now_s: float) -> float:
+        # Posterior weight of the working-day shape against a flat day, even odds at first:
+        # log likelihood ratio of the hourly counts seen, each model at its best level.
+        tally = self._tallies.get(kind)
+        if tally is None or tally.total <= 0:
+            return 0.5
+        counts, shape = tally.requests, self._shape
+        exposures = [self._hour_exposure(h, now_s) for h in range(24)]
+        seen = [h for h in range(24) if exposures[h] > 0]
+        total = sum(counts[h] for h in seen)
+        flat_exposure = sum(exposures[h] for h in seen)
+        shaped_exposure = sum(shape[h] * exposures[h] for h in seen)
+        if total <= 0 or shaped_exposure <= 0:
+            return 0.5
+        ratio = sum(counts[h] * math.log(max(shape[h], _MIN_SHAPE)) for h in seen) + total * math.log(
+            flat_exposure / shaped_exposure
+        )
+        return 1.0 / (1.0 + math.exp(-max(min(ratio, 50.0), -50.0)))
 
     def demand(self, edges: tuple[float, ...], now_s: float) -> tuple[Demand, ...]:
         """Expected demand per kind, output-share band and slot of ``edges`` from ``now_s`` on.

@@ -40,12 +40,20 @@ def test_the_working_day_shape_expects_a_busier_day_than_the_night_seen() -> Non
     now = T0 + 3 * HOUR
     night = forecast.rate_per_s(KIND, T0 + 4 * HOUR, now)
     day = forecast.rate_per_s(KIND, T0 + 10 * HOUR, now)
-    assert day > 4 * night
+    assert day > 2.5 * night  # a night says nothing yet against office hours: even odds
     flat = Forecast(make_config([region("a", "east")]), start_s=T0, shape=FLAT)
     _feed(flat, per_hour=60, start_h=0, end_h=3)
     assert flat.rate_per_s(KIND, T0 + 10 * HOUR, now) == pytest.approx(
         flat.rate_per_s(KIND, T0 + 4 * HOUR, now)
     )
+
+
+def test_traffic_without_office_hours_is_soon_forecast_flat() -> None:
+    forecast = Forecast(make_config([region("a", "east")]), start_s=T0)
+    _feed(forecast, per_hour=120, start_h=0, end_h=10)
+    now = T0 + 10 * HOUR
+    assert forecast.rate_per_s(KIND, T0 + 20 * HOUR, now) * HOUR == pytest.approx(120, rel=0.1)
+    assert forecast.rate_per_s(KIND, T0 + 14 * HOUR, now) * HOUR == pytest.approx(120, rel=0.1)
 
 
 def test_a_config_prior_without_hourly_weights_is_flat() -> None:
