@@ -126,53 +126,55 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+_HEAD = ("opt/bound", "opt/hind", "hind/bound", "saving", "rej opt/greedy", "slo", "miss", "rules",
+         "decision p50/p99 us", "plan p50/max ms", "replay s")  # fmt: skip
+
+
+def _columns(policies: tuple[str, ...]) -> list[str]:
+    return ["scenario", "requests", *policies, "bound", *_HEAD]
+
+
+def _cells(row: dict, policies: tuple[str, ...]) -> list[str]:
+    decision = row["decision_us"] or {}
+    plan = row["plan_s"] or {}
+    return [
+        row["scenario"],
+        f"{row['requests']:,}",
+        *(_fmt(row["cash"].get(p), ".2f") for p in policies),
+        _fmt(row["bound"], ".2f"),
+        _fmt(row["opt/bound"], ".3f"),
+        _fmt(row["opt/hind"], ".3f"),
+        _fmt(row["hind/bound"], ".3f"),
+        _fmt(row["saving"] * 100 if row["saving"] is not None else None, ".1f") + "%",
+        f"{row['rejected'].get('optimizer', '-')}/{row['rejected'].get('greedy', '-')}",
+        str(row["slo_violations"]),
+        str(row["deadline_misses"].get("optimizer", "-")),
+        str(row["rules_broken"]),
+        f"{decision.get('p50', '-')}/{decision.get('p99', '-')}",
+        f"{plan.get('p50', 0) * 1000:.0f}/{plan.get('max', 0) * 1000:.0f}" if plan else "-",
+        _fmt(row["replay_s"], ".1f"),
+    ]
+
+
 def render(rows: list[dict], policies: tuple[str, ...]) -> None:
     """Print the table with rich."""
     from rich.console import Console
     from rich.table import Table
 
     grid = Table(title="optimizer decision quality (cash in yuan)")
-    columns = [
-        "scenario",
-        "requests",
-        *policies,
-        "bound",
-        "opt/bound",
-        "opt/hind",
-        "hind/bound",
-        "saving",
-        "rej opt/greedy",
-        "slo",
-        "miss",
-        "rules",
-        "decision p50/p99 us",
-        "plan p50/max ms",
-        "replay s",
-    ]
-    for column in columns:
+    for column in _columns(policies):
         grid.add_column(column, justify="left" if column == "scenario" else "right")
     for row in rows:
-        rej = row["rejected"]
-        decision = row["decision_us"] or {}
-        plan = row["plan_s"] or {}
-        grid.add_row(
-            row["scenario"],
-            f"{row['requests']:,}",
-            *(_fmt(row["cash"].get(p), ".2f") for p in policies),
-            _fmt(row["bound"], ".2f"),
-            _fmt(row["opt/bound"], ".3f"),
-            _fmt(row["opt/hind"], ".3f"),
-            _fmt(row["hind/bound"], ".3f"),
-            _fmt(row["saving"] * 100 if row["saving"] is not None else None, ".1f") + "%",
-            f"{rej.get('optimizer', '-')}/{rej.get('greedy', '-')}",
-            str(row["slo_violations"]),
-            str(row["deadline_misses"].get("optimizer", "-")),
-            str(row["rules_broken"]),
-            f"{decision.get('p50', '-')}/{decision.get('p99', '-')}",
-            f"{plan.get('p50', 0) * 1000:.0f}/{plan.get('max', 0) * 1000:.0f}" if plan else "-",
-            _fmt(row["replay_s"], ".1f"),
-        )
+        grid.add_row(*_cells(row, policies))
     Console(width=220).print(grid)
+
+
+def markdown(rows: list[dict], policies: tuple[str, ...]) -> str:
+    """The table as Markdown, for the README."""
+    head = _columns(policies)
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += ["| " + " | ".join(_cells(row, policies)) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -182,6 +184,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="replays at a time (timings share the cores)")
     parser.add_argument("--variants", action="store_true", help="also run variants of every scenario")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args()
     policies = tuple(p for p in POLICIES if p in args.policies)
     with tempfile.TemporaryDirectory(prefix="suanli-variants-") as tmp:
@@ -195,7 +198,10 @@ def main() -> None:
     rows = table(results)
     if args.json:
         args.json.write_text(json.dumps({"runs": results, "rows": rows}, indent=1), encoding="utf-8")
-    render(rows, policies)
+    if args.markdown:
+        print(markdown(rows, policies))
+    else:
+        render(rows, policies)
     print(f"machine: {os.cpu_count()} cores; command: {' '.join(sys.argv)}")
 
 
