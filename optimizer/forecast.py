@@ -20,7 +20,7 @@ from optimizer.hindsight import output_bucket
 from optimizer.index import index_for
 from optimizer.snapshot import Demand
 
-__all__ = ["WORKING_DAY", "Forecast"]
+__all__ = ["Forecast", "WORKING_DAY"]
 
 _HOUR_S = 3600.0
 Kind = tuple[WorkClass, Zone, str]  # (class, origin, model)
