@@ -8,7 +8,9 @@ policy of DESIGN.md); with one it is
     cash + voucher shadow price x voucher units drawn + capacity price of the slot,
 
 so a voucher is spent only where it saves more than it is worth to the rest of the
-horizon, and scarce capacity is left to the traffic the plan keeps it for.
+horizon, and scarce capacity is left to the traffic the plan keeps it for. An interactive
+request pays the capacity price only in proportion to the chance that the room it takes
+is wanted later in the same clock minute (``_displaced``): room left in a minute is lost.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
-from optimizer.index import index_for
+from optimizer.index import Candidate, index_for
 from optimizer.payment import Charge
 from optimizer.snapshot import Plan
 
@@ -29,6 +32,8 @@ _NO_PRICES: tuple[float, ...] = ()
 _VOUCHER_TIE = 1 + 1e-6
 _CONGESTION_FROM = 0.5  # share of a minute's limits from which a region's score rises
 _CONGESTION_SHARE = 0.1  # at most +5% of the cost when full
+_SIZE_SPREAD = 1.3  # sqrt(1 + cv^2) of request sizes: the tokens of n requests vary more than n
+_DEFERRED_SHARE = 0.05  # share of tpm the plan gives deferrable work from which its price holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +62,11 @@ class State:
     load: Mapping[str, float] = field(default_factory=dict)  # region id -> share of this minute's limits used
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One way to serve a request: where, with which voucher, at what cost."""
+class Option(NamedTuple):
+    """One way to serve a request: where, with which voucher, at what cost.
+
+    Immutable; a named tuple for the same reason as ``Charge``: one per candidate, per request.
+    """
 
     region: Region
     offer: Offer
@@ -90,6 +97,37 @@ def eligible(config: Config, ask: Ask, state: State) -> list[tuple[Region, Offer
     return out
 
 
+def _displaced(plan: Plan, cand: Candidate, slot: int, fill: float, tokens: int, now_s: float) -> float:
+    """Chance that capacity an interactive request takes now is wanted later this minute.
+
+    The plan prices a region's capacity per slot, but a minute's tpm/rpm left unused is
+    lost: when the interactive traffic the plan still expects this minute (Poisson, in
+    a normal approximation) fits in what is left, taking the room now displaces nothing.
+    Where the plan also puts work that may wait, that work could use the room: full price.
+    """
+    rid = cand.region_id
+    inflow_t = plan.interactive_tpm.get(rid, _NO_PRICES)
+    inflow_r = plan.interactive_rpm.get(rid, _NO_PRICES)
+    deferred = plan.deferred_tpm.get(rid, _NO_PRICES)
+    if not inflow_r or inflow_r[slot] <= 0 or deferred and deferred[slot] > _DEFERRED_SHARE * cand.tpm:
+        return 1.0
+    left = 1.0 - (now_s % 60.0) / 60.0
+    requests = inflow_r[slot] * left  # expected arrivals in the rest of the minute
+    size = inflow_t[slot] / inflow_r[slot]  # mean model tokens of one
+    odds = 0.0
+    for expected, spread, room in (
+        (inflow_t[slot] * left, _SIZE_SPREAD * size * math.sqrt(requests), cand.tpm * (1 - fill) - tokens),
+        (requests, math.sqrt(requests), cand.rpm * (1 - fill) - 1),
+    ):
+        if room == math.inf:
+            continue
+        if spread <= 0:
+            odds = max(odds, 1.0 if expected > room else 0.0)
+        else:
+            odds = max(odds, 0.5 * math.erfc((room - expected) / (spread * math.sqrt(2.0))))
+    return odds
+
+
 def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | None = None) -> list[Option]:
     """Eligible options, least score first; see the module docstring for the score."""
     index = index_for(config)
@@ -98,21 +136,27 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
     training = ask.work_class == "training"
     now_s = now.timestamp()
     minute = index.minute_of_day(now_s)
-    slot = plan.slot_at(now_s) if plan is not None else -1
     balances = state.balances
     ratios = state.token_ratios
+    load = state.load
     inp, out_tokens = ask.input_tokens, ask.output_tokens
     reference = inp if training else inp + out_tokens
+    whole = int(reference) if reference == int(reference) else -1  # ceil(round(x, 6)) of a whole x is x
+    screened = (
+        ask.pinned_region is not None or ask.allowed_regions is not None or ask.excluded or state.blocked
+    )
+    if plan is not None:
+        slot = plan.slot_at(now_s)
+        minute_now = math.floor(now_s / 60.0)
+        token_price, request_price = plan.token_price, plan.request_price
+        minute_price = plan.minute_price if interactive else None
+        voucher_price = plan.voucher_price
     ranked: list[tuple[float, float, int, Option]] = []
     for n, cand in enumerate(
         index.candidates(ask.model, ask.work_class, ask.origin, ask.capability, prior_latency=not measured)
     ):
         rid = cand.region_id
-        if ask.pinned_region is not None and rid != ask.pinned_region:
-            continue
-        if ask.allowed_regions is not None and rid not in ask.allowed_regions:
-            continue
-        if rid in ask.excluded or rid in state.blocked:
+        if screened and not _admits(ask, state, rid):
             continue
         latency = cand.latency_ms
         if measured:
@@ -126,21 +170,28 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
             cost = inp * ratio * price.train / 1e6
         else:
             cost = (inp * ratio * price.input + out_tokens * ratio * price.output) / 1e6
-        off = cand.off_peak(minute)
+        off = cand.window is not None and cand.off_peak(minute)
         if off:
             cost *= 1 - cand.discount
-        tokens = math.ceil(round(reference * ratio, 6))
+        tokens = whole if ratio == 1.0 and whole >= 0 else math.ceil(round(reference * ratio, 6))
         extra = 0.0
+        fill = load.get(rid, 0.0) if load else 0.0
         if plan is not None and cand.uses_capacity:
-            extra = (plan.token_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,))[0] * tokens + (
-                plan.request_price.get(rid, _NO_PRICES)[slot : slot + 1] or (0.0,)
-            )[0]
-        if state.load:
+            prices = token_price.get(rid)
+            mu = prices[slot] if prices else 0.0
+            prices = request_price.get(rid)
+            rho = prices[slot] if prices else 0.0
+            held = minute_price.get((rid, minute_now)) if minute_price else None
+            if held is not None:
+                # The plan priced this very minute: its slot and minute prices both apply.
+                extra = (mu + held[0]) * tokens + rho + held[1]
+            elif mu > 0 or rho > 0:
+                need = _displaced(plan, cand, slot, fill, tokens, now_s) if interactive else 1.0
+                extra = (mu * tokens + rho) * need
+        if fill > _CONGESTION_FROM:
             # A region filling up this minute costs a little more, so near-ties go to
             # regions with room and a later request with fewer options still fits.
-            fill = state.load.get(rid, 0.0)
-            if fill > _CONGESTION_FROM:
-                extra += cost * _CONGESTION_SHARE * (fill - _CONGESTION_FROM)
+            extra += cost * _CONGESTION_SHARE * (fill - _CONGESTION_FROM)
         best_score = cost + extra
         best_voucher = None
         best_units = best_covered = 0.0
@@ -151,15 +202,16 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
             if balance <= 0:
                 continue
             if info.kind == "tokens":
-                units = float(min(balance, tokens))
+                units = float(balance if balance < tokens else tokens)
                 covered = cost * units / tokens if tokens else 0.0
             else:
                 if cost <= 0:
                     continue
-                covered = units = min(balance, cost if info.kind == "credit" else info.rate * cost)
+                want = cost if info.kind == "credit" else info.rate * cost
+                covered = units = balance if balance < want else want
             score = cost - covered + extra
             if plan is not None:
-                score += plan.voucher_price.get(info.id, 0.0) * units
+                score += voucher_price.get(info.id, 0.0) * units
                 # Duals come from a floating-point solve: within a relative 1e-6 the voucher
                 # wins the tie (spend it now, the future being uncertain).
                 better = score <= best_score * _VOUCHER_TIE + 1e-12
@@ -167,14 +219,20 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
                 better = score < best_score
             if better:
                 best_score, best_voucher, best_units, best_covered = score, info.voucher, units, covered
-        charge = Charge(
-            tokens=tokens,
-            cost_yuan=cost,
-            voucher_units=best_units,
-            voucher_yuan=best_covered,
-            cash_yuan=max(cost - best_covered, 0.0),
+        cash = cost - best_covered
+        charge = Charge(tokens, cost, best_units, best_covered, cash if cash > 0.0 else 0.0)
+        # n is unique: the sort never compares two options
+        ranked.append(
+            (best_score, latency, n, Option(cand.region, cand.offer, best_voucher, off, charge, best_score))
         )
-        option = Option(cand.region, cand.offer, best_voucher, off, charge, best_score)
-        ranked.append((best_score, latency, n, option))
-    ranked.sort(key=lambda item: item[:3])
+    ranked.sort()
     return [item[3] for item in ranked]
+
+
+def _admits(ask: Ask, state: State, rid: str) -> bool:
+    # the ask's pin, allow-list and exclusions, and the regions blocked now
+    if ask.pinned_region is not None and rid != ask.pinned_region:
+        return False
+    if ask.allowed_regions is not None and rid not in ask.allowed_regions:
+        return False
+    return rid not in ask.excluded and rid not in state.blocked

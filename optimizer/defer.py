@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from config import Config, Offer, WorkClass, Zone
 from optimizer.capacity import CapacityBook, minute_of
@@ -37,9 +37,11 @@ _VOUCHER_TIE = 1 - 1e-6
 _DELAY_TIE = 1e-9
 
 
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where and when a deferrable job starts, and the voucher it means to use."""
+class Placement(NamedTuple):
+    """Where and when a deferrable job starts, and the voucher it means to use.
+
+    Immutable; a named tuple, built on the request path like ``choose.Option``.
+    """
 
     region: str
     offer: Offer
@@ -51,21 +53,19 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class _Table:
-    # entries e over (candidate, slot, payment), sorted by slot; score = I a_in + O a_out + c
+    # entries e over (candidate, slot, payment), sorted by slot; score = (I, O, 1) . coef[:, e]
     slot: np.ndarray
-    a_in: np.ndarray
-    a_out: np.ndarray
-    c: np.ndarray
+    coef: np.ndarray  # shape (3, entries): rows a_in, a_out, c
     cand: tuple[Candidate, ...]
-    entry_cand: np.ndarray
     entry_voucher: tuple[str | None, ...]
+    cand_of: tuple[int, ...]  # entry -> index into cand
+    slot_of: tuple[int, ...]  # entry -> slot, as Python ints for the request path
     offsets: np.ndarray  # slot k's entries are [offsets[k], offsets[k + 1])
     # voucher units one reference input / output token draws (0 on cash entries)
     need_in: np.ndarray
     need_out: np.ndarray
     cash_entry: np.ndarray  # entry -> the cash entry of the same region and slot
-    voucher_of: np.ndarray  # entry -> index into voucher_ids, len(voucher_ids) on cash entries
-    voucher_ids: tuple[str, ...]
+    entries: dict[str, np.ndarray]  # voucher id -> its entries, sorted
 
 
 class Deferrer:
@@ -75,6 +75,7 @@ class Deferrer:
         self._config = config
         self._index: ConfigIndex = index_for(config)
         self._plan: Plan | None = None
+        self._spent: frozenset[str] = frozenset()  # vouchers with no free units at the last plan
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._full: set[tuple[str, int]] = set()  # (region, slot) with no minute left for batch
         self._cursor: dict[tuple[str, int], int] = {}  # (region, slot) -> first minute worth trying
@@ -83,8 +84,13 @@ class Deferrer:
     def plan(self) -> Plan | None:
         return self._plan
 
-    def set_plan(self, plan: Plan) -> None:
-        """Price later placements with ``plan``; builds its price tables now, off the request path."""
+    def set_plan(self, plan: Plan, *, available: Mapping[str, float] | None = None) -> None:
+        """Price later placements with ``plan``; builds its price tables now, off the request path.
+
+        Vouchers with nothing ``available`` (voucher id -> free units) are left out of the
+        tables: the plan has no price for them, and they would head every ranking.
+        """
+        self._spent = frozenset(v for v, units in (available or {}).items() if units <= 0)
         tables: dict[tuple[str, str, str], _Table] = {}
         for d in plan.demand:
             if d.work_class != "interactive":
@@ -111,30 +117,17 @@ class Deferrer:
             k0, k1 = plan.slot_at(now_s), plan.slot_at(min(job.latest_s, plan.end_s - 1e-6))
             lo, hi = int(table.offsets[k0]), int(table.offsets[k1 + 1])
             if hi > lo:
-                scores = self._scores(table, job, lo, hi, available)
+                scores = self._scores(table, job, lo, hi)
                 found = self._best(plan, job, now_s, book, available, table, scores, lo)
                 if found is not None:
                     return found
         return self._earliest(job, now_s, book, available)
 
-    def _scores(
-        self, table: _Table, job: Job, lo: int, hi: int, available: Mapping[str, float]
-    ) -> np.ndarray:
+    def _scores(self, table: _Table, job: Job, lo: int, hi: int) -> np.ndarray:
         import numpy as np  # lazily: the proxy only needs it once batch work is deferred
 
-        # Score of every entry in [lo, hi) for this job. A voucher that cannot cover the
-        # whole request pays its balance and leaves the rest in cash at that slot's price,
-        # so its entry blends the voucher and cash scores by the covered share.
-        inp, out = job.input_tokens, job.output_tokens
-        scores = inp * table.a_in[lo:hi] + out * table.a_out[lo:hi] + table.c[lo:hi]
-        if not table.voucher_ids:
-            return scores
-        have = np.array([max(available.get(v, 0.0), 0.0) for v in table.voucher_ids] + [np.inf])
-        need = inp * table.need_in[lo:hi] + out * table.need_out[lo:hi]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            covered = np.where(need > 0, np.minimum(have[table.voucher_of[lo:hi]] / need, 1.0), 1.0)
-        cash_scores = scores[table.cash_entry[lo:hi] - lo]
-        return covered * scores + (1.0 - covered) * cash_scores
+        # Score of every entry in [lo, hi) for this job, as if each voucher covered it whole.
+        return np.dot((job.input_tokens, job.output_tokens, 1.0), table.coef[:, lo:hi])
 
     def _best(
         self,
@@ -147,20 +140,26 @@ class Deferrer:
         scores: np.ndarray,
         lo: int,
     ) -> Placement | None:
-        import numpy as np
-
+        inp, out = job.input_tokens, job.output_tokens
+        rescored: set[str] = set()
         for _ in range(_MAX_TRIES):
-            e = int(np.argmin(scores))
+            e = int(scores.argmin())
             score = float(scores[e])
             if score == _INF:
                 return None
-            scores[e] = _INF
             entry = lo + e
-            cand = table.cand[int(table.entry_cand[entry])]
-            k = int(table.slot[entry])
             voucher = table.entry_voucher[entry]
-            if voucher is not None and available.get(voucher, 0.0) <= 0:
-                continue
+            if voucher is not None and voucher not in rescored:
+                have = available.get(voucher, 0.0)
+                if have < inp * table.need_in[entry] + out * table.need_out[entry]:
+                    # Scores assume a voucher covers the whole job. One that cannot is
+                    # rescored, all its entries at once, when one of them is about to win.
+                    _rescore(table, voucher, have, inp, out, scores, lo)
+                    rescored.add(voucher)
+                    continue
+            scores[e] = _INF
+            cand = table.cand[table.cand_of[entry]]
+            k = table.slot_of[entry]
             if (cand.region_id, k) in self._full:
                 continue
             tokens = _tokens(cand, job)
@@ -190,15 +189,15 @@ class Deferrer:
             reserve_r = max(reserve_r, _INTERACTIVE_FLOOR * rpm)
         first, last = minute_of(begin), minute_of(end - 1e-6)
         key = (rid, k)
-        # Minutes before the cursor were found full for an earlier job; skip them.
-        cursor = self._cursor.get(key, first)
-        minute = max(first, cursor)
-        while minute <= last:
-            if book.fits(rid, minute, tokens, reserve_tokens=reserve_t, reserve_requests=reserve_r):
-                return max(minute * 60.0, begin)
-            if minute == cursor:
-                cursor += 1
-            minute += 1
+        # Minutes before the cursor had no room even for a tiny job; skip them.
+        cursor = max(self._cursor.get(key, first), first)
+        reserves = {"reserve_tokens": reserve_t, "reserve_requests": reserve_r}
+        found = book.first_fit(rid, cursor, last, tokens, **reserves)
+        if found is not None:
+            return max(found * 60.0, begin)
+        if cursor <= last:
+            cursor = book.first_fit(rid, cursor, last, 1, **reserves)
+            cursor = last + 1 if cursor is None else cursor
         self._cursor[key] = cursor
         if cursor > last and end >= plan.edges[k + 1]:
             self._full.add(key)
@@ -262,7 +261,7 @@ class Deferrer:
                 cash_entry = len(rows)
                 rows.append((k, y_in + cap_in, y_out + cap_out, cap_req, n, None, 0.0, 0.0, cash_entry))
                 for v in cand.vouchers:
-                    if not v.from_s <= mid < v.to_s:
+                    if not v.from_s <= mid < v.to_s or v.id in self._spent:
                         continue
                     lam = plan.voucher_price.get(v.id, 0.0)
                     if v.kind == "tokens":
@@ -287,27 +286,42 @@ class Deferrer:
                             cash_entry,
                         )
                     )
-        voucher_ids = sorted({r[5] for r in rows if r[5] is not None})
         slots = np.array([r[0] for r in rows], dtype=np.int64)
         delay = 1 + _DELAY_TIE * (slots - slots.min(initial=0))
         offsets = np.searchsorted(slots, np.arange(n_slots + 1), side="left")
         return _Table(
             slot=slots,
-            a_in=np.array([r[1] for r in rows], dtype=np.float64) * delay,
-            a_out=np.array([r[2] for r in rows], dtype=np.float64) * delay,
-            c=np.array([r[3] for r in rows], dtype=np.float64) * delay,
+            coef=np.array([[r[j] for r in rows] for j in (1, 2, 3)], dtype=np.float64) * delay,
             cand=cands,
-            entry_cand=np.array([r[4] for r in rows], dtype=np.int64),
             entry_voucher=tuple(r[5] for r in rows),
+            cand_of=tuple(r[4] for r in rows),
+            slot_of=tuple(r[0] for r in rows),
             offsets=offsets,
             need_in=np.array([r[6] for r in rows], dtype=np.float64),
             need_out=np.array([r[7] for r in rows], dtype=np.float64),
             cash_entry=np.array([r[8] for r in rows], dtype=np.int64),
-            voucher_of=np.array(
-                [voucher_ids.index(r[5]) if r[5] else len(voucher_ids) for r in rows], dtype=np.int64
-            ),
-            voucher_ids=tuple(voucher_ids),
+            entries={
+                v: np.array([e for e, r in enumerate(rows) if r[5] == v], dtype=np.int64)
+                for v in {r[5] for r in rows if r[5] is not None}
+            },
         )
+
+
+def _rescore(
+    table: _Table, voucher: str, have: float, inp: float, out: float, scores: np.ndarray, lo: int
+) -> None:
+    # The voucher pays its balance and the rest is cash at the same slot's price: blend
+    # each of its entries in the scores' range with its cash entry by the share covered.
+    import numpy as np
+
+    entries = table.entries[voucher]
+    at = entries[np.searchsorted(entries, lo) : np.searchsorted(entries, lo + len(scores))]
+    need = inp * table.need_in[at] + out * table.need_out[at]
+    covered = np.minimum(max(have, 0.0) / np.maximum(need, 1e-300), 1.0)
+    cash = np.dot((inp, out, 1.0), table.coef[:, table.cash_entry[at]])
+    blended = covered * scores[at - lo] + (1.0 - covered) * cash
+    # an entry already tried (infinite) stays so; one the voucher cannot pay at all drops out
+    scores[at - lo] = np.where((covered > 0) & (scores[at - lo] < _INF), blended, _INF)
 
 
 def _at(values: tuple[float, ...] | None, k: int) -> float:
@@ -316,4 +330,6 @@ def _at(values: tuple[float, ...] | None, k: int) -> float:
 
 def _tokens(cand: Candidate, job: Job) -> int:
     reference = job.input_tokens if job.work_class == "training" else job.input_tokens + job.output_tokens
+    if cand.ratio == 1.0 and reference == int(reference):
+        return int(reference)  # ceil(round(x, 6)) of a whole x is x
     return math.ceil(round(reference * cand.ratio, 6))

@@ -6,11 +6,13 @@ the kind's overall rate while the hour is thinly observed (a pseudo-exposure of
 ``blend_s``). A config prior (``Config.demand``) enters as pseudo-observations worth
 ``prior_s`` seconds, so a cold start plans with it and the traffic seen takes over.
 Expected demand may be weighted by ``1 / (1 + lead / lead_decay_s)`` (off by default):
-the further out, the less it is trusted.
+the further out, the less it is trusted. With ``end_s`` no arrival is expected after it
+(a replayed trace ends; a live proxy leaves it at infinity and its horizon rolls).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from config import Config, WorkClass, Zone
@@ -18,13 +20,25 @@ from optimizer.hindsight import output_bucket
 from optimizer.index import index_for
 from optimizer.snapshot import Demand
 
-__all__ = ["Forecast"]
+__all__ = ["Forecast", "WORKING_DAY"]
 
 _HOUR_S = 3600.0
 Kind = tuple[WorkClass, Zone, str]  # (class, origin, model)
 
 
 _MIX_BANDS = 3  # output-share bands: a tokens voucher is worth more on output-heavy requests
+# Relative arrival rate per local hour of a kind the config gives no prior for: people
+# work by day. Only the shape matters (the level is learned), and only until an hour has
+# been observed; pass a flat tuple to turn it off. Assuming a busy day ahead is the safe
+# side: a voucher kept for traffic that stays away is spent later, one spent at night on
+# cheap work is gone when the day comes.
+WORKING_DAY = (
+    0.2, 0.2, 0.2, 0.2, 0.2, 0.25, 0.35, 0.6, 1.0, 1.4, 1.4, 1.4,
+    1.3, 1.3, 1.4, 1.4, 1.4, 1.2, 1.0, 0.9, 0.75, 0.6, 0.45, 0.3,
+)  # fmt: skip
+_MIN_SHAPE = 0.05
+_FLAT = (1.0,) * 24
+_RECENT_EVENTS = 10.0  # recent arrivals at which the recent rate gets half the weight
 _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this long: its hour matters little
 
 
@@ -32,6 +46,10 @@ _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this lo
 class _Tally:
     requests: list[float] = field(default_factory=lambda: [0.0] * 24)  # per local hour
     total: float = 0.0
+    level: float = 0.0  # arrivals, each divided by the shape of its hour
+    recent: float = 0.0  # arrivals over their hour's shape, decayed by exp(-age / recent_s)
+    raw_recent: float = 0.0  # arrivals decayed alike, unweighted
+    recent_at: float = 0.0
     window_s: float = 0.0  # summed start windows (deadline) of the requests seen
     # per output-share band: requests, input tokens, output tokens
     band_requests: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
@@ -53,6 +71,9 @@ class Forecast:
         blend_s: float = 3600.0,
         prior_s: float = 3600.0,
         lead_decay_s: float = float("inf"),
+        recent_s: float = 3600.0,
+        end_s: float = float("inf"),
+        shape: tuple[float, ...] = WORKING_DAY,
     ) -> None:
         self._config = config
         self._index = index_for(config)
@@ -60,17 +81,18 @@ class Forecast:
         self._blend_s = blend_s
         self._prior_s = prior_s
         self._lead_decay_s = lead_decay_s
+        self._end_s = end_s
+        self._recent_s = recent_s
         self._tallies: dict[Kind, _Tally] = {}
+        self._shape = _normalized(shape)
         self._prior: dict[Kind, tuple[float, tuple[float, ...], float, float, float]] = {}
         for p in config.demand:
-            shape = p.hourly or (1.0,) * 24
-            mean = sum(shape) / 24 or 1.0
             deadline = p.deadline_s or (
                 0.0 if p.work_class == "interactive" else config.classes.deadline_s(p.work_class)
             )
             self._prior[(p.work_class, p.origin, p.model)] = (
                 p.requests_per_hour / _HOUR_S,
-                tuple(w / mean for w in shape),
+                _normalized(p.hourly or (1.0,) * 24),
                 p.input_tokens,
                 p.output_tokens,
                 deadline,
@@ -83,8 +105,17 @@ class Forecast:
         tally = self._tallies.get(kind)
         if tally is None:
             tally = self._tallies[kind] = _Tally()
-        tally.requests[self._hour(at_s)] += 1
+        hour = self._hour(at_s)
+        tally.requests[hour] += 1
         tally.total += 1
+        # Counted against the hour's shape, a busy hour's arrivals say as much about the
+        # day's level as a quiet hour's.
+        weight = 1.0 / max(self._shape_of(kind)[hour], _MIN_SHAPE)
+        tally.level += weight
+        fade = math.exp((tally.recent_at - at_s) / self._recent_s)
+        tally.recent = tally.recent * fade + weight
+        tally.raw_recent = tally.raw_recent * fade + 1.0
+        tally.recent_at = at_s
         tally.window_s += window_s
         band = output_bucket(input_tokens, output_tokens, _MIX_BANDS)
         tally.band_requests[band] += 1
@@ -92,11 +123,26 @@ class Forecast:
         tally.band_output[band] += output_tokens
 
     def rate_per_s(self, kind: Kind, at_s: float, now_s: float) -> float:
-        """Expected arrivals per second of ``kind`` at ``at_s``, as known at ``now_s``."""
+        """Expected arrivals per second of ``kind`` at ``at_s``, as known at ``now_s``.
+
+        Without a config prior, two forecasts are mixed by how well each explains the
+        hours seen so far (their Poisson likelihoods): one following the working-day
+        shape, one flat. Traffic that keeps no office hours is soon forecast flat.
+        """
+        hour = self._hour(at_s)
+        if kind in self._prior:
+            return self._rate(kind, hour, now_s, self._prior[kind][1], shaped=True)
+        weight = self._shape_weight(kind, now_s)
+        shaped = self._rate(kind, hour, now_s, self._shape, shaped=True) if weight > 0 else 0.0
+        flat = self._rate(kind, hour, now_s, _FLAT, shaped=False) if weight < 1 else 0.0
+        return weight * shaped + (1.0 - weight) * flat
+
+    def _rate(self, kind: Kind, hour: int, now_s: float, shape: tuple[float, ...], *, shaped: bool) -> float:
+        # the blended hourly estimate of the module docstring, with ``shape`` over the day
         observed_s = max(now_s - self._start_s, 0.0)
         tally = self._tallies.get(kind)
         prior = self._prior.get(kind)
-        count = tally.total if tally else 0.0
+        count = (tally.level if shaped else tally.total) if tally else 0.0
         exposure = observed_s
         if prior is not None:
             count += prior[0] * self._prior_s
@@ -105,11 +151,38 @@ class Forecast:
             return 0.0
         # Short exposures overstate a burst: never divide by less than ten minutes.
         overall = count / max(exposure, 600.0)
-        hour = self._hour(at_s)
+        if tally is not None and observed_s > 0:
+            # The level moves within a day (a working day ramps up and down): track the
+            # recent rate, trusting it as it holds more arrivals than _RECENT_EVENTS.
+            decay = math.exp(-observed_s / self._recent_s)
+            fade = math.exp((tally.recent_at - now_s) / self._recent_s)
+            recent = (tally.recent if shaped else tally.raw_recent) * fade
+            recent_exposure = max(self._recent_s * (1.0 - decay), 600.0)
+            seen = tally.raw_recent * fade  # arrivals behind ``recent``, roughly
+            weight = seen / (seen + _RECENT_EVENTS)
+            overall = weight * recent / recent_exposure + (1.0 - weight) * overall
         hour_exposure = self._hour_exposure(hour, now_s)
         hour_count = tally.requests[hour] if tally else 0.0
-        shape = prior[1][hour] if prior is not None else 1.0
-        return (hour_count + self._blend_s * overall * shape) / (hour_exposure + self._blend_s)
+        return (hour_count + self._blend_s * overall * shape[hour]) / (hour_exposure + self._blend_s)
+
+    def _shape_weight(self, kind: Kind, now_s: float) -> float:
+        # Posterior weight of the working-day shape against a flat day, even odds at first:
+        # log likelihood ratio of the hourly counts seen, each model at its best level.
+        tally = self._tallies.get(kind)
+        if tally is None or tally.total <= 0:
+            return 0.5
+        counts, shape = tally.requests, self._shape
+        exposures = [self._hour_exposure(h, now_s) for h in range(24)]
+        seen = [h for h in range(24) if exposures[h] > 0]
+        total = sum(counts[h] for h in seen)
+        flat_exposure = sum(exposures[h] for h in seen)
+        shaped_exposure = sum(shape[h] * exposures[h] for h in seen)
+        if total <= 0 or shaped_exposure <= 0:
+            return 0.5
+        ratio = sum(counts[h] * math.log(max(shape[h], _MIN_SHAPE)) for h in seen) + total * math.log(
+            flat_exposure / shaped_exposure
+        )
+        return 1.0 / (1.0 + math.exp(-max(min(ratio, 50.0), -50.0)))
 
     def demand(self, edges: tuple[float, ...], now_s: float) -> tuple[Demand, ...]:
         """Expected demand per kind, output-share band and slot of ``edges`` from ``now_s`` on.
@@ -149,6 +222,7 @@ class Forecast:
         # requests of ``kind`` expected in [begin, end), integrating the hourly rate
         total = 0.0
         t = begin
+        end = min(end, self._end_s)
         while t < end:
             step = min(end, (t // _HOUR_S + 1) * _HOUR_S) - t
             lead = t + step / 2 - now_s
@@ -192,6 +266,10 @@ class Forecast:
         prior = self._prior.get(kind)
         return prior[4] if prior is not None else 0.0
 
+    def _shape_of(self, kind: Kind) -> tuple[float, ...]:
+        prior = self._prior.get(kind)
+        return prior[1] if prior is not None else self._shape
+
     def _hour(self, at_s: float) -> int:
         return self._index.minute_of_day(at_s) // 60
 
@@ -213,3 +291,9 @@ class Forecast:
             t += piece
             current = (current + 1) % 24
         return exposure
+
+
+def _normalized(shape: tuple[float, ...]) -> tuple[float, ...]:
+    # 24 weights scaled to mean 1
+    mean = sum(shape) / len(shape) if shape else 0.0
+    return tuple(w / mean for w in shape) if mean > 0 else (1.0,) * 24

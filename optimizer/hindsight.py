@@ -10,6 +10,7 @@ overstate the bound. With ``mix_buckets`` narrow shares the overstatement is sma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from config import Config
@@ -27,13 +28,28 @@ def output_bucket(input_tokens: float, output_tokens: float, buckets: int) -> in
     return min(int(share * buckets), buckets - 1)
 
 
-def known_demand(jobs: Sequence[Job], edges: Sequence[float], *, mix_buckets: int = 10) -> tuple[Demand, ...]:
-    """Demand groups of ``jobs``, one per (class, origin, model, arrival slot, output share band)."""
-    # (class, origin, model, slot, band) -> [requests, input, output, earliest, latest]
+def known_demand(
+    jobs: Sequence[Job],
+    edges: Sequence[float],
+    *,
+    mix_buckets: int = 10,
+    by_minute_until_s: float = -math.inf,
+) -> tuple[Demand, ...]:
+    """Demand groups of ``jobs``, one per (class, origin, model, arrival slot, output share band).
+
+    Interactive jobs arriving before ``by_minute_until_s`` are grouped per clock minute
+    instead of per slot, so the plan holds them to each minute's limits (a tighter bound,
+    a bigger LP).
+    """
+    # (class, origin, model, slot or minute, band) -> [requests, input, output, earliest, latest]
     groups: dict[tuple[str, str, str, int, int], list[float]] = {}
     for job in jobs:
         band = output_bucket(job.input_tokens, job.output_tokens, mix_buckets)
-        key = (job.work_class, job.origin, job.model, slot_index(edges, job.arrival_s), band)
+        if job.work_class == "interactive" and job.arrival_s < by_minute_until_s:
+            when = -1 - math.floor(job.arrival_s / 60.0)  # negative: never a slot index
+        else:
+            when = slot_index(edges, job.arrival_s)
+        key = (job.work_class, job.origin, job.model, when, band)
         acc = groups.get(key)
         if acc is None:
             groups[key] = [1.0, job.input_tokens, job.output_tokens, job.arrival_s, job.latest_s]
@@ -59,13 +75,17 @@ def known_demand(jobs: Sequence[Job], edges: Sequence[float], *, mix_buckets: in
 
 
 def hindsight_plan(
-    config: Config, jobs: Sequence[Job], *, balances: Mapping[str, float] | None = None
+    config: Config,
+    jobs: Sequence[Job],
+    *,
+    balances: Mapping[str, float] | None = None,
+    by_minute: bool = False,
 ) -> Plan:
     """The plan with every job known, over the whole span the jobs may start in."""
     start = min(job.arrival_s for job in jobs)
     end = max(job.latest_s for job in jobs) + 1.0
     edges = slot_edges(config, start, end)
-    demand = known_demand(jobs, edges)
+    demand = known_demand(jobs, edges, by_minute_until_s=math.inf if by_minute else -math.inf)
     snapshot = Snapshot(
         config=config,
         now_s=start,
@@ -73,4 +93,4 @@ def hindsight_plan(
         balances=dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers},
         demand=demand,
     )
-    return plan(snapshot)
+    return plan(snapshot, time_limit_s=600.0 if by_minute else None)

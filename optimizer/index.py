@@ -95,13 +95,22 @@ class ConfigIndex:
         self.vouchers = {v.id: _voucher_info(v) for v in config.vouchers}
         self._candidates: dict[tuple[str, str, str, str, bool], tuple[Candidate, ...]] = {}
         self._lock = Lock()
+        self._minutes: dict[int, int] = {}  # clock minute -> local minute of the day
 
     def minute_of_day(self, epoch_s: float) -> int:
         """Local minute of the day (0..1439) at ``epoch_s``."""
-        moment = datetime.fromtimestamp(epoch_s, UTC)
-        offset = self.tz.utcoffset(moment.replace(tzinfo=None))
-        local_s = epoch_s + (offset.total_seconds() if offset is not None else 0.0)
-        return int(local_s // 60) % 1440
+        # Offsets change on whole minutes: one time-zone lookup per clock minute.
+        clock_minute = int(epoch_s // 60)
+        found = self._minutes.get(clock_minute)
+        if found is None:
+            moment = datetime.fromtimestamp(clock_minute * 60, UTC)
+            offset = self.tz.utcoffset(moment.replace(tzinfo=None))
+            local_s = clock_minute * 60 + (offset.total_seconds() if offset is not None else 0.0)
+            found = int(local_s // 60) % 1440
+            if len(self._minutes) > 8192:
+                self._minutes.clear()
+            self._minutes[clock_minute] = found
+        return found
 
     def candidates(
         self,

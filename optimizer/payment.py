@@ -7,8 +7,8 @@ charge exactly alike.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import NamedTuple
 
 from config import Offer, Voucher, WorkClass
 
@@ -86,9 +86,12 @@ def voucher_pays(voucher: Voucher, balance: float, *, tokens: int, cost_yuan: fl
     return paid, paid
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """What one request costs and who pays: ``cash_yuan`` + voucher yuan = ``cost_yuan``."""
+class Charge(NamedTuple):
+    """What one request costs and who pays: ``cash_yuan`` + voucher yuan = ``cost_yuan``.
+
+    Immutable; a named tuple rather than a frozen dataclass because the chooser builds one
+    per candidate on the request path, and a named tuple costs a fifth as much to build.
+    """
 
     tokens: int
     cost_yuan: float

@@ -2,7 +2,7 @@
 
 Sets
     K        slots ``[e_k, e_{k+1})`` from ``slot_edges`` (prices and validity constant
-             inside each); ``m_k`` is the slot's length in minutes.
+             inside each); ``m'_k`` is the number of clock minutes the slot touches.
     D        demand groups ``d``: class, origin, model, start window ``[a_d, b_d]``,
              ``n_d`` requests, ``I_d``/``O_d`` reference tokens.
     R(d)     regions that serve d's model, have the capability (training: fine_tuning),
@@ -27,8 +27,9 @@ Objective
 
 Constraints
     (demand)   sum_{r,k,p} x[d,r,k,p] + z[d] = 1                       for all d
-    (tpm)      sum_{d,p} tau[d,r] x[d,r,k,p] <= TPM_r m_k - bt[r,k]      for all r, k  (no training)
-    (rpm)      sum_{d,p} n_d x[d,r,k,p]      <= RPM_r m_k - bq[r,k]      for all r, k  (no training)
+    (tpm)      sum_{d,p} tau[d,r] x[d,r,k,p] <= TPM_r m'_k - bt[r,k]     for all r, k  (no training)
+    (rpm)      sum_{d,p} n_d x[d,r,k,p]      <= RPM_r m'_k - bq[r,k]     for all r, k  (no training)
+    (minute)   the same per clock minute, for interactive groups whose window is one minute
     (voucher)  sum u[d,r,k,v] x[d,r,k,v]     <= B_v                      for all v
 
 The voucher rows' duals are the shadow prices (yuan per unit) and the capacity rows'
@@ -40,6 +41,8 @@ what any policy pays for the same demand.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,8 +72,11 @@ class _Column:
     interactive: bool
 
 
-def plan(snapshot: Snapshot) -> Plan:
-    """Solve the LP of this module's docstring for ``snapshot`` (raises ``InfeasibleError``)."""
+def plan(snapshot: Snapshot, *, time_limit_s: float | None = None) -> Plan:
+    """Solve the LP of this module's docstring for ``snapshot`` (raises ``InfeasibleError``).
+
+    ``time_limit_s`` overrides ``config.planner.time_limit_s`` (an offline bound may take longer).
+    """
     from ortools.linear_solver import pywraplp  # lazy: keeps ``import optimizer`` fast
 
     config = snapshot.config
@@ -79,7 +85,7 @@ def plan(snapshot: Snapshot) -> Plan:
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:  # pragma: no cover - GLOP ships with ortools
         raise InfeasibleError("NO_SOLVER", "OR-Tools has no GLOP solver")
-    solver.SetTimeLimit(int(config.planner.time_limit_s * 1000))
+    solver.SetTimeLimit(int((time_limit_s or config.planner.time_limit_s) * 1000))
 
     # Variables: x per column, z per demand group.
     xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
@@ -109,7 +115,9 @@ def plan(snapshot: Snapshot) -> Plan:
         if col.tokens <= 0 and col.requests <= 0:
             continue
         key = (col.region, col.slot)
-        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
+        # Limits hold per clock minute: a slot may use every minute it touches (a minute
+        # cut by an edge counts in both slots, which keeps the LP a relaxation).
+        minutes = math.ceil(edges[col.slot + 1] / 60.0) - math.floor(edges[col.slot] / 60.0)
         used_tokens, used_requests = booked.get(key, (0.0, 0.0))
         if limits[col.region].tpm is not None:
             row = tpm_rows.get(key)
@@ -125,6 +133,25 @@ def plan(snapshot: Snapshot) -> Plan:
                     -solver.infinity(), max(limits[col.region].rpm * minutes - used_requests, 0.0)
                 )
             row.SetCoefficient(x, col.requests)  # type: ignore[attr-defined]
+
+    # (minute) an interactive group whose window lies in one clock minute also meets
+    # that minute's limits: arrivals bunch within an hour, and a minute's room is lost.
+    minute_rows: dict[tuple[str, int], tuple[object | None, object | None]] = {}
+    for (region, minute), cols in _minute_columns(snapshot, columns).items():
+        used_tokens, used_requests = snapshot.booked.get((region, minute), (0.0, 0.0))
+        pair: list[object | None] = []
+        for limit, used, coef in (
+            (limits[region].tpm, used_tokens, "tokens"),
+            (limits[region].rpm, used_requests, "requests"),
+        ):
+            if limit is None:
+                pair.append(None)
+                continue
+            row = solver.Constraint(-solver.infinity(), max(limit - used, 0.0))
+            for n in cols:
+                row.SetCoefficient(xs[n], getattr(columns[n], coef))
+            pair.append(row)
+        minute_rows[(region, minute)] = (pair[0], pair[1])
 
     # (voucher) balances.
     voucher_rows: dict[str, object] = {}
@@ -148,7 +175,14 @@ def plan(snapshot: Snapshot) -> Plan:
             pywraplp.Solver.NOT_SOLVED: "NOT_SOLVED",
         }
         raise InfeasibleError(names.get(status, str(status)))
-    return _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
+    found = _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
+    if not minute_rows:
+        return found
+    minute_price = {
+        key: tuple(max(0.0, -row.dual_value()) if row is not None else 0.0 for row in pair)  # type: ignore[attr-defined]
+        for key, pair in minute_rows.items()
+    }
+    return dataclasses.replace(found, minute_price=minute_price)
 
 
 def _columns(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[_Column]:
@@ -184,6 +218,22 @@ def _columns(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[_Column]:
                     if units <= 0:
                         continue
                     yield _Column(*common, v.id, cash, units, tokens, requests, d.work_class == "interactive")
+
+
+def _minute_columns(snapshot: Snapshot, columns: list[_Column]) -> dict[tuple[str, int], list[int]]:
+    # (region, clock minute) -> columns of interactive groups that start in that minute
+    minute_of_group: dict[int, int] = {}
+    for n, d in enumerate(snapshot.demand):
+        if d.work_class == "interactive" and math.floor(d.earliest / 60.0) == math.floor(d.latest / 60.0):
+            minute_of_group[n] = math.floor(d.earliest / 60.0)
+    out: dict[tuple[str, int], list[int]] = defaultdict(list)
+    if not minute_of_group:
+        return out
+    for n, col in enumerate(columns):
+        minute = minute_of_group.get(col.demand)
+        if minute is not None and col.tokens > 0:
+            out[(col.region, minute)].append(n)
+    return out
 
 
 def _eligible(index: ConfigIndex, config: Config, snapshot: Snapshot, d: Demand) -> list[Candidate]:
@@ -227,6 +277,7 @@ def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
         request_price[region][k] = max(0.0, -row.dual_value())
     interactive_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     interactive_rpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    deferred_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     flows: list[Flow] = []
     cash = 0.0
     for col, x in zip(columns, xs, strict=True):
@@ -235,10 +286,12 @@ def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
             continue
         cash += col.cash * share
         flows.append(Flow(col.demand, col.region, col.slot, col.voucher, share))
+        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
         if col.interactive:
-            minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
             interactive_tpm[col.region][col.slot] += col.tokens * share / minutes
             interactive_rpm[col.region][col.slot] += col.requests * share / minutes
+        elif col.tokens > 0:
+            deferred_tpm[col.region][col.slot] += col.tokens * share / minutes
     unserved = sum(z.solution_value() * d.requests for z, d in zip(zs, snapshot.demand, strict=True))
     return Plan(
         edges=edges,
@@ -247,6 +300,7 @@ def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
         request_price={r: tuple(p) for r, p in request_price.items()},
         interactive_tpm={r: tuple(p) for r, p in interactive_tpm.items()},
         interactive_rpm={r: tuple(p) for r, p in interactive_rpm.items()},
+        deferred_tpm={r: tuple(p) for r, p in deferred_tpm.items()},
         cash_yuan=cash,
         unserved_requests=unserved,
         demand=snapshot.demand,

@@ -98,6 +98,11 @@ class Plan:
     unserved_requests: float
     demand: tuple[Demand, ...] = ()
     flows: tuple[Flow, ...] = ()
+    # region id -> model tokens per minute the plan gives work that may wait, per slot
+    deferred_tpm: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # (region id, clock minute) -> (yuan per model token, yuan per request) of that minute's
+    # limits, where the plan held interactive groups to them (known demand, by minute)
+    minute_price: Mapping[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
 
     @property
     def start_s(self) -> float:

@@ -18,7 +18,7 @@ from config import Config, ConfigError, load_config
 from router.simulate_engine import POLICIES, Replay, replay
 from router.simulate_trace import TraceError, load_trace
 
-__all__ = ["add_parser", "run_cli", "summary"]
+__all__ = ["add_parser", "decision_lines", "run_cli", "summary"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -113,21 +113,18 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     return {"p50": pick(0.50), "p99": pick(0.99)}
 
 
+def decision_lines(result: Replay) -> list[str]:
+    """The ``--decisions`` lines of DESIGN.md for ``result``, in trace order."""
+    return [
+        orjson.dumps(
+            {"i": d.i, "region": d.region, "start": d.start, "voucher": d.voucher, "cash_yuan": d.cash_yuan}
+        ).decode()
+        for d in result.decisions
+    ]
+
+
 def _write_decisions(path: Path, result: Replay) -> None:
-    with path.open("wb") as out:
-        for d in result.decisions:
-            out.write(
-                orjson.dumps(
-                    {
-                        "i": d.i,
-                        "region": d.region,
-                        "start": d.start,
-                        "voucher": d.voucher,
-                        "cash_yuan": d.cash_yuan,
-                    }
-                )
-                + b"\n"
-            )
+    path.write_text("".join(line + "\n" for line in decision_lines(result)), encoding="utf-8")
 
 
 def _print_table(report: dict) -> None:

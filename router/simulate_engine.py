@@ -9,8 +9,11 @@ order, ties in trace order, exactly as DESIGN.md's checker replays them.
 
 from __future__ import annotations
 
+import gc
 import heapq
+import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -42,6 +45,7 @@ __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
 POLICIES = ("optimizer", "greedy", "round_robin", "hindsight")
 _HINDSIGHT_REPLAN_S = 3600.0  # hindsight re-solves its (exact) remaining demand this often
+_HINDSIGHT_LIMIT_S = 600.0  # an offline solve holding every minute's limits takes seconds
 # The live re-planner solves every ``planner.replan_s`` (60 s) in a worker thread; a replay
 # runs a day in seconds, so it solves at most every five virtual minutes, and at once when
 # a voucher runs dry (the live re-planner's "poke").
@@ -104,15 +108,32 @@ class _Engine:
         self.plan: Plan | None = None
         self.next_plan_s = -float("inf")
         self.rr = 0
-        self.forecast = Forecast(config, start_s=trace.start_s)
+        # A trace ends: demand past its span never comes, so vouchers the rolling horizon
+        # would keep for it are spent on the traffic in hand (the bound assumes as much).
+        self.forecast = Forecast(config, start_s=trace.start_s, end_s=_span_end(trace))
         self.bound: float | None = None
+        self.solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suanli-replan")
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> Replay:
+        # The trace and the engine live for the whole replay: keep the collector from
+        # walking them on every collection, which would land in some decision's timing.
+        # (A process that froze its own start-up, as ``serve`` does, keeps it frozen.)
+        ours = gc.get_freeze_count() == 0
+        gc.collect()
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            self.solver.shutdown()
+            if ours:
+                gc.unfreeze()
+
+    def _run(self) -> Replay:
         if self.policy == "hindsight" and self.trace.jobs:
             started = time.perf_counter()
-            self.plan = hindsight_plan(self.config, self.trace.jobs)
+            self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
             self.bound = self.plan.cash_yuan
             self.deferrer.set_plan(self.plan)
@@ -243,7 +264,7 @@ class _Engine:
             later = [j for j in self.trace.jobs[job.index :]]
             horizon_s = max(j.latest_s for j in later) + 1.0 - now_s
             edges = slot_edges(self.config, now_s, now_s + horizon_s)
-            demand = known_demand(later, edges)
+            demand = known_demand(later, edges, by_minute_until_s=now_s + 2 * _HINDSIGHT_REPLAN_S)
         self.book.forget_before(minute_of(now_s))
         snapshot = Snapshot(
             config=self.config,
@@ -254,14 +275,18 @@ class _Engine:
             booked=self.book.committed_from(minute_of(now_s)),
         )
         started = time.perf_counter()
+        limit_s = None if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
         try:
-            fresh = plan(snapshot)
+            # In a worker thread, as the live re-planner solves, so the requests that follow
+            # are decided as live ones are: on a core whose caches the solver did not
+            # sweep. The replay waits for the plan: the virtual clock stands still meanwhile.
+            fresh = self.solver.submit(plan, snapshot, time_limit_s=limit_s).result()
         except InfeasibleError:
             return  # keep the previous plan, as the live re-planner does
         finally:
             self.plan_s.append(time.perf_counter() - started)
         self.plan = fresh
-        self.deferrer.set_plan(fresh)
+        self.deferrer.set_plan(fresh, available=available)
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -323,6 +348,12 @@ class _Engine:
                     return
             minute += 1
         self._reject(job)
+
+
+def _span_end(trace: Trace) -> float:
+    # the trace's span: its start to its last arrival, rounded up to the hour
+    last = trace.offsets_s[-1] if trace.offsets_s else 0.0
+    return trace.start_s + math.ceil(last / 3600.0) * 3600.0
 
 
 def replay(config: Config, trace: Trace, policy: str) -> Replay:

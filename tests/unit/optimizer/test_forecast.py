@@ -1,0 +1,76 @@
+"""The online forecast: recent level, working-day shape, config priors, the end of a trace."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from optimizer import Forecast, slot_edges
+from tests.unit.optimizer.tiny import START, make_config, region
+
+T0 = datetime.fromisoformat(START).timestamp()  # local midnight
+HOUR = 3600.0
+KIND = ("interactive", "east", "m")
+FLAT = (1.0,) * 24
+
+
+def _feed(forecast: Forecast, *, per_hour: float, start_h: float, end_h: float) -> None:
+    step = HOUR / per_hour
+    t = T0 + start_h * HOUR
+    while t < T0 + end_h * HOUR:
+        forecast.observe(KIND, input_tokens=800, output_tokens=200, window_s=0.0, at_s=t)
+        t += step
+
+
+def test_the_recent_rate_leads_when_traffic_ramps_up_within_a_day() -> None:
+    forecast = Forecast(make_config([region("a", "east")]), start_s=T0, shape=FLAT)
+    _feed(forecast, per_hour=60, start_h=0, end_h=6)
+    _feed(forecast, per_hour=600, start_h=6, end_h=8)
+    now = T0 + 8 * HOUR
+    ahead = forecast.rate_per_s(KIND, now + 2 * HOUR, now) * HOUR
+    day_average = (60 * 6 + 600 * 2) / 8
+    assert ahead > 2 * day_average
+    assert ahead == pytest.approx(600, rel=0.35)
+
+
+def test_the_working_day_shape_expects_a_busier_day_than_the_night_seen() -> None:
+    forecast = Forecast(make_config([region("a", "east")]), start_s=T0)
+    _feed(forecast, per_hour=60, start_h=0, end_h=3)
+    now = T0 + 3 * HOUR
+    night = forecast.rate_per_s(KIND, T0 + 4 * HOUR, now)
+    day = forecast.rate_per_s(KIND, T0 + 10 * HOUR, now)
+    assert day > 2.5 * night  # a night says nothing yet against office hours: even odds
+    flat = Forecast(make_config([region("a", "east")]), start_s=T0, shape=FLAT)
+    _feed(flat, per_hour=60, start_h=0, end_h=3)
+    assert flat.rate_per_s(KIND, T0 + 10 * HOUR, now) == pytest.approx(
+        flat.rate_per_s(KIND, T0 + 4 * HOUR, now)
+    )
+
+
+def test_traffic_without_office_hours_is_soon_forecast_flat() -> None:
+    forecast = Forecast(make_config([region("a", "east")]), start_s=T0)
+    _feed(forecast, per_hour=120, start_h=0, end_h=10)
+    now = T0 + 10 * HOUR
+    assert forecast.rate_per_s(KIND, T0 + 20 * HOUR, now) * HOUR == pytest.approx(120, rel=0.1)
+    assert forecast.rate_per_s(KIND, T0 + 14 * HOUR, now) * HOUR == pytest.approx(120, rel=0.1)
+
+
+def test_a_config_prior_without_hourly_weights_is_flat() -> None:
+    prior = [{"class": "interactive", "model": "m", "requests_per_hour": 60}]
+    forecast = Forecast(make_config([region("a", "east")], demand=prior), start_s=T0)
+    night = forecast.rate_per_s(KIND, T0 + 3 * HOUR, T0)
+    day = forecast.rate_per_s(KIND, T0 + 12 * HOUR, T0)
+    assert night == pytest.approx(day) == pytest.approx(60 / HOUR)
+
+
+def test_no_demand_is_expected_after_the_end_of_a_trace() -> None:
+    config = make_config([region("a", "east")])
+    forecast = Forecast(config, start_s=T0, end_s=T0 + 12 * HOUR)
+    _feed(forecast, per_hour=100, start_h=0, end_h=10)
+    now = T0 + 10 * HOUR
+    demand = forecast.demand(slot_edges(config, now, now + 24 * HOUR), now)
+    assert demand and max(d.earliest for d in demand) < T0 + 12 * HOUR
+    assert sum(d.requests for d in demand) == pytest.approx(
+        2 * forecast.rate_per_s(KIND, now, now) * HOUR, rel=0.3
+    )
