@@ -23,7 +23,15 @@ _SERIES = ("token_price", "request_price", "interactive_tpm", "interactive_rpm")
 
 def plan_to_json(plan: Plan) -> str:
     """A Plan as JSON text (floats round-trip exactly)."""
-    return orjson.dumps(dataclasses.asdict(plan)).decode()
+    data = dataclasses.asdict(plan)
+    # JSON keys are strings: (region, minute) becomes "region|minute"
+    data["minute_price"] = {f"{region}|{minute}": v for (region, minute), v in plan.minute_price.items()}
+    return orjson.dumps(data).decode()
+
+
+def _minute_key(text: str) -> tuple[str, int]:
+    region, minute = text.rsplit("|", 1)
+    return region, int(minute)
 
 
 def plan_from_json(text: str) -> Plan:
@@ -37,6 +45,8 @@ def plan_from_json(text: str) -> Plan:
         unserved_requests=data["unserved_requests"],
         demand=tuple(Demand(**d) for d in data["demand"]),
         flows=tuple(Flow(**f) for f in data["flows"]),
+        deferred_tpm={k: tuple(v) for k, v in data.get("deferred_tpm", {}).items()},
+        minute_price={_minute_key(k): tuple(v) for k, v in data.get("minute_price", {}).items()},
     )
 
 
