@@ -49,7 +49,7 @@ class JobFollower:
         return self._client
 
     async def follow(self, job_id: str) -> None:
-        """Run one job from queued (or wherever a restart found it) to its end; never raises but cancel."""
+        """Run one job from queued (or wherever a restart found it) to its end; a failure ends it failed."""
         records = self.records
         try:
             row = records.row(job_id)
