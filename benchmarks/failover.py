@@ -21,7 +21,6 @@ import collections
 import os
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import yaml
+from _procs import spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -64,20 +64,6 @@ def _free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _spawn(args: list[str], ready_url: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "router.cli", *args], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(ready_url, timeout=1):
-                return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{args[0]} did not start")
 
 
 def _configs(work: Path, sim_port: int) -> tuple[Path, dict[str, str]]:
@@ -166,7 +152,7 @@ def _run(work: Path, config: Path, name: str, args: argparse.Namespace) -> tuple
     ledger = run_dir / "ledger.db"
     (run_dir / "proxy.yaml").write_text(config.read_text().replace("LEDGER", f"sqlite:///{ledger}"))
     port = _port_block(1)
-    proxy = _spawn(["serve", "--config", str(run_dir / "proxy.yaml"), "--port", str(port)],
+    proxy = spawn(["serve", "--config", str(run_dir / "proxy.yaml"), "--port", str(port)],
                    f"http://127.0.0.1:{port}/health")
     try:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -218,7 +204,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="suanli-failover-"))
     sim_port = _port_block(8)
     config, urls = _configs(work, sim_port)
-    sim = _spawn(["sim", "--config", str(work / "sim.yaml"), "--port", str(sim_port)],
+    sim = spawn(["sim", "--config", str(work / "sim.yaml"), "--port", str(sim_port)],
                  f"http://127.0.0.1:{sim_port}/v1/models")
     lines, shares = [], ""
     try:

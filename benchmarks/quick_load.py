@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import yaml
+from _procs import free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {
@@ -38,30 +35,6 @@ REGION = {
     "capabilities": ["chat", "completions", "embeddings"],
     "models": [{"name": "deepseek-flash", "price": {"input": 1.8, "output": 7.2}}],
 }
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn(args: list[str], health: str) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(health, timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{args[0]} did not start")
 
 
 async def _load(url: str, seconds: float, concurrency: int) -> list[float]:
@@ -94,7 +67,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="suanli-bench-"))
-    sim_port, proxy_port = _port(), _port()
+    sim_port, proxy_port = free_port(), free_port()
     (work / "sim.yaml").write_text(
         yaml.safe_dump({"regions": [{**REGION, "provider": "sim", "sim": {"ms_per_token": 0}}]})
     )
@@ -108,11 +81,11 @@ def main() -> None:
         )
     )
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    sim = _spawn(
+    sim = spawn(
         ["sim", "--config", str(work / "sim.yaml"), "--port", str(sim_port)],
         f"http://127.0.0.1:{sim_port}/v1/models",
     )
-    proxy = _spawn(
+    proxy = spawn(
         ["serve", "--config", str(work / "proxy.yaml"), "--port", str(proxy_port)],
         f"http://127.0.0.1:{proxy_port}/health",
     )

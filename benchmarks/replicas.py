@@ -17,18 +17,15 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import yaml
+from _procs import free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {
@@ -42,26 +39,6 @@ REGIONS = [
      "models": [{"name": "deepseek-flash", "price": {"input": 1.8 + i / 10, "output": 7.2}}]}
     for i, rid in enumerate(("wuhan", "shanghai", "wuhu"))
 ]
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn(args: list[str], health: str) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "router.cli", *args], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(health, timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{args[0]} did not start")
 
 
 async def _load(urls: list[str], seconds: float, concurrency: int) -> list[float]:
@@ -98,8 +75,8 @@ def _setup(work: Path, name: str, ledger_url: str, sim_port: int, replicas: int,
     }
     path = work / f"{name.replace(' ', '-')}.yaml"
     path.write_text(yaml.safe_dump(config))
-    ports = [_port() for _ in range(replicas)]
-    processes = [_spawn(["serve", "--config", str(path), "--port", str(p)], f"http://127.0.0.1:{p}/health")
+    ports = [free_port() for _ in range(replicas)]
+    processes = [spawn(["serve", "--config", str(path), "--port", str(p)], f"http://127.0.0.1:{p}/health")
                  for p in ports]
     urls = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
     try:
@@ -122,11 +99,11 @@ def main() -> None:
     parser.add_argument("--dsn", default=default_dsn)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="suanli-replicas-"))
-    sim_port = _port()
+    sim_port = free_port()
     (work / "sim.yaml").write_text(yaml.safe_dump(
         {"regions": [{**r, "provider": "sim", "sim": {"ms_per_token": 0}} for r in REGIONS]}))
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    sim = _spawn(["sim", "--config", str(work / "sim.yaml"), "--port", str(sim_port)],
+    sim = spawn(["sim", "--config", str(work / "sim.yaml"), "--port", str(sim_port)],
                  f"http://127.0.0.1:{sim_port}/v1/models")
     rows = []
     try:

@@ -113,16 +113,7 @@ def charge(
     """The full charge of a request, given the voucher (if any) and its balance."""
     tokens = request_tokens(offer, input_tokens, output_tokens, work_class)
     cost = list_cost_yuan(offer, input_tokens, output_tokens, work_class, off_peak=off_peak)
-    units, covered = (
-        (0.0, 0.0) if voucher is None else voucher_pays(voucher, balance, tokens=tokens, cost_yuan=cost)
-    )
-    return Charge(
-        tokens=tokens,
-        cost_yuan=cost,
-        voucher_units=units,
-        voucher_yuan=covered,
-        cash_yuan=max(cost - covered, 0.0),
-    )
+    return _split(tokens, cost, voucher, balance)
 
 
 def charge_reported(
@@ -149,6 +140,11 @@ def charge_reported(
         cost = (model_input * offer.price.input + model_output * offer.price.output) / 1e6
     if off_peak and offer.off_peak is not None:
         cost *= 1 - offer.off_peak.discount
+    return _split(tokens, cost, voucher, balance)
+
+
+def _split(tokens: int, cost: float, voucher: Voucher | None, balance: float) -> Charge:
+    # What the voucher covers of a request's cost; the rest is cash.
     units, covered = (
         (0.0, 0.0) if voucher is None else voucher_pays(voucher, balance, tokens=tokens, cost_yuan=cost)
     )
