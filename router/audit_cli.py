@@ -52,7 +52,7 @@ def read_book(url: str) -> Iterator[Any]:
 
     Either offers ``chain_rows``, ``chain_orphans``, ``keys`` and ``usage``.
     """
-    from router.ledger_pg_schema import is_pg_url
+    from router.ledger_schema import is_pg_url
 
     if not is_pg_url(url):
         with open_readonly(url) as ledger:

@@ -58,6 +58,10 @@ Clock = Callable[[], datetime]
 
 _INSERT_USAGE = f"INSERT INTO usage ({USAGE_COLUMNS}, voucher_q) VALUES ({', '.join('?' * 24)})"
 _HOLD_COLUMNS = "state, voucher_id, held_q, request_id, key_id, region, model, work_class, origin"
+# Resolve a pending hold (state, resolved time, id) and read it back in one statement.
+_TAKE_PENDING = (
+    f"UPDATE holds SET state = ?, resolved = ? WHERE id = ? AND state = 'pending' RETURNING {_HOLD_COLUMNS}"
+)
 
 
 class Ledger(KeyLedgerMixin, LedgerReadsMixin):
@@ -69,8 +73,17 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         self._owner = owner
         # One connection, possibly used from a worker thread too: serialise its use.
         self._lock = threading.RLock()
-        self._grouped = False  # inside group(): each write is a savepoint of the one transaction
+        self._grouped = False  # inside group(): every write joins the one open transaction
         self._seq = count(1)
+        self._hold_prefix = f"{owner}-"
+        # voucher id -> scale: fixed when the voucher row is created, so read once.
+        self._scales: dict[str, int] = {}
+        # The usage chain's last (id, hash), valid while no other connection has committed:
+        # PRAGMA data_version moves when one does, checked once per write transaction (which
+        # holds the write lock, so nobody can append in between).
+        self._head: tuple[int, str] | None = None
+        self._head_version: int | None = None
+        self._head_checked = False
         self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
 
     @classmethod
@@ -146,10 +159,12 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
                 yield from _savepoint(conn)
                 return
             conn.execute("BEGIN IMMEDIATE")
+            self._head_checked = False
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
+                self._head = None  # it may name a row the rollback just undid
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
@@ -166,7 +181,8 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         without a voucher holds nothing but is recorded like any other.
         """
         owner = self._writer()
-        hold_id = f"{owner}-{next(self._seq)}"
+        # Zero-padded so ids sort in creation order: each insert appends to the index's last page.
+        hold_id = f"{self._hold_prefix}{next(self._seq):012d}"
         created = self._clock()
         with self._immediate() as c:
             if req.key_budget is not None:
@@ -179,6 +195,7 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
                 if row is None:
                     raise LedgerError(f"unknown voucher {req.voucher_id!r}")
                 available_q, scale = row
+                self._scales[req.voucher_id] = scale
                 if available_q <= 0:
                     raise InsufficientBalanceError(req.voucher_id, req.voucher_units, available_q / scale)
                 held_q = min(available_q, max(round(req.voucher_units * scale), 0))
@@ -218,19 +235,16 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         self._writer()
         now = self._clock().timestamp()
         with self._immediate() as c:
-            hold = c.execute(f"SELECT {_HOLD_COLUMNS} FROM holds WHERE id = ?", (hold_id,)).fetchone()
-            if hold is None:
-                raise LedgerError(f"unknown hold {hold_id!r}")
-            state, voucher_id, held_q = hold[0], hold[1], hold[2]
-            if state == "settled":
-                sql = f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = ?"
-                return usage_row(c.execute(sql, (hold_id,)).fetchone())
-            if state != "pending":
-                raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
+            # Taking the hold and marking it settled is one statement; the usual case.
+            rows = c.execute(_TAKE_PENDING, ("settled", now, hold_id)).fetchall()
+            if not rows:
+                return self._settled_before(c, hold_id)
+            hold = rows[0]
+            voucher_id, held_q = hold[1], hold[2]
             units_q, scale, s = self._debit(c, hold_id, voucher_id, held_q, s)
             settle_key_budget(c, hold_id, s.cost_yuan)
-            last = c.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
-            usage_id, prev_hash = (1, GENESIS) if last is None else (last[0] + 1, last[1])
+            last_id, prev_hash = self._chain_head(c)
+            usage_id = last_id + 1
             values = (
                 usage_id,
                 hold_id,
@@ -256,8 +270,38 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
             )
             hash_ = row_hash(prev_hash, values)
             c.execute(_INSERT_USAGE, (*values, prev_hash, hash_, units_q))
-            c.execute("UPDATE holds SET state = 'settled', resolved = ? WHERE id = ?", (now, hold_id))
+            self._head = (usage_id, hash_)
         return usage_row((*values, prev_hash, hash_))
+
+    def _settled_before(self, c: sqlite3.Connection, hold_id: str) -> UsageRow:
+        """Settling a hold that is not pending: its usage row if settled, else LedgerError."""
+        hold = c.execute("SELECT state FROM holds WHERE id = ?", (hold_id,)).fetchone()
+        if hold is None:
+            raise LedgerError(f"unknown hold {hold_id!r}")
+        if hold[0] != "settled":
+            raise LedgerError(f"hold {hold_id!r} is {hold[0]}, it cannot be settled")
+        sql = f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = ?"
+        return usage_row(c.execute(sql, (hold_id,)).fetchone())
+
+    def _chain_head(self, c: sqlite3.Connection) -> tuple[int, str]:
+        """The last usage row's (id, hash), or (0, GENESIS); inside a write transaction."""
+        if not self._head_checked:
+            (version,) = c.execute("PRAGMA data_version").fetchone()
+            if version != self._head_version:
+                self._head = None  # another connection committed: it may have appended rows
+                self._head_version = version
+            self._head_checked = True
+        if self._head is None:
+            last = c.execute("SELECT id, hash FROM usage ORDER BY id DESC LIMIT 1").fetchone()
+            self._head = (0, GENESIS) if last is None else (last[0], last[1])
+        return self._head
+
+    def _scale(self, c: sqlite3.Connection, voucher_id: str) -> int:
+        scale = self._scales.get(voucher_id)
+        if scale is None:
+            (scale,) = c.execute("SELECT scale FROM vouchers WHERE id = ?", (voucher_id,)).fetchone()
+            self._scales[voucher_id] = scale
+        return scale
 
     def _debit(
         self, c: sqlite3.Connection, hold_id: str, voucher_id: str | None, held_q: int, s: Settlement
@@ -272,7 +316,7 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
                 )
                 s = _clamped(s, 0.0)
             return 0, 1, s
-        (scale,) = c.execute("SELECT scale FROM vouchers WHERE id = ?", (voucher_id,)).fetchone()
+        scale = self._scale(c, voucher_id)
         units_q = max(round(s.voucher_units * scale), 0)
         if units_q > held_q:
             # The router must never settle more than it held: the balance could go negative.
@@ -296,17 +340,15 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         self._writer()
         now = self._clock().timestamp()
         with self._immediate() as c:
-            sql = "SELECT state, voucher_id, held_q FROM holds WHERE id = ?"
-            hold = c.execute(sql, (hold_id,)).fetchone()
-            if hold is None:
-                raise LedgerError(f"unknown hold {hold_id!r}")
-            state, voucher_id, held_q = hold
-            if state != "pending":
-                return
+            rows = c.execute(_TAKE_PENDING, ("voided", now, hold_id)).fetchall()
+            if not rows:
+                if c.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is None:
+                    raise LedgerError(f"unknown hold {hold_id!r}")
+                return  # settled or voided already
+            voucher_id, held_q = rows[0][1], rows[0][2]
             if voucher_id is not None:
                 c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (held_q, voucher_id))
             release_key_budget(c, hold_id)
-            c.execute("UPDATE holds SET state = 'voided', resolved = ? WHERE id = ?", (now, hold_id))
 
     def void_stale(self, max_age_s: float) -> int:
         """Void pending holds older than ``max_age_s`` of clock time (any owner); how many."""

@@ -171,11 +171,9 @@ def hold_key_budget(c: sqlite3.Connection, hold_id: str, hold: KeyBudgetHold) ->
 
 
 def _take_hold(c: sqlite3.Connection, hold_id: str) -> tuple[str, str, str, int] | None:
-    sql = "SELECT key_id, day, month, held_q FROM key_holds WHERE hold_id = ?"
-    row = c.execute(sql, (hold_id,)).fetchone()
-    if row is not None:
-        c.execute("DELETE FROM key_holds WHERE hold_id = ?", (hold_id,))
-    return row
+    sql = "DELETE FROM key_holds WHERE hold_id = ? RETURNING key_id, day, month, held_q"
+    rows = c.execute(sql, (hold_id,)).fetchall()  # fetchall: the statement ends before the commit
+    return rows[0] if rows else None
 
 
 def settle_key_budget(c: sqlite3.Connection, hold_id: str, cost_yuan: float) -> None:

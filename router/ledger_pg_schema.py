@@ -25,11 +25,12 @@ import asyncpg
 
 from router.ledger_chain import GENESIS
 from router.ledger_pg_keys import KEYS_MIGRATION_PG
+from router.ledger_schema import PG_SCHEMES as _SCHEMES
+from router.ledger_schema import is_pg_url
 
 __all__ = ["MIGRATIONS", "PgUrl", "connect", "create_pool", "is_pg_url", "lock_space", "migrate", "pg_url"]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_SCHEMES = ("postgresql", "postgres")
 
 # version n (1-based) is MIGRATIONS[n - 1]; append only, never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -165,11 +166,6 @@ class PgUrl:
 
     dsn: str
     schema: str
-
-
-def is_pg_url(url: str) -> bool:
-    """Whether ``url`` names a PostgreSQL ledger."""
-    return url.partition("://")[0] in _SCHEMES
 
 
 def pg_url(url: str) -> PgUrl:

@@ -112,7 +112,7 @@ class SqliteAsyncLedger:
 async def open_ledger(settings: LedgerSettings, vouchers: Sequence[Voucher], *, clock: Clock,
                       sweep_s: float | None = 1.0) -> AsyncLedger:
     """Open the ledger ``settings.url`` names, migrated and with the config's vouchers synced."""
-    from router.ledger_pg_schema import is_pg_url
+    from router.ledger_schema import is_pg_url
 
     if is_pg_url(settings.url):
         from router.ledger_pg import PgLedger

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from router.ledger_keys import KEYS_MIGRATION
 
-__all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "connect", "migrate", "sqlite_path"]
+__all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "PG_SCHEMES", "connect", "is_pg_url", "migrate", "sqlite_path"]
+
+PG_SCHEMES = ("postgresql", "postgres")
 
 _SYNCHRONOUS = ("NORMAL", "FULL")
 
@@ -172,3 +174,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGR
         raise
     conn.execute("COMMIT")
     return len(migrations)
+
+
+def is_pg_url(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL ledger (here, so SQLite users never import asyncpg)."""
+    return url.partition("://")[0] in PG_SCHEMES

@@ -461,3 +461,22 @@ async def test_unsupported_ledger_url_raises_value_error(url: str) -> None:
 def test_sqlite_ledger_names_the_unsupported_scheme() -> None:
     with pytest.raises(ValueError, match="'postgresql'"):
         Ledger.open("postgresql://u@h/db", [], clock=FakeClock())
+
+
+def test_a_sqlite_ledger_never_imports_the_postgresql_driver(tmp_path: Path) -> None:
+    code = textwrap.dedent(f"""
+        import asyncio, sys
+        from datetime import UTC, datetime
+        from config.schema import LedgerSettings
+        from router.ledger_port import open_ledger
+        import router.app
+
+        async def main():
+            settings = LedgerSettings(url="sqlite:///{tmp_path}/ledger.db")
+            led = await open_ledger(settings, [], clock=lambda: datetime.now(UTC))
+            await led.close()
+
+        asyncio.run(main())
+        assert "asyncpg" not in sys.modules
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
