@@ -39,6 +39,7 @@ from optimizer import (
     rank,
     slot_edges,
 )
+from router.simulate_hindsight import book_ahead
 from router.simulate_trace import Trace
 
 __all__ = ["POLICIES", "Decision", "Replay", "replay"]
@@ -89,7 +90,17 @@ class _Booked:
 
 
 class _Engine:
-    def __init__(self, config: Config, trace: Trace, policy: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        trace: Trace,
+        policy: str,
+        *,
+        whole_minutes: bool = False,
+        bound: Plan | None = None,
+    ) -> None:
+        self.whole_minutes = whole_minutes  # hindsight: round interactive minutes before the loop
+        self.bound_plan = bound
         self.config = config
         self.trace = trace
         self.policy = policy
@@ -112,6 +123,7 @@ class _Engine:
         # would keep for it are spent on the traffic in hand (the bound assumes as much).
         self.forecast = Forecast(config, start_s=trace.start_s, end_s=_span_end(trace))
         self.bound: float | None = None
+        self.ahead: set[int] = set()  # jobs hindsight booked before the loop
         self.solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suanli-replan")
 
     # -- the loop ------------------------------------------------------------------------
@@ -133,11 +145,12 @@ class _Engine:
     def _run(self) -> Replay:
         if self.policy == "hindsight" and self.trace.jobs:
             started = time.perf_counter()
-            self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
+            self.plan = self.bound_plan or hindsight_plan(self.config, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
             self.bound = self.plan.cash_yuan
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
+            self.ahead = book_ahead(self, interactive=self.whole_minutes)
         for job, rel in zip(self.trace.jobs, self.trace.offsets_s, strict=True):
             now_s = self.trace.start_s + rel
             self._execute_until(now_s, job.index)
@@ -214,7 +227,15 @@ class _Engine:
         return full.voucher_units
 
     def _book(
-        self, job: Job, region: str, offer: Offer, voucher: str | None, rel_start: float, tokens: int
+        self,
+        job: Job,
+        region: str,
+        offer: Offer,
+        voucher: str | None,
+        rel_start: float,
+        tokens: int,
+        *,
+        execute: bool = True,
     ) -> None:
         start_s = self.trace.start_s + rel_start
         if job.work_class != "training":
@@ -224,7 +245,7 @@ class _Engine:
             off = off_peak_active(offer, datetime.fromtimestamp(start_s, UTC), self.tz)
             self.reserved[voucher] += self._need(booked, off)
         heapq.heappush(self.heap, (start_s, job.index, booked))
-        if start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
+        if execute and start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
             self._execute_until(start_s, job.index + 1)
 
     def _reject(self, job: Job) -> None:
@@ -261,7 +282,10 @@ class _Engine:
             edges = slot_edges(self.config, now_s, now_s + horizon_s)
             demand = self.forecast.demand(edges, now_s)
         else:
-            later = [j for j in self.trace.jobs[job.index :]]
+            # without what was booked before the loop (``book_ahead``)
+            later = [j for j in self.trace.jobs[job.index :] if j.index not in self.ahead]
+            if not later:
+                return  # nothing left to plan for
             horizon_s = max(j.latest_s for j in later) + 1.0 - now_s
             edges = slot_edges(self.config, now_s, now_s + horizon_s)
             demand = known_demand(later, edges, by_minute_until_s=now_s + 2 * _HINDSIGHT_REPLAN_S)
@@ -291,6 +315,8 @@ class _Engine:
     # -- deciding ------------------------------------------------------------------------
 
     def _decide(self, job: Job, rel: float, now_s: float) -> None:
+        if job.index in self.ahead:
+            return  # booked before the loop
         if job.work_class == "interactive" or self.policy in ("greedy", "round_robin"):
             self._decide_now(job, rel, now_s)
             return
@@ -360,4 +386,27 @@ def replay(config: Config, trace: Trace, policy: str) -> Replay:
     """Replay ``trace`` under ``policy`` (one of ``POLICIES``)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    return _Engine(config, trace, policy).run()
+    if policy != "hindsight" or not trace.jobs:
+        return _Engine(config, trace, policy).run()
+    # Two ways of turning the plan into whole requests; neither wins everywhere (rounding
+    # minutes ahead packs scarce rooms better, deciding as requests come spends vouchers
+    # closer to the LP), and a yardstick may take the better of both.
+    started = time.perf_counter()
+    bound = hindsight_plan(config, trace.jobs, by_minute=True)
+    solve_s = time.perf_counter() - started
+    best: Replay | None = None
+    for whole in (True, False):
+        result = _Engine(config, trace, policy, whole_minutes=whole, bound=bound).run()
+        result.plan_s[0] = solve_s
+        if best is None or _worse(best, result):
+            best = result
+    assert best is not None
+    return best
+
+
+def _worse(a: Replay, b: Replay) -> bool:
+    # whether ``a`` serves fewer requests, or as many for more cash, than ``b``
+    def key(r: Replay) -> tuple[int, float]:
+        return r.rejected + r.deadline_misses, sum(d.cash_yuan for d in r.decisions)
+
+    return key(b) < key(a)
