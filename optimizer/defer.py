@@ -160,8 +160,8 @@ class Deferrer:
             scores[e] = _INF
             cand = table.cand[table.cand_of[entry]]
             k = table.slot_of[entry]
-            if (cand.region_id, k) in self._full:
-                continue
+            if cand.uses_capacity and (cand.region_id, k) in self._full:
+                continue  # training books no tpm/rpm: a slot full for batch still takes it
             tokens = _tokens(cand, job)
             start = self._minute_in_slot(plan, cand, k, job, now_s, tokens, book)
             if start is not None:
