@@ -138,8 +138,10 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
     def group(self) -> Iterator[None]:
         """Several writes in one transaction and one commit (router.ledger_group batches with it).
 
-        Each write inside keeps its own savepoint, so one that raises leaves the others
-        whole; none of them is durable before the block exits without error.
+        No savepoint per write: each write makes its checks before its first change, so one
+        that raises a refusal (a voucher ran dry, an unknown hold) has changed nothing. A write
+        that fails after changing rows (``changes`` moved) must end the group with an exception,
+        which rolls all of it back. Nothing is durable before the block exits without error.
         """
         with self._lock, self._immediate():
             self._grouped = True
@@ -147,6 +149,11 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
                 yield
             finally:
                 self._grouped = False
+
+    @property
+    def changes(self) -> int:
+        """Rows this connection has inserted, updated or deleted so far (SQLite's total_changes)."""
+        return self._connection().total_changes
 
     @contextmanager
     def _immediate(self) -> Iterator[sqlite3.Connection]:
@@ -156,7 +163,7 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
             if conn is None:
                 raise LedgerError("the ledger is closed")
             if self._grouped:
-                yield from _savepoint(conn)
+                yield conn  # part of the group's transaction
                 return
             conn.execute("BEGIN IMMEDIATE")
             self._head_checked = False
@@ -185,8 +192,7 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         hold_id = f"{self._hold_prefix}{next(self._seq):012d}"
         created = self._clock()
         with self._immediate() as c:
-            if req.key_budget is not None:
-                hold_key_budget(c, hold_id, req.key_budget)
+            # Every check before the first change (see group()).
             held_q, scale = 0, 1
             if req.voucher_id is not None:
                 row = c.execute(
@@ -199,6 +205,9 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
                 if available_q <= 0:
                     raise InsufficientBalanceError(req.voucher_id, req.voucher_units, available_q / scale)
                 held_q = min(available_q, max(round(req.voucher_units * scale), 0))
+            if req.key_budget is not None:
+                hold_key_budget(c, hold_id, req.key_budget)  # checks both periods, then writes
+            if held_q:
                 c.execute("UPDATE vouchers SET held_q = held_q + ? WHERE id = ?", (held_q, req.voucher_id))
             c.execute(
                 "INSERT INTO holds (id, owner, request_id, key_id, region, model, work_class, origin,"
@@ -409,17 +418,6 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         # A plain SELECT in autocommit mode reads one consistent WAL snapshot.
         with self._lock:
             return self._connection().execute(sql, params).fetchall()
-
-
-def _savepoint(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("SAVEPOINT write")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK TO write")
-        conn.execute("RELEASE write")
-        raise
-    conn.execute("RELEASE write")
 
 
 def _clamped(s: Settlement, units: float) -> Settlement:

@@ -6,10 +6,16 @@ several requests reach the ledger in the same loop turn; queuing their writes an
 them at the end of the turn in one ``BEGIN IMMEDIATE ... COMMIT`` pays one commit for all.
 
 A caller's await returns only after COMMIT, so an answer never leaves before its usage row
-is in the WAL: a kill -9 still loses no settled usage. Each write runs in its own savepoint,
-so one that raises (a voucher ran dry) fails alone. The loop is blocked only for the batch's
-SQL, the same statements that ran one by one before, and a batch holds at most MAX_BATCH
-writes.
+is in the WAL: a kill -9 still loses no settled usage. The flush runs one loop turn after the
+first write is queued, so the writes of the requests woken in that turn join it too.
+
+Writes share the transaction without savepoints (each would cost three statements): a ledger
+write makes its checks before its first change, so one that refuses (a voucher ran dry) has
+changed nothing and fails alone. One that raises after changing rows (the ledger's
+``changes`` moved) would leave half a write in the group: the whole group is rolled back and
+its writes replayed one by one, each in its own transaction, so the others still commit and
+the failing one gets its own error. The loop is blocked only for the batch's SQL, the same
+statements that ran one by one before, and a batch holds at most MAX_BATCH writes.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class GroupCommit:
         item = _Write(write, args, loop.create_future(), always, then)
         self._queue.append(item)
         if len(self._queue) == 1:
-            loop.call_soon(self._flush)
+            loop.call_soon(loop.call_soon, self._flush)  # one more turn: more writes join
         try:
             return await item.future
         except asyncio.CancelledError:
@@ -76,12 +82,18 @@ class GroupCommit:
         group = getattr(self._ledger, "group", None)  # a ledger without it commits write by write
         try:
             if len(batch) == 1 or group is None:
-                for item in batch:
-                    item.call()  # each a transaction of its own
+                _one_by_one(batch)
             else:
-                with group():
-                    for item in batch:
-                        item.call()
+                try:
+                    with group():
+                        for item in batch:
+                            before = self._ledger.changes
+                            item.call()
+                            if item.error is not None and self._ledger.changes != before:
+                                raise _HalfWritten  # rolls back the whole group
+                except _HalfWritten:
+                    self.commits += len(batch) - 1  # the replay commits write by write
+                    _one_by_one(batch)
         except Exception as exc:  # noqa: BLE001 - the commit failed: nothing of the batch is durable
             for item in batch:
                 item.value, item.error = None, exc
@@ -89,6 +101,16 @@ class GroupCommit:
         self.writes += len(batch)
         for item in batch:
             item.finish()
+
+
+class _HalfWritten(Exception):
+    """A write of a group failed after changing rows: the group must not commit."""
+
+
+def _one_by_one(batch: list[_Write]) -> None:
+    for item in batch:
+        item.value = item.error = None
+        item.call()  # each a transaction of its own
 
 
 class _Write:

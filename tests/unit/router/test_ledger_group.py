@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -102,3 +104,29 @@ async def test_then_runs_after_commit_and_cancelled_holds_are_skipped_or_release
     assert ledger.balance("wuhan-tokens") == pytest.approx(940)
     assert ledger.pending_holds() == 1  # "late", until the router voids it through abandon()
     ledger.close()
+
+
+async def test_a_write_failing_after_its_first_change_is_replayed_alone(tmp_path: Path):
+    ledger = _open(tmp_path, 1000)
+    group = GroupCommit(ledger)
+    holds = [ledger.reserve(ask("wuhan-tokens", 100, f"r{n}")) for n in range(3)]
+    broken = dataclasses.replace(_settlement(50), prompt_tokens=None)  # the usage row's INSERT refuses it
+    results = await asyncio.gather(
+        group.run(ledger.settle, holds[0].id, _settlement(50), always=True),
+        group.run(ledger.settle, holds[1].id, broken, always=True),  # fails after settling the hold
+        group.run(ledger.settle, holds[2].id, _settlement(50), always=True),
+        group.run(ledger.reserve, ask("wuhan-tokens", 100, "new")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert [r.request_id for r in (results[0], results[2])] == ["r0", "r2"]
+    assert results[3].voucher_units == 100
+    assert group.writes == 4 and group.commits == 4  # one group, rolled back and replayed write by write
+    ledger.close()
+    reopened = _open(tmp_path, 1000)
+    assert [r.request_id for r in reopened.usage()] == ["r0", "r2"]
+    assert reopened.verify_chain() is None
+    # r1's hold stayed pending (voided on reopen with "new"): nothing of its half-write survived
+    assert reopened.recovered_holds == 2
+    assert reopened.balance("wuhan-tokens") == pytest.approx(900)
+    reopened.close()
