@@ -124,3 +124,19 @@ def test_import_loads_nothing() -> None:
         "assert 'tiktoken' not in sys.modules and 'litellm' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
+
+
+def test_vocab_read_without_merges_is_the_whole_files_vocab() -> None:
+    import json
+
+    import orjson
+
+    path = tokenizer._deepseek_file()
+    assert path is not None
+    data = path.read_bytes()
+    full = orjson.loads(data)["model"]["vocab"]
+    assert tokenizer._read_vocab(data) == full
+    # another layout (indented, keys reordered): the whole file is parsed instead
+    small = {"model": {"merges": ["a b"], "vocab": {"a": 0, "},\"merges\":": 1, "ab": 2}}}
+    for text in (json.dumps(small, indent=2), json.dumps(small, separators=(",", ":"))):
+        assert tokenizer._read_vocab(text.encode()) == small["model"]["vocab"]
