@@ -1,0 +1,45 @@
+"""`suanli serve` keeps one malloc arena: threads allocate from the main one (idle RSS)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+# Threads allocate through glibc; secondary arenas are 64 MB-aligned anonymous heaps.
+_CODE = """
+import ctypes, sys, threading
+if sys.argv[1] == "one":
+    from router.cli import one_malloc_arena
+    one_malloc_arena()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+def work():
+    kept = [libc.malloc(1000) for _ in range(100)]
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+heaps = 0
+for line in open("/proc/self/maps"):
+    fields = line.split()
+    start = int(fields[0].split("-")[0], 16)
+    heaps += start % (64 << 20) == 0 and len(fields) == 5
+print(heaps)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas")
+@pytest.mark.parametrize(("mode", "one"), [("one", True), ("default", False)])
+def test_threads_share_one_malloc_arena(mode: str, one: bool) -> None:
+    env = {"PATH": "/usr/bin:/bin"}  # no MALLOC_ARENA_MAX from the caller
+    out = subprocess.run([sys.executable, "-c", _CODE, mode], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True)
+    heaps = int(out.stdout)
+    assert (heaps == 0) if one else (heaps > 0)
