@@ -59,12 +59,17 @@ class _Table:
     cand: tuple[Candidate, ...]
     entry_voucher: tuple[str | None, ...]
     cand_of: tuple[int, ...]  # entry -> index into cand
-    slot_of: tuple[int, ...]  # entry -> slot, as Python ints for the request path
-    offsets: np.ndarray  # slot k's entries are [offsets[k], offsets[k + 1])
+    # The request path reads these one item at a time: Python tuples, not numpy arrays,
+    # whose item reads cost a dispatch and a boxed scalar each.
+    slot_of: tuple[int, ...]  # entry -> slot
+    offsets: tuple[int, ...]  # slot k's entries are [offsets[k], offsets[k + 1])
     # voucher units one reference input / output token draws (0 on cash entries)
-    need_in: np.ndarray
-    need_out: np.ndarray
-    cash_entry: np.ndarray  # entry -> the cash entry of the same region and slot
+    need_in: tuple[float, ...]
+    need_out: tuple[float, ...]
+    # the same, and entry -> the cash entry of the same region and slot, for ``_rescore``
+    need_in_array: np.ndarray
+    need_out_array: np.ndarray
+    cash_entry: np.ndarray
     entries: dict[str, np.ndarray]  # voucher id -> its entries, sorted
 
 
@@ -78,6 +83,9 @@ class Deferrer:
         self._spent: frozenset[str] = frozenset()  # vouchers with no free units at the last plan
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._full: set[tuple[str, int]] = set()  # (region, slot) with no minute left for batch
+        # (region, slot) -> model tokens and requests per minute batch leaves free there,
+        # as ``first_fit``'s keyword arguments
+        self._reserves: dict[tuple[str, int], dict[str, float]] = {}
         self._cursor: dict[tuple[str, int], int] = {}  # (region, slot) -> first minute worth trying
 
     @property
@@ -102,6 +110,7 @@ class Deferrer:
                 tables[key] = self._build(plan, *key)
         self._plan = plan
         self._tables = tables
+        self._reserves = self._reserves_for(plan)
         self._full = set()
         self._cursor = {}
 
@@ -115,7 +124,7 @@ class Deferrer:
         table = self._table(plan, job)
         if table.slot.size:
             k0, k1 = plan.slot_at(now_s), plan.slot_at(min(job.latest_s, plan.end_s - 1e-6))
-            lo, hi = int(table.offsets[k0]), int(table.offsets[k1 + 1])
+            lo, hi = table.offsets[k0], table.offsets[k1 + 1]
             if hi > lo:
                 scores = self._scores(table, job, lo, hi)
                 found = self._best(plan, job, now_s, book, available, table, scores, lo)
@@ -180,18 +189,11 @@ class Deferrer:
         if not cand.uses_capacity:
             return begin
         rid = cand.region_id
-        reserve_t = _RESERVE_FACTOR * _at(plan.interactive_tpm.get(rid), k)
-        reserve_r = _RESERVE_FACTOR * _at(plan.interactive_rpm.get(rid), k)
-        if rid in plan.interactive_tpm:
-            # Interactive arrivals come in bursts the slot average hides: keep a floor free.
-            tpm, rpm = book.limits(rid)
-            reserve_t = max(reserve_t, _INTERACTIVE_FLOOR * tpm)
-            reserve_r = max(reserve_r, _INTERACTIVE_FLOOR * rpm)
-        first, last = minute_of(begin), minute_of(end - 1e-6)
         key = (rid, k)
+        reserves = self._reserves[key]
+        first, last = minute_of(begin), minute_of(end - 1e-6)
         # Minutes before the cursor had no room even for a tiny job; skip them.
         cursor = max(self._cursor.get(key, first), first)
-        reserves = {"reserve_tokens": reserve_t, "reserve_requests": reserve_r}
         found = book.first_fit(rid, cursor, last, tokens, **reserves)
         if found is not None:
             return max(found * 60.0, begin)
@@ -202,6 +204,26 @@ class Deferrer:
         if cursor > last and end >= plan.edges[k + 1]:
             self._full.add(key)
         return None
+
+    def _reserves_for(self, plan: Plan) -> dict[tuple[str, int], dict[str, float]]:
+        # What batch leaves free per minute, per (region, slot): once per plan rather than
+        # on each placement. The limits are the config's, as the book's.
+        out: dict[tuple[str, int], dict[str, float]] = {}
+        for r in self._config.regions:
+            rid = r.id
+            tpm_k = plan.interactive_tpm.get(rid)
+            rpm_k = plan.interactive_rpm.get(rid)
+            tpm = float(r.limits.tpm) if r.limits.tpm else _INF
+            rpm = float(r.limits.rpm) if r.limits.rpm else _INF
+            for k in range(len(plan.edges) - 1):
+                reserve_t = _RESERVE_FACTOR * _at(tpm_k, k)
+                reserve_r = _RESERVE_FACTOR * _at(rpm_k, k)
+                if tpm_k is not None:
+                    # Interactive arrivals come in bursts the slot average hides: keep a floor free.
+                    reserve_t = max(reserve_t, _INTERACTIVE_FLOOR * tpm)
+                    reserve_r = max(reserve_r, _INTERACTIVE_FLOOR * rpm)
+                out[(rid, k)] = {"reserve_tokens": reserve_t, "reserve_requests": reserve_r}
+        return out
 
     def _earliest(
         self, job: Job, now_s: float, book: CapacityBook, available: Mapping[str, float]
@@ -296,9 +318,11 @@ class Deferrer:
             entry_voucher=tuple(r[5] for r in rows),
             cand_of=tuple(r[4] for r in rows),
             slot_of=tuple(r[0] for r in rows),
-            offsets=offsets,
-            need_in=np.array([r[6] for r in rows], dtype=np.float64),
-            need_out=np.array([r[7] for r in rows], dtype=np.float64),
+            offsets=tuple(int(o) for o in offsets),
+            need_in=tuple(r[6] for r in rows),
+            need_out=tuple(r[7] for r in rows),
+            need_in_array=np.array([r[6] for r in rows], dtype=np.float64),
+            need_out_array=np.array([r[7] for r in rows], dtype=np.float64),
             cash_entry=np.array([r[8] for r in rows], dtype=np.int64),
             entries={
                 v: np.array([e for e, r in enumerate(rows) if r[5] == v], dtype=np.int64)
@@ -316,7 +340,7 @@ def _rescore(
 
     entries = table.entries[voucher]
     at = entries[np.searchsorted(entries, lo) : np.searchsorted(entries, lo + len(scores))]
-    need = inp * table.need_in[at] + out * table.need_out[at]
+    need = inp * table.need_in_array[at] + out * table.need_out_array[at]
     covered = np.minimum(max(have, 0.0) / np.maximum(need, 1e-300), 1.0)
     cash = np.dot((inp, out, 1.0), table.coef[:, table.cash_entry[at]])
     blended = covered * scores[at - lo] + (1.0 - covered) * cash
