@@ -24,16 +24,16 @@ from typing import NamedTuple
 from config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
 from optimizer.index import Candidate, index_for
 from optimizer.payment import Charge
+from optimizer.prices import SlotPrices, prices_for
 from optimizer.snapshot import Plan
 
 __all__ = ["Ask", "Option", "State", "eligible", "rank"]
 
-_NO_PRICES: tuple[float, ...] = ()
 _VOUCHER_TIE = 1 + 1e-6
+_FREE = SlotPrices(0.0, 0.0, None)  # a region the plan prices nowhere
 _CONGESTION_FROM = 0.5  # share of a minute's limits from which a region's score rises
 _CONGESTION_SHARE = 0.1  # at most +5% of the cost when full
 _SIZE_SPREAD = 1.3  # sqrt(1 + cv^2) of request sizes: the tokens of n requests vary more than n
-_DEFERRED_SHARE = 0.05  # share of tpm the plan gives deferrable work from which its price holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,26 +97,24 @@ def eligible(config: Config, ask: Ask, state: State) -> list[tuple[Region, Offer
     return out
 
 
-def _displaced(plan: Plan, cand: Candidate, slot: int, fill: float, tokens: int, now_s: float) -> float:
+def _displaced(
+    cand: Candidate, inflow: tuple[float, float, float], fill: float, tokens: int, now_s: float
+) -> float:
     """Chance that capacity an interactive request takes now is wanted later this minute.
 
     The plan prices a region's capacity per slot, but a minute's tpm/rpm left unused is
-    lost: when the interactive traffic the plan still expects this minute (Poisson, in
-    a normal approximation) fits in what is left, taking the room now displaces nothing.
-    Where the plan also puts work that may wait, that work could use the room: full price.
+    lost: when the interactive traffic the plan still expects this minute (``inflow``,
+    Poisson, in a normal approximation) fits in what is left, taking the room now
+    displaces nothing. Where the plan also puts work that may wait on the region (more
+    than ``prices.DEFERRED_SHARE`` of its tpm), that work could use the room:
+    ``prices.prepare_prices`` leaves ``inflow`` out there and the full price holds.
     """
-    rid = cand.region_id
-    inflow_t = plan.interactive_tpm.get(rid, _NO_PRICES)
-    inflow_r = plan.interactive_rpm.get(rid, _NO_PRICES)
-    deferred = plan.deferred_tpm.get(rid, _NO_PRICES)
-    if not inflow_r or inflow_r[slot] <= 0 or deferred and deferred[slot] > _DEFERRED_SHARE * cand.tpm:
-        return 1.0
+    tokens_rate, requests_rate, size = inflow  # per minute; size: mean model tokens of one
     left = 1.0 - (now_s % 60.0) / 60.0
-    requests = inflow_r[slot] * left  # expected arrivals in the rest of the minute
-    size = inflow_t[slot] / inflow_r[slot]  # mean model tokens of one
+    requests = requests_rate * left  # expected arrivals in the rest of the minute
     odds = 0.0
     for expected, spread, room in (
-        (inflow_t[slot] * left, _SIZE_SPREAD * size * math.sqrt(requests), cand.tpm * (1 - fill) - tokens),
+        (tokens_rate * left, _SIZE_SPREAD * size * math.sqrt(requests), cand.tpm * (1 - fill) - tokens),
         (requests, math.sqrt(requests), cand.rpm * (1 - fill) - 1),
     ):
         if room == math.inf:
@@ -148,7 +146,7 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
     if plan is not None:
         slot = plan.slot_at(now_s)
         minute_now = math.floor(now_s / 60.0)
-        token_price, request_price = plan.token_price, plan.request_price
+        by_region = prices_for(config, plan).regions
         minute_price = plan.minute_price if interactive else None
         voucher_price = plan.voucher_price
     ranked: list[tuple[float, float, int, Option]] = []
@@ -177,16 +175,17 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         extra = 0.0
         fill = load.get(rid, 0.0) if load else 0.0
         if plan is not None and cand.uses_capacity:
-            prices = token_price.get(rid)
-            mu = prices[slot] if prices else 0.0
-            prices = request_price.get(rid)
-            rho = prices[slot] if prices else 0.0
+            rows = by_region.get(rid)
+            here = rows[slot] if rows else _FREE
+            mu, rho = here.token_price, here.request_price
             held = minute_price.get((rid, minute_now)) if minute_price else None
             if held is not None:
                 # The plan priced this very minute: its slot and minute prices both apply.
                 extra = (mu + held[0]) * tokens + rho + held[1]
             elif mu > 0 or rho > 0:
-                need = _displaced(plan, cand, slot, fill, tokens, now_s) if interactive else 1.0
+                need = 1.0
+                if interactive and here.inflow is not None:
+                    need = _displaced(cand, here.inflow, fill, tokens, now_s)
                 extra = (mu * tokens + rho) * need
         if fill > _CONGESTION_FROM:
             # A region filling up this minute costs a little more, so near-ties go to

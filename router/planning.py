@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from config import Config
 from optimizer import Ask, Demand, Forecast, InfeasibleError, Plan, Snapshot, plan, slot_edges
+from optimizer.prices import prepare_prices
 from optimizer.ratios import RatioEstimator
 
 __all__ = ["Replanner"]
@@ -252,6 +253,7 @@ class Replanner:
             log.exception("re-plan (%s) crashed, keeping the previous plan", reason)
             self._info = {**self._info, "error": f"{type(exc).__name__}: {exc}"}
             return
+        prepare_prices(self.config, fresh)  # here, in the worker, not on the first request
         self.plan = fresh
         self._info = {
             "planned_at": datetime.fromtimestamp(now_s, UTC).isoformat(),

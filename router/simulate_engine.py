@@ -39,6 +39,7 @@ from optimizer import (
     rank,
     slot_edges,
 )
+from optimizer.prices import prepare_prices
 from router.simulate_hindsight import book_ahead
 from router.simulate_trace import Trace
 
@@ -304,7 +305,7 @@ class _Engine:
             # In a worker thread, as the live re-planner solves, so the requests that follow
             # are decided as live ones are: on a core whose caches the solver did not
             # sweep. The replay waits for the plan: the virtual clock stands still meanwhile.
-            fresh = self.solver.submit(plan, snapshot, time_limit_s=limit_s).result()
+            fresh = self.solver.submit(_solve, snapshot, limit_s).result()
         except InfeasibleError:
             return  # keep the previous plan, as the live re-planner does
         finally:
@@ -374,6 +375,13 @@ class _Engine:
                     return
             minute += 1
         self._reject(job)
+
+
+def _solve(snapshot: Snapshot, limit_s: float | None) -> Plan:
+    # the re-plan worker's job: solve, then lay out the chooser's prices, as the live one does
+    fresh = plan(snapshot, time_limit_s=limit_s)
+    prepare_prices(snapshot.config, fresh)
+    return fresh
 
 
 def _span_end(trace: Trace) -> float:
