@@ -18,7 +18,7 @@ from optimizer.plan import plan
 from optimizer.slots import slot_edges, slot_index
 from optimizer.snapshot import Demand, Job, Plan, Snapshot
 
-__all__ = ["hindsight_plan", "known_demand", "output_bucket"]
+__all__ = ["group_key", "hindsight_plan", "known_demand", "minute_shares", "output_bucket"]
 
 
 def output_bucket(input_tokens: float, output_tokens: float, buckets: int) -> int:
@@ -26,6 +26,18 @@ def output_bucket(input_tokens: float, output_tokens: float, buckets: int) -> in
     total = input_tokens + output_tokens
     share = output_tokens / total if total > 0 else 0.0
     return min(int(share * buckets), buckets - 1)
+
+
+def group_key(
+    job: Job, edges: Sequence[float], *, mix_buckets: int = 10, by_minute_until_s: float = -math.inf
+) -> tuple[str, str, str, int, int]:
+    """The demand group of ``known_demand`` that ``job`` falls in."""
+    band = output_bucket(job.input_tokens, job.output_tokens, mix_buckets)
+    if job.work_class == "interactive" and job.arrival_s < by_minute_until_s:
+        when = -1 - math.floor(job.arrival_s / 60.0)  # negative: never a slot index
+    else:
+        when = slot_index(edges, job.arrival_s)
+    return (job.work_class, job.origin, job.model, when, band)
 
 
 def known_demand(
@@ -44,12 +56,7 @@ def known_demand(
     # (class, origin, model, slot or minute, band) -> [requests, input, output, earliest, latest]
     groups: dict[tuple[str, str, str, int, int], list[float]] = {}
     for job in jobs:
-        band = output_bucket(job.input_tokens, job.output_tokens, mix_buckets)
-        if job.work_class == "interactive" and job.arrival_s < by_minute_until_s:
-            when = -1 - math.floor(job.arrival_s / 60.0)  # negative: never a slot index
-        else:
-            when = slot_index(edges, job.arrival_s)
-        key = (job.work_class, job.origin, job.model, when, band)
+        key = group_key(job, edges, mix_buckets=mix_buckets, by_minute_until_s=by_minute_until_s)
         acc = groups.get(key)
         if acc is None:
             groups[key] = [1.0, job.input_tokens, job.output_tokens, job.arrival_s, job.latest_s]
@@ -74,6 +81,31 @@ def known_demand(
     )
 
 
+def _span(config: Config, jobs: Sequence[Job]) -> tuple[float, float, tuple[float, ...]]:
+    start = min(job.arrival_s for job in jobs)
+    end = max(job.latest_s for job in jobs) + 1.0
+    return start, end, tuple(slot_edges(config, start, end))
+
+
+def minute_shares(
+    config: Config, jobs: Sequence[Job], plan: Plan
+) -> dict[tuple[str, str, str, int, int], dict[tuple[str, str | None], float]]:
+    """Per demand group of ``hindsight_plan(..., by_minute=True)``: (region, voucher) -> share.
+
+    The groups are keyed as ``group_key`` keys them; ``plan`` must be that plan.
+    """
+    _, _, edges = _span(config, jobs)
+    keys = list(dict.fromkeys(group_key(job, edges, by_minute_until_s=math.inf) for job in jobs))
+    if len(keys) != len(plan.demand):
+        return {}  # not the plan of these jobs
+    out: dict[tuple[str, str, str, int, int], dict[tuple[str, str | None], float]] = {}
+    for flow in plan.flows:
+        shares = out.setdefault(keys[flow.demand], {})
+        where = (flow.region, flow.voucher)
+        shares[where] = shares.get(where, 0.0) + flow.share
+    return out
+
+
 def hindsight_plan(
     config: Config,
     jobs: Sequence[Job],
@@ -82,9 +114,7 @@ def hindsight_plan(
     by_minute: bool = False,
 ) -> Plan:
     """The plan with every job known, over the whole span the jobs may start in."""
-    start = min(job.arrival_s for job in jobs)
-    end = max(job.latest_s for job in jobs) + 1.0
-    edges = slot_edges(config, start, end)
+    start, end, edges = _span(config, jobs)
     demand = known_demand(jobs, edges, by_minute_until_s=math.inf if by_minute else -math.inf)
     snapshot = Snapshot(
         config=config,

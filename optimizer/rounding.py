@@ -8,10 +8,13 @@ binds, *which* requests it takes matters (a knapsack). So each minute is solved 
 own: a greedy assignment (requests with most to lose first), kept when every request got
 its cheapest option, else improved by CP-SAT seeded with it.
 
-A voucher option costs its cash plus ``VOUCHER_WEIGHT`` x the plan's shadow price per unit
-drawn. The weight is a tuned heuristic: at the full shadow price ties between a voucher
-and cash go to cash and vouchers the LP spends to the last unit end up partly unspent;
-a little below it they are spent as the LP spends them.
+A voucher option costs its cash plus the plan's shadow price per unit drawn, paced: whole
+requests cannot fill a minute's room exactly as the LP's fractions do, the overflow lands
+on vouchers, and a voucher drawn faster than the LP's own split would draw it is worth
+more to the rest of the day than its shadow price (and less when drawn slower), so its
+price is scaled by (balance the LP would have left) / (balance left), within a factor
+``_PACE``. Among options of equal score the one the LP takes for the request's demand
+group wins (``_LP_TIE``): the LP's split of a group is exactly the tie the price leaves.
 
 CP-SAT runs on one worker with a fixed seed and a deterministic work limit (its own
 measure, not the clock) per minute and in all, so a replay gives the same answer every
@@ -20,21 +23,25 @@ time. Requests no region has room for are rejected (``None``).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from config import Config, Offer
+from optimizer.hindsight import group_key
 from optimizer.index import index_for
 from optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
 from optimizer.snapshot import Job
 
 __all__ = ["VOUCHER_WEIGHT", "Placement", "round_interactive"]
 
-VOUCHER_WEIGHT = 0.9  # share of a voucher's shadow price charged per unit (tuned, see above)
+VOUCHER_WEIGHT = 1 - 1e-6  # of a voucher's (paced) shadow price per unit: ties within 1e-6 spend it
 _MINUTE_WORK = 0.5  # CP-SAT deterministic time per minute
 _TOTAL_WORK = 30.0  # and over the whole replay, after which the greedy answer stands
-_SCALE = 1e7  # yuan -> integer units of the CP-SAT objective
+_SCALE = 1e9  # yuan -> integer units of the CP-SAT objective
+_PACE = 2.0  # a voucher's price moves at most this factor either way with its pace
+_LP_TIE = 1e-4  # share of its cost an option is cheaper by for the LP's taking it: ties go its way
 _REJECT = 1000.0  # yuan charged per request left out: far above any real price
 
 
@@ -65,11 +72,13 @@ def round_interactive(
     used: Callable[[str, int], tuple[float, float]],
     voucher_price: Mapping[str, float],
     balances: Mapping[str, float],
+    shares: Mapping[tuple[str, str, str, int, int], Mapping[tuple[str, str | None], float]] | None = None,
 ) -> dict[int, Placement | None]:
     """Job index -> placement (None: rejected) of every interactive job of ``jobs``.
 
     ``used(region, minute)`` is what is already committed there (model tokens, requests);
-    ``balances`` the voucher units the requests may draw, in minute order.
+    ``balances`` the voucher units the requests may draw, in minute order; ``shares`` the
+    LP's split of each demand group (``hindsight.minute_shares``), which breaks ties.
     """
     index = index_for(config)
     limits = {r.id: (r.limits.tpm or float("inf"), r.limits.rpm or float("inf")) for r in config.regions}
@@ -78,6 +87,7 @@ def round_interactive(
         if job.work_class == "interactive":
             by_minute[int(job.arrival_s // 60.0)].append(job)
     left = dict(balances)
+    planned = dict.fromkeys(left, 0.0)  # voucher -> units the LP's split would have drawn so far
     budget = [_TOTAL_WORK]
     out: dict[int, Placement | None] = {}
     for minute in sorted(by_minute):
@@ -86,7 +96,13 @@ def round_interactive(
         for rid, (tpm, rpm) in limits.items():
             tokens, requests = used(rid, minute)
             room[rid] = [tpm - tokens, rpm - requests]
-        options = [_options(config, index, job, left, voucher_price) for job in group]
+        prices = _paced(voucher_price, balances, planned, left)
+        lps = [_shares_of(job, shares) for job in group]
+        options = [_options(config, index, job, left, prices, lp) for job, lp in zip(group, lps, strict=True)]
+        for opts, lp in zip(options, lps, strict=True):
+            for choice in opts:
+                if choice.voucher is not None:
+                    planned[choice.voucher] += lp.get((choice.region, choice.voucher), 0.0) * choice.units
         picks = _greedy(options, room, left)
         if not _all_best(options, picks):
             picks = _solve(options, room, left, picks, budget)
@@ -101,8 +117,38 @@ def round_interactive(
     return out
 
 
+def _paced(
+    price: Mapping[str, float],
+    balances: Mapping[str, float],
+    planned: Mapping[str, float],
+    left: Mapping[str, float],
+) -> dict[str, float]:
+    # A voucher drawn faster than the LP's split draws it is worth more than its shadow
+    # price to what is left (whole requests overflow full rooms onto vouchers), and less
+    # when drawn slower: scale the price by the balance the LP would have left over the
+    # balance left, within [1/_PACE, _PACE].
+    out = {}
+    for vid, lam in price.items():
+        have = left.get(vid, 0.0)
+        should = balances.get(vid, 0.0) - planned.get(vid, 0.0)
+        ratio = should / have if have > 0 else _PACE
+        out[vid] = lam * min(max(ratio, 1.0 / _PACE), _PACE)
+    return out
+
+
+def _shares_of(job: Job, shares: Mapping | None) -> Mapping[tuple[str, str | None], float]:  # noqa: ANN401
+    if not shares:
+        return {}
+    return shares.get(group_key(job, (), by_minute_until_s=math.inf), {})
+
+
 def _options(
-    config: Config, index, job: Job, left: Mapping[str, float], voucher_price: Mapping[str, float]  # noqa: ANN001
+    config: Config,
+    index,  # noqa: ANN001
+    job: Job,
+    left: Mapping[str, float],
+    voucher_price: Mapping[str, float],
+    lp: Mapping[tuple[str, str | None], float],
 ) -> list[_Choice]:
     # every (region, payment) the request may take, cheapest first
     day_minute = index.minute_of_day(job.arrival_s)
@@ -112,7 +158,9 @@ def _options(
         off = cand.off_peak(day_minute)
         cost = list_cost_yuan(offer, job.input_tokens, job.output_tokens, "interactive", off_peak=off)
         tokens = request_tokens(offer, job.input_tokens, job.output_tokens, "interactive")
-        out.append(_Choice(cand.region_id, offer, None, tokens, 0.0, cost))
+        bonus = _LP_TIE * cost
+        score = cost - bonus * lp.get((cand.region_id, None), 0.0)
+        out.append(_Choice(cand.region_id, offer, None, tokens, 0.0, score))
         for info in cand.vouchers:
             balance = left.get(info.id, 0.0)
             if balance <= 0 or not info.from_s <= job.arrival_s < info.to_s:
@@ -121,6 +169,7 @@ def _options(
             if units <= 0:
                 continue
             score = cost - covered + VOUCHER_WEIGHT * voucher_price.get(info.id, 0.0) * units
+            score -= bonus * lp.get((cand.region_id, info.id), 0.0)
             out.append(_Choice(cand.region_id, offer, info.id, tokens, units, score))
     out.sort(key=lambda c: c.score)
     return out

@@ -91,17 +91,7 @@ class _Booked:
 
 
 class _Engine:
-    def __init__(
-        self,
-        config: Config,
-        trace: Trace,
-        policy: str,
-        *,
-        whole_minutes: bool = False,
-        bound: Plan | None = None,
-    ) -> None:
-        self.whole_minutes = whole_minutes  # hindsight: round interactive minutes before the loop
-        self.bound_plan = bound
+    def __init__(self, config: Config, trace: Trace, policy: str) -> None:
         self.config = config
         self.trace = trace
         self.policy = policy
@@ -146,12 +136,12 @@ class _Engine:
     def _run(self) -> Replay:
         if self.policy == "hindsight" and self.trace.jobs:
             started = time.perf_counter()
-            self.plan = self.bound_plan or hindsight_plan(self.config, self.trace.jobs, by_minute=True)
+            self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
             self.bound = self.plan.cash_yuan
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
-            self.ahead = book_ahead(self, interactive=self.whole_minutes)
+            self.ahead = book_ahead(self)
         for job, rel in zip(self.trace.jobs, self.trace.offsets_s, strict=True):
             now_s = self.trace.start_s + rel
             self._execute_until(now_s, job.index)
@@ -394,27 +384,4 @@ def replay(config: Config, trace: Trace, policy: str) -> Replay:
     """Replay ``trace`` under ``policy`` (one of ``POLICIES``)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    if policy != "hindsight" or not trace.jobs:
-        return _Engine(config, trace, policy).run()
-    # Two ways of turning the plan into whole requests; neither wins everywhere (rounding
-    # minutes ahead packs scarce rooms better, deciding as requests come spends vouchers
-    # closer to the LP), and a yardstick may take the better of both.
-    started = time.perf_counter()
-    bound = hindsight_plan(config, trace.jobs, by_minute=True)
-    solve_s = time.perf_counter() - started
-    best: Replay | None = None
-    for whole in (True, False):
-        result = _Engine(config, trace, policy, whole_minutes=whole, bound=bound).run()
-        result.plan_s[0] = solve_s
-        if best is None or _worse(best, result):
-            best = result
-    assert best is not None
-    return best
-
-
-def _worse(a: Replay, b: Replay) -> bool:
-    # whether ``a`` serves fewer requests, or as many for more cash, than ``b``
-    def key(r: Replay) -> tuple[int, float]:
-        return r.rejected + r.deadline_misses, sum(d.cash_yuan for d in r.decisions)
-
-    return key(b) < key(a)
+    return _Engine(config, trace, policy).run()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from optimizer.hindsight import minute_shares
 from optimizer.rounding import round_interactive
 from optimizer.training import place_training
 
@@ -21,14 +22,13 @@ if TYPE_CHECKING:
 __all__ = ["book_ahead"]
 
 
-def book_ahead(engine: _Engine, *, interactive: bool) -> set[int]:
+def book_ahead(engine: _Engine) -> set[int]:
     """Book what hindsight decides before the loop; the indices of the jobs it decided.
 
-    With ``interactive`` every interactive request (those with no room anywhere are
-    rejected); then the training jobs when they are few enough for ``place_training``'s
-    exact search.
+    Every interactive request (those with no room anywhere are rejected), then the
+    training jobs when they are few enough for ``place_training``'s exact search.
     """
-    decided = _book_interactive(engine) if interactive else set()
+    decided = _book_interactive(engine)
     trace = engine.trace
     available = {v: engine.balances[v] - engine.reserved[v] for v in engine.balances}
     assert engine.plan is not None
@@ -58,6 +58,7 @@ def _book_interactive(engine: _Engine) -> set[int]:
         used=engine.book.used,
         voucher_price=engine.plan.voucher_price,
         balances=engine.balances,
+        shares=minute_shares(engine.config, trace.jobs, engine.plan),
     )
     for job, rel in zip(trace.jobs, trace.offsets_s, strict=True):
         if job.work_class != "interactive":
