@@ -71,6 +71,9 @@ class _Table:
     need_out_array: np.ndarray
     cash_entry: np.ndarray
     entries: dict[str, np.ndarray]  # voucher id -> its entries, sorted
+    # (entry, a_in, a_out, c) of the entries no earlier entry dominates (one at most as
+    # dear in all three coefficients); only these can score least for a window from slot 0
+    front: tuple[tuple[int, float, float, float], ...]
 
 
 class Deferrer:
@@ -126,11 +129,57 @@ class Deferrer:
             k0, k1 = plan.slot_at(now_s), plan.slot_at(min(job.latest_s, plan.end_s - 1e-6))
             lo, hi = table.offsets[k0], table.offsets[k1 + 1]
             if hi > lo:
+                tried = None
+                if k0 == 0:
+                    found, tried = self._first(plan, job, now_s, book, available, table, hi)
+                    if found is not None:
+                        return found
                 scores = self._scores(table, job, lo, hi)
+                if tried is not None:
+                    scores[tried - lo] = _INF
                 found = self._best(plan, job, now_s, book, available, table, scores, lo)
                 if found is not None:
                     return found
         return self._earliest(job, now_s, book, available)
+
+    def _first(
+        self,
+        plan: Plan,
+        job: Job,
+        now_s: float,
+        book: CapacityBook,
+        available: Mapping[str, float],
+        table: _Table,
+        hi: int,
+    ) -> tuple[Placement | None, int | None]:
+        # The common case without numpy: the least-scored entry of a window from slot 0 is
+        # on the table's front (a dominated entry never scores below, nor ties ahead of, the
+        # earlier entry dominating it), a dozen entries of a few hundred. When that entry
+        # serves the job it is the placement; otherwise ``_best`` searches every entry, the
+        # one tried here (returned) left out, exactly as if it had picked it first.
+        inp, out = job.input_tokens, job.output_tokens
+        entry, score = -1, _INF
+        for e, a_in, a_out, c in table.front:
+            if e >= hi:
+                break
+            s = inp * a_in + out * a_out + c
+            if s < score:
+                entry, score = e, s
+        if entry < 0:
+            return None, None
+        voucher = table.entry_voucher[entry]
+        if voucher is not None:
+            if available.get(voucher, 0.0) < inp * table.need_in[entry] + out * table.need_out[entry]:
+                return None, None  # a voucher short of the job: ``_best`` rescores it
+        cand = table.cand[table.cand_of[entry]]
+        k = table.slot_of[entry]
+        if cand.uses_capacity and (cand.region_id, k) in self._full:
+            return None, entry
+        tokens = _tokens(cand, job)
+        start = self._minute_in_slot(plan, cand, k, job, now_s, tokens, book)
+        if start is None:
+            return None, entry
+        return Placement(cand.region_id, cand.offer, start, voucher, tokens, score), None
 
     def _scores(self, table: _Table, job: Job, lo: int, hi: int) -> np.ndarray:
         import numpy as np  # lazily: the proxy only needs it once batch work is deferred
@@ -311,9 +360,10 @@ class Deferrer:
         slots = np.array([r[0] for r in rows], dtype=np.int64)
         delay = 1 + _DELAY_TIE * (slots - slots.min(initial=0))
         offsets = np.searchsorted(slots, np.arange(n_slots + 1), side="left")
+        coef = np.array([[r[j] for r in rows] for j in (1, 2, 3)], dtype=np.float64) * delay
         return _Table(
             slot=slots,
-            coef=np.array([[r[j] for r in rows] for j in (1, 2, 3)], dtype=np.float64) * delay,
+            coef=coef,
             cand=cands,
             entry_voucher=tuple(r[5] for r in rows),
             cand_of=tuple(r[4] for r in rows),
@@ -328,6 +378,7 @@ class Deferrer:
                 v: np.array([e for e, r in enumerate(rows) if r[5] == v], dtype=np.int64)
                 for v in {r[5] for r in rows if r[5] is not None}
             },
+            front=_front(coef),
         )
 
 
@@ -346,6 +397,18 @@ def _rescore(
     blended = covered * scores[at - lo] + (1.0 - covered) * cash
     # an entry already tried (infinite) stays so; one the voucher cannot pay at all drops out
     scores[at - lo] = np.where((covered > 0) & (scores[at - lo] < _INF), blended, _INF)
+
+
+def _front(coef: np.ndarray) -> tuple[tuple[int, float, float, float], ...]:
+    # Entries no earlier entry dominates. Entries are sorted by slot, so an earlier entry
+    # is in every window from slot 0 that holds a later one; and an entry dominated by a
+    # dominated one is dominated by what dominates that (the front), so checking the front
+    # found so far suffices.
+    front: list[tuple[int, float, float, float]] = []
+    for e, (a_in, a_out, c) in enumerate(zip(*coef.tolist(), strict=True)):
+        if not any(f[1] <= a_in and f[2] <= a_out and f[3] <= c for f in front):
+            front.append((e, a_in, a_out, c))
+    return tuple(front)
 
 
 def _at(values: tuple[float, ...] | None, k: int) -> float:
