@@ -1,7 +1,7 @@
 """Optimizer decision quality: every replay scenario under every policy, one table.
 
     .venv/bin/python benchmarks/optimizer.py [--scenarios ../shared/scenarios] [--jobs 1]
-                                             [--variants] [--policies ...] [--json FILE]
+                                             [--variants [--seed 7]] [--policies ...] [--json FILE]
 
 Each scenario directory holds ``config.yaml`` and ``trace.jsonl``. Every (scenario, policy)
 is replayed in its own process by the code behind ``suanli simulate`` (same chooser,
@@ -73,7 +73,7 @@ def run_one(scenario: str, policy: str) -> dict:
     }
 
 
-def scenario_dirs(root: Path, *, variants: bool, out: Path) -> list[Path]:
+def scenario_dirs(root: Path, *, variants: bool, out: Path, seed: int = 7) -> list[Path]:
     """The scenarios under ``root`` (directories with config.yaml), and their variants."""
     found = sorted(
         p for p in root.iterdir() if (p / "config.yaml").is_file() and (p / "trace.jsonl").is_file()
@@ -82,7 +82,7 @@ def scenario_dirs(root: Path, *, variants: bool, out: Path) -> list[Path]:
         return found
     from benchmarks.scenario_variants import VARIANTS, write_variant
 
-    return found + [write_variant(p, name, out) for p in found for name in VARIANTS]
+    return found + [write_variant(p, name, out, seed=seed) for p in found for name in VARIANTS]
 
 
 def table(rows: list[dict]) -> list[dict]:
@@ -183,12 +183,13 @@ def main() -> None:
     parser.add_argument("--policies", nargs="*", choices=POLICIES, default=list(POLICIES))
     parser.add_argument("--jobs", type=int, default=1, help="replays at a time (timings share the cores)")
     parser.add_argument("--variants", action="store_true", help="also run variants of every scenario")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the variants (scenario_variants.py)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = parser.parse_args()
     policies = tuple(p for p in POLICIES if p in args.policies)
     with tempfile.TemporaryDirectory(prefix="suanli-variants-") as tmp:
-        dirs = scenario_dirs(args.scenarios, variants=args.variants, out=Path(tmp))
+        dirs = scenario_dirs(args.scenarios, variants=args.variants, out=Path(tmp), seed=args.seed)
         tasks = [(str(d), p) for d in dirs for p in policies]
         if args.jobs > 1:
             with ProcessPoolExecutor(max_workers=args.jobs) as pool:

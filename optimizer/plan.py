@@ -165,7 +165,7 @@ def plan(snapshot: Snapshot, *, time_limit_s: float | None = None) -> Plan:
             )
         row.SetCoefficient(x, col.units)  # type: ignore[attr-defined]
 
-    status = solver.Solve()
+    status = _solve(solver)
     if status != pywraplp.Solver.OPTIMAL:
         names = {
             pywraplp.Solver.INFEASIBLE: "INFEASIBLE",
@@ -183,6 +183,22 @@ def plan(snapshot: Snapshot, *, time_limit_s: float | None = None) -> Plan:
         for key, pair in minute_rows.items()
     }
     return dataclasses.replace(found, minute_price=minute_price)
+
+
+def _solve(solver) -> int:  # noqa: ANN001 - a pywraplp.Solver
+    # GLOP reports ABNORMAL (its IMPRECISE) when the cost perturbation its last phase
+    # needed exceeds its tolerance: cash of 1e-3 yuan beside the unserved penalty of
+    # 1e3 yuan per request makes that happen on some large LPs. Without presolve the
+    # same LP usually ends OPTIMAL, from the basis already found.
+    from ortools.linear_solver import pywraplp
+
+    status = solver.Solve()
+    if status != pywraplp.Solver.ABNORMAL:
+        return status
+    solver.SetSolverSpecificParametersAsString("use_preprocessing: false")
+    status = solver.Solve()
+    solver.SetSolverSpecificParametersAsString("")
+    return status
 
 
 def _columns(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[_Column]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from optimizer import hindsight_plan
@@ -31,3 +33,22 @@ def test_work_that_may_wait_shows_in_the_deferred_load_not_the_interactive_one()
     plan = hindsight_plan(CONFIG, parse_trace(lines, CONFIG).jobs)
     assert sum(sum(v) for v in plan.deferred_tpm.values()) > 0
     assert sum(sum(v) for v in plan.interactive_tpm.values()) == 0
+
+
+SCENARIOS = Path(__file__).resolve().parents[4] / "shared" / "scenarios"
+
+
+@pytest.mark.skipif(not (SCENARIOS / "expiry").is_dir(), reason="needs ../shared/scenarios")
+def test_hindsight_bound_is_found_where_glop_first_ends_imprecise(tmp_path: Path) -> None:
+    # This variant's LP ends ABNORMAL (GLOP's IMPRECISE: the cost perturbation its last
+    # phase needs is over tolerance); the planner re-solves it without presolve.
+    from benchmarks.scenario_variants import write_variant
+    from config import load_config
+    from router.simulate_trace import load_trace
+
+    scenario = write_variant(SCENARIOS / "expiry", "vouchers", tmp_path, seed=23)
+    config = load_config(scenario / "config.yaml")
+    trace = load_trace(scenario / "trace.jsonl", config)
+    bound = hindsight_plan(config, trace.jobs, by_minute=True)
+    assert bound.unserved_requests == pytest.approx(0.0, abs=1e-6)
+    assert 30.0 < bound.cash_yuan < 40.0
