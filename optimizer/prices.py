@@ -72,11 +72,15 @@ def prepare_prices(config: Config, plan: Plan) -> PlanPrices:
         if len(_PREPARED) >= _KEEP:
             _PREPARED.pop(next(iter(_PREPARED)))
         _PREPARED[(id(config), id(plan))] = (config, prepared)
+        _LAST[0] = (config, prepared)
     return prepared
 
 
 def prices_for(config: Config, plan: Plan) -> PlanPrices:
     """``plan``'s prices as ``prepare_prices`` laid them out, preparing them now if nobody did."""
+    last = _LAST[0]  # one read: another thread may replace it meanwhile
+    if last is not None and last[1].plan is plan and last[0] is config:
+        return last[1]  # the newest plan, nearly always
     found = _PREPARED.get((id(config), id(plan)))
     if found is not None and found[0] is config and found[1].plan is plan:
         return found[1]
@@ -91,3 +95,4 @@ def _at(values: tuple[float, ...] | None, k: int) -> float:
 # that their ids are not reused while they are here
 _PREPARED: dict[tuple[int, int], tuple[Config, PlanPrices]] = {}
 _LOCK = Lock()
+_LAST: list[tuple[Config, PlanPrices] | None] = [None]  # the one prepared last
