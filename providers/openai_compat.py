@@ -51,32 +51,41 @@ class OpenAICompatUpstream:
             headers["Authorization"] = f"Bearer {secret}"
         timeouts = region.timeouts
         started = time.perf_counter()
+        streamed = call.stream and call.endpoint != "embeddings"
+        answered = False  # the status line arrived: a timeout from here on is a stalled answer
+        payload = b""
         try:
-            async with asyncio.timeout(timeouts.first_byte_s + timeouts.connect_s):
+            # One timer for both waits (a timer costs as much as a ledger statement): first byte,
+            # then rescheduled to the idle timeout while a whole answer is read.
+            async with asyncio.timeout(timeouts.first_byte_s + timeouts.connect_s) as waiting:
                 response = await self._session.post(
                     f"{base.rstrip('/')}/{call.endpoint}",
                     data=orjson.dumps(body),
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s),
                 )
+                answered = True
+                if response.status < 400 and not streamed:
+                    waiting.reschedule(asyncio.get_running_loop().time() + timeouts.idle_s)
+                    payload = await response.read()
         except TimeoutError as exc:
+            if answered:
+                response.release()
+                raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
             raise UpstreamTimeout(
                 region.id, 0, "no answer before the first-byte timeout", retryable=True
             ) from exc
         except aiohttp.ClientError as exc:
+            if answered:
+                response.release()
+                raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
             raise UpstreamError(
                 region.id, 0, f"connection failed: {type(exc).__name__}", retryable=True
             ) from exc
         if response.status >= 400:
             raise await _error_from(response, region.id, secret)
-        if call.stream and call.endpoint != "embeddings":
+        if streamed:
             return await self._open_stream(response, call, started)
-        try:
-            async with asyncio.timeout(timeouts.idle_s):
-                payload = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            response.release()
-            raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
         ttft = time.perf_counter() - started
         return Reply(
             status=response.status, body=payload, usage=parse_usage(payload), ttft_s=ttft, total_s=ttft
