@@ -19,7 +19,7 @@ from optimizer.payment import (
     voucher_pays,
     voucher_usable,
 )
-from optimizer.plan import UNSERVED_YUAN, plan
+from optimizer.plan import FORECAST_SPREAD, UNSERVED_YUAN, plan
 from optimizer.slots import local_minute, slot_edges, slot_index
 from optimizer.snapshot import Demand, Flow, Job, Plan, Snapshot
 
@@ -31,6 +31,7 @@ __all__ = [
     "ConfigIndex",
     "Deferrer",
     "Demand",
+    "FORECAST_SPREAD",
     "Flow",
     "Forecast",
     "InfeasibleError",

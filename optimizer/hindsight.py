@@ -123,4 +123,4 @@ def hindsight_plan(
         balances=dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers},
         demand=demand,
     )
-    return plan(snapshot, time_limit_s=600.0 if by_minute else None)
+    return plan(snapshot, time_limit_s=600.0 if by_minute else None, demand_scenarios=())

@@ -102,7 +102,7 @@ def place_jobs(
             demand=known_demand(jobs, edges),
             booked=book.committed_from(minute_of(now_s)),
         )
-        deferrer.set_plan(plan(snapshot))
+        deferrer.set_plan(plan(snapshot, demand_scenarios=()))  # the batch's lines are known
     except InfeasibleError as exc:
         # Without prices the deferrer still finds the earliest cheap minute with room.
         log.warning("batch planner found no plan (%s); placing by list price", exc)

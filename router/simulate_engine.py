@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from config import Config, Offer
 from optimizer import (
+    FORECAST_SPREAD,
     Ask,
     CapacityBook,
     Deferrer,
@@ -295,7 +296,8 @@ class _Engine:
             # In a worker thread, as the live re-planner solves, so the requests that follow
             # are decided as live ones are: on a core whose caches the solver did not
             # sweep. The replay waits for the plan: the virtual clock stands still meanwhile.
-            fresh = self.solver.submit(_solve, snapshot, limit_s).result()
+            spread = FORECAST_SPREAD if self.policy == "optimizer" else ()  # hindsight knows its demand
+            fresh = self.solver.submit(_solve, snapshot, limit_s, spread).result()
         except InfeasibleError:
             return  # keep the previous plan, as the live re-planner does
         finally:
@@ -367,9 +369,9 @@ class _Engine:
         self._reject(job)
 
 
-def _solve(snapshot: Snapshot, limit_s: float | None) -> Plan:
+def _solve(snapshot: Snapshot, limit_s: float | None, spread: tuple[float, ...]) -> Plan:
     # the re-plan worker's job: solve, then lay out the chooser's prices, as the live one does
-    fresh = plan(snapshot, time_limit_s=limit_s)
+    fresh = plan(snapshot, time_limit_s=limit_s, demand_scenarios=spread)
     prepare_prices(snapshot.config, fresh)
     return fresh
 

@@ -35,6 +35,54 @@ def test_work_that_may_wait_shows_in_the_deferred_load_not_the_interactive_one()
     assert sum(sum(v) for v in plan.interactive_tpm.values()) == 0
 
 
+SPREAD = (0.5, 0.75, 4 / 3, 2.0)
+
+
+def _credit_snapshot(share_of_balance: float):  # noqa: ANN202
+    # One region at 1 yuan per million tokens and a credit voucher of 1 yuan: demand
+    # whose list price is ``share_of_balance`` yuan, in one hour.
+    from optimizer import Snapshot, known_demand, slot_edges
+
+    config = make_config(
+        [region("a", "east")],
+        [{"id": "c", "region": "a", "kind": "credit", "amount": 1.0, "expires": "2026-12-31T00:00:00+08:00"}],
+    )
+    tokens = share_of_balance * 1_000_000
+    lines = make_trace([{"t": 10, "input": tokens / 2, "output": tokens / 2}])
+    jobs = parse_trace(lines, config).jobs
+    edges = slot_edges(config, jobs[0].arrival_s, jobs[0].arrival_s + 3600.0)
+    return Snapshot(
+        config=config,
+        now_s=jobs[0].arrival_s,
+        horizon_s=3600.0,
+        balances={"c": 1.0},
+        demand=known_demand(jobs, edges),
+    )
+
+
+def test_voucher_price_is_averaged_over_the_demand_scenarios() -> None:
+    # Forecast demand of 0.8 yuan leaves the voucher slack (price 0); scaled by 4/3 or 2 it
+    # runs short and each unit saves a yuan of cash. Averaged with the forecast itself and
+    # the x0.5 and x0.75 scenarios: 2 of 5 solves price it at 1.
+    from optimizer import plan
+
+    snapshot = _credit_snapshot(0.8)
+    assert plan(snapshot, demand_scenarios=()).voucher_price["c"] == pytest.approx(0.0, abs=1e-6)
+    averaged = plan(snapshot, demand_scenarios=SPREAD)
+    assert averaged.voucher_price["c"] == pytest.approx(2 / 5, abs=1e-6)
+    assert averaged.cash_yuan == pytest.approx(0.0, abs=1e-9)  # the flows are the forecast's own
+
+
+def test_scenarios_rescale_limits_and_balances_only_for_the_voucher_prices() -> None:
+    # Demand of 3 yuan against a 1-yuan voucher: short in every scenario (price 1), and
+    # the plan's cash is still that of the forecast demand: 2 yuan.
+    from optimizer import plan
+
+    averaged = plan(_credit_snapshot(3.0), demand_scenarios=SPREAD)
+    assert averaged.voucher_price["c"] == pytest.approx(1.0, abs=1e-6)
+    assert averaged.cash_yuan == pytest.approx(2.0, abs=1e-6)
+
+
 SCENARIOS = Path(__file__).resolve().parents[4] / "shared" / "scenarios"
 
 
