@@ -71,9 +71,11 @@ class _Table:
     need_out_array: np.ndarray
     cash_entry: np.ndarray
     entries: dict[str, np.ndarray]  # voucher id -> its entries, sorted
-    # (entry, a_in, a_out, c) of the entries no earlier entry dominates (one at most as
-    # dear in all three coefficients); only these can score least for a window from slot 0
-    front: tuple[tuple[int, float, float, float], ...]
+    # fronts[k0]: (entry, a_in, a_out, c) of the entries from slot k0 on that no earlier
+    # such entry dominates (is at most as dear in all three coefficients); only these can
+    # score least in a window from slot k0. For k0 = 0 and 1: a plan is replaced before
+    # its second slot is over, nearly always.
+    fronts: tuple[tuple[tuple[int, float, float, float], ...], ...]
 
 
 class Deferrer:
@@ -130,8 +132,8 @@ class Deferrer:
             lo, hi = table.offsets[k0], table.offsets[k1 + 1]
             if hi > lo:
                 tried = None
-                if k0 == 0:
-                    found, tried = self._first(plan, job, now_s, book, available, table, hi)
+                if k0 < len(table.fronts):
+                    found, tried = self._first(plan, job, now_s, book, available, table, k0, hi)
                     if found is not None:
                         return found
                 scores = self._scores(table, job, lo, hi)
@@ -150,16 +152,17 @@ class Deferrer:
         book: CapacityBook,
         available: Mapping[str, float],
         table: _Table,
+        k0: int,
         hi: int,
     ) -> tuple[Placement | None, int | None]:
-        # The common case without numpy: the least-scored entry of a window from slot 0 is
+        # The common case without numpy: the least-scored entry of a window from slot k0 is
         # on the table's front (a dominated entry never scores below, nor ties ahead of, the
         # earlier entry dominating it), a dozen entries of a few hundred. When that entry
         # serves the job it is the placement; otherwise ``_best`` searches every entry, the
         # one tried here (returned) left out, exactly as if it had picked it first.
         inp, out = job.input_tokens, job.output_tokens
         entry, score = -1, _INF
-        for e, a_in, a_out, c in table.front:
+        for e, a_in, a_out, c in table.fronts[k0]:
             if e >= hi:
                 break
             s = inp * a_in + out * a_out + c
@@ -378,7 +381,7 @@ class Deferrer:
                 v: np.array([e for e, r in enumerate(rows) if r[5] == v], dtype=np.int64)
                 for v in {r[5] for r in rows if r[5] is not None}
             },
-            front=_front(coef),
+            fronts=tuple(_front(coef, int(offsets[k])) for k in range(min(2, n_slots))),
         )
 
 
@@ -399,13 +402,13 @@ def _rescore(
     scores[at - lo] = np.where((covered > 0) & (scores[at - lo] < _INF), blended, _INF)
 
 
-def _front(coef: np.ndarray) -> tuple[tuple[int, float, float, float], ...]:
-    # Entries no earlier entry dominates. Entries are sorted by slot, so an earlier entry
-    # is in every window from slot 0 that holds a later one; and an entry dominated by a
-    # dominated one is dominated by what dominates that (the front), so checking the front
-    # found so far suffices.
+def _front(coef: np.ndarray, lo: int = 0) -> tuple[tuple[int, float, float, float], ...]:
+    # Entries from ``lo`` on that no earlier one from ``lo`` dominates. Entries are sorted
+    # by slot, so an earlier entry is in every window from lo's slot that holds a later
+    # one; and an entry dominated by a dominated one is dominated by what dominates that
+    # (the front), so checking the front found so far suffices.
     front: list[tuple[int, float, float, float]] = []
-    for e, (a_in, a_out, c) in enumerate(zip(*coef.tolist(), strict=True)):
+    for e, (a_in, a_out, c) in enumerate(zip(*coef[:, lo:].tolist(), strict=True), start=lo):
         if not any(f[1] <= a_in and f[2] <= a_out and f[3] <= c for f in front):
             front.append((e, a_in, a_out, c))
     return tuple(front)
