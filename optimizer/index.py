@@ -103,8 +103,9 @@ class ConfigIndex:
         clock_minute = int(epoch_s // 60)
         found = self._minutes.get(clock_minute)
         if found is None:
-            moment = datetime.fromtimestamp(clock_minute * 60, UTC)
-            offset = self.tz.utcoffset(moment.replace(tzinfo=None))
+            # the offset of this instant (a naive time would be read as local wall time,
+            # wrong for the hours around a daylight-saving change)
+            offset = datetime.fromtimestamp(clock_minute * 60, UTC).astimezone(self.tz).utcoffset()
             local_s = clock_minute * 60 + (offset.total_seconds() if offset is not None else 0.0)
             found = int(local_s // 60) % 1440
             if len(self._minutes) > 8192:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
-from optimizer import Ask, Plan, State, rank
+from optimizer import Ask, Plan, State, index_for, rank
 from tests.unit.optimizer.tiny import START, make_config, region
 
 T0 = datetime.fromisoformat(START).timestamp()
@@ -81,3 +82,13 @@ def test_a_voucher_is_drawn_only_where_it_saves_more_than_its_shadow_price() -> 
         plan=_plan(voucher_price={"va": 5e-6}),
     )
     assert dear[0].region.id == "a" and dear[0].voucher is None and dear[0].charge.cash_yuan == 0.001
+
+
+def test_local_minute_of_day_across_a_daylight_saving_change() -> None:
+    config = make_config([region("a", "east")], timezone="America/New_York")
+    index = index_for(config)
+    start = datetime(2026, 3, 8, 0, 0, tzinfo=UTC).timestamp()  # clocks go forward at 07:00 UTC
+    for minute in range(0, 24 * 60, 7):
+        at = start + minute * 60
+        local = datetime.fromtimestamp(at, UTC).astimezone(ZoneInfo("America/New_York"))
+        assert index.minute_of_day(at) == local.hour * 60 + local.minute
