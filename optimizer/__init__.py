@@ -7,7 +7,7 @@ from optimizer.choose import Ask, Option, State, eligible, rank
 from optimizer.defer import Deferrer, Placement
 from optimizer.errors import InfeasibleError, OptimizerError
 from optimizer.forecast import Forecast
-from optimizer.hindsight import hindsight_plan, known_demand, output_bucket
+from optimizer.hindsight import hindsight_bound, hindsight_plan, known_demand, output_bucket
 from optimizer.index import Candidate, ConfigIndex, VoucherInfo, index_for
 from optimizer.payment import (
     Charge,
@@ -47,6 +47,7 @@ __all__ = [
     "charge",
     "charge_reported",
     "eligible",
+    "hindsight_bound",
     "hindsight_plan",
     "index_for",
     "known_demand",

@@ -1,11 +1,12 @@
 """Hindsight: the planner over a whole known trace, the yardstick every policy is held to.
 
 ``known_demand`` groups the known jobs by (class, origin, model, arrival slot, output
-share); a group's start window is the union of its jobs' windows, so the LP stays a
-relaxation. The output share matters because a ``tokens`` voucher is worth the yuan
-per token of the request it pays for, and output tokens cost several times input ones:
-a group mixing chatty and terse requests would price every token at the average and
-overstate the bound. With ``mix_buckets`` narrow shares the overstatement is small.
+share); a group's start window is the union of its jobs' windows. The output share
+matters because a ``tokens`` voucher is worth the yuan per token of the request it pays
+for, and output tokens cost several times input ones: narrow shares keep the averaged
+prices close to each request's. They are still averages, so the LP's value is not a
+bound (a policy picks which whole requests a voucher or a region's room serves):
+``hindsight_bound`` is, see ``optimizer.bound``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import math
 from collections.abc import Mapping, Sequence
 
 from config import Config
+from optimizer.bound import lagrangian_bound
 from optimizer.plan import plan
 from optimizer.slots import slot_edges, slot_index
 from optimizer.snapshot import Demand, Job, Plan, Snapshot
 
-__all__ = ["group_key", "hindsight_plan", "known_demand", "minute_shares", "output_bucket"]
+__all__ = ["group_key", "hindsight_bound", "hindsight_plan", "known_demand", "minute_shares", "output_bucket"]
 
 
 def output_bucket(input_tokens: float, output_tokens: float, buckets: int) -> int:
@@ -124,3 +126,24 @@ def hindsight_plan(
         demand=demand,
     )
     return plan(snapshot, time_limit_s=600.0 if by_minute else None, demand_scenarios=())
+
+
+def hindsight_bound(
+    config: Config,
+    jobs: Sequence[Job],
+    found: Plan,
+    *,
+    balances: Mapping[str, float] | None = None,
+    by_minute: bool = False,
+) -> float:
+    """A lower bound on the cash of any decisions for ``jobs`` (``found``: their hindsight plan).
+
+    ``found.cash_yuan`` is not one: see ``optimizer.bound``.
+    """
+    start, _, edges = _span(config, jobs)
+    until = math.inf if by_minute else -math.inf
+    of_job = [group_key(j, edges, by_minute_until_s=until) for j in jobs]
+    keys = {key: n for n, key in enumerate(dict.fromkeys(of_job))}  # known_demand's order
+    groups = [keys[key] for key in of_job]
+    have = dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers}
+    return lagrangian_bound(config, jobs, groups, found, now_s=start, balances=have)

@@ -31,6 +31,7 @@ from optimizer import (
     Snapshot,
     State,
     charge,
+    hindsight_bound,
     hindsight_plan,
     index_for,
     known_demand,
@@ -139,7 +140,7 @@ class _Engine:
             started = time.perf_counter()
             self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
-            self.bound = self.plan.cash_yuan
+            self.bound = hindsight_bound(self.config, self.trace.jobs, self.plan, by_minute=True)
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
             self.ahead = book_ahead(self)

@@ -1,0 +1,56 @@
+"""The hindsight bound is a lower bound on what checker-verified decisions pay."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optimizer import hindsight_bound, hindsight_plan
+from router.simulate_engine import replay
+from router.simulate_trace import parse_trace
+from tests.unit.optimizer.checker import check_decisions
+from tests.unit.optimizer.tiny import make_config, make_trace, region
+
+
+def _chatty_and_terse():  # noqa: ANN202
+    # Output tokens cost 4x input ones; a tokens voucher of 100 tokens pays for one of
+    # two requests in the same output-share band (0.39 and 0.30 of 100 tokens each).
+    east = region("a", "east")
+    east["models"][0]["price"] = {"input": 1.0, "output": 4.0, "train": 1.0}
+    config = make_config([east], [{"id": "v", "region": "a", "kind": "tokens", "amount": 100}])
+    lines = make_trace([{"t": 10, "input": 61, "output": 39}, {"t": 20, "input": 70, "output": 30}])
+    return config, lines
+
+
+def test_bound_is_below_decisions_that_spend_a_tokens_voucher_on_the_chatty_request() -> None:
+    config, lines = _chatty_and_terse()
+    decisions = [
+        json.dumps({"i": 0, "region": "a", "start": 10, "voucher": "v", "cash_yuan": 0.0}),
+        json.dumps({"i": 1, "region": "a", "start": 20, "voucher": None, "cash_yuan": 190e-6}),
+    ]
+    check = check_decisions(config, lines, decisions)
+    assert check.violations == []
+    assert check.cash_yuan == pytest.approx(190e-6, abs=1e-12)
+    trace = parse_trace(lines, config)
+    # The LP of the averaged group prices every voucher token at the group's mean yuan
+    # per token: 203.5e-6, more than these decisions pay. The bound must not be.
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    assert found.cash_yuan > check.cash_yuan
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    assert bound <= check.cash_yuan + 1e-12
+    assert bound == pytest.approx(190e-6, abs=1e-9)  # and tight: the LP's price splits the two
+    result = replay(config, trace, "hindsight")
+    assert result.bound_cash_yuan is not None
+    assert result.bound_cash_yuan <= check.cash_yuan + 1e-12
+    assert sum(d.cash_yuan for d in result.decisions) >= result.bound_cash_yuan - 1e-12
+
+
+def test_bound_is_the_lp_value_when_a_group_s_requests_are_alike() -> None:
+    config, _ = _chatty_and_terse()
+    lines = make_trace([{"t": 10, "input": 60, "output": 40}, {"t": 20, "input": 60, "output": 40}])
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    assert bound == pytest.approx(found.cash_yuan, abs=1e-9)
+    assert bound == pytest.approx(220e-6, abs=1e-9)
