@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from config import Config
-from optimizer import plan as planner
+from optimizer.plan import UNSERVED_YUAN, _columns
 from optimizer.snapshot import Job, Plan, Snapshot
 
 __all__ = ["lagrangian_bound"]
@@ -60,7 +60,7 @@ def lagrangian_bound(
         config=config, now_s=now_s, horizon_s=edges[-1] - now_s, balances=dict(balances), demand=tuple(probes)
     )
     per_group: list[dict[tuple[str, int, str | None], list[float]]] = [{} for _ in found.demand]
-    for col in planner._columns(snapshot, edges):
+    for col in _columns(snapshot, edges):
         cols = per_group[col.demand // 2]
         key = (col.region, col.slot, col.voucher)
         have = cols.setdefault(key, [0.0] * 7)
@@ -87,7 +87,7 @@ def lagrangian_bound(
         if d.work_class == "interactive" and math.floor(d.earliest / 60.0) == math.floor(d.latest / 60.0):
             minute = math.floor(d.earliest / 60.0)
         # per column: yuan per input token, per output token, per request
-        coefs = [(0.0, 0.0, planner.UNSERVED_YUAN)]  # unserved: M per request
+        coefs = [(0.0, 0.0, UNSERVED_YUAN)]  # unserved: M per request
         for (region, slot, voucher), (c1, u1, t1, c2, u2, t2, req) in per_group[g].items():
             lam = found.voucher_price.get(voucher, 0.0) if voucher is not None else 0.0
             tok = found.token_price.get(region, ())
@@ -106,7 +106,7 @@ def lagrangian_bound(
         outs = np.array([jobs[n].output_tokens for n in members[g]])
         values = np.outer(ins, a[:, 0]) + np.outer(outs, a[:, 1]) + a[:, 2]
         total += float(values.min(axis=1).sum())
-    return total - _rhs(config, found, balances) - planner.UNSERVED_YUAN * found.unserved_requests
+    return total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests
 
 
 def _rhs(config: Config, found: Plan, balances: Mapping[str, float]) -> float:
