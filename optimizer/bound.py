@@ -15,7 +15,12 @@ request i's own cash and row coefficients (linear in its input and output tokens
 ``b`` the rows' right-hand sides. By weak duality every ``L(lambda)`` with
 ``lambda >= 0`` is at most the cost (cash plus ``M`` per unserved request) of any
 feasible set of decisions, whatever the duals' accuracy; at the LP's duals it is at most
-the LP's value, and falls short of it only by the grouping's own error.
+the LP's value, and falls short of it only by the grouping's own error. A clock
+minute's interactive requests meet no other minute's (minute) rows, so those rows'
+prices are improved minute by minute with a few line searches (L is concave in them).
+
+A request's real draw on a ``tokens`` voucher and on a region's tpm is its model tokens
+rounded up (the ledger's); the LP's are the exact product, no more: still a relaxation.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from optimizer.plan import UNSERVED_YUAN, _columns
 from optimizer.snapshot import Job, Plan, Snapshot
 
 __all__ = ["lagrangian_bound"]
+
+_STEPS = 12  # golden-section steps of each line search over a minute row's price
 
 
 
@@ -79,34 +86,94 @@ def lagrangian_bound(
     for n, g in enumerate(groups):
         members[g].append(n)
 
+    limits = {r.id: r.limits for r in config.regions}
     total = 0.0
+    # minute -> per group: values without the minute rows' terms, model tokens and
+    # requests per (request, column), and each column's region (None: no minute row)
+    by_minute: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]]] = {}
     for g, d in enumerate(found.demand):
         if not members[g]:
             continue
         minute = None
         if d.work_class == "interactive" and math.floor(d.earliest / 60.0) == math.floor(d.latest / 60.0):
             minute = math.floor(d.earliest / 60.0)
-        # per column: yuan per input token, per output token, per request
-        coefs = [(0.0, 0.0, UNSERVED_YUAN)]  # unserved: M per request
+        # per column: yuan per input token, per output token, per request; tokens per
+        # input and output token and requests the minute rows count
+        coefs = [(0.0, 0.0, UNSERVED_YUAN, 0.0, 0.0, 0.0)]  # unserved: M per request
+        regions: list[str | None] = [None]
         for (region, slot, voucher), (c1, u1, t1, c2, u2, t2, req) in per_group[g].items():
             lam = found.voucher_price.get(voucher, 0.0) if voucher is not None else 0.0
             tok = found.token_price.get(region, ())
             rq = found.request_price.get(region, ())
             per_token = tok[slot] if tok else 0.0
             per_request = rq[slot] if rq else 0.0
-            if minute is not None and t2 > 0:
-                mt, mr = found.minute_price.get((region, minute), (0.0, 0.0))
-                per_token += mt
-                per_request += mr
             per_in = c1 + lam * u1 + per_token * t1
             per_out = (c2 - c1) + lam * (u2 - u1) + per_token * (t2 - t1)
-            coefs.append((per_in, per_out, per_request * req))
+            counted = minute is not None and t2 > 0
+            rows = (t1, t2 - t1, req) if counted else (0.0, 0.0, 0.0)
+            coefs.append((per_in, per_out, per_request * req, *rows))
+            regions.append(region if counted else None)
         a = np.array(coefs)
         ins = np.array([jobs[n].input_tokens for n in members[g]])
         outs = np.array([jobs[n].output_tokens for n in members[g]])
         values = np.outer(ins, a[:, 0]) + np.outer(outs, a[:, 1]) + a[:, 2]
-        total += float(values.min(axis=1).sum())
+        if minute is None:
+            total += float(values.min(axis=1).sum())
+            continue
+        tokens = np.outer(ins, a[:, 3]) + np.outer(outs, a[:, 4])
+        by_minute.setdefault(minute, []).append((values, tokens, a[:, 5], regions))
+    for minute in {m for _, m in found.minute_price} | set(by_minute):
+        total += _minute_value(by_minute.get(minute, []), minute, found, limits)
     return total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests
+
+
+def _minute_value(parts, minute: int, found: Plan, limits) -> float:  # noqa: ANN001
+    # One clock minute's interactive requests with its (minute) rows relaxed, at the
+    # best prices a few line searches find from the LP's: the minute's requests meet
+    # no other minute's rows, and any prices >= 0 keep the bound.
+    names = sorted({r for *_, regions in parts for r in regions if r is not None})
+    names += sorted({r for r, m in found.minute_price if m == minute} - set(names))
+    where = {r: n for n, r in enumerate(names)}
+    picks = [np.array([where[r] if r is not None else len(names) for r in regions]) for *_, regions in parts]
+    start = [found.minute_price.get((r, minute), (0.0, 0.0)) for r in names]
+    prices = np.array([[p[0] for p in start], [p[1] for p in start]])  # (token, request) x region
+    caps = np.array([
+        [limits[r].tpm if limits[r].tpm is not None else 0.0 for r in names],
+        [limits[r].rpm if limits[r].rpm is not None else 0.0 for r in names],
+    ])
+
+    def value(prices: np.ndarray) -> float:
+        per_token = np.append(prices[0], 0.0)
+        per_request = np.append(prices[1], 0.0)
+        out = -float((prices * caps).sum())
+        for (values, tokens, requests, _), pick in zip(parts, picks, strict=True):
+            out += float((values + tokens * per_token[pick] + requests * per_request[pick]).min(axis=1).sum())
+        return out
+
+    best = value(prices)
+    if not parts:
+        return best
+    for kind in (0, 1):
+        for n in range(len(names)):
+            if prices[kind, n] <= 0:
+                continue  # a row the LP found slack: its price stays 0
+            lo, hi = 0.0, 2.0 * prices[kind, n]
+            for _ in range(_STEPS):
+                left, right = lo + (hi - lo) * 0.382, lo + (hi - lo) * 0.618
+                trial = prices.copy()
+                trial[kind, n] = left
+                at_left = value(trial)
+                trial[kind, n] = right
+                if at_left >= value(trial):
+                    hi = right
+                else:
+                    lo = left
+            trial = prices.copy()
+            trial[kind, n] = (lo + hi) / 2
+            got = value(trial)
+            if got > best:
+                best, prices = got, trial
+    return best
 
 
 def _rhs(config: Config, found: Plan, balances: Mapping[str, float]) -> float:
@@ -123,9 +190,4 @@ def _rhs(config: Config, found: Plan, balances: Mapping[str, float]) -> float:
                 if price > 0:
                     minutes = math.ceil(edges[k + 1] / 60.0) - math.floor(edges[k] / 60.0)
                     out += price * max(limit * minutes, 0.0)
-    for (region, _), (per_token, per_request) in found.minute_price.items():
-        if limits[region].tpm is not None:
-            out += per_token * max(limits[region].tpm, 0.0)
-        if limits[region].rpm is not None:
-            out += per_request * max(limits[region].rpm, 0.0)
-    return out
+    return out  # the (minute) rows: ``_minute_value``
