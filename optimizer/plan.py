@@ -43,12 +43,16 @@ Averaging (forecast demand only)
     A voucher's dual jumps between 0 and its full cash value as the forecast demand for it
     crosses its balance, so one wrong forecast prices it badly. The LP is also solved with
     every n_d (and so every coefficient of x) scaled by each factor f in
-    ``demand_scenarios`` (default ``FORECAST_SPREAD``, empty for now). Shares stay
-    shares, so that is the same LP with every (tpm), (rpm), (minute) and (voucher)
-    right-hand side divided by f, and its duals keep their units; GLOP re-solves it from
-    the basis it has. A voucher's shadow price is the mean of its duals over the forecast
-    and the scenarios solved to optimality; the flows, cash and capacity prices are the
-    forecast's own. Known demand (hindsight, a batch file) passes ``()``: the plain LP.
+    ``demand_scenarios`` (default ``FORECAST_SPREAD``). Shares stay shares, so that is
+    the same LP with every (tpm), (rpm), (minute) and (voucher) right-hand side divided
+    by f, and its duals keep their units; GLOP re-solves it from the basis it has. A
+    voucher's shadow price is the mean of its duals over the forecast and the scenarios
+    solved to optimality, but never below the forecast's own dual: averaging only raises
+    a price. The flows, cash and capacity prices are the forecast's own, and a voucher
+    priced below them would draw traffic onto its region that the forecast's plan (and
+    so its capacity prices) never reserved room for; a raised price only sends traffic
+    to cash elsewhere, as greedy would. Known demand (hindsight, a batch file) passes
+    ``()``: the plain LP.
 """
 
 from __future__ import annotations
@@ -72,11 +76,10 @@ _DELAY_YUAN = 1e-9  # per slot of delay per share: among equal costs, start earl
 # A forecast is often off by a factor of two, and a voucher's price jumps between 0
 # (enough for all its demand) and its full cash value (short) as the demand crosses its
 # balance: the price averaged over demand factors degrades gently when the forecast is
-# wrong. Off for now: (0.5, 0.75, 4 / 3, 2.0) brought the replays' worst opt/bound from
-# 1.102 to 1.080 (seed 7), but on `scarcity` a cheaper shanghai credit drew deepseek
-# traffic that a minute's burst of qwen-plus then found no east room for (1 interactive
-# rejection where greedy has none); the chooser must guard a minute's last room first.
-FORECAST_SPREAD: tuple[float, ...] = ()
+# wrong. Only raised, never lowered: a plain mean made the shanghai credit cheaper on
+# `scarcity`, drew deepseek traffic there, and a minute's burst of qwen-plus then found
+# no east room (1 interactive rejection where greedy has none).
+FORECAST_SPREAD: tuple[float, ...] = (0.5, 0.75, 4 / 3, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +230,8 @@ def plan(
         solved += 1
         for v, row in voucher_rows.items():
             totals[v] += max(0.0, -row.dual_value())  # type: ignore[attr-defined]
-    return dataclasses.replace(found, voucher_price={v: t / solved for v, t in totals.items()})
+    own = found.voucher_price
+    return dataclasses.replace(found, voucher_price={v: max(own[v], t / solved) for v, t in totals.items()})
 
 
 def _solve(solver) -> int:  # noqa: ANN001 - a pywraplp.Solver

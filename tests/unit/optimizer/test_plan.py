@@ -73,6 +73,17 @@ def test_voucher_price_is_averaged_over_the_demand_scenarios() -> None:
     assert averaged.cash_yuan == pytest.approx(0.0, abs=1e-9)  # the flows are the forecast's own
 
 
+def test_averaging_never_lowers_the_forecasts_own_voucher_price() -> None:
+    # Forecast demand of 1.5 yuan runs the 1-yuan voucher short (price 1); only the x0.5
+    # scenario leaves it slack. The mean of 4/5 would make it cheaper than the forecast's
+    # own plan assumes, so the forecast's price stands.
+    from optimizer import plan
+
+    snapshot = _credit_snapshot(1.5)
+    assert plan(snapshot, demand_scenarios=()).voucher_price["c"] == pytest.approx(1.0, abs=1e-6)
+    assert plan(snapshot, demand_scenarios=SPREAD).voucher_price["c"] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_scenarios_rescale_limits_and_balances_only_for_the_voucher_prices() -> None:
     # Demand of 3 yuan against a 1-yuan voucher: short in every scenario (price 1), and
     # the plan's cash is still that of the forecast demand: 2 yuan.
