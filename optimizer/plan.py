@@ -37,7 +37,8 @@ duals the capacity prices (yuan per model token, per request) the chooser adds t
 
 Splitting a request between a voucher and cash relaxes "at most one voucher, the rest
 in cash" (the voucher pays ``min(balance, need)``), so the value is a lower bound on
-what any policy pays for the same demand.
+what any policy pays for demand shaped exactly as the groups; whole requests of one group
+differ, and a policy can beat their average (``optimizer.bound`` gives the valid bound).
 
 Averaging (forecast demand only)
     A voucher's dual jumps between 0 and its full cash value as the forecast demand for it
