@@ -89,6 +89,15 @@ def _span(config: Config, jobs: Sequence[Job]) -> tuple[float, float, tuple[floa
     return start, end, tuple(slot_edges(config, start, end))
 
 
+def _groups(
+    jobs: Sequence[Job], edges: Sequence[float], until_s: float
+) -> tuple[list[tuple[str, str, str, int, int]], list[int]]:
+    # known_demand's groups in its order (first seen), and each job's index among them
+    of_job = [group_key(job, edges, by_minute_until_s=until_s) for job in jobs]
+    order = {key: n for n, key in enumerate(dict.fromkeys(of_job))}
+    return list(order), [order[key] for key in of_job]
+
+
 def minute_shares(
     config: Config, jobs: Sequence[Job], plan: Plan
 ) -> dict[tuple[str, str, str, int, int], dict[tuple[str, str | None], float]]:
@@ -97,7 +106,7 @@ def minute_shares(
     The groups are keyed as ``group_key`` keys them; ``plan`` must be that plan.
     """
     _, _, edges = _span(config, jobs)
-    keys = list(dict.fromkeys(group_key(job, edges, by_minute_until_s=math.inf) for job in jobs))
+    keys, _ = _groups(jobs, edges, math.inf)
     if len(keys) != len(plan.demand):
         return {}  # not the plan of these jobs
     out: dict[tuple[str, str, str, int, int], dict[tuple[str, str | None], float]] = {}
@@ -141,9 +150,6 @@ def hindsight_bound(
     ``found.cash_yuan`` is not one: see ``optimizer.bound``.
     """
     start, _, edges = _span(config, jobs)
-    until = math.inf if by_minute else -math.inf
-    of_job = [group_key(j, edges, by_minute_until_s=until) for j in jobs]
-    keys = {key: n for n, key in enumerate(dict.fromkeys(of_job))}  # known_demand's order
-    groups = [keys[key] for key in of_job]
+    _, groups = _groups(jobs, edges, math.inf if by_minute else -math.inf)
     have = dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers}
     return lagrangian_bound(config, jobs, groups, found, now_s=start, balances=have)

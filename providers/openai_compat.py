@@ -68,17 +68,14 @@ class OpenAICompatUpstream:
                 if response.status < 400 and not streamed:
                     waiting.reschedule(asyncio.get_running_loop().time() + timeouts.idle_s)
                     payload = await response.read()
-        except TimeoutError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             if answered:
                 response.release()
                 raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
-            raise UpstreamTimeout(
-                region.id, 0, "no answer before the first-byte timeout", retryable=True
-            ) from exc
-        except aiohttp.ClientError as exc:
-            if answered:
-                response.release()
-                raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout(
+                    region.id, 0, "no answer before the first-byte timeout", retryable=True
+                ) from exc
             raise UpstreamError(
                 region.id, 0, f"connection failed: {type(exc).__name__}", retryable=True
             ) from exc
