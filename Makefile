@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(BIN)/suanli demo --port $(PORT)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check config optimizer providers router tests examples benchmarks
+	$(BIN)/ruff check suanli config optimizer providers router tests examples benchmarks
 
 test: $(VENV)/.installed-dev lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -22,9 +22,9 @@ def free_port() -> int:
 
 
 def spawn(args: list[str], ready_url: str) -> subprocess.Popen:
-    """``python -m router.cli ARGS``, returned once ``ready_url`` answers (killed after 60 s if not)."""
+    """``python -m suanli ARGS``, returned once ``ready_url`` answers (killed after 60 s if not)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", *args],
+        [sys.executable, "-m", "suanli", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

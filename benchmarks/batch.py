@@ -31,12 +31,12 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import Limits, load_catalog  # noqa: E402
-from optimizer import list_cost_yuan, off_peak_active  # noqa: E402
-from router.app import ROUTER, create_app  # noqa: E402
-from router.clocks import VirtualClock  # noqa: E402
-from router.limits import RequestLimits  # noqa: E402
-from router.workloads import WORKLOADS  # noqa: E402
+from suanli.config import Limits, load_catalog  # noqa: E402
+from suanli.optimizer import list_cost_yuan, off_peak_active  # noqa: E402
+from suanli.router.core.clocks import VirtualClock  # noqa: E402
+from suanli.router.core.limits import RequestLimits  # noqa: E402
+from suanli.router.http.app import ROUTER, create_app  # noqa: E402
+from suanli.router.http.workloads import WORKLOADS  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
 SUBMIT = datetime(2026, 12, 1, 10, 0, tzinfo=TZ)

@@ -36,8 +36,8 @@ from _procs import spawn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from config import catalog_text, load_config  # noqa: E402
-from optimizer import Ask, State, rank  # noqa: E402
+from suanli.config import catalog_text, load_config  # noqa: E402
+from suanli.optimizer import Ask, State, rank  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "东数西算是什么？"}]
 SPEED_UP = 20  # sim latencies are the catalog's divided by this

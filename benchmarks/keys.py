@@ -28,10 +28,10 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import load_catalog  # noqa: E402
-from router.keys import KeyRing, new_secret, secret_sha256  # noqa: E402
-from router.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
-from router.ledger_keys import KeyRow  # noqa: E402
+from suanli.config import load_catalog  # noqa: E402
+from suanli.router.core.keys import KeyRing, new_secret, secret_sha256  # noqa: E402
+from suanli.router.ledger.keys import KeyRow  # noqa: E402
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
 
 MASTER = "sk-master-bench"
 
@@ -118,8 +118,8 @@ async def run_pg(dsn: str, n: int) -> list[str]:
     """The PostgreSQL rows, in a schema made and dropped here."""
     import asyncpg
 
-    from router.ledger_pg import PgLedger
-    from router.ledger_pg_schema import pg_url
+    from suanli.router.ledger.postgres.ledger import PgLedger
+    from suanli.router.ledger.postgres.schema import pg_url
 
     config = load_catalog()
     clock = lambda: datetime.now(UTC)  # noqa: E731

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import Voucher  # noqa: E402
-from router.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
+from suanli.config import Voucher  # noqa: E402
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
 
 
 def _percentiles(samples_ns: list[int]) -> str:

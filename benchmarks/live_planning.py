@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from config import load_config  # noqa: E402
-from optimizer import Ask, State, rank  # noqa: E402
-from router.planning import Replanner  # noqa: E402
-from router.simulate_trace import load_trace  # noqa: E402
+from suanli.config import load_config  # noqa: E402
+from suanli.optimizer import Ask, State, rank  # noqa: E402
+from suanli.router.core.planning import Replanner  # noqa: E402
+from suanli.router.simulate.trace import load_trace  # noqa: E402
 
 
 class Clock:

@@ -40,10 +40,10 @@ POLICIES = ("greedy", "round_robin", "optimizer", "hindsight")
 
 def run_one(scenario: str, policy: str) -> dict:
     """Replay one scenario under one policy; the figures of the table (runs in a worker)."""
-    from config import load_config
-    from router.simulate import decision_lines, summary
-    from router.simulate_engine import replay
-    from router.simulate_trace import load_trace
+    from suanli.config import load_config
+    from suanli.router.simulate.cli import decision_lines, summary
+    from suanli.router.simulate.engine import replay
+    from suanli.router.simulate.trace import load_trace
     from tests.unit.optimizer.checker import check_decisions
 
     path = Path(scenario)

@@ -359,7 +359,7 @@ def main() -> None:
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
     plans = [("direct", [sys.executable, str(HERE / "_upstream.py"), "--port", str(upstream_port)], {})]
     config = suanli_config(work, upstream, models)
-    suanli = [sys.executable, "-m", "router.cli", "serve", "--config", str(config)]
+    suanli = [sys.executable, "-m", "suanli", "serve", "--config", str(config)]
     if opts.profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         kind = "raw" if opts.profile.endswith(".txt") else "flamegraph"  # raw: collapsed stacks

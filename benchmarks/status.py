@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import load_catalog  # noqa: E402
-from router.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
-from router.metrics import MetricsBook, render_metrics  # noqa: E402
-from router.results import Routing  # noqa: E402
-from router.status_feed import UsageFeed  # noqa: E402
+from suanli.config import load_catalog  # noqa: E402
+from suanli.router.core.metrics import MetricsBook, render_metrics  # noqa: E402
+from suanli.router.core.results import Routing  # noqa: E402
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
+from suanli.router.status.feed import UsageFeed  # noqa: E402
 
 
 class _Clock:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from providers.tokenizer import count_message_tokens, load_tokenizer  # noqa: E402
+from suanli.providers.tokenizer import count_message_tokens, load_tokenizer  # noqa: E402
 
 _SAMPLE = "你好，世界！这是一个测试。The quick brown fox jumps over the lazy dog. "
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from config.errors import ConfigError
-from config.health import HealthSettings, ProbeSettings
-from config.loader import catalog_text, load_catalog, load_config, parse_config
-from config.schema import (
+from suanli.config.errors import ConfigError
+from suanli.config.health import HealthSettings, ProbeSettings
+from suanli.config.loader import catalog_text, load_catalog, load_config, parse_config
+from suanli.config.schema import (
     Capability,
     Classes,
     Config,

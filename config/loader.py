@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import ValidationError
 
-from config.errors import ConfigError
-from config.schema import Config
+from suanli.config.errors import ConfigError
+from suanli.config.schema import Config
 
 __all__ = ["CATALOG_NAME", "catalog_text", "load_catalog", "load_config", "parse_config"]
 

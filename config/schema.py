@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from config.health import HealthSettings, ProbeMode
+from suanli.config.health import HealthSettings, ProbeMode
 
 __all__ = [
     "BatchClass",
@@ -246,7 +246,7 @@ class Config(_Frozen):
     default_max_tokens: int = Field(default=4096, gt=0)
     ledger: LedgerSettings = LedgerSettings()
     data_dir: str | None = None  # uploaded files and batch results; default: beside a SQLite ledger
-    # redis://host:6379/0: region limits shared by every replica (router/limits_shared.py)
+    # redis://host:6379/0: region limits shared by every replica (router/core/limits_shared.py)
     limits_url: str | None = Field(default=None, pattern=r"^rediss?://")
     planner: PlannerSettings = PlannerSettings()
     classes: Classes = Classes()

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from router import Router
-from router.core import RequestContext
+from suanli.router import Router
+from suanli.router.core.router import RequestContext
 
 
 async def main(config: str | None) -> None:
@@ -38,7 +38,7 @@ async def main(config: str | None) -> None:
 def _bundled_with_local_ledger() -> dict:
     import yaml
 
-    from config import catalog_text
+    from suanli.config import catalog_text
 
     data = yaml.safe_load(catalog_text())
     data["ledger"] = {"url": "sqlite:///suanli-embedded.db"}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from optimizer.capacity import CapacityBook, minute_of
-from optimizer.choose import Ask, Option, State, eligible, rank
-from optimizer.defer import Deferrer, Placement
-from optimizer.errors import InfeasibleError, OptimizerError
-from optimizer.forecast import Forecast
-from optimizer.hindsight import hindsight_bound, hindsight_plan, known_demand, output_bucket
-from optimizer.index import Candidate, ConfigIndex, VoucherInfo, index_for
-from optimizer.payment import (
+from suanli.optimizer.capacity import CapacityBook, minute_of
+from suanli.optimizer.choose import Ask, Option, State, eligible, rank
+from suanli.optimizer.defer import Deferrer, Placement
+from suanli.optimizer.errors import InfeasibleError, OptimizerError
+from suanli.optimizer.forecast import Forecast
+from suanli.optimizer.hindsight import hindsight_bound, hindsight_plan, known_demand, output_bucket
+from suanli.optimizer.index import Candidate, ConfigIndex, VoucherInfo, index_for
+from suanli.optimizer.payment import (
     Charge,
     charge,
     charge_reported,
@@ -19,9 +19,9 @@ from optimizer.payment import (
     voucher_pays,
     voucher_usable,
 )
-from optimizer.plan import FORECAST_SPREAD, UNSERVED_YUAN, plan
-from optimizer.slots import local_minute, slot_edges, slot_index
-from optimizer.snapshot import Demand, Flow, Job, Plan, Snapshot
+from suanli.optimizer.plan import FORECAST_SPREAD, UNSERVED_YUAN, plan
+from suanli.optimizer.slots import local_minute, slot_edges, slot_index
+from suanli.optimizer.snapshot import Demand, Flow, Job, Plan, Snapshot
 
 __all__ = [
     "Ask",

@@ -31,9 +31,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from config import Config
-from optimizer.plan import UNSERVED_YUAN, _columns
-from optimizer.snapshot import Job, Plan, Snapshot
+from suanli.config import Config
+from suanli.optimizer.plan import UNSERVED_YUAN, _columns
+from suanli.optimizer.snapshot import Job, Plan, Snapshot
 
 __all__ = ["lagrangian_bound"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from array import array
 
-from config import Config
+from suanli.config import Config
 
 __all__ = ["CapacityBook", "minute_of"]
 

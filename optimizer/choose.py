@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
-from optimizer.index import Candidate, index_for
-from optimizer.payment import Charge
-from optimizer.prices import SlotPrices, prices_for
-from optimizer.snapshot import Plan
+from suanli.config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
+from suanli.optimizer.index import Candidate, index_for
+from suanli.optimizer.payment import Charge
+from suanli.optimizer.prices import SlotPrices, prices_for
+from suanli.optimizer.snapshot import Plan
 
 __all__ = ["Ask", "Option", "State", "eligible", "rank"]
 

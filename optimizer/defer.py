@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from config import Config, Offer, WorkClass, Zone
-from optimizer.capacity import CapacityBook, minute_of
-from optimizer.index import Candidate, ConfigIndex, index_for
-from optimizer.snapshot import Job, Plan
+from suanli.config import Config, Offer, WorkClass, Zone
+from suanli.optimizer.capacity import CapacityBook, minute_of
+from suanli.optimizer.index import Candidate, ConfigIndex, index_for
+from suanli.optimizer.snapshot import Job, Plan
 
 if TYPE_CHECKING:  # numpy (~13 MB) loads on first use: a proxy without batch work never needs it
     import numpy as np

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from config import Config, WorkClass, Zone
-from optimizer.hindsight import output_bucket
-from optimizer.index import index_for
-from optimizer.snapshot import Demand
+from suanli.config import Config, WorkClass, Zone
+from suanli.optimizer.hindsight import output_bucket
+from suanli.optimizer.index import index_for
+from suanli.optimizer.snapshot import Demand
 
 __all__ = ["Forecast", "WORKING_DAY"]
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from config import Config
-from optimizer.bound import lagrangian_bound
-from optimizer.plan import plan
-from optimizer.slots import slot_edges, slot_index
-from optimizer.snapshot import Demand, Job, Plan, Snapshot
+from suanli.config import Config
+from suanli.optimizer.bound import lagrangian_bound
+from suanli.optimizer.plan import plan
+from suanli.optimizer.slots import slot_edges, slot_index
+from suanli.optimizer.snapshot import Demand, Job, Plan, Snapshot
 
 __all__ = ["group_key", "hindsight_bound", "hindsight_plan", "known_demand", "minute_shares", "output_bucket"]
 

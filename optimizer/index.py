@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from threading import Lock
 from zoneinfo import ZoneInfo
 
-from config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
+from suanli.config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
 
 __all__ = ["Candidate", "ConfigIndex", "VoucherInfo", "index_for"]
 

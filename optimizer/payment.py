@@ -10,7 +10,7 @@ import math
 from datetime import datetime, tzinfo
 from typing import NamedTuple
 
-from config import Offer, Voucher, WorkClass
+from suanli.config import Offer, Voucher, WorkClass
 
 __all__ = [
     "Charge",

@@ -64,11 +64,11 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from config import Config
-from optimizer.errors import InfeasibleError
-from optimizer.index import Candidate, ConfigIndex, index_for
-from optimizer.slots import slot_edges
-from optimizer.snapshot import Demand, Flow, Plan, Snapshot
+from suanli.config import Config
+from suanli.optimizer.errors import InfeasibleError
+from suanli.optimizer.index import Candidate, ConfigIndex, index_for
+from suanli.optimizer.slots import slot_edges
+from suanli.optimizer.snapshot import Demand, Flow, Plan, Snapshot
 
 __all__ = ["FORECAST_SPREAD", "UNSERVED_YUAN", "plan"]
 
@@ -320,7 +320,7 @@ def _booked_per_slot(
     snapshot: Snapshot, edges: tuple[float, ...]
 ) -> dict[tuple[str, int], tuple[float, float]]:
     # (region, slot) -> (model tokens, requests) already committed
-    from optimizer.slots import slot_index
+    from suanli.optimizer.slots import slot_index
 
     out: dict[tuple[str, int], tuple[float, float]] = {}
     for (region, minute), (tokens, requests) in snapshot.booked.items():

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from threading import Lock
 
-from config import Config
-from optimizer.snapshot import Plan
+from suanli.config import Config
+from suanli.optimizer.snapshot import Plan
 
 __all__ = ["DEFERRED_SHARE", "PlanPrices", "SlotPrices", "prepare_prices", "prices_for"]
 

@@ -28,11 +28,11 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from config import Config, Offer
-from optimizer.hindsight import group_key
-from optimizer.index import index_for
-from optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
-from optimizer.snapshot import Job
+from suanli.config import Config, Offer
+from suanli.optimizer.hindsight import group_key
+from suanli.optimizer.index import index_for
+from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
+from suanli.optimizer.snapshot import Job
 
 __all__ = ["VOUCHER_WEIGHT", "Placement", "round_interactive"]
 

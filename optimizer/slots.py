@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from config import Config
+from suanli.config import Config
 
 __all__ = ["local_minute", "slot_edges", "slot_index"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from config import Config, WorkClass, Zone
-from optimizer.slots import slot_index
+from suanli.config import Config, WorkClass, Zone
+from suanli.optimizer.slots import slot_index
 
 __all__ = ["Demand", "Flow", "Job", "Plan", "Snapshot"]
 

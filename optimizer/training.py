@@ -17,10 +17,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from config import Config, Offer
-from optimizer.index import index_for
-from optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
-from optimizer.snapshot import Job
+from suanli.config import Config, Offer
+from suanli.optimizer.index import index_for
+from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
+from suanli.optimizer.snapshot import Job
 
 __all__ = ["MAX_JOBS", "TrainingPlacement", "place_training"]
 

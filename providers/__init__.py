@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from providers.base import Endpoint, Reply, StreamReply, Upstream, UpstreamCall, Usage
-from providers.errors import ProviderError, UpstreamBroken, UpstreamError, UpstreamTimeout
-from providers.tokenizer import (
+from suanli.providers.base import Endpoint, Reply, StreamReply, Upstream, UpstreamCall, Usage
+from suanli.providers.errors import ProviderError, UpstreamBroken, UpstreamError, UpstreamTimeout
+from suanli.providers.tokenizer import (
     count_message_tokens,
     count_prompt_tokens,
     count_tokens,
@@ -20,9 +20,9 @@ from providers.tokenizer import (
 )
 
 if TYPE_CHECKING:
-    from providers.litellm_adapter import LiteLLMUpstream
-    from providers.openai_compat import OpenAICompatUpstream
-    from providers.sim import SimFleet, create_sim_app, run_fleet_forever
+    from suanli.providers.litellm_adapter import LiteLLMUpstream
+    from suanli.providers.openai_compat import OpenAICompatUpstream
+    from suanli.providers.sim import SimFleet, create_sim_app, run_fleet_forever
 
 __all__ = [
     "Endpoint",
@@ -49,11 +49,11 @@ __all__ = [
 
 # public name -> module that defines it, imported on first access
 _LAZY = {
-    "LiteLLMUpstream": "providers.litellm_adapter",
-    "OpenAICompatUpstream": "providers.openai_compat",
-    "SimFleet": "providers.sim",
-    "create_sim_app": "providers.sim",
-    "run_fleet_forever": "providers.sim",
+    "LiteLLMUpstream": "suanli.providers.litellm_adapter",
+    "OpenAICompatUpstream": "suanli.providers.openai_compat",
+    "SimFleet": "suanli.providers.sim",
+    "create_sim_app": "suanli.providers.sim",
+    "run_fleet_forever": "suanli.providers.sim",
 }
 
 

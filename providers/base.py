@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from config import Region
+from suanli.config import Region
 
 __all__ = ["Endpoint", "Reply", "StreamReply", "Upstream", "UpstreamCall", "Usage"]
 

@@ -11,9 +11,9 @@ import asyncio
 import aiohttp
 import orjson
 
-from config import Region
-from providers.errors import UpstreamError
-from providers.tokenizer import count_message_tokens, count_tokens
+from suanli.config import Region
+from suanli.providers.errors import UpstreamError
+from suanli.providers.tokenizer import count_message_tokens, count_tokens
 
 __all__ = ["FineTuneClient", "training_tokens"]
 

@@ -20,8 +20,8 @@ from types import ModuleType
 
 import orjson
 
-from providers.base import Reply, StreamReply, UpstreamCall, Usage
-from providers.errors import ProviderError, UpstreamBroken, UpstreamError, UpstreamTimeout
+from suanli.providers.base import Reply, StreamReply, UpstreamCall, Usage
+from suanli.providers.errors import ProviderError, UpstreamBroken, UpstreamError, UpstreamTimeout
 
 __all__ = ["LiteLLMUpstream", "load_litellm", "scrub", "translate_error"]
 

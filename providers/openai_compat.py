@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
-from providers.base import Reply, StreamReply, UpstreamCall, Usage
-from providers.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
+from suanli.providers.base import Reply, StreamReply, UpstreamCall, Usage
+from suanli.providers.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
 
 __all__ = ["OpenAICompatUpstream", "parse_usage", "redact"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from config import ProbeSettings, Region
+from suanli.config import ProbeSettings, Region
 
 __all__ = ["ProbeResult", "Prober", "probe_once"]
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from config import Config, Region
-from providers.sim_app import SIM_STATE, SimError, create_sim_app
-from providers.sim_state import SimState
-from providers.sim_text import warm_up
+from suanli.config import Config, Region
+from suanli.providers.sim_app import SIM_STATE, SimError, create_sim_app
+from suanli.providers.sim_state import SimState
+from suanli.providers.sim_text import warm_up
 
 __all__ = ["SimError", "SimFleet", "SimState", "create_sim_app", "run_fleet_forever", "sim_regions"]
 

@@ -35,12 +35,12 @@ import uuid
 import orjson
 from aiohttp import web
 
-from config import Offer, Region
-from providers.sim_finetune import add_finetune_routes
-from providers.sim_state import FaultUpdateError, SimState
-from providers.sim_stream import ChunkPlan, stream_chunks
-from providers.sim_text import default_length, embedding, generate_pieces, seed_of, vector_bytes
-from providers.tokenizer import count_prompt_tokens
+from suanli.config import Offer, Region
+from suanli.providers.sim_finetune import add_finetune_routes
+from suanli.providers.sim_state import FaultUpdateError, SimState
+from suanli.providers.sim_stream import ChunkPlan, stream_chunks
+from suanli.providers.sim_text import default_length, embedding, generate_pieces, seed_of, vector_bytes
+from suanli.providers.tokenizer import count_prompt_tokens
 
 __all__ = ["SIM_STATE", "SimError", "create_sim_app"]
 

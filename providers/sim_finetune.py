@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import BodyPartReader, web
 
-from providers.finetune_client import training_tokens
-from providers.sim_state import SimState
+from suanli.providers.finetune_client import training_tokens
+from suanli.providers.sim_state import SimState
 
 __all__ = ["TRAIN_TOKENS_PER_S", "add_finetune_routes"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from config import Offer, Region, SimBehaviour
+from suanli.config import Offer, Region, SimBehaviour
 
 __all__ = ["FaultUpdateError", "SimState"]
 

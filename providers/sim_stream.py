@@ -10,7 +10,7 @@ from typing import Literal
 import orjson
 from aiohttp import web
 
-from providers.sim_state import SimState
+from suanli.providers.sim_state import SimState
 
 __all__ = ["ChunkPlan", "stream_chunks"]
 

@@ -14,7 +14,7 @@ import math
 import random
 import struct
 
-from providers.tokenizer import count_tokens
+from suanli.providers.tokenizer import count_tokens
 
 __all__ = ["default_length", "embedding", "generate_pieces", "seed_of", "vector_bytes", "warm_up"]
 

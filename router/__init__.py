@@ -1,12 +1,12 @@
 """suanli's composition root: the Router SDK, ledger, HTTP app and CLI.
 
-``from router import Router`` is the SDK.
+The SDK's face is the ``suanli`` package: ``from suanli import Router``.
 """
 
 from __future__ import annotations
 
-from router.core import RequestContext, Router
-from router.results import Completion, CompletionStream, Routing
-from router.status import StatusBoard
+from suanli.router.core.results import Completion, CompletionStream, Routing
+from suanli.router.core.router import RequestContext, Router
+from suanli.router.status.board import StatusBoard
 
 __all__ = ["Completion", "CompletionStream", "RequestContext", "Router", "Routing", "StatusBoard"]

@@ -21,7 +21,7 @@ renders them as ``{"error": {"message", "type", "param", "code"}}``.
 
 from __future__ import annotations
 
-from providers import UpstreamError, UpstreamTimeout
+from suanli.providers import UpstreamError, UpstreamTimeout
 
 __all__ = [
     "ApiError",

@@ -52,7 +52,7 @@ def sql(ledger_url: str, statement: str) -> list[tuple[Any, ...]]:
     async def run() -> list[tuple[Any, ...]]:
         import asyncpg
 
-        from router.ledger_pg_schema import pg_url
+        from suanli.router.ledger.postgres.schema import pg_url
 
         parsed = pg_url(ledger_url)
         conn = await asyncpg.connect(parsed.dsn, server_settings={"search_path": parsed.schema}, timeout=10)

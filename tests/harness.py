@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from config import Config, load_config
-from router.app import ROUTER, create_app
-from router.core import Router
+from suanli.config import Config, load_config
+from suanli.router.core.router import Router
+from suanli.router.http.app import ROUTER, create_app
 
 __all__ = ["ProxyThread", "running_proxy", "small_config"]
 

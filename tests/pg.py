@@ -42,7 +42,7 @@ async def drop_schema(url: str) -> None:
     """Drop the schema of ``url`` and everything in it."""
     import asyncpg
 
-    from router.ledger_pg_schema import pg_url
+    from suanli.router.ledger.postgres.schema import pg_url
 
     parsed = pg_url(url)
     conn = await asyncpg.connect(parsed.dsn, timeout=10)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.cli import main
+from suanli.router.ops.cli import main
 from tests.backends import sql
 from tests.harness import running_proxy, small_config
 from tests.integration.test_keys import MASTER, MESSAGES, client, new_key

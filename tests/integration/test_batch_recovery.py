@@ -11,9 +11,9 @@ import openai
 import orjson
 import pytest
 
-from router.clocks import VirtualClock
-from router.ledger import HoldRequest, Settlement
-from router.workloads import WORKLOADS
+from suanli.router.core.clocks import VirtualClock
+from suanli.router.http.workloads import WORKLOADS
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Settlement
 from tests.harness import running_proxy
 from tests.integration.workload_helpers import TEN_AM, batch_file, jsonl, night_config, wait_for
 

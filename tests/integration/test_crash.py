@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import yaml
 
-from router.ledger import Ledger
+from suanli.router.ledger.sqlite.ledger import Ledger
 from tests.harness import small_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 def _start(config_path: Path, port: int, log: Path) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "serve", "--config", str(config_path), "--port", str(port)],
+        [sys.executable, "-m", "suanli", "serve", "--config", str(config_path), "--port", str(port)],
         cwd=ROOT,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from config import catalog_text
+from suanli.config import catalog_text
 from tests.harness import running_proxy, small_config
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "router.cli"]
+CLI = [sys.executable, "-m", "suanli"]
 
 
 def _run(args: list[str], *, cwd: Path = ROOT, env: dict | None = None, timeout: float = 120):
@@ -32,7 +32,7 @@ def _catalog_with_ledger(tmp_path: Path) -> dict:
 
 
 def test_openai_client_example_against_the_catalog(tmp_path: Path):
-    from config import load_config
+    from suanli.config import load_config
 
     with running_proxy(load_config(_catalog_with_ledger(tmp_path))) as proxy:
         result = _run([sys.executable, str(ROOT / "examples" / "openai_client.py"), proxy.base_url])

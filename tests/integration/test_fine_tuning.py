@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from router.clocks import VirtualClock
+from suanli.router.core.clocks import VirtualClock
 from tests.harness import running_proxy
 from tests.integration.workload_helpers import SHANGHAI, TEN_AM, night_config, wait_for
 

@@ -210,7 +210,7 @@ def test_rpm_limit_is_429_with_retry_after(tmp_path: Path, ledger_opts: dict):
 
 
 def test_a_batch_of_an_east_only_key_runs_no_line_in_the_west(tmp_path: Path):
-    from router.clocks import VirtualClock
+    from suanli.router.core.clocks import VirtualClock
     from tests.integration.workload_helpers import TEN_AM, batch_file, night_config, wait_for
 
     clock = VirtualClock(TEN_AM, speed=20000)  # the cheap western night would come in seconds
@@ -249,7 +249,7 @@ def test_keys_and_their_policy_survive_a_restart(tmp_path: Path, ledger_opts: di
 
 
 def test_a_fine_tuning_job_of_an_east_only_key_is_not_placed_in_the_west(tmp_path: Path):
-    from router.clocks import VirtualClock
+    from suanli.router.core.clocks import VirtualClock
     from tests.integration.workload_helpers import TEN_AM, night_config
 
     training = tmp_path / "train.jsonl"

@@ -29,7 +29,7 @@ class _Server:
     def __init__(self, config_path: Path, port: int, log: Path) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "router.cli", "serve", "--config", str(config_path), "--port", str(port)],
+            [sys.executable, "-m", "suanli", "serve", "--config", str(config_path), "--port", str(port)],
             cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
             env={**os.environ, "SUANLI_MASTER_KEY": MASTER},
         )

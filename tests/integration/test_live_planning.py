@@ -15,10 +15,10 @@ from typing import Any
 import openai
 import pytest
 
-from config import load_config
-from optimizer import Ask, State, rank
-from providers.sim import SimFleet
-from router import RequestContext, Router
+from suanli.config import load_config
+from suanli.optimizer import Ask, State, rank
+from suanli.providers.sim import SimFleet
+from suanli.router import RequestContext, Router
 from tests.harness import ProxyThread, running_proxy
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai: no off-peak window

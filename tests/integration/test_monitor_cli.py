@@ -23,10 +23,10 @@ from pathlib import Path
 import openai
 import pytest
 
-from router.ledger import open_readonly
+from suanli.router.ledger.sqlite.ledger import open_readonly
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "router.cli"]
+CLI = [sys.executable, "-m", "suanli"]
 REGIONS = ("shanghai", "wuhu", "wuhan", "chongqing", "guiyang", "qingyang", "zhongwei", "horinger")
 TMUX = shutil.which("tmux")
 
@@ -177,7 +177,7 @@ def test_report_sums_the_ledger_by_region_voucher_key_and_class(demo):
 def test_live_monitor_in_tmux_recovers_shows_balances_moving_and_quits_on_q(tmp_path: Path):
     port = _free_port()
     tmux = [TMUX, "-L", f"suanli-test-{os.getpid()}", "-f", "/dev/null"]
-    command = f"cd {ROOT} && {sys.executable} -m router.cli monitor --url http://127.0.0.1:{port}"
+    command = f"cd {ROOT} && {sys.executable} -m suanli monitor --url http://127.0.0.1:{port}"
 
     def screen() -> str:
         return subprocess.run(

@@ -26,8 +26,8 @@ import openai
 import pytest
 import yaml
 
-from providers.tokenizer import count_prompt_tokens
-from router.ledger_pg import PgLedger
+from suanli.providers.tokenizer import count_prompt_tokens
+from suanli.router.ledger.postgres.ledger import PgLedger
 from tests.harness import small_config
 from tests.pg import drop_schema, fresh_pg_url, requires_pg
 
@@ -52,7 +52,7 @@ class Replica:
         self.log = log
         self.config_path = config_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "router.cli", "serve", "--config", str(config_path),
+            [sys.executable, "-m", "suanli", "serve", "--config", str(config_path),
              "--port", str(self.port)],
             cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
             env={**os.environ, "SUANLI_LOG_LEVEL": "INFO"},
@@ -140,7 +140,7 @@ async def test_1000_requests_over_two_replicas_never_overspend_a_voucher(cluster
     assert {v["id"] for v in status["vouchers"]} == {"wuhan-tokens"}
     # the CLI reads the same shared balance
     listed = subprocess.run(
-        [sys.executable, "-m", "router.cli", "vouchers", "--config", str(replicas[0].config_path), "--json"],
+        [sys.executable, "-m", "suanli", "vouchers", "--config", str(replicas[0].config_path), "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
     )
     (row,) = json.loads(listed.stdout)

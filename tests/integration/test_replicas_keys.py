@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import yaml
 
-from router.ledger_keys import YUAN_Q
+from suanli.router.ledger.keys import YUAN_Q
 from tests.backends import sql
 from tests.harness import small_config
 from tests.integration.test_replicas import Replica

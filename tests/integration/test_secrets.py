@@ -57,7 +57,7 @@ MASTER_CANARY = "sk-master-canary-91d2e7c4b8a6"
 
 def test_canary_client_keys_never_leak(tmp_path: Path, caplog: pytest.LogCaptureFixture, ledger_opts: dict):
     """The master key and a virtual key's secret: in no log, error, status, listing, export or database."""
-    from router.cli import main
+    from suanli.router.ops.cli import main
     from tests.backends import read, sql
     from tests.integration.test_keys import admin
 

@@ -164,7 +164,7 @@ def test_alerts_for_an_expiring_voucher_a_full_limit_a_cooling_region_and_spent_
     data["regions"][1]["limits"] = {"rpm": 2}
     data["regions"][0]["sim"] = {"rate_limit_rpm": 1}
     data["regions"][2]["sim"] = {"error_rate": 1.0, "error_status": 402}  # qingyang's prepaid cash is gone
-    from config import load_config
+    from suanli.config import load_config
 
     config = load_config(data)
     with running_proxy(config, master_key=MASTER) as proxy:
@@ -263,7 +263,7 @@ def test_greedy_replay_keeps_to_a_keys_allowed_regions(tmp_path: Path):
 
 
 async def test_the_sdk_gets_the_same_document_in_process(tmp_path: Path):
-    from router import Router, StatusBoard
+    from suanli.router import Router, StatusBoard
 
     async with Router(small_config(tmp_path), sim_latency_scale=0.0) as router:
         board = StatusBoard(router)

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from router.clocks import VirtualClock
+from suanli.router.core.clocks import VirtualClock
 from tests.backends import read
 from tests.harness import running_proxy
 from tests.integration.test_keys import MASTER, admin, client, new_key

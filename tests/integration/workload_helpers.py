@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from config import Config
-from router.core import Router
+from suanli.config import Config
+from suanli.router.core.router import Router
 from tests.harness import ProxyThread, small_config
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -48,8 +48,8 @@ def night_config(
 def without_live_limits(proxy: ProxyThread) -> None:
     """Lift the Router's real-time rpm/tpm limiter: on a manual virtual clock no real minute passes
     between virtual ones, while the batch planner already keeps each virtual minute within the limits."""
-    from config import Limits
-    from router.limits import RequestLimits
+    from suanli.config import Limits
+    from suanli.router.core.limits import RequestLimits
 
     def lift(router: Router) -> None:
         router.limits = RequestLimits(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_catalog, load_config
+from suanli.config import ConfigError, load_catalog, load_config
 
 SCENARIOS = Path(__file__).resolve().parents[4] / "shared" / "scenarios"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from config import Config
+from suanli.config import Config
 
 __all__ = ["CheckResult", "check_decisions"]
 

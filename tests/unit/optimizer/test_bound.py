@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from optimizer import hindsight_bound, hindsight_plan
-from router.simulate_engine import replay
-from router.simulate_trace import parse_trace
+from suanli.optimizer import hindsight_bound, hindsight_plan
+from suanli.router.simulate.engine import replay
+from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.checker import check_decisions
 from tests.unit.optimizer.tiny import make_config, make_trace, region
 

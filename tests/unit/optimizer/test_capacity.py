@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimizer import CapacityBook
+from suanli.optimizer import CapacityBook
 from tests.unit.optimizer.tiny import make_config, region
 
 CONFIG = make_config([region("a", "east", limits={"tpm": 1000, "rpm": 2}), region("b", "west")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from optimizer import Ask, Plan, State, index_for, rank
+from suanli.optimizer import Ask, Plan, State, index_for, rank
 from tests.unit.optimizer.tiny import START, make_config, region
 
 T0 = datetime.fromisoformat(START).timestamp()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optimizer import CapacityBook, Deferrer, Job, Plan, minute_of
+from suanli.optimizer import CapacityBook, Deferrer, Job, Plan, minute_of
 from tests.unit.optimizer.tiny import make_config, region
 
 T0 = 1_796_054_400.0  # 2026-12-01T00:00:00+08:00, a whole hour
@@ -51,7 +51,7 @@ def test_the_front_holds_the_least_score_of_every_window_from_its_start() -> Non
 
     import numpy as np
 
-    from optimizer.defer import _front
+    from suanli.optimizer.defer import _front
 
     rng = random.Random(7)
     for _ in range(200):

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from optimizer import Forecast, slot_edges
+from suanli.optimizer import Forecast, slot_edges
 from tests.unit.optimizer.tiny import START, make_config, region
 
 T0 = datetime.fromisoformat(START).timestamp()  # local midnight

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from optimizer import Ask, State, hindsight_plan, rank
-from router.simulate_engine import replay
-from router.simulate_trace import parse_trace
+from suanli.optimizer import Ask, State, hindsight_plan, rank
+from suanli.router.simulate.engine import replay
+from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.checker import check_decisions
 from tests.unit.optimizer.tiny import START, make_config, make_trace, region
 

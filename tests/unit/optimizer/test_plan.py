@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import hindsight_plan
-from router.simulate_trace import parse_trace
+from suanli.optimizer import hindsight_plan
+from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.tiny import make_config, make_trace, region
 
 CONFIG = make_config([region("a", "east", price=1.0, limits={"tpm": 1500}), region("b", "east", price=2.0)])
@@ -41,7 +41,7 @@ SPREAD = (0.5, 0.75, 4 / 3, 2.0)
 def _credit_snapshot(share_of_balance: float):  # noqa: ANN202
     # One region at 1 yuan per million tokens and a credit voucher of 1 yuan: demand
     # whose list price is ``share_of_balance`` yuan, in one hour.
-    from optimizer import Snapshot, known_demand, slot_edges
+    from suanli.optimizer import Snapshot, known_demand, slot_edges
 
     config = make_config(
         [region("a", "east")],
@@ -64,7 +64,7 @@ def test_voucher_price_is_averaged_over_the_demand_scenarios() -> None:
     # Forecast demand of 0.8 yuan leaves the voucher slack (price 0); scaled by 4/3 or 2 it
     # runs short and each unit saves a yuan of cash. Averaged with the forecast itself and
     # the x0.5 and x0.75 scenarios: 2 of 5 solves price it at 1.
-    from optimizer import plan
+    from suanli.optimizer import plan
 
     snapshot = _credit_snapshot(0.8)
     assert plan(snapshot, demand_scenarios=()).voucher_price["c"] == pytest.approx(0.0, abs=1e-6)
@@ -77,7 +77,7 @@ def test_averaging_never_lowers_the_forecasts_own_voucher_price() -> None:
     # Forecast demand of 1.5 yuan runs the 1-yuan voucher short (price 1); only the x0.5
     # scenario leaves it slack. The mean of 4/5 would make it cheaper than the forecast's
     # own plan assumes, so the forecast's price stands.
-    from optimizer import plan
+    from suanli.optimizer import plan
 
     snapshot = _credit_snapshot(1.5)
     assert plan(snapshot, demand_scenarios=()).voucher_price["c"] == pytest.approx(1.0, abs=1e-6)
@@ -87,7 +87,7 @@ def test_averaging_never_lowers_the_forecasts_own_voucher_price() -> None:
 def test_scenarios_rescale_limits_and_balances_only_for_the_voucher_prices() -> None:
     # Demand of 3 yuan against a 1-yuan voucher: short in every scenario (price 1), and
     # the plan's cash is still that of the forecast demand: 2 yuan.
-    from optimizer import plan
+    from suanli.optimizer import plan
 
     averaged = plan(_credit_snapshot(3.0), demand_scenarios=SPREAD)
     assert averaged.voucher_price["c"] == pytest.approx(1.0, abs=1e-6)
@@ -102,8 +102,8 @@ def test_hindsight_bound_is_found_where_glop_first_ends_imprecise(tmp_path: Path
     # This variant's LP ends ABNORMAL (GLOP's IMPRECISE: the cost perturbation its last
     # phase needs is over tolerance); the planner re-solves it without presolve.
     from benchmarks.scenario_variants import write_variant
-    from config import load_config
-    from router.simulate_trace import load_trace
+    from suanli.config import load_config
+    from suanli.router.simulate.trace import load_trace
 
     scenario = write_variant(SCENARIOS / "expiry", "vouchers", tmp_path, seed=23)
     config = load_config(scenario / "config.yaml")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from optimizer import Plan
-from optimizer.prices import prepare_prices, prices_for
+from suanli.optimizer import Plan
+from suanli.optimizer.prices import prepare_prices, prices_for
 from tests.unit.optimizer.tiny import make_config, region
 
 CONFIG = make_config(

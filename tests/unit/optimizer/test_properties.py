@@ -11,8 +11,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.simulate_engine import POLICIES, replay
-from router.simulate_trace import parse_trace
+from suanli.router.simulate.engine import POLICIES, replay
+from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.checker import check_decisions
 from tests.unit.optimizer.tiny import make_config, make_trace, region
 

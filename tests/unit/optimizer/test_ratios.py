@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from optimizer.ratios import RatioEstimator
+from suanli.optimizer.ratios import RatioEstimator
 
 KEY = ("qingyang", "deepseek-flash")
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from optimizer import CapacityBook
-from optimizer.rounding import round_interactive
-from router.simulate import decision_lines
-from router.simulate_engine import replay
-from router.simulate_trace import parse_trace
+from suanli.optimizer import CapacityBook
+from suanli.optimizer.rounding import round_interactive
+from suanli.router.simulate.cli import decision_lines
+from suanli.router.simulate.engine import replay
+from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.checker import check_decisions
 from tests.unit.optimizer.tiny import make_config, make_trace, region
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from optimizer.training import place_training
-from router.simulate import decision_lines
-from router.simulate_engine import replay
-from router.simulate_trace import parse_trace
+from suanli.optimizer.training import place_training
+from suanli.router.simulate.cli import decision_lines
+from suanli.router.simulate.engine import replay
+from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.checker import check_decisions
 from tests.unit.optimizer.tiny import make_config, make_trace, region
 

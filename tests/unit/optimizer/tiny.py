@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from config import Config, load_config
+from suanli.config import Config, load_config
 
 __all__ = ["START", "make_config", "make_trace", "region"]
 

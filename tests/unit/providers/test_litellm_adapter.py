@@ -17,10 +17,10 @@ import respx
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from config import Offer, Price, Region, Timeouts
-from providers.base import Reply, StreamReply, UpstreamCall
-from providers.errors import UpstreamBroken, UpstreamError
-from providers.litellm_adapter import LiteLLMUpstream, scrub
+from suanli.config import Offer, Price, Region, Timeouts
+from suanli.providers.base import Reply, StreamReply, UpstreamCall
+from suanli.providers.errors import UpstreamBroken, UpstreamError
+from suanli.providers.litellm_adapter import LiteLLMUpstream, scrub
 
 # litellm's own modules warn about pydantic internals; those are not ours to fix.
 pytestmark = [

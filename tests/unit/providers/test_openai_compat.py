@@ -7,10 +7,10 @@ import asyncio
 import aiohttp
 import pytest
 
-from config.schema import Offer, Price, Region, Timeouts
-from providers.base import UpstreamCall
-from providers.errors import UpstreamTimeout
-from providers.openai_compat import OpenAICompatUpstream
+from suanli.config.schema import Offer, Price, Region, Timeouts
+from suanli.providers.base import UpstreamCall
+from suanli.providers.errors import UpstreamTimeout
+from suanli.providers.openai_compat import OpenAICompatUpstream
 
 pytestmark = pytest.mark.timeout(30)
 

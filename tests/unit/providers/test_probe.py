@@ -8,9 +8,9 @@ import socket
 
 import aiohttp
 
-from config import Offer, Price, ProbeSettings, Region
-from providers.probe import Prober, ProbeResult, probe_once
-from providers.sim import SimFleet
+from suanli.config import Offer, Price, ProbeSettings, Region
+from suanli.providers.probe import Prober, ProbeResult, probe_once
+from suanli.providers.sim import SimFleet
 
 
 def _region(region_id: str, probe: str = "models", **extra: object) -> Region:

@@ -11,10 +11,10 @@ import aiohttp
 import openai
 import pytest
 
-from config import Offer, Price, Region, SimBehaviour
-from providers.sim import SimFleet, run_fleet_forever, sim_regions
-from providers.sim_state import FaultUpdateError
-from providers.tokenizer import count_message_tokens, count_tokens
+from suanli.config import Offer, Price, Region, SimBehaviour
+from suanli.providers.sim import SimFleet, run_fleet_forever, sim_regions
+from suanli.providers.sim_state import FaultUpdateError
+from suanli.providers.tokenizer import count_message_tokens, count_tokens
 
 CANARY_KEY = "sk-sim-canary-0123456789"
 MakeClient = Callable[..., openai.AsyncOpenAI]  # (region id, api_key=...) -> SDK client
@@ -311,7 +311,7 @@ async def test_set_faults_validates(fleet: SimFleet) -> None:
 
 
 async def test_run_fleet_forever_prints_the_table_until_cancelled(capsys: pytest.CaptureFixture[str]) -> None:
-    from config import load_catalog
+    from suanli.config import load_catalog
 
     task = asyncio.create_task(run_fleet_forever(load_catalog(), host="127.0.0.1", base_port=None))
     for _ in range(200):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from providers import tokenizer
-from providers.tokenizer import (
+from suanli.providers import tokenizer
+from suanli.providers.tokenizer import (
     NON_TEXT_PART_TOKENS,
     PER_MESSAGE_TOKENS,
     PER_REPLY_TOKENS,

@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from router.audit import ChainBrokenError, export_csv, parse_bound, verify
-from router.ledger import HoldRequest, Ledger, Settlement
-from router.ledger_chain import HASHED_COLUMNS, row_hash
-from router.ledger_keys import KeyBudgetHold
+from suanli.router.ledger.audit import ChainBrokenError, export_csv, parse_bound, verify
+from suanli.router.ledger.chain import HASHED_COLUMNS, row_hash
+from suanli.router.ledger.keys import KeyBudgetHold
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement
 
 START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 SHANGHAI = ZoneInfo("Asia/Shanghai")

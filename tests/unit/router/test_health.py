@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from config import HealthSettings
-from router.health import Health
+from suanli.config import HealthSettings
+from suanli.router.core.health import Health
 
 SETTINGS = HealthSettings.model_validate(
     {"ejection": {"consecutive_5xx": 3, "consecutive_gateway_failures": 2, "base_ejection_s": 10,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from config import load_catalog
-from router.errors import AuthenticationError, KeyRateLimitError
-from router.keys import KeyRing, new_secret, secret_sha256
-from router.ledger import Ledger
-from router.ledger_keys import KeyRow
+from suanli.config import load_catalog
+from suanli.router.core.keys import KeyRing, new_secret, secret_sha256
+from suanli.router.errors import AuthenticationError, KeyRateLimitError
+from suanli.router.ledger.keys import KeyRow
+from suanli.router.ledger.sqlite.ledger import Ledger
 
 MASTER = "sk-master-unit"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from config import HealthSettings, load_config
-from router.latency import LatencyTracker, Window, percentile
+from suanli.config import HealthSettings, load_config
+from suanli.router.core.latency import LatencyTracker, Window, percentile
 
 SETTINGS = HealthSettings.model_validate({"latency": {"window": 50, "min_samples": 5, "max_age_s": 60}})
 

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import Voucher
-from config.schema import LedgerSettings
-from router.errors import InsufficientBalanceError, LedgerError, RouterError
-from router.ledger import HoldRequest, Ledger, Settlement, open_readonly
-from router.ledger_port import AsyncLedger, open_ledger
+from suanli.config import Voucher
+from suanli.config.schema import LedgerSettings
+from suanli.router.errors import InsufficientBalanceError, LedgerError, RouterError
+from suanli.router.ledger.port import AsyncLedger, open_ledger
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement, open_readonly
 from tests.pg import drop_schema, drop_schema_sync, fresh_pg_url, pg_dsn
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -85,7 +85,7 @@ class Store:
             return
         import asyncpg
 
-        from router.ledger_pg_schema import pg_url
+        from suanli.router.ledger.postgres.schema import pg_url
 
         parsed = pg_url(self.url)
         conn = await asyncpg.connect(parsed.dsn, server_settings={"search_path": parsed.schema})
@@ -367,10 +367,10 @@ _KILLED = """
 import asyncio, sys
 from datetime import UTC, datetime
 sys.path.insert(0, {root!r})
-from config import Voucher
-from config.schema import LedgerSettings
-from router.ledger import HoldRequest, Settlement
-from router.ledger_port import open_ledger
+from suanli.config import Voucher
+from suanli.config.schema import LedgerSettings
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Settlement
+from suanli.router.ledger.port import open_ledger
 
 async def main():
     v = Voucher(id="v", region="wuhan", kind="tokens", amount=1e9)
@@ -467,9 +467,9 @@ def test_a_sqlite_ledger_never_imports_the_postgresql_driver(tmp_path: Path) -> 
     code = textwrap.dedent(f"""
         import asyncio, sys
         from datetime import UTC, datetime
-        from config.schema import LedgerSettings
-        from router.ledger_port import open_ledger
-        import router.app
+        from suanli.config.schema import LedgerSettings
+        from suanli.router.ledger.port import open_ledger
+        import suanli.router.http.app
 
         async def main():
             settings = LedgerSettings(url="sqlite:///{tmp_path}/ledger.db")

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.errors import LedgerError
-from router.ledger import Ledger
-from router.ledger_chain import GENESIS, canonical_json, row_hash
+from suanli.router.errors import LedgerError
+from suanli.router.ledger.chain import GENESIS, canonical_json, row_hash
+from suanli.router.ledger.sqlite.ledger import Ledger
 from tests.unit.router.test_ledger import FakeClock, ask, credit_voucher, tokens_voucher, used
 
 

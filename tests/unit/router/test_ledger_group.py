@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import InsufficientBalanceError
-from router.ledger import Ledger, Settlement
-from router.ledger_group import MAX_BATCH, GroupCommit
+from suanli.router.errors import InsufficientBalanceError
+from suanli.router.ledger.sqlite.group import MAX_BATCH, GroupCommit
+from suanli.router.ledger.sqlite.ledger import Ledger, Settlement
 from tests.unit.router.test_ledger import FakeClock, ask, tokens_voucher
 
 pytestmark = pytest.mark.timeout(30)

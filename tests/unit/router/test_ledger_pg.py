@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from config import Voucher
-from router.ledger import HoldRequest, Settlement
-from router.ledger_pg import PgLedger
-from router.ledger_pg_schema import MIGRATIONS, connect, migrate, pg_url
+from suanli.config import Voucher
+from suanli.router.ledger.postgres.ledger import PgLedger
+from suanli.router.ledger.postgres.schema import MIGRATIONS, connect, migrate, pg_url
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Settlement
 from tests.pg import drop_schema, fresh_pg_url, requires_pg
 
 pytestmark = requires_pg

@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from config import Voucher, load_catalog
-from router.audit import verify
-from router.audit_pg import snapshot_of
-from router.errors import AuthenticationError, BudgetExceededError
-from router.keys import KeyRing, load_policy, new_secret, secret_sha256
-from router.ledger import HoldRequest, Settlement
-from router.ledger_keys import KeyBudgetHold, KeyRow
-from router.ledger_pg import PgLedger
+from suanli.config import Voucher, load_catalog
+from suanli.router.core.keys import KeyRing, load_policy, new_secret, secret_sha256
+from suanli.router.errors import AuthenticationError, BudgetExceededError
+from suanli.router.ledger.audit import verify
+from suanli.router.ledger.keys import KeyBudgetHold, KeyRow
+from suanli.router.ledger.postgres.audit import snapshot_of
+from suanli.router.ledger.postgres.ledger import PgLedger
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Settlement
 from tests.pg import drop_schema, fresh_pg_url, requires_pg
 
 pytestmark = requires_pg

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from config import load_config
-from router.limits import Lease, RequestLimits
+from suanli.config import load_config
+from suanli.router.core.limits import Lease, RequestLimits
 
 
 def _limits(clock, **limits):

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from config import Region
-from router.limits import Lease, RequestLimits
-from router.limits_shared import RedisLimits, apply_share
+from suanli.config import Region
+from suanli.router.core.limits import Lease, RequestLimits
+from suanli.router.core.limits_shared import RedisLimits, apply_share
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

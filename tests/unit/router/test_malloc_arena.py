@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[3]
 _CODE = """
 import ctypes, sys, threading
 if sys.argv[1] == "one":
-    from router.cli import one_malloc_arena
+    from suanli.router.ops.cli import one_malloc_arena
     one_malloc_arena()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p

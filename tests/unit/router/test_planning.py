@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import Ask, InfeasibleError, Plan, Snapshot, plan
-from router.planning import Replanner
+from suanli.optimizer import Ask, InfeasibleError, Plan, Snapshot, plan
+from suanli.router.core.planning import Replanner
 from tests.harness import small_config
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)

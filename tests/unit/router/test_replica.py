@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from optimizer import Ask
-from router.ledger_pg import PgLedger
-from router.plan_board import plan_from_json, plan_to_json
-from router.planning import Replanner
-from router.replica import Replica
+from suanli.optimizer import Ask
+from suanli.router.core.plan_board import plan_from_json, plan_to_json
+from suanli.router.core.planning import Replanner
+from suanli.router.core.replica import Replica
+from suanli.router.ledger.postgres.ledger import PgLedger
 from tests.harness import small_config
 from tests.pg import drop_schema, fresh_pg_url, requires_pg
 
@@ -113,7 +113,7 @@ async def test_a_new_leader_takes_over_when_the_old_ones_session_dies(url: str, 
 
 
 def test_a_plan_survives_its_json_round_trip(tmp_path: Path) -> None:
-    from optimizer import Forecast, Snapshot, plan, slot_edges
+    from suanli.optimizer import Forecast, Snapshot, plan, slot_edges
 
     config = _config(tmp_path, "sqlite:///x.db")
     now_s = datetime(2026, 12, 1, tzinfo=UTC).timestamp()

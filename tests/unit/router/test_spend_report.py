@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from router.ledger import UsageRow
-from router.spend_report import parse_moment, spend_report
+from suanli.router.ledger.sqlite.ledger import UsageRow
+from suanli.router.ops.spend_report import parse_moment, spend_report
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 12, 1, 4, 30, tzinfo=UTC)  # 12:30 in Shanghai

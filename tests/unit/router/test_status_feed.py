@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from router.ledger import HoldRequest, Ledger, Settlement
-from router.status_feed import UsageFeed
+from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement
+from suanli.router.status.feed import UsageFeed
 from tests.harness import small_config
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

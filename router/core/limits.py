@@ -1,0 +1,147 @@
+"""Per-region request limits: rpm (asyncio-throttle's sliding log), tpm (a token bucket), concurrency.
+
+A request takes a ``Lease`` on the region the chooser picked; when the region is over any
+of its limits the router moves on to the next-best region, and when none can take the
+request the client gets 429 with the shortest ``Retry-After``. The lease is released when
+the answer is settled (or the attempt failed); the tpm bucket is then corrected from the
+estimate to the tokens really used.
+
+Limits are per router process: each replica keeps its own share of a platform's limits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from asyncio_throttle import Throttler
+
+from suanli.config import Region
+
+__all__ = ["Lease", "RegionLimits", "RequestLimits"]
+
+_MINUTE_S = 60.0
+
+
+@dataclass(slots=True)
+class RegionLimits:
+    """The limit state of one region. Times are seconds of ``RequestLimits``' monotonic clock."""
+
+    rpm: Throttler | None
+    tpm: int | None
+    concurrency: int | None
+    tokens: float = 0.0  # what the tpm bucket holds now
+    refilled_s: float = 0.0
+    in_flight: int = 0
+
+    def refill(self, now_s: float) -> None:
+        if self.tpm is not None:
+            elapsed = max(now_s - self.refilled_s, 0.0)
+            self.tokens = min(self.tpm, self.tokens + elapsed * self.tpm / _MINUTE_S)
+            self.refilled_s = now_s
+
+    def rpm_used(self) -> int | None:
+        if self.rpm is None:
+            return None
+        # Throttler keeps its log on time.monotonic(); flush() drops entries older than the period.
+        self.rpm.flush()
+        return len(self.rpm._task_logs)
+
+
+class Lease:
+    """One admitted attempt on one region; ``release`` exactly once (later calls do nothing)."""
+
+    __slots__ = ("_limits", "_state", "estimate", "region")
+
+    def __init__(self, limits: RequestLimits, region: str, state: RegionLimits, estimate: int) -> None:
+        self._limits = limits
+        self._state: RegionLimits | None = state
+        self.region = region
+        self.estimate = estimate
+
+    def release(self, used_tokens: int | None = None) -> None:
+        """The attempt is over; ``used_tokens`` corrects the tpm estimate (None: nothing used)."""
+        state = self._state
+        if state is None:
+            return
+        self._state = None
+        state.in_flight -= 1
+        if state.tpm is not None:
+            state.refill(self._limits.now_s())
+            refund = self.estimate - (used_tokens or 0)
+            state.tokens = min(state.tpm, state.tokens + refund)
+
+
+class RequestLimits:
+    """Every region's limits; ``acquire`` is non-blocking."""
+
+    def __init__(self, regions: Iterable[Region], *, now_s: Callable[[], float] = time.monotonic) -> None:
+        self.now_s = now_s
+        self.regions: dict[str, RegionLimits] = {}
+        start = now_s()
+        for region in regions:
+            limits = region.limits
+            self.regions[region.id] = RegionLimits(
+                rpm=Throttler(limits.rpm, period=_MINUTE_S) if limits.rpm else None,
+                tpm=limits.tpm,
+                concurrency=limits.concurrency,
+                tokens=float(limits.tpm or 0),
+                refilled_s=start,
+            )
+
+    def acquire(self, region: str, tokens: int) -> Lease | float:
+        """A lease for a request of about ``tokens`` (model tokens), or the seconds to wait."""
+        state = self.regions.get(region)
+        if state is None:
+            return Lease(self, region, RegionLimits(None, None, None), tokens)
+        if state.concurrency is not None and state.in_flight >= state.concurrency:
+            return 1.0  # a slot frees when an answer ends; a second is an honest guess
+        if state.rpm is not None:
+            rpm = state.rpm
+            rpm.flush()
+            logs = rpm._task_logs
+            if len(logs) >= rpm.rate_limit:
+                return max(logs[0] + rpm.period - time.monotonic(), 0.001)
+        now = self.now_s()
+        if state.tpm is not None:
+            state.refill(now)
+            # A request bigger than the whole budget goes when the bucket is full.
+            need = min(tokens, state.tpm)
+            if state.tokens < need:
+                return (need - state.tokens) * _MINUTE_S / state.tpm
+            state.tokens -= tokens
+        if state.rpm is not None:
+            state.rpm._task_logs.append(time.monotonic())
+        state.in_flight += 1
+        return Lease(self, region, state, tokens)
+
+    def stats(self, region: str) -> dict[str, int | None]:
+        """rpm/tpm used in the current minute and the limits, requests in flight."""
+        state = self.regions.get(region)
+        if state is None:
+            return dict.fromkeys(("rpm_used", "rpm_limit", "tpm_used", "tpm_limit", "in_flight"))
+        tpm_used = None
+        if state.tpm is not None:
+            state.refill(self.now_s())
+            tpm_used = max(round(state.tpm - state.tokens), 0)
+        return {
+            "rpm_used": state.rpm_used(),
+            "rpm_limit": state.rpm.rate_limit if state.rpm is not None else None,
+            "tpm_used": tpm_used,
+            "tpm_limit": state.tpm,
+            "in_flight": state.in_flight,
+        }
+
+    def load(self) -> dict[str, float]:
+        """Region id -> share of this minute's rpm/tpm used (the larger), for the chooser's tie-breaks."""
+        out: dict[str, float] = {}
+        for rid, state in self.regions.items():
+            share = 0.0
+            if state.rpm is not None:
+                share = len(state.rpm._task_logs) / state.rpm.rate_limit
+            if state.tpm is not None:
+                share = max(share, 1.0 - state.tokens / state.tpm)
+            if share > 0:
+                out[rid] = share
+        return out

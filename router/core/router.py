@@ -1,0 +1,465 @@
+"""The Router: one request path shared by the Python SDK and the HTTP app.
+
+authenticate (app) -> classify -> estimate tokens -> rank regions -> hold on the ledger ->
+send upstream -> on failure before the first byte, void and try the next region ->
+relay -> settle the reported usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from suanli.config import Config, load_config
+from suanli.optimizer import Ask, Option
+from suanli.providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError
+from suanli.providers.tokenizer import count_prompt_tokens, load_tokenizer
+from suanli.router.core.accounts import AccountingMixin
+from suanli.router.core.failover import FailoverMixin, Wait
+from suanli.router.core.health import Health
+from suanli.router.core.keys import KeyPolicy
+from suanli.router.core.latency import LatencyTracker
+from suanli.router.core.limits import Lease, RequestLimits
+from suanli.router.core.metrics import MetricsBook
+from suanli.router.core.planning import Replanner
+from suanli.router.core.results import Completion, CompletionStream, Routing
+from suanli.router.core.validate import max_output_tokens, validate_body
+from suanli.router.errors import (
+    BadRequestError,
+    BudgetExceededError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    UpstreamFailedError,
+)
+from suanli.router.ledger.port import AsyncLedger, SqliteAsyncLedger, open_ledger
+from suanli.router.ledger.sqlite.group import GroupCommit
+from suanli.router.ledger.sqlite.ledger import Hold
+from suanli.router.ledger.types import VoucherStatus
+
+__all__ = ["RequestContext", "Router"]
+
+log = logging.getLogger("suanli.router")
+
+_CAPABILITY = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
+_CLASSES = ("interactive", "batch", "training")
+_DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Who asks and how: the routing hints that do not travel in the OpenAI body."""
+
+    work_class: str | None = None  # from X-Suanli-Class
+    origin: str | None = None  # from X-Suanli-Origin
+    key_id: str | None = None
+    request_id: str | None = None
+    allowed_regions: frozenset[str] | None = None
+    default_class: str | None = None  # the key's, used when neither header nor service_tier says
+    key: KeyPolicy | None = None  # the virtual key's policy: its budget is held with each request
+
+
+# Request ids: a random prefix per process and a counter, 24 hex digits like a uuid4's first
+# 24, without a getrandom syscall and a UUID object per request.
+_ID_PREFIX = secrets.token_hex(6)
+_ID_SEQ = count(1)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Router(FailoverMixin, AccountingMixin):
+    """The suanli SDK: ``async with Router.from_config(path) as router: ...``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        upstreams: Mapping[str, Upstream] | None = None,
+        sim_latency_scale: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.clock = clock or _utc_now
+        self._tz = ZoneInfo(config.timezone)
+        self._session = session
+        self._own_session = session is None
+        self._upstreams: dict[str, Upstream] = dict(upstreams or {})
+        self._sim_latency_scale = sim_latency_scale
+        self._fleet: Any = None
+        # The ledger for synchronous readers: the SQLite Ledger, or on PostgreSQL (shared by replicas)
+        # a ThreadLedger for worker threads. _accounts is the async face of either.
+        self.ledger: Any = None
+        self._accounts: AsyncLedger | None = None
+        self._replica: Any = None  # router.replica.Replica when the ledger is shared (PostgreSQL)
+        self._available: dict[str, float] = {}  # voucher id -> units not yet held or spent
+        self._vouchers = {v.id: v for v in config.vouchers}
+        self.max_attempts = config.health.retry.max_attempts
+        self.health = Health((r.id for r in config.regions), config.health)
+        self.latency = LatencyTracker(config.regions, config.health, trust_sims=sim_latency_scale == 1.0)
+        self.limits = RequestLimits(config.regions)
+        self._active = 0  # requests before their first byte, for the retry budget
+        self._retrying = 0  # of which on a second or later attempt
+        self._cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
+        self._prober: Any = None
+        self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
+        self.metrics = MetricsBook()  # counters behind GET /metrics
+
+    @classmethod
+    def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
+        """A Router for a config file path, a parsed mapping, or a Config."""
+        config = source if isinstance(source, Config) else load_config(source)
+        return cls(config, **options)
+
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the ledger and the HTTP session, and start in-process sim platforms."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300), auto_decompress=False
+            )
+        base_urls = await self._start_sims()
+        # Load the tokenizer now, off the loop, so the first request does not pay for it.
+        await asyncio.to_thread(load_tokenizer)
+        self._accounts = await open_ledger(self.config.ledger, self.config.vouchers, clock=self.clock)
+        self._available = await self._accounts.balances()
+        if isinstance(self._accounts, SqliteAsyncLedger):
+            self.ledger = self._accounts.sync
+            self._group = GroupCommit(self.ledger)
+        else:  # PostgreSQL, shared with other replicas (router/core/replica.py)
+            from suanli.router.core.replica import Replica
+            from suanli.router.ledger.postgres.sync import ThreadLedger
+            from suanli.router.ledger.postgres.writes import AsyncWrites
+
+            self.ledger = ThreadLedger(self._accounts, asyncio.get_running_loop())
+            self._group = AsyncWrites()
+            self._replica = await Replica.start(
+                self._accounts, self.config, self._available, self.planning,
+                limits=None if self.config.limits_url else self.limits,
+            )
+        if self.config.limits_url:
+            from suanli.router.core.limits_shared import RedisLimits
+
+            replica_id = self._replica.id if self._replica is not None else secrets.token_hex(6)
+            self.limits = await RedisLimits.started(self.config, replica_id=replica_id)
+        for region in self.config.regions:
+            if region.id not in self._upstreams:
+                self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
+        await self._start_health(base_urls)
+        if self._replica is None:  # replicas plan only while they lead (router/core/replica.py)
+            self.planning.start()
+
+    async def _start_sims(self) -> dict[str, str]:
+        if not any(r.provider == "sim" and not r.base_url for r in self.config.regions):
+            return {}
+        from suanli.providers.sim import SimFleet
+
+        self._fleet = SimFleet(self.config, latency_scale=self._sim_latency_scale)
+        await self._fleet.start()
+        return dict(self._fleet.urls)
+
+    def base_url(self, region_id: str) -> str | None:
+        """A region's OpenAI-compatible base URL (an in-process sim's loopback URL once started)."""
+        if self._fleet is not None and region_id in self._fleet.urls:
+            return self._fleet.urls[region_id]
+        region = self.config.region(region_id)
+        return region.base_url if region is not None else None
+
+    def _make_upstream(self, provider: str, base_urls: dict[str, str]) -> Upstream:
+        if provider in ("openai", "sim"):
+            from suanli.providers.openai_compat import OpenAICompatUpstream
+
+            return OpenAICompatUpstream(self._session, base_urls=base_urls)
+        from suanli.providers.litellm_adapter import LiteLLMUpstream
+
+        return LiteLLMUpstream()
+
+    async def close(self) -> None:
+        await self._stop_health()
+        await asyncio.to_thread(self.planning.stop)
+        for upstream in {id(u): u for u in self._upstreams.values()}.values():
+            await upstream.close()
+        if self._fleet is not None:
+            await self._fleet.stop()
+            self._fleet = None
+        if self._session is not None and self._own_session:
+            await self._session.close()
+            self._session = None
+        if self._replica is not None:
+            await self._replica.stop()
+            self._replica = None
+        stop_limits = getattr(self.limits, "stop", None)  # RedisLimits: leave the shared tally
+        if stop_limits is not None:
+            await stop_limits()
+        if self._accounts is not None:
+            await self._accounts.close()
+            self._accounts = self.ledger = None
+
+    async def chat_completions(
+        self, *, context: RequestContext | None = None, **body: Any
+    ) -> Completion | CompletionStream:
+        """``POST /v1/chat/completions``; ``stream=True`` gives a CompletionStream."""
+        return await self.handle("chat/completions", body, context)
+
+    async def completions(
+        self, *, context: RequestContext | None = None, **body: Any
+    ) -> Completion | CompletionStream:
+        """``POST /v1/completions`` (legacy text completions)."""
+        return await self.handle("completions", body, context)
+
+    async def embeddings(self, *, context: RequestContext | None = None, **body: Any) -> Completion:
+        """``POST /v1/embeddings``."""
+        result = await self.handle("embeddings", body, context)
+        return cast(Completion, result)  # validate_body forbids streamed embeddings
+
+    def models(self) -> dict:
+        """The ``GET /v1/models`` list: public names, then ``REGION/MODEL`` pins."""
+        created = 1_764_547_200  # 2025-12-01, a fixed date: model entries do not change per call
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "suanli"}
+            for name in self.config.model_names()
+        ]
+        data += [
+            {"id": f"{region.id}/{offer.name}", "object": "model", "created": created, "owned_by": region.id}
+            for region in self.config.regions
+            for offer in region.models
+        ]
+        return {"object": "list", "data": data}
+
+    @property
+    def _book(self) -> Any:
+        """The ledger for the calls that do not wait (void, balances, marks, reports): the SQLite
+        Ledger itself, or a replica's cached view of the shared one."""
+        if self.ledger is None:
+            raise RuntimeError(
+                "the Router is not started: use `async with router:` or `await router.start()`"
+            )
+        return self.ledger if self._replica is None else self._replica.view
+
+    def voucher_report(self) -> list[dict]:
+        """Every voucher's balance, holds, spend, burn and validity, JSON-ready."""
+        return [voucher_dict(status) for status in self._book.vouchers()]
+
+    def balances(self) -> dict[str, float]:
+        """Voucher id -> balance not yet spent or held."""
+        return dict(self._available)
+
+    def plan_info(self) -> dict:
+        """The live plan: planned_at, solve_ms, voucher shadow and region capacity prices, ratios."""
+        return self.planning.info()
+
+    def _unhealthy(self) -> frozenset[str]:
+        # Read by the re-planner's thread: wait_s only reads, unlike blocked(), which caches.
+        # A region whose prepaid cash is gone is planned without, like one that is down.
+        now_s = self.clock().timestamp()
+        down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
+        return down | frozenset(self._cash_exhausted)
+
+    async def handle(
+        self, endpoint: str, body: Any, context: RequestContext | None = None
+    ) -> Completion | CompletionStream:
+        """Route one OpenAI request body for ``endpoint``; the app and the SDK both call this."""
+        self._book  # noqa: B018 - fails early when the Router was not started
+        ctx = context or RequestContext()
+        body = validate_body(endpoint, body)
+        ask = self._ask(endpoint, body, ctx)
+        request_id = ctx.request_id or f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
+        forward = {k: v for k, v in body.items() if not (k == "service_tier" and v == "flex")}
+        stream = bool(body.get("stream"))
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        failures: list[UpstreamError] = []
+        excluded: set[str] = set()
+        waits: list[Wait] = []  # regions skipped for their limits, cool-down or ejection
+        attempts = 0
+        deadline = time.perf_counter() + self.config.health.retry.deadline_s
+        self._active += 1
+        try:
+            while attempts < self.max_attempts:
+                if attempts and not await self._may_retry(deadline):
+                    break
+                picked = self._pick(ask, excluded, waits)
+                if picked is None:
+                    break
+                option, lease = picked
+                try:
+                    hold = await self._reserve(request_id, option, ask, ctx)
+                except BudgetExceededError:
+                    lease.release()  # the key's budget is spent: no other region would do
+                    raise
+                if hold is None:
+                    lease.release()
+                    continue  # the voucher ran dry under us: rank again with the new balance
+                attempts += 1
+                call = UpstreamCall(
+                    option.region,
+                    endpoint,
+                    {**forward, "model": option.offer.upstream_name},
+                    stream=stream,
+                    wants_usage=wants_usage,
+                )
+                started = time.perf_counter()
+                try:
+                    reply = await self._send(call, hold, lease, attempts, deadline - started)
+                except UpstreamError as exc:
+                    failures.append(exc)
+                    if not exc.retryable:
+                        raise UpstreamFailedError.from_upstream(exc) from exc
+                    excluded.add(option.region.id)
+                    continue
+                routing = Routing(
+                    request_id=request_id,
+                    region=option.region.id,
+                    model=ask.model,
+                    work_class=ask.work_class,
+                    origin=ask.origin,
+                    voucher=hold.voucher_id,
+                    cash_yuan=option.charge.cash_yuan,
+                    cost_yuan=option.charge.cost_yuan,
+                    attempts=attempts,
+                )
+                if isinstance(reply, StreamReply):
+                    return self._stream(reply, routing, hold, option, ask, started, lease)
+                await self._settle(
+                    hold,
+                    option,
+                    ask,
+                    reply.usage,
+                    routing,
+                    latency_s=time.perf_counter() - started,
+                    ttft_s=reply.ttft_s,
+                )
+                self._measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
+                return Completion(reply.body, routing)
+        finally:
+            self._active -= 1
+        raise self._failed(ask, failures, waits)
+
+    def _ask(self, endpoint: str, body: dict, ctx: RequestContext) -> Ask:
+        pinned, model = self._resolve_model(body["model"])
+        if pinned is not None and ctx.allowed_regions is not None and pinned not in ctx.allowed_regions:
+            raise PermissionDeniedError(f"this key may not use region {pinned!r}", param="model")
+        flex = body.get("service_tier") == "flex"
+        work_class = ctx.work_class or ("batch" if flex else ctx.default_class or "interactive")
+        if work_class not in _CLASSES:
+            raise BadRequestError(
+                f"unknown class {work_class!r}: use one of {', '.join(_CLASSES)}", param="X-Suanli-Class"
+            )
+        origin = ctx.origin or self.config.origin
+        if origin not in ("east", "west"):
+            raise BadRequestError(f"unknown origin {origin!r}: use east or west", param="X-Suanli-Origin")
+        return Ask(
+            model=model,
+            work_class=work_class,  # type: ignore[arg-type]
+            origin=origin,  # type: ignore[arg-type]
+            input_tokens=count_prompt_tokens(endpoint, body),
+            output_tokens=max_output_tokens(endpoint, body, self.config.default_max_tokens),
+            capability=_CAPABILITY[endpoint],  # type: ignore[arg-type]
+            pinned_region=pinned,
+            allowed_regions=ctx.allowed_regions,
+        )
+
+    def _resolve_model(self, name: str) -> tuple[str | None, str]:
+        if "/" in name:
+            region_id, _, model = name.partition("/")
+            region = self.config.region(region_id)
+            if region is not None:
+                if region.offer(model) is None:
+                    raise ModelNotFoundError(f"region {region_id!r} does not offer model {model!r}")
+                return region_id, model
+        if name not in self._model_names():
+            raise ModelNotFoundError(f"the model {name!r} does not exist or no region offers it")
+        return None, name
+
+    def _model_names(self) -> frozenset[str]:
+        names = getattr(self, "_names", None)
+        if names is None:
+            names = self._names = frozenset(self.config.model_names())
+        return names
+
+    def _stream(
+        self,
+        reply: StreamReply,
+        routing: Routing,
+        hold: Hold,
+        option: Option,
+        ask: Ask,
+        started: float,
+        lease: Lease,
+    ) -> CompletionStream:
+        done = False  # the upstream's [DONE] arrived: the answer is whole
+
+        async def finish(status: int = 200) -> None:
+            if routing.settled:
+                return
+            if status == 200 and not done:
+                status = 499  # closed early by the client (nginx's code): settled for what was consumed
+            await reply.close()
+            await self._settle(
+                hold,
+                option,
+                ask,
+                reply.usage,
+                routing,
+                latency_s=time.perf_counter() - started,
+                ttft_s=reply.ttft_s,
+                status=status,
+            )
+            total_s = time.perf_counter() - started if status == 200 else None
+            self._measured(routing, reply.ttft_s, total_s, lease)
+
+        async def relay():
+            nonlocal done
+            try:
+                async for chunk in reply.chunks:
+                    if chunk == _DONE:
+                        done = True
+                        await finish()
+                        # An SSE comment: clients ignore it, curl users see the settled cost.
+                        yield (
+                            f": suanli cost_yuan={routing.cost_yuan:.6f} cash_yuan={routing.cash_yuan:.6f} "
+                            f"voucher={routing.voucher or 'none'}\n\n"
+                        ).encode()
+                    yield chunk
+            except UpstreamBroken as exc:
+                log.warning("stream from %s broke after the first byte: %s", routing.region, exc.message)
+                self.health.failure(routing.region, 0, self.clock().timestamp())
+                await finish(status=502)
+                yield _error_event(f"the upstream stream from region {routing.region} broke: {exc.message}")
+
+        return CompletionStream(routing, relay(), finish)
+
+
+def voucher_dict(status: VoucherStatus) -> dict:
+    """A VoucherStatus as JSON-ready data (times in ISO 8601)."""
+    row = dataclasses.asdict(status)
+    for name in ("valid_from", "expires"):
+        row[name] = row[name].isoformat() if row[name] else None
+    return row
+
+
+def _error_event(message: str) -> bytes:
+    import orjson
+
+    payload = {
+        "error": {"message": message, "type": "server_error", "param": None, "code": "upstream_broken"}
+    }
+    return b"data: " + orjson.dumps(payload) + b"\n\n"

@@ -1,0 +1,255 @@
+"""The audit of the usage ledger: verify its hash chain, export a subsidy claim's rows.
+
+``verify`` walks the chain (see ``ledger_chain``) and names the first row that was
+changed, inserted or deleted, then cross-checks the chain against the holds table: every
+usage row belongs to a settled hold and every settled hold has its usage row, which also
+catches rows dropped from the end of the chain. ``export_csv`` writes the per-request
+rows a subsidy claim needs, headed by the chain head that an auditor re-verifies.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from suanli.router.ledger.chain import GENESIS, row_hash
+from suanli.router.ledger.sqlite.ledger import Ledger
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "ChainBrokenError",
+    "ChainReport",
+    "export_csv",
+    "parse_bound",
+    "verify",
+]
+
+EXPORT_COLUMNS = (
+    "time",
+    "request_id",
+    "key",
+    "key_name",
+    "region",
+    "model",
+    "class",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens",
+    "cost_yuan",
+    "cash_yuan",
+    "voucher",
+    "voucher_units",
+    "voucher_yuan",
+    "row_id",
+    "row_hash",
+)
+
+
+class ChainBrokenError(Exception):
+    """The usage chain does not verify: nothing is exported from a tampered ledger."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The outcome of ``verify``. ``problem`` is None, "changed", "inserted" or "deleted"."""
+
+    rows: int
+    head_id: int | None
+    head_hash: str
+    problem: str | None = None
+    row_id: int | None = None  # the first row changed, inserted, or missing
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify(ledger: Ledger, *, anchor: tuple[int, str] | None = None) -> ChainReport:
+    """Walk the whole chain; the first broken row, classified, or an OK with the head.
+
+    ``anchor`` is a chain head published earlier (an export's ``row N hash H``): the chain
+    must still pass through it, which catches even a forger who re-hashed every row after
+    an edit, or truncated the chain and the holds behind it.
+    """
+    rows = 0
+    prev_id, prev_hash_seen, before_prev = 0, GENESIS, GENESIS
+    for row_id, values, prev_hash, hash_ in ledger.chain_rows():
+        content_ok = row_hash(prev_hash, values) == hash_
+        link_ok = prev_hash == prev_hash_seen
+        expected_id = prev_id + 1
+        if not (link_ok and content_ok and row_id == expected_id):
+            return _broken(
+                row_id,
+                expected_id,
+                prev_id,
+                content_ok,
+                link_ok,
+                points_before=prev_hash == before_prev and prev_id > 0,
+                rows=rows,
+                head=(prev_id or None, prev_hash_seen),
+            )
+        if anchor is not None and row_id == anchor[0] and hash_ != anchor[1]:
+            return ChainReport(
+                rows,
+                prev_id or None,
+                prev_hash_seen,
+                problem="changed",
+                row_id=row_id,
+                message=f"row {row_id} no longer has the anchored hash: rows up to it were rewritten",
+            )
+        rows += 1
+        before_prev, prev_hash_seen, prev_id = prev_hash_seen, hash_, row_id
+    head = (prev_id or None, prev_hash_seen)
+    if anchor is not None and prev_id < anchor[0]:
+        return ChainReport(
+            rows,
+            *head,
+            problem="deleted",
+            row_id=prev_id + 1,
+            message=f"the chain ends at row {prev_id}, before the anchored row {anchor[0]}:"
+            " rows were deleted",
+        )
+    forged, missing = ledger.chain_orphans()
+    if forged is not None:
+        return ChainReport(
+            rows,
+            *head,
+            problem="inserted",
+            row_id=forged,
+            message=f"row {forged} was inserted: no settled request of the ledger made it",
+        )
+    if missing:
+        return ChainReport(
+            rows,
+            *head,
+            problem="deleted",
+            row_id=prev_id + 1,
+            message=f"{missing} settled request(s) have no usage row: rows were deleted"
+            f" (the chain ends at row {prev_id})",
+        )
+    return ChainReport(rows, *head, message=f"{rows} rows verify; chain head row {prev_id} {prev_hash_seen}")
+
+
+def _broken(
+    row_id: int,
+    expected_id: int,
+    prev_id: int,
+    content_ok: bool,
+    link_ok: bool,
+    *,
+    points_before: bool,
+    rows: int,
+    head: tuple[int | None, str],
+) -> ChainReport:
+    """Name what happened just before ``row_id``, the first row that does not follow on."""
+    if row_id > expected_id and content_ok:
+        span = f"{expected_id}" if row_id == expected_id + 1 else f"{expected_id}-{row_id - 1}"
+        return ChainReport(
+            rows,
+            *head,
+            problem="deleted",
+            row_id=expected_id,
+            message=f"row(s) {span} were deleted: row {row_id} follows a missing row",
+        )
+    if link_ok and not content_ok:
+        return ChainReport(
+            rows,
+            *head,
+            problem="changed",
+            row_id=row_id,
+            message=f"row {row_id} was changed: its content no longer matches its hash",
+        )
+    if points_before:
+        return ChainReport(
+            rows,
+            *head,
+            problem="inserted",
+            row_id=prev_id,
+            message=f"row {prev_id} was inserted: row {row_id} still points to the row before it",
+        )
+    if content_ok:
+        return ChainReport(
+            rows,
+            *head,
+            problem="changed",
+            row_id=prev_id,
+            message=f"row {prev_id} was changed and re-hashed: row {row_id} no longer follows it",
+        )
+    return ChainReport(
+        rows,
+        *head,
+        problem="changed",
+        row_id=row_id,
+        message=f"row {row_id} was changed or inserted: neither its hash nor its link verify",
+    )
+
+
+def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
+    """``--from``/``--to``: a date (local to ``tz``; an end date counts whole) or an ISO time."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        start = datetime.combine(day, time(0), tzinfo=tz)
+        return start + timedelta(days=1) if end else start
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a date (2026-12-01) nor an ISO time") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=tz)
+
+
+def export_csv(
+    ledger: Ledger, *, voucher: str | None, since: datetime | None, until: datetime | None, tz: ZoneInfo
+) -> str:
+    """The claim CSV: ``#`` lines with the scope and chain head, a header, one row per request.
+
+    Rows are the usage settled in ``[since, until)`` paid (in part) by ``voucher`` (every
+    row when None). Raises ChainBrokenError when the chain does not verify.
+    """
+    report = verify(ledger)
+    if not report.ok:
+        raise ChainBrokenError(f"the usage ledger does not verify: {report.message}")
+    names = {row.id: row.name for row in ledger.keys()}  # key id -> name
+    out = io.StringIO()
+    scope = (
+        f"voucher={voucher or '*'} from={since.isoformat() if since else '-'}"
+        f" to={until.isoformat() if until else '-'}"
+    )
+    out.write(f"# suanli usage export {scope}\n")
+    out.write(
+        f"# chain head: row {report.head_id or 0} hash {report.head_hash} ({report.rows} rows verified;"
+        f" later: suanli audit verify --head {report.head_id or 0}:{report.head_hash})\n"
+    )
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for u in ledger.usage(since=since, until=until):
+        if voucher is not None and u.voucher_id != voucher:
+            continue
+        writer.writerow(
+            (
+                u.time.astimezone(tz).isoformat(),
+                u.request_id,
+                u.key_id or "",
+                names.get(u.key_id or "", ""),
+                u.region,
+                u.model,
+                u.work_class,
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.tokens,
+                repr(u.cost_yuan),
+                repr(u.cash_yuan),
+                u.voucher_id or "",
+                repr(u.voucher_units),
+                repr(u.voucher_yuan),
+                u.id,
+                u.hash,
+            )
+        )
+    return out.getvalue()

@@ -1,0 +1,354 @@
+"""The voucher ledger on PostgreSQL, shared by several router replicas (async, asyncpg).
+
+The same two-phase contract as the SQLite ``Ledger`` (reserve / settle / void, hash-chained
+usage rows, the same fixed-point numbers), with every method a coroutine. What makes it
+safe across replicas (statements and their reasoning: ``ledger_pg_sql``):
+
+- a hold is one conditional ``UPDATE vouchers ... WHERE balance_q > held_q RETURNING`` under
+  READ COMMITTED, so no interleaving of replicas holds more than a voucher has;
+- settle claims the hold (pending -> settled) before posting, so a retried or concurrent
+  settle or void finds nothing to do: both are idempotent;
+- each instance is an owner whose liveness the server vouches for (``ledger_pg_owners``);
+  a background sweep in every replica voids the holds of dead owners, and of owners silent
+  for ``hold_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from itertools import count
+
+import asyncpg
+
+from suanli.config import Voucher
+from suanli.router.errors import InsufficientBalanceError, LedgerError
+from suanli.router.ledger.chain import first_broken, row_hash
+from suanli.router.ledger.exhausted import account_of
+from suanli.router.ledger.postgres.keys import (
+    PgKeysMixin,
+    hold_key_budget_pg,
+    release_key_budget_pg,
+    release_resolved_pg,
+    settle_key_budget_pg,
+)
+from suanli.router.ledger.postgres.owners import OwnerLock, dead_owners
+from suanli.router.ledger.postgres.schema import connect, create_pool, migrate, pg_url
+from suanli.router.ledger.postgres.sql import (
+    APPEND_USAGE,
+    CLAIM_HOLD,
+    DEBIT_VOUCHER,
+    DROP_DEAD_OWNERS,
+    HOLD_STATE,
+    INSERT_CASH_HOLD,
+    LOCK_CHAIN,
+    RESERVE,
+    USAGE_COLUMNS,
+    VOID_ONE,
+    VOID_OWNERS,
+    VOID_STALE,
+)
+from suanli.router.ledger.postgres.vouchers import sync_vouchers, voucher_statuses
+from suanli.router.ledger.sqlite.ledger import _clamped
+from suanli.router.ledger.sqlite.reads import usage_row
+from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
+
+__all__ = ["PgLedger"]
+
+log = logging.getLogger("router.ledger")
+
+Clock = Callable[[], datetime]
+
+
+class PgLedger(PgKeysMixin):
+    """Voucher balances, pending holds and usage rows in one PostgreSQL schema."""
+
+    def __init__(self, pool: asyncpg.Pool, owner: OwnerLock, *, clock: Clock, hold_timeout_s: float) -> None:
+        self._pool = pool
+        self._owner = owner
+        self._clock = clock
+        self._hold_timeout_s = hold_timeout_s
+        self._seq = count(1)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+        self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
+
+    url = ""  # the ledger URL it was opened with
+
+    @property
+    def owner_id(self) -> str:
+        return self._owner.id
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool, for neighbours in the same schema (the plan board, the replica)."""
+        return self._live()
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    @classmethod
+    async def open(cls, url: str, vouchers: Sequence[Voucher], *, clock: Clock, hold_timeout_s: float = 300.0,
+                   sweep_s: float | None = 1.0, pool_size: int = 10) -> PgLedger:
+        """Open (creating and migrating) the ledger at ``url``, register this owner, sweep once.
+
+        ``sweep_s`` is the period of the background heartbeat and sweep (None: none; call
+        ``sweep()`` yourself). Vouchers new to the ledger start at their amount; known ones
+        keep their balance.
+        """
+        parsed = pg_url(url)
+        session = await connect(parsed)
+        try:
+            await migrate(session, parsed.schema)
+            await sync_vouchers(session, vouchers)
+            owner = OwnerLock(session, parsed.schema)
+            await owner.register(clock().timestamp())
+            pool = await create_pool(parsed, max_size=pool_size)
+        except BaseException:
+            await session.close()
+            raise
+        ledger = cls(pool, owner, clock=clock, hold_timeout_s=hold_timeout_s)
+        ledger.url = url
+        ledger.recovered_holds = await ledger.sweep()
+        if sweep_s is not None:
+            ledger._sweeper = asyncio.create_task(ledger._sweep_forever(sweep_s))
+        return ledger
+
+    async def close(self) -> None:
+        """Stop sweeping and release this owner; holds still pending are voided by a peer's sweep."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        try:
+            now = self._clock().timestamp()
+            await self._owner.release(now)
+            # This instance can settle nothing any more: release what it still holds now.
+            await self._pool.fetchval(VOID_OWNERS, now, [self._owner.id])
+            await release_resolved_pg(self._pool)
+            await self._pool.execute(DROP_DEAD_OWNERS, [self._owner.id])
+        finally:
+            await self._owner.session.close()
+            await self._pool.close()
+
+    async def __aenter__(self) -> PgLedger:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _live(self) -> asyncpg.Pool:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
+        return self._pool
+
+    async def reserve(self, req: HoldRequest) -> Hold:
+        """Hold ``min(available, req.voucher_units)`` of the voucher in one statement.
+
+        With a key budget, the budget hold follows in the same transaction (ledger_pg_keys).
+        """
+        hold_id = f"{self._owner.id}-{next(self._seq)}"
+        if req.key_budget is None:
+            return await self._reserve_on(self._live(), hold_id, req)
+        if req.voucher_id is not None:
+            await self._scale(req.voucher_id)  # cached: no second pool connection inside the transaction
+        async with self._live().acquire() as c, c.transaction():
+            # The key's rows first, the voucher's last: its lock, the most shared, is held shortest.
+            await hold_key_budget_pg(c, hold_id, req.key_budget)
+            return await self._reserve_on(c, hold_id, req)
+
+    async def _reserve_on(self, pool: asyncpg.Pool | asyncpg.Connection, hold_id: str,
+                          req: HoldRequest) -> Hold:
+        created = self._clock()
+        base = (hold_id, self._owner.id, req.request_id, req.key_id, req.region, req.model, req.work_class,
+                req.origin)
+        if req.voucher_id is None:
+            await pool.execute(INSERT_CASH_HOLD, *base, created.timestamp())
+            return Hold(id=hold_id, request_id=req.request_id, voucher_id=None, voucher_units=0.0,
+                        created=created)
+        scale = await self._scale(req.voucher_id)
+        want_q = max(round(req.voucher_units * scale), 0)
+        row = await pool.fetchrow(RESERVE, *base, req.voucher_id, want_q, created.timestamp())
+        if row is None:
+            available = await pool.fetchval(
+                "SELECT (balance_q - held_q)::float8 / scale FROM vouchers WHERE id = $1", req.voucher_id)
+            raise InsufficientBalanceError(req.voucher_id, req.voucher_units, available or 0.0)
+        return Hold(id=hold_id, request_id=req.request_id, voucher_id=req.voucher_id,
+                    voucher_units=row["held_q"] / row["scale"], created=created)
+
+    async def _scale(self, voucher_id: str) -> int:
+        scales = getattr(self, "_scales", None)
+        if scales is None:
+            scales = self._scales = {}
+        scale = scales.get(voucher_id)
+        if scale is None:
+            scale = await self._live().fetchval("SELECT scale FROM vouchers WHERE id = $1", voucher_id)
+            if scale is None:
+                raise LedgerError(f"unknown voucher {voucher_id!r}")
+            scales[voucher_id] = scale
+        return scale
+
+    async def settle(self, hold_id: str, s: Settlement) -> UsageRow:
+        """Debit ``s.voucher_units``, release the rest of the hold, append the usage row.
+
+        Idempotent: a settled hold returns its existing row. A voided or unknown hold raises
+        LedgerError. Units beyond the hold are clamped (the excess moved to cash), logged.
+        """
+        now = self._clock().timestamp()
+        async with self._live().acquire() as c, c.transaction():
+            hold = await c.fetchrow(CLAIM_HOLD, now, hold_id)
+            if hold is None:
+                state = await c.fetchval(HOLD_STATE, hold_id)
+                if state == "settled":
+                    row = await c.fetchrow(f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = $1", hold_id)
+                    return usage_row(tuple(row))
+                if state is None:
+                    raise LedgerError(f"unknown hold {hold_id!r}")
+                raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
+            await settle_key_budget_pg(c, hold_id, s.cost_yuan)  # key_spend before vouchers, as reserve
+            voucher_id, scale, held_q = hold["voucher_id"], hold["scale"], hold["held_q"]
+            units_q = 0
+            if voucher_id is None:
+                if s.voucher_units > 0:
+                    log.error("ledger: hold %s has no voucher but settles %g units; charged as cash",
+                              hold_id, s.voucher_units)
+                    s = _clamped(s, 0.0)
+            else:
+                units_q = max(round(s.voucher_units * scale), 0)
+                if units_q > held_q:
+                    log.error("ledger: hold %s settles %g units of %s but held %g; clamped, excess as cash",
+                              hold_id, s.voucher_units, voucher_id, held_q / scale)
+                    s = _clamped(s, held_q / scale)
+                    units_q = held_q
+                await c.execute(DEBIT_VOUCHER, units_q, held_q, voucher_id)
+            usage_id, prev_hash = await c.fetchrow(LOCK_CHAIN)
+            values = (
+                usage_id, hold_id, hold["request_id"], now, hold["key_id"], hold["region"], hold["model"],
+                hold["work_class"], hold["origin"], voucher_id, s.prompt_tokens, s.completion_tokens,
+                s.tokens, s.cost_yuan, s.cash_yuan, units_q / scale, s.voucher_yuan, s.latency_ms,
+                s.ttft_ms, s.attempts, s.status,
+            )
+            hash_ = row_hash(prev_hash, values)
+            await c.execute(APPEND_USAGE, *values, prev_hash, hash_, units_q)
+        return usage_row((*values, prev_hash, hash_))
+
+    async def void(self, hold_id: str) -> None:
+        """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""
+        pool = self._live()
+        if await pool.fetchval(VOID_ONE, self._clock().timestamp(), hold_id) == 0:
+            if await pool.fetchval(HOLD_STATE, hold_id) is None:
+                raise LedgerError(f"unknown hold {hold_id!r}")
+        else:
+            await release_key_budget_pg(pool, hold_id)
+
+    async def void_stale(self, max_age_s: float) -> int:
+        """Void pending holds older than ``max_age_s`` of clock time (any owner); how many."""
+        now = self._clock().timestamp()
+        voided = await self._live().fetchval(VOID_STALE, now, now - max_age_s)
+        await release_resolved_pg(self._live())
+        if voided:
+            log.warning("ledger: voided %d holds pending for over %g s", voided, max_age_s)
+        return int(voided)
+
+    async def sweep(self) -> int:
+        """Heartbeat this owner, void the holds of dead or silent owners, forget them; how many voided."""
+        pool = self._live()
+        now = self._clock().timestamp()
+        await self._owner.heartbeat(now)
+        dead = await dead_owners(pool, self._owner.space, now_s=now, silent_s=self._hold_timeout_s)
+        if not dead:
+            return 0
+        voided = int(await pool.fetchval(VOID_OWNERS, now, dead))
+        await release_resolved_pg(pool)  # the key budgets those holds kept
+        await pool.execute(DROP_DEAD_OWNERS, dead)
+        if voided:
+            log.warning("ledger: voided %d pending holds of %d dead replicas", voided, len(dead))
+        return voided
+
+    async def _sweep_forever(self, period_s: float) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await self.sweep()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # A restarting database or a lost connection: try again next period.
+                log.warning("ledger sweep failed: %s", exc)
+
+    async def live_owners(self) -> int:
+        """How many ledger instances (replicas) are alive now, this one included."""
+        dead = await dead_owners(self._live(), self._owner.space, now_s=self._clock().timestamp(),
+                                 silent_s=self._hold_timeout_s)
+        total = await self._live().fetchval("SELECT count(*) FROM owners")
+        return max(int(total) - len(dead), 1)
+
+    async def balance(self, voucher_id: str) -> float:
+        """Posted balance of a voucher: amount minus settled spend (pending holds not subtracted)."""
+        value = await self._live().fetchval(
+            "SELECT balance_q::float8 / scale FROM vouchers WHERE id = $1", voucher_id)
+        if value is None:
+            raise LedgerError(f"unknown voucher {voucher_id!r}")
+        return value
+
+    async def balances(self) -> dict[str, float]:
+        """Voucher id -> available units (balance minus every replica's holds; 0 once exhausted)."""
+        rows = await self._live().fetch(
+            "SELECT id, balance_q - held_q, scale, id IN (SELECT voucher_id FROM exhausted"
+            " WHERE voucher_id IS NOT NULL) FROM vouchers"
+        )
+        return {voucher_id: 0.0 if gone else q / scale for voucher_id, q, scale, gone in rows}
+
+    async def mark_exhausted(self, *, voucher_id: str | None = None, region: str | None = None,
+                             reason: str = "") -> None:
+        """Record that a platform reported this voucher (or this region's cash) exhausted."""
+        await self._live().execute(
+            "INSERT INTO exhausted (account, region, voucher_id, since, reason) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (account) DO UPDATE SET since = excluded.since, reason = excluded.reason",
+            account_of(voucher_id=voucher_id, region=region), region, voucher_id,
+            self._clock().timestamp(), reason[:500],
+        )
+
+    async def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
+        """Forget an exhaustion mark (after a top-up)."""
+        await self._live().execute(
+            "DELETE FROM exhausted WHERE account = $1", account_of(voucher_id=voucher_id, region=region))
+
+    async def exhausted(self) -> dict[str, dict[str, object]]:
+        """``voucher:<id>`` / ``cash:<region>`` -> region, voucher_id, since (epoch s), reason."""
+        rows = await self._live().fetch(
+            "SELECT account, region, voucher_id, since, reason FROM exhausted ORDER BY account")
+        return {r[0]: {"region": r[1], "voucher_id": r[2], "since": r[3], "reason": r[4]} for r in rows}
+
+    async def vouchers(self) -> list[VoucherStatus]:
+        """Every voucher in the ledger with balance, holds, spend and burn."""
+        return await voucher_statuses(self._live(), now=self._clock())
+
+    async def pending_holds(self) -> int:
+        """How many holds are pending, across every replica."""
+        return int(await self._live().fetchval("SELECT COUNT(*) FROM holds WHERE state = 'pending'"))
+
+    async def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
+        """Usage rows settled in ``[since, until)``, in chain order."""
+        lo = float("-inf") if since is None else since.timestamp()
+        hi = float("inf") if until is None else until.timestamp()
+        rows = await self._live().fetch(
+            f"SELECT {USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id", lo, hi)
+        return [usage_row(tuple(r)) for r in rows]
+
+    async def totals(self) -> dict[str, float]:
+        """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
+        row = await self._live().fetchrow(
+            "SELECT COUNT(*), COALESCE(SUM(cash_yuan), 0), COALESCE(SUM(voucher_yuan), 0),"
+            " COALESCE(SUM(cost_yuan), 0), COALESCE(SUM(tokens), 0) FROM usage"
+        )
+        return {"requests": row[0], "cash_yuan": row[1], "voucher_yuan": row[2], "cost_yuan": row[3],
+                "tokens": int(row[4])}
+
+    async def verify_chain(self) -> int | None:
+        """Id of the first usage row whose hash chain is broken, or None if all verify."""
+        rows = await self._live().fetch(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id")
+        return first_broken((r[0], tuple(r)[:21], r[21], r[22]) for r in rows)
+

@@ -1,0 +1,236 @@
+"""The PostgreSQL ledger's schema: URL parsing, connections, and versioned migrations.
+
+The storage conventions are SQLite's (``ledger_schema``): ``*_q`` columns are BIGINT fixed
+point (units x ``vouchers.scale``), times are DOUBLE PRECISION epoch seconds (UTC), so both
+backends hold the very same numbers and hash the very same usage rows.
+
+``postgresql://user@host:5432/db?schema=NAME`` keeps every table in schema NAME (default
+``suanli``), created if missing: one database can hold several ledgers (tests use a fresh
+schema per run). Other query options go to the driver unchanged.
+
+Migrations run at start-up under a transaction-level advisory lock, so replicas starting
+together apply each version once; a replica newer than the database upgrades it, an older
+one refuses to run on a schema it does not know.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from suanli.router.ledger.chain import GENESIS
+from suanli.router.ledger.postgres.keys import KEYS_MIGRATION_PG
+from suanli.router.ledger.sqlite.schema import PG_SCHEMES as _SCHEMES
+from suanli.router.ledger.sqlite.schema import is_pg_url
+
+__all__ = ["MIGRATIONS", "PgUrl", "connect", "create_pool", "is_pg_url", "lock_space", "migrate", "pg_url"]
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# version n (1-based) is MIGRATIONS[n - 1]; append only, never edit a released one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE vouchers (
+            id TEXT PRIMARY KEY,
+            region TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            rate DOUBLE PRECISION,
+            models TEXT,
+            classes TEXT,
+            valid_from TEXT,
+            expires TEXT,
+            scale BIGINT NOT NULL,
+            amount_q BIGINT NOT NULL,
+            balance_q BIGINT NOT NULL CHECK (balance_q >= 0),
+            held_q BIGINT NOT NULL DEFAULT 0 CHECK (held_q >= 0 AND held_q <= balance_q),
+            last_hold_q BIGINT NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE owners (
+            id TEXT PRIMARY KEY,
+            lock_key INTEGER NOT NULL UNIQUE,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            opened DOUBLE PRECISION NOT NULL,
+            seen DOUBLE PRECISION NOT NULL,
+            closed DOUBLE PRECISION
+        )""",
+        """CREATE TABLE holds (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            key_id TEXT,
+            region TEXT NOT NULL,
+            model TEXT NOT NULL,
+            work_class TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            voucher_id TEXT,
+            scale BIGINT NOT NULL,
+            held_q BIGINT NOT NULL,
+            held_units DOUBLE PRECISION NOT NULL,
+            created DOUBLE PRECISION NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            resolved DOUBLE PRECISION
+        )""",
+        "CREATE INDEX holds_pending_owner ON holds(owner) WHERE state = 'pending'",
+        "CREATE INDEX holds_pending_created ON holds(created) WHERE state = 'pending'",
+        """CREATE TABLE usage (
+            id BIGINT PRIMARY KEY,
+            hold_id TEXT NOT NULL UNIQUE,
+            request_id TEXT NOT NULL,
+            time DOUBLE PRECISION NOT NULL,
+            key_id TEXT,
+            region TEXT NOT NULL,
+            model TEXT NOT NULL,
+            work_class TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            voucher_id TEXT,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            tokens BIGINT NOT NULL,
+            cost_yuan DOUBLE PRECISION NOT NULL,
+            cash_yuan DOUBLE PRECISION NOT NULL,
+            voucher_units DOUBLE PRECISION NOT NULL,
+            voucher_q BIGINT NOT NULL,
+            voucher_yuan DOUBLE PRECISION NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            ttft_ms DOUBLE PRECISION,
+            attempts INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )""",
+        "CREATE INDEX usage_time ON usage(time)",
+        "CREATE INDEX usage_voucher_time ON usage(voucher_id, time)",
+        # The tail of the hash chain, one row: settles from every replica lock it in turn,
+        # which is what makes the usage ids and prev_hash links one total order.
+        """CREATE TABLE chain_head (
+            one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+            last_id BIGINT NOT NULL,
+            last_hash TEXT NOT NULL
+        )""",
+        f"INSERT INTO chain_head (last_id, last_hash) VALUES (0, '{GENESIS}')",
+        # A platform said the prepaid balance (a voucher, or the region's cash) is gone.
+        """CREATE TABLE exhausted (
+            account TEXT PRIMARY KEY,
+            region TEXT,
+            voucher_id TEXT,
+            since DOUBLE PRECISION NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+    ),
+    (
+        # The planner (router/core/replica.py): the leader's newest plans, and the voucher shadow
+        # prices of the newest one, one row per voucher.
+        """CREATE TABLE plans (
+            version BIGSERIAL PRIMARY KEY,
+            leader TEXT NOT NULL,
+            published DOUBLE PRECISION NOT NULL,
+            plan TEXT NOT NULL
+        )""",
+        """CREATE TABLE shadow_prices (
+            voucher_id TEXT PRIMARY KEY,
+            version BIGINT NOT NULL,
+            yuan_per_unit DOUBLE PRECISION NOT NULL
+        )""",
+        # Who leads now (for status and tests; the advisory lock is what decides).
+        """CREATE TABLE leader (
+            one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+            replica TEXT NOT NULL,
+            since DOUBLE PRECISION NOT NULL
+        )""",
+        # Requests every replica saw, for the leader's forecast of the merged demand.
+        """CREATE TABLE demand_events (
+            id BIGSERIAL PRIMARY KEY,
+            replica TEXT NOT NULL,
+            work_class TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens DOUBLE PRECISION NOT NULL,
+            output_tokens DOUBLE PRECISION NOT NULL,
+            window_s DOUBLE PRECISION NOT NULL,
+            at_s DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+    KEYS_MIGRATION_PG,  # virtual keys and key budgets (router/ledger/postgres/keys.py)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PgUrl:
+    """A ledger URL split into what the driver gets and the schema suanli keeps its tables in."""
+
+    dsn: str
+    schema: str
+
+
+def pg_url(url: str) -> PgUrl:
+    """Parse ``postgresql://...[?schema=NAME]``; ValueError names what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        shown = ", ".join(_SCHEMES)
+        raise ValueError(f"ledger url scheme {parts.scheme!r} is not a PostgreSQL one ({shown})")
+    schema = "suanli"
+    passed = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "schema":
+            schema = value
+        else:
+            passed.append((name, value))
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"ledger url schema {schema!r} must be a lower-case SQL identifier")
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(passed), ""))
+    return PgUrl(dsn, schema)
+
+
+def lock_space(schema: str, purpose: str) -> int:
+    """The first key of two-key advisory locks for ``purpose`` in ``schema`` (a positive int32).
+
+    Advisory locks are per database, not per schema: deriving the key from the schema keeps
+    two ledgers in one database (parallel test runs) from sharing a leader or an owner lock.
+    """
+    return zlib.crc32(f"suanli:{schema}:{purpose}".encode()) & 0x7FFFFFFF
+
+
+def _settings(url: PgUrl) -> dict[str, str]:
+    # READ COMMITTED is PostgreSQL's default; set it anyway: the hold's safety argument needs it.
+    return {"search_path": url.schema, "application_name": "suanli",
+            "default_transaction_isolation": "read committed"}
+
+
+async def connect(url: PgUrl) -> asyncpg.Connection:
+    """One connection whose search_path is the ledger's schema (advisory-lock sessions)."""
+    return await asyncpg.connect(url.dsn, server_settings=_settings(url), timeout=10)
+
+
+async def create_pool(url: PgUrl, *, max_size: int = 10) -> asyncpg.Pool:
+    """The pool the request path uses; statements are prepared once per connection."""
+    return await asyncpg.create_pool(url.dsn, min_size=1, max_size=max_size, server_settings=_settings(url),
+                                     timeout=10, command_timeout=30)
+
+
+async def migrate(conn: asyncpg.Connection, schema: str,
+                  migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
+    """Create ``schema`` and bring it to the newest version, once, across replicas; the version."""
+    async with conn.transaction():
+        # Transaction-scoped: released at COMMIT or when a crashed migrator's session ends.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", lock_space(schema, "migrate"))
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {schema}.schema_version (version INTEGER NOT NULL)")
+        current = await conn.fetchval(f"SELECT version FROM {schema}.schema_version")
+        known = current is not None
+        current = int(current or 0)
+        if current > len(migrations):
+            raise ValueError(f"ledger schema version {current} is newer than this suanli ({len(migrations)})")
+        for statements in migrations[current:]:
+            for statement in statements:
+                await conn.execute(statement)  # unqualified names land in search_path, i.e. the schema
+        if not known:
+            await conn.execute(f"INSERT INTO {schema}.schema_version (version) VALUES ($1)", len(migrations))
+        elif current < len(migrations):
+            await conn.execute(f"UPDATE {schema}.schema_version SET version = $1", len(migrations))
+    return len(migrations)

@@ -1,0 +1,390 @@
+"""The replay engine behind ``suanli simulate``: a virtual clock, no network, the live chooser.
+
+Requests arrive in trace order. Each is decided when it arrives (interactive: start now
+or be rejected; batch and training: a start in ``[t, t + deadline]``), its capacity is
+booked in the clock minute it will start, and it is *executed* (its voucher drawn, its
+cash charged) when the virtual clock reaches its start: balances are drawn in start
+order, ties in trace order, exactly as DESIGN.md's checker replays them.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from suanli.config import Config, Offer
+from suanli.optimizer import (
+    FORECAST_SPREAD,
+    Ask,
+    CapacityBook,
+    Deferrer,
+    Forecast,
+    InfeasibleError,
+    Job,
+    Plan,
+    Snapshot,
+    State,
+    charge,
+    hindsight_bound,
+    hindsight_plan,
+    index_for,
+    known_demand,
+    minute_of,
+    off_peak_active,
+    plan,
+    rank,
+    slot_edges,
+)
+from suanli.optimizer.prices import prepare_prices
+from suanli.router.simulate.hindsight import book_ahead
+from suanli.router.simulate.trace import Trace
+
+__all__ = ["POLICIES", "Decision", "Replay", "replay"]
+
+POLICIES = ("optimizer", "greedy", "round_robin", "hindsight")
+_HINDSIGHT_REPLAN_S = 3600.0  # hindsight re-solves its (exact) remaining demand this often
+_HINDSIGHT_LIMIT_S = 600.0  # an offline solve holding every minute's limits takes seconds
+# The live re-planner solves every ``planner.replan_s`` (60 s) in a worker thread; a replay
+# runs a day in seconds, so it solves at most every five virtual minutes, and at once when
+# a voucher runs dry (the live re-planner's "poke").
+_SIM_MIN_REPLAN_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One line of ``--decisions``: where and when trace line ``i`` started, who paid."""
+
+    i: int
+    region: str | None
+    start: float | None  # seconds after the trace start
+    voucher: str | None
+    cash_yuan: float
+    tokens: int = 0
+    voucher_units: float = 0.0
+
+
+@dataclass(slots=True)
+class Replay:
+    """The outcome of one replay, with timing figures for the benchmark."""
+
+    policy: str
+    decisions: list[Decision]
+    rejected: int
+    deadline_misses: int
+    slo_violations: int
+    decision_ns: list[int]
+    plan_s: list[float] = field(default_factory=list)
+    bound_cash_yuan: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Booked:
+    job: Job
+    region: str
+    offer: Offer
+    voucher: str | None
+    rel_start: float
+
+
+class _Engine:
+    def __init__(self, config: Config, trace: Trace, policy: str) -> None:
+        self.config = config
+        self.trace = trace
+        self.policy = policy
+        self.tz = ZoneInfo(config.timezone)
+        self.index = index_for(config)
+        self.vouchers = {v.id: v for v in config.vouchers}
+        self.balances = {v.id: v.amount for v in config.vouchers}
+        self.reserved = dict.fromkeys(self.balances, 0.0)  # voucher -> units booked jobs mean to draw
+        self.book = CapacityBook(config)
+        self.heap: list[tuple[float, int, _Booked]] = []
+        self.decisions: list[Decision | None] = [None] * len(trace.jobs)
+        self.decision_ns: list[int] = []
+        self.plan_s: list[float] = []
+        self.rejected = self.misses = self.slo_violations = 0
+        self.deferrer = Deferrer(config)
+        self.plan: Plan | None = None
+        self.next_plan_s = -float("inf")
+        self.rr = 0
+        # A trace ends: demand past its span never comes, so vouchers the rolling horizon
+        # would keep for it are spent on the traffic in hand (the bound assumes as much).
+        self.forecast = Forecast(config, start_s=trace.start_s, end_s=_span_end(trace))
+        self.bound: float | None = None
+        self.ahead: set[int] = set()  # jobs hindsight booked before the loop
+        self.solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suanli-replan")
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> Replay:
+        # The trace and the engine live for the whole replay: keep the collector from
+        # walking them on every collection, which would land in some decision's timing.
+        # (A process that froze its own start-up, as ``serve`` does, keeps it frozen.)
+        ours = gc.get_freeze_count() == 0
+        gc.collect()
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            self.solver.shutdown()
+            if ours:
+                gc.unfreeze()
+
+    def _run(self) -> Replay:
+        if self.policy == "hindsight" and self.trace.jobs:
+            started = time.perf_counter()
+            self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
+            self.plan_s.append(time.perf_counter() - started)
+            self.bound = hindsight_bound(self.config, self.trace.jobs, self.plan, by_minute=True)
+            self.deferrer.set_plan(self.plan)
+            self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
+            self.ahead = book_ahead(self)
+        for job, rel in zip(self.trace.jobs, self.trace.offsets_s, strict=True):
+            now_s = self.trace.start_s + rel
+            self._execute_until(now_s, job.index)
+            if self.policy in ("optimizer", "hindsight"):
+                self._maybe_replan(now_s, job)
+            self._decide(job, rel, now_s)
+        self._execute_until(float("inf"), -1)
+        return Replay(
+            policy=self.policy,
+            decisions=[d for d in self.decisions if d is not None],
+            rejected=self.rejected,
+            deadline_misses=self.misses,
+            slo_violations=self.slo_violations,
+            decision_ns=self.decision_ns,
+            plan_s=self.plan_s,
+            bound_cash_yuan=self.bound,
+        )
+
+    def _execute_until(self, now_s: float, index: int) -> None:
+        heap = self.heap
+        while heap and (heap[0][0], heap[0][1]) < (now_s, index):
+            _, _, booked = heapq.heappop(heap)
+            self._execute(booked)
+
+    def _execute(self, booked: _Booked) -> None:
+        job = booked.job
+        start_s = self.trace.start_s + booked.rel_start
+        when = datetime.fromtimestamp(start_s, UTC)
+        off = off_peak_active(booked.offer, when, self.tz)
+        voucher = self.vouchers.get(booked.voucher) if booked.voucher else None
+        if voucher is not None:
+            self.reserved[voucher.id] -= self._need(booked, off)
+        if voucher is not None and self.balances[voucher.id] <= 0:
+            voucher = None
+        paid = charge(
+            booked.offer,
+            input_tokens=job.input_tokens,
+            output_tokens=job.output_tokens,
+            work_class=job.work_class,
+            off_peak=off,
+            voucher=voucher,
+            balance=self.balances[voucher.id] if voucher else 0.0,
+        )
+        if voucher is not None and paid.voucher_units > 0:
+            self.balances[voucher.id] = max(self.balances[voucher.id] - paid.voucher_units, 0.0)
+            if self.balances[voucher.id] <= 0 and self.policy == "optimizer":
+                self.next_plan_s = -float("inf")  # a material change: re-plan at the next arrival
+        else:
+            voucher = None
+        self.decisions[job.index] = Decision(
+            i=job.index,
+            region=booked.region,
+            start=booked.rel_start,
+            voucher=voucher.id if voucher else None,
+            cash_yuan=paid.cash_yuan,
+            tokens=paid.tokens,
+            voucher_units=paid.voucher_units if voucher else 0.0,
+        )
+
+    def _need(self, booked: _Booked, off: bool) -> float:
+        # Units the booked job would draw from its voucher with a full balance.
+        voucher = self.vouchers[booked.voucher] if booked.voucher else None
+        if voucher is None:
+            return 0.0
+        full = charge(
+            booked.offer,
+            input_tokens=booked.job.input_tokens,
+            output_tokens=booked.job.output_tokens,
+            work_class=booked.job.work_class,
+            off_peak=off,
+            voucher=voucher,
+            balance=float("inf"),
+        )
+        return full.voucher_units
+
+    def _book(
+        self,
+        job: Job,
+        region: str,
+        offer: Offer,
+        voucher: str | None,
+        rel_start: float,
+        tokens: int,
+        *,
+        execute: bool = True,
+    ) -> None:
+        start_s = self.trace.start_s + rel_start
+        if job.work_class != "training":
+            self.book.add(region, minute_of(start_s), tokens)
+        booked = _Booked(job, region, offer, voucher, rel_start)
+        if voucher is not None:
+            off = off_peak_active(offer, datetime.fromtimestamp(start_s, UTC), self.tz)
+            self.reserved[voucher] += self._need(booked, off)
+        heapq.heappush(self.heap, (start_s, job.index, booked))
+        if execute and start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
+            self._execute_until(start_s, job.index + 1)
+
+    def _reject(self, job: Job) -> None:
+        if job.work_class == "interactive":
+            self.rejected += 1
+        else:
+            self.misses += 1
+        self.decisions[job.index] = Decision(
+            i=job.index, region=None, start=None, voucher=None, cash_yuan=0.0
+        )
+
+    # -- planning ------------------------------------------------------------------------
+
+    def _maybe_replan(self, now_s: float, job: Job) -> None:
+        if self.policy == "optimizer":
+            self.forecast.observe(
+                (job.work_class, job.origin, job.model),
+                input_tokens=job.input_tokens,
+                output_tokens=job.output_tokens,
+                window_s=job.latest_s - job.arrival_s,
+                at_s=now_s,
+            )
+        if now_s < self.next_plan_s:
+            return
+        interval = (
+            max(self.config.planner.replan_s, _SIM_MIN_REPLAN_S)
+            if self.policy == "optimizer"
+            else _HINDSIGHT_REPLAN_S
+        )
+        self.next_plan_s = now_s + interval
+        available = {v: max(self.balances[v] - self.reserved[v], 0.0) for v in self.balances}
+        if self.policy == "optimizer":
+            horizon_s = self.config.planner.horizon_h * 3600.0
+            edges = slot_edges(self.config, now_s, now_s + horizon_s)
+            demand = self.forecast.demand(edges, now_s)
+        else:
+            # without what was booked before the loop (``book_ahead``)
+            later = [j for j in self.trace.jobs[job.index :] if j.index not in self.ahead]
+            if not later:
+                return  # nothing left to plan for
+            horizon_s = max(j.latest_s for j in later) + 1.0 - now_s
+            edges = slot_edges(self.config, now_s, now_s + horizon_s)
+            demand = known_demand(later, edges, by_minute_until_s=now_s + 2 * _HINDSIGHT_REPLAN_S)
+        self.book.forget_before(minute_of(now_s))
+        snapshot = Snapshot(
+            config=self.config,
+            now_s=now_s,
+            horizon_s=horizon_s,
+            balances=available,
+            demand=demand,
+            booked=self.book.committed_from(minute_of(now_s)),
+        )
+        started = time.perf_counter()
+        limit_s = None if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
+        try:
+            # In a worker thread, as the live re-planner solves, so the requests that follow
+            # are decided as live ones are: on a core whose caches the solver did not
+            # sweep. The replay waits for the plan: the virtual clock stands still meanwhile.
+            spread = FORECAST_SPREAD if self.policy == "optimizer" else ()  # hindsight knows its demand
+            fresh = self.solver.submit(_solve, snapshot, limit_s, spread).result()
+        except InfeasibleError:
+            return  # keep the previous plan, as the live re-planner does
+        finally:
+            self.plan_s.append(time.perf_counter() - started)
+        self.plan = fresh
+        self.deferrer.set_plan(fresh, available=available)
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def _decide(self, job: Job, rel: float, now_s: float) -> None:
+        if job.index in self.ahead:
+            return  # booked before the loop
+        if job.work_class == "interactive" or self.policy in ("greedy", "round_robin"):
+            self._decide_now(job, rel, now_s)
+            return
+        available = {v: self.balances[v] - self.reserved[v] for v in self.balances}
+        started = time.perf_counter_ns()
+        placed = self.deferrer.place(job, now_s, self.book, available)
+        self.decision_ns.append(time.perf_counter_ns() - started)
+        if placed is None:
+            self._reject(job)
+            return
+        rel_start = rel if placed.start_s <= now_s else placed.start_s - self.trace.start_s
+        self._book(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
+
+    def _decide_now(self, job: Job, rel: float, now_s: float) -> None:
+        ask = Ask(job.model, job.work_class, job.origin, job.input_tokens, job.output_tokens)
+        use_plan = self.plan if self.policy in ("optimizer", "hindsight") else None
+        balances = self.balances
+        if use_plan is not None:
+            # Units booked jobs mean to draw are spoken for.
+            balances = {v: self.balances[v] - self.reserved[v] for v in self.balances}
+        state = State(balances=balances, load=self.book.fill(minute_of(now_s)) if use_plan else {})
+        when = datetime.fromtimestamp(now_s, UTC)
+        started = time.perf_counter_ns()
+        options = rank(self.config, ask, state, when, plan=use_plan)
+        if self.policy == "round_robin" and options:
+            options = self._rotate(options)
+        self.decision_ns.append(time.perf_counter_ns() - started)
+        minute = minute_of(now_s)
+        for option in options:
+            if job.work_class == "training" or self.book.fits(option.region.id, minute, option.charge.tokens):
+                voucher = option.voucher.id if option.voucher else None
+                self._book(job, option.region.id, option.offer, voucher, rel, option.charge.tokens)
+                return
+        if job.work_class == "interactive" or not options:
+            self._reject(job)
+            return
+        # Batch under a policy that never defers for price still waits for room.
+        self._first_room(job, rel, now_s)
+
+    def _rotate(self, options: list) -> list:  # noqa: ANN001 - list[Option]
+        order = sorted(options, key=lambda o: o.region.id)
+        self.rr = (self.rr + 1) % len(order)
+        return order[self.rr :] + order[: self.rr]
+
+    def _first_room(self, job: Job, rel: float, now_s: float) -> None:
+        minute = minute_of(now_s) + 1
+        while minute * 60.0 <= job.latest_s:
+            ask = Ask(job.model, job.work_class, job.origin, job.input_tokens, job.output_tokens)
+            when = datetime.fromtimestamp(minute * 60.0, UTC)
+            for option in rank(self.config, ask, State(balances=self.balances), when):
+                if self.book.fits(option.region.id, minute, option.charge.tokens):
+                    voucher = option.voucher.id if option.voucher else None
+                    rel_start = minute * 60.0 - self.trace.start_s
+                    self._book(job, option.region.id, option.offer, voucher, rel_start, option.charge.tokens)
+                    return
+            minute += 1
+        self._reject(job)
+
+
+def _solve(snapshot: Snapshot, limit_s: float | None, spread: tuple[float, ...]) -> Plan:
+    # the re-plan worker's job: solve, then lay out the chooser's prices, as the live one does
+    fresh = plan(snapshot, time_limit_s=limit_s, demand_scenarios=spread)
+    prepare_prices(snapshot.config, fresh)
+    return fresh
+
+
+def _span_end(trace: Trace) -> float:
+    # the trace's span: its start to its last arrival, rounded up to the hour
+    last = trace.offsets_s[-1] if trace.offsets_s else 0.0
+    return trace.start_s + math.ceil(last / 3600.0) * 3600.0
+
+
+def replay(config: Config, trace: Trace, policy: str) -> Replay:
+    """Replay ``trace`` under ``policy`` (one of ``POLICIES``)."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    return _Engine(config, trace, policy).run()

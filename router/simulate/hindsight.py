@@ -1,0 +1,71 @@
+"""The hindsight policy's bookings ahead of the replay loop (see ``simulate_engine``).
+
+With the whole trace known, interactive requests need not be decided one by one as they
+arrive: ``optimizer.rounding`` assigns each clock minute's requests together, and they
+are all booked before the loop starts, so the work that may wait is placed around them.
+A few training jobs are placed together by ``optimizer.training``'s exact search. Booked
+jobs are pushed on the engine's heap without executing: balances are still drawn in
+start order as the loop's clock passes them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from suanli.optimizer.hindsight import minute_shares
+from suanli.optimizer.rounding import round_interactive
+from suanli.optimizer.training import place_training
+
+if TYPE_CHECKING:
+    from suanli.router.simulate.engine import _Engine
+
+__all__ = ["book_ahead"]
+
+
+def book_ahead(engine: _Engine) -> set[int]:
+    """Book what hindsight decides before the loop; the indices of the jobs it decided.
+
+    Every interactive request (those with no room anywhere are rejected), then the
+    training jobs when they are few enough for ``place_training``'s exact search.
+    """
+    decided = _book_interactive(engine)
+    trace = engine.trace
+    available = {v: engine.balances[v] - engine.reserved[v] for v in engine.balances}
+    assert engine.plan is not None
+    prices = engine.plan.voucher_price
+    training = place_training(engine.config, trace.jobs, balances=available, voucher_price=prices)
+    for index, placed in (training or {}).items():
+        job = trace.jobs[index]
+        decided.add(index)
+        if placed is None:
+            engine._reject(job)
+            continue
+        # the trace's own offset where the job starts on arrival: epoch seconds minus the
+        # start would round it and may put it before ``t``
+        rel = trace.offsets_s[index]
+        if placed.start_s > job.arrival_s:
+            rel = max(placed.start_s - trace.start_s, rel)
+        engine._book(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
+    return decided
+
+
+def _book_interactive(engine: _Engine) -> set[int]:
+    assert engine.plan is not None
+    trace = engine.trace
+    placements = round_interactive(
+        engine.config,
+        trace.jobs,
+        used=engine.book.used,
+        voucher_price=engine.plan.voucher_price,
+        balances=engine.balances,
+        shares=minute_shares(engine.config, trace.jobs, engine.plan),
+    )
+    for job, rel in zip(trace.jobs, trace.offsets_s, strict=True):
+        if job.work_class != "interactive":
+            continue
+        placed = placements[job.index]
+        if placed is None:
+            engine._reject(job)
+            continue
+        engine._book(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
+    return set(placements)

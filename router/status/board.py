@@ -1,0 +1,251 @@
+"""The ``GET /admin/status`` document: regions, vouchers, today's spend and savings, alerts.
+
+Its shape is documented in docs/status.schema.json (and the README); the monitor reads it.
+Region health and latency come from ``Router.region_stats()`` when the Router has it; the
+rest of what a region entry needs is measured from the ledger's usage rows (``status_feed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from suanli.router.status.feed import WINDOW_S, UsageFeed, WindowRow
+
+__all__ = ["SCHEMA_VERSION", "StatusBoard"]
+
+log = logging.getLogger("suanli.status")
+
+SCHEMA_VERSION = 1
+_CLASSES = ("interactive", "batch", "training")
+_LIMIT_ALERT = 0.8  # share of a region's rpm or tpm from which it alerts
+_EXPIRY_ALERT_S = 24 * 3600
+_SPEND_ALERT = 2.0  # the last hour's cash over the usual hourly cash that alerts
+
+
+class StatusBoard:
+    """Builds the status document of one Router; ``await snapshot()`` for the JSON-ready dict."""
+
+    def __init__(self, router: Any) -> None:
+        self.router = router
+        self.feed = UsageFeed(router.config)
+        self._lock = asyncio.Lock()
+        self._started = router.clock()
+
+    async def snapshot(self) -> dict:
+        """The status document now (reads the usage rows settled since the last call)."""
+        async with self._lock:
+            now = self.router.clock()
+            ledger = self.router.ledger
+            if ledger is None:
+                raise RuntimeError("the Router is not started")
+            # The first call replays up to a day of rows: keep it off the event loop.
+            await asyncio.to_thread(self.feed.refresh, ledger, now)
+            return self._document(now)
+
+    def _document(self, now: datetime) -> dict:
+        regions = self.region_entries(now)
+        vouchers = [_voucher_entry(row, now) for row in self.router.voucher_report()]
+        totals = self._totals()
+        doc = {
+            "object": "suanli.status",
+            "version": SCHEMA_VERSION,
+            "time": now.isoformat(),
+            "timezone": self.router.config.timezone,
+            "uptime_s": round((now - self._started).total_seconds(), 3),
+            "regions": list(regions.values()),
+            "vouchers": vouchers,
+            "totals": totals,
+            "alerts": self._alerts(regions, vouchers, now),
+            "recent": list(reversed(self.feed.recent))[:20],
+            "plan": self._plan(),
+        }
+        return doc
+
+    def region_entries(self, now: datetime) -> dict[str, dict]:
+        """Region id -> its entry of the status document."""
+        stats = _call(self.router, "region_stats") or {}
+        window = [w for w in self.feed.window if w.time_s >= now.timestamp() - WINDOW_S]
+        by_region: dict[str, list[WindowRow]] = defaultdict(list)
+        class_totals: Counter[str] = Counter()
+        for w in window:
+            by_region[w.region].append(w)
+            class_totals[w.work_class] += 1
+        today = self.feed.today.by_region
+        out: dict[str, dict] = {}
+        for region in self.router.config.regions:
+            rows = by_region.get(region.id, [])
+            measured = stats.get(region.id) or {}
+            minute = [w for w in rows if w.time_s >= now.timestamp() - 60]
+            counts = Counter(w.work_class for w in rows)
+            out[region.id] = {
+                "id": region.id,
+                "zone": region.zone,
+                "provider": region.provider,
+                "health": _health(measured),
+                "latency_ms": {
+                    "ttft": _pick(
+                        measured.get("ttft_ms"), [w.ttft_ms for w in rows if w.ttft_ms is not None]
+                    ),
+                    "total": _pick(measured.get("total_ms"), [w.latency_ms for w in rows]),
+                    "samples_5m": len(rows),
+                },
+                "limits": {
+                    "rpm_used": _most(measured.get("rpm_used"), len(minute)),
+                    "rpm_limit": _first(measured.get("rpm_limit"), region.limits.rpm),
+                    "tpm_used": _most(measured.get("tpm_used"), sum(w.tokens for w in minute)),
+                    "tpm_limit": _first(measured.get("tpm_limit"), region.limits.tpm),
+                },
+                "in_flight": measured.get("in_flight"),
+                "requests_5m": {c: counts.get(c, 0) for c in _CLASSES},
+                "share_5m": {
+                    c: round(counts.get(c, 0) / class_totals[c], 4) if class_totals[c] else 0.0
+                    for c in _CLASSES
+                },
+                "today": {
+                    "requests": int(today[region.id]["requests"]) if region.id in today else 0,
+                    "tokens": int(today[region.id]["tokens"]) if region.id in today else 0,
+                    "cash_yuan": _yuan(today[region.id]["cash_yuan"]) if region.id in today else 0.0,
+                    "cost_yuan": _yuan(today[region.id]["cost_yuan"]) if region.id in today else 0.0,
+                },
+            }
+        return out
+
+    def _totals(self) -> dict:
+        day = self.feed.today
+        return {
+            "requests_today": day.requests,
+            "tokens_today": day.tokens,
+            "cash_yuan_today": _yuan(day.cash_yuan),
+            "voucher_yuan_today": _yuan(day.voucher_yuan),
+            "cost_yuan_today": _yuan(day.cost_yuan),
+            "list_yuan_today": _yuan(day.list_yuan),
+            "greedy_cash_yuan_today": _yuan(day.greedy_cash_yuan),
+            "savings_vs_list_yuan": _yuan(day.list_yuan - day.cash_yuan),
+            "savings_vs_greedy_yuan": _yuan(day.greedy_cash_yuan - day.cash_yuan),
+        }
+
+    def _alerts(self, regions: dict[str, dict], vouchers: list[dict], now: datetime) -> list[dict]:
+        alerts: list[dict] = []
+
+        def add(kind: str, severity: str, subject: str, message: str) -> None:
+            alerts.append({"kind": kind, "severity": severity, "subject": subject, "message": message})
+
+        for v in vouchers:
+            left = v["expires_in_s"]
+            if left is not None and 0 < left <= _EXPIRY_ALERT_S and v["available"] > 0:
+                unused = _units(v["available"], v["kind"])
+                add("voucher_expiring", "warning", v["id"],
+                    f"voucher {v['id']} expires in {_duration(left)} with {unused} left")
+        for r in regions.values():
+            rid, health = r["id"], r["health"]
+            if health["state"] == "ejected":
+                until = f" until {health['ejected_until']}" if health["ejected_until"] else ""
+                add("region_ejected", "critical", rid, f"region {rid} is ejected{until}")
+            if health["cash_exhausted"]:
+                add("cash_exhausted", "critical", rid, f"the prepaid cash at region {rid} ran out upstream")
+            if health["state"] == "cooling":
+                add("region_cooling", "warning", rid, f"region {rid} is cooling down after a rate limit")
+            for name in ("rpm", "tpm"):
+                used, limit = r["limits"][f"{name}_used"], r["limits"][f"{name}_limit"]
+                if used is not None and limit and used / limit > _LIMIT_ALERT:
+                    share = f"{used / limit:.0%}"
+                    add("limit_high", "warning", rid, f"region {rid} uses {share} of its {name} limit")
+        last, usual = self.feed.usual_hourly_cash(now.timestamp())
+        if usual > 0 and last > _SPEND_ALERT * usual:
+            add("spend_rate_high", "warning", "cash",
+                f"cash spent in the last hour, ¥{last:.2f}, is {last / usual:.1f}x the usual ¥{usual:.2f}/h")
+        return alerts
+
+    def _plan(self) -> dict | None:
+        info = _call(self.router, "plan_info")
+        return info if isinstance(info, dict) else None
+
+
+def _call(router: Any, name: str) -> Any:
+    """``router.name()`` when the Router has it (health and planner land separately)."""
+    method = getattr(router, name, None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except Exception:  # noqa: BLE001 - a status page must render even when one source fails
+        log.exception("status: Router.%s() failed", name)
+        return None
+
+
+def _health(measured: dict) -> dict:
+    until = measured.get("ejected_until")
+    return {
+        "state": measured.get("state") or "ok",
+        "ejected_until": until.isoformat() if isinstance(until, datetime) else until,
+        "ejections": int(measured.get("ejections") or 0),
+        "cash_exhausted": bool(measured.get("cash_exhausted")),
+    }
+
+
+def _pick(measured: dict | None, samples: list[float]) -> dict:
+    """p50/p95 in ms: the Router's own measurement, else from the last 5 minutes of usage rows."""
+    if measured and measured.get("p50") is not None:
+        return {"p50": _ms(measured.get("p50")), "p95": _ms(measured.get("p95"))}
+    if not samples:
+        return {"p50": None, "p95": None}
+    if len(samples) == 1:
+        return {"p50": _ms(samples[0]), "p95": _ms(samples[0])}
+    cuts = statistics.quantiles(samples, n=20, method="inclusive")
+    return {"p50": _ms(statistics.median(samples)), "p95": _ms(cuts[18])}
+
+
+def _most(measured: float | None, settled: int) -> float:
+    """Use in the last minute: the limiter's count (this process, admissions included) or the
+    requests and tokens the ledger settled in the last 60 s (every replica), whichever is more."""
+    return settled if measured is None else max(measured, settled)
+
+
+def _first(value: Any, fallback: Any) -> Any:
+    return fallback if value is None else value
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 1)
+
+
+def _yuan(value: float) -> float:
+    return round(value, 6)
+
+
+def _voucher_entry(row: dict, now: datetime) -> dict:
+    amount, available, burn = row["amount"], row["available"], row["burn_per_hour"]
+    expires = datetime.fromisoformat(row["expires"]) if row.get("expires") else None
+    exhaustion = None
+    if burn > 0 and available > 0:
+        exhaustion = (now + timedelta(hours=available / burn)).isoformat()
+    return {
+        "id": row["id"],
+        "region": row["region"],
+        "kind": row["kind"],
+        "amount": amount,
+        "balance": row["balance"],
+        "held": row["held"],
+        "available": available,
+        "spent": row["spent"],
+        "used_share": round(row["spent"] / amount, 6) if amount else 0.0,
+        "burn_per_hour": burn,
+        "projected_exhaustion": exhaustion,
+        "valid_from": row.get("valid_from"),
+        "expires": row.get("expires"),
+        "expires_in_s": round((expires - now).total_seconds(), 1) if expires else None,
+    }
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h {rest // 60}m"
+
+
+def _units(value: float, kind: str) -> str:
+    return f"{value:,.0f} tokens" if kind == "tokens" else f"¥{value:,.2f}"

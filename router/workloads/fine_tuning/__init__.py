@@ -1,0 +1,1 @@
+"""router/workloads/fine_tuning"""
