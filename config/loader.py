@@ -50,7 +50,7 @@ def load_config(
 
 def catalog_text() -> str:
     """The bundled default catalog, as YAML text."""
-    return resources.files("config").joinpath(CATALOG_NAME).read_text(encoding="utf-8")
+    return resources.files("suanli.config").joinpath(CATALOG_NAME).read_text(encoding="utf-8")
 
 
 def load_catalog(*, environ: Mapping[str, str] | None = None) -> Config:

@@ -54,6 +54,7 @@ def test_the_wheel_installs_only_suanli_and_imports_beside_an_apps_config_and_ro
         timeout=300,
     )
     deps = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    deps += [p for p in sys.path if p.endswith("site-packages")]
     (site / "zz_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
 
     app = tmp_path / "app"
@@ -75,7 +76,7 @@ def test_the_wheel_installs_only_suanli_and_imports_beside_an_apps_config_and_ro
             catalog = load_catalog()  # package data travels in the wheel
             assert catalog.regions
             app = Router(catalog)
-            print("ok", len(catalog.regions), Router.__module__)
+            print("ok", suanli.__file__)
             """
         )
     )
@@ -84,6 +85,7 @@ def test_the_wheel_installs_only_suanli_and_imports_beside_an_apps_config_and_ro
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok ")
+    assert Path(result.stdout.split()[1]).is_relative_to(site)  # the wheel's copy, not the checkout
     cli = subprocess.run(
         [python, "-m", "suanli", "--help"], cwd=app, capture_output=True, text=True, timeout=120
     )
