@@ -51,8 +51,8 @@ class Reply:
     status: int
     body: bytes  # the upstream JSON, relayed as is
     usage: Usage
-    ttft_s: float  # seconds from send to the first byte
-    total_s: float
+    ttft_s: float | None  # None: a whole answer has no first token to time (see total_s)
+    total_s: float  # seconds from send to the whole answer
 
 
 @dataclass(slots=True)

@@ -101,7 +101,7 @@ class LiteLLMUpstream:
             return await _open_stream(result, call, secret, litellm, started)
         data = _openai_shape(result.model_dump(exclude_none=True))
         elapsed = time.perf_counter() - started
-        return Reply(status=200, body=orjson.dumps(data), usage=_usage(data), ttft_s=elapsed, total_s=elapsed)
+        return Reply(status=200, body=orjson.dumps(data), usage=_usage(data), ttft_s=None, total_s=elapsed)
 
     def _params(self, call: UpstreamCall, secret: str | None, streaming: bool) -> dict:
         region = call.region

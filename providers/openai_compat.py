@@ -83,9 +83,13 @@ class OpenAICompatUpstream:
             raise await _error_from(response, region.id, secret)
         if streamed:
             return await self._open_stream(response, call, started)
-        ttft = time.perf_counter() - started
+        # Its whole time is no time to first token (the interactive rule must not read it as one).
         return Reply(
-            status=response.status, body=payload, usage=parse_usage(payload), ttft_s=ttft, total_s=ttft
+            status=response.status,
+            body=payload,
+            usage=parse_usage(payload),
+            ttft_s=None,
+            total_s=time.perf_counter() - started,
         )
 
     async def _open_stream(

@@ -1,11 +1,21 @@
 """Measured latency: sliding windows with p50/p95 and an EWMA per (region, model, origin).
 
-Every served request adds one sample (time to first token, total time, output tokens per
-second); active probes add theirs. Once a key has ``min_samples`` recent samples its p95
-time to first token replaces the config priors (``ttft_ms + rtt_ms[origin]``) in the
-interactive latency rule. Samples older than ``max_age_s`` are dropped, so a region that
-was slow and stopped getting interactive traffic is judged on fresh (batch, probe) samples
-or on its priors again.
+Every served request adds what it showed (time to first token, total time, output tokens per
+second); active probes add their round trips. The interactive rule (DESIGN.md "The interactive
+rule, live") compares an *expected time to first token* with the SLO:
+
+- A first token is measured where one exists: a stream's first chunk. A whole (non-streamed)
+  answer has no first token, and its whole time is never taken for one: with the region's
+  measured output pace it gives an estimate, ``total - (output - 1) / tokens_per_s``; with no
+  pace measured yet it adds no TTFT sample at all.
+- The prior (``ttft_ms + rtt_ms[origin]``) is the start of every estimate, and measurements pull
+  it towards their median: ``(k x prior + n x p50) / (k + n)`` with ``k = min_samples`` and ``n``
+  fresh samples. A region with no samples sits at its prior, like every region did before its
+  first sample, so lacking samples neither favours a region nor condemns one; a region that
+  turns slow leaves the interactive set after a handful of slow samples.
+- Samples older than ``max_age_s`` are dropped, so a region that was slow and stopped getting
+  interactive traffic is judged on fresh (batch, probe) samples or on its priors again, and
+  comes back.
 
 Recording is an append and an EWMA step; percentiles are sorted only when asked for, and the
 chooser's view is rebuilt every few samples, so the request path pays microseconds.
@@ -148,8 +158,12 @@ class LatencyTracker:
         total_ms: float | None = None,
         output_tokens: int = 0,
     ) -> None:
-        """One served request as the router saw it (``ttft_ms`` None: no first byte measured)."""
+        """One served request as the router saw it (``ttft_ms`` None: no first token measured,
+        as for a whole answer; it is then estimated from ``total_ms`` and the measured pace)."""
         key = (region, model, origin)
+        measured_ttft = ttft_ms is not None
+        if ttft_ms is None and total_ms is not None and output_tokens >= 1:
+            ttft_ms = self._ttft_estimate(key, total_ms, output_tokens)
         if ttft_ms is not None:
             window = self._window(self.ttft, key)
             window.add(now_s, ttft_ms)
@@ -169,20 +183,31 @@ class LatencyTracker:
         if total_ms is not None:
             self._window(self.total, key).add(now_s, total_ms)
             self._window(self.region_total, region).add(now_s, total_ms)
-            if ttft_ms is not None and output_tokens > 1 and total_ms > ttft_ms:
+            if measured_ttft and output_tokens > 1 and total_ms > ttft_ms:
                 rate = (output_tokens - 1) * 1000.0 / (total_ms - ttft_ms)
                 self._window(self.tokens_per_s, key).add(now_s, rate)
                 self._window(self.region_tokens_per_s, region).add(now_s, rate)
+
+    def _ttft_estimate(self, key: Key, total_ms: float, output_tokens: int) -> float | None:
+        """A whole answer's time to first token: its total less the time its output took at the
+        pace measured on streams (of this key, else of the region); None with no pace known."""
+        pace = self.tokens_per_s.get(key) or self.region_tokens_per_s.get(key[0])
+        rate = pace.p50 if pace is not None else None
+        if not rate:
+            return None
+        estimate = total_ms - (output_tokens - 1) * 1000.0 / rate
+        return estimate if estimate > 0 else None
 
     def record_probe(self, region: str, now_s: float, round_trip_ms: float) -> None:
         self._window(self.probe_ms, region).add(now_s, round_trip_ms)
 
     def measured(self, model: str, origin: str, now_s: float) -> Mapping[str, float]:
-        """Region id -> measured p95 time to first token (ms) as seen from ``origin``.
+        """Region id -> expected time to first token (ms) as seen from ``origin``.
 
-        Only regions with ``min_samples`` fresh samples appear; the others keep their
-        priors in the chooser. A sim on loopback has no network distance, so its
-        ``rtt_ms`` prior is added to what was measured.
+        Regions with fresh samples appear, each at its prior pulled towards the median of
+        its samples (the module docstring); the others keep their priors in the chooser. A
+        sim on loopback has no network distance, so its ``rtt_ms`` prior is added to what
+        was measured.
         """
         if now_s >= self._next_expiry_s:
             self._expire(now_s)
@@ -193,21 +218,22 @@ class LatencyTracker:
 
     def _build(self, model: str, origin: str) -> dict[str, float]:
         out: dict[str, float] = {}
+        weight = self.min_samples  # the prior counts as this many samples
         for (region_id, m, o), window in self.ttft.items():
-            if m != model or o != origin or len(window) < self.min_samples:
-                continue
-            p95 = window.p95
-            if p95 is None:
+            if m != model or o != origin or not len(window):
                 continue
             region = self._regions.get(region_id)
-            if region is None:
+            median = window.p50
+            if region is None or median is None:
                 continue
-            extra = 0.0
+            distance = 0.0
             if region.provider == "sim":
                 if not self._trust_sims:
                     continue
-                extra = region.rtt_ms.get(origin, 0.0)
-            out[region_id] = p95 + extra
+                distance = region.rtt_ms.get(origin, 0.0)
+            prior = region.latency_ms(origin)  # type: ignore[arg-type]
+            n = len(window)
+            out[region_id] = (weight * prior + n * (median + distance)) / (weight + n)
         return out
 
     def _expire(self, now_s: float) -> None:

@@ -39,15 +39,19 @@ def test_window_keeps_the_last_samples_and_an_ewma():
     assert window.ewma == pytest.approx(98.0, abs=0.01)
 
 
-def test_measured_appears_after_min_samples_and_sims_add_their_rtt():
-    tracker = LatencyTracker(_regions(), SETTINGS)
-    for i in range(4):
+def test_estimates_start_at_the_prior_and_move_towards_the_median_and_sims_add_their_rtt():
+    tracker = LatencyTracker(_regions(), SETTINGS)  # prior: ttft 300 + rtt 30 = 330 ms
+    assert tracker.measured("m", "east", 0.0) == {}
+    tracker.record("real", "m", "east", 0.0, ttft_ms=100.0)
+    # one sample weighs 1/(5 + 1): an unmeasured and a barely measured region look alike
+    assert tracker.measured("m", "east", 0.0)["real"] == pytest.approx((5 * 330 + 100) / 6)
+    for i in range(1, 4):
         tracker.record("real", "m", "east", float(i), ttft_ms=100.0, total_ms=300.0, output_tokens=21)
         tracker.record("sim", "m", "east", float(i), ttft_ms=100.0)
-    assert tracker.measured("m", "east", 4.0) == {}
     tracker.record("real", "m", "east", 4.0, ttft_ms=500.0, total_ms=900.0, output_tokens=21)
-    tracker.record("sim", "m", "east", 4.0, ttft_ms=100.0)
-    assert tracker.measured("m", "east", 4.0) == {"real": 500.0, "sim": 130.0}
+    measured = tracker.measured("m", "east", 4.0)
+    assert measured["real"] == pytest.approx((5 * 330 + 5 * 100) / 10)  # the median, not the slow p95
+    assert measured["sim"] == pytest.approx((5 * 330 + 3 * 130) / 8)  # loopback + its rtt prior
     assert tracker.measured("m", "west", 4.0) == {}
     assert tracker.tokens_per_s[("real", "m", "east")].p50 == pytest.approx(100.0)
     summary = tracker.region_summary("real")
@@ -57,11 +61,36 @@ def test_measured_appears_after_min_samples_and_sims_add_their_rtt():
     assert tracker.region_summary("nowhere")["ttft_ms"] == {"p50": None, "p95": None}
 
 
+def test_a_whole_answers_time_is_never_its_time_to_first_token():
+    tracker = LatencyTracker(_regions(), SETTINGS)
+    # No pace measured yet: a 2 s answer of 500 tokens adds a total, and no TTFT sample.
+    tracker.record("real", "m", "east", 0.0, ttft_ms=None, total_ms=2000.0, output_tokens=500)
+    assert tracker.region_summary("real")["ttft_ms"] == {"p50": None, "p95": None}
+    assert tracker.region_summary("real")["total_ms"]["p50"] == 2000.0
+    assert tracker.measured("m", "east", 0.0) == {}
+    # A stream shows the pace (100 ms to the first token, then 250 tokens/s) ...
+    tracker.record("real", "m", "east", 1.0, ttft_ms=100.0, total_ms=100.0 + 99 * 4.0, output_tokens=100)
+    # ... with which a whole answer's first token is estimated: 2000 - 499 x 4 ms = 4 ms.
+    tracker.record("real", "m", "east", 2.0, ttft_ms=None, total_ms=2200.0, output_tokens=500)
+    assert sorted(tracker.ttft[("real", "m", "east")].values) == pytest.approx([100.0, 204.0])
+    assert tracker.tokens_per_s[("real", "m", "east")].p50 == pytest.approx(250.0)  # estimates add no pace
+
+
+def test_long_whole_answers_keep_a_fast_region_within_the_slo():
+    tracker = LatencyTracker(_regions(), SETTINGS)
+    tracker.record("real", "m", "east", 0.0, ttft_ms=120.0, total_ms=120.0 + 199 * 5.0, output_tokens=200)
+    whole_ms = 120.0 + 499 * 5.0  # 500-token answers taking 2.6 s each
+    for i in range(50):
+        tracker.record("real", "m", "east", 1.0 + i, ttft_ms=None, total_ms=whole_ms, output_tokens=500)
+    # the window keeps the last 50 samples, every one an estimate of 120 ms
+    assert tracker.measured("m", "east", 60.0)["real"] == pytest.approx((5 * 330 + 50 * 120) / 55)
+
+
 def test_old_samples_expire_so_a_slow_region_falls_back_to_its_priors():
     tracker = LatencyTracker(_regions(), SETTINGS)
     for i in range(5):
         tracker.record("real", "m", "east", float(i), ttft_ms=900.0)
-    assert tracker.measured("m", "east", 10.0) == {"real": 900.0}
+    assert tracker.measured("m", "east", 10.0) == {"real": pytest.approx((5 * 330 + 5 * 900) / 10)}
     assert tracker.measured("m", "east", 100.0) == {}
 
 
