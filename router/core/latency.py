@@ -8,11 +8,11 @@ rule, live") compares an *expected time to first token* with the SLO:
   answer has no first token, and its whole time is never taken for one: with the region's
   measured output pace it gives an estimate, ``total - (output - 1) / tokens_per_s``; with no
   pace measured yet it adds no TTFT sample at all.
-- The prior (``ttft_ms + rtt_ms[origin]``) is the start of every estimate, and measurements pull
-  it towards their median: ``(k x prior + n x p50) / (k + n)`` with ``k = min_samples`` and ``n``
-  fresh samples. A region with no samples sits at its prior, like every region did before its
-  first sample, so lacking samples neither favours a region nor condemns one; a region that
-  turns slow leaves the interactive set after a handful of slow samples.
+- The prior (``ttft_ms + rtt_ms[origin]``) is the start of every estimate, and fresh samples
+  move it towards their median: ``prior + (p50 - prior) x min(1, n / min_samples)``, so after
+  ``min_samples`` samples the measurement alone counts. A region with no samples sits at its
+  prior, as every region did before its first sample: lacking samples neither favours a region
+  nor condemns one, and one odd sample moves it by only ``1 / min_samples`` of the way.
 - Samples older than ``max_age_s`` are dropped, so a region that was slow and stopped getting
   interactive traffic is judged on fresh (batch, probe) samples or on its priors again, and
   comes back.
@@ -218,7 +218,6 @@ class LatencyTracker:
 
     def _build(self, model: str, origin: str) -> dict[str, float]:
         out: dict[str, float] = {}
-        weight = self.min_samples  # the prior counts as this many samples
         for (region_id, m, o), window in self.ttft.items():
             if m != model or o != origin or not len(window):
                 continue
@@ -232,8 +231,8 @@ class LatencyTracker:
                     continue
                 distance = region.rtt_ms.get(origin, 0.0)
             prior = region.latency_ms(origin)  # type: ignore[arg-type]
-            n = len(window)
-            out[region_id] = (weight * prior + n * (median + distance)) / (weight + n)
+            trust = min(1.0, len(window) / self.min_samples)
+            out[region_id] = prior + (median + distance - prior) * trust
         return out
 
     def _expire(self, now_s: float) -> None:

@@ -1,4 +1,9 @@
-"""Per-region request limits: rpm (asyncio-throttle's sliding log), tpm (a token bucket), concurrency.
+"""Per-region request limits: rpm (a sliding log), tpm (a token bucket), concurrency.
+
+The rpm log is our own rather than asyncio-throttle's ``Throttler``: the chooser needs a
+non-blocking "is there room, else how long" (Throttler only offers a blocking ``acquire``, its
+log is private), and the limits must count on the router's clock (``now_s``), so that a replay
+on an accelerated virtual clock keeps each region within its limits per *virtual* minute.
 
 A request takes a ``Lease`` on the region the chooser picked; when the region is over any
 of its limits the router moves on to the next-best region, and when none can take the
@@ -12,10 +17,9 @@ Limits are per router process: each replica keeps its own share of a platform's 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-
-from asyncio_throttle import Throttler
+from dataclasses import dataclass, field
 
 from suanli.config import Region
 
@@ -28,12 +32,13 @@ _MINUTE_S = 60.0
 class RegionLimits:
     """The limit state of one region. Times are seconds of ``RequestLimits``' monotonic clock."""
 
-    rpm: Throttler | None
+    rpm: int | None
     tpm: int | None
     concurrency: int | None
     tokens: float = 0.0  # what the tpm bucket holds now
     refilled_s: float = 0.0
     in_flight: int = 0
+    starts: deque[float] = field(default_factory=deque)  # now_s of each admitted request, last minute
 
     def refill(self, now_s: float) -> None:
         if self.tpm is not None:
@@ -41,12 +46,18 @@ class RegionLimits:
             self.tokens = min(self.tpm, self.tokens + elapsed * self.tpm / _MINUTE_S)
             self.refilled_s = now_s
 
-    def rpm_used(self) -> int | None:
+    def rpm_used(self, now_s: float) -> int | None:
         if self.rpm is None:
             return None
-        # Throttler keeps its log on time.monotonic(); flush() drops entries older than the period.
-        self.rpm.flush()
-        return len(self.rpm._task_logs)
+        self.forget(now_s)
+        return len(self.starts)
+
+    def forget(self, now_s: float) -> None:
+        """Drop the starts older than a minute."""
+        starts = self.starts
+        oldest = now_s - _MINUTE_S
+        while starts and starts[0] <= oldest:
+            starts.popleft()
 
 
 class Lease:
@@ -83,7 +94,7 @@ class RequestLimits:
         for region in regions:
             limits = region.limits
             self.regions[region.id] = RegionLimits(
-                rpm=Throttler(limits.rpm, period=_MINUTE_S) if limits.rpm else None,
+                rpm=limits.rpm or None,
                 tpm=limits.tpm,
                 concurrency=limits.concurrency,
                 tokens=float(limits.tpm or 0),
@@ -97,13 +108,11 @@ class RequestLimits:
             return Lease(self, region, RegionLimits(None, None, None), tokens)
         if state.concurrency is not None and state.in_flight >= state.concurrency:
             return 1.0  # a slot frees when an answer ends; a second is an honest guess
-        if state.rpm is not None:
-            rpm = state.rpm
-            rpm.flush()
-            logs = rpm._task_logs
-            if len(logs) >= rpm.rate_limit:
-                return max(logs[0] + rpm.period - time.monotonic(), 0.001)
         now = self.now_s()
+        if state.rpm is not None:
+            state.forget(now)
+            if len(state.starts) >= state.rpm:
+                return max(state.starts[0] + _MINUTE_S - now, 0.001)
         if state.tpm is not None:
             state.refill(now)
             # A request bigger than the whole budget goes when the bucket is full.
@@ -112,7 +121,7 @@ class RequestLimits:
                 return (need - state.tokens) * _MINUTE_S / state.tpm
             state.tokens -= tokens
         if state.rpm is not None:
-            state.rpm._task_logs.append(time.monotonic())
+            state.starts.append(now)
         state.in_flight += 1
         return Lease(self, region, state, tokens)
 
@@ -126,8 +135,8 @@ class RequestLimits:
             state.refill(self.now_s())
             tpm_used = max(round(state.tpm - state.tokens), 0)
         return {
-            "rpm_used": state.rpm_used(),
-            "rpm_limit": state.rpm.rate_limit if state.rpm is not None else None,
+            "rpm_used": state.rpm_used(self.now_s()),
+            "rpm_limit": state.rpm,
             "tpm_used": tpm_used,
             "tpm_limit": state.tpm,
             "in_flight": state.in_flight,
@@ -139,7 +148,7 @@ class RequestLimits:
         for rid, state in self.regions.items():
             share = 0.0
             if state.rpm is not None:
-                share = len(state.rpm._task_logs) / state.rpm.rate_limit
+                share = len(state.starts) / state.rpm
             if state.tpm is not None:
                 share = max(share, 1.0 - state.tokens / state.tpm)
             if share > 0:

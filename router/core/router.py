@@ -27,6 +27,7 @@ from suanli.optimizer import Ask, Option
 from suanli.providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError
 from suanli.providers.tokenizer import count_prompt_tokens, load_tokenizer
 from suanli.router.core.accounts import AccountingMixin
+from suanli.router.core.clocks import clock_speed
 from suanli.router.core.failover import FailoverMixin, Wait
 from suanli.router.core.health import Health
 from suanli.router.core.keys import KeyPolicy
@@ -110,7 +111,12 @@ class Router(FailoverMixin, AccountingMixin):
         self.max_attempts = config.health.retry.max_attempts
         self.health = Health((r.id for r in config.regions), config.health)
         self.latency = LatencyTracker(config.regions, config.health, trust_sims=sim_latency_scale == 1.0)
-        self.limits = RequestLimits(config.regions)
+        # Limits count per minute of the router's clock: on an accelerated or manual virtual
+        # clock (a replay) per virtual minute, as simulate counts them; live, on the monotonic clock.
+        virtual = clock is not None and clock_speed(clock) != 1.0
+        self.limits = RequestLimits(
+            config.regions, now_s=(lambda: self.clock().timestamp()) if virtual else time.monotonic
+        )
         self._active = 0  # requests before their first byte, for the retry budget
         self._retrying = 0  # of which on a second or later attempt
         self._cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone

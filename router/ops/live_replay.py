@@ -1,0 +1,333 @@
+"""``suanli replay --live``: a scenario day driven through the real stack, next to ``simulate``.
+
+The paper (``suanli simulate --policy optimizer``) replays a trace through the chooser on a
+virtual clock with latency priors. This replays the same trace through what people run:
+the aiohttp proxy on loopback, the simulated city platforms at their real latencies, the
+SQLite ledger, the live re-planner and the batch executor, on an accelerated clock
+(``VirtualClock``: a day in a few minutes). Then it compares the two on the same requests:
+
+- interactive requests are sent at their trace time, as chat completions with messages of
+  their input size and ``max_tokens`` = their output (the sims answer exactly that long);
+  one in ``stream_every`` is streamed, the rest are whole answers;
+- batch requests are what a team sends as deferrable work: gathered for ``flush_s`` virtual
+  seconds per origin into one ``/v1/batches`` job whose window ends within the request's own
+  deadline, so the executor may move them to cheap hours as ``simulate`` may;
+- training requests (fine-tuning jobs of millions of tokens) are left out of both sides.
+
+Measured per side: cash (yuan, from the ledger's usage rows live; from the decisions in
+simulate), interactive requests rejected, SLO misses (live: streamed answers whose first
+token, measured by the client, plus the region's ``rtt_ms`` prior for the caller's origin,
+exceeds the SLO; simulate counts none by construction), batch deadline misses, and where
+each class went. Time is on the virtual clock except TTFT, which is real milliseconds.
+
+Capacity: the per-region limiter counts on the router's clock, so ``limits.rpm``/``tpm`` are
+per virtual minute as in ``simulate``. Latency windows age in virtual time; ``max_age_s`` is
+scaled by the clock's speed so a sample lives as long in real time as it does live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from suanli.config import Config, load_config
+from suanli.providers.tokenizer import count_tokens
+from suanli.router.core.clocks import VirtualClock
+from suanli.router.http.app import ROUTER, create_app
+from suanli.router.http.workloads import WORKLOADS
+from suanli.router.simulate.engine import replay
+from suanli.router.simulate.trace import Trace, load_trace
+
+__all__ = ["LiveOutcome", "Side", "compare", "run_live", "simulate_side"]
+
+_FILLER = "东数西算工程把东部的算力需求有序引导到西部，优化数据中心建设布局。"
+_DONE_STATES = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass(slots=True)
+class Side:
+    """One side of the comparison (live or simulate), on the same requests."""
+
+    requests: int = 0
+    cash_yuan: float = 0.0
+    cash_by_class: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    rejected: int = 0  # interactive requests not served
+    slo_misses: int = 0
+    slo_measured: int = 0  # interactive answers whose first token was timed
+    deadline_misses: int = 0
+    where: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # class -> region -> n
+
+
+@dataclass(slots=True)
+class LiveOutcome:
+    side: Side
+    wall_s: float
+    speed: float
+    skipped_training: int
+    errors: Counter = field(default_factory=Counter)  # status -> count, interactive
+
+
+def _prompt(tokens: int, cache: dict[int, str]) -> str:
+    """Text of about ``tokens`` reference tokens (sized in steps of 10)."""
+    step = max(10, int(round(tokens / 10.0)) * 10)
+    text = cache.get(step)
+    if text is None:
+        text = _FILLER * max(1, step // max(count_tokens(_FILLER), 1) + 1)
+        while count_tokens(text) > step and len(text) > 1:
+            text = text[: max(1, int(len(text) * step / count_tokens(text)))]
+        cache[step] = text
+    return text
+
+
+def simulate_side(config: Config, trace: Trace) -> Side:
+    """``suanli simulate --policy optimizer`` on the trace, training left out."""
+    result = replay(config, trace, "optimizer")
+    side = Side()
+    for decision in result.decisions:
+        job = trace.jobs[decision.i]
+        if job.work_class == "training":
+            continue
+        side.requests += 1
+        if decision.region is None:
+            if job.work_class == "interactive":
+                side.rejected += 1
+            else:
+                side.deadline_misses += 1
+            continue
+        side.cash_yuan += decision.cash_yuan
+        side.cash_by_class[job.work_class] += decision.cash_yuan
+        side.where[job.work_class][decision.region] += 1
+    return side
+
+
+class _Driver:
+    """Sends the trace to the proxy on the virtual clock and gathers what the client saw."""
+
+    def __init__(self, config: Config, trace: Trace, clock: VirtualClock, base: str, app: web.Application,
+                 *, stream_every: int, flush_s: float) -> None:
+        self.config = config
+        self.trace = trace
+        self.clock = clock
+        self.base = base
+        self.app = app
+        self.stream_every = stream_every
+        self.flush_s = flush_s
+        self.prompts: dict[int, str] = {}
+        self.ttft_ms: dict[int, float] = {}  # trace index -> client-side first-token ms (streams)
+        self.status: dict[int, int] = {}
+        self.region: dict[int, str] = {}
+        self.batches: list[tuple[str, dict[str, int]]] = []  # (batch id, custom id -> trace index)
+        self.tasks: list[asyncio.Task] = []
+        self.skipped_training = 0
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        pending: dict[str, list[int]] = defaultdict(list)  # origin -> batch trace indices
+        next_flush = self.trace.start_s + self.flush_s
+        for job in self.trace.jobs:
+            await self._until(job.arrival_s)
+            if job.arrival_s >= next_flush:
+                await self._flush(session, pending)
+                elapsed = job.arrival_s - self.trace.start_s
+                next_flush = self.trace.start_s + (elapsed // self.flush_s + 1) * self.flush_s
+            if job.work_class == "training":
+                self.skipped_training += 1
+            elif job.work_class == "batch":
+                pending[job.origin].append(job.index)
+            else:
+                self.tasks.append(asyncio.create_task(self._interactive(session, job.index)))
+        await self._flush(session, pending)
+        await asyncio.gather(*self.tasks)
+
+    async def _until(self, moment_s: float) -> None:
+        while (ahead := moment_s - self.clock().timestamp()) > 0:
+            await asyncio.sleep(min(ahead / self.clock.speed, 0.5))
+
+    def _body(self, index: int, *, stream: bool) -> dict:
+        job = self.trace.jobs[index]
+        body: dict = {
+            "model": job.model,
+            "messages": [{"role": "user", "content": _prompt(int(job.input_tokens), self.prompts)}],
+            "max_tokens": max(int(job.output_tokens), 1),
+        }
+        if stream:
+            body["stream"] = True
+        return body
+
+    async def _interactive(self, session: aiohttp.ClientSession, index: int) -> None:
+        job = self.trace.jobs[index]
+        stream = index % self.stream_every == 0
+        headers = {"X-Suanli-Class": "interactive", "X-Suanli-Origin": job.origin,
+                   "X-Request-Id": f"trace-{index}"}
+        started = time.perf_counter()
+        try:
+            async with session.post(f"{self.base}/chat/completions", json=self._body(index, stream=stream),
+                                    headers=headers) as response:
+                self.status[index] = response.status
+                if response.status != 200:
+                    await response.read()
+                    return
+                self.region[index] = response.headers.get("X-Suanli-Region", "")
+                if stream:
+                    async for _ in response.content.iter_any():
+                        if index not in self.ttft_ms:
+                            self.ttft_ms[index] = (time.perf_counter() - started) * 1000
+                else:
+                    await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            self.status[index] = 0
+
+    async def _flush(self, session: aiohttp.ClientSession, pending: dict[str, list[int]]) -> None:
+        for origin, indices in list(pending.items()):
+            if not indices:
+                continue
+            pending[origin] = []
+            now_s = self.clock().timestamp()
+            # the window must end within every line's own deadline (whole hours, at least one)
+            left_s = min(self.trace.jobs[i].latest_s for i in indices) - now_s
+            hours = max(1, min(168, math.floor(left_s / 3600.0)))
+            lines = b"".join(
+                orjson.dumps({"custom_id": f"t{i}", "method": "POST", "url": "/v1/chat/completions",
+                              "body": self._body(i, stream=False)}) + b"\n"
+                for i in indices
+            )
+            form = aiohttp.FormData()
+            form.add_field("purpose", "batch")
+            form.add_field("file", lines, filename="lines.jsonl", content_type="application/jsonl")
+            async with session.post(f"{self.base}/files", data=form) as response:
+                uploaded = await response.json()
+            async with session.post(
+                f"{self.base}/batches",
+                json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": f"{hours}h"},
+                headers={"X-Suanli-Origin": origin},
+            ) as response:
+                batch = await response.json()
+            self.batches.append((batch["id"], {f"t{i}": i for i in indices}))
+
+    async def drain_batches(self, session: aiohttp.ClientSession) -> None:
+        """Let every batch finish; when nothing runs, jump the clock to the next planned start."""
+        db = self.app[WORKLOADS].parts()[0]
+        while True:
+            states = []
+            for batch_id, _ in self.batches:
+                async with session.get(f"{self.base}/batches/{batch_id}") as response:
+                    states.append((await response.json())["status"])
+            if all(state in _DONE_STATES for state in states):
+                return
+            row = db.row("SELECT SUM(state = 'running') AS running, MIN(CASE WHEN state = 'pending'"
+                         " THEN start_s END) AS next FROM wl_batch_lines")
+            idle = row is not None and not row["running"] and row["next"] is not None
+            if idle and row["next"] > self.clock().timestamp():
+                self.clock.set(datetime.fromtimestamp(row["next"], UTC))
+            await asyncio.sleep(0.2)
+
+
+def _live_side(driver: _Driver, config: Config, trace: Trace, app: web.Application) -> tuple[Side, Counter]:
+    side = Side()
+    errors: Counter = Counter()
+    usage = {row.request_id: row for row in app[ROUTER].ledger.usage()}
+    slo = config.classes.interactive.latency_slo_ms
+    for job in trace.jobs:
+        if job.work_class != "interactive":
+            continue
+        side.requests += 1
+        row = usage.get(f"trace-{job.index}")
+        if driver.status.get(job.index) != 200 or row is None:
+            side.rejected += 1
+            errors[driver.status.get(job.index, -1)] += 1
+            continue
+        side.cash_yuan += row.cash_yuan
+        side.cash_by_class["interactive"] += row.cash_yuan
+        side.where["interactive"][row.region] += 1
+        ttft = driver.ttft_ms.get(job.index)
+        if ttft is not None:
+            side.slo_measured += 1
+            region = config.region(row.region)
+            distance = region.rtt_ms.get(job.origin, 0.0) if region is not None else 0.0
+            side.slo_misses += ttft + distance > slo
+    db = app[WORKLOADS].parts()[0]
+    for batch_id, lines in driver.batches:
+        for line in db.rows("SELECT line_no, custom_id, ok, ran_at FROM wl_batch_lines WHERE batch_id = ?",
+                            (batch_id,)):
+            job = trace.jobs[lines[line["custom_id"]]]
+            side.requests += 1
+            row = usage.get(f"{batch_id}-{line['line_no']}")
+            late = line["ran_at"] is None or line["ran_at"] > job.latest_s + 1e-6
+            if not line["ok"] or row is None or late:
+                side.deadline_misses += 1
+            if row is not None:
+                side.cash_yuan += row.cash_yuan
+                side.cash_by_class["batch"] += row.cash_yuan
+                side.where["batch"][row.region] += 1
+    return side, errors
+
+
+async def run_live(config: Config, trace: Trace, *, minutes: float = 4.0, stream_every: int = 4,
+                   flush_s: float = 600.0) -> LiveOutcome:
+    """Drive ``trace`` through the real stack in about ``minutes`` of wall time."""
+    span_s = max((trace.offsets_s[-1] if trace.offsets_s else 0.0), 60.0)
+    speed = span_s / (minutes * 60.0)
+    latency = config.health.latency
+    health = config.health.model_copy(
+        update={"latency": latency.model_copy(update={"max_age_s": latency.max_age_s * speed})}
+    )
+    config = config.model_copy(update={"health": health})
+    clock = VirtualClock(trace.start, speed=speed)
+    app = create_app(config, clock=clock, sim_latency_scale=1.0)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}/v1"
+    started = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=0)
+    try:
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            driver = _Driver(config, trace, clock, base, app, stream_every=stream_every, flush_s=flush_s)
+            await driver.run(session)
+            await driver.drain_batches(session)
+            side, errors = _live_side(driver, config, trace, app)
+    finally:
+        await runner.cleanup()
+    return LiveOutcome(side, time.perf_counter() - started, speed, driver.skipped_training, errors)
+
+
+def load_scenario(directory: Path, ledger_dir: Path | None = None) -> tuple[Config, Trace]:
+    """A scenario's config (its ledger in ``ledger_dir``, a fresh temporary folder by default) and trace."""
+    import yaml
+
+    raw = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
+    folder = ledger_dir or Path(tempfile.mkdtemp(prefix=f"suanli-live-{directory.name}-"))
+    raw["ledger"] = {"url": f"sqlite:///{folder / 'ledger.db'}"}
+    config = load_config(raw)
+    return config, load_trace(directory / "trace.jsonl", config)
+
+
+def compare(live: Side, paper: Side) -> dict[str, float | int | str]:
+    """The figures of one table row."""
+    if paper.cash_yuan > 0:
+        ratio = live.cash_yuan / paper.cash_yuan
+    else:
+        ratio = 1.0 if live.cash_yuan == 0 else math.inf
+    return {
+        "cash_live": round(live.cash_yuan, 4),
+        "cash_sim": round(paper.cash_yuan, 4),
+        "ratio": round(ratio, 4),
+        "rejected_live": live.rejected,
+        "rejected_sim": paper.rejected,
+        "slo_live": f"{live.slo_misses}/{live.slo_measured}",
+        "miss_live": live.deadline_misses,
+        "miss_sim": paper.deadline_misses,
+    }
