@@ -29,7 +29,7 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from suanli.config import ConfigError  # noqa: E402
-from suanli.router.ops.live_replay import compare, load_scenario, run_live, simulate_side  # noqa: E402
+from suanli.router.ops.live_replay import compare, cut, load_scenario, run_live, simulate_side  # noqa: E402
 
 DEFAULT_SCENARIOS = ROOT.parent / "shared" / "scenarios"
 
@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--only", action="append", help="scenario name (repeatable)")
     parser.add_argument("--minutes", type=float, default=4.0, help="wall minutes per scenario day")
     parser.add_argument("--stream-every", type=int, default=4, help="stream one interactive request in N")
+    parser.add_argument("--hours", type=float, help="replay only the first hours of each day (a quick look)")
+    parser.add_argument("--pace", type=float, default=0.1, help="sims' output pace, times ms_per_token")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if not args.scenarios.is_dir():
@@ -69,11 +71,13 @@ def main() -> int:
             progress.update(task, description=f"{name}: live, about {args.minutes:g} min")
             try:
                 config, trace = load_scenario(args.scenarios / name)
+                trace = cut(trace, args.hours)
             except (ConfigError, ValueError) as exc:
                 table.add_row(name, *["-"] * 10, f"not supported: {str(exc)[:60]}")
                 progress.advance(task)
                 continue
-            live = asyncio.run(run_live(config, trace, minutes=args.minutes, stream_every=args.stream_every))
+            live = asyncio.run(run_live(config, trace, minutes=args.minutes, stream_every=args.stream_every,
+                                        pace=args.pace))
             progress.update(task, description=f"{name}: simulate")
             paper = simulate_side(config, trace)
             row = compare(live.side, paper)

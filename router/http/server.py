@@ -21,8 +21,10 @@ async def serve(
     port: int = 8080,
     master_key: str | None = None,
     banner: bool = False,
+    ready: asyncio.Event | None = None,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then close cleanly (holds settled or voided)."""
+    """Serve until SIGINT or SIGTERM, then close cleanly (holds settled or voided); ``ready`` is
+    set once the port answers."""
     app = create_app(config, master_key=master_key)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -36,6 +38,8 @@ async def serve(
     print(
         _banner(base, app[ROUTER].config, master_key) if banner else f"suanli serving on {base}", flush=True
     )
+    if ready is not None:
+        ready.set()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -67,6 +71,10 @@ Or with the openai SDK:
       model="{model}", messages=[{{"role": "user", "content": "你好"}}])
   print(reply.headers["x-suanli-region"], reply.parse().choices[0].message.content)
 
-Batch work goes west: add -H 'X-Suanli-Class: batch'. Balances: suanli vouchers --url {base[:-3]}
+Batch work may wait and travel: add -H 'X-Suanli-Class: batch' (it goes where it is cheapest
+for the day: west, off-peak, or on a voucher interactive work will not need).
+Demo traffic (interactive, batch, a fine-tuning job): suanli demo --traffic, or in another terminal
+  suanli traffic --url {base[:-3]}
+Watch it: suanli monitor --url {base[:-3]}    Balances: suanli vouchers --url {base[:-3]}
 Press Ctrl-C to stop.
 """

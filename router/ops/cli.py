@@ -8,10 +8,12 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from suanli.config import Config, ConfigError, load_catalog, load_config
@@ -54,7 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulated city platforms plus the proxy on the bundled catalog")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--traffic", action="store_true", help="also send its own mixed demo traffic")
+    demo.add_argument("--minutes", type=float, default=5.0, help="how long --traffic runs (default 5)")
     demo.set_defaults(func=_demo)
+
+    traffic = sub.add_parser("traffic", help="send mixed demo traffic to a running proxy")
+    traffic.add_argument("--url", default="http://127.0.0.1:8080", help="the proxy (default: the demo's)")
+    traffic.add_argument("--key", help="API key (default: $SUANLI_MASTER_KEY)")
+    traffic.add_argument("--config", help="its config, for the zones (default: the bundled catalog)")
+    traffic.add_argument("--minutes", type=float, default=5.0)
+    traffic.add_argument("--clients", type=int, default=6)
+    traffic.set_defaults(func=_traffic)
 
     sim = sub.add_parser("sim", help="run a fleet of simulated city platforms")
     sim.add_argument("--config", help="config YAML (default: the bundled catalog)")
@@ -107,8 +119,45 @@ def _demo(args: argparse.Namespace) -> int:
     one_malloc_arena()
     from suanli.router.http.server import serve
 
-    config = load_catalog()
-    _run_async(serve(config, host=args.host, port=args.port, master_key=_master_key(args), banner=True))
+    # A demo starts from full vouchers: its ledger and files live in a fresh folder (printed in
+    # the banner), not in the current one, unless SUANLI_LEDGER_URL says where.
+    environ = dict(os.environ)
+    if not environ.get("SUANLI_LEDGER_URL"):
+        folder = Path(tempfile.mkdtemp(prefix="suanli-demo-"))
+        environ["SUANLI_LEDGER_URL"] = f"sqlite:///{folder / 'suanli.db'}"
+    config = load_catalog(environ=environ)
+    key = _master_key(args)
+
+    async def run() -> None:
+        ready = asyncio.Event()
+        server = asyncio.create_task(
+            serve(config, host=args.host, port=args.port, master_key=key, banner=True, ready=ready)
+        )
+        if args.traffic:
+            await ready.wait()
+            from suanli.router.ops.traffic import run_traffic
+
+            await run_traffic(f"http://{args.host}:{args.port}/v1", seconds=args.minutes * 60, key=key,
+                              east=_east(config))
+            print("demo traffic done; the proxy keeps serving (Ctrl-C stops it)", flush=True)
+        await server
+
+    _run_async(run())
+    return 0
+
+
+def _east(config: Config) -> frozenset[str]:
+    return frozenset(r.id for r in config.regions if r.zone == "east")
+
+
+def _traffic(args: argparse.Namespace) -> int:
+    from suanli.router.ops.traffic import run_traffic
+
+    base = args.url.rstrip("/")
+    base = base if base.endswith("/v1") else f"{base}/v1"
+    stats = asyncio.run(run_traffic(base, clients=args.clients, seconds=args.minutes * 60,
+                                    key=_master_key(args), east=_east(_load(args.config))))
+    print(stats.line())
     return 0
 
 

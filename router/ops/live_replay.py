@@ -22,7 +22,10 @@ each class went. Time is on the virtual clock except TTFT, which is real millise
 
 Capacity: the per-region limiter counts on the router's clock, so ``limits.rpm``/``tpm`` are
 per virtual minute as in ``simulate``. Latency windows age in virtual time; ``max_age_s`` is
-scaled by the clock's speed so a sample lives as long in real time as it does live.
+scaled by the clock's speed so a sample lives as long in real time as it does live. First
+tokens keep their real latency; the sims pace the output after it ``pace`` times their usual
+``ms_per_token`` (default a tenth), or a day's answers would need more cores than a laptop has.
+``hours`` replays only the first hours of the trace (a quick look; both sides cut alike).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import math
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,7 +43,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from suanli.config import Config, load_config
+from suanli.config import Config, SimBehaviour, load_config
 from suanli.providers.tokenizer import count_tokens
 from suanli.router.core.clocks import VirtualClock
 from suanli.router.http.app import ROUTER, create_app
@@ -48,7 +51,9 @@ from suanli.router.http.workloads import WORKLOADS
 from suanli.router.simulate.engine import replay
 from suanli.router.simulate.trace import Trace, load_trace
 
-__all__ = ["LiveOutcome", "Side", "compare", "run_live", "simulate_side"]
+__all__ = [
+    "LiveOutcome", "Side", "compare", "cut", "live_config", "load_scenario", "run_live", "simulate_side",
+]
 
 _FILLER = "东数西算工程把东部的算力需求有序引导到西部，优化数据中心建设布局。"
 _DONE_STATES = ("completed", "failed", "expired", "cancelled")
@@ -272,16 +277,36 @@ def _live_side(driver: _Driver, config: Config, trace: Trace, app: web.Applicati
     return side, errors
 
 
-async def run_live(config: Config, trace: Trace, *, minutes: float = 4.0, stream_every: int = 4,
-                   flush_s: float = 600.0) -> LiveOutcome:
-    """Drive ``trace`` through the real stack in about ``minutes`` of wall time."""
-    span_s = max((trace.offsets_s[-1] if trace.offsets_s else 0.0), 60.0)
-    speed = span_s / (minutes * 60.0)
+def cut(trace: Trace, hours: float | None) -> Trace:
+    """The trace's first ``hours`` (all of it for None)."""
+    if hours is None:
+        return trace
+    n = sum(1 for t in trace.offsets_s if t < hours * 3600.0)
+    return replace(
+        trace, jobs=trace.jobs[:n], offsets_s=trace.offsets_s[:n], deadlines_s=trace.deadlines_s[:n]
+    )
+
+
+def live_config(config: Config, speed: float, pace: float) -> Config:
+    """The scenario's config as the live replay runs it (latency ages and output pace scaled)."""
     latency = config.health.latency
     health = config.health.model_copy(
         update={"latency": latency.model_copy(update={"max_age_s": latency.max_age_s * speed})}
     )
-    config = config.model_copy(update={"health": health})
+    regions = []
+    for region in config.regions:
+        sim = region.sim or SimBehaviour()
+        paced = sim.model_copy(update={"ms_per_token": sim.ms_per_token * pace})
+        regions.append(region.model_copy(update={"sim": paced}))
+    return config.model_copy(update={"health": health, "regions": tuple(regions)})
+
+
+async def run_live(config: Config, trace: Trace, *, minutes: float = 4.0, stream_every: int = 4,
+                   flush_s: float = 600.0, pace: float = 0.1) -> LiveOutcome:
+    """Drive ``trace`` through the real stack in about ``minutes`` of wall time."""
+    span_s = max((trace.offsets_s[-1] if trace.offsets_s else 0.0), 60.0)
+    speed = span_s / (minutes * 60.0)
+    config = live_config(config, speed, pace)
     clock = VirtualClock(trace.start, speed=speed)
     app = create_app(config, clock=clock, sim_latency_scale=1.0)
     runner = web.AppRunner(app, access_log=None)

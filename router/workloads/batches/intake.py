@@ -94,6 +94,8 @@ async def validate_and_plan(
         now_s=now_s,
         book=book,
         balances=router.balances(),
+        # the live plan prices the whole config; a key confined to some regions plans alone
+        live_plan=None if key and key.allowed_regions else router.planning.plan,
     )
     with table.db.transaction() as c:
         for n, item in enumerate(raw_lines):

@@ -22,6 +22,7 @@ from suanli.optimizer import (
     InfeasibleError,
     Job,
     Placement,
+    Plan,
     Snapshot,
     charge,
     known_demand,
@@ -72,8 +73,15 @@ def place_jobs(
     now_s: float,
     book: CapacityBook,
     balances: Mapping[str, float],
+    live_plan: Plan | None = None,
 ) -> dict[int, Slot]:
-    """Place every ask; books each placement in ``book`` (the caller's, shared by all batches)."""
+    """Place every ask; books each placement in ``book`` (the caller's, shared by all batches).
+
+    With ``live_plan`` (the re-planner's, over the forecast of *all* traffic) the lines are
+    priced by it, as ``simulate`` prices deferred work: a voucher or an east minute that the
+    forecast keeps for interactive work is dear for a batch line. Without one (the first
+    minute of a process, or a key confined to some regions) the batch's own lines are planned.
+    """
     if not asks:
         return {}
     jobs = [
@@ -92,20 +100,10 @@ def place_jobs(
     end_s = max(j.latest_s for j in jobs) + 1.0
     deferrer = Deferrer(config)
     available = {k: max(v, 0.0) for k, v in balances.items()}
-    try:
-        edges = slot_edges(config, now_s, end_s)
-        snapshot = Snapshot(
-            config=config,
-            now_s=now_s,
-            horizon_s=end_s - now_s,
-            balances=dict(available),
-            demand=known_demand(jobs, edges),
-            booked=book.committed_from(minute_of(now_s)),
-        )
-        deferrer.set_plan(plan(snapshot, demand_scenarios=()))  # the batch's lines are known
-    except InfeasibleError as exc:
-        # Without prices the deferrer still finds the earliest cheap minute with room.
-        log.warning("batch planner found no plan (%s); placing by list price", exc)
+    if live_plan is not None and live_plan.end_s > now_s:
+        deferrer.set_plan(live_plan, available=available)
+    else:
+        _plan_alone(deferrer, config, jobs, now_s, end_s, book, available)
     tz = ZoneInfo(config.timezone)
     vouchers = {v.id: v for v in config.vouchers}
     out: dict[int, Slot] = {}
@@ -139,3 +137,29 @@ def _draw(
         balance=available.get(voucher.id, 0.0),
     )
     available[voucher.id] = max(available.get(voucher.id, 0.0) - paid.voucher_units, 0.0)
+
+
+def _plan_alone(
+    deferrer: Deferrer,
+    config: Config,
+    jobs: list[Job],
+    now_s: float,
+    end_s: float,
+    book: CapacityBook,
+    available: Mapping[str, float],
+) -> None:
+    """Price the lines by an LP over the batch's own lines (no other demand is known)."""
+    try:
+        edges = slot_edges(config, now_s, end_s)
+        snapshot = Snapshot(
+            config=config,
+            now_s=now_s,
+            horizon_s=end_s - now_s,
+            balances=dict(available),
+            demand=known_demand(jobs, edges),
+            booked=book.committed_from(minute_of(now_s)),
+        )
+        deferrer.set_plan(plan(snapshot, demand_scenarios=()))  # the batch's lines are known
+    except InfeasibleError as exc:
+        # Without prices the deferrer still finds the earliest cheap minute with room.
+        log.warning("batch planner found no plan (%s); placing by list price", exc)
