@@ -21,8 +21,9 @@ exceeds the SLO; simulate counts none by construction), batch deadline misses, a
 each class went. Time is on the virtual clock except TTFT, which is real milliseconds.
 
 Capacity: the per-region limiter counts on the router's clock, so ``limits.rpm``/``tpm`` are
-per virtual minute as in ``simulate``. Latency windows age in virtual time; ``max_age_s`` is
-scaled by the clock's speed so a sample lives as long in real time as it does live. First
+per virtual minute as in ``simulate``. Latency windows age in virtual time like everything
+else (the day is compressed whole: a region that turns slow is forgotten after ``max_age_s``
+of the day, as live). First
 tokens keep their real latency; the sims pace the output after it ``pace`` times their usual
 ``ms_per_token`` (default a tenth), or a day's answers would need more cores than a laptop has.
 ``hours`` replays only the first hours of the trace (a quick look; both sides cut alike).
@@ -31,16 +32,25 @@ tokens keep their real latency; the sims pace the output after it ``pace`` times
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import random
+import socket
+import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
 
 import aiohttp
 import orjson
+import yaml
 from aiohttp import web
 
 from suanli.config import Config, SimBehaviour, load_config
@@ -55,6 +65,7 @@ __all__ = [
     "LiveOutcome", "Side", "compare", "cut", "live_config", "load_scenario", "run_live", "simulate_side",
 ]
 
+T = TypeVar("T")
 _FILLER = "东数西算工程把东部的算力需求有序引导到西部，优化数据中心建设布局。"
 _DONE_STATES = ("completed", "failed", "expired", "cancelled")
 
@@ -118,13 +129,13 @@ def simulate_side(config: Config, trace: Trace) -> Side:
 class _Driver:
     """Sends the trace to the proxy on the virtual clock and gathers what the client saw."""
 
-    def __init__(self, config: Config, trace: Trace, clock: VirtualClock, base: str, app: web.Application,
+    def __init__(self, config: Config, trace: Trace, clock: VirtualClock, base: str, proxy: _ProxyThread,
                  *, stream_every: int, flush_s: float) -> None:
         self.config = config
         self.trace = trace
         self.clock = clock
         self.base = base
-        self.app = app
+        self.proxy = proxy
         self.stream_every = stream_every
         self.flush_s = flush_s
         self.prompts: dict[int, str] = {}
@@ -221,7 +232,7 @@ class _Driver:
 
     async def drain_batches(self, session: aiohttp.ClientSession) -> None:
         """Let every batch finish; when nothing runs, jump the clock to the next planned start."""
-        db = self.app[WORKLOADS].parts()[0]
+        db = self.proxy.app[WORKLOADS].parts()[0]
         while True:
             states = []
             for batch_id, _ in self.batches:
@@ -229,8 +240,10 @@ class _Driver:
                     states.append((await response.json())["status"])
             if all(state in _DONE_STATES for state in states):
                 return
-            row = db.row("SELECT SUM(state = 'running') AS running, MIN(CASE WHEN state = 'pending'"
-                         " THEN start_s END) AS next FROM wl_batch_lines")
+            row = await self.proxy.call(lambda: db.row(
+                "SELECT SUM(state = 'running') AS running, MIN(CASE WHEN state = 'pending'"
+                " THEN start_s END) AS next FROM wl_batch_lines"
+            ))
             idle = row is not None and not row["running"] and row["next"] is not None
             if idle and row["next"] > self.clock().timestamp():
                 self.clock.set(datetime.fromtimestamp(row["next"], UTC))
@@ -287,18 +300,57 @@ def cut(trace: Trace, hours: float | None) -> Trace:
     )
 
 
-def live_config(config: Config, speed: float, pace: float) -> Config:
-    """The scenario's config as the live replay runs it (latency ages and output pace scaled)."""
-    latency = config.health.latency
-    health = config.health.model_copy(
-        update={"latency": latency.model_copy(update={"max_age_s": latency.max_age_s * speed})}
-    )
+def live_config(config: Config, pace: float) -> Config:
+    """The scenario's config as the live replay runs it (the sims' output pace scaled)."""
     regions = []
     for region in config.regions:
         sim = region.sim or SimBehaviour()
         paced = sim.model_copy(update={"ms_per_token": sim.ms_per_token * pace})
         regions.append(region.model_copy(update={"sim": paced}))
-    return config.model_copy(update={"health": health, "regions": tuple(regions)})
+    return config.model_copy(update={"regions": tuple(regions)})
+
+
+@contextlib.asynccontextmanager
+async def sims_apart(config: Config, folder: Path) -> AsyncIterator[Config]:
+    """The config's sim regions served by ``suanli sim`` in a process of its own, as remote
+    platforms are: their streams and timers do not share the proxy's event loop, so a first
+    token's time is the platform's plus what the proxy adds. Yields the config pointing at them."""
+    path = folder / "sims.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    base_port = _free_ports(len(config.regions))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "suanli", "sim", "--config", str(path), "--port", str(base_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        urls: dict[str, str] = {}
+        async with asyncio.timeout(60):
+            while len(urls) < len(config.regions):
+                line = (await process.stdout.readline()).decode()  # type: ignore[union-attr]
+                if not line:
+                    raise RuntimeError("suanli sim ended before it served every region")
+                parts = line.split()
+                if len(parts) >= 2 and parts[-1].startswith("http://") and config.region(parts[0]):
+                    urls[parts[0]] = parts[-1]
+        regions = tuple(r.model_copy(update={"base_url": urls[r.id]}) for r in config.regions)
+        yield config.model_copy(update={"regions": regions})
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+def _free_ports(count: int) -> int:
+    """A base port with ``count`` free ports after it."""
+    for base in range(random.randrange(20000, 50000, 100), 60000, 100):
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(base, base + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return base
+    raise RuntimeError("no free ports")
 
 
 async def run_live(config: Config, trace: Trace, *, minutes: float = 4.0, stream_every: int = 4,
@@ -306,33 +358,76 @@ async def run_live(config: Config, trace: Trace, *, minutes: float = 4.0, stream
     """Drive ``trace`` through the real stack in about ``minutes`` of wall time."""
     span_s = max((trace.offsets_s[-1] if trace.offsets_s else 0.0), 60.0)
     speed = span_s / (minutes * 60.0)
-    config = live_config(config, speed, pace)
+    folder = Path(urlparse(config.ledger.url).path).parent
+    async with sims_apart(live_config(config, pace), folder) as apart:
+        return await _drive(apart, trace, speed, stream_every=stream_every, flush_s=flush_s)
+
+
+class _ProxyThread:
+    """The app on loopback in a thread and event loop of its own, so the driver's client work
+    does not queue ahead of the proxy's on one loop (a real proxy does not share its loop with
+    its clients). ``call`` runs a function on the proxy's loop (SQLite handles live there)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="suanli-proxy")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def start(self) -> str:
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise RuntimeError("the proxy did not start within 60 s")
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        async def run() -> T:
+            return fn()
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self.loop))
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+
+
+async def _drive(
+    config: Config, trace: Trace, speed: float, *, stream_every: int, flush_s: float
+) -> LiveOutcome:
     clock = VirtualClock(trace.start, speed=speed)
-    app = create_app(config, clock=clock, sim_latency_scale=1.0)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    base = f"http://127.0.0.1:{port}/v1"
+    proxy = _ProxyThread(create_app(config, clock=clock, sim_latency_scale=1.0))
+    base = proxy.start()
     started = time.perf_counter()
     connector = aiohttp.TCPConnector(limit=0)
     try:
         timeout = aiohttp.ClientTimeout(total=300)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            driver = _Driver(config, trace, clock, base, app, stream_every=stream_every, flush_s=flush_s)
+            driver = _Driver(config, trace, clock, base, proxy, stream_every=stream_every, flush_s=flush_s)
             await driver.run(session)
             await driver.drain_batches(session)
-            side, errors = _live_side(driver, config, trace, app)
+            side, errors = await proxy.call(lambda: _live_side(driver, config, trace, proxy.app))
     finally:
-        await runner.cleanup()
+        await asyncio.to_thread(proxy.stop)
     return LiveOutcome(side, time.perf_counter() - started, speed, driver.skipped_training, errors)
 
 
 def load_scenario(directory: Path, ledger_dir: Path | None = None) -> tuple[Config, Trace]:
     """A scenario's config (its ledger in ``ledger_dir``, a fresh temporary folder by default) and trace."""
-    import yaml
-
     raw = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
     folder = ledger_dir or Path(tempfile.mkdtemp(prefix=f"suanli-live-{directory.name}-"))
     raw["ledger"] = {"url": f"sqlite:///{folder / 'ledger.db'}"}
