@@ -15,11 +15,18 @@ from typing import Any
 
 import asyncpg
 
-from suanli.router.ledger.keys import _KEY_COLUMNS, KeyRow, _key_row
+from suanli.router.ledger.keys import KEY_COLUMNS, KeyRow, key_row
 from suanli.router.ledger.postgres.schema import connect, pg_url
-from suanli.router.ledger.postgres.sql import USAGE_COLUMNS
-from suanli.router.ledger.sqlite.reads import usage_row
 from suanli.router.ledger.types import UsageRow
+from suanli.router.ledger.usage import (
+    FIRST_FORGED_ROW,
+    SETTLED_WITHOUT_ROW,
+    USAGE_COLUMNS,
+    chain_entry,
+    orphans,
+    time_bounds,
+    usage_row,
+)
 
 __all__ = ["ChainSnapshot", "read_snapshot", "snapshot_of"]
 
@@ -34,7 +41,7 @@ class ChainSnapshot:
 
     def chain_rows(self) -> Iterator[tuple[int, tuple[Any, ...], str, str]]:
         for r in self._usage:
-            yield r[0], r[:21], r[21], r[22]
+            yield chain_entry(r)
 
     def chain_orphans(self) -> tuple[int | None, int]:
         return self._orphans
@@ -43,8 +50,7 @@ class ChainSnapshot:
         return self._keys
 
     def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
-        lo = float("-inf") if since is None else since.timestamp()
-        hi = float("inf") if until is None else until.timestamp()
+        lo, hi = time_bounds(since, until)
         return [usage_row(r) for r in self._usage if lo <= r[3] < hi]
 
 
@@ -52,19 +58,12 @@ async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:
     """Read the snapshot on ``conn`` (a pooled connection or the CLI's own)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         usage = [tuple(r) for r in await conn.fetch(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id")]
-        forged = await conn.fetchval(
-            "SELECT MIN(u.id) FROM usage u LEFT JOIN holds h ON h.id = u.hold_id AND h.state = 'settled'"
-            " WHERE h.id IS NULL"
-        )
-        missing = await conn.fetchval(
-            "SELECT COUNT(*) FROM holds h LEFT JOIN usage u ON u.hold_id = h.id"
-            " WHERE h.state = 'settled' AND u.id IS NULL"
-        )
+        found = orphans(await conn.fetchval(FIRST_FORGED_ROW), await conn.fetchval(SETTLED_WITHOUT_ROW))
         key_rows = []  # a ledger last opened by a suanli from before keys has no keys table
         if await conn.fetchval("SELECT to_regclass('keys') IS NOT NULL"):
-            key_rows = await conn.fetch(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created, id")
-        keys = [_key_row(tuple(r)) for r in key_rows]
-    return ChainSnapshot(usage, (None if forged is None else int(forged), int(missing)), keys)
+            key_rows = await conn.fetch(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created, id")
+        keys = [key_row(tuple(r)) for r in key_rows]
+    return ChainSnapshot(usage, found, keys)
 
 
 async def read_snapshot(url: str) -> ChainSnapshot:
