@@ -8,17 +8,18 @@ columns, then ``prev_hash`` and ``hash``) and turn each row into a ``UsageRow``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from suanli.router.ledger.chain import first_broken
 from suanli.router.ledger.types import Settlement, UsageRow
 
 __all__ = [
-    "FIRST_FORGED_ROW",
-    "SETTLED_WITHOUT_ROW",
+    "CHAIN_ORPHANS",
     "USAGE_COLUMNS",
     "chain_entry",
+    "first_broken_row",
     "orphans",
     "time_bounds",
     "totals_of",
@@ -34,13 +35,11 @@ USAGE_COLUMNS = (
 
 # The audit's cross-check of the chain against the holds (plain SQL, the same on both drivers):
 # the first usage row that no settled hold made, and how many settled holds lack their row.
-FIRST_FORGED_ROW = (
-    "SELECT MIN(u.id) FROM usage u LEFT JOIN holds h ON h.id = u.hold_id AND h.state = 'settled'"
-    " WHERE h.id IS NULL"
-)
-SETTLED_WITHOUT_ROW = (
-    "SELECT COUNT(*) FROM holds h LEFT JOIN usage u ON u.hold_id = h.id"
-    " WHERE h.state = 'settled' AND u.id IS NULL"
+CHAIN_ORPHANS = (
+    "SELECT (SELECT MIN(u.id) FROM usage u LEFT JOIN holds h ON h.id = u.hold_id AND h.state = 'settled'"
+    " WHERE h.id IS NULL),"
+    " (SELECT COUNT(*) FROM holds h LEFT JOIN usage u ON u.hold_id = h.id"
+    " WHERE h.state = 'settled' AND u.id IS NULL)"
 )
 
 
@@ -118,6 +117,11 @@ def chain_entry(r: Sequence[Any]) -> tuple[int, Sequence[Any], str, str]:
     return r[0], r[:21], r[21], r[22]
 
 
+def first_broken_row(rows: Iterable[Sequence[Any]]) -> int | None:
+    """Id of the first row (read in ``USAGE_COLUMNS`` order, by id) whose chain is broken, or None."""
+    return first_broken(chain_entry(r) for r in rows)
+
+
 def time_bounds(since: datetime | None, until: datetime | None) -> tuple[float, float]:
     """``[since, until)`` as epoch seconds; an open end is infinite."""
     lo = float("-inf") if since is None else since.timestamp()
@@ -136,6 +140,7 @@ def totals_of(row: Sequence[Any]) -> dict[str, float]:
     }
 
 
-def orphans(forged: int | None, missing: int) -> tuple[int | None, int]:
-    """``(FIRST_FORGED_ROW, SETTLED_WITHOUT_ROW)`` results as plain ints."""
+def orphans(row: Sequence[Any]) -> tuple[int | None, int]:
+    """The ``CHAIN_ORPHANS`` row: (first forged row id or None, settled holds without a row)."""
+    forged, missing = row
     return (None if forged is None else int(forged)), int(missing)

@@ -15,18 +15,10 @@ from typing import Any
 
 import asyncpg
 
+from suanli.router.ledger import usage
 from suanli.router.ledger.keys import KEY_COLUMNS, KeyRow, key_row
 from suanli.router.ledger.postgres.schema import connect, pg_url
 from suanli.router.ledger.types import UsageRow
-from suanli.router.ledger.usage import (
-    FIRST_FORGED_ROW,
-    SETTLED_WITHOUT_ROW,
-    USAGE_COLUMNS,
-    chain_entry,
-    orphans,
-    time_bounds,
-    usage_row,
-)
 
 __all__ = ["ChainSnapshot", "read_snapshot", "snapshot_of"]
 
@@ -34,14 +26,14 @@ __all__ = ["ChainSnapshot", "read_snapshot", "snapshot_of"]
 class ChainSnapshot:
     """The usage chain, its orphans and the keys of a PostgreSQL ledger at one instant."""
 
-    def __init__(self, usage: list[tuple[Any, ...]], orphans: tuple[int | None, int], keys: list[KeyRow]):
-        self._usage = usage
+    def __init__(self, rows: list[tuple[Any, ...]], orphans: tuple[int | None, int], keys: list[KeyRow]):
+        self._rows = rows  # usage rows in USAGE_COLUMNS order, by id
         self._orphans = orphans
         self._keys = keys
 
     def chain_rows(self) -> Iterator[tuple[int, tuple[Any, ...], str, str]]:
-        for r in self._usage:
-            yield chain_entry(r)
+        for r in self._rows:
+            yield usage.chain_entry(r)
 
     def chain_orphans(self) -> tuple[int | None, int]:
         return self._orphans
@@ -50,20 +42,20 @@ class ChainSnapshot:
         return self._keys
 
     def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
-        lo, hi = time_bounds(since, until)
-        return [usage_row(r) for r in self._usage if lo <= r[3] < hi]
+        lo, hi = usage.time_bounds(since, until)
+        return [usage.usage_row(r) for r in self._rows if lo <= r[3] < hi]
 
 
 async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:
     """Read the snapshot on ``conn`` (a pooled connection or the CLI's own)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        usage = [tuple(r) for r in await conn.fetch(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id")]
-        found = orphans(await conn.fetchval(FIRST_FORGED_ROW), await conn.fetchval(SETTLED_WITHOUT_ROW))
+        rows = [tuple(r) for r in await conn.fetch(f"SELECT {usage.USAGE_COLUMNS} FROM usage ORDER BY id")]
+        found = usage.orphans(await conn.fetchrow(usage.CHAIN_ORPHANS))
         key_rows = []  # a ledger last opened by a suanli from before keys has no keys table
         if await conn.fetchval("SELECT to_regclass('keys') IS NOT NULL"):
             key_rows = await conn.fetch(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created, id")
         keys = [key_row(tuple(r)) for r in key_rows]
-    return ChainSnapshot(usage, found, keys)
+    return ChainSnapshot(rows, found, keys)
 
 
 async def read_snapshot(url: str) -> ChainSnapshot:

@@ -22,16 +22,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from suanli.router.errors import LedgerError
-from suanli.router.ledger.keys import (
-    KEY_COLUMNS,
-    KeyBudgetHold,
-    KeyRow,
-    key_row,
-    key_values,
-    over_budget,
-    spend_of,
-    yuan_q,
-)
+from suanli.router.ledger import keys
 from suanli.router.ledger.rules import YUAN_SCALE, budget_hold_q, to_q
 
 __all__ = [
@@ -58,16 +49,16 @@ _POST_PERIOD = (
 )
 
 
-async def hold_key_budget_pg(c: asyncpg.Connection, hold_id: str, hold: KeyBudgetHold) -> None:
+async def hold_key_budget_pg(c: asyncpg.Connection, hold_id: str, hold: keys.KeyBudgetHold) -> None:
     """Inside the reserve transaction: hold on both periods, or BudgetExceededError (roll back)."""
     amount_q = budget_hold_q(hold.amount_yuan)
     for period, limit, label in hold.limits():
-        if await c.fetchval(_HOLD_PERIOD, hold.key_id, period, amount_q, yuan_q(limit)) is None:
+        if await c.fetchval(_HOLD_PERIOD, hold.key_id, period, amount_q, keys.yuan_q(limit)) is None:
             used_q = await c.fetchval(
                 "SELECT spent_q + held_q FROM key_spend WHERE key_id = $1 AND period = $2",
                 hold.key_id, period,
             )
-            raise over_budget(hold, limit, label, used_q or 0)
+            raise keys.over_budget(hold, limit, label, used_q or 0)
     await c.execute(
         "INSERT INTO key_holds (hold_id, key_id, day, month, held_q) VALUES ($1, $2, $3, $4, $5)",
         hold_id, hold.key_id, hold.day, hold.month, amount_q,
@@ -112,31 +103,33 @@ async def release_resolved_pg(pool: asyncpg.Pool) -> None:
         await _release(c, rows)
 
 
-async def create_key(pool: asyncpg.Pool, row: KeyRow, secret_sha256: str) -> None:
+async def create_key(pool: asyncpg.Pool, row: keys.KeyRow, secret_sha256: str) -> None:
     """Store a new key; its secret only as ``secret_sha256``."""
-    await pool.execute(f"INSERT INTO keys ({KEY_COLUMNS}, secret_sha256) VALUES ({_MARKS})",
-                       *key_values(row, secret_sha256))
+    await pool.execute(f"INSERT INTO keys ({keys.KEY_COLUMNS}, secret_sha256) VALUES ({_MARKS})",
+                       *keys.key_values(row, secret_sha256))
 
 
-async def keys_where(pool: asyncpg.Pool, where: str = "", *args: object) -> list[KeyRow]:
+async def keys_where(pool: asyncpg.Pool, where: str = "", *args: object) -> list[keys.KeyRow]:
     """Keys matching ``where`` (SQL after WHERE; every key when empty), oldest first."""
-    sql = f"SELECT {KEY_COLUMNS} FROM keys {f'WHERE {where} ' if where else ''}ORDER BY created, id"
-    return [key_row(tuple(r)) for r in await pool.fetch(sql, *args)]
+    sql = f"SELECT {keys.KEY_COLUMNS} FROM keys {f'WHERE {where} ' if where else ''}ORDER BY created, id"
+    return [keys.key_row(tuple(r)) for r in await pool.fetch(sql, *args)]
 
 
-async def revoke_key(pool: asyncpg.Pool, key_id: str, at: float) -> KeyRow:
+async def revoke_key(pool: asyncpg.Pool, key_id: str, at: float) -> keys.KeyRow:
     """Mark a key revoked at ``at`` (epoch s); revoking twice keeps the first time."""
     row = await pool.fetchrow(
-        f"UPDATE keys SET revoked = COALESCE(revoked, $1) WHERE id = $2 RETURNING {KEY_COLUMNS}", at, key_id)
+        f"UPDATE keys SET revoked = COALESCE(revoked, $1) WHERE id = $2 RETURNING {keys.KEY_COLUMNS}",
+        at, key_id,
+    )
     if row is None:
         raise LedgerError(f"unknown key {key_id!r}")
-    return key_row(tuple(row))
+    return keys.key_row(tuple(row))
 
 
 async def key_spend(pool: asyncpg.Pool, key_id: str,
                     periods: Sequence[str]) -> dict[str, tuple[float, float]]:
     """Period -> (spent yuan, held yuan) of one key."""
-    return spend_of(await pool.fetch(
+    return keys.spend_of(await pool.fetch(
         "SELECT period, spent_q, held_q FROM key_spend WHERE key_id = $1 AND period = ANY($2::text[])",
         key_id, list(periods),
     ))

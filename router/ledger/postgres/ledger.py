@@ -28,7 +28,8 @@ import asyncpg
 
 from suanli.config import Voucher
 from suanli.router.errors import InsufficientBalanceError, LedgerError
-from suanli.router.ledger.chain import first_broken, row_hash
+from suanli.router.ledger import usage
+from suanli.router.ledger.chain import row_hash
 from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values, marks_of
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.postgres import keys as key_sql
@@ -50,17 +51,6 @@ from suanli.router.ledger.postgres.sql import (
 from suanli.router.ledger.postgres.vouchers import sync_vouchers, voucher_statuses
 from suanli.router.ledger.rules import available, debit, not_pending, to_q
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
-from suanli.router.ledger.usage import (
-    FIRST_FORGED_ROW,
-    SETTLED_WITHOUT_ROW,
-    USAGE_COLUMNS,
-    chain_entry,
-    orphans,
-    time_bounds,
-    totals_of,
-    usage_row,
-    usage_values,
-)
 
 __all__ = ["PgLedger"]
 
@@ -209,8 +199,8 @@ class PgLedger:
             if hold is None:
                 state = await c.fetchval(HOLD_STATE, hold_id)
                 not_pending(hold_id, state)
-                row = await c.fetchrow(f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = $1", hold_id)
-                return usage_row(tuple(row))
+                row = await c.fetchrow(f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE hold_id = $1", hold_id)
+                return usage.usage_row(tuple(row))
             # key_spend before vouchers, as in reserve
             await key_sql.settle_key_budget_pg(c, hold_id, s.cost_yuan)
             voucher_id, scale, held_q = hold["voucher_id"], hold["scale"], hold["held_q"]
@@ -218,11 +208,11 @@ class PgLedger:
             if voucher_id is not None:
                 await c.execute(DEBIT_VOUCHER, units_q, held_q, voucher_id)
             usage_id, prev_hash = await c.fetchrow(LOCK_CHAIN)
-            values = usage_values(usage_id, hold_id, now=now, request=tuple(hold)[:6], voucher_id=voucher_id,
-                                  s=s, voucher_units=units_q / scale)
+            values = usage.usage_values(usage_id, hold_id, now=now, request=tuple(hold)[:6],
+                                        voucher_id=voucher_id, s=s, voucher_units=units_q / scale)
             hash_ = row_hash(prev_hash, values)
             await c.execute(APPEND_USAGE, *values, prev_hash, hash_, units_q)
-        return usage_row((*values, prev_hash, hash_))
+        return usage.usage_row((*values, prev_hash, hash_))
 
     async def void(self, hold_id: str) -> None:
         """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""
@@ -318,9 +308,9 @@ class PgLedger:
     async def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
         """Usage rows settled in ``[since, until)``, in chain order."""
         rows = await self._live().fetch(
-            f"SELECT {USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id",
-            *time_bounds(since, until))
-        return [usage_row(tuple(r)) for r in rows]
+            f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id",
+            *usage.time_bounds(since, until))
+        return [usage.usage_row(tuple(r)) for r in rows]
 
     async def totals(self) -> dict[str, float]:
         """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
@@ -328,17 +318,16 @@ class PgLedger:
             "SELECT COUNT(*), COALESCE(SUM(cash_yuan), 0), COALESCE(SUM(voucher_yuan), 0),"
             " COALESCE(SUM(cost_yuan), 0), COALESCE(SUM(tokens), 0) FROM usage"
         )
-        return totals_of(row)
+        return usage.totals_of(row)
 
     async def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""
-        rows = await self._live().fetch(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id")
-        return first_broken(chain_entry(tuple(r)) for r in rows)
+        rows = await self._live().fetch(f"SELECT {usage.USAGE_COLUMNS} FROM usage ORDER BY id")
+        return usage.first_broken_row(tuple(r) for r in rows)
 
     async def chain_orphans(self) -> tuple[int | None, int]:
         """(first usage row id no settled hold made, how many settled holds lack a usage row)."""
-        pool = self._live()
-        return orphans(await pool.fetchval(FIRST_FORGED_ROW), await pool.fetchval(SETTLED_WITHOUT_ROW))
+        return usage.orphans(await self._live().fetchrow(usage.CHAIN_ORPHANS))
 
     # Virtual keys: postgres/keys.py's SQL.
     async def create_key(self, row: KeyRow, secret_sha256: str) -> None:

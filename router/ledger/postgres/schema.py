@@ -24,17 +24,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from suanli.router.ledger import tables
 from suanli.router.ledger.chain import GENESIS
-from suanli.router.ledger.tables import (
-    USAGE_INDEXES,
-    Dialect,
-    create_table,
-    exhausted_table,
-    holds_table,
-    key_tables,
-    usage_table,
-    vouchers_table,
-)
 from suanli.router.ledger.url import PG_SCHEMES as _SCHEMES
 from suanli.router.ledger.url import is_pg_url
 
@@ -42,15 +33,15 @@ __all__ = ["MIGRATIONS", "PgUrl", "connect", "create_pool", "is_pg_url", "lock_s
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-POSTGRES = Dialect(int8="BIGINT", real="DOUBLE PRECISION")
+POSTGRES = tables.Dialect(int8="BIGINT", real="DOUBLE PRECISION")
 
 # version n (1-based) is MIGRATIONS[n - 1]; append only, never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # last_hold_q: what the newest RESERVE took (PostgreSQL 15 cannot RETURN the old row; sql.py).
-        vouchers_table(POSTGRES, extra=("last_hold_q BIGINT NOT NULL DEFAULT 0",)),
+        tables.vouchers_table(POSTGRES, extra=("last_hold_q BIGINT NOT NULL DEFAULT 0",)),
         # Which ledger instances (replicas) are alive: postgres/owners.py.
-        create_table("owners", (
+        tables.create_table("owners", (
             "id TEXT PRIMARY KEY",
             "lock_key INTEGER NOT NULL UNIQUE",
             "host TEXT NOT NULL",
@@ -59,11 +50,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             "seen DOUBLE PRECISION NOT NULL",
             "closed DOUBLE PRECISION",
         )),
-        holds_table(POSTGRES, with_scale=True),  # the scale too: a settle claims the hold in one statement
+        # The scale on the hold too: a settle claims the hold and learns its scale in one statement.
+        tables.holds_table(POSTGRES, with_scale=True),
         "CREATE INDEX holds_pending_owner ON holds(owner) WHERE state = 'pending'",
         "CREATE INDEX holds_pending_created ON holds(created) WHERE state = 'pending'",
-        usage_table(POSTGRES),
-        *USAGE_INDEXES,
+        tables.usage_table(POSTGRES),
+        *tables.USAGE_INDEXES,
         # The tail of the hash chain, one row: settles from every replica lock it in turn,
         # which is what makes the usage ids and prev_hash links one total order.
         """CREATE TABLE chain_head (
@@ -72,7 +64,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_hash TEXT NOT NULL
         )""",
         f"INSERT INTO chain_head (last_id, last_hash) VALUES (0, '{GENESIS}')",
-        exhausted_table(POSTGRES),
+        tables.exhausted_table(POSTGRES),
     ),
     (
         # The planner (router/core/replica.py): the leader's newest plans, and the voucher shadow
@@ -107,7 +99,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at_s DOUBLE PRECISION NOT NULL
         )""",
     ),
-    key_tables(POSTGRES),  # virtual keys and key budgets (router/ledger/postgres/keys.py)
+    tables.key_tables(POSTGRES),  # virtual keys and key budgets (router/ledger/postgres/keys.py)
 )
 
 

@@ -12,15 +12,9 @@ from datetime import datetime
 import asyncpg
 
 from suanli.config import Voucher
+from suanli.router.ledger import vouchers as voucher_rules
 from suanli.router.ledger.rules import amount_q, scale_of
 from suanli.router.ledger.types import VoucherStatus
-from suanli.router.ledger.vouchers import (
-    STATUS_COLUMNS,
-    burn_window,
-    voucher_meta,
-    voucher_status,
-    warn_if_config_differs,
-)
 
 __all__ = ["sync_vouchers", "voucher_statuses"]
 
@@ -29,7 +23,7 @@ async def sync_vouchers(conn: asyncpg.Connection, vouchers: Sequence[Voucher]) -
     """Insert new vouchers at full balance; refresh the metadata of known ones (one transaction)."""
     async with conn.transaction():
         for v in vouchers:
-            meta = voucher_meta(v)
+            meta = voucher_rules.voucher_meta(v)
             scale = scale_of(v.kind)
             await conn.execute(
                 "INSERT INTO vouchers (region, rate, models, classes, valid_from, expires, id, kind, scale,"
@@ -42,7 +36,7 @@ async def sync_vouchers(conn: asyncpg.Connection, vouchers: Sequence[Voucher]) -
                 " expires = $6 WHERE id = $7 RETURNING kind, scale, amount_q",
                 *meta, v.id,
             )
-            warn_if_config_differs(v, *known)
+            voucher_rules.warn_if_config_differs(v, *known)
 
 
 async def voucher_statuses(conn: asyncpg.Connection | asyncpg.Pool, *, now: datetime) -> list[VoucherStatus]:
@@ -51,7 +45,7 @@ async def voucher_statuses(conn: asyncpg.Connection | asyncpg.Pool, *, now: date
     burn_q = {r[0]: int(r[1]) for r in await conn.fetch(
         "SELECT voucher_id, SUM(voucher_q) FROM usage"
         " WHERE time > $1 AND time <= $2 AND voucher_id IS NOT NULL GROUP BY voucher_id",
-        *burn_window(now),
+        *voucher_rules.burn_window(now),
     )}
-    rows = await conn.fetch(f"SELECT {STATUS_COLUMNS} FROM vouchers ORDER BY id")
-    return [voucher_status(tuple(row), burn_q) for row in rows]
+    rows = await conn.fetch(f"SELECT {voucher_rules.STATUS_COLUMNS} FROM vouchers ORDER BY id")
+    return [voucher_rules.voucher_status(tuple(row), burn_q) for row in rows]

@@ -10,16 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from suanli.router.ledger.keys import (
-    KEY_COLUMNS,
-    KeyBudgetHold,
-    KeyRow,
-    key_row,
-    key_values,
-    over_budget,
-    spend_of,
-    yuan_q,
-)
+from suanli.router.ledger import keys
 from suanli.router.ledger.rules import YUAN_SCALE, budget_hold_q, to_q
 from suanli.router.ledger.sqlite.reads import Read
 
@@ -34,7 +25,7 @@ __all__ = [
     "settle_key_budget",
 ]
 
-def hold_key_budget(c: sqlite3.Connection, hold_id: str, hold: KeyBudgetHold) -> None:
+def hold_key_budget(c: sqlite3.Connection, hold_id: str, hold: keys.KeyBudgetHold) -> None:
     """Inside the reserve transaction: check both periods and hold; BudgetExceededError if not."""
     amount_q = budget_hold_q(hold.amount_yuan)
     for period, limit, label in hold.limits():
@@ -44,8 +35,8 @@ def hold_key_budget(c: sqlite3.Connection, hold_id: str, hold: KeyBudgetHold) ->
             "SELECT spent_q + held_q FROM key_spend WHERE key_id = ? AND period = ?", (hold.key_id, period)
         ).fetchone()
         used_q = 0 if row is None else row[0]
-        if used_q + amount_q > yuan_q(limit):
-            raise over_budget(hold, limit, label, used_q)
+        if used_q + amount_q > keys.yuan_q(limit):
+            raise keys.over_budget(hold, limit, label, used_q)
     for period in (hold.day, hold.month):
         c.execute(
             "INSERT INTO key_spend (key_id, period, held_q) VALUES (?, ?, ?)"
@@ -102,11 +93,11 @@ def rebuild_key_held(c: sqlite3.Connection) -> None:
     )
 
 
-def create_key(c: sqlite3.Connection, row: KeyRow, secret_sha256: str) -> None:
+def create_key(c: sqlite3.Connection, row: keys.KeyRow, secret_sha256: str) -> None:
     """Store a new key; its secret only as ``secret_sha256``."""
     c.execute(
-        f"INSERT INTO keys ({KEY_COLUMNS}, secret_sha256) VALUES ({', '.join('?' * 13)})",
-        key_values(row, secret_sha256),
+        f"INSERT INTO keys ({keys.KEY_COLUMNS}, secret_sha256) VALUES ({', '.join('?' * 13)})",
+        keys.key_values(row, secret_sha256),
     )
 
 
@@ -116,14 +107,14 @@ def revoke_key(c: sqlite3.Connection, key_id: str, at: float) -> bool:
     return changed.rowcount > 0
 
 
-def keys_where(read: Read, where: str = "", params: Sequence[object] = ()) -> list[KeyRow]:
+def keys_where(read: Read, where: str = "", params: Sequence[object] = ()) -> list[keys.KeyRow]:
     """Keys matching ``where`` (SQL after WHERE; every key when empty), oldest first."""
-    sql = f"SELECT {KEY_COLUMNS} FROM keys {f'WHERE {where} ' if where else ''}ORDER BY created, id"
-    return [key_row(r) for r in read(sql, params)]
+    sql = f"SELECT {keys.KEY_COLUMNS} FROM keys {f'WHERE {where} ' if where else ''}ORDER BY created, id"
+    return [keys.key_row(r) for r in read(sql, params)]
 
 
 def key_spend(read: Read, key_id: str, periods: Sequence[str]) -> dict[str, tuple[float, float]]:
     """Period -> (spent yuan, held yuan) of one key."""
     marks = ", ".join("?" * len(periods))
     sql = f"SELECT period, spent_q, held_q FROM key_spend WHERE key_id = ? AND period IN ({marks})"
-    return spend_of(read(sql, (key_id, *periods)))
+    return keys.spend_of(read(sql, (key_id, *periods)))

@@ -403,7 +403,7 @@ class Ledger:
 
     def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
         """Usage rows settled in ``[since, until)``, in chain order."""
-        return reads.usage(self._read, since, until)
+        return reads.usage_between(self._read, since, until)
 
     def totals(self) -> dict[str, float]:
         """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""

@@ -12,20 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from suanli.router.errors import LedgerError
-from suanli.router.ledger.chain import HASHED_COLUMNS, first_broken
+from suanli.router.ledger import usage
+from suanli.router.ledger.chain import HASHED_COLUMNS
 from suanli.router.ledger.exhausted import MARK_COLUMNS, marks_of
 from suanli.router.ledger.rules import available
 from suanli.router.ledger.types import UsageRow
-from suanli.router.ledger.usage import (
-    FIRST_FORGED_ROW,
-    SETTLED_WITHOUT_ROW,
-    USAGE_COLUMNS,
-    chain_entry,
-    orphans,
-    time_bounds,
-    totals_of,
-    usage_row,
-)
 
 __all__ = [
     "Read",
@@ -36,7 +27,7 @@ __all__ = [
     "exhausted",
     "pending_holds",
     "totals",
-    "usage",
+    "usage_between",
     "verify_chain",
 ]
 
@@ -70,10 +61,10 @@ def pending_holds(read: Read) -> int:
     return int(read("SELECT COUNT(*) FROM holds WHERE state = 'pending'", ())[0][0])
 
 
-def usage(read: Read, since: datetime | None, until: datetime | None) -> list[UsageRow]:
+def usage_between(read: Read, since: datetime | None, until: datetime | None) -> list[UsageRow]:
     """Usage rows settled in ``[since, until)``, in chain order."""
-    sql = f"SELECT {USAGE_COLUMNS} FROM usage WHERE time >= ? AND time < ? ORDER BY id"
-    return [usage_row(r) for r in read(sql, time_bounds(since, until))]
+    sql = f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE time >= ? AND time < ? ORDER BY id"
+    return [usage.usage_row(r) for r in read(sql, usage.time_bounds(since, until))]
 
 
 def totals(read: Read) -> dict[str, float]:
@@ -83,17 +74,17 @@ def totals(read: Read) -> dict[str, float]:
         " FROM usage",
         (),
     )
-    return totals_of(row)
+    return usage.totals_of(row)
 
 
 def verify_chain(read: Read) -> int | None:
     """Id of the first usage row whose hash chain is broken, or None if all verify."""
-    return first_broken(chain_entry(r) for r in read(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id", ()))
+    return usage.first_broken_row(read(f"SELECT {usage.USAGE_COLUMNS} FROM usage ORDER BY id", ()))
 
 
 def chain_orphans(read: Read) -> tuple[int | None, int]:
     """(first usage row id no settled hold made, how many settled holds lack a usage row)."""
-    return orphans(read(FIRST_FORGED_ROW, ())[0][0], read(SETTLED_WITHOUT_ROW, ())[0][0])
+    return usage.orphans(read(usage.CHAIN_ORPHANS, ())[0])
 
 
 def chain_rows(read: Read, batch: int) -> Iterator[tuple[int, tuple[Any, ...], str, str]]:

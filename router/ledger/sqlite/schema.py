@@ -11,21 +11,12 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from suanli.router.ledger.tables import (
-    USAGE_INDEXES,
-    Dialect,
-    create_table,
-    exhausted_table,
-    holds_table,
-    key_tables,
-    usage_table,
-    vouchers_table,
-)
+from suanli.router.ledger import tables
 from suanli.router.ledger.url import PG_SCHEMES, is_pg_url
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "PG_SCHEMES", "connect", "is_pg_url", "migrate", "sqlite_path"]
 
-SQLITE = Dialect(int8="INTEGER", real="REAL")
+SQLITE = tables.Dialect(int8="INTEGER", real="REAL")
 
 _SYNCHRONOUS = ("NORMAL", "FULL")
 
@@ -36,9 +27,9 @@ BUSY_TIMEOUT_S = 5.0
 # version n (1-based) is MIGRATIONS[n - 1]; append only, never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
-        vouchers_table(SQLITE),
+        tables.vouchers_table(SQLITE),
         # Which Ledger instances may still settle their holds (sqlite/owners.py).
-        create_table("owners", (
+        tables.create_table("owners", (
             "id TEXT PRIMARY KEY",
             "host TEXT NOT NULL",
             "pid INTEGER NOT NULL",
@@ -46,13 +37,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             "opened REAL NOT NULL",
             "closed REAL",
         )),
-        holds_table(SQLITE, with_scale=False),
+        tables.holds_table(SQLITE, with_scale=False),
         "CREATE INDEX holds_pending ON holds(owner, voucher_id) WHERE state = 'pending'",
-        usage_table(SQLITE),
-        *USAGE_INDEXES,
+        tables.usage_table(SQLITE),
+        *tables.USAGE_INDEXES,
     ),
-    (exhausted_table(SQLITE),),
-    key_tables(SQLITE),
+    (tables.exhausted_table(SQLITE),),
+    tables.key_tables(SQLITE),
 )
 
 

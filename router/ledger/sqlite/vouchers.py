@@ -11,15 +11,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from suanli.config import Voucher
+from suanli.router.ledger import vouchers as voucher_rules
 from suanli.router.ledger.rules import amount_q, scale_of
 from suanli.router.ledger.types import VoucherStatus
-from suanli.router.ledger.vouchers import (
-    STATUS_COLUMNS,
-    burn_window,
-    voucher_meta,
-    voucher_status,
-    warn_if_config_differs,
-)
 
 __all__ = ["sync_vouchers", "voucher_statuses"]
 
@@ -27,7 +21,7 @@ __all__ = ["sync_vouchers", "voucher_statuses"]
 def sync_vouchers(c: sqlite3.Connection, vouchers: Sequence[Voucher]) -> None:
     """Insert new vouchers at full balance; refresh the metadata of known ones."""
     for v in vouchers:
-        meta = voucher_meta(v)
+        meta = voucher_rules.voucher_meta(v)
         known = c.execute("SELECT kind, scale, amount_q FROM vouchers WHERE id = ?", (v.id,)).fetchone()
         if known is None:
             scale = scale_of(v.kind)
@@ -38,7 +32,7 @@ def sync_vouchers(c: sqlite3.Connection, vouchers: Sequence[Voucher]) -> None:
                 (*meta, v.id, v.kind, scale, q, q),
             )
             continue
-        warn_if_config_differs(v, *known)
+        voucher_rules.warn_if_config_differs(v, *known)
         c.execute(
             "UPDATE vouchers SET region = ?, rate = ?, models = ?, classes = ?, valid_from = ?, expires = ?"
             " WHERE id = ?",
@@ -53,8 +47,8 @@ def voucher_statuses(conn: sqlite3.Connection, *, now: datetime) -> list[Voucher
         conn.execute(
             "SELECT voucher_id, SUM(voucher_q) FROM usage"
             " WHERE time > ? AND time <= ? AND voucher_id IS NOT NULL GROUP BY voucher_id",
-            burn_window(now),
+            voucher_rules.burn_window(now),
         ).fetchall()
     )
-    rows = conn.execute(f"SELECT {STATUS_COLUMNS} FROM vouchers ORDER BY id").fetchall()
-    return [voucher_status(row, burn_q) for row in rows]
+    rows = conn.execute(f"SELECT {voucher_rules.STATUS_COLUMNS} FROM vouchers ORDER BY id").fetchall()
+    return [voucher_rules.voucher_status(row, burn_q) for row in rows]
