@@ -1,6 +1,6 @@
 """The audit of the usage ledger: verify its hash chain, export a subsidy claim's rows.
 
-``verify`` walks the chain (see ``ledger_chain``) and names the first row that was
+``verify`` walks the chain (see ``chain``) and names the first row that was
 changed, inserted or deleted, then cross-checks the chain against the holds table: every
 usage row belongs to a settled hold and every settled hold has its usage row, which also
 catches rows dropped from the end of the chain. ``export_csv`` writes the per-request

@@ -1,4 +1,4 @@
-"""The audit (``router.audit``) over a PostgreSQL ledger: one consistent snapshot, read async.
+"""The audit (``ledger/audit.py``) over a PostgreSQL ledger: one consistent snapshot, read async.
 
 ``verify`` and ``export_csv`` walk a ledger synchronously (``chain_rows``, ``chain_orphans``,
 ``keys``, ``usage``). Here those are read in one REPEATABLE READ transaction, so settles

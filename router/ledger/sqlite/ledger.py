@@ -5,7 +5,7 @@ inserts the pending hold in one ``BEGIN IMMEDIATE`` transaction, so no interleav
 threads or processes can hold more than a voucher has; ``settle`` debits the real usage,
 releases the rest and appends a usage row; ``void`` releases everything. A voucher row keeps
 ``balance`` (amount minus settled spend) and ``held`` (sum of its pending holds), so
-``available = balance - held`` is one row read. Storage conventions: ``ledger_schema``.
+``available = balance - held`` is one row read. Storage conventions: ``ledger/tables.py``.
 
 Calls are synchronous and short (tens of microseconds, see benchmarks/ledger.py), meant to
 run on the event loop of one process; other processes (the CLI, another server) may open
@@ -31,8 +31,8 @@ from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.rules import debit, hold_q, not_pending
 from suanli.router.ledger.sqlite import keys as key_sql
-from suanli.router.ledger.sqlite import reads
-from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, owner_alive, this_process
+from suanli.router.ledger.sqlite import reads, recovery
+from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, this_process
 from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_path
 from suanli.router.ledger.sqlite.vouchers import sync_vouchers, voucher_statuses
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
@@ -137,7 +137,7 @@ class Ledger:
 
     @contextmanager
     def group(self) -> Iterator[None]:
-        """Several writes in one transaction and one commit (router.ledger_group batches with it).
+        """Several writes in one transaction and one commit (``sqlite/group.py`` batches with it).
 
         No savepoint per write: each write makes its checks before its first change, so one
         that raises a refusal (a voucher ran dry, an unknown hold) has changed nothing. A write
@@ -315,35 +315,15 @@ class Ledger:
         self._writer()
         now = self._clock().timestamp()
         with self._immediate() as c:
-            ids = [
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM holds WHERE state = 'pending' AND created < ?", (now - max_age_s,)
-                )
-            ]
-            _void_many(c, ids, now)
-        if ids:
-            log.warning("ledger: voided %d holds pending for over %g s", len(ids), max_age_s)
-        return len(ids)
+            voided = recovery.void_stale(c, now=now, created_before=now - max_age_s)
+        if voided:
+            log.warning("ledger: voided %d holds pending for over %g s", voided, max_age_s)
+        return voided
 
     def _recover(self) -> int:
-        """Void the pending holds of dead owners, forget those owners, re-sum every ``held``."""
-        host, pid, _ = this_process()
-        now = self._clock().timestamp()
+        """Void the pending holds of dead owners (sqlite/recovery.py); how many."""
         with self._immediate() as c:
-            owners = c.execute("SELECT id, host, pid, pid_start, closed FROM owners").fetchall()
-            alive = {o[0] for o in owners if owner_alive(o, host=host, pid=pid)}
-            pending = c.execute("SELECT id, owner FROM holds WHERE state = 'pending'").fetchall()
-            ids = [hold_id for hold_id, owner in pending if owner not in alive]
-            _void_many(c, ids, now)
-            c.executemany("DELETE FROM owners WHERE id = ?", [(o[0],) for o in owners if o[0] not in alive])
-            # held is a cache of the pending holds' sum: rebuild it, so no drift can outlive a restart.
-            c.execute(
-                "UPDATE vouchers SET held_q = (SELECT COALESCE(SUM(held_q), 0) FROM holds"
-                " WHERE state = 'pending' AND voucher_id = vouchers.id)"
-            )
-            key_sql.rebuild_key_held(c)
-        return len(ids)
+            return recovery.recover(c, now=self._clock().timestamp())
 
     def mark_exhausted(
         self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
@@ -445,20 +425,6 @@ class Ledger:
         # A plain SELECT in autocommit mode reads one consistent WAL snapshot.
         with self._lock:
             return self._connection().execute(sql, params).fetchall()
-
-
-def _void_many(c: sqlite3.Connection, hold_ids: Sequence[str], now: float) -> None:
-    """Void pending holds inside an open transaction and release what they held."""
-    for hold_id in hold_ids:
-        row = c.execute(
-            "SELECT voucher_id, held_q FROM holds WHERE id = ? AND state = 'pending'", (hold_id,)
-        ).fetchone()
-        if row is None:
-            continue
-        if row[0] is not None:
-            c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (row[1], row[0]))
-        key_sql.release_key_budget(c, hold_id)
-        c.execute("UPDATE holds SET state = 'voided', resolved = ? WHERE id = ?", (now, hold_id))
 
 
 def open_readonly(url: str, *, clock: Clock | None = None) -> Ledger:
