@@ -27,9 +27,15 @@ from suanli.optimizer.payment import Charge
 from suanli.optimizer.prices import SlotPrices, prices_for
 from suanli.optimizer.snapshot import Plan
 
-__all__ = ["Ask", "Option", "State", "eligible", "rank"]
+__all__ = ["VOUCHER_TIE", "Ask", "Option", "State", "eligible", "rank"]
 
-_VOUCHER_TIE = 1 + 1e-6
+# Duals come from a floating-point solve: a voucher priced at exactly what it saves may
+# lose to cash by 1e-9. Within this share of the score the voucher wins (the future is
+# uncertain: spend it now). The one tie every placer uses, each in its own direction:
+# here a voucher's score may exceed the best by the share; the deferral scheduler and
+# hindsight's rounding shrink the voucher's side by it instead.
+VOUCHER_TIE = 1e-6
+_SPEND_WITHIN = 1 + VOUCHER_TIE  # a voucher scoring at most the best x this wins
 _FREE = SlotPrices(0.0, 0.0, None)  # a region the plan prices nowhere
 _CONGESTION_FROM = 0.5  # share of a minute's limits from which a region's score rises
 _CONGESTION_SHARE = 0.1  # at most +5% of the cost when full
@@ -211,9 +217,8 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
             score = cost - covered + extra
             if plan is not None:
                 score += voucher_price.get(info.id, 0.0) * units
-                # Duals come from a floating-point solve: within a relative 1e-6 the voucher
-                # wins the tie (spend it now, the future being uncertain).
-                better = score <= best_score * _VOUCHER_TIE + 1e-12
+                # within VOUCHER_TIE of the best the voucher wins the tie
+                better = score <= best_score * _SPEND_WITHIN + 1e-12
             else:
                 better = score < best_score
             if better:
