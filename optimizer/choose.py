@@ -1,16 +1,33 @@
 """The per-request chooser: eligible regions ranked by what they cost.
 
-``rank(config, ask, state, now)`` is the interface the proxy and ``simulate`` call on the
-request path: no I/O, no clock, no solver. The first option is the choice; the rest are
-the fail-over order. Without a plan the score is the cash paid now (the ``greedy``
-policy of DESIGN.md); with one it is
+``rank(config, ask, state, now, plan=...)`` is the interface the proxy and ``simulate``
+call on the request path: no I/O, no clock, no solver. The first option is the choice;
+the rest are the fail-over order. Each eligible region is scored, in yuan, as
 
-    cash + voucher shadow price x voucher units drawn + capacity price of the slot,
+    cash           list cost (price x token ratio, the learned ratio where known; the
+                   off-peak discount) less what the region's chosen voucher pays;
+  + voucher price  with a plan: the voucher's shadow price x the units it draws;
+  + capacity price with a plan, for work that uses tpm/rpm: the slot's token price x
+                   model tokens + its request price. An interactive request pays it in
+                   proportion to the chance that the room it takes is wanted later in
+                   the same clock minute (``_displaced``; room left in a minute is
+                   lost) where the plan expects only interactive traffic there
+                   (``prices.SlotPrices.inflow``), in full elsewhere;
+  + minute price   with a plan that priced this very clock minute (hindsight's, which
+                   holds each minute's limits), for an interactive request: that
+                   minute's token and request prices, added in full to the slot's
+                   capacity price (no ``_displaced`` scaling);
+  + congestion     a region more than half full this minute (``state.load``) costs up
+                   to 5% of its list cost more when full, so near-ties go to regions
+                   with room and a later request with fewer options still fits.
 
-so a voucher is spent only where it saves more than it is worth to the rest of the
-horizon, and scarce capacity is left to the traffic the plan keeps it for. An interactive
-request pays the capacity price only in proportion to the chance that the room it takes
-is wanted later in the same clock minute (``_displaced``): room left in a minute is lost.
+Least score first; ties go to the lower latency, then to the config's order. The
+region's voucher is the one that scores least; with a plan a voucher wins a tie within
+``VOUCHER_TIE`` of the score (the duals come from a floating-point solve). Without a plan
+the score is the cash paid now plus congestion, and the replay's ``greedy`` policy
+passes no load, so cash alone (DESIGN.md's greedy). With a plan a voucher is spent only
+where it saves more than it is worth to the rest of the horizon, and scarce capacity is
+left to the traffic the plan keeps it for.
 """
 
 from __future__ import annotations
