@@ -23,8 +23,9 @@ import aiohttp
 from suanli.config import Config, load_config
 from suanli.optimizer import Ask, Option
 from suanli.providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError
-from suanli.providers.tokenizer import count_prompt_tokens, load_tokenizer
+from suanli.providers.tokenizer import load_tokenizer
 from suanli.router.core.accounts import Accounts
+from suanli.router.core.classify import classify
 from suanli.router.core.context import RequestContext
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
@@ -33,14 +34,8 @@ from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Completion, CompletionStream, Routing
-from suanli.router.core.validate import max_output_tokens, validate_body
-from suanli.router.errors import (
-    BadRequestError,
-    BudgetExceededError,
-    ModelNotFoundError,
-    PermissionDeniedError,
-    UpstreamFailedError,
-)
+from suanli.router.core.validate import validate_body
+from suanli.router.errors import BudgetExceededError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
 from suanli.router.ledger.types import Hold, VoucherStatus
 
@@ -48,8 +43,6 @@ __all__ = ["RequestContext", "Router"]  # RequestContext lives in router/core/co
 
 log = logging.getLogger("suanli.router")
 
-_CAPABILITY = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
-_CLASSES = ("interactive", "batch", "training")
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -216,14 +209,17 @@ class Router:
 
     @property
     def health(self) -> Health:
+        """Each region's health: failures, cool-downs, ejections (the picker's)."""
         return self.picker.health
 
     @property
     def latency(self) -> LatencyTracker:
+        """Measured time to first token and whole-request latency per region (the picker's)."""
         return self.picker.latency
 
     @property
     def limits(self) -> RequestLimits:
+        """Each region's rpm/tpm/concurrency limits in force here (the picker's; settable)."""
         return self.picker.limits
 
     @limits.setter
@@ -261,7 +257,7 @@ class Router:
         accounts.ledger  # noqa: B018 - fails early when the Router was not started
         ctx = context or RequestContext()
         body = validate_body(endpoint, body)
-        ask = self._ask(endpoint, body, ctx)
+        ask = classify(self.config, endpoint, body, ctx, model_names=self._model_names())
         request_id = ctx.request_id or f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
         forward = {k: v for k, v in body.items() if not (k == "service_tier" and v == "flex")}
         stream = bool(body.get("stream"))
@@ -334,44 +330,8 @@ class Router:
             picker.left()
         raise picker.failed(ask, failures, waits)
 
-    def _ask(self, endpoint: str, body: dict, ctx: RequestContext) -> Ask:
-        pinned, model = self._resolve_model(body["model"])
-        if pinned is not None and ctx.allowed_regions is not None and pinned not in ctx.allowed_regions:
-            raise PermissionDeniedError(f"this key may not use region {pinned!r}", param="model")
-        flex = body.get("service_tier") == "flex"
-        work_class = ctx.work_class or ("batch" if flex else ctx.default_class or "interactive")
-        if work_class not in _CLASSES:
-            raise BadRequestError(
-                f"unknown class {work_class!r}: use one of {', '.join(_CLASSES)}", param="X-Suanli-Class"
-            )
-        origin = ctx.origin or self.config.origin
-        if origin not in ("east", "west"):
-            raise BadRequestError(f"unknown origin {origin!r}: use east or west", param="X-Suanli-Origin")
-        return Ask(
-            model=model,
-            work_class=work_class,  # type: ignore[arg-type]
-            origin=origin,  # type: ignore[arg-type]
-            input_tokens=count_prompt_tokens(endpoint, body),
-            output_tokens=max_output_tokens(endpoint, body, self.config.default_max_tokens),
-            capability=_CAPABILITY[endpoint],  # type: ignore[arg-type]
-            pinned_region=pinned,
-            allowed_regions=ctx.allowed_regions,
-        )
-
-    def _resolve_model(self, name: str) -> tuple[str | None, str]:
-        if "/" in name:
-            region_id, _, model = name.partition("/")
-            region = self.config.region(region_id)
-            if region is not None:
-                if region.offer(model) is None:
-                    raise ModelNotFoundError(f"region {region_id!r} does not offer model {model!r}")
-                return region_id, model
-        if name not in self._model_names():
-            raise ModelNotFoundError(f"the model {name!r} does not exist or no region offers it")
-        return None, name
-
     def _model_names(self) -> frozenset[str]:
-        names = getattr(self, "_names", None)
+        names = getattr(self, "_names", None)  # computed on first use, not per request
         if names is None:
             names = self._names = frozenset(self.config.model_names())
         return names

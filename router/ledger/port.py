@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from suanli.config import Voucher
 from suanli.config.schema import LedgerSettings
+from suanli.router.errors import LedgerError
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.sqlite.group import GroupCommit
-from suanli.router.ledger.sqlite.ledger import Ledger
+from suanli.router.ledger.sqlite.ledger import Ledger, open_readonly
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ __all__ = [
     "SqliteAsyncLedger",
     "open_handle",
     "open_ledger",
+    "read_audit_source",
     "read_vouchers",
 ]
 
@@ -222,6 +225,27 @@ def read_vouchers(settings: LedgerSettings, vouchers: Sequence[Voucher]) -> list
             await ledger.close()
 
     return asyncio.run(read())
+
+
+@contextmanager
+def read_audit_source(url: str) -> Iterator[AuditSource]:
+    """What the audit CLI and ``suanli report`` read, from code that is not async: the SQLite
+    ledger opened read-only, or one snapshot of a PostgreSQL one. LedgerError if it cannot be read."""
+    from suanli.router.ledger.sqlite.schema import is_pg_url
+
+    if not is_pg_url(url):
+        with open_readonly(url) as ledger:
+            yield ledger
+        return
+    import asyncpg
+
+    from suanli.router.ledger.postgres.audit import read_snapshot
+
+    try:
+        snapshot = asyncio.run(read_snapshot(url))
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise LedgerError(f"cannot read the PostgreSQL ledger: {exc}") from exc
+    yield snapshot
 
 
 # The request path's writes: GroupCommit.run (SQLite, a sync write) or AsyncWrites.run
