@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -253,52 +254,34 @@ def read_audit_source(url: str) -> Iterator[AuditSource]:
 _RunWrite = Callable[..., Awaitable[Any]]
 
 
+@dataclass(frozen=True, slots=True)
 class LedgerHandle:
     """One open ledger, whichever the backend: everything the Router needs of it.
 
-    ``port`` is awaited for anything (keys, usage, an awaited void); ``book`` answers on the
-    event loop without waiting; ``blocking`` is for worker threads; ``reserve`` and ``settle``
-    go through the write path; ``available`` (voucher id -> units not yet held or spent) is
-    the dict the chooser reads and, on a shared ledger, the view refreshes; ``shared`` is that
-    view (None on SQLite): a replica runs beside the Router on it.
+    ``reserve`` and ``settle`` go through the write path; ``shared`` is the view a replica
+    refreshes on a ledger shared with other replicas (None on SQLite): the Router runs its
+    replica duties on it.
     """
 
-    __slots__ = ("_audit", "_reserve", "_run", "_settle", "available", "blocking", "book", "port", "shared")
-
-    def __init__(
-        self,
-        *,
-        port: AsyncLedger,
-        book: Book,
-        blocking: BlockingLedger,
-        run: _RunWrite,
-        writes: tuple[Callable[..., Any], Callable[..., Any]],
-        audit: Callable[[], Awaitable[AuditSource]],
-        available: dict[str, float],
-        shared: SharedLedgerView | None = None,
-    ) -> None:
-        self.port = port
-        self.book = book
-        self.blocking = blocking
-        self.available = available
-        self.shared = shared
-        self._run = run
-        self._reserve, self._settle = writes  # the backend's own reserve and settle
-        self._audit = audit
+    port: AsyncLedger  # awaited for anything: keys, usage, a void the caller waits for
+    book: Book  # answers on the event loop without waiting
+    blocking: BlockingLedger  # for worker threads and scripts, never on the loop
+    available: dict[str, float]  # voucher id -> units not yet held or spent (the chooser reads it)
+    write_path: _RunWrite  # GroupCommit.run or AsyncWrites.run
+    writes: tuple[Callable[..., Any], Callable[..., Any]]  # the backend's own reserve and settle
+    # The usage chain to export: the SQLite ledger, or one consistent PostgreSQL snapshot.
+    audit_source: Callable[[], Awaitable[AuditSource]]
+    shared: SharedLedgerView | None = None
 
     def reserve(
         self, req: HoldRequest, *, then: Callable[[Hold], None], abandon: Callable[[Hold], None]
     ) -> Awaitable[Hold]:
         """Hold through the write path; ``then`` follows the commit, ``abandon`` a caller gone meanwhile."""
-        return self._run(self._reserve, req, then=then, abandon=abandon)
+        return self.write_path(self.writes[0], req, then=then, abandon=abandon)
 
     def settle(self, hold_id: str, s: Settlement, *, then: Callable[[UsageRow], None]) -> Awaitable[UsageRow]:
         """Settle through the write path, even if the caller is cancelled (the upstream did the work)."""
-        return self._run(self._settle, hold_id, s, always=True, then=then)
-
-    async def audit_source(self) -> AuditSource:
-        """The usage chain to export: the SQLite ledger, or one consistent PostgreSQL snapshot."""
-        return await self._audit()
+        return self.write_path(self.writes[1], hold_id, s, always=True, then=then)
 
     async def close(self) -> None:
         await self.port.close()
@@ -319,10 +302,10 @@ async def open_handle(settings: LedgerSettings, vouchers: Sequence[Voucher], *, 
         port=SqliteAsyncLedger(ledger),
         book=ledger,
         blocking=ledger,
-        run=GroupCommit(ledger).run,
-        writes=(ledger.reserve, ledger.settle),
-        audit=whole_ledger,
         available=ledger.balances(),
+        write_path=GroupCommit(ledger).run,
+        writes=(ledger.reserve, ledger.settle),
+        audit_source=whole_ledger,
     )
 
 
@@ -348,9 +331,9 @@ async def _shared_handle(
         port=pg,
         book=view,
         blocking=ThreadLedger(pg, asyncio.get_running_loop()),
-        run=AsyncWrites().run,
-        writes=(pg.reserve, pg.settle),
-        audit=snapshot,
         available=available,
+        write_path=AsyncWrites().run,
+        writes=(pg.reserve, pg.settle),
+        audit_source=snapshot,
         shared=view,
     )
