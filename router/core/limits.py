@@ -1,4 +1,4 @@
-"""Per-region request limits: rpm (asyncio-throttle's sliding log), tpm (a token bucket), concurrency.
+"""Per-region request limits: rpm (a sliding log), tpm (a token bucket), concurrency.
 
 A request takes a ``Lease`` on the region the chooser picked; when the region is over any
 of its limits the router moves on to the next-best region, and when none can take the
@@ -12,23 +12,63 @@ Limits are per router process: each replica keeps its own share of a platform's 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from asyncio_throttle import Throttler
-
 from suanli.config import Region
 
-__all__ = ["Lease", "RegionLimits", "RequestLimits"]
+__all__ = ["Lease", "RegionLimits", "RequestLimits", "SlidingLog"]
 
 _MINUTE_S = 60.0
+
+
+class SlidingLog:
+    """At most ``rate_limit`` admissions in any ``period_s`` window, decided without waiting.
+
+    The log asyncio-throttle's ``Throttler`` keeps (times on ``time.monotonic()``, an entry
+    leaves once it is more than a period old), but not that class: its public API is
+    ``await acquire()``, which waits for room. The chooser needs the answer now, admitted or
+    "free in N seconds", to move on to the next-best region, and the status page needs the
+    count; neither is public there, so this small class keeps its own log.
+    """
+
+    __slots__ = ("_times", "period_s", "rate_limit")
+
+    def __init__(self, rate_limit: int, period_s: float = _MINUTE_S) -> None:
+        self.rate_limit = rate_limit
+        self.period_s = period_s
+        self._times: deque[float] = deque()  # monotonic seconds of each admission, oldest first
+
+    def count(self) -> int:
+        """Admissions logged (those past the window leave at the next ``flush``)."""
+        return len(self._times)
+
+    def flush(self) -> None:
+        """Drop the admissions older than the period."""
+        times = self._times
+        now = time.monotonic()
+        while times and now - times[0] > self.period_s:
+            times.popleft()
+
+    def wait_s(self) -> float:
+        """0 when there is room now, else the seconds until the oldest admission leaves the window."""
+        self.flush()
+        times = self._times
+        if len(times) < self.rate_limit:
+            return 0.0
+        return max(times[0] + self.period_s - time.monotonic(), 0.001)
+
+    def take(self) -> None:
+        """Log one admission now."""
+        self._times.append(time.monotonic())
 
 
 @dataclass(slots=True)
 class RegionLimits:
     """The limit state of one region. Times are seconds of ``RequestLimits``' monotonic clock."""
 
-    rpm: Throttler | None
+    rpm: SlidingLog | None
     tpm: int | None
     concurrency: int | None
     tokens: float = 0.0  # what the tpm bucket holds now
@@ -44,9 +84,8 @@ class RegionLimits:
     def rpm_used(self) -> int | None:
         if self.rpm is None:
             return None
-        # Throttler keeps its log on time.monotonic(); flush() drops entries older than the period.
         self.rpm.flush()
-        return len(self.rpm._task_logs)
+        return self.rpm.count()
 
 
 class Lease:
@@ -83,12 +122,15 @@ class RequestLimits:
         for region in regions:
             limits = region.limits
             self.regions[region.id] = RegionLimits(
-                rpm=Throttler(limits.rpm, period=_MINUTE_S) if limits.rpm else None,
+                rpm=SlidingLog(limits.rpm) if limits.rpm else None,
                 tpm=limits.tpm,
                 concurrency=limits.concurrency,
                 tokens=float(limits.tpm or 0),
                 refilled_s=start,
             )
+
+    async def stop(self) -> None:
+        """Nothing to withdraw: these limits are this process's own (RedisLimits leaves its tally)."""
 
     def acquire(self, region: str, tokens: int) -> Lease | float:
         """A lease for a request of about ``tokens`` (model tokens), or the seconds to wait."""
@@ -98,11 +140,9 @@ class RequestLimits:
         if state.concurrency is not None and state.in_flight >= state.concurrency:
             return 1.0  # a slot frees when an answer ends; a second is an honest guess
         if state.rpm is not None:
-            rpm = state.rpm
-            rpm.flush()
-            logs = rpm._task_logs
-            if len(logs) >= rpm.rate_limit:
-                return max(logs[0] + rpm.period - time.monotonic(), 0.001)
+            wait_s = state.rpm.wait_s()
+            if wait_s:
+                return wait_s
         now = self.now_s()
         if state.tpm is not None:
             state.refill(now)
@@ -112,7 +152,7 @@ class RequestLimits:
                 return (need - state.tokens) * _MINUTE_S / state.tpm
             state.tokens -= tokens
         if state.rpm is not None:
-            state.rpm._task_logs.append(time.monotonic())
+            state.rpm.take()
         state.in_flight += 1
         return Lease(self, region, state, tokens)
 
@@ -139,7 +179,7 @@ class RequestLimits:
         for rid, state in self.regions.items():
             share = 0.0
             if state.rpm is not None:
-                share = len(state.rpm._task_logs) / state.rpm.rate_limit
+                share = state.rpm.count() / state.rpm.rate_limit
             if state.tpm is not None:
                 share = max(share, 1.0 - state.tokens / state.tpm)
             if share > 0:
