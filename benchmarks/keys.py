@@ -6,7 +6,7 @@ Rows: ``KeyRing.authenticate`` with the master key, a virtual key found in the c
 virtual key looked up in SQLite (cache cold each time), a wrong key (always a lookup);
 then ledger reserve+settle of one request without and with a day/month budget hold. With
 ``--pg`` (or SUANLI_TEST_PG_DSN set), the same on a PostgreSQL ledger in a throw-away schema:
-``authenticate_async`` cached and cold, reserve+settle with and without a budget (sequential
+``authenticate`` cached and cold, reserve+settle with and without a budget (sequential
 round trips: latency, not throughput).
 """
 
@@ -23,7 +23,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from suanli.config import load_catalog  # noqa: E402
 from suanli.router.core.keys import KeyRing, new_secret, secret_sha256  # noqa: E402
 from suanli.router.ledger.keys import KeyRow  # noqa: E402
+from suanli.router.ledger.port import SqliteAsyncLedger  # noqa: E402
 from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement  # noqa: E402
 
 MASTER = "sk-master-bench"
@@ -65,26 +65,11 @@ def run(n: int, pg: str | None = None) -> None:
                                  budget_yuan_per_day=1e9, budget_yuan_per_month=1e9, allowed_regions=None,
                                  allowed_zones=("east",), default_class=None, origin=None, rpm=None),
                           secret_sha256(secret))
-        ring = KeyRing(config, master_key=MASTER, ledger=lambda: ledger, clock=clock)
-        policy = ring.authenticate(secret)
+        store = SqliteAsyncLedger(ledger)
+        ring = KeyRing(config, master_key=MASTER, keys=lambda: store, clock=clock)
+        policy = asyncio.run(ring.authenticate(secret))
         assert policy is not None  # noqa: S101 - the bench's own setup
-        rows = [
-            _row("authenticate: master key", _time_us(lambda i: ring.authenticate(MASTER), n)),
-            _row("authenticate: virtual key, cached", _time_us(lambda i: ring.authenticate(secret), n)),
-        ]
-
-        def cold(i: int) -> None:
-            ring._cache.clear()
-            ring.authenticate(secret)
-
-        def wrong(i: int) -> None:
-            try:
-                ring.authenticate(f"sk-suanli-wrong-{i}")
-            except Exception:  # noqa: BLE001 - a 401 is the expected outcome
-                pass
-
-        rows.append(_row("authenticate: virtual key, SQLite lookup", _time_us(cold, n // 4)))
-        rows.append(_row("authenticate: wrong key (401)", _time_us(wrong, n // 4)))
+        rows = asyncio.run(_sqlite_checks(ring, secret, n))
         s, tz = _settlement(), ZoneInfo(config.timezone)
 
         def request(i: int, budget: bool) -> None:
@@ -103,6 +88,29 @@ def run(n: int, pg: str | None = None) -> None:
     print("| operation                                |  p50 us  |  p99 us  |  mean us |")
     print("| ---------------------------------------- | -------- | -------- | -------- |")
     print("\n".join(rows))
+
+
+async def _sqlite_checks(ring: KeyRing, secret: str, n: int) -> list[str]:
+    """The key-check rows on SQLite (a lookup is awaited, but answered inline)."""
+
+    async def cold(i: int) -> None:
+        ring._cache.clear()
+        await ring.authenticate(secret)
+
+    async def wrong(i: int) -> None:
+        try:
+            await ring.authenticate(f"sk-suanli-wrong-{i}")
+        except Exception:  # noqa: BLE001 - a 401 is the expected outcome
+            pass
+
+    master = await _time_us_async(lambda i: ring.authenticate(MASTER), n)
+    cached = await _time_us_async(lambda i: ring.authenticate(secret), n)
+    return [
+        _row("authenticate: master key", master),
+        _row("authenticate: virtual key, cached", cached),
+        _row("authenticate: virtual key, SQLite lookup", await _time_us_async(cold, n // 4)),
+        _row("authenticate: wrong key (401)", await _time_us_async(wrong, n // 4)),
+    ]
 
 
 async def _time_us_async(fn: Callable[[int], Awaitable[object]], n: int) -> list[float]:
@@ -131,18 +139,16 @@ async def run_pg(dsn: str, n: int) -> list[str]:
                      budget_yuan_per_day=1e9, budget_yuan_per_month=1e9, allowed_regions=None,
                      allowed_zones=("east",), default_class=None, origin=None, rpm=None)
         await ledger.create_key(row, secret_sha256(secret))
-        face = SimpleNamespace(pg=ledger)
-        ring = KeyRing(config, master_key=MASTER, ledger=lambda: face, clock=clock)
-        policy = await ring.authenticate_async(secret)
+        ring = KeyRing(config, master_key=MASTER, keys=lambda: ledger, clock=clock)
+        policy = await ring.authenticate(secret)
 
         async def cold(i: int) -> None:
             ring._cache.clear()
-            await ring.authenticate_async(secret)
+            await ring.authenticate(secret)
 
         rows = [
-            _row("PG authenticate_async: cached", await _time_us_async(
-                lambda i: ring.authenticate_async(secret), n)),
-            _row("PG authenticate_async: lookup", await _time_us_async(cold, n // 20)),
+            _row("PG authenticate: cached", await _time_us_async(lambda i: ring.authenticate(secret), n)),
+            _row("PG authenticate: lookup", await _time_us_async(cold, n // 20)),
         ]
         s, tz = _settlement(), ZoneInfo(config.timezone)
 

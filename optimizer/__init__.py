@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from suanli.optimizer.capacity import CapacityBook, minute_of
 from suanli.optimizer.choose import Ask, Option, State, eligible, rank
-from suanli.optimizer.defer import Deferrer, Placement
+from suanli.optimizer.defer import Deferrer
 from suanli.optimizer.errors import InfeasibleError, OptimizerError
 from suanli.optimizer.forecast import Forecast
 from suanli.optimizer.hindsight import hindsight_bound, hindsight_plan, known_demand, output_bucket
@@ -21,7 +21,7 @@ from suanli.optimizer.payment import (
 )
 from suanli.optimizer.plan import FORECAST_SPREAD, UNSERVED_YUAN, plan
 from suanli.optimizer.slots import local_minute, slot_edges, slot_index
-from suanli.optimizer.snapshot import Demand, Flow, Job, Plan, Snapshot
+from suanli.optimizer.snapshot import Demand, Flow, Job, Placement, Plan, Snapshot
 
 __all__ = [
     "Ask",

@@ -32,13 +32,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from suanli.config import Config
-from suanli.optimizer.plan import UNSERVED_YUAN, _columns
+from suanli.optimizer.columns import columns_of
+from suanli.optimizer.plan import UNSERVED_YUAN
 from suanli.optimizer.snapshot import Job, Plan, Snapshot
 
 __all__ = ["lagrangian_bound"]
 
 _STEPS = 12  # golden-section steps of each line search over a minute row's price
-
 
 
 def lagrangian_bound(
@@ -67,7 +67,7 @@ def lagrangian_bound(
         config=config, now_s=now_s, horizon_s=edges[-1] - now_s, balances=dict(balances), demand=tuple(probes)
     )
     per_group: list[dict[tuple[str, int, str | None], list[float]]] = [{} for _ in found.demand]
-    for col in _columns(snapshot, edges):
+    for col in columns_of(snapshot, edges):
         cols = per_group[col.demand // 2]
         key = (col.region, col.slot, col.voucher)
         have = cols.setdefault(key, [0.0] * 7)

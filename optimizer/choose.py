@@ -1,16 +1,33 @@
 """The per-request chooser: eligible regions ranked by what they cost.
 
-``rank(config, ask, state, now)`` is the interface the proxy and ``simulate`` call on the
-request path: no I/O, no clock, no solver. The first option is the choice; the rest are
-the fail-over order. Without a plan the score is the cash paid now (the ``greedy``
-policy of DESIGN.md); with one it is
+``rank(config, ask, state, now, plan=...)`` is the interface the proxy and ``simulate``
+call on the request path: no I/O, no clock, no solver. The first option is the choice;
+the rest are the fail-over order. Each eligible region is scored, in yuan, as
 
-    cash + voucher shadow price x voucher units drawn + capacity price of the slot,
+    cash           list cost (price x token ratio, the learned ratio where known; the
+                   off-peak discount) less what the region's chosen voucher pays;
+  + voucher price  with a plan: the voucher's shadow price x the units it draws;
+  + capacity price with a plan, for work that uses tpm/rpm: the slot's token price x
+                   model tokens + its request price. An interactive request pays it in
+                   proportion to the chance that the room it takes is wanted later in
+                   the same clock minute (``_displaced``; room left in a minute is
+                   lost) where the plan expects only interactive traffic there
+                   (``prices.SlotPrices.inflow``), in full elsewhere;
+  + minute price   with a plan that priced this very clock minute (hindsight's, which
+                   holds each minute's limits), for an interactive request: that
+                   minute's token and request prices, added in full to the slot's
+                   capacity price (no ``_displaced`` scaling);
+  + congestion     a region more than half full this minute (``state.load``) costs up
+                   to 5% of its list cost more when full, so near-ties go to regions
+                   with room and a later request with fewer options still fits.
 
-so a voucher is spent only where it saves more than it is worth to the rest of the
-horizon, and scarce capacity is left to the traffic the plan keeps it for. An interactive
-request pays the capacity price only in proportion to the chance that the room it takes
-is wanted later in the same clock minute (``_displaced``): room left in a minute is lost.
+Least score first; ties go to the lower latency, then to the config's order. The
+region's voucher is the one that scores least; with a plan a voucher wins a tie within
+``VOUCHER_TIE`` of the score (the duals come from a floating-point solve). Without a plan
+the score is the cash paid now plus congestion, and the replay's ``greedy`` policy
+passes no load, so cash alone (DESIGN.md's greedy). With a plan a voucher is spent only
+where it saves more than it is worth to the rest of the horizon, and scarce capacity is
+left to the traffic the plan keeps it for.
 """
 
 from __future__ import annotations
@@ -27,9 +44,15 @@ from suanli.optimizer.payment import Charge
 from suanli.optimizer.prices import SlotPrices, prices_for
 from suanli.optimizer.snapshot import Plan
 
-__all__ = ["Ask", "Option", "State", "eligible", "rank"]
+__all__ = ["VOUCHER_TIE", "Ask", "Option", "State", "eligible", "rank"]
 
-_VOUCHER_TIE = 1 + 1e-6
+# Duals come from a floating-point solve: a voucher priced at exactly what it saves may
+# lose to cash by 1e-9. Within this share of the score the voucher wins (the future is
+# uncertain: spend it now). The one tie every placer uses, each in its own direction:
+# here a voucher's score may exceed the best by the share; the deferral scheduler and
+# hindsight's rounding shrink the voucher's side by it instead.
+VOUCHER_TIE = 1e-6
+_SPEND_WITHIN = 1 + VOUCHER_TIE  # a voucher scoring at most the best x this wins
 _FREE = SlotPrices(0.0, 0.0, None)  # a region the plan prices nowhere
 _CONGESTION_FROM = 0.5  # share of a minute's limits from which a region's score rises
 _CONGESTION_SHARE = 0.1  # at most +5% of the cost when full
@@ -211,9 +234,8 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
             score = cost - covered + extra
             if plan is not None:
                 score += voucher_price.get(info.id, 0.0) * units
-                # Duals come from a floating-point solve: within a relative 1e-6 the voucher
-                # wins the tie (spend it now, the future being uncertain).
-                better = score <= best_score * _VOUCHER_TIE + 1e-12
+                # within VOUCHER_TIE of the best the voucher wins the tie
+                better = score <= best_score * _SPEND_WITHIN + 1e-12
             else:
                 better = score < best_score
             if better:

@@ -14,41 +14,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-from suanli.config import Config, Offer, WorkClass, Zone
+from suanli.config import Config, WorkClass, Zone
 from suanli.optimizer.capacity import CapacityBook, minute_of
+from suanli.optimizer.choose import VOUCHER_TIE
 from suanli.optimizer.index import Candidate, ConfigIndex, index_for
-from suanli.optimizer.snapshot import Job, Plan
+from suanli.optimizer.snapshot import Job, Placement, Plan
 
 if TYPE_CHECKING:  # numpy (~13 MB) loads on first use: a proxy without batch work never needs it
     import numpy as np
 
-__all__ = ["Deferrer", "Placement"]
+__all__ = ["Deferrer"]
 
 _INF = float("inf")
 _RESERVE_FACTOR = 1.5  # book batch only beyond 1.5x the interactive load the plan expects
 _INTERACTIVE_FLOOR = 0.3  # share of a minute's limits batch leaves free where interactive runs
 _MAX_TRIES = 64
-# Duals come from a floating-point solve: a voucher priced at exactly what it saves may
-# lose to cash by 1e-9. Within this relative margin the voucher wins (the future is
-# uncertain: spend it now), and among equal slots the earlier wins.
-_VOUCHER_TIE = 1 - 1e-6
+# A voucher entry's score is shrunk by ``choose.VOUCHER_TIE`` (so it wins near-ties with
+# cash), and among equal slots the earlier wins.
+_VOUCHER_WINS = 1 - VOUCHER_TIE
 _DELAY_TIE = 1e-9
-
-
-class Placement(NamedTuple):
-    """Where and when a deferrable job starts, and the voucher it means to use.
-
-    Immutable; a named tuple, built on the request path like ``choose.Option``.
-    """
-
-    region: str
-    offer: Offer
-    start_s: float
-    voucher: str | None
-    tokens: int
-    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +168,7 @@ class Deferrer:
         start = self._minute_in_slot(plan, cand, k, job, now_s, tokens, book)
         if start is None:
             return None, entry
-        return Placement(cand.region_id, cand.offer, start, voucher, tokens, score), None
+        return Placement(cand.region_id, cand.offer, start, voucher, tokens), None
 
     def _scores(self, table: _Table, job: Job, lo: int, hi: int) -> np.ndarray:
         import numpy as np  # lazily: the proxy only needs it once batch work is deferred
@@ -226,7 +212,7 @@ class Deferrer:
             tokens = _tokens(cand, job)
             start = self._minute_in_slot(plan, cand, k, job, now_s, tokens, book)
             if start is not None:
-                return Placement(cand.region_id, cand.offer, start, voucher, tokens, score)
+                return Placement(cand.region_id, cand.offer, start, voucher, tokens)
         return None
 
     def _minute_in_slot(
@@ -303,7 +289,7 @@ class Deferrer:
                     best = (cost, cand)
             if best is not None:
                 cand = best[1]
-                return Placement(cand.region_id, cand.offer, at, None, _tokens(cand, job), best[0])
+                return Placement(cand.region_id, cand.offer, at, None, _tokens(cand, job))
             minute += 1
         return None
 
@@ -350,9 +336,9 @@ class Deferrer:
                     rows.append(
                         (
                             k,
-                            (cash_in + unit_in + cap_in) * _VOUCHER_TIE,
-                            (cash_out + unit_out + cap_out) * _VOUCHER_TIE,
-                            cap_req * _VOUCHER_TIE,
+                            (cash_in + unit_in + cap_in) * _VOUCHER_WINS,
+                            (cash_out + unit_out + cap_out) * _VOUCHER_WINS,
+                            cap_req * _VOUCHER_WINS,
                             n,
                             v.id,
                             need_in,

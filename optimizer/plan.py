@@ -61,18 +61,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from suanli.config import Config
+from suanli.optimizer.columns import Column, columns_of
 from suanli.optimizer.errors import InfeasibleError
-from suanli.optimizer.index import Candidate, ConfigIndex, index_for
-from suanli.optimizer.slots import slot_edges
-from suanli.optimizer.snapshot import Demand, Flow, Plan, Snapshot
+from suanli.optimizer.slots import slot_edges, slot_index
+from suanli.optimizer.snapshot import Flow, Plan, Snapshot
+
+if TYPE_CHECKING:  # OR-Tools loads on the first solve: ``import optimizer`` stays fast
+    from ortools.linear_solver.pywraplp import Constraint, Solver, Variable
 
 __all__ = ["FORECAST_SPREAD", "UNSERVED_YUAN", "plan"]
 
-UNSERVED_YUAN = 1000.0  # M: yuan per request left unserved; far above any real price
+# M: yuan per request left unserved, far above any real price. The one penalty for
+# leaving a request out: the LP's, the bound's and hindsight's rounding's.
+UNSERVED_YUAN = 1000.0
 _DELAY_YUAN = 1e-9  # per slot of delay per share: among equal costs, start earlier
 # A forecast is often off by a factor of two, and a voucher's price jumps between 0
 # (enough for all its demand) and its full cash value (short) as the demand crosses its
@@ -84,16 +89,18 @@ FORECAST_SPREAD: tuple[float, ...] = (0.5, 0.75, 4 / 3, 2.0)
 
 
 @dataclass(frozen=True, slots=True)
-class _Column:
-    demand: int
-    region: str
-    slot: int
-    voucher: str | None
-    cash: float
-    units: float
-    tokens: float
-    requests: float
-    interactive: bool
+class _Lp:
+    """The LP of the module docstring as ``_build`` made it: its solver, variables and rows."""
+
+    solver: Solver
+    columns: list[Column]
+    xs: list[Variable]  # x per column
+    zs: list[Variable]  # z per demand group
+    tpm_rows: dict[tuple[str, int], Constraint]  # (region, slot) -> its (tpm) row
+    rpm_rows: dict[tuple[str, int], Constraint]  # (region, slot) -> its (rpm) row
+    # (region, clock minute) -> its (minute) rows for tpm and rpm (None: no such limit)
+    minute_rows: dict[tuple[str, int], tuple[Constraint | None, Constraint | None]]
+    voucher_rows: dict[str, Constraint]  # voucher id -> its (voucher) row
 
 
 def plan(
@@ -108,15 +115,26 @@ def plan(
     ``demand_scenarios`` are the factors the demand is also scaled by to average voucher
     prices over; pass ``()`` when the demand is known exactly.
     """
-    from ortools.linear_solver import pywraplp  # lazy: keeps ``import optimizer`` fast
-
     config = snapshot.config
     edges = slot_edges(config, snapshot.now_s, snapshot.now_s + snapshot.horizon_s)
-    columns = list(_columns(snapshot, edges))
+    lp = _build(snapshot, edges, time_limit_s or config.planner.time_limit_s)
+    _solve(lp.solver)
+    found = _read(snapshot, edges, lp)
+    if not demand_scenarios or not lp.voucher_rows:
+        return found
+    return _average(lp, found, demand_scenarios)
+
+
+def _build(snapshot: Snapshot, edges: tuple[float, ...], time_limit_s: float) -> _Lp:
+    # Variables, objective and rows in the docstring's order; the order of rows and
+    # columns can change which optimal basis GLOP ends at, so it stays as it is.
+    from ortools.linear_solver import pywraplp  # lazy: keeps ``import optimizer`` fast
+
+    columns = list(columns_of(snapshot, edges))
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:  # pragma: no cover - GLOP ships with ortools
         raise InfeasibleError("NO_SOLVER", "OR-Tools has no GLOP solver")
-    solver.SetTimeLimit(int((time_limit_s or config.planner.time_limit_s) * 1000))
+    solver.SetTimeLimit(int(time_limit_s * 1000))
 
     # Variables: x per column, z per demand group.
     xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
@@ -137,11 +155,20 @@ def plan(
     for col, x in zip(columns, xs, strict=True):
         demand_rows[col.demand].SetCoefficient(x, 1.0)
 
+    tpm_rows, rpm_rows = _capacity_rows(solver, snapshot, edges, columns, xs)
+    minute_rows = _minute_rows(solver, snapshot, columns, xs)
+    voucher_rows = _voucher_rows(solver, snapshot, columns, xs)
+    return _Lp(solver, columns, xs, zs, tpm_rows, rpm_rows, minute_rows, voucher_rows)
+
+
+def _capacity_rows(
+    solver: Solver, snapshot: Snapshot, edges: tuple[float, ...], columns: list[Column], xs: list[Variable]
+) -> tuple[dict[tuple[str, int], Constraint], dict[tuple[str, int], Constraint]]:
     # (tpm), (rpm) per region and slot, net of what is already booked.
     booked = _booked_per_slot(snapshot, edges)
-    tpm_rows: dict[tuple[str, int], object] = {}
-    rpm_rows: dict[tuple[str, int], object] = {}
-    limits = {r.id: r.limits for r in config.regions}
+    tpm_rows: dict[tuple[str, int], Constraint] = {}
+    rpm_rows: dict[tuple[str, int], Constraint] = {}
+    limits = {r.id: r.limits for r in snapshot.config.regions}
     for col, x in zip(columns, xs, strict=True):
         if col.tokens <= 0 and col.requests <= 0:
             continue
@@ -156,21 +183,27 @@ def plan(
                 row = tpm_rows[key] = solver.Constraint(
                     -solver.infinity(), max(limits[col.region].tpm * minutes - used_tokens, 0.0)
                 )
-            row.SetCoefficient(x, col.tokens)  # type: ignore[attr-defined]
+            row.SetCoefficient(x, col.tokens)
         if limits[col.region].rpm is not None:
             row = rpm_rows.get(key)
             if row is None:
                 row = rpm_rows[key] = solver.Constraint(
                     -solver.infinity(), max(limits[col.region].rpm * minutes - used_requests, 0.0)
                 )
-            row.SetCoefficient(x, col.requests)  # type: ignore[attr-defined]
+            row.SetCoefficient(x, col.requests)
+    return tpm_rows, rpm_rows
 
+
+def _minute_rows(
+    solver: Solver, snapshot: Snapshot, columns: list[Column], xs: list[Variable]
+) -> dict[tuple[str, int], tuple[Constraint | None, Constraint | None]]:
     # (minute) an interactive group whose window lies in one clock minute also meets
     # that minute's limits: arrivals bunch within an hour, and a minute's room is lost.
-    minute_rows: dict[tuple[str, int], tuple[object | None, object | None]] = {}
+    limits = {r.id: r.limits for r in snapshot.config.regions}
+    minute_rows: dict[tuple[str, int], tuple[Constraint | None, Constraint | None]] = {}
     for (region, minute), cols in _minute_columns(snapshot, columns).items():
         used_tokens, used_requests = snapshot.booked.get((region, minute), (0.0, 0.0))
-        pair: list[object | None] = []
+        pair: list[Constraint | None] = []
         for limit, used, coef in (
             (limits[region].tpm, used_tokens, "tokens"),
             (limits[region].rpm, used_requests, "requests"),
@@ -183,9 +216,14 @@ def plan(
                 row.SetCoefficient(xs[n], getattr(columns[n], coef))
             pair.append(row)
         minute_rows[(region, minute)] = (pair[0], pair[1])
+    return minute_rows
 
+
+def _voucher_rows(
+    solver: Solver, snapshot: Snapshot, columns: list[Column], xs: list[Variable]
+) -> dict[str, Constraint]:
     # (voucher) balances.
-    voucher_rows: dict[str, object] = {}
+    voucher_rows: dict[str, Constraint] = {}
     for col, x in zip(columns, xs, strict=True):
         if col.voucher is None:
             continue
@@ -194,9 +232,15 @@ def plan(
             row = voucher_rows[col.voucher] = solver.Constraint(
                 -solver.infinity(), max(snapshot.balances.get(col.voucher, 0.0), 0.0)
             )
-        row.SetCoefficient(x, col.units)  # type: ignore[attr-defined]
+        row.SetCoefficient(x, col.units)
+    return voucher_rows
 
-    status = _solve(solver)
+
+def _solve(solver: Solver) -> None:
+    # Solve to optimality or raise: a plan from any other status prices nothing right.
+    from ortools.linear_solver import pywraplp
+
+    status = _solve_status(solver)
     if status != pywraplp.Solver.OPTIMAL:
         names = {
             pywraplp.Solver.INFEASIBLE: "INFEASIBLE",
@@ -206,36 +250,9 @@ def plan(
             pywraplp.Solver.NOT_SOLVED: "NOT_SOLVED",
         }
         raise InfeasibleError(names.get(status, str(status)))
-    found = _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows)
-    if minute_rows:
-        minute_price = {
-            key: tuple(max(0.0, -row.dual_value()) if row is not None else 0.0 for row in pair)  # type: ignore[attr-defined]
-            for key, pair in minute_rows.items()
-        }
-        found = dataclasses.replace(found, minute_price=minute_price)
-    if not demand_scenarios or not voucher_rows:
-        return found
-    # (averaging) demand x f is the same LP with every limit and balance / f (shares stay
-    # shares; the duals keep their units), so only right-hand sides change and GLOP
-    # re-solves from the basis it has.
-    rows = [*tpm_rows.values(), *rpm_rows.values(), *voucher_rows.values()]
-    rows += [row for pair in minute_rows.values() for row in pair if row is not None]
-    bounds = [row.ub() for row in rows]  # type: ignore[attr-defined]
-    totals = dict(found.voucher_price)
-    solved = 1
-    for factor in demand_scenarios:
-        for row, ub in zip(rows, bounds, strict=True):
-            row.SetUb(ub / factor)  # type: ignore[attr-defined]
-        if _solve(solver) != pywraplp.Solver.OPTIMAL:
-            continue  # a scenario the solver gives up on does not vote
-        solved += 1
-        for v, row in voucher_rows.items():
-            totals[v] += max(0.0, -row.dual_value())  # type: ignore[attr-defined]
-    own = found.voucher_price
-    return dataclasses.replace(found, voucher_price={v: max(own[v], t / solved) for v, t in totals.items()})
 
 
-def _solve(solver) -> int:  # noqa: ANN001 - a pywraplp.Solver
+def _solve_status(solver: Solver) -> int:
     # GLOP reports ABNORMAL (its IMPRECISE) when the cost perturbation its last phase
     # needed exceeds its tolerance: cash of 1e-3 yuan beside the unserved penalty of
     # 1e3 yuan per request makes that happen on some large LPs. Without presolve the
@@ -251,42 +268,76 @@ def _solve(solver) -> int:  # noqa: ANN001 - a pywraplp.Solver
     return status
 
 
-def _columns(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[_Column]:
-    config = snapshot.config
-    index = index_for(config)
-    mids = [(edges[k] + edges[k + 1]) / 2 for k in range(len(edges) - 1)]
-    minutes_of_day = [index.minute_of_day(m) for m in mids]
-    for d_index, d in enumerate(snapshot.demand):
-        if d.requests <= 0:
+def _read(snapshot: Snapshot, edges: tuple[float, ...], lp: _Lp) -> Plan:
+    # The solved LP's flows and cash, and its rows' duals as prices (>= 0, yuan per unit).
+    n_slots = len(edges) - 1
+    token_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    request_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    for (region, k), row in lp.tpm_rows.items():
+        token_price[region][k] = max(0.0, -row.dual_value())
+    for (region, k), row in lp.rpm_rows.items():
+        request_price[region][k] = max(0.0, -row.dual_value())
+    interactive_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    interactive_rpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    deferred_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
+    flows: list[Flow] = []
+    cash = 0.0
+    for col, x in zip(lp.columns, lp.xs, strict=True):
+        share = x.solution_value()
+        if share <= 1e-9:
             continue
-        slots = [k for k in range(len(mids)) if edges[k] <= d.latest and edges[k + 1] > d.earliest]
-        for cand in _eligible(index, config, snapshot, d):
-            ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
-            scale = ratio / cand.ratio
-            base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
-            reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
-            tokens = reference * ratio if cand.uses_capacity else 0.0
-            requests = d.requests if cand.uses_capacity else 0.0
-            model_tokens = reference * ratio
-            for k in slots:
-                cost = base * (1 - cand.discount) if cand.off_peak(minutes_of_day[k]) else base
-                common = (d_index, cand.region_id, k)
-                yield _Column(*common, None, cost, 0.0, tokens, requests, d.work_class == "interactive")
-                for v in cand.vouchers:
-                    if not v.from_s <= mids[k] < v.to_s or snapshot.balances.get(v.id, 0.0) <= 0:
-                        continue
-                    if v.kind == "tokens":
-                        units, cash = model_tokens, 0.0
-                    elif v.kind == "credit":
-                        units, cash = cost, 0.0
-                    else:
-                        units, cash = v.rate * cost, (1 - v.rate) * cost
-                    if units <= 0:
-                        continue
-                    yield _Column(*common, v.id, cash, units, tokens, requests, d.work_class == "interactive")
+        cash += col.cash * share
+        flows.append(Flow(col.demand, col.region, col.slot, col.voucher, share))
+        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
+        if col.interactive:
+            interactive_tpm[col.region][col.slot] += col.tokens * share / minutes
+            interactive_rpm[col.region][col.slot] += col.requests * share / minutes
+        elif col.tokens > 0:
+            deferred_tpm[col.region][col.slot] += col.tokens * share / minutes
+    unserved = sum(z.solution_value() * d.requests for z, d in zip(lp.zs, snapshot.demand, strict=True))
+    return Plan(
+        edges=edges,
+        voucher_price={v: max(0.0, -row.dual_value()) for v, row in lp.voucher_rows.items()},
+        token_price={r: tuple(p) for r, p in token_price.items()},
+        request_price={r: tuple(p) for r, p in request_price.items()},
+        interactive_tpm={r: tuple(p) for r, p in interactive_tpm.items()},
+        interactive_rpm={r: tuple(p) for r, p in interactive_rpm.items()},
+        deferred_tpm={r: tuple(p) for r, p in deferred_tpm.items()},
+        cash_yuan=cash,
+        unserved_requests=unserved,
+        demand=snapshot.demand,
+        flows=tuple(flows),
+        minute_price={
+            key: tuple(max(0.0, -row.dual_value()) if row is not None else 0.0 for row in pair)
+            for key, pair in lp.minute_rows.items()
+        },
+    )
 
 
-def _minute_columns(snapshot: Snapshot, columns: list[_Column]) -> dict[tuple[str, int], list[int]]:
+def _average(lp: _Lp, found: Plan, demand_scenarios: Sequence[float]) -> Plan:
+    # (averaging) demand x f is the same LP with every limit and balance / f (shares stay
+    # shares; the duals keep their units), so only right-hand sides change and GLOP
+    # re-solves from the basis it has.
+    from ortools.linear_solver import pywraplp
+
+    rows = [*lp.tpm_rows.values(), *lp.rpm_rows.values(), *lp.voucher_rows.values()]
+    rows += [row for pair in lp.minute_rows.values() for row in pair if row is not None]
+    bounds = [row.ub() for row in rows]
+    totals = dict(found.voucher_price)
+    solved = 1
+    for factor in demand_scenarios:
+        for row, ub in zip(rows, bounds, strict=True):
+            row.SetUb(ub / factor)
+        if _solve_status(lp.solver) != pywraplp.Solver.OPTIMAL:
+            continue  # a scenario the solver gives up on does not vote
+        solved += 1
+        for v, row in lp.voucher_rows.items():
+            totals[v] += max(0.0, -row.dual_value())
+    own = found.voucher_price
+    return dataclasses.replace(found, voucher_price={v: max(own[v], t / solved) for v, t in totals.items()})
+
+
+def _minute_columns(snapshot: Snapshot, columns: list[Column]) -> dict[tuple[str, int], list[int]]:
     # (region, clock minute) -> columns of interactive groups that start in that minute
     minute_of_group: dict[int, int] = {}
     for n, d in enumerate(snapshot.demand):
@@ -302,26 +353,10 @@ def _minute_columns(snapshot: Snapshot, columns: list[_Column]) -> dict[tuple[st
     return out
 
 
-def _eligible(index: ConfigIndex, config: Config, snapshot: Snapshot, d: Demand) -> list[Candidate]:
-    out = []
-    measured = snapshot.latency_ms
-    for cand in index.candidates(d.model, d.work_class, d.origin, prior_latency=not measured):
-        if cand.region_id in snapshot.blocked:
-            continue
-        if d.work_class == "interactive" and measured:
-            latency = measured.get(cand.region_id, cand.latency_ms)
-            if latency > index.slo_ms:
-                continue
-        out.append(cand)
-    return out
-
-
 def _booked_per_slot(
     snapshot: Snapshot, edges: tuple[float, ...]
 ) -> dict[tuple[str, int], tuple[float, float]]:
     # (region, slot) -> (model tokens, requests) already committed
-    from suanli.optimizer.slots import slot_index
-
     out: dict[tuple[str, int], tuple[float, float]] = {}
     for (region, minute), (tokens, requests) in snapshot.booked.items():
         start = minute * 60.0
@@ -331,44 +366,3 @@ def _booked_per_slot(
         have = out.get(key, (0.0, 0.0))
         out[key] = (have[0] + tokens, have[1] + requests)
     return out
-
-
-def _extract(snapshot, edges, columns, xs, zs, tpm_rows, rpm_rows, voucher_rows) -> Plan:  # noqa: ANN001
-    n_slots = len(edges) - 1
-    token_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
-    request_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
-    for (region, k), row in tpm_rows.items():
-        token_price[region][k] = max(0.0, -row.dual_value())
-    for (region, k), row in rpm_rows.items():
-        request_price[region][k] = max(0.0, -row.dual_value())
-    interactive_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
-    interactive_rpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
-    deferred_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
-    flows: list[Flow] = []
-    cash = 0.0
-    for col, x in zip(columns, xs, strict=True):
-        share = x.solution_value()
-        if share <= 1e-9:
-            continue
-        cash += col.cash * share
-        flows.append(Flow(col.demand, col.region, col.slot, col.voucher, share))
-        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
-        if col.interactive:
-            interactive_tpm[col.region][col.slot] += col.tokens * share / minutes
-            interactive_rpm[col.region][col.slot] += col.requests * share / minutes
-        elif col.tokens > 0:
-            deferred_tpm[col.region][col.slot] += col.tokens * share / minutes
-    unserved = sum(z.solution_value() * d.requests for z, d in zip(zs, snapshot.demand, strict=True))
-    return Plan(
-        edges=edges,
-        voucher_price={v: max(0.0, -row.dual_value()) for v, row in voucher_rows.items()},
-        token_price={r: tuple(p) for r, p in token_price.items()},
-        request_price={r: tuple(p) for r, p in request_price.items()},
-        interactive_tpm={r: tuple(p) for r, p in interactive_tpm.items()},
-        interactive_rpm={r: tuple(p) for r, p in interactive_rpm.items()},
-        deferred_tpm={r: tuple(p) for r, p in deferred_tpm.items()},
-        cash_yuan=cash,
-        unserved_requests=unserved,
-        demand=snapshot.demand,
-        flows=tuple(flows),
-    )

@@ -29,30 +29,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from suanli.config import Config, Offer
+from suanli.optimizer.choose import VOUCHER_TIE
 from suanli.optimizer.hindsight import group_key
 from suanli.optimizer.index import index_for
 from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
-from suanli.optimizer.snapshot import Job
+from suanli.optimizer.plan import UNSERVED_YUAN
+from suanli.optimizer.snapshot import Job, Placement
 
-__all__ = ["VOUCHER_WEIGHT", "Placement", "round_interactive"]
+__all__ = ["round_interactive"]
 
-VOUCHER_WEIGHT = 1 - 1e-6  # of a voucher's (paced) shadow price per unit: ties within 1e-6 spend it
+# of a voucher's (paced) shadow price per unit: ties within ``choose.VOUCHER_TIE`` spend it
+_VOUCHER_WEIGHT = 1 - VOUCHER_TIE
 _MINUTE_WORK = 0.5  # CP-SAT deterministic time per minute
 _TOTAL_WORK = 30.0  # and over the whole replay, after which the greedy answer stands
 _SCALE = 1e9  # yuan -> integer units of the CP-SAT objective
 _PACE = 2.0  # a voucher's price moves at most this factor either way with its pace
 _LP_TIE = 1e-4  # share of its cost an option is cheaper by for the LP's taking it: ties go its way
-_REJECT = 1000.0  # yuan charged per request left out: far above any real price
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where one interactive request starts and who is meant to pay."""
-
-    region: str
-    offer: Offer
-    voucher: str | None
-    tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +103,10 @@ def round_interactive(
                 out[job.index] = None
                 continue
             choice = opts[pick]
-            out[job.index] = Placement(choice.region, choice.offer, choice.voucher, choice.tokens)
+            # an interactive request starts when it arrives
+            out[job.index] = Placement(
+                choice.region, choice.offer, job.arrival_s, choice.voucher, choice.tokens
+            )
             if choice.voucher is not None:
                 left[choice.voucher] = max(left[choice.voucher] - choice.units, 0.0)
     return out
@@ -168,7 +163,7 @@ def _options(
             units, covered = voucher_pays(info.voucher, balance, tokens=tokens, cost_yuan=cost)
             if units <= 0:
                 continue
-            score = cost - covered + VOUCHER_WEIGHT * voucher_price.get(info.id, 0.0) * units
+            score = cost - covered + _VOUCHER_WEIGHT * voucher_price.get(info.id, 0.0) * units
             score -= bonus * lp.get((cand.region_id, info.id), 0.0)
             out.append(_Choice(cand.region_id, offer, info.id, tokens, units, score))
     out.sort(key=lambda c: c.score)
@@ -193,7 +188,7 @@ def _greedy(
         opts = options[n]
         if not opts:
             return -1.0
-        second = next((c.score for c in opts if c.region != opts[0].region), _REJECT)
+        second = next((c.score for c in opts if c.region != opts[0].region), UNSERVED_YUAN)
         return second - opts[0].score
 
     picks: list[int | None] = [None] * len(options)
@@ -240,7 +235,7 @@ def _solve(
             count_at[choice.region].append(var)
             if choice.voucher is not None:
                 units_of[choice.voucher].append((choice.units, var))
-            objective.append((round((choice.score - _REJECT) * _SCALE), var))
+            objective.append((round((choice.score - UNSERVED_YUAN) * _SCALE), var))
             model.add_hint(var, seed[n] == k)
         if row:
             model.add_at_most_one(row)
@@ -278,5 +273,5 @@ def _solve(
 
 def _cost(options: list[list[_Choice]], picks: list[int | None]) -> float:
     return sum(
-        _REJECT if pick is None else opts[pick].score for opts, pick in zip(options, picks, strict=True)
+        UNSERVED_YUAN if pick is None else opts[pick].score for opts, pick in zip(options, picks, strict=True)
     )

@@ -1,4 +1,5 @@
-"""What the planner reads (``Snapshot``, ``Demand``) and what it hands back (``Plan``).
+"""What the planner reads (``Snapshot``, ``Demand``), what it hands back (``Plan``), and
+where the placers put a job (``Placement``).
 
 All times are epoch seconds (floats): the planner never reads a clock, the caller says
 when "now" is.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from suanli.config import Config, WorkClass, Zone
+from suanli.config import Config, Offer, WorkClass, Zone
 from suanli.optimizer.slots import slot_index
 
-__all__ = ["Demand", "Flow", "Job", "Plan", "Snapshot"]
+__all__ = ["Demand", "Flow", "Job", "Placement", "Plan", "Snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +117,24 @@ class Plan:
     def slot_at(self, epoch_s: float) -> int:
         """Index of the slot holding ``epoch_s`` (clamped to the horizon)."""
         return slot_index(self.edges, epoch_s)
+
+
+class Placement(NamedTuple):
+    """Where and when one job starts, and the voucher it means to use (None: cash).
+
+    The one answer of every placer: the deferral scheduler (``defer``: batch and training
+    as they come), hindsight's rounding of interactive requests (``rounding``: an
+    interactive request starts when it arrives, so ``start_s`` is its arrival) and
+    hindsight's exact search over a few training jobs (``training``). ``tokens`` are the
+    serving model's tokens as the ledger counts them. Each placer ranks its options by a
+    score of its own (the chooser's, a paced one, a search's floor) that means nothing
+    beside another placer's, and no caller reads it, so a placement carries none.
+
+    Immutable; a named tuple, built on the request path like ``choose.Option``.
+    """
+
+    region: str
+    offer: Offer
+    start_s: float  # epoch seconds
+    voucher: str | None
+    tokens: int

@@ -17,31 +17,20 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from suanli.config import Config, Offer
+from suanli.config import Config
 from suanli.optimizer.index import index_for
 from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
-from suanli.optimizer.snapshot import Job
+from suanli.optimizer.snapshot import Job, Placement
 
-__all__ = ["MAX_JOBS", "TrainingPlacement", "place_training"]
+__all__ = ["MAX_JOBS", "place_training"]
 
 MAX_JOBS = 8
 _MAX_LEAVES = 200_000  # combinations scored at most; the best so far stands after that
 
 
 @dataclass(frozen=True, slots=True)
-class TrainingPlacement:
-    """Where and when one training job starts (epoch seconds) and who is meant to pay."""
-
-    region: str
-    offer: Offer
-    voucher: str | None
-    start_s: float
-    tokens: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Option:
-    placement: TrainingPlacement
+    placement: Placement
     cost: float  # list yuan
     floor: float  # least the option can cost (its voucher at full balance)
 
@@ -52,7 +41,7 @@ def place_training(
     *,
     balances: Mapping[str, float],
     voucher_price: Mapping[str, float],
-) -> dict[int, TrainingPlacement | None] | None:
+) -> dict[int, Placement | None] | None:
     """Job index -> placement (None: no region can train it) of the training jobs of ``jobs``.
 
     None when there are more than ``MAX_JOBS`` of them (the caller places them one by one).
@@ -148,6 +137,6 @@ def _options(config: Config, job: Job, balances: Mapping[str, float]) -> list[_O
             for voucher, floor in payments:
                 key = (cand.region_id, voucher, off)
                 if key not in out:  # starts are in order: the earliest of a kind is kept
-                    placement = TrainingPlacement(cand.region_id, cand.offer, voucher, start, tokens)
+                    placement = Placement(cand.region_id, cand.offer, start, voucher, tokens)
                     out[key] = _Option(placement, cost, floor)
     return sorted(out.values(), key=lambda o: (o.floor, o.placement.start_s, o.placement.region))

@@ -34,9 +34,9 @@ def ledger_opts(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
 def read(proxy: Any, fn: Callable[[Any], Any]) -> Any:
     """``fn(router)`` on the proxy's ledger: on its loop for SQLite, from this thread on PostgreSQL.
 
-    (On PostgreSQL ``router.ledger`` is a ThreadLedger: blocking calls for threads off the loop.)
+    (On PostgreSQL ``router.ledger`` makes blocking calls for threads off the loop.)
     """
-    if hasattr(proxy.router.ledger, "pg"):
+    if proxy.router.accounts.ledger.shared is not None:
         return fn(proxy.router)
     return proxy.call(fn)
 

@@ -1,33 +1,118 @@
-"""The Router's side of the two-phase ledger: hold before sending, settle what the upstream reported.
+"""Accounts: the Router's money, on the two-phase ledger: hold before sending, settle what was used.
 
-Mixed into ``Router`` (``router/core/router.py``). Holds and settles go through the group-commit
-writer; ``_available`` mirrors each voucher's free balance so the chooser never waits on the
-database. ``_settled`` runs once per hold, right after its commit, even if the caller left.
+The Router composes one ``Accounts``; the workloads (batches, fine-tuning jobs and their budget
+holds) call the same public methods, so every request and job is held, settled and voided
+the same way. Holds and settles go through the ledger handle's write path (group commit on
+SQLite); ``available`` mirrors each voucher's free balance so the chooser never waits on the
+database. A settlement's follow-up runs once per hold, right after its commit, even if the
+caller left. On a ledger shared with other replicas, ``open`` also starts this replica's
+duties (``router/core/replica.py``) and ``close`` stops them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
-from suanli.config import Offer
-from suanli.optimizer import Ask, Option, charge_reported
+from suanli.config import Config, Offer
+from suanli.optimizer import Ask, Charge, Option, charge_reported
 from suanli.providers import Usage
+from suanli.router.core.metrics import MetricsBook
+from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
 from suanli.router.errors import InsufficientBalanceError
-from suanli.router.ledger.sqlite.ledger import Hold, HoldRequest, Settlement
+from suanli.router.ledger.port import LedgerHandle, open_handle
+from suanli.router.ledger.types import Hold, HoldRequest, Settlement, VoucherStatus
 
 if TYPE_CHECKING:
-    from suanli.router.core.router import RequestContext, Router
+    from suanli.router.core.context import RequestContext
+    from suanli.router.core.limits import RequestLimits
+    from suanli.router.core.replica import Replica
 
-__all__ = ["AccountingMixin"]
+__all__ = ["Accounts"]
+
+log = logging.getLogger("suanli.accounts")
 
 
-class AccountingMixin:
-    """Ledger holds and settlements for ``Router``."""
+class Accounts:
+    """Holds, settlements, voids and free balances; one per Router, shared with its workloads."""
 
-    async def _reserve(
-        self: Router, request_id: str, option: Option, ask: Ask, ctx: RequestContext
-    ) -> Hold | None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime],
+        planning: Replanner,
+        metrics: MetricsBook,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.planning = planning
+        self.metrics = metrics
+        self.available: dict[str, float] = {}  # voucher id -> units not yet held or spent
+        self.cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
+        self._tz = ZoneInfo(config.timezone)
+        self._vouchers = {v.id: v for v in config.vouchers}
+        self._ledger: LedgerHandle | None = None
+        self._replica: Replica | None = None
+
+    async def open(self, *, limits: RequestLimits | None = None) -> None:
+        """Open the ledger; on a shared one, start this replica (taking 1/n of ``limits`` if given)."""
+        ledger = await open_handle(self.config.ledger, self.config.vouchers, clock=self.clock)
+        self._ledger = ledger
+        self.available = ledger.available
+        if ledger.shared is not None:
+            from suanli.router.core.replica import Replica
+
+            shared = ledger.shared
+            self._replica = await Replica.start(
+                shared.ledger, self.config, self.available, self.planning, limits=limits, view=shared
+            )
+        marks = ledger.book.exhausted().values()
+        self.cash_exhausted = {str(m["region"]) for m in marks if m["voucher_id"] is None}
+
+    async def close(self) -> None:
+        if self._replica is not None:
+            await self._replica.stop()
+            self._replica = None
+        if self._ledger is not None:
+            await self._ledger.close()
+            self._ledger = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._ledger is not None
+
+    @property
+    def ledger(self) -> LedgerHandle:
+        """The open ledger; RuntimeError before ``open`` (the Router was not started)."""
+        if self._ledger is None:
+            raise RuntimeError(
+                "the Router is not started: use `async with router:` or `await router.start()`"
+            )
+        return self._ledger
+
+    @property
+    def replica(self) -> Replica | None:
+        """This process's replica duties on a shared (PostgreSQL) ledger; None on SQLite."""
+        return self._replica
+
+    def balances(self) -> dict[str, float]:
+        """Voucher id -> balance not yet spent or held."""
+        return dict(self.available)
+
+    def vouchers(self) -> list[VoucherStatus]:
+        """Every voucher's balance, holds, spend, burn and validity."""
+        return self.ledger.book.vouchers()
+
+    async def reserve(self, request_id: str, option: Option, ask: Ask, ctx: RequestContext) -> Hold | None:
+        """Hold ``option``'s voucher units and the key's budget; None when the voucher ran dry meanwhile.
+
+        Raises BudgetExceededError when the key's budget cannot take the cost.
+        """
         voucher = option.voucher if option.charge.voucher_units > 0 else None
         request = HoldRequest(
             request_id=request_id,
@@ -43,23 +128,32 @@ class AccountingMixin:
             ),
         )
         try:
-            return await self._group.run(self._book.reserve, request, then=self._held, abandon=self._void)
+            return await self.ledger.reserve(request, then=self._held, abandon=self.void)
         except InsufficientBalanceError:
             if voucher is not None:
-                self._available[voucher.id] = 0.0
+                self.available[voucher.id] = 0.0
             return None
 
-    def _held(self: Router, hold: Hold) -> None:
+    def _held(self, hold: Hold) -> None:
         if hold.voucher_id is not None:
-            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) - hold.voucher_units
+            self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) - hold.voucher_units
 
-    def _void(self: Router, hold: Hold) -> None:
-        self._book.void(hold.id)
+    def void(self, hold: Hold) -> None:
+        """Release a hold without waiting (a failed attempt; on PostgreSQL the write runs behind)."""
+        self.ledger.book.void(hold.id)
+        self._released(hold)
+
+    async def release(self, hold: Hold) -> None:
+        """Release a hold and wait until the ledger has (a cancelled job's answer follows it)."""
+        await self.ledger.port.void(hold.id)
+        self._released(hold)
+
+    def _released(self, hold: Hold) -> None:
         if hold.voucher_id is not None:
-            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + hold.voucher_units
+            self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + hold.voucher_units
 
-    async def _settle(
-        self: Router,
+    async def settle(
+        self,
         hold: Hold,
         option: Option,
         ask: Ask,
@@ -70,9 +164,13 @@ class AccountingMixin:
         ttft_s: float | None,
         status: int = 200,
     ) -> None:
+        """Debit what the upstream reported (or our estimate) on ``hold``; fills ``routing``'s money.
+
+        Once per hold: a second call for a settled ``routing`` does nothing.
+        """
         if routing.settled:
             return
-        prompt, completion = self._usage_or_estimate(usage, option.offer, ask)
+        prompt, completion = _usage_or_estimate(usage, option.offer, ask)
         voucher = self._vouchers.get(hold.voucher_id) if hold.voucher_id else None
         cost = charge_reported(
             option.offer,
@@ -103,22 +201,22 @@ class AccountingMixin:
                 self._settled(hold, option, ask, usage, routing, cost, prompt, completion)
                 self.metrics.settled(routing, latency_s=latency_s, ttft_s=ttft_s, status=status)
 
-        await self._group.run(self._book.settle, hold.id, settlement, always=True, then=settled)
+        await self.ledger.settle(hold.id, settlement, then=settled)
 
     def _settled(
-        self: Router,
+        self,
         hold: Hold,
         option: Option,
         ask: Ask,
         usage: Usage,
         routing: Routing,
-        cost: Any,
+        cost: Charge,
         prompt: int,
         completion: int,
     ) -> None:
         if hold.voucher_id is not None:
             released = hold.voucher_units - cost.voucher_units
-            self._available[hold.voucher_id] = self._available.get(hold.voucher_id, 0.0) + released
+            self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + released
         routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
         routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
         routing.prompt_tokens, routing.completion_tokens = prompt, completion
@@ -134,10 +232,33 @@ class AccountingMixin:
         if self._replica is not None:
             self._replica.served(ask, completion_tokens=completion, at=self.clock())
 
-    @staticmethod
-    def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:
-        if usage.reported:
-            return usage.prompt_tokens, usage.completion_tokens
-        # No usage from the upstream: bill our own count rather than nothing.
-        prompt = int(round(ask.input_tokens * offer.token_ratio + 0.5))
-        return prompt, usage.completion_tokens
+    def mark_exhausted(self, region: str, voucher_id: str | None, reason: str) -> None:
+        """The platform says the prepaid balance is gone: stop drawing on it, on the ledger too."""
+        book = self.ledger.book
+        if voucher_id is not None:
+            self.available[voucher_id] = 0.0
+            book.mark_exhausted(voucher_id=voucher_id, reason=reason)
+            log.warning("voucher %s at %s is exhausted upstream (%s)", voucher_id, region, reason)
+        else:
+            self.cash_exhausted.add(region)
+            book.mark_exhausted(region=region, reason=reason)
+            log.warning("prepaid cash at %s is exhausted upstream (%s)", region, reason)
+
+    def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
+        """After a top-up: draw on that voucher or that region's cash again."""
+        book = self.ledger.book
+        book.clear_exhausted(voucher_id=voucher_id, region=region)
+        if region is not None:
+            self.cash_exhausted.discard(region)
+        # In place: the chooser, the planner and (on PostgreSQL) the replica's view share this dict.
+        fresh = book.balances()
+        self.available.clear()
+        self.available.update(fresh)
+
+
+def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:
+    if usage.reported:
+        return usage.prompt_tokens, usage.completion_tokens
+    # No usage from the upstream: bill our own count rather than nothing.
+    prompt = int(round(ask.input_tokens * offer.token_ratio + 0.5))
+    return prompt, usage.completion_tokens

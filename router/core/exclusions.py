@@ -41,13 +41,11 @@ def exclusions(
     ask: Ask,
     *,
     latency_ms: Mapping[str, float],
-    blocked: Mapping[str, str],
-    limited: Mapping[str, float],
-    failed: Mapping[str, str],
     cash_exhausted: frozenset[str] = frozenset(),
 ) -> list[Exclusion]:
-    """The reason each region offering ``ask.model`` is out (``blocked``: region -> "ejected" or
-    "cooling"; ``limited``: region -> seconds until its limits admit; ``failed``: region -> error)."""
+    """The reason each region offering ``ask.model`` is out, when no region was even tried (a
+    region skipped for its health or limits makes the answer a 429 or an ejection 503 instead;
+    ``latency_ms`` is the expected first token of the regions measured, the chooser's view)."""
     needed = "fine_tuning" if ask.work_class == "training" else ask.capability
     slo = config.classes.interactive.latency_slo_ms
     out: list[Exclusion] = []
@@ -59,10 +57,6 @@ def exclusions(
             out.append(Exclusion(rid, f"no {needed} capability", True))
         elif ask.allowed_regions is not None and rid not in ask.allowed_regions:
             out.append(Exclusion(rid, "not allowed for this key", True))
-        elif rid in failed:
-            out.append(Exclusion(rid, f"failed: {failed[rid]}", False))
-        elif rid in blocked:
-            out.append(Exclusion(rid, blocked[rid], False))
         elif ask.work_class == "interactive" and _expected(region, ask, latency_ms) > slo:
             expected = _expected(region, ask, latency_ms)
             measured = rid in latency_ms
@@ -71,8 +65,6 @@ def exclusions(
             if measured:
                 figures += f", prior {prior:.0f} ms"
             out.append(Exclusion(rid, f"over the {slo:g} ms latency SLO ({figures})", not measured))
-        elif rid in limited:
-            out.append(Exclusion(rid, f"at its rpm/tpm/concurrency limits for {limited[rid]:.1f} s", False))
         elif rid in cash_exhausted:
             out.append(Exclusion(rid, "its prepaid cash is exhausted upstream", False))
         else:

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -30,7 +30,6 @@ from aiohttp import web
 from suanli.config import Config
 from suanli.router.errors import AuthenticationError, KeyRateLimitError
 from suanli.router.ledger.keys import KeyBudgetHold, KeyRow
-from suanli.router.ledger.sqlite.ledger import Ledger
 
 __all__ = [
     "CACHE_TTL_S",
@@ -38,11 +37,11 @@ __all__ = [
     "MASTER_KEY_ID",
     "KeyPolicy",
     "KeyRing",
+    "KeyStore",
     "load_policy",
     "new_secret",
     "policy_of",
     "secret_sha256",
-    "stored_policy",
     "visible_models",
     "within_regions",
 ]
@@ -92,20 +91,18 @@ class KeyPolicy:
 CLIENT_KEY = web.RequestKey("client_key", KeyPolicy)  # absent: the master key, or no keys checked
 
 
-def stored_policy(ledger: Ledger | None, config: Config, key_id: str | None) -> KeyPolicy | None:
+class KeyStore(Protocol):
+    """Where key rows are read: the ledger's async port (``router/ledger/port.py``), either backend."""
+
+    async def key_by_secret(self, secret_sha256: str) -> KeyRow | None: ...
+    async def key(self, key_id: str) -> KeyRow | None: ...
+
+
+async def load_policy(keys: KeyStore | None, config: Config, key_id: str | None) -> KeyPolicy | None:
     """The policy of a stored virtual key (for work that runs later, as batch lines do); None if none."""
-    if ledger is None or key_id is None or key_id == MASTER_KEY_ID:
+    if keys is None or key_id is None or key_id == MASTER_KEY_ID:
         return None
-    row = ledger.key(key_id)
-    return None if row is None else policy_of(row, config)
-
-
-async def load_policy(ledger: Any, config: Config, key_id: str | None) -> KeyPolicy | None:
-    """``stored_policy`` from the event loop, on either backend (PostgreSQL's is awaited)."""
-    pg = getattr(ledger, "pg", None)
-    if pg is None or key_id is None or key_id == MASTER_KEY_ID:
-        return stored_policy(ledger, config, key_id)
-    row = await pg.key(key_id)
+    row = await keys.key(key_id)
     return None if row is None else policy_of(row, config)
 
 
@@ -159,14 +156,14 @@ class KeyRing:
         config: Config,
         *,
         master_key: str,
-        ledger: Callable[[], Ledger | None],
+        keys: Callable[[], KeyStore | None],
         clock: Callable[[], datetime],
         cache_ttl_s: float = CACHE_TTL_S,
     ) -> None:
         self.config = config
         self.cache_ttl_s = cache_ttl_s
         self.master_key = master_key
-        self._ledger = ledger
+        self._keys = keys  # None until the Router has opened its ledger
         self._clock = clock
         # secret sha256 -> (monotonic time fetched, row, its policy); None for an unknown secret
         self._cache: dict[str, tuple[float, KeyRow | None, KeyPolicy | None]] = {}
@@ -195,11 +192,12 @@ class KeyRing:
         if not self.is_master(presented):
             raise AuthenticationError("this endpoint needs the master key")
 
-    def authenticate(self, presented: str | None) -> KeyPolicy | None:
+    async def authenticate(self, presented: str | None) -> KeyPolicy | None:
         """The policy of the presented client key; None for the master key or when unlocked.
 
         Raises AuthenticationError (401) for no key or a wrong, revoked or expired one, and
-        ApiError 429 when the key is over its rpm.
+        ApiError 429 when the key is over its rpm. The cached path is a hash and a dict lookup;
+        a miss awaits the ledger (SQLite answers inline, PostgreSQL with a round trip).
         """
         if not self.locked:
             return None
@@ -207,20 +205,13 @@ class KeyRing:
             raise AuthenticationError("missing API key: send Authorization: Bearer <key>")
         if self.is_master(presented):
             return None
-        return self._admit(*self._lookup(secret_sha256(presented)))
-
-    async def authenticate_async(self, presented: str | None) -> KeyPolicy | None:
-        """``authenticate`` for the event loop: a cache miss on PostgreSQL awaits the ledger.
-
-        The cached path is the same hash and dict lookup as ``authenticate``; SQLite reads inline.
-        """
-        pg = getattr(self._ledger(), "pg", None)
-        if pg is None or not self.locked or presented is None or self.is_master(presented):
-            return self.authenticate(presented)
         digest = secret_sha256(presented)
         cached = self._fresh(digest)
         if cached is None:
-            cached = self._store(digest, await pg.key_by_secret(digest))
+            keys = self._keys()
+            if keys is None:
+                raise AuthenticationError("the router is not started")
+            cached = self._store(digest, await keys.key_by_secret(digest))
         return self._admit(*cached)
 
     def _admit(self, row: KeyRow | None, policy: KeyPolicy | None) -> KeyPolicy:
@@ -252,15 +243,6 @@ class KeyRing:
             self._cache.clear()
         self._cache[digest] = (time.monotonic(), row, policy)
         return row, policy
-
-    def _lookup(self, digest: str) -> tuple[KeyRow | None, KeyPolicy | None]:
-        cached = self._fresh(digest)
-        if cached is not None:
-            return cached
-        ledger = self._ledger()
-        if ledger is None:
-            raise AuthenticationError("the router is not started")
-        return self._store(digest, ledger.key_by_secret(digest))
 
     def _count_call(self, key_id: str, rpm: int) -> None:
         now = time.monotonic()

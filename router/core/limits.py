@@ -1,10 +1,5 @@
 """Per-region request limits: rpm (a sliding log), tpm (a token bucket), concurrency.
 
-The rpm log is our own rather than asyncio-throttle's ``Throttler``: the chooser needs a
-non-blocking "is there room, else how long" (Throttler only offers a blocking ``acquire``, its
-log is private), and the limits must count on the router's clock (``now_s``), so that a replay
-on an accelerated virtual clock keeps each region within its limits per *virtual* minute.
-
 A request takes a ``Lease`` on the region the chooser picked; when the region is over any
 of its limits the router moves on to the next-best region, and when none can take the
 request the client gets 429 with the shortest ``Retry-After``. The lease is released when
@@ -19,26 +14,71 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from suanli.config import Region
 
-__all__ = ["Lease", "RegionLimits", "RequestLimits"]
+__all__ = ["Lease", "RegionLimits", "RequestLimits", "SlidingLog"]
 
 _MINUTE_S = 60.0
+
+
+class SlidingLog:
+    """At most ``rate_limit`` admissions in any ``period_s`` window, decided without waiting.
+
+    The log asyncio-throttle's ``Throttler`` keeps (times on ``time.monotonic()``, an entry
+    leaves once it is more than a period old), but not that class: its public API is
+    ``await acquire()``, which waits for room. The chooser needs the answer now, admitted or
+    "free in N seconds", to move on to the next-best region, and the status page needs the
+    count; neither is public there, so this small class keeps its own log. It also counts on
+    the router's clock (``now_s``, monotonic by default), which Throttler cannot: a replay on an
+    accelerated virtual clock keeps each region within its rpm per *virtual* minute.
+    """
+
+    __slots__ = ("_times", "now_s", "period_s", "rate_limit")
+
+    def __init__(
+        self, rate_limit: int, period_s: float = _MINUTE_S, *, now_s: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate_limit = rate_limit
+        self.period_s = period_s
+        self.now_s = now_s
+        self._times: deque[float] = deque()  # now_s() of each admission, oldest first
+
+    def count(self) -> int:
+        """Admissions logged (those past the window leave at the next ``flush``)."""
+        return len(self._times)
+
+    def flush(self) -> None:
+        """Drop the admissions older than the period."""
+        times = self._times
+        now = self.now_s()
+        while times and now - times[0] > self.period_s:
+            times.popleft()
+
+    def wait_s(self) -> float:
+        """0 when there is room now, else the seconds until the oldest admission leaves the window."""
+        self.flush()
+        times = self._times
+        if len(times) < self.rate_limit:
+            return 0.0
+        return max(times[0] + self.period_s - self.now_s(), 0.001)
+
+    def take(self) -> None:
+        """Log one admission now."""
+        self._times.append(self.now_s())
 
 
 @dataclass(slots=True)
 class RegionLimits:
     """The limit state of one region. Times are seconds of ``RequestLimits``' monotonic clock."""
 
-    rpm: int | None
+    rpm: SlidingLog | None
     tpm: int | None
     concurrency: int | None
     tokens: float = 0.0  # what the tpm bucket holds now
     refilled_s: float = 0.0
     in_flight: int = 0
-    starts: deque[float] = field(default_factory=deque)  # now_s of each admitted request, last minute
 
     def refill(self, now_s: float) -> None:
         if self.tpm is not None:
@@ -46,18 +86,11 @@ class RegionLimits:
             self.tokens = min(self.tpm, self.tokens + elapsed * self.tpm / _MINUTE_S)
             self.refilled_s = now_s
 
-    def rpm_used(self, now_s: float) -> int | None:
+    def rpm_used(self) -> int | None:
         if self.rpm is None:
             return None
-        self.forget(now_s)
-        return len(self.starts)
-
-    def forget(self, now_s: float) -> None:
-        """Drop the starts older than a minute."""
-        starts = self.starts
-        oldest = now_s - _MINUTE_S
-        while starts and starts[0] <= oldest:
-            starts.popleft()
+        self.rpm.flush()
+        return self.rpm.count()
 
 
 class Lease:
@@ -94,12 +127,15 @@ class RequestLimits:
         for region in regions:
             limits = region.limits
             self.regions[region.id] = RegionLimits(
-                rpm=limits.rpm or None,
+                rpm=SlidingLog(limits.rpm, now_s=now_s) if limits.rpm else None,
                 tpm=limits.tpm,
                 concurrency=limits.concurrency,
                 tokens=float(limits.tpm or 0),
                 refilled_s=start,
             )
+
+    async def stop(self) -> None:
+        """Nothing to withdraw: these limits are this process's own (RedisLimits leaves its tally)."""
 
     def acquire(self, region: str, tokens: int) -> Lease | float:
         """A lease for a request of about ``tokens`` (model tokens), or the seconds to wait."""
@@ -108,11 +144,11 @@ class RequestLimits:
             return Lease(self, region, RegionLimits(None, None, None), tokens)
         if state.concurrency is not None and state.in_flight >= state.concurrency:
             return 1.0  # a slot frees when an answer ends; a second is an honest guess
-        now = self.now_s()
         if state.rpm is not None:
-            state.forget(now)
-            if len(state.starts) >= state.rpm:
-                return max(state.starts[0] + _MINUTE_S - now, 0.001)
+            wait_s = state.rpm.wait_s()
+            if wait_s:
+                return wait_s
+        now = self.now_s()
         if state.tpm is not None:
             state.refill(now)
             # A request bigger than the whole budget goes when the bucket is full.
@@ -121,7 +157,7 @@ class RequestLimits:
                 return (need - state.tokens) * _MINUTE_S / state.tpm
             state.tokens -= tokens
         if state.rpm is not None:
-            state.starts.append(now)
+            state.rpm.take()
         state.in_flight += 1
         return Lease(self, region, state, tokens)
 
@@ -135,8 +171,8 @@ class RequestLimits:
             state.refill(self.now_s())
             tpm_used = max(round(state.tpm - state.tokens), 0)
         return {
-            "rpm_used": state.rpm_used(self.now_s()),
-            "rpm_limit": state.rpm,
+            "rpm_used": state.rpm_used(),
+            "rpm_limit": state.rpm.rate_limit if state.rpm is not None else None,
             "tpm_used": tpm_used,
             "tpm_limit": state.tpm,
             "in_flight": state.in_flight,
@@ -148,7 +184,7 @@ class RequestLimits:
         for rid, state in self.regions.items():
             share = 0.0
             if state.rpm is not None:
-                share = len(state.starts) / state.rpm
+                share = state.rpm.count() / state.rpm.rate_limit
             if state.tpm is not None:
                 share = max(share, 1.0 - state.tokens / state.tpm)
             if share > 0:

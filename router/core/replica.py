@@ -48,13 +48,15 @@ class Replica:
     """One replica's background duties; see the module docstring."""
 
     def __init__(self, ledger: PgLedger, config: Config, available: MutableMapping[str, float],
-                 planning: Replanner, *, limits: RequestLimits | None = None, period_s: float = 1.0) -> None:
+                 planning: Replanner, *, limits: RequestLimits | None = None, period_s: float = 1.0,
+                 view: SharedLedgerView | None = None) -> None:
         self.ledger = ledger
         self.config = config
         self.planning = planning
         self.id = ledger.owner_id
         self.period_s = period_s
-        self.view = SharedLedgerView(ledger, available)
+        # The Router's book on this ledger (``open_handle`` made it), refreshed here each period.
+        self.view = view if view is not None else SharedLedgerView(ledger, available)
         self.limits = limits  # when set (no shared Redis), this replica keeps 1/n of every region's limits
         self.replicas = 1  # live replicas on the ledger, this one included
         self.plan_version = 0  # of the newest plan published or picked up

@@ -13,62 +13,37 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 from typing import Any, cast
-from zoneinfo import ZoneInfo
 
 import aiohttp
 
 from suanli.config import Config, load_config
 from suanli.optimizer import Ask, Option
 from suanli.providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError
-from suanli.providers.tokenizer import count_prompt_tokens, load_tokenizer
-from suanli.router.core.accounts import AccountingMixin
-from suanli.router.core.clocks import clock_speed
-from suanli.router.core.failover import FailoverMixin, Wait
+from suanli.providers.tokenizer import load_tokenizer
+from suanli.router.core.accounts import Accounts
+from suanli.router.core.classify import classify
+from suanli.router.core.context import RequestContext
 from suanli.router.core.health import Health
-from suanli.router.core.keys import KeyPolicy
 from suanli.router.core.latency import LatencyTracker
 from suanli.router.core.limits import Lease, RequestLimits
 from suanli.router.core.metrics import MetricsBook
+from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Completion, CompletionStream, Routing
-from suanli.router.core.validate import max_output_tokens, validate_body
-from suanli.router.errors import (
-    BadRequestError,
-    BudgetExceededError,
-    ModelNotFoundError,
-    PermissionDeniedError,
-    UpstreamFailedError,
-)
-from suanli.router.ledger.port import AsyncLedger, SqliteAsyncLedger, open_ledger
-from suanli.router.ledger.sqlite.group import GroupCommit
-from suanli.router.ledger.sqlite.ledger import Hold
-from suanli.router.ledger.types import VoucherStatus
+from suanli.router.core.validate import validate_body
+from suanli.router.errors import BudgetExceededError, UpstreamFailedError
+from suanli.router.ledger.port import BlockingLedger
+from suanli.router.ledger.types import Hold, VoucherStatus
 
-__all__ = ["RequestContext", "Router"]
+__all__ = ["RequestContext", "Router"]  # RequestContext lives in router/core/context.py
 
 log = logging.getLogger("suanli.router")
 
-_CAPABILITY = {"chat/completions": "chat", "completions": "completions", "embeddings": "embeddings"}
-_CLASSES = ("interactive", "batch", "training")
 _DONE = b"data: [DONE]\n\n"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """Who asks and how: the routing hints that do not travel in the OpenAI body."""
-
-    work_class: str | None = None  # from X-Suanli-Class
-    origin: str | None = None  # from X-Suanli-Origin
-    key_id: str | None = None
-    request_id: str | None = None
-    allowed_regions: frozenset[str] | None = None
-    default_class: str | None = None  # the key's, used when neither header nor service_tier says
-    key: KeyPolicy | None = None  # the virtual key's policy: its budget is held with each request
 
 
 # Request ids: a random prefix per process and a counter, 24 hex digits like a uuid4's first
@@ -81,8 +56,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class Router(FailoverMixin, AccountingMixin):
-    """The suanli SDK: ``async with Router.from_config(path) as router: ...``."""
+class Router:
+    """The suanli SDK: ``async with Router.from_config(path) as router: ...``.
+
+    It composes ``accounts`` (the ledger: holds, settlements, free balances; the workloads use
+    it too) and ``picker`` (where a request goes now: health, latency, limits, the retry
+    budget), and keeps the request path in ``handle``.
+    """
 
     def __init__(
         self,
@@ -95,34 +75,24 @@ class Router(FailoverMixin, AccountingMixin):
     ) -> None:
         self.config = config
         self.clock = clock or _utc_now
-        self._tz = ZoneInfo(config.timezone)
         self._session = session
         self._own_session = session is None
         self._upstreams: dict[str, Upstream] = dict(upstreams or {})
         self._sim_latency_scale = sim_latency_scale
         self._fleet: Any = None
-        # The ledger for synchronous readers: the SQLite Ledger, or on PostgreSQL (shared by replicas)
-        # a ThreadLedger for worker threads. _accounts is the async face of either.
-        self.ledger: Any = None
-        self._accounts: AsyncLedger | None = None
-        self._replica: Any = None  # router.replica.Replica when the ledger is shared (PostgreSQL)
-        self._available: dict[str, float] = {}  # voucher id -> units not yet held or spent
-        self._vouchers = {v.id: v for v in config.vouchers}
         self.max_attempts = config.health.retry.max_attempts
-        self.health = Health((r.id for r in config.regions), config.health)
-        self.latency = LatencyTracker(config.regions, config.health, trust_sims=sim_latency_scale == 1.0)
-        # Limits count per minute of the router's clock: on an accelerated or manual virtual
-        # clock (a replay) per virtual minute, as simulate counts them; live, on the monotonic clock.
-        virtual = clock is not None and clock_speed(clock) != 1.0
-        self.limits = RequestLimits(
-            config.regions, now_s=(lambda: self.clock().timestamp()) if virtual else time.monotonic
-        )
-        self._active = 0  # requests before their first byte, for the retry budget
-        self._retrying = 0  # of which on a second or later attempt
-        self._cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
-        self._prober: Any = None
-        self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
         self.metrics = MetricsBook()  # counters behind GET /metrics
+        # The planner reads balances and blocked regions through these methods, once both exist.
+        self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
+        self.accounts = Accounts(config, clock=self.clock, planning=self.planning, metrics=self.metrics)
+        self.picker = RegionPicker(
+            config,
+            clock=self.clock,
+            accounts=self.accounts,
+            planning=self.planning,
+            metrics=self.metrics,
+            trust_sims=sim_latency_scale == 1.0,
+        )
 
     @classmethod
     def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
@@ -146,32 +116,19 @@ class Router(FailoverMixin, AccountingMixin):
         base_urls = await self._start_sims()
         # Load the tokenizer now, off the loop, so the first request does not pay for it.
         await asyncio.to_thread(load_tokenizer)
-        self._accounts = await open_ledger(self.config.ledger, self.config.vouchers, clock=self.clock)
-        self._available = await self._accounts.balances()
-        if isinstance(self._accounts, SqliteAsyncLedger):
-            self.ledger = self._accounts.sync
-            self._group = GroupCommit(self.ledger)
-        else:  # PostgreSQL, shared with other replicas (router/core/replica.py)
-            from suanli.router.core.replica import Replica
-            from suanli.router.ledger.postgres.sync import ThreadLedger
-            from suanli.router.ledger.postgres.writes import AsyncWrites
-
-            self.ledger = ThreadLedger(self._accounts, asyncio.get_running_loop())
-            self._group = AsyncWrites()
-            self._replica = await Replica.start(
-                self._accounts, self.config, self._available, self.planning,
-                limits=None if self.config.limits_url else self.limits,
-            )
+        # On a shared ledger the replica takes 1/n of the limits, unless Redis shares them.
+        await self.accounts.open(limits=None if self.config.limits_url else self.picker.limits)
+        replica = self.accounts.replica
         if self.config.limits_url:
             from suanli.router.core.limits_shared import RedisLimits
 
-            replica_id = self._replica.id if self._replica is not None else secrets.token_hex(6)
-            self.limits = await RedisLimits.started(self.config, replica_id=replica_id)
+            replica_id = replica.id if replica is not None else secrets.token_hex(6)
+            self.picker.limits = await RedisLimits.started(self.config, replica_id=replica_id)
         for region in self.config.regions:
             if region.id not in self._upstreams:
                 self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
-        await self._start_health(base_urls)
-        if self._replica is None:  # replicas plan only while they lead (router/core/replica.py)
+        self.picker.start_probes(self._session, base_urls)
+        if replica is None:  # replicas plan only while they lead (router/core/replica.py)
             self.planning.start()
 
     async def _start_sims(self) -> dict[str, str]:
@@ -200,7 +157,7 @@ class Router(FailoverMixin, AccountingMixin):
         return LiteLLMUpstream()
 
     async def close(self) -> None:
-        await self._stop_health()
+        await self.picker.stop_probes()
         await asyncio.to_thread(self.planning.stop)
         for upstream in {id(u): u for u in self._upstreams.values()}.values():
             await upstream.close()
@@ -210,15 +167,8 @@ class Router(FailoverMixin, AccountingMixin):
         if self._session is not None and self._own_session:
             await self._session.close()
             self._session = None
-        if self._replica is not None:
-            await self._replica.stop()
-            self._replica = None
-        stop_limits = getattr(self.limits, "stop", None)  # RedisLimits: leave the shared tally
-        if stop_limits is not None:
-            await stop_limits()
-        if self._accounts is not None:
-            await self._accounts.close()
-            self._accounts = self.ledger = None
+        await self.picker.limits.stop()  # RedisLimits: leave the shared tally
+        await self.accounts.close()  # and, on a shared ledger, this replica's duties
 
     async def chat_completions(
         self, *, context: RequestContext | None = None, **body: Any
@@ -252,42 +202,62 @@ class Router(FailoverMixin, AccountingMixin):
         return {"object": "list", "data": data}
 
     @property
-    def _book(self) -> Any:
-        """The ledger for the calls that do not wait (void, balances, marks, reports): the SQLite
-        Ledger itself, or a replica's cached view of the shared one."""
-        if self.ledger is None:
-            raise RuntimeError(
-                "the Router is not started: use `async with router:` or `await router.start()`"
-            )
-        return self.ledger if self._replica is None else self._replica.view
+    def ledger(self) -> BlockingLedger | None:
+        """The ledger's blocking face, for worker threads and scripts (None until started): the
+        SQLite ledger itself, or on PostgreSQL calls that wait on the loop from another thread."""
+        return self.accounts.ledger.blocking if self.accounts.is_open else None
+
+    @property
+    def health(self) -> Health:
+        """Each region's health: failures, cool-downs, ejections (the picker's)."""
+        return self.picker.health
+
+    @property
+    def latency(self) -> LatencyTracker:
+        """Measured time to first token and whole-request latency per region (the picker's)."""
+        return self.picker.latency
+
+    @property
+    def limits(self) -> RequestLimits:
+        """Each region's rpm/tpm/concurrency limits in force here (the picker's; settable)."""
+        return self.picker.limits
+
+    @limits.setter
+    def limits(self, limits: RequestLimits) -> None:
+        self.picker.limits = limits
 
     def voucher_report(self) -> list[dict]:
         """Every voucher's balance, holds, spend, burn and validity, JSON-ready."""
-        return [voucher_dict(status) for status in self._book.vouchers()]
+        return [voucher_dict(status) for status in self.accounts.vouchers()]
 
     def balances(self) -> dict[str, float]:
         """Voucher id -> balance not yet spent or held."""
-        return dict(self._available)
+        return self.accounts.balances()
 
     def plan_info(self) -> dict:
         """The live plan: planned_at, solve_ms, voucher shadow and region capacity prices, ratios."""
         return self.planning.info()
 
+    def region_stats(self) -> dict[str, dict]:
+        """Region id -> health, measured latency and limit use, JSON-ready (see RegionPicker)."""
+        return self.picker.region_stats()
+
+    def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
+        """After a top-up: draw on that voucher or that region's cash again."""
+        self.accounts.clear_exhausted(voucher_id=voucher_id, region=region)
+
     def _unhealthy(self) -> frozenset[str]:
-        # Read by the re-planner's thread: wait_s only reads, unlike blocked(), which caches.
-        # A region whose prepaid cash is gone is planned without, like one that is down.
-        now_s = self.clock().timestamp()
-        down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
-        return down | frozenset(self._cash_exhausted)
+        return self.picker.unhealthy()  # read by the re-planner's thread
 
     async def handle(
         self, endpoint: str, body: Any, context: RequestContext | None = None
     ) -> Completion | CompletionStream:
         """Route one OpenAI request body for ``endpoint``; the app and the SDK both call this."""
-        self._book  # noqa: B018 - fails early when the Router was not started
+        accounts, picker = self.accounts, self.picker
+        accounts.ledger  # noqa: B018 - fails early when the Router was not started
         ctx = context or RequestContext()
         body = validate_body(endpoint, body)
-        ask = self._ask(endpoint, body, ctx)
+        ask = classify(self.config, endpoint, body, ctx, model_names=self._model_names())
         request_id = ctx.request_id or f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
         forward = {k: v for k, v in body.items() if not (k == "service_tier" and v == "flex")}
         stream = bool(body.get("stream"))
@@ -297,17 +267,17 @@ class Router(FailoverMixin, AccountingMixin):
         waits: list[Wait] = []  # regions skipped for their limits, cool-down or ejection
         attempts = 0
         deadline = time.perf_counter() + self.config.health.retry.deadline_s
-        self._active += 1
+        picker.entered()
         try:
             while attempts < self.max_attempts:
-                if attempts and not await self._may_retry(deadline):
+                if attempts and not await picker.may_retry(deadline):
                     break
-                picked = self._pick(ask, excluded, waits)
+                picked = picker.pick(ask, excluded, waits)
                 if picked is None:
                     break
                 option, lease = picked
                 try:
-                    hold = await self._reserve(request_id, option, ask, ctx)
+                    hold = await accounts.reserve(request_id, option, ask, ctx)
                 except BudgetExceededError:
                     lease.release()  # the key's budget is spent: no other region would do
                     raise
@@ -324,7 +294,8 @@ class Router(FailoverMixin, AccountingMixin):
                 )
                 started = time.perf_counter()
                 try:
-                    reply = await self._send(call, hold, lease, attempts, deadline - started)
+                    upstream = self._upstreams[option.region.id]
+                    reply = await picker.send(upstream, call, hold, lease, attempts, deadline - started)
                 except UpstreamError as exc:
                     failures.append(exc)
                     if not exc.retryable:
@@ -344,7 +315,7 @@ class Router(FailoverMixin, AccountingMixin):
                 )
                 if isinstance(reply, StreamReply):
                     return self._stream(reply, routing, hold, option, ask, started, lease)
-                await self._settle(
+                await accounts.settle(
                     hold,
                     option,
                     ask,
@@ -353,50 +324,14 @@ class Router(FailoverMixin, AccountingMixin):
                     latency_s=time.perf_counter() - started,
                     ttft_s=reply.ttft_s,
                 )
-                self._measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
+                picker.measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
                 return Completion(reply.body, routing)
         finally:
-            self._active -= 1
-        raise self._failed(ask, failures, waits)
-
-    def _ask(self, endpoint: str, body: dict, ctx: RequestContext) -> Ask:
-        pinned, model = self._resolve_model(body["model"])
-        if pinned is not None and ctx.allowed_regions is not None and pinned not in ctx.allowed_regions:
-            raise PermissionDeniedError(f"this key may not use region {pinned!r}", param="model")
-        flex = body.get("service_tier") == "flex"
-        work_class = ctx.work_class or ("batch" if flex else ctx.default_class or "interactive")
-        if work_class not in _CLASSES:
-            raise BadRequestError(
-                f"unknown class {work_class!r}: use one of {', '.join(_CLASSES)}", param="X-Suanli-Class"
-            )
-        origin = ctx.origin or self.config.origin
-        if origin not in ("east", "west"):
-            raise BadRequestError(f"unknown origin {origin!r}: use east or west", param="X-Suanli-Origin")
-        return Ask(
-            model=model,
-            work_class=work_class,  # type: ignore[arg-type]
-            origin=origin,  # type: ignore[arg-type]
-            input_tokens=count_prompt_tokens(endpoint, body),
-            output_tokens=max_output_tokens(endpoint, body, self.config.default_max_tokens),
-            capability=_CAPABILITY[endpoint],  # type: ignore[arg-type]
-            pinned_region=pinned,
-            allowed_regions=ctx.allowed_regions,
-        )
-
-    def _resolve_model(self, name: str) -> tuple[str | None, str]:
-        if "/" in name:
-            region_id, _, model = name.partition("/")
-            region = self.config.region(region_id)
-            if region is not None:
-                if region.offer(model) is None:
-                    raise ModelNotFoundError(f"region {region_id!r} does not offer model {model!r}")
-                return region_id, model
-        if name not in self._model_names():
-            raise ModelNotFoundError(f"the model {name!r} does not exist or no region offers it")
-        return None, name
+            picker.left()
+        raise picker.failed(ask, failures, waits)
 
     def _model_names(self) -> frozenset[str]:
-        names = getattr(self, "_names", None)
+        names = getattr(self, "_names", None)  # computed on first use, not per request
         if names is None:
             names = self._names = frozenset(self.config.model_names())
         return names
@@ -419,7 +354,7 @@ class Router(FailoverMixin, AccountingMixin):
             if status == 200 and not done:
                 status = 499  # closed early by the client (nginx's code): settled for what was consumed
             await reply.close()
-            await self._settle(
+            await self.accounts.settle(
                 hold,
                 option,
                 ask,
@@ -430,7 +365,7 @@ class Router(FailoverMixin, AccountingMixin):
                 status=status,
             )
             total_s = time.perf_counter() - started if status == 200 else None
-            self._measured(routing, reply.ttft_s, total_s, lease)
+            self.picker.measured(routing, reply.ttft_s, total_s, lease)
 
         async def relay():
             nonlocal done

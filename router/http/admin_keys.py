@@ -25,6 +25,7 @@ from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, BadRequestError, LedgerError, NotFoundError
 from suanli.router.ledger.audit import ChainBrokenError, export_csv, parse_bound
 from suanli.router.ledger.keys import KeyRow
+from suanli.router.ledger.port import LedgerHandle
 
 __all__ = ["KeySpec", "add_admin_routes", "key_dict"]
 
@@ -73,20 +74,19 @@ def _iso(epoch_s: float | None) -> str | None:
     return None if epoch_s is None else datetime.fromtimestamp(epoch_s, UTC).isoformat()
 
 
-async def _ask(router: Router, method: str, *args: Any) -> Any:
-    """A key method of the ledger: awaited on PostgreSQL (``ledger.pg``), inline on SQLite."""
-    ledger = router.ledger
-    if ledger is None:
+def _ledger(router: Router) -> LedgerHandle:
+    if not router.accounts.is_open:
         raise LedgerError("the router is not started")
-    pg = getattr(ledger, "pg", None)
-    return await getattr(pg, method)(*args) if pg is not None else getattr(ledger, method)(*args)
+    return router.accounts.ledger
 
 
 async def key_dict(row: KeyRow, router: Router) -> dict[str, Any]:
     """A key as the admin API shows it: never its secret."""
     local = router.clock().astimezone(_tz(router))
     day, month = f"day:{local:%Y-%m-%d}", f"month:{local:%Y-%m}"
-    spend = await _ask(router, "key_spend", row.id, [day, month]) if router.ledger is not None else {}
+    spend = {}
+    if router.accounts.is_open:
+        spend = await router.accounts.ledger.port.key_spend(row.id, [day, month])
     return {
         "id": row.id,
         "object": "key",
@@ -141,16 +141,16 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
             origin=spec.origin,
             rpm=spec.rpm,
         )
-        await _ask(router, "create_key", row, secret_sha256(secret))
+        await _ledger(router).port.create_key(row, secret_sha256(secret))
         return _json({**await key_dict(row, router), "key": secret}, status=201)
 
     async def listing(request: web.Request) -> web.Response:
         admin(request)
-        rows = await _ask(router, "keys")
+        rows = await _ledger(router).port.keys()
         return _json({"object": "list", "data": [await key_dict(row, router) for row in rows]})
 
     async def found(key_id: str) -> KeyRow:
-        row = await _ask(router, "key", key_id)
+        row = await _ledger(router).port.key(key_id)
         if row is None:
             raise NotFoundError(f"no key with id {key_id!r}", param="id", code="key_not_found")
         return row
@@ -162,7 +162,7 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
     async def revoke(request: web.Request) -> web.Response:
         admin(request)
         key_id = (await found(request.match_info["id"])).id
-        row = await _ask(router, "revoke_key", key_id, router.clock().timestamp())
+        row = await _ledger(router).port.revoke_key(key_id, router.clock().timestamp())
         ring.forget(key_id)
         return _json({**await key_dict(row, router), "deleted": True})
 
@@ -175,18 +175,9 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
             until = parse_bound(query["to"], _tz(router), end=True) if query.get("to") else None
         except ValueError as exc:
             raise BadRequestError(str(exc), param="from/to") from None
-        if router.ledger is None:
-            raise LedgerError("the router is not started")
-        pg = getattr(router.ledger, "pg", None)
-        if pg is None:
-            book = router.ledger
-        else:  # one consistent snapshot of the shared ledger (router/ledger/postgres/audit.py)
-            from suanli.router.ledger.postgres.audit import snapshot_of
-
-            async with pg.pool.acquire() as conn:
-                book = await snapshot_of(conn)
+        source = await _ledger(router).audit_source()  # on PostgreSQL one consistent snapshot
         try:
-            text = export_csv(book, voucher=voucher, since=since, until=until, tz=_tz(router))
+            text = export_csv(source, voucher=voucher, since=since, until=until, tz=_tz(router))
         except ChainBrokenError as exc:
             raise ApiError(str(exc), code="chain_broken") from exc
         return web.Response(text=text, content_type="text/csv")

@@ -12,9 +12,10 @@ import orjson
 from aiohttp import web
 
 from suanli.config import Config
+from suanli.router.core.context import RequestContext
 from suanli.router.core.keys import CLIENT_KEY, MASTER_KEY_ID, KeyRing, visible_models
 from suanli.router.core.results import Completion, CompletionStream
-from suanli.router.core.router import RequestContext, Router
+from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
 from suanli.router.http.admin_keys import add_admin_routes
 from suanli.router.http.status_routes import add_status_routes
@@ -43,8 +44,12 @@ def create_app(
     router = Router(config, clock=clock, session=session, sim_latency_scale=sim_latency_scale)
     app[ROUTER] = router
     app[MASTER_KEY] = master_key or config.master_key or ""
+    accounts = router.accounts
     app[KEYRING] = KeyRing(
-        config, master_key=app[MASTER_KEY], ledger=lambda: router.ledger, clock=router.clock
+        config,
+        master_key=app[MASTER_KEY],
+        keys=lambda: accounts.ledger.port if accounts.is_open else None,
+        clock=router.clock,
     )
 
     async def lifecycle(app: web.Application):
@@ -92,7 +97,7 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if ring.locked:  # unlocked (no master key), the read-only admin views stay open, as in the demo
             ring.require_master(_bearer(request))
         return await handler(request)
-    key = await ring.authenticate_async(_bearer(request))
+    key = await ring.authenticate(_bearer(request))
     if key is not None:
         request[CLIENT_KEY] = key
     return await handler(request)

@@ -1,6 +1,6 @@
 """The audit of the usage ledger: verify its hash chain, export a subsidy claim's rows.
 
-``verify`` walks the chain (see ``ledger_chain``) and names the first row that was
+``verify`` walks the chain (see ``chain``) and names the first row that was
 changed, inserted or deleted, then cross-checks the chain against the holds table: every
 usage row belongs to a settled hold and every settled hold has its usage row, which also
 catches rows dropped from the end of the chain. ``export_csv`` writes the per-request
@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from suanli.router.ledger.chain import GENESIS, row_hash
-from suanli.router.ledger.sqlite.ledger import Ledger
+from suanli.router.ledger.keys import KeyRow
+from suanli.router.ledger.types import UsageRow
 
 __all__ = [
     "EXPORT_COLUMNS",
     "ChainBrokenError",
     "ChainReport",
+    "ChainSource",
     "export_csv",
     "parse_bound",
     "verify",
@@ -48,6 +52,15 @@ EXPORT_COLUMNS = (
 )
 
 
+class ChainSource(Protocol):
+    """What the audit reads: the SQLite ``Ledger``, or a PostgreSQL ``ChainSnapshot``."""
+
+    def chain_rows(self) -> Iterator[tuple[int, tuple[Any, ...], str, str]]: ...
+    def chain_orphans(self) -> tuple[int | None, int]: ...
+    def keys(self) -> list[KeyRow]: ...
+    def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]: ...
+
+
 class ChainBrokenError(Exception):
     """The usage chain does not verify: nothing is exported from a tampered ledger."""
 
@@ -68,7 +81,7 @@ class ChainReport:
         return self.problem is None
 
 
-def verify(ledger: Ledger, *, anchor: tuple[int, str] | None = None) -> ChainReport:
+def verify(ledger: ChainSource, *, anchor: tuple[int, str] | None = None) -> ChainReport:
     """Walk the whole chain; the first broken row, classified, or an OK with the head.
 
     ``anchor`` is a chain head published earlier (an export's ``row N hash H``): the chain
@@ -205,7 +218,7 @@ def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
 
 
 def export_csv(
-    ledger: Ledger, *, voucher: str | None, since: datetime | None, until: datetime | None, tz: ZoneInfo
+    ledger: ChainSource, *, voucher: str | None, since: datetime | None, until: datetime | None, tz: ZoneInfo
 ) -> str:
     """The claim CSV: ``#`` lines with the scope and chain head, a header, one row per request.
 

@@ -1,15 +1,20 @@
-"""Prepaid balances a platform reported exhausted (HTTP 402 or its quota error).
+"""Prepaid balances a platform reported exhausted (HTTP 402 or its quota error): the rows' rules.
 
 One row per account: ``voucher:<id>`` for a voucher, ``cash:<region>`` for a region's
 prepaid cash. The voucher's own balance is left as the ledger computed it (the usage
 rows still sum to it exactly); an exhausted voucher is simply no longer available.
+Each driver keeps the SQL (``exhausted`` table, ``tables.exhausted_table``).
 """
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = ["account_of", "clear", "exhausted", "mark"]
+__all__ = ["MARK_COLUMNS", "account_of", "mark_values", "marks_of"]
+
+MARK_COLUMNS = "account, region, voucher_id, since, reason"  # in ``mark_values`` order
+_REASON_CHARS = 500  # a platform's error text, kept short
 
 
 def account_of(*, voucher_id: str | None = None, region: str | None = None) -> str:
@@ -18,21 +23,11 @@ def account_of(*, voucher_id: str | None = None, region: str | None = None) -> s
     return f"voucher:{voucher_id}" if voucher_id is not None else f"cash:{region}"
 
 
-def mark(
-    c: sqlite3.Connection, *, voucher_id: str | None, region: str | None, since: float, reason: str
-) -> None:
-    c.execute(
-        "INSERT INTO exhausted (account, region, voucher_id, since, reason) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT(account) DO UPDATE SET since = excluded.since, reason = excluded.reason",
-        (account_of(voucher_id=voucher_id, region=region), region, voucher_id, since, reason[:500]),
-    )
+def mark_values(*, voucher_id: str | None, region: str | None, since: float, reason: str) -> tuple[Any, ...]:
+    """A mark as stored, in ``MARK_COLUMNS`` order."""
+    return account_of(voucher_id=voucher_id, region=region), region, voucher_id, since, reason[:_REASON_CHARS]
 
 
-def clear(c: sqlite3.Connection, *, voucher_id: str | None, region: str | None) -> None:
-    c.execute("DELETE FROM exhausted WHERE account = ?", (account_of(voucher_id=voucher_id, region=region),))
-
-
-def exhausted(c: sqlite3.Connection) -> dict[str, dict[str, object]]:
-    """Account -> {"region", "voucher_id", "since" (epoch s), "reason"}."""
-    rows = c.execute("SELECT account, region, voucher_id, since, reason FROM exhausted ORDER BY account")
-    return {a: {"region": r, "voucher_id": v, "since": t, "reason": why} for a, r, v, t, why in rows}
+def marks_of(rows: Iterable[Sequence[Any]]) -> dict[str, dict[str, object]]:
+    """Account -> {"region", "voucher_id", "since" (epoch s), "reason"}, from ``MARK_COLUMNS`` rows."""
+    return {r[0]: {"region": r[1], "voucher_id": r[2], "since": r[3], "reason": r[4]} for r in rows}

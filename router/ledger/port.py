@@ -1,23 +1,50 @@
-"""One async face over both ledger backends, so the Router awaits the same calls on either.
+"""The ledger as the rest of suanli sees it: one async port, and one handle on an open ledger.
 
 ``open_ledger`` picks the backend from ``ledger.url``: ``sqlite:///...`` (the embedded
 default, synchronous underneath: each call is tens of microseconds and never yields) or
-``postgresql://...`` (several replicas, ``ledger_pg``). The SQLite adapter's coroutines do
-the call inline, so awaiting them costs one coroutine frame and never a thread hop.
+``postgresql://...`` (several replicas sharing one set of balances). Either way the caller
+gets an ``AsyncLedger``: the SQLite adapter's coroutines do the call inline, so awaiting them
+costs one coroutine frame and never a thread hop.
+
+``open_handle`` is what the Router opens: a ``LedgerHandle`` bundling, for the backend the
+URL names, the async port, the book for calls that must not wait, the request path's write
+path (group commit on SQLite, shielded round trips on PostgreSQL), the blocking face for
+worker threads and, on a shared ledger, the view a replica keeps fresh. Only this module
+looks at which backend it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from suanli.config import Voucher
 from suanli.config.schema import LedgerSettings
-from suanli.router.ledger.sqlite.ledger import Ledger
+from suanli.router.errors import LedgerError
+from suanli.router.ledger.keys import KeyRow
+from suanli.router.ledger.sqlite.group import GroupCommit
+from suanli.router.ledger.sqlite.ledger import Ledger, open_readonly
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 
-__all__ = ["AsyncLedger", "SqliteAsyncLedger", "open_ledger", "read_vouchers"]
+if TYPE_CHECKING:
+    from suanli.router.ledger.postgres.view import SharedLedgerView
+
+__all__ = [
+    "AsyncLedger",
+    "AuditSource",
+    "BlockingLedger",
+    "Book",
+    "LedgerHandle",
+    "SqliteAsyncLedger",
+    "open_handle",
+    "open_ledger",
+    "read_audit_source",
+    "read_vouchers",
+]
 
 Clock = Callable[[], datetime]
 
@@ -45,7 +72,53 @@ class AsyncLedger(Protocol):
     ) -> None: ...
     async def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None: ...
     async def exhausted(self) -> dict[str, dict[str, object]]: ...
+    # Virtual keys (the admin API, the key check on a cache miss, a batch's stored policy).
+    async def create_key(self, row: KeyRow, secret_sha256: str) -> None: ...
+    async def key_by_secret(self, secret_sha256: str) -> KeyRow | None: ...
+    async def key(self, key_id: str) -> KeyRow | None: ...
+    async def keys(self) -> list[KeyRow]: ...
+    async def revoke_key(self, key_id: str, at: float) -> KeyRow: ...
+    async def key_spend(self, key_id: str, periods: Sequence[str]) -> dict[str, tuple[float, float]]: ...
     async def close(self) -> None: ...
+
+
+class Book(Protocol):
+    """The ledger calls the Router makes on the event loop without awaiting.
+
+    SQLite answers them inline; on PostgreSQL a replica's view answers reads from what it last
+    refreshed and runs writes (a void, an exhaustion mark) in the background.
+    """
+
+    def void(self, hold_id: str) -> None: ...
+    def balances(self) -> dict[str, float]: ...
+    def vouchers(self) -> list[VoucherStatus]: ...
+    def exhausted(self) -> dict[str, dict[str, object]]: ...
+    def mark_exhausted(
+        self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
+    ) -> None: ...
+    def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None: ...
+
+
+class BlockingLedger(Protocol):
+    """Blocking reads for worker threads (the status feed) and scripts: never on the event loop."""
+
+    def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]: ...
+    def vouchers(self) -> list[VoucherStatus]: ...
+    def balances(self) -> dict[str, float]: ...
+    def balance(self, voucher_id: str) -> float: ...
+    def pending_holds(self) -> int: ...
+    def totals(self) -> dict[str, float]: ...
+    def exhausted(self) -> dict[str, dict[str, object]]: ...
+    def keys(self) -> list[KeyRow]: ...
+
+
+class AuditSource(Protocol):
+    """What the usage export reads: the chain, its orphans, the keys and the usage rows."""
+
+    def chain_rows(self) -> Iterator[tuple[int, tuple[Any, ...], str, str]]: ...
+    def chain_orphans(self) -> tuple[int | None, int]: ...
+    def keys(self) -> list[KeyRow]: ...
+    def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]: ...
 
 
 class SqliteAsyncLedger:
@@ -99,6 +172,24 @@ class SqliteAsyncLedger:
     async def exhausted(self) -> dict[str, dict[str, object]]:
         return self.sync.exhausted()
 
+    async def create_key(self, row: KeyRow, secret_sha256: str) -> None:
+        self.sync.create_key(row, secret_sha256)
+
+    async def key_by_secret(self, secret_sha256: str) -> KeyRow | None:
+        return self.sync.key_by_secret(secret_sha256)
+
+    async def key(self, key_id: str) -> KeyRow | None:
+        return self.sync.key(key_id)
+
+    async def keys(self) -> list[KeyRow]:
+        return self.sync.keys()
+
+    async def revoke_key(self, key_id: str, at: float) -> KeyRow:
+        return self.sync.revoke_key(key_id, at)
+
+    async def key_spend(self, key_id: str, periods: Sequence[str]) -> dict[str, tuple[float, float]]:
+        return self.sync.key_spend(key_id, periods)
+
     async def close(self) -> None:
         self.sync.close()
 
@@ -125,7 +216,6 @@ async def open_ledger(settings: LedgerSettings, vouchers: Sequence[Voucher], *, 
 
 def read_vouchers(settings: LedgerSettings, vouchers: Sequence[Voucher]) -> list[VoucherStatus]:
     """Every voucher's status, from code that is not async (the CLI); either backend."""
-    import asyncio
     from datetime import UTC
 
     async def read() -> list[VoucherStatus]:
@@ -136,3 +226,114 @@ def read_vouchers(settings: LedgerSettings, vouchers: Sequence[Voucher]) -> list
             await ledger.close()
 
     return asyncio.run(read())
+
+
+@contextmanager
+def read_audit_source(url: str) -> Iterator[AuditSource]:
+    """What the audit CLI and ``suanli report`` read, from code that is not async: the SQLite
+    ledger opened read-only, or one snapshot of a PostgreSQL one. LedgerError if it cannot be read."""
+    from suanli.router.ledger.sqlite.schema import is_pg_url
+
+    if not is_pg_url(url):
+        with open_readonly(url) as ledger:
+            yield ledger
+        return
+    import asyncpg
+
+    from suanli.router.ledger.postgres.audit import read_snapshot
+
+    try:
+        snapshot = asyncio.run(read_snapshot(url))
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        raise LedgerError(f"cannot read the PostgreSQL ledger: {exc}") from exc
+    yield snapshot
+
+
+# The request path's writes: GroupCommit.run (SQLite, a sync write) or AsyncWrites.run
+# (PostgreSQL, an async one), called as run(write, *args, always=, then=, abandon=).
+_RunWrite = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerHandle:
+    """One open ledger, whichever the backend: everything the Router needs of it.
+
+    ``reserve`` and ``settle`` go through the write path; ``shared`` is the view a replica
+    refreshes on a ledger shared with other replicas (None on SQLite): the Router runs its
+    replica duties on it.
+    """
+
+    port: AsyncLedger  # awaited for anything: keys, usage, a void the caller waits for
+    book: Book  # answers on the event loop without waiting
+    blocking: BlockingLedger  # for worker threads and scripts, never on the loop
+    available: dict[str, float]  # voucher id -> units not yet held or spent (the chooser reads it)
+    write_path: _RunWrite  # GroupCommit.run or AsyncWrites.run
+    writes: tuple[Callable[..., Any], Callable[..., Any]]  # the backend's own reserve and settle
+    # The usage chain to export: the SQLite ledger, or one consistent PostgreSQL snapshot.
+    audit_source: Callable[[], Awaitable[AuditSource]]
+    shared: SharedLedgerView | None = None
+
+    def reserve(
+        self, req: HoldRequest, *, then: Callable[[Hold], None], abandon: Callable[[Hold], None]
+    ) -> Awaitable[Hold]:
+        """Hold through the write path; ``then`` follows the commit, ``abandon`` a caller gone meanwhile."""
+        return self.write_path(self.writes[0], req, then=then, abandon=abandon)
+
+    def settle(self, hold_id: str, s: Settlement, *, then: Callable[[UsageRow], None]) -> Awaitable[UsageRow]:
+        """Settle through the write path, even if the caller is cancelled (the upstream did the work)."""
+        return self.write_path(self.writes[1], hold_id, s, always=True, then=then)
+
+    async def close(self) -> None:
+        await self.port.close()
+
+
+async def open_handle(settings: LedgerSettings, vouchers: Sequence[Voucher], *, clock: Clock) -> LedgerHandle:
+    """Open the ledger ``settings.url`` names (as ``open_ledger`` does) with what the Router needs of it."""
+    from suanli.router.ledger.sqlite.schema import is_pg_url
+
+    if is_pg_url(settings.url):
+        return await _shared_handle(settings, vouchers, clock=clock)
+    ledger = Ledger.open(settings.url, vouchers, clock=clock)
+
+    async def whole_ledger() -> AuditSource:
+        return ledger
+
+    return LedgerHandle(
+        port=SqliteAsyncLedger(ledger),
+        book=ledger,
+        blocking=ledger,
+        available=ledger.balances(),
+        write_path=GroupCommit(ledger).run,
+        writes=(ledger.reserve, ledger.settle),
+        audit_source=whole_ledger,
+    )
+
+
+async def _shared_handle(
+    settings: LedgerSettings, vouchers: Sequence[Voucher], *, clock: Clock
+) -> LedgerHandle:
+    """PostgreSQL, shared with other replicas: the book is a view the Router's replica refreshes."""
+    from suanli.router.ledger.postgres.audit import snapshot_of
+    from suanli.router.ledger.postgres.ledger import PgLedger
+    from suanli.router.ledger.postgres.sync import ThreadLedger
+    from suanli.router.ledger.postgres.view import SharedLedgerView
+    from suanli.router.ledger.postgres.writes import AsyncWrites
+
+    pg = await PgLedger.open(settings.url, vouchers, clock=clock, hold_timeout_s=settings.hold_timeout_s)
+    available = await pg.balances()
+
+    async def snapshot() -> AuditSource:
+        async with pg.pool.acquire() as conn:
+            return await snapshot_of(conn)
+
+    view = SharedLedgerView(pg, available)
+    return LedgerHandle(
+        port=pg,
+        book=view,
+        blocking=ThreadLedger(pg, asyncio.get_running_loop()),
+        available=available,
+        write_path=AsyncWrites().run,
+        writes=(pg.reserve, pg.settle),
+        audit_source=snapshot,
+        shared=view,
+    )

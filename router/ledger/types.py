@@ -62,7 +62,7 @@ class Settlement:
 @dataclass(frozen=True, slots=True)
 class UsageRow:
     """One settled request. ``id`` is its place in the hash chain (1, 2, ...); ``time`` is the
-    settle time in UTC; ``hash`` chains it to the row before (see ``ledger_chain``)."""
+    settle time in UTC; ``hash`` chains it to the row before (see ``chain``)."""
 
     id: int
     request_id: str

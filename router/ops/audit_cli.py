@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config, load_catalog, load_config
+from suanli.router.errors import LedgerError
 from suanli.router.ledger.audit import ChainBrokenError, export_csv, parse_bound, verify
-from suanli.router.ledger.sqlite.ledger import open_readonly
+from suanli.router.ledger.port import AuditSource, read_audit_source
 
 __all__ = ["add_parser", "read_book"]
 
@@ -47,27 +46,18 @@ def _config(path: str | None) -> Config:
 
 
 @contextmanager
-def read_book(url: str) -> Iterator[Any]:
+def read_book(url: str) -> Iterator[AuditSource]:
     """What the audit (and ``suanli report``) reads: the SQLite ledger, or a snapshot of a PostgreSQL one.
 
     Either offers ``chain_rows``, ``chain_orphans``, ``keys`` and ``usage``.
     """
-    from suanli.router.ledger.sqlite.schema import is_pg_url
-
-    if not is_pg_url(url):
-        with open_readonly(url) as ledger:
-            yield ledger
-        return
-    import asyncpg
-
-    from suanli.router.ledger.postgres.audit import read_snapshot
-
-    try:
-        snapshot = asyncio.run(read_snapshot(url))
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        print(f"suanli audit: cannot read the PostgreSQL ledger: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    yield snapshot
+    with ExitStack() as stack:
+        try:
+            ledger = stack.enter_context(read_audit_source(url))
+        except LedgerError as exc:
+            print(f"suanli audit: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        yield ledger
 
 
 def _verify(args: argparse.Namespace) -> int:

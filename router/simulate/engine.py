@@ -219,7 +219,7 @@ class _Engine:
         )
         return full.voucher_units
 
-    def _book(
+    def book_job(
         self,
         job: Job,
         region: str,
@@ -241,7 +241,7 @@ class _Engine:
         if execute and start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
             self._execute_until(start_s, job.index + 1)
 
-    def _reject(self, job: Job) -> None:
+    def reject(self, job: Job) -> None:
         if job.work_class == "interactive":
             self.rejected += 1
         else:
@@ -319,10 +319,10 @@ class _Engine:
         placed = self.deferrer.place(job, now_s, self.book, available)
         self.decision_ns.append(time.perf_counter_ns() - started)
         if placed is None:
-            self._reject(job)
+            self.reject(job)
             return
         rel_start = rel if placed.start_s <= now_s else placed.start_s - self.trace.start_s
-        self._book(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
+        self.book_job(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
 
     def _decide_now(self, job: Job, rel: float, now_s: float) -> None:
         ask = Ask(job.model, job.work_class, job.origin, job.input_tokens, job.output_tokens)
@@ -342,10 +342,10 @@ class _Engine:
         for option in options:
             if job.work_class == "training" or self.book.fits(option.region.id, minute, option.charge.tokens):
                 voucher = option.voucher.id if option.voucher else None
-                self._book(job, option.region.id, option.offer, voucher, rel, option.charge.tokens)
+                self.book_job(job, option.region.id, option.offer, voucher, rel, option.charge.tokens)
                 return
         if job.work_class == "interactive" or not options:
-            self._reject(job)
+            self.reject(job)
             return
         # Batch under a policy that never defers for price still waits for room.
         self._first_room(job, rel, now_s)
@@ -364,10 +364,11 @@ class _Engine:
                 if self.book.fits(option.region.id, minute, option.charge.tokens):
                     voucher = option.voucher.id if option.voucher else None
                     rel_start = minute * 60.0 - self.trace.start_s
-                    self._book(job, option.region.id, option.offer, voucher, rel_start, option.charge.tokens)
+                    tokens = option.charge.tokens
+                    self.book_job(job, option.region.id, option.offer, voucher, rel_start, tokens)
                     return
             minute += 1
-        self._reject(job)
+        self.reject(job)
 
 
 def _solve(snapshot: Snapshot, limit_s: float | None, spread: tuple[float, ...]) -> Plan:

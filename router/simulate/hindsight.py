@@ -10,19 +10,44 @@ start order as the loop's clock passes them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from suanli.config import Config, Offer
+from suanli.optimizer import CapacityBook, Job, Plan
 from suanli.optimizer.hindsight import minute_shares
 from suanli.optimizer.rounding import round_interactive
 from suanli.optimizer.training import place_training
+from suanli.router.simulate.trace import Trace
 
-if TYPE_CHECKING:
-    from suanli.router.simulate.engine import _Engine
-
-__all__ = ["book_ahead"]
+__all__ = ["Bookings", "book_ahead"]
 
 
-def book_ahead(engine: _Engine) -> set[int]:
+class Bookings(Protocol):
+    """What hindsight needs of the replay engine (``router/simulate/engine.py``), which calls it."""
+
+    config: Config
+    trace: Trace
+    book: CapacityBook
+    balances: dict[str, float]  # voucher id -> units left
+    reserved: dict[str, float]  # voucher id -> units booked jobs mean to draw
+    plan: Plan | None
+
+    def reject(self, job: Job) -> None: ...
+
+    def book_job(
+        self,
+        job: Job,
+        region: str,
+        offer: Offer,
+        voucher: str | None,
+        rel_start: float,
+        tokens: int,
+        *,
+        execute: bool = True,
+    ) -> None: ...
+
+
+def book_ahead(engine: Bookings) -> set[int]:
     """Book what hindsight decides before the loop; the indices of the jobs it decided.
 
     Every interactive request (those with no room anywhere are rejected), then the
@@ -38,18 +63,18 @@ def book_ahead(engine: _Engine) -> set[int]:
         job = trace.jobs[index]
         decided.add(index)
         if placed is None:
-            engine._reject(job)
+            engine.reject(job)
             continue
         # the trace's own offset where the job starts on arrival: epoch seconds minus the
         # start would round it and may put it before ``t``
         rel = trace.offsets_s[index]
         if placed.start_s > job.arrival_s:
             rel = max(placed.start_s - trace.start_s, rel)
-        engine._book(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
+        engine.book_job(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
     return decided
 
 
-def _book_interactive(engine: _Engine) -> set[int]:
+def _book_interactive(engine: Bookings) -> set[int]:
     assert engine.plan is not None
     trace = engine.trace
     placements = round_interactive(
@@ -65,7 +90,7 @@ def _book_interactive(engine: _Engine) -> set[int]:
             continue
         placed = placements[job.index]
         if placed is None:
-            engine._reject(job)
+            engine.reject(job)
             continue
-        engine._book(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
+        engine.book_job(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
     return set(placements)

@@ -3,7 +3,7 @@
 A job is charged when it ends, hours after it was accepted, so a key's budget could not
 stop it in time. At create time the job's estimated cost (``price.train`` x its training
 tokens at the placed region and start: the estimate placement used) is held through the
-Router's two-phase ledger hold with the key's day and month budget, exactly as a request's
+Router's accounts (the two-phase ledger hold) with the key's day and month budget, exactly as a request's
 upper bound is: a create that does not fit is refused with 429 ``budget_exceeded`` and
 holds nothing; the end settles the real cost on that same hold (one usage row); a cancel or
 a failure voids it. The hold also keeps the placed voucher's units for the job meanwhile.
@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 
 from suanli.optimizer import Ask, Option, State, rank
 from suanli.providers import Usage
+from suanli.router.core.context import RequestContext
 from suanli.router.core.keys import KeyPolicy
 from suanli.router.core.results import Routing
-from suanli.router.core.router import RequestContext, Router
+from suanli.router.core.router import Router
 from suanli.router.errors import UpstreamFailedError
 from suanli.router.ledger.types import Hold
 
@@ -61,7 +62,7 @@ class JobHolds:
             options = rank(router.config, ask, State(balances=router.balances()), started)
             if not options:
                 break
-            hold = await router._reserve(job_id, options[0], ask, ctx)
+            hold = await router.accounts.reserve(job_id, options[0], ask, ctx)
             if hold is not None:
                 self._held[job_id] = (hold, options[0], ask)
                 return
@@ -85,7 +86,7 @@ class JobHolds:
             cost_yuan=option.charge.cost_yuan,
         )
         usage = Usage(trained_tokens, 0, reported=True)
-        await self.router._settle(hold, option, ask, usage, routing, latency_s=latency_s, ttft_s=None)
+        await self.router.accounts.settle(hold, option, ask, usage, routing, latency_s=latency_s, ttft_s=None)
         del self._held[job_id]
         return routing
 
@@ -94,11 +95,6 @@ class JobHolds:
         held = self._held.pop(job_id, None)
         if held is None:
             return
-        hold = held[0]
-        router = self.router
-        # Awaited (the Router's own void only queues it on PostgreSQL): the cancel's answer
+        # Awaited (a failed attempt's void only queues it on PostgreSQL): the cancel's answer
         # comes after the budget is free.
-        await router._accounts.void(hold.id)
-        if hold.voucher_id is not None:
-            available = router._available
-            available[hold.voucher_id] = available.get(hold.voucher_id, 0.0) + hold.voucher_units
+        await self.router.accounts.release(held[0])

@@ -112,3 +112,32 @@ def test_a_region_made_slow_loses_interactive_work_and_regains_it_after_recovery
         time.sleep(3.5)  # its slow samples age out (max_age_s) and its prior holds again
         after = [served() for _ in range(6)]
         assert after == ["wuhan"] * 6
+
+
+def test_a_503_says_why_each_region_is_out_and_a_pin_outside_the_slo_is_not_retried(tmp_path: Path):
+    regions = [
+        _region("wuhan", 1.0, zone="east", ttft_ms=40, ms_per_token=0),
+        _region("qingyang", 0.5, zone="west", ttft_ms=500, ms_per_token=0),
+    ]
+    config = small_config(tmp_path, regions=regions, vouchers=[], health=NO_PROBES)
+    with running_proxy(config, sim_latency_scale=1.0) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=2, timeout=30)
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="qingyang/deepseek-flash", messages=QUESTION, max_tokens=5)
+        error = caught.value
+        assert error.status_code == 503
+        assert error.response.headers["x-should-retry"] == "false"
+        message = error.body["message"]
+        assert "'deepseek-flash'" in message and "interactive" in message and "origin east" in message
+        assert "qingyang: over the 400 ms latency SLO (expected first token 540 ms)" in message
+        assert len(proxy.call(lambda router: router.ledger.usage())) == 0  # nothing was tried
+        # the same pin for batch work is served, and an east pin too
+        batch = client.chat.completions.with_raw_response.create(
+            model="qingyang/deepseek-flash", messages=QUESTION, max_tokens=5,
+            extra_headers={"X-Suanli-Class": "batch"},
+        )
+        assert batch.headers["x-suanli-region"] == "qingyang"
+        east = client.chat.completions.with_raw_response.create(
+            model="wuhan/deepseek-flash", messages=QUESTION, max_tokens=5
+        )
+        assert east.headers["x-suanli-region"] == "wuhan"

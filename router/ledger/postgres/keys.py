@@ -1,4 +1,4 @@
-"""Virtual keys and key budgets on the PostgreSQL ledger: the same tables and rules as ``ledger_keys``.
+"""Virtual keys and key budgets on the PostgreSQL ledger: their SQL; the rules are ``ledger/keys.py``'s.
 
 A budgeted request holds its cost bound on the key's day and month rows of ``key_spend``
 inside the reserve transaction, before the voucher hold: each period is one
@@ -17,54 +17,24 @@ replicas never deadlock.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import asyncpg
 
-from suanli.router.errors import BudgetExceededError, LedgerError
-from suanli.router.ledger.keys import _KEY_COLUMNS, YUAN_Q, KeyBudgetHold, KeyRow, _key_row, _listed, _q
+from suanli.router.errors import LedgerError
+from suanli.router.ledger import keys
+from suanli.router.ledger.rules import YUAN_SCALE, budget_hold_q, to_q
 
 __all__ = [
-    "KEYS_MIGRATION_PG",
-    "PgKeysMixin",
+    "create_key",
     "hold_key_budget_pg",
+    "key_spend",
+    "keys_where",
     "release_key_budget_pg",
     "release_resolved_pg",
+    "revoke_key",
     "settle_key_budget_pg",
 ]
-
-KEYS_MIGRATION_PG: tuple[str, ...] = (
-    """CREATE TABLE keys (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        secret_sha256 TEXT NOT NULL UNIQUE,
-        created DOUBLE PRECISION NOT NULL,
-        revoked DOUBLE PRECISION,
-        expires DOUBLE PRECISION,
-        budget_day_q BIGINT,
-        budget_month_q BIGINT,
-        allowed_regions TEXT,
-        allowed_zones TEXT,
-        default_class TEXT,
-        origin TEXT,
-        rpm INTEGER
-    )""",
-    """CREATE TABLE key_spend (
-        key_id TEXT NOT NULL,
-        period TEXT NOT NULL,
-        spent_q BIGINT NOT NULL DEFAULT 0,
-        held_q BIGINT NOT NULL DEFAULT 0 CHECK (held_q >= 0),
-        PRIMARY KEY (key_id, period)
-    )""",
-    """CREATE TABLE key_holds (
-        hold_id TEXT PRIMARY KEY,
-        key_id TEXT NOT NULL,
-        day TEXT NOT NULL,
-        month TEXT NOT NULL,
-        held_q BIGINT NOT NULL
-    )""",
-)
 
 # $1 key, $2 period, $3 amount (nano-yuan), $4 limit (NULL: none). Returns a row only if held.
 _HOLD_PERIOD = (
@@ -79,23 +49,16 @@ _POST_PERIOD = (
 )
 
 
-async def hold_key_budget_pg(c: asyncpg.Connection, hold_id: str, hold: KeyBudgetHold) -> None:
+async def hold_key_budget_pg(c: asyncpg.Connection, hold_id: str, hold: keys.KeyBudgetHold) -> None:
     """Inside the reserve transaction: hold on both periods, or BudgetExceededError (roll back)."""
-    amount_q = max(math.ceil(hold.amount_yuan * YUAN_Q - 1e-6), 0)
-    for period, limit, label in (
-        (hold.day, hold.day_limit_yuan, "today"),
-        (hold.month, hold.month_limit_yuan, "this month"),
-    ):
-        if await c.fetchval(_HOLD_PERIOD, hold.key_id, period, amount_q, _q(limit)) is None:
+    amount_q = budget_hold_q(hold.amount_yuan)
+    for period, limit, label in hold.limits():
+        if await c.fetchval(_HOLD_PERIOD, hold.key_id, period, amount_q, keys.yuan_q(limit)) is None:
             used_q = await c.fetchval(
                 "SELECT spent_q + held_q FROM key_spend WHERE key_id = $1 AND period = $2",
                 hold.key_id, period,
             )
-            raise BudgetExceededError(
-                f"this key's budget of {limit:g} yuan {label} is spent: {(used_q or 0) / YUAN_Q:.6f} yuan"
-                f" used or held, and this request may cost up to {hold.amount_yuan:.6f} yuan"
-                " (lower max_tokens to ask for less)"
-            )
+            raise keys.over_budget(hold, limit, label, used_q or 0)
     await c.execute(
         "INSERT INTO key_holds (hold_id, key_id, day, month, held_q) VALUES ($1, $2, $3, $4, $5)",
         hold_id, hold.key_id, hold.day, hold.month, amount_q,
@@ -108,7 +71,7 @@ async def settle_key_budget_pg(c: asyncpg.Connection, hold_id: str, cost_yuan: f
                            hold_id)
     if row is None:
         return
-    cost_q = max(round(cost_yuan * YUAN_Q), 0)
+    cost_q = to_q(cost_yuan, YUAN_SCALE)
     for period in sorted((row["day"], row["month"])):
         await c.execute(_POST_PERIOD, row["held_q"], cost_q, row["key_id"], period)
 
@@ -140,65 +103,33 @@ async def release_resolved_pg(pool: asyncpg.Pool) -> None:
         await _release(c, rows)
 
 
-class PgKeysMixin:
-    """Key rows of the PostgreSQL ledger, as PgLedger coroutines (PgLedger supplies the pool)."""
+async def create_key(pool: asyncpg.Pool, row: keys.KeyRow, secret_sha256: str) -> None:
+    """Store a new key; its secret only as ``secret_sha256``."""
+    await pool.execute(f"INSERT INTO keys ({keys.KEY_COLUMNS}, secret_sha256) VALUES ({_MARKS})",
+                       *keys.key_values(row, secret_sha256))
 
-    def _live(self) -> asyncpg.Pool:
-        raise NotImplementedError
 
-    async def create_key(self, row: KeyRow, secret_sha256: str) -> None:
-        """Store a new key; its secret only as ``secret_sha256``."""
-        await self._live().execute(
-            f"INSERT INTO keys ({_KEY_COLUMNS}, secret_sha256) VALUES ({_MARKS})",
-            row.id, row.name, row.created, row.revoked, row.expires, _q(row.budget_yuan_per_day),
-            _q(row.budget_yuan_per_month), _listed(row.allowed_regions), _listed(row.allowed_zones),
-            row.default_class, row.origin, row.rpm, secret_sha256,
-        )
+async def keys_where(pool: asyncpg.Pool, where: str = "", *args: object) -> list[keys.KeyRow]:
+    """Keys matching ``where`` (SQL after WHERE; every key when empty), oldest first."""
+    sql = f"SELECT {keys.KEY_COLUMNS} FROM keys {f'WHERE {where} ' if where else ''}ORDER BY created, id"
+    return [keys.key_row(tuple(r)) for r in await pool.fetch(sql, *args)]
 
-    async def _one(self, where: str, value: str) -> KeyRow | None:
-        row = await self._live().fetchrow(f"SELECT {_KEY_COLUMNS} FROM keys WHERE {where} = $1", value)
-        return None if row is None else _key_row(tuple(row))
 
-    async def key_by_secret(self, secret_sha256: str) -> KeyRow | None:
-        """The key whose secret hashes to ``secret_sha256`` (revoked or not), or None."""
-        return await self._one("secret_sha256", secret_sha256)
+async def revoke_key(pool: asyncpg.Pool, key_id: str, at: float) -> keys.KeyRow:
+    """Mark a key revoked at ``at`` (epoch s); revoking twice keeps the first time."""
+    row = await pool.fetchrow(
+        f"UPDATE keys SET revoked = COALESCE(revoked, $1) WHERE id = $2 RETURNING {keys.KEY_COLUMNS}",
+        at, key_id,
+    )
+    if row is None:
+        raise LedgerError(f"unknown key {key_id!r}")
+    return keys.key_row(tuple(row))
 
-    async def key(self, key_id: str) -> KeyRow | None:
-        return await self._one("id", key_id)
 
-    async def keys(self) -> list[KeyRow]:
-        """Every key, revoked ones included, oldest first."""
-        rows = await self._live().fetch(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created, id")
-        return [_key_row(tuple(r)) for r in rows]
-
-    async def revoke_key(self, key_id: str, at: float) -> KeyRow:
-        """Mark a key revoked at ``at`` (epoch s); revoking twice keeps the first time."""
-        row = await self._live().fetchrow(
-            f"UPDATE keys SET revoked = COALESCE(revoked, $1) WHERE id = $2 RETURNING {_KEY_COLUMNS}",
-            at, key_id,
-        )
-        if row is None:
-            raise LedgerError(f"unknown key {key_id!r}")
-        return _key_row(tuple(row))
-
-    async def key_spend(self, key_id: str, periods: Sequence[str]) -> dict[str, tuple[float, float]]:
-        """Period -> (spent yuan, held yuan) of one key."""
-        rows = await self._live().fetch(
-            "SELECT period, spent_q, held_q FROM key_spend WHERE key_id = $1 AND period = ANY($2::text[])",
-            key_id, list(periods),
-        )
-        return {r[0]: (r[1] / YUAN_Q, r[2] / YUAN_Q) for r in rows}
-
-    async def chain_orphans(self) -> tuple[int | None, int]:
-        """(first usage row id no settled hold made, how many settled holds lack a usage row)."""
-        pool = self._live()
-        forged = await pool.fetchval(
-            "SELECT MIN(u.id) FROM usage u LEFT JOIN holds h ON h.id = u.hold_id AND h.state = 'settled'"
-            " WHERE h.id IS NULL"
-        )
-        missing = await pool.fetchval(
-            "SELECT COUNT(*) FROM holds h LEFT JOIN usage u ON u.hold_id = h.id"
-            " WHERE h.state = 'settled' AND u.id IS NULL"
-        )
-        return (None if forged is None else int(forged)), int(missing)
-
+async def key_spend(pool: asyncpg.Pool, key_id: str,
+                    periods: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Period -> (spent yuan, held yuan) of one key."""
+    return keys.spend_of(await pool.fetch(
+        "SELECT period, spent_q, held_q FROM key_spend WHERE key_id = $1 AND period = ANY($2::text[])",
+        key_id, list(periods),
+    ))

@@ -2,15 +2,18 @@
 
 The same two-phase contract as the SQLite ``Ledger`` (reserve / settle / void, hash-chained
 usage rows, the same fixed-point numbers), with every method a coroutine. What makes it
-safe across replicas (statements and their reasoning: ``ledger_pg_sql``):
+safe across replicas (statements and their reasoning: ``postgres/sql.py``); every number and
+usage row is ``rules``' and ``usage``'s, shared with the SQLite driver:
 
 - a hold is one conditional ``UPDATE vouchers ... WHERE balance_q > held_q RETURNING`` under
   READ COMMITTED, so no interleaving of replicas holds more than a voucher has;
 - settle claims the hold (pending -> settled) before posting, so a retried or concurrent
   settle or void finds nothing to do: both are idempotent;
-- each instance is an owner whose liveness the server vouches for (``ledger_pg_owners``);
+- each instance is an owner whose liveness the server vouches for (``postgres/owners.py``);
   a background sweep in every replica voids the holds of dead owners, and of owners silent
   for ``hold_timeout_s``.
+
+Virtual keys' SQL is ``postgres/keys.py``'s: plain functions these methods call.
 """
 
 from __future__ import annotations
@@ -25,15 +28,11 @@ import asyncpg
 
 from suanli.config import Voucher
 from suanli.router.errors import InsufficientBalanceError, LedgerError
-from suanli.router.ledger.chain import first_broken, row_hash
-from suanli.router.ledger.exhausted import account_of
-from suanli.router.ledger.postgres.keys import (
-    PgKeysMixin,
-    hold_key_budget_pg,
-    release_key_budget_pg,
-    release_resolved_pg,
-    settle_key_budget_pg,
-)
+from suanli.router.ledger import usage
+from suanli.router.ledger.chain import row_hash
+from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values, marks_of
+from suanli.router.ledger.keys import KeyRow
+from suanli.router.ledger.postgres import keys as key_sql
 from suanli.router.ledger.postgres.owners import OwnerLock, dead_owners
 from suanli.router.ledger.postgres.schema import connect, create_pool, migrate, pg_url
 from suanli.router.ledger.postgres.sql import (
@@ -45,14 +44,12 @@ from suanli.router.ledger.postgres.sql import (
     INSERT_CASH_HOLD,
     LOCK_CHAIN,
     RESERVE,
-    USAGE_COLUMNS,
     VOID_ONE,
     VOID_OWNERS,
     VOID_STALE,
 )
 from suanli.router.ledger.postgres.vouchers import sync_vouchers, voucher_statuses
-from suanli.router.ledger.sqlite.ledger import _clamped
-from suanli.router.ledger.sqlite.reads import usage_row
+from suanli.router.ledger.rules import available, debit, not_pending, to_q
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 
 __all__ = ["PgLedger"]
@@ -62,7 +59,7 @@ log = logging.getLogger("router.ledger")
 Clock = Callable[[], datetime]
 
 
-class PgLedger(PgKeysMixin):
+class PgLedger:
     """Voucher balances, pending holds and usage rows in one PostgreSQL schema."""
 
     def __init__(self, pool: asyncpg.Pool, owner: OwnerLock, *, clock: Clock, hold_timeout_s: float) -> None:
@@ -71,6 +68,7 @@ class PgLedger(PgKeysMixin):
         self._clock = clock
         self._hold_timeout_s = hold_timeout_s
         self._seq = count(1)
+        self._scales: dict[str, int] = {}  # voucher id -> scale: fixed when the voucher row is created
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
         self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
@@ -129,7 +127,7 @@ class PgLedger(PgKeysMixin):
             await self._owner.release(now)
             # This instance can settle nothing any more: release what it still holds now.
             await self._pool.fetchval(VOID_OWNERS, now, [self._owner.id])
-            await release_resolved_pg(self._pool)
+            await key_sql.release_resolved_pg(self._pool)
             await self._pool.execute(DROP_DEAD_OWNERS, [self._owner.id])
         finally:
             await self._owner.session.close()
@@ -158,7 +156,7 @@ class PgLedger(PgKeysMixin):
             await self._scale(req.voucher_id)  # cached: no second pool connection inside the transaction
         async with self._live().acquire() as c, c.transaction():
             # The key's rows first, the voucher's last: its lock, the most shared, is held shortest.
-            await hold_key_budget_pg(c, hold_id, req.key_budget)
+            await key_sql.hold_key_budget_pg(c, hold_id, req.key_budget)
             return await self._reserve_on(c, hold_id, req)
 
     async def _reserve_on(self, pool: asyncpg.Pool | asyncpg.Connection, hold_id: str,
@@ -171,7 +169,7 @@ class PgLedger(PgKeysMixin):
             return Hold(id=hold_id, request_id=req.request_id, voucher_id=None, voucher_units=0.0,
                         created=created)
         scale = await self._scale(req.voucher_id)
-        want_q = max(round(req.voucher_units * scale), 0)
+        want_q = to_q(req.voucher_units, scale)
         row = await pool.fetchrow(RESERVE, *base, req.voucher_id, want_q, created.timestamp())
         if row is None:
             available = await pool.fetchval(
@@ -181,15 +179,12 @@ class PgLedger(PgKeysMixin):
                     voucher_units=row["held_q"] / row["scale"], created=created)
 
     async def _scale(self, voucher_id: str) -> int:
-        scales = getattr(self, "_scales", None)
-        if scales is None:
-            scales = self._scales = {}
-        scale = scales.get(voucher_id)
+        scale = self._scales.get(voucher_id)
         if scale is None:
             scale = await self._live().fetchval("SELECT scale FROM vouchers WHERE id = $1", voucher_id)
             if scale is None:
                 raise LedgerError(f"unknown voucher {voucher_id!r}")
-            scales[voucher_id] = scale
+            self._scales[voucher_id] = scale
         return scale
 
     async def settle(self, hold_id: str, s: Settlement) -> UsageRow:
@@ -203,38 +198,21 @@ class PgLedger(PgKeysMixin):
             hold = await c.fetchrow(CLAIM_HOLD, now, hold_id)
             if hold is None:
                 state = await c.fetchval(HOLD_STATE, hold_id)
-                if state == "settled":
-                    row = await c.fetchrow(f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = $1", hold_id)
-                    return usage_row(tuple(row))
-                if state is None:
-                    raise LedgerError(f"unknown hold {hold_id!r}")
-                raise LedgerError(f"hold {hold_id!r} is {state}, it cannot be settled")
-            await settle_key_budget_pg(c, hold_id, s.cost_yuan)  # key_spend before vouchers, as reserve
+                not_pending(hold_id, state)
+                row = await c.fetchrow(f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE hold_id = $1", hold_id)
+                return usage.usage_row(tuple(row))
+            # key_spend before vouchers, as in reserve
+            await key_sql.settle_key_budget_pg(c, hold_id, s.cost_yuan)
             voucher_id, scale, held_q = hold["voucher_id"], hold["scale"], hold["held_q"]
-            units_q = 0
-            if voucher_id is None:
-                if s.voucher_units > 0:
-                    log.error("ledger: hold %s has no voucher but settles %g units; charged as cash",
-                              hold_id, s.voucher_units)
-                    s = _clamped(s, 0.0)
-            else:
-                units_q = max(round(s.voucher_units * scale), 0)
-                if units_q > held_q:
-                    log.error("ledger: hold %s settles %g units of %s but held %g; clamped, excess as cash",
-                              hold_id, s.voucher_units, voucher_id, held_q / scale)
-                    s = _clamped(s, held_q / scale)
-                    units_q = held_q
+            units_q, s = debit(hold_id, voucher_id, held_q, scale, s)
+            if voucher_id is not None:
                 await c.execute(DEBIT_VOUCHER, units_q, held_q, voucher_id)
             usage_id, prev_hash = await c.fetchrow(LOCK_CHAIN)
-            values = (
-                usage_id, hold_id, hold["request_id"], now, hold["key_id"], hold["region"], hold["model"],
-                hold["work_class"], hold["origin"], voucher_id, s.prompt_tokens, s.completion_tokens,
-                s.tokens, s.cost_yuan, s.cash_yuan, units_q / scale, s.voucher_yuan, s.latency_ms,
-                s.ttft_ms, s.attempts, s.status,
-            )
+            values = usage.usage_values(usage_id, hold_id, now=now, request=tuple(hold)[:6],
+                                        voucher_id=voucher_id, s=s, voucher_units=units_q / scale)
             hash_ = row_hash(prev_hash, values)
             await c.execute(APPEND_USAGE, *values, prev_hash, hash_, units_q)
-        return usage_row((*values, prev_hash, hash_))
+        return usage.usage_row((*values, prev_hash, hash_))
 
     async def void(self, hold_id: str) -> None:
         """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""
@@ -243,13 +221,13 @@ class PgLedger(PgKeysMixin):
             if await pool.fetchval(HOLD_STATE, hold_id) is None:
                 raise LedgerError(f"unknown hold {hold_id!r}")
         else:
-            await release_key_budget_pg(pool, hold_id)
+            await key_sql.release_key_budget_pg(pool, hold_id)
 
     async def void_stale(self, max_age_s: float) -> int:
         """Void pending holds older than ``max_age_s`` of clock time (any owner); how many."""
         now = self._clock().timestamp()
         voided = await self._live().fetchval(VOID_STALE, now, now - max_age_s)
-        await release_resolved_pg(self._live())
+        await key_sql.release_resolved_pg(self._live())
         if voided:
             log.warning("ledger: voided %d holds pending for over %g s", voided, max_age_s)
         return int(voided)
@@ -263,7 +241,7 @@ class PgLedger(PgKeysMixin):
         if not dead:
             return 0
         voided = int(await pool.fetchval(VOID_OWNERS, now, dead))
-        await release_resolved_pg(pool)  # the key budgets those holds kept
+        await key_sql.release_resolved_pg(pool)  # the key budgets those holds kept
         await pool.execute(DROP_DEAD_OWNERS, dead)
         if voided:
             log.warning("ledger: voided %d pending holds of %d dead replicas", voided, len(dead))
@@ -295,20 +273,19 @@ class PgLedger(PgKeysMixin):
 
     async def balances(self) -> dict[str, float]:
         """Voucher id -> available units (balance minus every replica's holds; 0 once exhausted)."""
-        rows = await self._live().fetch(
+        return available(await self._live().fetch(
             "SELECT id, balance_q - held_q, scale, id IN (SELECT voucher_id FROM exhausted"
             " WHERE voucher_id IS NOT NULL) FROM vouchers"
-        )
-        return {voucher_id: 0.0 if gone else q / scale for voucher_id, q, scale, gone in rows}
+        ))
 
     async def mark_exhausted(self, *, voucher_id: str | None = None, region: str | None = None,
                              reason: str = "") -> None:
         """Record that a platform reported this voucher (or this region's cash) exhausted."""
         await self._live().execute(
-            "INSERT INTO exhausted (account, region, voucher_id, since, reason) VALUES ($1, $2, $3, $4, $5)"
+            f"INSERT INTO exhausted ({MARK_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (account) DO UPDATE SET since = excluded.since, reason = excluded.reason",
-            account_of(voucher_id=voucher_id, region=region), region, voucher_id,
-            self._clock().timestamp(), reason[:500],
+            *mark_values(voucher_id=voucher_id, region=region, since=self._clock().timestamp(),
+                         reason=reason),
         )
 
     async def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
@@ -318,9 +295,7 @@ class PgLedger(PgKeysMixin):
 
     async def exhausted(self) -> dict[str, dict[str, object]]:
         """``voucher:<id>`` / ``cash:<region>`` -> region, voucher_id, since (epoch s), reason."""
-        rows = await self._live().fetch(
-            "SELECT account, region, voucher_id, since, reason FROM exhausted ORDER BY account")
-        return {r[0]: {"region": r[1], "voucher_id": r[2], "since": r[3], "reason": r[4]} for r in rows}
+        return marks_of(await self._live().fetch(f"SELECT {MARK_COLUMNS} FROM exhausted ORDER BY account"))
 
     async def vouchers(self) -> list[VoucherStatus]:
         """Every voucher in the ledger with balance, holds, spend and burn."""
@@ -332,11 +307,10 @@ class PgLedger(PgKeysMixin):
 
     async def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
         """Usage rows settled in ``[since, until)``, in chain order."""
-        lo = float("-inf") if since is None else since.timestamp()
-        hi = float("inf") if until is None else until.timestamp()
         rows = await self._live().fetch(
-            f"SELECT {USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id", lo, hi)
-        return [usage_row(tuple(r)) for r in rows]
+            f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id",
+            *usage.time_bounds(since, until))
+        return [usage.usage_row(tuple(r)) for r in rows]
 
     async def totals(self) -> dict[str, float]:
         """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
@@ -344,11 +318,38 @@ class PgLedger(PgKeysMixin):
             "SELECT COUNT(*), COALESCE(SUM(cash_yuan), 0), COALESCE(SUM(voucher_yuan), 0),"
             " COALESCE(SUM(cost_yuan), 0), COALESCE(SUM(tokens), 0) FROM usage"
         )
-        return {"requests": row[0], "cash_yuan": row[1], "voucher_yuan": row[2], "cost_yuan": row[3],
-                "tokens": int(row[4])}
+        return usage.totals_of(row)
 
     async def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""
-        rows = await self._live().fetch(f"SELECT {USAGE_COLUMNS} FROM usage ORDER BY id")
-        return first_broken((r[0], tuple(r)[:21], r[21], r[22]) for r in rows)
+        rows = await self._live().fetch(f"SELECT {usage.USAGE_COLUMNS} FROM usage ORDER BY id")
+        return usage.first_broken_row(tuple(r) for r in rows)
+
+    async def chain_orphans(self) -> tuple[int | None, int]:
+        """(first usage row id no settled hold made, how many settled holds lack a usage row)."""
+        return usage.orphans(await self._live().fetchrow(usage.CHAIN_ORPHANS))
+
+    # Virtual keys: postgres/keys.py's SQL.
+    async def create_key(self, row: KeyRow, secret_sha256: str) -> None:
+        """Store a new key; its secret only as ``secret_sha256``."""
+        await key_sql.create_key(self._live(), row, secret_sha256)
+
+    async def key_by_secret(self, secret_sha256: str) -> KeyRow | None:
+        """The key whose secret hashes to ``secret_sha256`` (revoked or not), or None."""
+        return next(iter(await key_sql.keys_where(self._live(), "secret_sha256 = $1", secret_sha256)), None)
+
+    async def key(self, key_id: str) -> KeyRow | None:
+        return next(iter(await key_sql.keys_where(self._live(), "id = $1", key_id)), None)
+
+    async def keys(self) -> list[KeyRow]:
+        """Every key, revoked ones included, oldest first."""
+        return await key_sql.keys_where(self._live())
+
+    async def revoke_key(self, key_id: str, at: float) -> KeyRow:
+        """Mark a key revoked at ``at`` (epoch s); revoking twice keeps the first time."""
+        return await key_sql.revoke_key(self._live(), key_id, at)
+
+    async def key_spend(self, key_id: str, periods: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """Period -> (spent yuan, held yuan) of one key."""
+        return await key_sql.key_spend(self._live(), key_id, periods)
 

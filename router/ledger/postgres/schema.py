@@ -1,8 +1,9 @@
 """The PostgreSQL ledger's schema: URL parsing, connections, and versioned migrations.
 
-The storage conventions are SQLite's (``ledger_schema``): ``*_q`` columns are BIGINT fixed
-point (units x ``vouchers.scale``), times are DOUBLE PRECISION epoch seconds (UTC), so both
-backends hold the very same numbers and hash the very same usage rows.
+The tables and storage conventions are ``ledger/tables.py``'s (the same as SQLite's), in
+PostgreSQL's types: ``*_q`` columns are BIGINT fixed point (units x ``vouchers.scale``), times
+DOUBLE PRECISION epoch seconds (UTC), so both drivers hold the very same numbers and hash the
+very same usage rows.
 
 ``postgresql://user@host:5432/db?schema=NAME`` keeps every table in schema NAME (default
 ``suanli``), created if missing: one database can hold several ledgers (tests use a fresh
@@ -23,89 +24,38 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from suanli.router.ledger import tables
 from suanli.router.ledger.chain import GENESIS
-from suanli.router.ledger.postgres.keys import KEYS_MIGRATION_PG
-from suanli.router.ledger.sqlite.schema import PG_SCHEMES as _SCHEMES
-from suanli.router.ledger.sqlite.schema import is_pg_url
+from suanli.router.ledger.url import PG_SCHEMES as _SCHEMES
+from suanli.router.ledger.url import is_pg_url
 
 __all__ = ["MIGRATIONS", "PgUrl", "connect", "create_pool", "is_pg_url", "lock_space", "migrate", "pg_url"]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
+POSTGRES = tables.Dialect(int8="BIGINT", real="DOUBLE PRECISION")
+
 # version n (1-based) is MIGRATIONS[n - 1]; append only, never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
-        """CREATE TABLE vouchers (
-            id TEXT PRIMARY KEY,
-            region TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            rate DOUBLE PRECISION,
-            models TEXT,
-            classes TEXT,
-            valid_from TEXT,
-            expires TEXT,
-            scale BIGINT NOT NULL,
-            amount_q BIGINT NOT NULL,
-            balance_q BIGINT NOT NULL CHECK (balance_q >= 0),
-            held_q BIGINT NOT NULL DEFAULT 0 CHECK (held_q >= 0 AND held_q <= balance_q),
-            last_hold_q BIGINT NOT NULL DEFAULT 0
-        )""",
-        """CREATE TABLE owners (
-            id TEXT PRIMARY KEY,
-            lock_key INTEGER NOT NULL UNIQUE,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            opened DOUBLE PRECISION NOT NULL,
-            seen DOUBLE PRECISION NOT NULL,
-            closed DOUBLE PRECISION
-        )""",
-        """CREATE TABLE holds (
-            id TEXT PRIMARY KEY,
-            owner TEXT NOT NULL,
-            request_id TEXT NOT NULL,
-            key_id TEXT,
-            region TEXT NOT NULL,
-            model TEXT NOT NULL,
-            work_class TEXT NOT NULL,
-            origin TEXT NOT NULL,
-            voucher_id TEXT,
-            scale BIGINT NOT NULL,
-            held_q BIGINT NOT NULL,
-            held_units DOUBLE PRECISION NOT NULL,
-            created DOUBLE PRECISION NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending',
-            resolved DOUBLE PRECISION
-        )""",
+        # last_hold_q: what the newest RESERVE took (PostgreSQL 15 cannot RETURN the old row; sql.py).
+        tables.vouchers_table(POSTGRES, extra=("last_hold_q BIGINT NOT NULL DEFAULT 0",)),
+        # Which ledger instances (replicas) are alive: postgres/owners.py.
+        tables.create_table("owners", (
+            "id TEXT PRIMARY KEY",
+            "lock_key INTEGER NOT NULL UNIQUE",
+            "host TEXT NOT NULL",
+            "pid INTEGER NOT NULL",
+            "opened DOUBLE PRECISION NOT NULL",
+            "seen DOUBLE PRECISION NOT NULL",
+            "closed DOUBLE PRECISION",
+        )),
+        # The scale on the hold too: a settle claims the hold and learns its scale in one statement.
+        tables.holds_table(POSTGRES, with_scale=True),
         "CREATE INDEX holds_pending_owner ON holds(owner) WHERE state = 'pending'",
         "CREATE INDEX holds_pending_created ON holds(created) WHERE state = 'pending'",
-        """CREATE TABLE usage (
-            id BIGINT PRIMARY KEY,
-            hold_id TEXT NOT NULL UNIQUE,
-            request_id TEXT NOT NULL,
-            time DOUBLE PRECISION NOT NULL,
-            key_id TEXT,
-            region TEXT NOT NULL,
-            model TEXT NOT NULL,
-            work_class TEXT NOT NULL,
-            origin TEXT NOT NULL,
-            voucher_id TEXT,
-            prompt_tokens BIGINT NOT NULL,
-            completion_tokens BIGINT NOT NULL,
-            tokens BIGINT NOT NULL,
-            cost_yuan DOUBLE PRECISION NOT NULL,
-            cash_yuan DOUBLE PRECISION NOT NULL,
-            voucher_units DOUBLE PRECISION NOT NULL,
-            voucher_q BIGINT NOT NULL,
-            voucher_yuan DOUBLE PRECISION NOT NULL,
-            latency_ms DOUBLE PRECISION NOT NULL,
-            ttft_ms DOUBLE PRECISION,
-            attempts INTEGER NOT NULL,
-            status INTEGER NOT NULL,
-            prev_hash TEXT NOT NULL,
-            hash TEXT NOT NULL
-        )""",
-        "CREATE INDEX usage_time ON usage(time)",
-        "CREATE INDEX usage_voucher_time ON usage(voucher_id, time)",
+        tables.usage_table(POSTGRES),
+        *tables.USAGE_INDEXES,
         # The tail of the hash chain, one row: settles from every replica lock it in turn,
         # which is what makes the usage ids and prev_hash links one total order.
         """CREATE TABLE chain_head (
@@ -114,14 +64,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_hash TEXT NOT NULL
         )""",
         f"INSERT INTO chain_head (last_id, last_hash) VALUES (0, '{GENESIS}')",
-        # A platform said the prepaid balance (a voucher, or the region's cash) is gone.
-        """CREATE TABLE exhausted (
-            account TEXT PRIMARY KEY,
-            region TEXT,
-            voucher_id TEXT,
-            since DOUBLE PRECISION NOT NULL,
-            reason TEXT NOT NULL
-        )""",
+        tables.exhausted_table(POSTGRES),
     ),
     (
         # The planner (router/core/replica.py): the leader's newest plans, and the voucher shadow
@@ -156,7 +99,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at_s DOUBLE PRECISION NOT NULL
         )""",
     ),
-    KEYS_MIGRATION_PG,  # virtual keys and key budgets (router/ledger/postgres/keys.py)
+    tables.key_tables(POSTGRES),  # virtual keys and key budgets (router/ledger/postgres/keys.py)
 )
 
 

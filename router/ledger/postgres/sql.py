@@ -7,6 +7,8 @@ run to completion in one snapshot) or runs inside one short transaction.
 
 from __future__ import annotations
 
+from suanli.router.ledger.usage import USAGE_COLUMNS
+
 __all__ = [
     "APPEND_USAGE",
     "CLAIM_HOLD",
@@ -17,17 +19,10 @@ __all__ = [
     "INSERT_CASH_HOLD",
     "LOCK_CHAIN",
     "RESERVE",
-    "USAGE_COLUMNS",
     "VOID_ONE",
     "VOID_OWNERS",
     "VOID_STALE",
 ]
-
-USAGE_COLUMNS = (
-    "id, hold_id, request_id, time, key_id, region, model, work_class, origin, voucher_id, "
-    "prompt_tokens, completion_tokens, tokens, cost_yuan, cash_yuan, voucher_units, voucher_yuan, "
-    "latency_ms, ttft_ms, attempts, status, prev_hash, hash"
-)
 
 _HOLD_INSERT = (
     "INSERT INTO holds (id, owner, request_id, key_id, region, model, work_class, origin, voucher_id,"
@@ -53,7 +48,8 @@ RESERVE = (
 INSERT_CASH_HOLD = f"{_HOLD_INSERT} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 1, 0, 0, $9)"
 
 # Settle, step 1: flip pending -> settled; the row lock makes a concurrent settle or void wait,
-# and after it commits this one finds state <> 'pending' and claims nothing: idempotent.
+# and after it commits this one finds state <> 'pending' and claims nothing: idempotent. The
+# request's columns come first, in the order ``usage.usage_values`` takes them.
 CLAIM_HOLD = (
     "UPDATE holds SET state = 'settled', resolved = $1 WHERE id = $2 AND state = 'pending'"
     " RETURNING request_id, key_id, region, model, work_class, origin, voucher_id, scale, held_q"

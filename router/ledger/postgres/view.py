@@ -34,7 +34,7 @@ class SharedLedgerView:
         self.statuses: list[VoucherStatus] = []
         self.marks: dict[str, dict[str, object]] = {}  # account -> region, voucher_id, since, reason
         self._tasks: set[asyncio.Task[None]] = set()
-        # The request path's writes, awaited (through router.ledger_pg_writes): the ledger's own.
+        # The request path's writes, awaited (through postgres/writes.py): the ledger's own.
         self.reserve = ledger.reserve
         self.settle = ledger.settle
 

@@ -1,7 +1,7 @@
 """The PostgreSQL ledger's writes on the request path, with ``GroupCommit``'s calling contract.
 
 The Router calls ``run(write, *args, always=, then=, abandon=)`` on either backend
-(``router.ledger_group`` for SQLite). Here each write is its own round trip to PostgreSQL
+(``sqlite/group.py``'s GroupCommit for SQLite). Here each write is its own round trip to PostgreSQL
 (concurrent requests use the pool's connections in parallel, so there is nothing to batch),
 shielded from the caller's cancellation: a hold or settle that reached the server finishes,
 ``then`` follows it, and a hold whose caller went away is ``abandon``-ed (voided) rather

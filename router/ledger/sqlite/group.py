@@ -81,13 +81,12 @@ class GroupCommit:
         batch = [item for item in batch if item.always or not item.future.cancelled()]
         if not batch:
             return
-        group = getattr(self._ledger, "group", None)  # a ledger without it commits write by write
         try:
-            if len(batch) == 1 or group is None:
+            if len(batch) == 1:
                 _one_by_one(batch)
             else:
                 try:
-                    with group():
+                    with self._ledger.group():
                         for item in batch:
                             before = self._ledger.changes
                             item.call()

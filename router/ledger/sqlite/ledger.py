@@ -5,7 +5,7 @@ inserts the pending hold in one ``BEGIN IMMEDIATE`` transaction, so no interleav
 threads or processes can hold more than a voucher has; ``settle`` debits the real usage,
 releases the rest and appends a usage row; ``void`` releases everything. A voucher row keeps
 ``balance`` (amount minus settled spend) and ``held`` (sum of its pending holds), so
-``available = balance - held`` is one row read. Storage conventions: ``ledger_schema``.
+``available = balance - held`` is one row read. Storage conventions: ``ledger/tables.py``.
 
 Calls are synchronous and short (tens of microseconds, see benchmarks/ledger.py), meant to
 run on the event loop of one process; other processes (the CLI, another server) may open
@@ -27,20 +27,16 @@ from typing import Any
 from suanli.config import Voucher
 from suanli.router.errors import InsufficientBalanceError, LedgerError
 from suanli.router.ledger.chain import GENESIS, row_hash
-from suanli.router.ledger.exhausted import clear as clear_mark
-from suanli.router.ledger.exhausted import mark as add_mark
-from suanli.router.ledger.keys import (
-    KeyLedgerMixin,
-    hold_key_budget,
-    rebuild_key_held,
-    release_key_budget,
-    settle_key_budget,
-)
-from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, owner_alive, this_process
-from suanli.router.ledger.sqlite.reads import USAGE_COLUMNS, LedgerReadsMixin, usage_row
+from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
+from suanli.router.ledger.keys import KeyRow
+from suanli.router.ledger.rules import debit, hold_q, not_pending
+from suanli.router.ledger.sqlite import keys as key_sql
+from suanli.router.ledger.sqlite import reads, recovery
+from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, this_process
 from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_path
+from suanli.router.ledger.sqlite.vouchers import sync_vouchers, voucher_statuses
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
-from suanli.router.ledger.vouchers import sync_vouchers
+from suanli.router.ledger.usage import USAGE_COLUMNS, usage_row, usage_values
 
 __all__ = [
     "Hold",
@@ -57,15 +53,20 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 _INSERT_USAGE = f"INSERT INTO usage ({USAGE_COLUMNS}, voucher_q) VALUES ({', '.join('?' * 24)})"
-_HOLD_COLUMNS = "state, voucher_id, held_q, request_id, key_id, region, model, work_class, origin"
+# A hold's voucher and amount, then the request it was for (as ``usage_values`` takes it).
+_HOLD_COLUMNS = "voucher_id, held_q, request_id, key_id, region, model, work_class, origin"
 # Resolve a pending hold (state, resolved time, id) and read it back in one statement.
 _TAKE_PENDING = (
     f"UPDATE holds SET state = ?, resolved = ? WHERE id = ? AND state = 'pending' RETURNING {_HOLD_COLUMNS}"
 )
 
 
-class Ledger(KeyLedgerMixin, LedgerReadsMixin):
-    """Voucher balances, pending holds and usage rows in one SQLite file (WAL)."""
+class Ledger:
+    """Voucher balances, pending holds and usage rows in one SQLite file (WAL).
+
+    Writes are here; reads are ``sqlite/reads.py``'s functions, keys' SQL ``sqlite/keys.py``'s,
+    every number and usage row ``rules``' and ``usage``'s (shared with the PostgreSQL driver).
+    """
 
     def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None) -> None:
         self._conn = conn
@@ -136,7 +137,7 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
 
     @contextmanager
     def group(self) -> Iterator[None]:
-        """Several writes in one transaction and one commit (router.ledger_group batches with it).
+        """Several writes in one transaction and one commit (``sqlite/group.py`` batches with it).
 
         No savepoint per write: each write makes its checks before its first change, so one
         that raises a refusal (a voucher ran dry, an unknown hold) has changed nothing. A write
@@ -204,9 +205,9 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
                 self._scales[req.voucher_id] = scale
                 if available_q <= 0:
                     raise InsufficientBalanceError(req.voucher_id, req.voucher_units, available_q / scale)
-                held_q = min(available_q, max(round(req.voucher_units * scale), 0))
+                held_q = hold_q(available_q, req.voucher_units, scale)
             if req.key_budget is not None:
-                hold_key_budget(c, hold_id, req.key_budget)  # checks both periods, then writes
+                key_sql.hold_key_budget(c, hold_id, req.key_budget)  # checks both periods, then writes
             if held_q:
                 c.execute("UPDATE vouchers SET held_q = held_q + ? WHERE id = ?", (held_q, req.voucher_id))
             c.execute(
@@ -248,47 +249,29 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
             rows = c.execute(_TAKE_PENDING, ("settled", now, hold_id)).fetchall()
             if not rows:
                 return self._settled_before(c, hold_id)
-            hold = rows[0]
-            voucher_id, held_q = hold[1], hold[2]
-            units_q, scale, s = self._debit(c, hold_id, voucher_id, held_q, s)
-            settle_key_budget(c, hold_id, s.cost_yuan)
+            voucher_id, held_q, *request = rows[0]
+            scale = 1 if voucher_id is None else self._scale(c, voucher_id)
+            units_q, s = debit(hold_id, voucher_id, held_q, scale, s)
+            if voucher_id is not None:
+                c.execute(
+                    "UPDATE vouchers SET balance_q = balance_q - ?, held_q = held_q - ? WHERE id = ?",
+                    (units_q, held_q, voucher_id),
+                )
+            key_sql.settle_key_budget(c, hold_id, s.cost_yuan)
             last_id, prev_hash = self._chain_head(c)
-            usage_id = last_id + 1
-            values = (
-                usage_id,
-                hold_id,
-                hold[3],
-                now,
-                hold[4],
-                hold[5],
-                hold[6],
-                hold[7],
-                hold[8],
-                voucher_id,
-                s.prompt_tokens,
-                s.completion_tokens,
-                s.tokens,
-                s.cost_yuan,
-                s.cash_yuan,
-                units_q / scale,
-                s.voucher_yuan,
-                s.latency_ms,
-                s.ttft_ms,
-                s.attempts,
-                s.status,
+            values = usage_values(
+                last_id + 1, hold_id, now=now, request=request, voucher_id=voucher_id, s=s,
+                voucher_units=units_q / scale,
             )
             hash_ = row_hash(prev_hash, values)
             c.execute(_INSERT_USAGE, (*values, prev_hash, hash_, units_q))
-            self._head = (usage_id, hash_)
+            self._head = (last_id + 1, hash_)
         return usage_row((*values, prev_hash, hash_))
 
     def _settled_before(self, c: sqlite3.Connection, hold_id: str) -> UsageRow:
         """Settling a hold that is not pending: its usage row if settled, else LedgerError."""
         hold = c.execute("SELECT state FROM holds WHERE id = ?", (hold_id,)).fetchone()
-        if hold is None:
-            raise LedgerError(f"unknown hold {hold_id!r}")
-        if hold[0] != "settled":
-            raise LedgerError(f"hold {hold_id!r} is {hold[0]}, it cannot be settled")
+        not_pending(hold_id, None if hold is None else hold[0])
         sql = f"SELECT {USAGE_COLUMNS} FROM usage WHERE hold_id = ?"
         return usage_row(c.execute(sql, (hold_id,)).fetchone())
 
@@ -312,38 +295,6 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
             self._scales[voucher_id] = scale
         return scale
 
-    def _debit(
-        self, c: sqlite3.Connection, hold_id: str, voucher_id: str | None, held_q: int, s: Settlement
-    ) -> tuple[int, int, Settlement]:
-        """Post the debit of a pending hold; ``(units debited, scale, settlement as charged)``."""
-        if voucher_id is None:
-            if s.voucher_units > 0:
-                log.error(
-                    "ledger: hold %s has no voucher but settles %g units; charged as cash",
-                    hold_id,
-                    s.voucher_units,
-                )
-                s = _clamped(s, 0.0)
-            return 0, 1, s
-        scale = self._scale(c, voucher_id)
-        units_q = max(round(s.voucher_units * scale), 0)
-        if units_q > held_q:
-            # The router must never settle more than it held: the balance could go negative.
-            log.error(
-                "ledger: hold %s settles %g units of %s but held %g; clamped, excess charged as cash",
-                hold_id,
-                s.voucher_units,
-                voucher_id,
-                held_q / scale,
-            )
-            s = _clamped(s, held_q / scale)
-            units_q = held_q
-        c.execute(
-            "UPDATE vouchers SET balance_q = balance_q - ?, held_q = held_q - ? WHERE id = ?",
-            (units_q, held_q, voucher_id),
-        )
-        return units_q, scale, s
-
     def void(self, hold_id: str) -> None:
         """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""
         self._writer()
@@ -354,45 +305,25 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
                 if c.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone() is None:
                     raise LedgerError(f"unknown hold {hold_id!r}")
                 return  # settled or voided already
-            voucher_id, held_q = rows[0][1], rows[0][2]
+            voucher_id, held_q = rows[0][0], rows[0][1]
             if voucher_id is not None:
                 c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (held_q, voucher_id))
-            release_key_budget(c, hold_id)
+            key_sql.release_key_budget(c, hold_id)
 
     def void_stale(self, max_age_s: float) -> int:
         """Void pending holds older than ``max_age_s`` of clock time (any owner); how many."""
         self._writer()
         now = self._clock().timestamp()
         with self._immediate() as c:
-            ids = [
-                r[0]
-                for r in c.execute(
-                    "SELECT id FROM holds WHERE state = 'pending' AND created < ?", (now - max_age_s,)
-                )
-            ]
-            _void_many(c, ids, now)
-        if ids:
-            log.warning("ledger: voided %d holds pending for over %g s", len(ids), max_age_s)
-        return len(ids)
+            voided = recovery.void_stale(c, now=now, created_before=now - max_age_s)
+        if voided:
+            log.warning("ledger: voided %d holds pending for over %g s", voided, max_age_s)
+        return voided
 
     def _recover(self) -> int:
-        """Void the pending holds of dead owners, forget those owners, re-sum every ``held``."""
-        host, pid, _ = this_process()
-        now = self._clock().timestamp()
+        """Void the pending holds of dead owners (sqlite/recovery.py); how many."""
         with self._immediate() as c:
-            owners = c.execute("SELECT id, host, pid, pid_start, closed FROM owners").fetchall()
-            alive = {o[0] for o in owners if owner_alive(o, host=host, pid=pid)}
-            pending = c.execute("SELECT id, owner FROM holds WHERE state = 'pending'").fetchall()
-            ids = [hold_id for hold_id, owner in pending if owner not in alive]
-            _void_many(c, ids, now)
-            c.executemany("DELETE FROM owners WHERE id = ?", [(o[0],) for o in owners if o[0] not in alive])
-            # held is a cache of the pending holds' sum: rebuild it, so no drift can outlive a restart.
-            c.execute(
-                "UPDATE vouchers SET held_q = (SELECT COALESCE(SUM(held_q), 0) FROM holds"
-                " WHERE state = 'pending' AND voucher_id = vouchers.id)"
-            )
-            rebuild_key_held(c)
-        return len(ids)
+            return recovery.recover(c, now=self._clock().timestamp())
 
     def mark_exhausted(
         self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
@@ -401,13 +332,89 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         self._writer()
         now = self._clock().timestamp()
         with self._immediate() as c:
-            add_mark(c, voucher_id=voucher_id, region=region, since=now, reason=reason)
+            c.execute(
+                f"INSERT INTO exhausted ({MARK_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(account) DO UPDATE SET since = excluded.since, reason = excluded.reason",
+                mark_values(voucher_id=voucher_id, region=region, since=now, reason=reason),
+            )
 
     def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
         """Forget an exhaustion mark (after a top-up)."""
         self._writer()
         with self._immediate() as c:
-            clear_mark(c, voucher_id=voucher_id, region=region)
+            account = account_of(voucher_id=voucher_id, region=region)
+            c.execute("DELETE FROM exhausted WHERE account = ?", (account,))
+
+    def create_key(self, row: KeyRow, secret_sha256: str) -> None:
+        """Store a new key; its secret only as ``secret_sha256``."""
+        with self._immediate() as c:
+            key_sql.create_key(c, row, secret_sha256)
+
+    def revoke_key(self, key_id: str, at: float) -> KeyRow:
+        """Mark a key revoked at ``at`` (epoch s); revoking twice keeps the first time."""
+        with self._immediate() as c:
+            found = key_sql.revoke_key(c, key_id, at)
+        row = self.key(key_id) if found else None
+        if row is None:
+            raise LedgerError(f"unknown key {key_id!r}")
+        return row
+
+    # Reads: one plain SELECT each (sqlite/reads.py, sqlite/keys.py), under the lock.
+    def balance(self, voucher_id: str) -> float:
+        """Posted balance of a voucher: amount minus settled spend (pending holds not subtracted)."""
+        return reads.balance(self._read, voucher_id)
+
+    def balances(self) -> dict[str, float]:
+        """Voucher id -> available units (balance minus pending holds; 0 once marked exhausted)."""
+        return reads.balances(self._read)
+
+    def exhausted(self) -> dict[str, dict[str, object]]:
+        """``voucher:<id>`` / ``cash:<region>`` -> region, voucher_id, since (epoch s), reason."""
+        return reads.exhausted(self._read)
+
+    def vouchers(self) -> list[VoucherStatus]:
+        """Every voucher in the ledger (config or not) with balance, holds, spend and burn."""
+        with self._lock:
+            return voucher_statuses(self._connection(), now=self._clock())
+
+    def pending_holds(self) -> int:
+        """How many holds are pending, across every process on this file."""
+        return reads.pending_holds(self._read)
+
+    def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
+        """Usage rows settled in ``[since, until)``, in chain order."""
+        return reads.usage_between(self._read, since, until)
+
+    def totals(self) -> dict[str, float]:
+        """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
+        return reads.totals(self._read)
+
+    def verify_chain(self) -> int | None:
+        """Id of the first usage row whose hash chain is broken, or None if all verify."""
+        return reads.verify_chain(self._read)
+
+    def chain_orphans(self) -> tuple[int | None, int]:
+        """(first usage row id no settled hold made, how many settled holds lack a usage row)."""
+        return reads.chain_orphans(self._read)
+
+    def chain_rows(self, batch: int = 5000) -> Iterator[tuple[int, tuple[Any, ...], str, str]]:
+        """Every usage row as ``(id, HASHED_COLUMNS values, prev_hash, hash)``, in id order."""
+        return reads.chain_rows(self._read, batch)
+
+    def key_by_secret(self, secret_sha256: str) -> KeyRow | None:
+        """The key whose secret hashes to ``secret_sha256`` (revoked or not), or None."""
+        return next(iter(key_sql.keys_where(self._read, "secret_sha256 = ?", (secret_sha256,))), None)
+
+    def key(self, key_id: str) -> KeyRow | None:
+        return next(iter(key_sql.keys_where(self._read, "id = ?", (key_id,))), None)
+
+    def keys(self) -> list[KeyRow]:
+        """Every key, revoked ones included, oldest first."""
+        return key_sql.keys_where(self._read)
+
+    def key_spend(self, key_id: str, periods: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """Period -> (spent yuan, held yuan) of one key."""
+        return key_sql.key_spend(self._read, key_id, periods)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -418,39 +425,6 @@ class Ledger(KeyLedgerMixin, LedgerReadsMixin):
         # A plain SELECT in autocommit mode reads one consistent WAL snapshot.
         with self._lock:
             return self._connection().execute(sql, params).fetchall()
-
-
-def _clamped(s: Settlement, units: float) -> Settlement:
-    """``s`` with only ``units`` paid by the voucher; the rest of its yuan share becomes cash."""
-    share = units / s.voucher_units if s.voucher_units > 0 else 0.0
-    voucher_yuan = s.voucher_yuan * share
-    return Settlement(
-        prompt_tokens=s.prompt_tokens,
-        completion_tokens=s.completion_tokens,
-        tokens=s.tokens,
-        cost_yuan=s.cost_yuan,
-        cash_yuan=s.cash_yuan + s.voucher_yuan - voucher_yuan,
-        voucher_units=units,
-        voucher_yuan=voucher_yuan,
-        latency_ms=s.latency_ms,
-        ttft_ms=s.ttft_ms,
-        attempts=s.attempts,
-        status=s.status,
-    )
-
-
-def _void_many(c: sqlite3.Connection, hold_ids: Sequence[str], now: float) -> None:
-    """Void pending holds inside an open transaction and release what they held."""
-    for hold_id in hold_ids:
-        row = c.execute(
-            "SELECT voucher_id, held_q FROM holds WHERE id = ? AND state = 'pending'", (hold_id,)
-        ).fetchone()
-        if row is None:
-            continue
-        if row[0] is not None:
-            c.execute("UPDATE vouchers SET held_q = held_q - ? WHERE id = ?", (row[1], row[0]))
-        release_key_budget(c, hold_id)
-        c.execute("UPDATE holds SET state = 'voided', resolved = ? WHERE id = ?", (now, hold_id))
 
 
 def open_readonly(url: str, *, clock: Clock | None = None) -> Ledger:

@@ -1,11 +1,8 @@
 """The ledger's SQLite file: URL parsing, connection pragmas, and ordered SQL migrations.
 
-Storage conventions (one place, so every reader agrees):
-- Money and quota are INTEGER fixed point: ``*_q`` columns hold units x ``vouchers.scale``
-  (10**6 per token for ``tokens`` vouchers, 10**9 per yuan otherwise). Integer arithmetic
-  makes ``balance == amount - sum(usage.voucher_units)`` exact and ``balance >= 0`` a hard
-  fact, not a float approximation. Plain REAL copies of units live beside them for humans.
-- Times are REAL epoch seconds (UTC); a voucher's validity window keeps its config ISO text.
+The tables and storage conventions are ``ledger/tables.py``'s (the same as PostgreSQL's), in
+SQLite's types: INTEGER for fixed point (``id INTEGER PRIMARY KEY`` is the rowid), REAL for
+floats and epoch seconds.
 """
 
 from __future__ import annotations
@@ -14,11 +11,12 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from suanli.router.ledger.keys import KEYS_MIGRATION
+from suanli.router.ledger import tables
+from suanli.router.ledger.url import PG_SCHEMES, is_pg_url
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "PG_SCHEMES", "connect", "is_pg_url", "migrate", "sqlite_path"]
 
-PG_SCHEMES = ("postgresql", "postgres")
+SQLITE = tables.Dialect(int8="INTEGER", real="REAL")
 
 _SYNCHRONOUS = ("NORMAL", "FULL")
 
@@ -29,85 +27,23 @@ BUSY_TIMEOUT_S = 5.0
 # version n (1-based) is MIGRATIONS[n - 1]; append only, never edit a released one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
-        """CREATE TABLE vouchers (
-            id TEXT PRIMARY KEY,
-            region TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            rate REAL,
-            models TEXT,
-            classes TEXT,
-            valid_from TEXT,
-            expires TEXT,
-            scale INTEGER NOT NULL,
-            amount_q INTEGER NOT NULL,
-            balance_q INTEGER NOT NULL CHECK (balance_q >= 0),
-            held_q INTEGER NOT NULL DEFAULT 0 CHECK (held_q >= 0 AND held_q <= balance_q)
-        )""",
-        """CREATE TABLE owners (
-            id TEXT PRIMARY KEY,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            pid_start TEXT NOT NULL,
-            opened REAL NOT NULL,
-            closed REAL
-        )""",
-        """CREATE TABLE holds (
-            id TEXT PRIMARY KEY,
-            owner TEXT NOT NULL,
-            request_id TEXT NOT NULL,
-            key_id TEXT,
-            region TEXT NOT NULL,
-            model TEXT NOT NULL,
-            work_class TEXT NOT NULL,
-            origin TEXT NOT NULL,
-            voucher_id TEXT,
-            held_q INTEGER NOT NULL,
-            held_units REAL NOT NULL,
-            created REAL NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending',
-            resolved REAL
-        )""",
+        tables.vouchers_table(SQLITE),
+        # Which Ledger instances may still settle their holds (sqlite/owners.py).
+        tables.create_table("owners", (
+            "id TEXT PRIMARY KEY",
+            "host TEXT NOT NULL",
+            "pid INTEGER NOT NULL",
+            "pid_start TEXT NOT NULL",
+            "opened REAL NOT NULL",
+            "closed REAL",
+        )),
+        tables.holds_table(SQLITE, with_scale=False),
         "CREATE INDEX holds_pending ON holds(owner, voucher_id) WHERE state = 'pending'",
-        """CREATE TABLE usage (
-            id INTEGER PRIMARY KEY,
-            hold_id TEXT NOT NULL UNIQUE,
-            request_id TEXT NOT NULL,
-            time REAL NOT NULL,
-            key_id TEXT,
-            region TEXT NOT NULL,
-            model TEXT NOT NULL,
-            work_class TEXT NOT NULL,
-            origin TEXT NOT NULL,
-            voucher_id TEXT,
-            prompt_tokens INTEGER NOT NULL,
-            completion_tokens INTEGER NOT NULL,
-            tokens INTEGER NOT NULL,
-            cost_yuan REAL NOT NULL,
-            cash_yuan REAL NOT NULL,
-            voucher_units REAL NOT NULL,
-            voucher_q INTEGER NOT NULL,
-            voucher_yuan REAL NOT NULL,
-            latency_ms REAL NOT NULL,
-            ttft_ms REAL,
-            attempts INTEGER NOT NULL,
-            status INTEGER NOT NULL,
-            prev_hash TEXT NOT NULL,
-            hash TEXT NOT NULL
-        )""",
-        "CREATE INDEX usage_time ON usage(time)",
-        "CREATE INDEX usage_voucher_time ON usage(voucher_id, time)",
+        tables.usage_table(SQLITE),
+        *tables.USAGE_INDEXES,
     ),
-    (
-        # A platform said the prepaid balance (a voucher, or the region's cash) is gone.
-        """CREATE TABLE exhausted (
-            account TEXT PRIMARY KEY,
-            region TEXT,
-            voucher_id TEXT,
-            since REAL NOT NULL,
-            reason TEXT NOT NULL
-        )""",
-    ),
-    KEYS_MIGRATION,
+    (tables.exhausted_table(SQLITE),),
+    tables.key_tables(SQLITE),
 )
 
 
@@ -174,8 +110,3 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGR
         raise
     conn.execute("COMMIT")
     return len(migrations)
-
-
-def is_pg_url(url: str) -> bool:
-    """Whether ``url`` names a PostgreSQL ledger (here, so SQLite users never import asyncpg)."""
-    return url.partition("://")[0] in PG_SCHEMES

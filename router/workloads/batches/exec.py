@@ -168,7 +168,7 @@ class BatchRunner:
     async def _run_line(self, batch: dict, endpoint: str, line: Line) -> None:
         # After a restart the policy is read back from the stored key, so it still binds.
         key = self._keys.get(line.batch_id) or await load_policy(
-            self.router.ledger, self.router.config, batch["key_id"]
+            self.router.accounts.ledger.port, self.router.config, batch["key_id"]
         )
         semaphore = self._semaphores.get(line.region or "", None)
         await run_line(self.router, self.table, batch, endpoint, line, key=key, semaphore=semaphore)

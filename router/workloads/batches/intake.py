@@ -83,7 +83,7 @@ async def validate_and_plan(
             else min(max_output_tokens(endpoint, body, _EXPECTED_OUTPUT), _EXPECTED_OUTPUT * 10)
         )
         asks.append(LineAsk(n, model, count_prompt_tokens(endpoint, body), output, now_s, latest))
-    key = key or await load_policy(router.ledger, router.config, batch["key_id"])
+    key = key or await load_policy(router.accounts.ledger.port, router.config, batch["key_id"])
     slots = await asyncio.to_thread(
         place_jobs,
         # A virtual key's batch is planned within the regions it may use.
@@ -146,7 +146,7 @@ async def recover_lines(router: Router, table: BatchTable, book: CapacityBook, b
     if running:
         created = datetime.fromtimestamp(table.batch(batch_id)["created_at"] - 1, UTC)
         # A worker thread: the PostgreSQL ledger's blocking reads may not run on the loop.
-        rows = await asyncio.to_thread(router.ledger.usage, since=created)  # type: ignore[union-attr]
+        rows = await asyncio.to_thread(router.accounts.ledger.blocking.usage, since=created)
         settled = {row.request_id for row in rows if row.request_id.startswith(f"{batch_id}-")}
     for line in running:
         request_id = f"{batch_id}-{line['line_no']}"

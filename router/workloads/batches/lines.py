@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import orjson
 
+from suanli.router.core.context import RequestContext
 from suanli.router.core.keys import KeyPolicy
 from suanli.router.core.results import Completion
-from suanli.router.core.router import RequestContext, Router
+from suanli.router.core.router import Router
 from suanli.router.errors import ApiError
 from suanli.router.workloads.batches.plan import latest_start_s
 from suanli.router.workloads.batches.table import BatchTable, error_entry

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 from suanli.optimizer import Ask, State, rank
 from suanli.providers import Usage
+from suanli.router.core.context import RequestContext
 from suanli.router.core.keys import KeyPolicy, load_policy
 from suanli.router.core.results import Routing
-from suanli.router.core.router import RequestContext, Router
+from suanli.router.core.router import Router
 from suanli.router.errors import BudgetExceededError, UpstreamFailedError
 from suanli.router.workloads.job_holds import JobHolds
 
@@ -48,7 +49,7 @@ async def charge_job(router: Router, holds: JobHolds, row: dict, trained_tokens:
         option = options[0]
         # The Router's own two-phase hold and settlement, so vouchers and the usage chain stay exact.
         try:
-            hold = await router._reserve(row["id"], option, ask, ctx)
+            hold = await router.accounts.reserve(row["id"], option, ask, ctx)
         except BudgetExceededError:
             key = None
             continue
@@ -64,7 +65,7 @@ async def charge_job(router: Router, holds: JobHolds, row: dict, trained_tokens:
             cash_yuan=option.charge.cash_yuan,
             cost_yuan=option.charge.cost_yuan,
         )
-        await router._settle(
+        await router.accounts.settle(
             hold,
             option,
             ask,
@@ -80,7 +81,7 @@ async def charge_job(router: Router, holds: JobHolds, row: dict, trained_tokens:
 async def key_policy(router: Router, key_id: str | None) -> KeyPolicy | None:
     """The job's stored key policy, or None when it cannot be read (the charge goes on without it)."""
     try:
-        return await load_policy(router.ledger, router.config, key_id)
+        return await load_policy(router.accounts.ledger.port, router.config, key_id)
     except Exception as exc:  # noqa: BLE001 - spend is a fact: charge it even without the key's budget
         log.warning("fine-tuning job of key %s: its policy could not be read: %s", key_id, exc)
         return None

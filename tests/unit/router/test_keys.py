@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from suanli.config import load_catalog
 from suanli.router.core.keys import KeyRing, new_secret, secret_sha256
 from suanli.router.errors import AuthenticationError, KeyRateLimitError
 from suanli.router.ledger.keys import KeyRow
+from suanli.router.ledger.port import SqliteAsyncLedger
 from suanli.router.ledger.sqlite.ledger import Ledger
 
 MASTER = "sk-master-unit"
@@ -37,37 +38,38 @@ def replicas(tmp_path: Path):
     b.close()
 
 
-def test_a_revoke_on_another_replica_is_seen_within_the_cache_ttl(replicas):
+async def test_a_revoke_on_another_replica_is_seen_within_the_cache_ttl(replicas):
     a, b = replicas
     secret = new_secret()
     a.create_key(_row("key-1"), secret_sha256(secret))
-    ring_b = KeyRing(load_catalog(), master_key=MASTER, ledger=lambda: b, clock=_now, cache_ttl_s=0.2)
-    assert ring_b.authenticate(secret).key_id == "key-1"
+    store_b = SqliteAsyncLedger(b)
+    ring_b = KeyRing(load_catalog(), master_key=MASTER, keys=lambda: store_b, clock=_now, cache_ttl_s=0.2)
+    assert (await ring_b.authenticate(secret)).key_id == "key-1"
     a.revoke_key("key-1", _now().timestamp())
-    assert ring_b.authenticate(secret).key_id == "key-1"  # still cached
-    time.sleep(0.25)
+    assert (await ring_b.authenticate(secret)).key_id == "key-1"  # still cached
+    await asyncio.sleep(0.25)
     with pytest.raises(AuthenticationError, match="revoked"):
-        ring_b.authenticate(secret)
+        await ring_b.authenticate(secret)
 
 
-def test_zones_become_the_regions_of_the_config_in_them(replicas):
+async def test_zones_become_the_regions_of_the_config_in_them(replicas):
     a, _ = replicas
     config = load_catalog()
     secret = new_secret()
     a.create_key(_row("key-east", allowed_zones=("east",)), secret_sha256(secret))
-    ring = KeyRing(config, master_key=MASTER, ledger=lambda: a, clock=_now)
-    policy = ring.authenticate(secret)
+    ring = KeyRing(config, master_key=MASTER, keys=lambda: SqliteAsyncLedger(a), clock=_now)
+    policy = await ring.authenticate(secret)
     assert policy.allowed_regions == {r.id for r in config.regions if r.zone == "east"}
-    assert ring.authenticate(MASTER) is None
+    assert await ring.authenticate(MASTER) is None
 
 
-def test_rpm_counts_a_sliding_minute_per_key(replicas):
+async def test_rpm_counts_a_sliding_minute_per_key(replicas):
     a, _ = replicas
     secret = new_secret()
     a.create_key(_row("key-rpm", rpm=3), secret_sha256(secret))
-    ring = KeyRing(load_catalog(), master_key=MASTER, ledger=lambda: a, clock=_now)
+    ring = KeyRing(load_catalog(), master_key=MASTER, keys=lambda: SqliteAsyncLedger(a), clock=_now)
     for _ in range(3):
-        ring.authenticate(secret)
+        await ring.authenticate(secret)
     with pytest.raises(KeyRateLimitError) as exc:
-        ring.authenticate(secret)
+        await ring.authenticate(secret)
     assert 59 < exc.value.retry_after_s <= 60

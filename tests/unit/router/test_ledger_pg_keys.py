@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 
@@ -122,22 +121,22 @@ async def test_a_key_revoked_on_one_replica_is_refused_on_another_within_the_cac
                  budget_yuan_per_month=None, allowed_regions=("wuhan",), allowed_zones=None,
                  default_class=None, origin=None, rpm=None)
     await a.create_key(row, secret_sha256(secret))
-    ring = KeyRing(load_catalog(), master_key="sk-master", ledger=lambda: SimpleNamespace(pg=b),
+    ring = KeyRing(load_catalog(), master_key="sk-master", keys=lambda: b,
                    clock=lambda: START, cache_ttl_s=0.2)
-    policy = await ring.authenticate_async(secret)
+    policy = await ring.authenticate(secret)
     assert policy is not None and policy.allowed_regions == {"wuhan"} and policy.budget_yuan_per_day == 2.0
     with pytest.raises(AuthenticationError):
-        await ring.authenticate_async("sk-suanli-wrong")
+        await ring.authenticate("sk-suanli-wrong")
     assert [k.id for k in await b.keys()] == ["key-1"]
     await a.revoke_key("key-1", 5.0)
-    assert (await ring.authenticate_async(secret)).key_id == "key-1"  # still cached
+    assert (await ring.authenticate(secret)).key_id == "key-1"  # still cached
     await asyncio.sleep(0.25)
     with pytest.raises(AuthenticationError, match="revoked"):
-        await ring.authenticate_async(secret)
+        await ring.authenticate(secret)
     assert (await b.key("key-1")).revoked == 5.0
     # Work that runs later (a batch's lines after a restart) reads the policy back from PostgreSQL.
-    stored = await load_policy(SimpleNamespace(pg=b), load_catalog(), "key-1")
+    stored = await load_policy(b, load_catalog(), "key-1")
     assert stored is not None and stored.allowed_regions == {"wuhan"}
-    assert await load_policy(SimpleNamespace(pg=b), load_catalog(), "key-nope") is None
+    assert await load_policy(b, load_catalog(), "key-nope") is None
     await a.close()
     await b.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from suanli.config import load_config
-from suanli.router.core.limits import Lease, RequestLimits
+from suanli.router.core.limits import Lease, RequestLimits, SlidingLog
 
 
 def _limits(clock, **limits):
@@ -55,3 +57,12 @@ def test_concurrency_cap_and_release_once():
     assert limits.stats("r")["in_flight"] == 1
     assert isinstance(limits.acquire("r", 1), Lease)
     second.release()
+
+
+def test_sliding_log_frees_a_slot_once_the_oldest_admission_is_a_period_old():
+    log = SlidingLog(2, period_s=0.05)
+    log.take()
+    log.take()
+    assert 0 < log.wait_s() <= 0.05 and log.count() == 2
+    time.sleep(0.06)
+    assert log.wait_s() == 0.0 and log.count() == 0

@@ -1,9 +1,10 @@
-"""The Router's live view of its regions: choosing among the healthy ones, retrying, measuring.
+"""RegionPicker: the Router's live view of its regions, choosing among the healthy ones, retrying, measuring.
 
-Mixed into ``Router`` (``router/core/router.py``) so the request path there stays one readable
-loop: ``_pick`` ranks with what health, latency and limits know right now; ``_send``
-makes one attempt and turns its failure into health, cool-down, exhaustion and a voided
-hold; ``_measured`` records a served request; ``region_stats`` is what the status API shows.
+The Router composes one picker so its request path stays one readable loop: ``pick`` ranks
+with what health, latency, limits and the free balances know right now; ``may_retry`` keeps
+the retry budget; ``send`` makes one attempt and turns its failure into health, cool-down,
+exhaustion and a voided hold; ``measured`` records a served request; ``failed`` maps what
+went wrong to the error the client gets; ``region_stats`` is what the status API shows.
 """
 
 from __future__ import annotations
@@ -11,21 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+import aiohttp
+
+from suanli.config import Config
 from suanli.optimizer import Ask, Option, State, rank
-from suanli.providers import Reply, StreamReply, UpstreamCall, UpstreamError, UpstreamTimeout
-from suanli.router.core.limits import Lease
+from suanli.providers import Reply, StreamReply, Upstream, UpstreamCall, UpstreamError, UpstreamTimeout
+from suanli.router.core.accounts import Accounts
+from suanli.router.core.clocks import clock_speed
+from suanli.router.core.exclusions import exclusions, no_route_error
+from suanli.router.core.health import Health
+from suanli.router.core.latency import LatencyTracker
+from suanli.router.core.limits import Lease, RequestLimits
+from suanli.router.core.metrics import MetricsBook
+from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
 from suanli.router.errors import ApiError, NoRouteError, RateLimitedError, UpstreamFailedError
-from suanli.router.ledger.sqlite.ledger import Hold
+from suanli.router.ledger.types import Hold
 
 if TYPE_CHECKING:
-    from suanli.providers.probe import ProbeResult
-    from suanli.router.core.router import Router
+    from suanli.providers.probe import Prober, ProbeResult
 
-__all__ = ["FailoverMixin", "Wait", "is_quota_exhausted"]
+__all__ = ["RegionPicker", "Wait", "is_quota_exhausted"]
 
 Wait = tuple[float, str]  # (seconds until a skipped region frees, why: "limits" | "cooling" | "ejected")
 
@@ -49,27 +61,49 @@ def is_quota_exhausted(exc: UpstreamError) -> bool:
     return exc.status == 402 or (exc.code in _QUOTA_CODES and exc.status in (400, 403, 429))
 
 
-class FailoverMixin:
-    """Health-, latency- and limit-aware choice, attempts and measurement for ``Router``."""
+class RegionPicker:
+    """Health-, latency- and limit-aware choice, attempts and measurement; one per Router."""
 
-    async def _start_health(self: Router, base_urls: dict[str, str]) -> None:
-        """Reload exhaustion marks from the ledger and start the active probes."""
-        marks = self._book.exhausted().values()
-        self._cash_exhausted = {str(m["region"]) for m in marks if m["voucher_id"] is None}
-        if self.config.health.probes.enabled and self._session is not None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], datetime],
+        accounts: Accounts,
+        planning: Replanner,
+        metrics: MetricsBook,
+        trust_sims: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.accounts = accounts
+        self.planning = planning
+        self.metrics = metrics
+        self.health = Health((r.id for r in config.regions), config.health)
+        self.latency = LatencyTracker(config.regions, config.health, trust_sims=trust_sims)
+        # Limits count per minute of the router's clock: on a virtual clock (a replay) per virtual
+        # minute, as simulate counts them; on the wall clock, monotonic seconds.
+        now_s = (lambda: clock().timestamp()) if clock_speed(clock) != 1.0 else time.monotonic
+        self.limits: RequestLimits = RequestLimits(config.regions, now_s=now_s)  # RedisLimits when shared
+        self._active = 0  # requests before their first byte, for the retry budget
+        self._retrying = 0  # of which on a second or later attempt
+        self._prober: Prober | None = None
+
+    def start_probes(self, session: aiohttp.ClientSession | None, base_urls: dict[str, str]) -> None:
+        """Start the active probes (when the config enables them and there is a session)."""
+        if self.config.health.probes.enabled and session is not None:
             from suanli.providers.probe import Prober
 
-            self._prober = Prober(
-                self._session, self.config.regions, base_urls, self.config.health.probes, self._probed
-            )
+            probes = self.config.health.probes
+            self._prober = Prober(session, self.config.regions, base_urls, probes, self._probed)
             self._prober.start()
 
-    async def _stop_health(self: Router) -> None:
+    async def stop_probes(self) -> None:
         if self._prober is not None:
             await self._prober.stop()
             self._prober = None
 
-    def _probed(self: Router, result: ProbeResult) -> None:
+    def _probed(self, result: ProbeResult) -> None:
         """A probe's answer: a latency sample when it worked, a health signal either way."""
         now_s = self.clock().timestamp()
         if not result.ok:
@@ -84,7 +118,16 @@ class FailoverMixin:
                 self.latency.record(result.region, model, origin, now_s, ttft_ms=result.round_trip_ms)
         self.health.success(result.region, now_s)
 
-    def _pick(self: Router, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
+    def unhealthy(self) -> frozenset[str]:
+        """Regions down now, or whose prepaid cash is gone: the planner plans without them.
+
+        Read by the re-planner's thread: ``wait_s`` only reads, unlike ``blocked()``, which caches.
+        """
+        now_s = self.clock().timestamp()
+        down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
+        return down | frozenset(self.accounts.cash_exhausted)
+
+    def pick(self, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
         Regions skipped for their limits, cool-down or ejection add to ``waits``, so that
@@ -92,16 +135,17 @@ class FailoverMixin:
         """
         now_s = self.clock().timestamp()
         state = State(
-            balances=self._available,
+            balances=self.accounts.available,
             blocked=self.health.blocked(now_s),
             latency_ms=self.latency.measured(ask.model, ask.origin, now_s),
             token_ratios=self.planning.token_ratios,
         )
         if excluded:
             ask = replace(ask, excluded=frozenset(excluded))
+        cash_exhausted = self.accounts.cash_exhausted
         for option in rank(self.config, ask, state, self.clock(), plan=self.planning.plan):
             rid = option.region.id
-            if rid in self._cash_exhausted and option.charge.cash_yuan > 0:
+            if rid in cash_exhausted and option.charge.cash_yuan > 0:
                 continue
             lease = self.limits.acquire(rid, option.charge.tokens)
             if isinstance(lease, Lease):
@@ -116,7 +160,15 @@ class FailoverMixin:
                     waits.append((self.health.wait_s(rid, now_s), why))
         return None
 
-    async def _may_retry(self: Router, deadline: float) -> bool:
+    def entered(self) -> None:
+        """A request starts looking for a region: it counts in the retry budget's base."""
+        self._active += 1
+
+    def left(self) -> None:
+        """The request got its first byte, or gave up."""
+        self._active -= 1
+
+    async def may_retry(self, deadline: float) -> bool:
         """Within the request's deadline and the retry budget (a share of requests in flight).
 
         Over budget, a retry waits up to ``budget_wait_s`` for a slot rather than failing:
@@ -132,8 +184,14 @@ class FailoverMixin:
             await asyncio.sleep(0.005)
         return time.perf_counter() < deadline
 
-    async def _send(
-        self: Router, call: UpstreamCall, hold: Hold, lease: Lease, attempt: int, remaining_s: float
+    async def send(
+        self,
+        upstream: Upstream,
+        call: UpstreamCall,
+        hold: Hold,
+        lease: Lease,
+        attempt: int,
+        remaining_s: float,
     ) -> Reply | StreamReply:
         """One attempt; on failure the hold is voided, the lease released, health told, and it raises."""
         region = call.region.id
@@ -143,7 +201,7 @@ class FailoverMixin:
             self._retrying += 1
         try:
             async with asyncio.timeout(max(remaining_s, 0.001)):
-                reply = await self._upstreams[region].send(call)
+                reply = await upstream.send(call)
         except TimeoutError as exc:
             self._attempt_failed(hold, lease, region)
             # Retryable in kind; the loop stops because the deadline has passed.
@@ -162,43 +220,22 @@ class FailoverMixin:
         return reply
 
     def _attempt_failed(
-        self: Router, hold: Hold, lease: Lease, region: str, exc: UpstreamError | None = None
+        self, hold: Hold, lease: Lease, region: str, exc: UpstreamError | None = None
     ) -> None:
         lease.release()
-        voucher_id = hold.voucher_id
-        self._void(hold)
+        self.accounts.void(hold)
         if exc is None:
             return
         self.metrics.failed(region, exc.status)
         now_s = self.clock().timestamp()
         if is_quota_exhausted(exc):
-            self._exhausted(region, voucher_id, exc)
+            reason = f"{exc.status} {exc.code or ''}: {exc.message}".strip()
+            self.accounts.mark_exhausted(region, hold.voucher_id, reason)
         else:
             self.health.failure(region, exc.status, now_s, retry_after_s=exc.retry_after_s)
         log.info("region %s failed (%s): %s", region, exc.status, exc.message)
 
-    def _exhausted(self: Router, region: str, voucher_id: str | None, exc: UpstreamError) -> None:
-        """The platform says the prepaid balance is gone: stop drawing on it, on the ledger too."""
-        reason = f"{exc.status} {exc.code or ''}: {exc.message}".strip()
-        if voucher_id is not None:
-            self._available[voucher_id] = 0.0
-            self._book.mark_exhausted(voucher_id=voucher_id, reason=reason)
-            log.warning("voucher %s at %s is exhausted upstream (%s)", voucher_id, region, reason)
-        else:
-            self._cash_exhausted.add(region)
-            self._book.mark_exhausted(region=region, reason=reason)
-            log.warning("prepaid cash at %s is exhausted upstream (%s)", region, reason)
-
-    def clear_exhausted(self: Router, *, voucher_id: str | None = None, region: str | None = None) -> None:
-        """After a top-up: draw on that voucher or that region's cash again."""
-        self._book.clear_exhausted(voucher_id=voucher_id, region=region)
-        if region is not None:
-            self._cash_exhausted.discard(region)
-        self._available = self._book.balances()
-
-    def _measured(
-        self: Router, routing: Routing, ttft_s: float | None, total_s: float | None, lease: Lease
-    ) -> None:
+    def measured(self, routing: Routing, ttft_s: float | None, total_s: float | None, lease: Lease) -> None:
         """Record a served request's latency and release its lease with the tokens really used."""
         lease.release(routing.prompt_tokens + routing.completion_tokens)
         self.latency.record(
@@ -211,7 +248,8 @@ class FailoverMixin:
             output_tokens=routing.completion_tokens,
         )
 
-    def _failed(self: Router, ask: Ask, failures: list[UpstreamError], waits: list[Wait]) -> ApiError:
+    def failed(self, ask: Ask, failures: list[UpstreamError], waits: list[Wait]) -> ApiError:
+        """The error for a request no region served: the upstreams' failures, a wait, or no route."""
         if failures:
             return UpstreamFailedError.from_failures(failures)
         if waits:
@@ -227,13 +265,16 @@ class FailoverMixin:
                 f"after 429s; retry in {wait_s:.0f} s",
                 retry_after_s=wait_s,
             )
-        return NoRouteError(
-            f"no region can serve model {ask.model!r} for class {ask.work_class} "
-            f"from origin {ask.origin} "
-            "right now (latency SLO, capability, policy or capacity)"
+        now_s = self.clock().timestamp()
+        found = exclusions(
+            self.config,
+            ask,
+            latency_ms=self.latency.measured(ask.model, ask.origin, now_s),
+            cash_exhausted=frozenset(self.accounts.cash_exhausted),
         )
+        return no_route_error(ask, found)
 
-    def region_stats(self: Router) -> dict[str, dict]:
+    def region_stats(self) -> dict[str, dict]:
         """Region id -> health, measured latency and limit use, JSON-ready (None where unknown).
 
         Keys: ``state`` ("ok" | "ejected" | "cooling"), ``ejected_until`` (ISO or None),
@@ -249,6 +290,6 @@ class FailoverMixin:
                 **self.health.state(rid, now_s),
                 **self.latency.region_summary(rid),
                 **self.limits.stats(rid),
-                "cash_exhausted": rid in self._cash_exhausted,
+                "cash_exhausted": rid in self.accounts.cash_exhausted,
             }
         return out

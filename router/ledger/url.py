@@ -1,0 +1,12 @@
+"""Which driver a ledger URL names: here, so neither driver imports the other to tell."""
+
+from __future__ import annotations
+
+__all__ = ["PG_SCHEMES", "is_pg_url"]
+
+PG_SCHEMES = ("postgresql", "postgres")
+
+
+def is_pg_url(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL ledger (so SQLite users never import asyncpg)."""
+    return url.partition("://")[0] in PG_SCHEMES
