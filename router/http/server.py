@@ -71,8 +71,8 @@ Or with the openai SDK:
       model="{model}", messages=[{{"role": "user", "content": "你好"}}])
   print(reply.headers["x-suanli-region"], reply.parse().choices[0].message.content)
 
-Batch work may wait and travel: add -H 'X-Suanli-Class: batch' (it goes where it is cheapest
-for the day: west, off-peak, or on a voucher interactive work will not need).
+Interactive work stays within the {config.classes.interactive.latency_slo_ms:g} ms first-token SLO; mark work that may travel
+with -H 'X-Suanli-Class: batch'.
 Demo traffic (interactive, batch, a fine-tuning job): suanli demo --traffic, or in another terminal
   suanli traffic --url {base[:-3]}
 Watch it: suanli monitor --url {base[:-3]}    Balances: suanli vouchers --url {base[:-3]}
