@@ -54,6 +54,7 @@ def _banner(base: str, config: Config, master_key: str | None) -> str:
     key = master_key or "none"
     regions = ", ".join(f"{r.id} ({r.zone})" for r in config.regions)
     model = config.model_names()[0] if config.model_names() else "MODEL"
+    slo = config.classes.interactive.latency_slo_ms
     return f"""
 suanli demo: {len(config.regions)} simulated city platforms behind one OpenAI-compatible endpoint
   regions:  {regions}
@@ -71,8 +72,8 @@ Or with the openai SDK:
       model="{model}", messages=[{{"role": "user", "content": "你好"}}])
   print(reply.headers["x-suanli-region"], reply.parse().choices[0].message.content)
 
-Interactive work stays within the {config.classes.interactive.latency_slo_ms:g} ms first-token SLO; mark work that may travel
-with -H 'X-Suanli-Class: batch'.
+Interactive work stays within the {slo:g} ms first-token SLO; mark work that may
+travel with -H 'X-Suanli-Class: batch'.
 Demo traffic (interactive, batch, a fine-tuning job): suanli demo --traffic, or in another terminal
   suanli traffic --url {base[:-3]}
 Watch it: suanli monitor --url {base[:-3]}    Balances: suanli vouchers --url {base[:-3]}
