@@ -46,7 +46,7 @@ def apply_share(limits: RequestLimits, regions: Iterable[Region], replicas: int)
             continue
         cfg = region.limits
         if state.rpm is not None and cfg.rpm:
-            state.rpm = max(cfg.rpm // n, 1)
+            state.rpm.rate_limit = max(cfg.rpm // n, 1)
         if state.tpm is not None and cfg.tpm:
             state.tpm = max(cfg.tpm // n, 1)
             state.tokens = min(state.tokens, state.tpm)

@@ -19,6 +19,7 @@ from typing import Any
 from suanli.router.errors import BudgetExceededError
 from suanli.router.ledger.rules import YUAN_SCALE
 from suanli.router.ledger.tables import listed, unlisted
+from suanli.router.ledger.types import KeyBudgetHold
 
 __all__ = [
     "KEY_COLUMNS",
@@ -57,22 +58,6 @@ class KeyRow:
     default_class: str | None
     origin: str | None
     rpm: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyBudgetHold:
-    """What a request of a budgeted key asks the ledger to hold, beside its voucher hold."""
-
-    key_id: str
-    day: str  # "day:2026-12-01", local to the config's timezone
-    month: str  # "month:2026-12"
-    amount_yuan: float  # the upper bound of the request's cost
-    day_limit_yuan: float | None
-    month_limit_yuan: float | None
-
-    def limits(self) -> tuple[tuple[str, float | None, str], ...]:
-        """``(period, limit in yuan or None, how a refusal names it)``, the day first."""
-        return (self.day, self.day_limit_yuan, "today"), (self.month, self.month_limit_yuan, "this month")
 
 
 def yuan_q(yuan: float | None) -> int | None:

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from suanli.router.ledger.keys import KeyBudgetHold
+__all__ = ["Hold", "HoldRequest", "KeyBudgetHold", "Settlement", "UsageRow", "VoucherStatus"]
 
-__all__ = ["Hold", "HoldRequest", "Settlement", "UsageRow", "VoucherStatus"]
+
+@dataclass(frozen=True, slots=True)
+class KeyBudgetHold:
+    """What a request of a budgeted key asks the ledger to hold, beside its voucher hold."""
+
+    key_id: str
+    day: str  # "day:2026-12-01", local to the config's timezone
+    month: str  # "month:2026-12"
+    amount_yuan: float  # the upper bound of the request's cost
+    day_limit_yuan: float | None
+    month_limit_yuan: float | None
+
+    def limits(self) -> tuple[tuple[str, float | None, str], ...]:
+        """``(period, limit in yuan or None, how a refusal names it)``, the day first."""
+        return (self.day, self.day_limit_yuan, "today"), (self.month, self.month_limit_yuan, "this month")
 
 
 @dataclass(frozen=True, slots=True)

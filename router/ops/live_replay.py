@@ -384,9 +384,10 @@ class _ProxyThread:
     async def _start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))  # our own socket: its port is ours to read
+        self.port = listener.getsockname()[1]
+        await web.SockSite(self._runner, listener).start()
 
     def start(self) -> str:
         self._thread.start()

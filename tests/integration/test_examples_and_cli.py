@@ -107,3 +107,34 @@ def test_demo_prints_the_base_url_and_examples(tmp_path: Path):
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(20)
+
+
+def test_demo_traffic_keeps_interactive_east_sends_batch_west_and_leaves_no_files(tmp_path: Path):
+    port = 19000 + os.getpid() % 1000
+    process = subprocess.Popen(
+        [*CLI, "demo", "--port", str(port), "--traffic", "--minutes", "0.5"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline, lines = time.monotonic() + 120, []
+        while time.monotonic() < deadline and not any("demo traffic done" in line for line in lines):
+            lines.append(process.stdout.readline())
+        report = [line for line in lines if line.startswith("sent ")][-1]
+        status = json.loads(
+            subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/admin/status"], capture_output=True,
+                           text=True, timeout=30, check=True).stdout
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    assert "errors: none" in report, report  # no interactive 503 (nor anything else)
+    east = int(report.split("interactive in the east ")[1].split("%")[0])
+    assert east >= 90, report
+    batch = report.split("batch: ")[2].split(" |")[0]
+    assert batch.split()[0] in {"chongqing", "guiyang", "qingyang", "zhongwei", "horinger"}, report
+    spent = {v["id"]: v["spent"] for v in status["vouchers"]}
+    assert spent["wuhan-tokens-launch"] > 0  # the voucher that expires first is drawn on
+    assert not list(tmp_path.iterdir())  # the demo's ledger and files live in a folder of its own

@@ -38,12 +38,6 @@ SUBPACKAGE_MAY_IMPORT = {
 }
 CLOCK_OR_IO = ("time.time", "time.monotonic", "datetime.now", "datetime.utcnow")
 MAX_LINES = 500
-# TODO(ledger dedup, branch `ledger`): router/ledger/ still has LedgerReadsMixin, KeyLedgerMixin and
-# PgKeysMixin, the reads <-> ledger cycle, and the postgres driver imports the sqlite side's
-# private helpers. Drop this exclusion from the three tests below once that work is merged.
-PENDING_LEDGER = ROOT / "router" / "ledger"
-# TODO(optimizer tidy, branch `optimizer-tidy`): optimizer/bound.py imports plan's `_columns`.
-PENDING_PRIVATE_IMPORTS = {ROOT / "optimizer" / "bound.py"}
 # Private attributes of other libraries that we read or set on purpose: file -> names, with why.
 FOREIGN_PRIVATES = {
     # argparse has no public name for the type add_subparsers() returns (for annotations).
@@ -182,10 +176,6 @@ def test_public_names_are_exported_and_sorted(package: str):
     assert all(hasattr(module, name) for name in exported)
 
 
-def _pending(path: Path) -> bool:
-    return path.is_relative_to(PENDING_LEDGER)
-
-
 def _is_private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
@@ -193,8 +183,6 @@ def _is_private(name: str) -> bool:
 def test_no_mixins_share_behaviour_by_composition():
     found = []
     for path in _sources(*PACKAGES, "suanli"):
-        if _pending(path):
-            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.ClassDef):
                 continue
@@ -208,7 +196,6 @@ def test_no_module_imports_another_modules_private_name():
     found = [
         f"{path.relative_to(ROOT)}: from {module} import {name}"
         for path in _sources(*PACKAGES, "suanli")
-        if not _pending(path) and path not in PENDING_PRIVATE_IMPORTS
         for module, names in _imported(path, typing_too=True)
         if _ours(module)
         for name in names
@@ -236,8 +223,6 @@ def test_no_module_reads_another_objects_private_attributes():
     """``x._name`` on anything but ``self``/``cls`` must name a private this module defines."""
     found = []
     for path in _sources(*PACKAGES, "suanli"):
-        if _pending(path):
-            continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         allowed = _own_privates(tree) | FOREIGN_PRIVATES.get(str(path.relative_to(ROOT)), set())
         for node in ast.walk(tree):
@@ -308,12 +293,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycles():
-    ledger = "suanli.router.ledger."
-    cycles = [
-        cycle for cycle in _cycles(_import_graph())
-        if not all(module.startswith(ledger) for module in cycle)  # TODO: see PENDING_LEDGER
-    ]
-    assert cycles == []
+    assert _cycles(_import_graph()) == []
 
 
 def test_the_cycle_finder_finds_a_cycle():
