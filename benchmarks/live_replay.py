@@ -1,7 +1,7 @@
 """Live replay vs simulate: each public scenario driven through the real stack, one table.
 
     .venv/bin/python benchmarks/live_replay.py [--scenarios ../shared/scenarios] [--only cityday]
-                                               [--minutes 4] [--stream-every 4] [--json FILE]
+                                               [--minutes 5] [--stream-every 10] [--hours H] [--json FILE]
 
 For every scenario (a ``config.yaml`` and a ``trace.jsonl``), ``suanli.router.ops.live_replay``
 runs the day through the HTTP proxy, the simulated platforms at their real latencies, the
@@ -47,8 +47,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", type=Path, default=DEFAULT_SCENARIOS)
     parser.add_argument("--only", action="append", help="scenario name (repeatable)")
-    parser.add_argument("--minutes", type=float, default=4.0, help="wall minutes per scenario day")
-    parser.add_argument("--stream-every", type=int, default=4, help="stream one interactive request in N")
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall minutes per scenario day")
+    parser.add_argument("--stream-every", type=int, default=10, help="stream one interactive request in N")
     parser.add_argument("--hours", type=float, help="replay only the first hours of each day (a quick look)")
     parser.add_argument("--pace", type=float, default=0.1, help="sims' output pace, times ms_per_token")
     parser.add_argument("--json", type=Path, help="also write the figures here")

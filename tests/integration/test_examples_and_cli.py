@@ -133,7 +133,7 @@ def test_demo_traffic_keeps_interactive_east_sends_batch_west_and_leaves_no_file
     assert "errors: none" in report, report  # no interactive 503 (nor anything else)
     east = int(report.split("interactive in the east ")[1].split("%")[0])
     assert east >= 90, report
-    batch = report.split("batch: ")[2].split(" |")[0]
+    batch = report.split("| batch: ")[1].split(" |")[0]
     assert batch.split()[0] in {"chongqing", "guiyang", "qingyang", "zhongwei", "horinger"}, report
     spent = {v["id"]: v["spent"] for v in status["vouchers"]}
     assert spent["wuhan-tokens-launch"] > 0  # the voucher that expires first is drawn on
