@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from suanli.optimizer import CapacityBook, Deferrer, Job, Plan, minute_of
 from tests.unit.optimizer.tiny import make_config, region
 
@@ -60,12 +62,13 @@ def test_the_front_holds_the_least_score_of_every_window_from_its_start() -> Non
         coef = np.array([[rng.choice((0.0, 1e-6, 2e-6, 3e-6, 0.01)) for _ in range(n)] for _ in range(3)])
         lo = rng.choice((0, rng.randrange(n)))
         front = _front(coef, lo)
-        on_front = {f[0] for f in front}
         for _ in range(10):
             hi = rng.randint(lo + 1, n)
             job = (rng.choice((0.0, 1.0, 500.0, 8000.0)), rng.choice((0.0, 1.0, 300.0)), 1.0)
             scores = np.dot(job, coef[:, lo:hi])
-            first = lo + int(scores.argmin())
-            assert first in on_front
             picked = min((job[0] * a + job[1] * b + c, e) for e, a, b, c in front if e < hi)
-            assert picked == (float(scores[first - lo]), first)
+            # numpy may add in another order (or fuse a multiply-add), so "least" is up to
+            # rounding: the front's pick scores the least of the whole window, and numpy agrees.
+            best = float(scores.min())
+            assert picked[0] == pytest.approx(best, rel=1e-12, abs=1e-15)
+            assert float(scores[picked[1] - lo]) == pytest.approx(best, rel=1e-12, abs=1e-15)
