@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from suanli.config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
 
-__all__ = ["Candidate", "ConfigIndex", "VoucherInfo", "index_for"]
+__all__ = ["Candidate", "ConfigIndex", "VoucherInfo", "capable", "index_for"]
 
 _INF = float("inf")
 
@@ -78,7 +78,8 @@ def _voucher_info(voucher: Voucher) -> VoucherInfo:
     )
 
 
-def _capable(region: Region, capability: Capability) -> bool:
+def capable(region: Region, capability: Capability) -> bool:
+    """Whether ``region`` serves ``capability`` (the rule the chooser's candidates follow)."""
     if capability in region.capabilities:
         return True
     # A chat platform serves the legacy completions endpoint too.
@@ -143,7 +144,7 @@ class ConfigIndex:
         out: list[Candidate] = []
         for region in self.config.regions:
             offer = region.offer(model)
-            if offer is None or not _capable(region, needed):
+            if offer is None or not capable(region, needed):
                 continue
             latency = region.latency_ms(origin)
             if work_class == "interactive" and prior_latency and latency > self.slo_ms:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from suanli.config import Config, Region
 from suanli.optimizer import Ask
+from suanli.optimizer.index import capable
 from suanli.router.errors import NoRouteError
 
 __all__ = ["Exclusion", "exclusions", "no_route_error"]
@@ -25,11 +26,6 @@ class Exclusion:
     region: str
     reason: str
     permanent: bool
-
-
-def _capable(capabilities: tuple[str, ...] | list[str], needed: str) -> bool:
-    # the same rule as the chooser's index: a chat platform serves legacy completions too
-    return needed in capabilities or (needed == "completions" and "chat" in capabilities)
 
 
 def _expected(region: Region, ask: Ask, latency_ms: Mapping[str, float]) -> float:
@@ -53,7 +49,7 @@ def exclusions(
         rid = region.id
         if region.offer(ask.model) is None or (ask.pinned_region is not None and rid != ask.pinned_region):
             continue
-        if not _capable(region.capabilities, needed):
+        if not capable(region, needed):  # type: ignore[arg-type]
             out.append(Exclusion(rid, f"no {needed} capability", True))
         elif ask.allowed_regions is not None and rid not in ask.allowed_regions:
             out.append(Exclusion(rid, "not allowed for this key", True))
