@@ -76,6 +76,8 @@ class StatusBoard:
             by_region[w.region].append(w)
             class_totals[w.work_class] += 1
         today = self.feed.today.by_region
+        slo_ms = self.router.config.classes.interactive.latency_slo_ms
+        origin = self.router.config.origin
         out: dict[str, dict] = {}
         for region in self.router.config.regions:
             rows = by_region.get(region.id, [])
@@ -101,6 +103,7 @@ class StatusBoard:
                     "tpm_limit": _first(measured.get("tpm_limit"), region.limits.tpm),
                 },
                 "in_flight": measured.get("in_flight"),
+                "interactive": _interactive(region, measured.get("interactive_ttft_ms"), slo_ms, origin),
                 "requests_5m": {c: counts.get(c, 0) for c in _CLASSES},
                 "share_5m": {
                     c: round(counts.get(c, 0) / class_totals[c], 4) if class_totals[c] else 0.0
@@ -176,6 +179,14 @@ def _call(router: Any, name: str) -> Any:
     except Exception:  # noqa: BLE001 - a status page must render even when one source fails
         log.exception("status: Router.%s() failed", name)
         return None
+
+
+def _interactive(region: Any, expected_ms: float | None, slo_ms: float, origin: str) -> dict:
+    # what the interactive rule sees of the region from the config's origin
+    prior = region.latency_ms(origin)
+    expected_ms = prior if expected_ms is None else expected_ms
+    return {"expected_ttft_ms": expected_ms, "prior_ttft_ms": prior, "slo_ms": slo_ms,
+            "within_slo": expected_ms <= slo_ms}
 
 
 def _health(measured: dict) -> dict:
