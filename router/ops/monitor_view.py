@@ -57,7 +57,7 @@ def render_status(
         parts.append(_alerts(doc))
     # What is left of the screen goes to the most recent decisions (a line each).
     used = (
-        6
+        7
         + len(routing_notes(doc))
         + len(doc["regions"])
         + 4
@@ -99,6 +99,16 @@ def _header(doc: dict, source: str, note: str) -> RenderableType:
         f"¥{totals['savings_vs_list_yuan']:,.4f} vs list (¥{totals['list_yuan_today']:,.4f}), "
         f"¥{totals['savings_vs_greedy_yuan']:,.4f} vs greedy (¥{totals['greedy_cash_yuan_today']:,.4f})",
     )
+    kept = totals.get("vouchers_kept_vs_greedy_yuan", 0.0)
+    if abs(kept) >= 5e-5:
+        # Greedy spends a voucher on the first request it fits; suanli keeps units for the
+        # requests they save most on. Cash alone would read as a loss until greedy runs dry.
+        line.append(
+            f"\n{'kept' if kept > 0 else 'drew'} ¥{abs(kept):,.4f} of vouchers "
+            f"{'greedy would have spent' if kept > 0 else 'more than greedy'}: "
+            f"¥{totals['savings_vs_greedy_with_vouchers_yuan']:,.4f} vs greedy counting them",
+            style="green" if totals["savings_vs_greedy_with_vouchers_yuan"] >= 0 else "red",
+        )
     for why in routing_notes(doc):
         line.append(f"\n{why}", style="yellow")
     if note:

@@ -50,7 +50,7 @@ class StatusBoard:
     def _document(self, now: datetime) -> dict:
         regions = self.region_entries(now)
         vouchers = [_voucher_entry(row, now) for row in self.router.voucher_report()]
-        totals = self._totals()
+        totals = self._totals(now)
         doc = {
             "object": "suanli.status",
             "version": SCHEMA_VERSION,
@@ -118,8 +118,9 @@ class StatusBoard:
             }
         return out
 
-    def _totals(self) -> dict:
+    def _totals(self, now: datetime) -> dict:
         day = self.feed.today
+        kept = self.feed.vouchers_kept_vs_greedy(now.timestamp())
         return {
             "requests_today": day.requests,
             "tokens_today": day.tokens,
@@ -130,6 +131,8 @@ class StatusBoard:
             "greedy_cash_yuan_today": _yuan(day.greedy_cash_yuan),
             "savings_vs_list_yuan": _yuan(day.list_yuan - day.cash_yuan),
             "savings_vs_greedy_yuan": _yuan(day.greedy_cash_yuan - day.cash_yuan),
+            "vouchers_kept_vs_greedy_yuan": _yuan(kept),
+            "savings_vs_greedy_with_vouchers_yuan": _yuan(day.greedy_cash_yuan - day.cash_yuan + kept),
         }
 
     def _alerts(self, regions: dict[str, dict], vouchers: list[dict], now: datetime) -> list[dict]:

@@ -44,6 +44,9 @@ class DayTotals:
     cost_yuan: float = 0.0
     list_yuan: float = 0.0
     greedy_cash_yuan: float = 0.0
+    # voucher id -> [units, yuan] drawn today, by suanli and by greedy's counterfactual
+    drawn: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0]))
+    greedy_drawn: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0]))
     by_region: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(_region_sums))
 
 
@@ -157,6 +160,10 @@ class UsageFeed:
         day.cost_yuan += row.cost_yuan
         day.list_yuan += self._list_yuan(row)
         day.greedy_cash_yuan += self._greedy_cash(row) if replay else self._as_served(row)
+        if row.voucher_id is not None:
+            drawn = day.drawn[row.voucher_id]
+            drawn[0] += row.voucher_units
+            drawn[1] += row.voucher_yuan
         sums = day.by_region[row.region]
         sums["requests"] += 1
         sums["tokens"] += row.tokens
@@ -212,13 +219,37 @@ class UsageFeed:
         self._greedy_book.add(best.region.id, minute, best.charge.tokens)
         if best.voucher is not None and best.charge.voucher_units > 0:
             self._shadow[best.voucher.id] = self._shadow.get(best.voucher.id, 0.0) - best.charge.voucher_units
+            drawn = self.today.greedy_drawn[best.voucher.id]
+            drawn[0] += best.charge.voucher_units
+            drawn[1] += best.charge.voucher_yuan
         return best.charge.cash_yuan
 
     def _as_served(self, row: UsageRow) -> float:
         """A row too old to replay counts as greedy having done what suanli did (no saving)."""
         if row.voucher_id is not None:
             self._shadow[row.voucher_id] = self._shadow.get(row.voucher_id, 0.0) - row.voucher_units
+            drawn = self.today.greedy_drawn[row.voucher_id]
+            drawn[0] += row.voucher_units
+            drawn[1] += row.voucher_yuan
         return row.cash_yuan
+
+    def vouchers_kept_vs_greedy(self, now_s: float) -> float:
+        """Yuan of voucher balance suanli still holds that greedy would have spent today
+        (negative: suanli drew more than greedy), each unit valued at what greedy drew per
+        unit of that voucher (suanli's own rate where greedy drew none). A voucher past its
+        expiry keeps nothing: units it still held are lost, not kept."""
+        kept = 0.0
+        day = self.today
+        for voucher in self.config.vouchers:
+            ours = day.drawn.get(voucher.id, (0.0, 0.0))
+            theirs = day.greedy_drawn.get(voucher.id, (0.0, 0.0))
+            units = theirs[0] - ours[0]
+            if abs(units) < 1e-9 or (voucher.expires is not None and voucher.expires.timestamp() <= now_s):
+                continue
+            rate_from = theirs if units > 0 and theirs[0] > 0 else ours if ours[0] > 0 else theirs
+            if rate_from[0] > 0:
+                kept += units * rate_from[1] / rate_from[0]
+        return kept
 
     def usual_hourly_cash(self, now_s: float) -> tuple[float, float]:
         """``(cash in the last 60 minutes, mean hourly cash over the 24 hours before them)``."""
