@@ -209,7 +209,10 @@ def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
         pass
     else:
         start = datetime.combine(day, time(0), tzinfo=tz)
-        return start + timedelta(days=1) if end else start
+        try:
+            return start + timedelta(days=1) if end else start
+        except OverflowError:  # the end of 9999-12-31: no time after it to bound by
+            raise ValueError(f"{text!r} is past the last representable date") from None
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
