@@ -127,12 +127,24 @@ class RegionPicker:
         down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
         return down | frozenset(self.accounts.cash_exhausted)
 
-    def pick(self, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
+    def pick(
+        self, ask: Ask, excluded: set[str], waits: list[Wait], *, stream: bool = False
+    ) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
         Regions skipped for their limits, cool-down or ejection add to ``waits``, so that
-        when nothing is left the client learns how long to wait.
+        when nothing is left the client learns how long to wait. A ``stream`` avoids regions
+        whose streams broke lately (``Health.stream_blocked``) unless no other region is left.
         """
+        if stream:
+            avoid = self.health.stream_blocked(self.clock().timestamp()) - excluded
+            if avoid:
+                picked = self._pick(ask, excluded | avoid, [])
+                if picked is not None:
+                    return picked
+        return self._pick(ask, excluded, waits)
+
+    def _pick(self, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
         now_s = self.clock().timestamp()
         state = State(
             balances=self.accounts.available,
@@ -291,5 +303,6 @@ class RegionPicker:
                 **self.latency.region_summary(rid),
                 **self.limits.stats(rid),
                 "cash_exhausted": rid in self.accounts.cash_exhausted,
+                "streams_avoided": rid in self.health.stream_blocked(now_s),
             }
         return out

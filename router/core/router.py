@@ -272,7 +272,7 @@ class Router:
             while attempts < self.max_attempts:
                 if attempts and not await picker.may_retry(deadline):
                     break
-                picked = picker.pick(ask, excluded, waits)
+                picked = picker.pick(ask, excluded, waits, stream=stream)
                 if picked is None:
                     break
                 option, lease = picked
@@ -373,6 +373,7 @@ class Router:
                 async for chunk in reply.chunks:
                     if chunk == _DONE:
                         done = True
+                        self.health.stream_ended(routing.region)
                         await finish()
                         # An SSE comment: clients ignore it, curl users see the settled cost.
                         yield (
@@ -382,7 +383,8 @@ class Router:
                     yield chunk
             except UpstreamBroken as exc:
                 log.warning("stream from %s broke after the first byte: %s", routing.region, exc.message)
-                self.health.failure(routing.region, 0, self.clock().timestamp())
+                # Its streams, not the region: whole answers may still go there (router/core/health.py).
+                self.health.stream_broke(routing.region, self.clock().timestamp())
                 await finish(status=502)
                 yield _error_event(f"the upstream stream from region {routing.region} broke: {exc.message}")
 
