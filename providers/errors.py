@@ -23,7 +23,8 @@ class UpstreamError(ProviderError):
     before the first byte. ``code`` carries the upstream's error code when it gave one
     (for example ``insufficient_quota``), ``param`` the parameter it named. ``message`` never
     contains a credential; ``code`` and ``param`` are identifier-shaped or None
-    (``providers/redaction.py``).
+    (``providers/redaction.py``). ``in_doubt``: the request reached the upstream and no verdict
+    came back (a timeout after sending), so the upstream may have served and billed it.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class UpstreamError(ProviderError):
         code: str | None = None,
         body: dict | None = None,
         param: str | None = None,
+        in_doubt: bool = False,
     ) -> None:
         super().__init__(f"region {region}: {message}")
         self.region = region
@@ -47,6 +49,7 @@ class UpstreamError(ProviderError):
         self.code = code
         self.body = body
         self.param = param
+        self.in_doubt = in_doubt
 
 
 class UpstreamTimeout(UpstreamError):

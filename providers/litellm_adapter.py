@@ -91,8 +91,8 @@ class LiteLLMUpstream:
             async with asyncio.timeout(timeouts.connect_s + timeouts.first_byte_s):
                 result = await function(**params)
         except TimeoutError as exc:
-            raise UpstreamTimeout(
-                region.id, 0, "no answer before the first-byte timeout", retryable=True
+            raise UpstreamTimeout(  # it may still be generating: in doubt (providers/errors.py)
+                region.id, 0, "no answer before the first-byte timeout", retryable=True, in_doubt=True
             ) from exc
         except ProviderError:
             raise
@@ -143,7 +143,9 @@ async def _open_stream(
             first = await anext(events)
     except TimeoutError as exc:
         await events.aclose()
-        raise UpstreamTimeout(region.id, 0, "no first chunk before the timeout", retryable=True) from exc
+        raise UpstreamTimeout(
+            region.id, 0, "no first chunk before the timeout", retryable=True, in_doubt=True
+        ) from exc
     except UpstreamBroken as exc:
         await events.aclose()
         # Nothing reached the client yet: the failure is as retryable as any other.
@@ -291,7 +293,7 @@ def translate_error(
 ) -> UpstreamError:
     """One litellm (or httpx) exception as an UpstreamError with status, retryability, code."""
     if isinstance(exc, litellm.Timeout):
-        return UpstreamTimeout(region, 0, "the upstream timed out", retryable=True)
+        return UpstreamTimeout(region, 0, "the upstream timed out", retryable=True, in_doubt=True)
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) and 100 <= status <= 599 else 0
     detail, code = _upstream_detail(str(exc))

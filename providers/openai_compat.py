@@ -71,12 +71,16 @@ class OpenAICompatUpstream:
                     waiting.reschedule(asyncio.get_running_loop().time() + timeouts.idle_s)
                     payload = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
+            # A timeout once connected (sock_connect gives up first otherwise) leaves the request
+            # with an upstream that may still be generating it: in doubt, never silently voided.
             if answered:
                 response.release()
-                raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
+                raise UpstreamTimeout(
+                    region.id, 0, "the answer stalled", retryable=True, in_doubt=True
+                ) from exc
             if isinstance(exc, TimeoutError):
                 raise UpstreamTimeout(
-                    region.id, 0, "no answer before the first-byte timeout", retryable=True
+                    region.id, 0, "no answer before the first-byte timeout", retryable=True, in_doubt=True
                 ) from exc
             raise UpstreamError(
                 region.id, 0, f"connection failed: {type(exc).__name__}", retryable=True
@@ -105,7 +109,9 @@ class OpenAICompatUpstream:
                 first = await events.__anext__()
         except TimeoutError as exc:
             await events.aclose()
-            raise UpstreamTimeout(region.id, 0, "no first chunk before the timeout", retryable=True) from exc
+            raise UpstreamTimeout(
+                region.id, 0, "no first chunk before the timeout", retryable=True, in_doubt=True
+            ) from exc
         except UpstreamBroken as exc:
             await events.aclose()
             # Nothing reached the client yet, so another region may still be tried.

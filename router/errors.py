@@ -169,6 +169,20 @@ class UpstreamFailedError(ApiError):
         return cls(f"region {exc.region} failed: {exc.message}", status=502, code=exc.code or cls.code)
 
     @classmethod
+    def in_doubt(cls, exc: UpstreamError, charged_yuan: float) -> UpstreamFailedError:
+        """A whole (non-streamed) answer that never came: not sent elsewhere, charged at its hold."""
+        error = cls(
+            f"region {exc.region} got the request but did not answer ({exc.message}); it may still be"
+            " generating it, so it was not sent to another region. It is recorded as in doubt and"
+            f" charged at its upper bound ({charged_yuan:.6f} yuan); see `suanli audit verify`."
+            " Stream long answers, or raise the region's timeouts.first_byte_s.",
+            status=504,
+            code="upstream_in_doubt",
+        )
+        error.should_retry = False  # the openai SDK would otherwise retry a 504: a third generation
+        return error
+
+    @classmethod
     def from_failures(cls, failures: list[UpstreamError]) -> UpstreamFailedError:
         tried = ", ".join(f"{f.region} ({f.status or 'no answer'}: {f.message})" for f in failures)
         if all(f.status == 429 for f in failures):

@@ -205,7 +205,11 @@ class RegionPicker:
         attempt: int,
         remaining_s: float,
     ) -> Reply | StreamReply:
-        """One attempt; on failure the hold is voided, the lease released, health told, and it raises."""
+        """One attempt; on failure the lease is released, health told, and it raises.
+
+        The hold is voided unless the failure is in doubt (the upstream had the request and
+        never answered) or the caller was cancelled meanwhile: the Router settles those.
+        """
         region = call.region.id
         self.health.sending(region, self.clock().timestamp())
         retrying = attempt > 1
@@ -215,14 +219,16 @@ class RegionPicker:
             async with asyncio.timeout(max(remaining_s, 0.001)):
                 reply = await upstream.send(call)
         except TimeoutError as exc:
-            self._attempt_failed(hold, lease, region)
-            # Retryable in kind; the loop stops because the deadline has passed.
-            raise UpstreamTimeout(region, 0, "the request deadline passed", retryable=True) from exc
+            # Retryable in kind; the loop stops because the deadline has passed. The call was
+            # out, so the upstream may be generating it: in doubt.
+            timeout = UpstreamTimeout(region, 0, "the request deadline passed", retryable=True, in_doubt=True)
+            lease.release()
+            raise timeout from exc
         except UpstreamError as exc:
             self._attempt_failed(hold, lease, region, exc)
             raise
-        except BaseException:  # cancelled: the caller went away before the first byte
-            self._attempt_failed(hold, lease, region)
+        except BaseException:  # cancelled: the caller went away while the upstream had the call
+            lease.release()
             self.health.released(region)
             raise
         finally:
@@ -235,7 +241,8 @@ class RegionPicker:
         self, hold: Hold, lease: Lease, region: str, exc: UpstreamError | None = None
     ) -> None:
         lease.release()
-        self.accounts.void(hold)
+        if exc is None or not exc.in_doubt:
+            self.accounts.void(hold)
         if exc is None:
             return
         self.metrics.failed(region, exc.status)
