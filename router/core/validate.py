@@ -78,6 +78,8 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
     orjson reads up to 1024 levels but writes at most 254, so a deeper body would fail only when
     forwarded, after its hold (a 500); no real request comes near ``MAX_DEPTH``.
     """
+    if not isinstance(value, dict | list):
+        return
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
