@@ -101,3 +101,26 @@ def test_a_connect_error_before_sending_still_fails_over(tmp_path: Path):
         assert answer.status_code == 200 and answer.headers["x-suanli-region"] == "up"
         (row,) = proxy.call(lambda r: r.ledger.usage())
         assert row.status == 200 and row.region == "up"
+
+
+async def test_an_sdk_caller_that_gives_up_while_the_upstream_has_it_leaves_an_in_doubt_row(tmp_path: Path):
+    import asyncio
+
+    import httpx as client_http
+
+    from suanli.router.core.router import Router
+
+    slow = _region("slow", 1.0, timeouts={"connect_s": 1, "first_byte_s": 30, "idle_s": 30})
+    config = _config(tmp_path, [slow])
+    async with Router(config, sim_latency_scale=1.0) as router:
+        url = router.base_url("slow").removesuffix("/v1")
+        async with client_http.AsyncClient() as http:
+            (await http.post(f"{url}/sim/faults", json={"stall_ms": 3000})).raise_for_status()
+        call = router.chat_completions(model="deepseek-flash", messages=MESSAGES, max_tokens=50)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(call, 0.5)
+    # close() waited for the settlement behind the cancelled caller; the ledger file stays readable.
+    async with Router(config) as router:
+        (row,) = router.ledger.usage()
+        assert row.status == IN_DOUBT_STATUS and row.completion_tokens == 50
+        assert router.ledger.pending_holds() == 0
