@@ -277,7 +277,8 @@ async def _error_from(response: aiohttp.ClientResponse, region: str, secret: str
         region,
         status,
         message,
-        retryable=status in _RETRYABLE_STATUS,
+        # A region without the model is a region (config) mismatch: another region may have it.
+        retryable=status in _RETRYABLE_STATUS or (status == 404 and code == "model_not_found"),
         retry_after_s=retry_after,
         code=code,
         param=param,

@@ -183,8 +183,10 @@ class UpstreamFailedError(ApiError):
         return error
 
     @classmethod
-    def from_failures(cls, failures: list[UpstreamError]) -> UpstreamFailedError:
+    def from_failures(cls, failures: list[UpstreamError]) -> ApiError:
         tried = ", ".join(f"{f.region} ({f.status or 'no answer'}: {f.message})" for f in failures)
+        if all(f.status == 404 for f in failures):  # no region tried has the model after all
+            return cls.from_upstream(failures[0])
         if all(f.status == 429 for f in failures):
             waits = [f.retry_after_s for f in failures if f.retry_after_s]
             return cls(

@@ -81,6 +81,15 @@ def test_a_relayed_client_error_is_typed_as_openai_types_it(
         assert proxy.call(lambda r: (r.ledger.pending_holds(), len(r.ledger.usage()))) == (0, 0)
 
 
+def test_a_region_without_the_model_passes_the_request_on(tmp_path: Path):
+    config = _config(tmp_path, [_region("cheap", 1.0), _region("dear", 2.0)])
+    with running_proxy(config) as proxy:
+        _faults(proxy, "cheap", error_rate=1.0, error_status=404)
+        served = _post(proxy, _chat("deepseek-flash"))
+        assert served.status_code == 200
+        assert (served.headers["x-suanli-region"], served.headers["x-suanli-attempts"]) == ("dear", "2")
+
+
 def test_an_upstream_401_is_our_key_a_502_server_error_after_trying_the_others(tmp_path: Path):
     config = _config(tmp_path, [_region("cheap", 1.0), _region("dear", 2.0)])
     with running_proxy(config) as proxy:
