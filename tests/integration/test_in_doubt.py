@@ -84,6 +84,10 @@ def test_a_whole_answer_that_never_comes_is_in_doubt_not_retried_and_counted(
     report = json.loads(capsys.readouterr().out)
     assert [entry["region"] for entry in report["in_doubt"]] == ["slow", "slow"]
     assert report["totals"]["requests"] == 3
+    assert main(["report", "--config", str(cli), "--since", "1d", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.count("\nin_doubt,") == 2
+    assert main(["report", "--config", str(cli), "--since", "1d"]) == 0
+    assert "in doubt" in capsys.readouterr().out
     assert main(["audit", "verify", "--config", str(cli), "--json"]) == 0
     audit = json.loads(capsys.readouterr().out)
     assert audit["ok"] and audit["in_doubt"] == [rows[0].id, rows[1].id]
