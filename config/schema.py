@@ -111,6 +111,9 @@ class SimBehaviour(_Frozen):
     rate_limit_rpm: int | None = Field(default=None, gt=0)
     stall_ms: float = Field(default=0.0, ge=0)
     reset_after_chunks: int | None = Field(default=None, ge=0)
+    # A hostile platform, for leak tests: its errors echo its API key in message, code and param,
+    # and its streams end in an error event carrying the key.
+    echo_key: bool = False
     seed: int = 0
 
 

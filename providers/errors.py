@@ -21,7 +21,10 @@ class UpstreamError(ProviderError):
     ``status`` is the upstream HTTP status (0 when no answer came at all). ``retryable``
     says whether another region may be tried: connect errors, timeouts, 5xx and 429
     before the first byte. ``code`` carries the upstream's error code when it gave one
-    (for example ``insufficient_quota``). ``message`` never contains a credential.
+    (for example ``insufficient_quota``), ``param`` the parameter it named. ``message`` never
+    contains a credential; ``code`` and ``param`` are identifier-shaped or None
+    (``providers/redaction.py``). ``in_doubt``: the request reached the upstream and no verdict
+    came back (a timeout after sending), so the upstream may have served and billed it.
     """
 
     def __init__(
@@ -34,6 +37,8 @@ class UpstreamError(ProviderError):
         retry_after_s: float | None = None,
         code: str | None = None,
         body: dict | None = None,
+        param: str | None = None,
+        in_doubt: bool = False,
     ) -> None:
         super().__init__(f"region {region}: {message}")
         self.region = region
@@ -43,6 +48,8 @@ class UpstreamError(ProviderError):
         self.retry_after_s = retry_after_s
         self.code = code
         self.body = body
+        self.param = param
+        self.in_doubt = in_doubt
 
 
 class UpstreamTimeout(UpstreamError):

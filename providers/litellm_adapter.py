@@ -22,11 +22,13 @@ import orjson
 
 from suanli.providers.base import Reply, StreamReply, UpstreamCall, Usage
 from suanli.providers.errors import ProviderError, UpstreamBroken, UpstreamError, UpstreamTimeout
+from suanli.providers.redaction import safe_code
 
 __all__ = ["LiteLLMUpstream", "load_litellm", "scrub", "translate_error"]
 
 # Statuses after which another region may be tried (as in the pass-through adapter).
-_RETRYABLE_STATUS = frozenset({402, 408, 409, 429, 500, 502, 503, 504})
+# 401/403: the region refused *our* key for it; another region may still serve the request.
+_RETRYABLE_STATUS = frozenset({401, 402, 403, 408, 409, 429, 500, 502, 503, 504})
 # litellm additions to OpenAI's JSON that clients should not see.
 _DROP_KEYS = frozenset({"provider_specific_fields", "cost"})
 # Body fields the adapter sets itself.
@@ -89,8 +91,8 @@ class LiteLLMUpstream:
             async with asyncio.timeout(timeouts.connect_s + timeouts.first_byte_s):
                 result = await function(**params)
         except TimeoutError as exc:
-            raise UpstreamTimeout(
-                region.id, 0, "no answer before the first-byte timeout", retryable=True
+            raise UpstreamTimeout(  # it may still be generating: in doubt (providers/errors.py)
+                region.id, 0, "no answer before the first-byte timeout", retryable=True, in_doubt=True
             ) from exc
         except ProviderError:
             raise
@@ -141,7 +143,9 @@ async def _open_stream(
             first = await anext(events)
     except TimeoutError as exc:
         await events.aclose()
-        raise UpstreamTimeout(region.id, 0, "no first chunk before the timeout", retryable=True) from exc
+        raise UpstreamTimeout(
+            region.id, 0, "no first chunk before the timeout", retryable=True, in_doubt=True
+        ) from exc
     except UpstreamBroken as exc:
         await events.aclose()
         # Nothing reached the client yet: the failure is as retryable as any other.
@@ -264,7 +268,8 @@ def _upstream_detail(text: str) -> tuple[str, str | None]:
         except (orjson.JSONDecodeError, AttributeError):
             error = None
         if isinstance(error, dict):
-            code = error.get("code") or error.get("type")
+            # The code only (its ``type`` is the upstream's classification); translate_error vets it.
+            code = error.get("code")
             return str(error.get("message") or text), str(code) if code else None
         if isinstance(error, str):
             return error, None
@@ -288,7 +293,7 @@ def translate_error(
 ) -> UpstreamError:
     """One litellm (or httpx) exception as an UpstreamError with status, retryability, code."""
     if isinstance(exc, litellm.Timeout):
-        return UpstreamTimeout(region, 0, "the upstream timed out", retryable=True)
+        return UpstreamTimeout(region, 0, "the upstream timed out", retryable=True, in_doubt=True)
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) and 100 <= status <= 599 else 0
     detail, code = _upstream_detail(str(exc))
@@ -304,5 +309,5 @@ def translate_error(
         message,
         retryable=status == 0 or status in _RETRYABLE_STATUS or status >= 500,
         retry_after_s=_retry_after_s(getattr(exc, "litellm_response_headers", None)),
-        code=scrub(code, secret) if code else None,
+        code=safe_code(code, secret),
     )

@@ -15,10 +15,12 @@ import orjson
 
 from suanli.providers.base import Reply, StreamReply, UpstreamCall, Usage
 from suanli.providers.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
+from suanli.providers.redaction import redact, redact_bytes, safe_code, safe_param
 
 __all__ = ["OpenAICompatUpstream", "parse_usage", "redact"]
 
-_RETRYABLE_STATUS = frozenset({402, 408, 409, 429, 500, 502, 503, 504})
+# 401/403: the region refused *our* key for it; another region may still serve the request.
+_RETRYABLE_STATUS = frozenset({401, 402, 403, 408, 409, 429, 500, 502, 503, 504})
 _MAX_ERROR_BODY = 64 * 1024
 
 
@@ -69,12 +71,16 @@ class OpenAICompatUpstream:
                     waiting.reschedule(asyncio.get_running_loop().time() + timeouts.idle_s)
                     payload = await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
+            # A timeout once connected (sock_connect gives up first otherwise) leaves the request
+            # with an upstream that may still be generating it: in doubt, never silently voided.
             if answered:
                 response.release()
-                raise UpstreamTimeout(region.id, 0, "the answer stalled", retryable=True) from exc
+                raise UpstreamTimeout(
+                    region.id, 0, "the answer stalled", retryable=True, in_doubt=True
+                ) from exc
             if isinstance(exc, TimeoutError):
                 raise UpstreamTimeout(
-                    region.id, 0, "no answer before the first-byte timeout", retryable=True
+                    region.id, 0, "no answer before the first-byte timeout", retryable=True, in_doubt=True
                 ) from exc
             raise UpstreamError(
                 region.id, 0, f"connection failed: {type(exc).__name__}", retryable=True
@@ -82,28 +88,30 @@ class OpenAICompatUpstream:
         if response.status >= 400:
             raise await _error_from(response, region.id, secret)
         if streamed:
-            return await self._open_stream(response, call, started)
+            return await self._open_stream(response, call, started, secret)
         # Its whole time is no time to first token (the interactive rule must not read it as one).
         return Reply(
             status=response.status,
-            body=payload,
+            body=redact_bytes(payload, secret),
             usage=parse_usage(payload),
             ttft_s=None,
             total_s=time.perf_counter() - started,
         )
 
     async def _open_stream(
-        self, response: aiohttp.ClientResponse, call: UpstreamCall, started: float
+        self, response: aiohttp.ClientResponse, call: UpstreamCall, started: float, secret: str | None
     ) -> StreamReply:
         region = call.region
         usage = Usage()
-        events = _events(response, region.id, region.timeouts.idle_s, usage, call.wants_usage)
+        events = _events(response, region.id, region.timeouts.idle_s, usage, call.wants_usage, secret)
         try:
             async with asyncio.timeout(region.timeouts.first_byte_s):
                 first = await events.__anext__()
         except TimeoutError as exc:
             await events.aclose()
-            raise UpstreamTimeout(region.id, 0, "no first chunk before the timeout", retryable=True) from exc
+            raise UpstreamTimeout(
+                region.id, 0, "no first chunk before the timeout", retryable=True, in_doubt=True
+            ) from exc
         except UpstreamBroken as exc:
             await events.aclose()
             # Nothing reached the client yet, so another region may still be tried.
@@ -130,9 +138,19 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 
 
 async def _events(
-    response: aiohttp.ClientResponse, region: str, idle_s: float, usage: Usage, wants_usage: bool
+    response: aiohttp.ClientResponse,
+    region: str,
+    idle_s: float,
+    usage: Usage,
+    wants_usage: bool,
+    secret: str | None,
 ) -> AsyncIterator[bytes]:
     """SSE events as bytes; captures usage and drops the usage chunk the client did not ask for.
+
+    An upstream error event is never relayed: it ends the stream as UpstreamBroken with the
+    upstream's message redacted (the relay sends the router's own error event), so nothing the
+    upstream put in it (its key in ``code``, say) reaches the client. Any event holding the
+    key has it masked.
 
     Everything one network read brings is parsed at once and yielded as one chunk of whole
     events (``data: [DONE]`` always alone), so the relay writes once per read, not once per
@@ -172,6 +190,8 @@ async def _events(
                         out = []
                     yield b"data: [DONE]\n\n"
                     continue
+                if b'"error"' in event:
+                    _raise_error_event(event, region, secret)
                 if b'"usage"' in event and b'"usage":null' not in event.replace(b" ", b""):
                     parsed = orjson.loads(event[event.index(b"{") :])
                     found = _usage_of(parsed)
@@ -187,9 +207,29 @@ async def _events(
                         usage.completion_tokens = chunks
                 out.append(event.rstrip(b"\r\n") + b"\n\n")
             if out:
-                yield b"".join(out)
+                yield redact_bytes(b"".join(out), secret)
     finally:
         response.release()
+
+
+def _raise_error_event(event: bytes, region: str, secret: str | None) -> None:
+    """UpstreamBroken for an SSE event ``{"error": {...}}``; returns for any other event."""
+    try:
+        parsed = orjson.loads(event[event.index(b"{") :])
+    except (ValueError, orjson.JSONDecodeError):
+        return
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if error is None:
+        return
+    message = error.get("message") if isinstance(error, dict) else error
+    detail = redact(str(message or "an error event"), secret)[:500]
+    raise UpstreamBroken(
+        region,
+        0,
+        f"the upstream sent an error mid-stream: {detail}",
+        retryable=False,
+        code=safe_code(error.get("code"), secret) if isinstance(error, dict) else None,
+    )
 
 
 def _usage_of(data: dict) -> tuple[int, int] | None:
@@ -213,15 +253,6 @@ def parse_usage(payload: bytes) -> Usage:
     return Usage(prompt_tokens=found[0], completion_tokens=found[1], reported=True)
 
 
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with the upstream key (and its tail, as some platforms echo) masked."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-        if len(secret) > 8:
-            text = text.replace(secret[-8:], "***")
-    return text
-
-
 async def _error_from(response: aiohttp.ClientResponse, region: str, secret: str | None) -> UpstreamError:
     status = response.status
     try:
@@ -230,12 +261,13 @@ async def _error_from(response: aiohttp.ClientResponse, region: str, secret: str
         raw = b""
     finally:
         response.release()
-    message, code = f"upstream answered {status}", None
+    message, code, param = f"upstream answered {status}", None, None
     try:
         error = orjson.loads(raw).get("error")
         if isinstance(error, dict):
             message = redact(str(error.get("message") or message), secret)
-            code = error.get("code") or error.get("type")
+            # The code only: the upstream's ``type`` is its classification, ours is the router's.
+            code, param = safe_code(error.get("code"), secret), safe_param(error.get("param"), secret)
     except (orjson.JSONDecodeError, AttributeError):
         pass
     if status == 402 and code is None:
@@ -245,9 +277,11 @@ async def _error_from(response: aiohttp.ClientResponse, region: str, secret: str
         region,
         status,
         message,
-        retryable=status in _RETRYABLE_STATUS,
+        # A region without the model is a region (config) mismatch: another region may have it.
+        retryable=status in _RETRYABLE_STATUS or (status == 404 and code == "model_not_found"),
         retry_after_s=retry_after,
-        code=str(code) if code else None,
+        code=code,
+        param=param,
     )
 
 

@@ -61,7 +61,12 @@ _ERROR_TYPES = {
     429: "requests",
 }
 # HTTP status -> OpenAI error code, for the simulated failures
-_ERROR_CODES = {402: "insufficient_quota", 429: "rate_limit_exceeded", 503: "service_unavailable"}
+_ERROR_CODES = {
+    402: "insufficient_quota",
+    404: "model_not_found",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+}
 
 
 class SimError(Exception):
@@ -97,6 +102,9 @@ async def _render_errors(request: web.Request, handler: web.Handler) -> web.Stre
     except SimError as exc:
         state.count(f"status_{exc.status}")
         body = _error_body(exc.status, exc.message, exc.code, exc.param)
+        key = state.region.api_key
+        if state.behaviour.echo_key and key:  # a hostile platform (the echo_key knob)
+            body["error"].update(message=f"{exc.message} (key {key})", code=key, param=key, type=key)
         return web.json_response(body, status=exc.status, headers=exc.headers)
     except web.HTTPException as exc:  # unknown route, wrong method
         state.count(f"status_{exc.status}")

@@ -84,6 +84,7 @@ async def stream_chunks(
     )
     await response.prepare(request)
     reset_after = state.behaviour.reset_after_chunks
+    key = state.region.api_key if state.behaviour.echo_key else None
     per_token_s = state.per_token_s()
     start = loop.time()
     tokens = sent = 0
@@ -100,6 +101,11 @@ async def stream_chunks(
                     await asyncio.sleep(wait_s)
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
             sent += 1
+            if key and sent == 2:  # the echo_key knob: a hostile platform's error event, then the end
+                error = {"message": f"overloaded, key {key}", "type": key, "code": key, "param": key}
+                await response.write(b"data: " + orjson.dumps({"error": error}) + b"\n\n")
+                await response.write_eof()
+                return response
         if reset_after is not None and sent >= reset_after:
             _abort(request, state)
             return response

@@ -153,15 +153,40 @@ class UpstreamFailedError(ApiError):
     code = "upstream_error"
 
     @classmethod
-    def from_upstream(cls, exc: UpstreamError) -> UpstreamFailedError:
-        """A non-retryable upstream answer: a 4xx about the request is the client's, others are ours."""
-        if exc.status in (400, 404, 422):
-            return cls(exc.message, status=400, code=exc.code or "invalid_request")
+    def from_upstream(cls, exc: UpstreamError) -> ApiError:
+        """A non-retryable upstream answer: a 4xx about the request is the client's, others are ours.
+
+        The client's come back typed as OpenAI types them (400 and 422 as 400, 404 as 404, all
+        ``invalid_request_error``) with the upstream's vetted code and param; anything else is a
+        502 ``server_error``. (401/403, our key for the region, are retried elsewhere first.)
+        """
+        if exc.status in (400, 422):
+            return BadRequestError(exc.message, param=exc.param, code=exc.code)
+        if exc.status == 404:
+            code = exc.code or "not_found"
+            param = exc.param or ("model" if code == "model_not_found" else None)
+            return NotFoundError(exc.message, param=param, code=code)
         return cls(f"region {exc.region} failed: {exc.message}", status=502, code=exc.code or cls.code)
 
     @classmethod
-    def from_failures(cls, failures: list[UpstreamError]) -> UpstreamFailedError:
+    def in_doubt(cls, exc: UpstreamError, charged_yuan: float) -> UpstreamFailedError:
+        """A whole (non-streamed) answer that never came: not sent elsewhere, charged at its hold."""
+        error = cls(
+            f"region {exc.region} got the request but did not answer ({exc.message}); it may still be"
+            " generating it, so it was not sent to another region. It is recorded as in doubt and"
+            f" charged at its upper bound ({charged_yuan:.6f} yuan); see `suanli audit verify`."
+            " Stream long answers, or raise the region's timeouts.first_byte_s.",
+            status=504,
+            code="upstream_in_doubt",
+        )
+        error.should_retry = False  # the openai SDK would otherwise retry a 504: a third generation
+        return error
+
+    @classmethod
+    def from_failures(cls, failures: list[UpstreamError]) -> ApiError:
         tried = ", ".join(f"{f.region} ({f.status or 'no answer'}: {f.message})" for f in failures)
+        if all(f.status == 404 for f in failures):  # no region tried has the model after all
+            return cls.from_upstream(failures[0])
         if all(f.status == 429 for f in failures):
             waits = [f.retry_after_s for f in failures if f.retry_after_s]
             return cls(
@@ -172,4 +197,8 @@ class UpstreamFailedError(ApiError):
             )
         if all(isinstance(f, UpstreamTimeout) for f in failures):
             return cls(f"every region timed out: {tried}", status=504, code="upstream_timeout")
+        if all(f.status in (401, 403) for f in failures):
+            # Our credentials for the regions, not the client's: a 502 the operator must fix.
+            message = f"every region refused the router's key: {tried}"
+            return cls(message, status=502, code="upstream_auth_failed")
         return cls(f"every region tried failed: {tried}", status=502)

@@ -12,6 +12,7 @@ duties (``router/core/replica.py``) and ``close`` stops them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
 from suanli.router.errors import InsufficientBalanceError
 from suanli.router.ledger.port import LedgerHandle, open_handle
-from suanli.router.ledger.types import Hold, HoldRequest, Settlement, VoucherStatus
+from suanli.router.ledger.types import IN_DOUBT_STATUS, Hold, HoldRequest, Settlement, VoucherStatus
 
 if TYPE_CHECKING:
     from suanli.router.core.context import RequestContext
@@ -202,6 +203,26 @@ class Accounts:
                 self.metrics.settled(routing, latency_s=latency_s, ttft_s=ttft_s, status=status)
 
         await self.ledger.settle(hold.id, settlement, then=settled)
+
+    async def settle_in_doubt(
+        self, hold: Hold, option: Option, ask: Ask, routing: Routing, *, latency_s: float
+    ) -> None:
+        """Settle an attempt the upstream may have served without answering: at the hold's bound.
+
+        The row (status ``IN_DOUBT_STATUS``) charges the input estimate and the whole output cap,
+        so the key's budget and the voucher count what the upstream may bill; nothing is voided.
+        """
+        ratio = option.offer.token_ratio
+        bound = Usage(completion_tokens=math.ceil(round(ask.output_tokens * ratio, 6)))  # unreported
+        await self.settle(
+            hold, option, ask, bound, routing, latency_s=latency_s, ttft_s=None, status=IN_DOUBT_STATUS
+        )
+        log.warning(
+            "request %s at %s is in doubt: sent, never answered; charged at its hold (%.6f yuan)",
+            routing.request_id,
+            routing.region,
+            routing.cost_yuan,
+        )
 
     def _settled(
         self,

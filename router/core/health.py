@@ -7,6 +7,10 @@
 - When the ejection ends the region is half-open: one trial request may go; its success
   brings the region back, its failure ejects it again for longer.
 - A 429 cools the region down for its ``Retry-After`` (or ``default_cooldown_s``).
+- A stream that breaks after its first byte says the region's *streams* are failing (a proxy
+  cutting long responses, say), not that it cannot answer: ``consecutive_gateway_failures``
+  such breaks in a row keep *streamed* requests away for ``base_ejection_s``
+  (``stream_blocked``), while whole answers still go there. A stream that ends cleanly resets it.
 
 Time is the caller's: every method takes ``now_s`` (epoch seconds of the router's clock),
 so tests drive ejection and recovery with an injected clock.
@@ -36,6 +40,8 @@ class RegionHealth:
     ejected_until: float | None = None  # epoch s; stays set while half-open
     trial_since: float | None = None  # epoch s the half-open trial was sent
     cooling_until: float = 0.0  # epoch s, after a 429
+    stream_breaks: int = 0  # streams broken after their first byte, in a row
+    streams_ejected_until: float = 0.0  # epoch s: no streamed request before then
 
     def ejected(self, now_s: float) -> bool:
         return self.ejected_until is not None and now_s < self.ejected_until
@@ -122,8 +128,8 @@ class Health:
             h.cooling_until = max(h.cooling_until, now_s + (retry_after_s or s.default_cooldown_s))
             self._changed()
             return
-        if status and status < 500:
-            return  # the request's fault (or the balance's), not the region's health
+        if status and status < 500 and status not in (401, 403):
+            return  # the request's fault (or the balance's), not the region's health; 401/403 refuse our key
         if h.half_open(now_s):
             self._eject(h, now_s)
             return
@@ -134,6 +140,26 @@ class Health:
         if h.consecutive_5xx >= s.consecutive_5xx or h.consecutive_gateway >= s.consecutive_gateway_failures:
             if not h.ejected(now_s) and self._may_eject(now_s):
                 self._eject(h, now_s)
+
+    def stream_broke(self, region: str, now_s: float) -> None:
+        """A stream from ``region`` broke after its first byte: only streams may avoid it for a while."""
+        h = self.regions.get(region)
+        if h is None:
+            return
+        h.stream_breaks += 1
+        if h.stream_breaks >= self.settings.consecutive_gateway_failures:
+            h.stream_breaks = 0
+            h.streams_ejected_until = now_s + self.settings.base_ejection_s
+
+    def stream_ended(self, region: str) -> None:
+        """A stream from ``region`` ended cleanly."""
+        h = self.regions.get(region)
+        if h is not None:
+            h.stream_breaks = 0
+
+    def stream_blocked(self, now_s: float) -> frozenset[str]:
+        """Regions whose streams broke too often lately: streamed requests go elsewhere if they can."""
+        return frozenset(rid for rid, h in self.regions.items() if now_s < h.streams_ejected_until)
 
     def _may_eject(self, now_s: float) -> bool:
         ejected = sum(1 for h in self.regions.values() if h.ejected_until is not None)

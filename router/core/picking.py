@@ -127,12 +127,24 @@ class RegionPicker:
         down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
         return down | frozenset(self.accounts.cash_exhausted)
 
-    def pick(self, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
+    def pick(
+        self, ask: Ask, excluded: set[str], waits: list[Wait], *, stream: bool = False
+    ) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
         Regions skipped for their limits, cool-down or ejection add to ``waits``, so that
-        when nothing is left the client learns how long to wait.
+        when nothing is left the client learns how long to wait. A ``stream`` avoids regions
+        whose streams broke lately (``Health.stream_blocked``) unless no other region is left.
         """
+        if stream:
+            avoid = self.health.stream_blocked(self.clock().timestamp()) - excluded
+            if avoid:
+                picked = self._pick(ask, excluded | avoid, [])
+                if picked is not None:
+                    return picked
+        return self._pick(ask, excluded, waits)
+
+    def _pick(self, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
         now_s = self.clock().timestamp()
         state = State(
             balances=self.accounts.available,
@@ -193,7 +205,11 @@ class RegionPicker:
         attempt: int,
         remaining_s: float,
     ) -> Reply | StreamReply:
-        """One attempt; on failure the hold is voided, the lease released, health told, and it raises."""
+        """One attempt; on failure the lease is released, health told, and it raises.
+
+        The hold is voided unless the failure is in doubt (the upstream had the request and
+        never answered) or the caller was cancelled meanwhile: the Router settles those.
+        """
         region = call.region.id
         self.health.sending(region, self.clock().timestamp())
         retrying = attempt > 1
@@ -203,14 +219,16 @@ class RegionPicker:
             async with asyncio.timeout(max(remaining_s, 0.001)):
                 reply = await upstream.send(call)
         except TimeoutError as exc:
-            self._attempt_failed(hold, lease, region)
-            # Retryable in kind; the loop stops because the deadline has passed.
-            raise UpstreamTimeout(region, 0, "the request deadline passed", retryable=True) from exc
+            # Retryable in kind; the loop stops because the deadline has passed. The call was
+            # out, so the upstream may be generating it: in doubt.
+            timeout = UpstreamTimeout(region, 0, "the request deadline passed", retryable=True, in_doubt=True)
+            lease.release()
+            raise timeout from exc
         except UpstreamError as exc:
             self._attempt_failed(hold, lease, region, exc)
             raise
-        except BaseException:  # cancelled: the caller went away before the first byte
-            self._attempt_failed(hold, lease, region)
+        except BaseException:  # cancelled: the caller went away while the upstream had the call
+            lease.release()
             self.health.released(region)
             raise
         finally:
@@ -223,7 +241,8 @@ class RegionPicker:
         self, hold: Hold, lease: Lease, region: str, exc: UpstreamError | None = None
     ) -> None:
         lease.release()
-        self.accounts.void(hold)
+        if exc is None or not exc.in_doubt:
+            self.accounts.void(hold)
         if exc is None:
             return
         self.metrics.failed(region, exc.status)
@@ -295,5 +314,6 @@ class RegionPicker:
                 **self.limits.stats(rid),
                 "cash_exhausted": rid in self.accounts.cash_exhausted,
                 "interactive_ttft_ms": round(view.get(rid, region.latency_ms(origin)), 1),
+                "streams_avoided": rid in self.health.stream_blocked(now_s),
             }
         return out

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
@@ -82,6 +82,7 @@ class Router:
         self._fleet: Any = None
         self.max_attempts = config.health.retry.max_attempts
         self.metrics = MetricsBook()  # counters behind GET /metrics
+        self._background: set[asyncio.Task] = set()  # in-doubt settlements of callers that left
         # The planner reads balances and blocked regions through these methods, once both exist.
         self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
         self.accounts = Accounts(config, clock=self.clock, planning=self.planning, metrics=self.metrics)
@@ -157,6 +158,8 @@ class Router:
         return LiteLLMUpstream()
 
     async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.picker.stop_probes()
         await asyncio.to_thread(self.planning.stop)
         for upstream in {id(u): u for u in self._upstreams.values()}.values():
@@ -272,7 +275,7 @@ class Router:
             while attempts < self.max_attempts:
                 if attempts and not await picker.may_retry(deadline):
                     break
-                picked = picker.pick(ask, excluded, waits)
+                picked = picker.pick(ask, excluded, waits, stream=stream)
                 if picked is None:
                     break
                 option, lease = picked
@@ -293,15 +296,6 @@ class Router:
                     wants_usage=wants_usage,
                 )
                 started = time.perf_counter()
-                try:
-                    upstream = self._upstreams[option.region.id]
-                    reply = await picker.send(upstream, call, hold, lease, attempts, deadline - started)
-                except UpstreamError as exc:
-                    failures.append(exc)
-                    if not exc.retryable:
-                        raise UpstreamFailedError.from_upstream(exc) from exc
-                    excluded.add(option.region.id)
-                    continue
                 routing = Routing(
                     request_id=request_id,
                     region=option.region.id,
@@ -313,6 +307,25 @@ class Router:
                     cost_yuan=option.charge.cost_yuan,
                     attempts=attempts,
                 )
+                try:
+                    upstream = self._upstreams[option.region.id]
+                    reply = await picker.send(upstream, call, hold, lease, attempts, deadline - started)
+                except UpstreamError as exc:
+                    failures.append(exc)
+                    if exc.in_doubt:
+                        await accounts.settle_in_doubt(
+                            hold, option, ask, routing, latency_s=time.perf_counter() - started
+                        )
+                        if not stream:  # the rule of README "In doubt": never run it twice blindly
+                            raise UpstreamFailedError.in_doubt(exc, routing.cost_yuan) from exc
+                    elif not exc.retryable:
+                        raise UpstreamFailedError.from_upstream(exc) from exc
+                    excluded.add(option.region.id)
+                    continue
+                except asyncio.CancelledError:
+                    # The caller left while the upstream had the call: in doubt, settled behind.
+                    self._behind(accounts.settle_in_doubt(hold, option, ask, routing, latency_s=0.0))
+                    raise
                 if isinstance(reply, StreamReply):
                     return self._stream(reply, routing, hold, option, ask, started, lease)
                 await accounts.settle(
@@ -329,6 +342,12 @@ class Router:
         finally:
             picker.left()
         raise picker.failed(ask, failures, waits)
+
+    def _behind(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` to its end even though the caller is gone (kept referenced until done)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _model_names(self) -> frozenset[str]:
         names = getattr(self, "_names", None)  # computed on first use, not per request
@@ -373,6 +392,7 @@ class Router:
                 async for chunk in reply.chunks:
                     if chunk == _DONE:
                         done = True
+                        self.health.stream_ended(routing.region)
                         await finish()
                         # An SSE comment: clients ignore it, curl users see the settled cost.
                         yield (
@@ -382,7 +402,8 @@ class Router:
                     yield chunk
             except UpstreamBroken as exc:
                 log.warning("stream from %s broke after the first byte: %s", routing.region, exc.message)
-                self.health.failure(routing.region, 0, self.clock().timestamp())
+                # Its streams, not the region: whole answers may still go there (router/core/health.py).
+                self.health.stream_broke(routing.region, self.clock().timestamp())
                 await finish(status=502)
                 yield _error_event(f"the upstream stream from region {routing.region} broke: {exc.message}")
 

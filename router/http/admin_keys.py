@@ -30,14 +30,18 @@ from suanli.router.ledger.port import LedgerHandle
 __all__ = ["KeySpec", "add_admin_routes", "key_dict"]
 
 
+MAX_BUDGET_YUAN = 1e9
+
+
 class KeySpec(BaseModel):
     """The body of ``POST /admin/keys``: all but ``name`` optional."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    budget_yuan_per_day: float | None = Field(default=None, ge=0)
-    budget_yuan_per_month: float | None = Field(default=None, ge=0)
+    # At most a billion yuan: budgets are kept in nano-yuan in a 64-bit integer (9.2e9 yuan).
+    budget_yuan_per_day: float | None = Field(default=None, ge=0, le=MAX_BUDGET_YUAN)
+    budget_yuan_per_month: float | None = Field(default=None, ge=0, le=MAX_BUDGET_YUAN)
     allowed_regions: tuple[str, ...] | None = None
     allowed_zones: tuple[Zone, ...] | None = None
     default_class: WorkClass | None = None

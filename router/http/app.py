@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from suanli.config import Config
 from suanli.router.core.context import RequestContext
@@ -117,7 +119,7 @@ def _endpoint(endpoint: str) -> Handler:
         context = RequestContext(
             work_class=request.headers.get("X-Suanli-Class") or None,
             origin=request.headers.get("X-Suanli-Origin") or (key.origin if key else None),
-            request_id=request.headers.get("X-Request-Id") or None,
+            request_id=_request_id(request),
             key_id=key.key_id if key else (MASTER_KEY_ID if request.app[KEYRING].locked else None),
             allowed_regions=key.allowed_regions if key else None,
             default_class=key.default_class if key else None,
@@ -131,6 +133,23 @@ def _endpoint(endpoint: str) -> Handler:
         return await _relay(request, result)
 
     return handle
+
+
+# A client's own request id: printable ASCII, as it is echoed in a header and kept on the ledger.
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def _request_id(request: web.Request) -> str | None:
+    value = request.headers.get("X-Request-Id")
+    if not value:
+        return None
+    if _REQUEST_ID.fullmatch(value) is None:
+        raise BadRequestError(
+            "X-Request-Id must be 1-128 printable ASCII characters without spaces",
+            param="X-Request-Id",
+            code="invalid_request_id",
+        )
+    return value
 
 
 async def _json_body(request: web.Request) -> object:
@@ -227,6 +246,10 @@ def error_response(exc: BaseException) -> web.Response:
             if isinstance(exc, web.HTTPRequestEntityTooLarge)
             else exc.reason
         )
+    elif isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+        # aiohttp's parser refusing what the client sent (a bad multipart part header)
+        status, kind, code, param = exc.code, "invalid_request_error", "malformed_request", None
+        message = f"the request could not be parsed ({type(exc).__name__})"
     else:
         status, kind, code, param = 500, "server_error", "internal_error", None
         message = "internal error; see the server log"

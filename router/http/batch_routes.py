@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from suanli.router.core.keys import CLIENT_KEY, KeyPolicy
+from suanli.router.core.validate import check_depth
 from suanli.router.errors import BadRequestError
 from suanli.router.workloads.batches.exec import BatchRunner
 from suanli.router.workloads.files import BATCH_URLS, FileStore, not_found, owned, owner_of, page
@@ -211,6 +212,8 @@ def batch_routes(app: web.Application, parts: Callable[[web.Request], tuple[Batc
 async def _json(request: web.Request) -> object:
     raw = await request.read()
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}", param=None, code="invalid_json") from exc
+    check_depth(body)
+    return body

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from suanli.router.ledger.chain import GENESIS, row_hash
 from suanli.router.ledger.keys import KeyRow
-from suanli.router.ledger.types import UsageRow
+from suanli.router.ledger.types import IN_DOUBT_STATUS, UsageRow
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -75,6 +75,7 @@ class ChainReport:
     problem: str | None = None
     row_id: int | None = None  # the first row changed, inserted, or missing
     message: str = ""
+    in_doubt: tuple[int, ...] = ()  # ids of the rows in doubt (types.IN_DOUBT_STATUS), when it verifies
 
     @property
     def ok(self) -> bool:
@@ -89,6 +90,7 @@ def verify(ledger: ChainSource, *, anchor: tuple[int, str] | None = None) -> Cha
     an edit, or truncated the chain and the holds behind it.
     """
     rows = 0
+    in_doubt: list[int] = []
     prev_id, prev_hash_seen, before_prev = 0, GENESIS, GENESIS
     for row_id, values, prev_hash, hash_ in ledger.chain_rows():
         content_ok = row_hash(prev_hash, values) == hash_
@@ -115,6 +117,8 @@ def verify(ledger: ChainSource, *, anchor: tuple[int, str] | None = None) -> Cha
                 message=f"row {row_id} no longer has the anchored hash: rows up to it were rewritten",
             )
         rows += 1
+        if values[-1] == IN_DOUBT_STATUS:  # the status, hashed last
+            in_doubt.append(row_id)
         before_prev, prev_hash_seen, prev_id = prev_hash_seen, hash_, row_id
     head = (prev_id or None, prev_hash_seen)
     if anchor is not None and prev_id < anchor[0]:
@@ -144,7 +148,13 @@ def verify(ledger: ChainSource, *, anchor: tuple[int, str] | None = None) -> Cha
             message=f"{missing} settled request(s) have no usage row: rows were deleted"
             f" (the chain ends at row {prev_id})",
         )
-    return ChainReport(rows, *head, message=f"{rows} rows verify; chain head row {prev_id} {prev_hash_seen}")
+    message = f"{rows} rows verify; chain head row {prev_id} {prev_hash_seen}"
+    if in_doubt:
+        shown = ", ".join(map(str, in_doubt[:20])) + (", ..." if len(in_doubt) > 20 else "")
+        message += (
+            f"; {len(in_doubt)} row(s) in doubt (sent, never answered, charged at their hold): {shown}"
+        )
+    return ChainReport(rows, *head, message=message, in_doubt=tuple(in_doubt))
 
 
 def _broken(
@@ -209,7 +219,10 @@ def parse_bound(text: str, tz: ZoneInfo, *, end: bool) -> datetime:
         pass
     else:
         start = datetime.combine(day, time(0), tzinfo=tz)
-        return start + timedelta(days=1) if end else start
+        try:
+            return start + timedelta(days=1) if end else start
+        except OverflowError:  # the end of 9999-12-31: no time after it to bound by
+            raise ValueError(f"{text!r} is past the last representable date") from None
     try:
         at = datetime.fromisoformat(text)
     except ValueError:

@@ -5,7 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Hold", "HoldRequest", "KeyBudgetHold", "Settlement", "UsageRow", "VoucherStatus"]
+__all__ = [
+    "IN_DOUBT_STATUS",
+    "Hold",
+    "HoldRequest",
+    "KeyBudgetHold",
+    "Settlement",
+    "UsageRow",
+    "VoucherStatus",
+]
+
+# The status of a usage row *in doubt*: the upstream got the request and never answered (a
+# timeout after sending), so it may have generated and billed it. Such a row is charged at its
+# hold (the upper bound), so budgets and vouchers count it; ``report`` and ``audit`` list them.
+IN_DOUBT_STATUS = 504
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +81,7 @@ class Settlement:
     latency_ms: float
     ttft_ms: float | None
     attempts: int = 1
-    status: int = 200
+    status: int = 200  # IN_DOUBT_STATUS: in doubt, charged at the hold
 
 
 @dataclass(frozen=True, slots=True)

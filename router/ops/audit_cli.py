@@ -82,6 +82,7 @@ def _verify(args: argparse.Namespace) -> int:
                     "problem": report.problem,
                     "row_id": report.row_id,
                     "message": report.message,
+                    "in_doubt": list(report.in_doubt),  # row ids: sent, never answered, charged at the hold
                 }
             )
         )

@@ -18,8 +18,9 @@ from rich.console import Group
 from rich.table import Table
 
 from suanli.router.ledger.sqlite.ledger import UsageRow
+from suanli.router.ledger.types import IN_DOUBT_STATUS
 
-__all__ = ["DIMENSIONS", "SpendReport", "parse_moment", "spend_report"]
+__all__ = ["DIMENSIONS", "SpendReport", "in_doubt_entry", "parse_moment", "spend_report"]
 
 DIMENSIONS = ("region", "voucher", "key", "class")
 _MEASURES = ("requests", "tokens", "cost_yuan", "cash_yuan", "voucher_yuan")
@@ -36,12 +37,15 @@ class SpendReport:
     totals: dict[str, float]
     groups: dict[str, dict[str, dict[str, float]]]
     key_names: dict[str, str] = field(default_factory=dict)  # key id -> the name it was created with
+    # Rows in doubt (sent, never answered, charged at their hold), each as in_doubt_entry; in the sums too.
+    in_doubt: list[dict] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {
             "since": self.since.isoformat(),
             "until": self.until.isoformat(),
             "totals": self.totals,
+            "in_doubt": self.in_doubt,
             "by": {
                 dim: [{dim: value, **self._name(dim, value), **sums} for value, sums in _ordered(rows)]
                 for dim, rows in self.groups.items()
@@ -56,6 +60,9 @@ class SpendReport:
             for value, sums in _ordered(rows):
                 writer.writerow([dim, value, *(_cell(sums[m]) for m in _MEASURES)])
         writer.writerow(["total", "", *(_cell(self.totals[m]) for m in _MEASURES)])
+        for entry in self.in_doubt:
+            writer.writerow(["in_doubt", entry["request_id"], 1, entry["tokens"], entry["cost_yuan"],
+                             entry["cash_yuan"], entry["voucher_yuan"]])
         return out.getvalue()
 
     def as_tables(self) -> Group:
@@ -73,6 +80,17 @@ class SpendReport:
                 label = f"{value} ({name})" if name else value
                 table.add_row(label, *(_shown(m, sums[m]) for m in _MEASURES), share)
             table.add_row("[bold]total[/bold]", *(_shown(m, self.totals[m]) for m in _MEASURES), "")
+            tables.append(table)
+        if self.in_doubt:
+            table = Table(
+                title="in doubt: sent, never answered, charged at their hold (in the sums above)",
+                title_justify="left",
+            )
+            for column in ("request", "time", "region", "key", "cost ¥"):
+                table.add_column(column, justify="right" if column == "cost ¥" else "left")
+            for entry in self.in_doubt:
+                table.add_row(entry["request_id"], entry["time"], entry["region"], entry["key"] or "(none)",
+                              f"{entry['cost_yuan']:,.4f}")
             tables.append(table)
         return Group(*tables)
 
@@ -94,7 +112,10 @@ def spend_report(
     groups: dict[str, dict[str, dict[str, float]]] = {
         dim: defaultdict(lambda: dict.fromkeys(_MEASURES, 0.0)) for dim in by
     }
+    in_doubt: list[dict] = []
     for row in rows:
+        if row.status == IN_DOUBT_STATUS:
+            in_doubt.append(in_doubt_entry(row))
         values = {
             "region": row.region,
             "voucher": row.voucher_id or "cash",
@@ -112,7 +133,25 @@ def spend_report(
         dim: {value: {m: _rounded(m, v) for m, v in sums.items()} for value, sums in rows_.items()}
         for dim, rows_ in groups.items()
     }
-    return SpendReport(since=since, until=until, totals=totals, groups=clean, key_names=dict(key_names or {}))
+    names = dict(key_names or {})
+    return SpendReport(
+        since=since, until=until, totals=totals, groups=clean, key_names=names, in_doubt=in_doubt
+    )
+
+
+def in_doubt_entry(row: UsageRow) -> dict:
+    """One in-doubt usage row as JSON-ready data."""
+    return {
+        "request_id": row.request_id,
+        "row_id": row.id,
+        "time": row.time.isoformat(),
+        "region": row.region,
+        "key": row.key_id,
+        "tokens": row.tokens,
+        "cost_yuan": round(row.cost_yuan, 6),
+        "cash_yuan": round(row.cash_yuan, 6),
+        "voucher_yuan": round(row.voucher_yuan, 6),
+    }
 
 
 def parse_moment(text: str, *, now: datetime, tz: tzinfo) -> datetime:

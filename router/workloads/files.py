@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from suanli.router.core.keys import CLIENT_KEY
 from suanli.router.errors import BadRequestError
@@ -114,19 +115,31 @@ class FileStore:
                 code="unsupported_media_type",
                 status=415,
             )
-        reader = await request.multipart()
         purpose: str | None = None
         saved: tuple[str, Path, int] | None = None
         try:
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    continue
-                if part.name == "purpose":
-                    purpose = (await part.text()).strip()
-                elif part.name == "file":
-                    # curl -F may send the file before the purpose: then the largest limit holds until known.
-                    limit = MAX_BYTES[purpose] if purpose in MAX_BYTES else max(MAX_BYTES.values())
-                    saved = await self._save(part, limit)
+            try:
+                reader = await request.multipart()
+                while (part := await reader.next()) is not None:
+                    if not isinstance(part, BodyPartReader):
+                        continue
+                    if part.name == "purpose":
+                        purpose = (await part.text()).strip()
+                    elif part.name == "file":
+                        if saved is not None:
+                            raise BadRequestError(
+                                "send one file per upload", param="file", code="invalid_multipart"
+                            )
+                        # curl -F may send the file before the purpose: the largest limit holds until known.
+                        limit = MAX_BYTES[purpose] if purpose in MAX_BYTES else max(MAX_BYTES.values())
+                        saved = await self._save(part, limit)
+            except (ValueError, UnicodeDecodeError, HttpProcessingError) as exc:
+                # aiohttp's multipart reader: no or a wrong boundary, a bad part header, a cut body
+                raise BadRequestError(
+                    f"the multipart body is malformed ({type(exc).__name__})",
+                    param="file",
+                    code="invalid_multipart",
+                ) from None
             if purpose not in MAX_BYTES:
                 raise _bad_purpose(purpose)
             if saved is None:
