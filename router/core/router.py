@@ -27,6 +27,7 @@ from suanli.providers.tokenizer import load_tokenizer
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.classify import classify
 from suanli.router.core.context import RequestContext
+from suanli.router.core.cost import held_usage_events, with_cost, with_cost_event
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
 from suanli.router.core.limits import Lease, RequestLimits
@@ -314,7 +315,7 @@ class Router:
                     attempts=attempts,
                 )
                 if isinstance(reply, StreamReply):
-                    return self._stream(reply, routing, hold, option, ask, started, lease)
+                    return self._stream(reply, routing, hold, option, ask, started, lease, wants_usage)
                 await accounts.settle(
                     hold,
                     option,
@@ -325,7 +326,7 @@ class Router:
                     ttft_s=reply.ttft_s,
                 )
                 picker.measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
-                return Completion(reply.body, routing)
+                return Completion(with_cost(reply.body, routing), routing)
         finally:
             picker.left()
         raise picker.failed(ask, failures, waits)
@@ -345,8 +346,10 @@ class Router:
         ask: Ask,
         started: float,
         lease: Lease,
+        wants_usage: bool = False,
     ) -> CompletionStream:
         done = False  # the upstream's [DONE] arrived: the answer is whole
+        held: list[bytes] = []  # the usage event, sent once settled with its cost (wants_usage)
 
         async def finish(status: int = 200) -> None:
             if routing.settled:
@@ -371,9 +374,16 @@ class Router:
             nonlocal done
             try:
                 async for chunk in reply.chunks:
+                    if wants_usage and chunk != _DONE:
+                        chunk, usage_events = held_usage_events(chunk)
+                        held.extend(usage_events)
+                        if not chunk:
+                            continue
                     if chunk == _DONE:
                         done = True
                         await finish()
+                        if held:
+                            yield b"".join(with_cost_event(event, routing) for event in held)
                         # An SSE comment: clients ignore it, curl users see the settled cost.
                         yield (
                             f": suanli cost_yuan={routing.cost_yuan:.6f} cash_yuan={routing.cash_yuan:.6f} "

@@ -18,6 +18,7 @@ from suanli.router.core.results import Completion, CompletionStream
 from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
 from suanli.router.http.admin_keys import add_admin_routes
+from suanli.router.http.request_routes import add_request_routes
 from suanli.router.http.status_routes import add_status_routes
 from suanli.router.http.workloads import install_workloads
 
@@ -68,6 +69,7 @@ def create_app(
     install_workloads(app, router)  # /v1/files, /v1/batches, /v1/fine_tuning/jobs
     add_admin_routes(app, app[KEYRING], router)
     add_status_routes(app, router)  # /admin/status and /metrics
+    add_request_routes(app, router)  # /v1/requests/{id}
     return app
 
 
