@@ -24,6 +24,14 @@ from suanli.optimizer import Ask, Option, State, rank
 from suanli.providers import Reply, StreamReply, Upstream, UpstreamCall, UpstreamError, UpstreamTimeout
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.clocks import clock_speed
+from suanli.router.core.controls import (
+    NO_CONTROLS,
+    Controls,
+    SessionRegions,
+    arranged,
+    option_price,
+    price_error,
+)
 from suanli.router.core.exclusions import exclusions, no_route_error
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
@@ -88,6 +96,7 @@ class RegionPicker:
         self._active = 0  # requests before their first byte, for the retry budget
         self._retrying = 0  # of which on a second or later attempt
         self._prober: Prober | None = None
+        self.sessions = SessionRegions()  # suanli.session -> the region it last used
 
     def start_probes(self, session: aiohttp.ClientSession | None, base_urls: dict[str, str]) -> None:
         """Start the active probes (when the config enables them and there is a session)."""
@@ -127,11 +136,20 @@ class RegionPicker:
         down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
         return down | frozenset(self.accounts.cash_exhausted)
 
-    def pick(self, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
+    def pick(
+        self,
+        ask: Ask,
+        excluded: set[str],
+        waits: list[Wait],
+        controls: Controls = NO_CONTROLS,
+        priced: list[tuple[float, str]] | None = None,
+    ) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
         Regions skipped for their limits, cool-down or ejection add to ``waits``, so that
-        when nothing is left the client learns how long to wait.
+        when nothing is left the client learns how long to wait. The request's ``controls``
+        reorder the ranking (``sort``, ``session``) and drop the options over its price cap,
+        each added to ``priced`` as ``(price, region)``.
         """
         now_s = self.clock().timestamp()
         state = State(
@@ -143,10 +161,21 @@ class RegionPicker:
         if excluded:
             ask = replace(ask, excluded=frozenset(excluded))
         cash_exhausted = self.accounts.cash_exhausted
-        for option in rank(self.config, ask, state, self.clock(), plan=self.planning.plan):
+        options = rank(self.config, ask, state, self.clock(), plan=self.planning.plan)
+        if controls is not NO_CONTROLS:
+            sticky = self.sessions.region(controls.session) if controls.session else None
+            options = arranged(options, ask, controls, latency_ms=state.latency_ms, session_region=sticky)
+        cap = controls.max_price_yuan_per_mtok
+        for option in options:
             rid = option.region.id
             if rid in cash_exhausted and option.charge.cash_yuan > 0:
                 continue
+            if cap is not None:
+                price = option_price(option, ask)
+                if price > cap:
+                    if priced is not None:
+                        priced.append((price, rid))
+                    continue
             lease = self.limits.acquire(rid, option.charge.tokens)
             if isinstance(lease, Lease):
                 return option, lease
@@ -248,10 +277,20 @@ class RegionPicker:
             output_tokens=routing.completion_tokens,
         )
 
-    def failed(self, ask: Ask, failures: list[UpstreamError], waits: list[Wait]) -> ApiError:
-        """The error for a request no region served: the upstreams' failures, a wait, or no route."""
+    def failed(
+        self,
+        ask: Ask,
+        failures: list[UpstreamError],
+        waits: list[Wait],
+        priced: list[tuple[float, str]] | None = None,
+        cap: float | None = None,
+    ) -> ApiError:
+        """The error for a request no region served: the upstreams' failures, a wait, every region
+        over the request's price cap, or no route."""
         if failures:
             return UpstreamFailedError.from_failures(failures)
+        if priced and cap is not None and not waits:
+            return price_error(ask, cap, min(priced))
         if waits:
             wait_s = max(min(seconds for seconds, _ in waits), 1.0)
             if all(why == "ejected" for _, why in waits):

@@ -27,6 +27,7 @@ from suanli.providers.tokenizer import load_tokenizer
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.classify import classify
 from suanli.router.core.context import RequestContext
+from suanli.router.core.controls import narrowed, parse_controls, with_deadline
 from suanli.router.core.cost import held_usage_events, with_cost, with_cost_event
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
@@ -258,9 +259,15 @@ class Router:
         accounts.ledger  # noqa: B018 - fails early when the Router was not started
         ctx = context or RequestContext()
         body = validate_body(endpoint, body)
-        ask = classify(self.config, endpoint, body, ctx, model_names=self._model_names())
+        controls = parse_controls(self.config, body.get("suanli"))
+        if controls.deadline_s is not None:
+            ctx = with_deadline(ctx)
+        ask = narrowed(classify(self.config, endpoint, body, ctx, model_names=self._model_names()), controls)
         request_id = ctx.request_id or f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
-        forward = {k: v for k, v in body.items() if not (k == "service_tier" and v == "flex")}
+        forward = {
+            k: v for k, v in body.items() if k != "suanli" and not (k == "service_tier" and v == "flex")
+        }
+        priced: list[tuple[float, str]] = []  # (price, region) of options over the request's cap
         stream = bool(body.get("stream"))
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         failures: list[UpstreamError] = []
@@ -273,7 +280,7 @@ class Router:
             while attempts < self.max_attempts:
                 if attempts and not await picker.may_retry(deadline):
                     break
-                picked = picker.pick(ask, excluded, waits)
+                picked = picker.pick(ask, excluded, waits, controls, priced)
                 if picked is None:
                     break
                 option, lease = picked
@@ -314,6 +321,8 @@ class Router:
                     cost_yuan=option.charge.cost_yuan,
                     attempts=attempts,
                 )
+                if controls.session is not None:
+                    picker.sessions.served(controls.session, option.region.id)
                 if isinstance(reply, StreamReply):
                     return self._stream(reply, routing, hold, option, ask, started, lease, wants_usage)
                 await accounts.settle(
@@ -329,7 +338,7 @@ class Router:
                 return Completion(with_cost(reply.body, routing), routing)
         finally:
             picker.left()
-        raise picker.failed(ask, failures, waits)
+        raise picker.failed(ask, failures, waits, priced, controls.max_price_yuan_per_mtok)
 
     def _model_names(self) -> frozenset[str]:
         names = getattr(self, "_names", None)  # computed on first use, not per request
