@@ -81,10 +81,10 @@ class RegionSpend:
     vouchers: dict[str, tuple[float, float]] | None = None
 
 
-# Usage rows at one region after a time, summed per voucher (NULL: cash only).
+# Usage rows at one region settled in (since, until], summed per voucher (NULL: cash only).
 SPEND_SQL = (
     "SELECT voucher_id, SUM(cash_yuan), SUM(voucher_units), SUM(voucher_yuan) FROM usage"
-    " WHERE region = {p1} AND time > {p2} GROUP BY voucher_id"
+    " WHERE region = {p1} AND time > {p2} AND time <= {p3} GROUP BY voucher_id"
 )
 
 

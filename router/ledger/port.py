@@ -70,7 +70,7 @@ class AsyncLedger(Protocol):
     async def usage_of_request(self, request_id: str) -> UsageRow | None: ...
     async def record_figures(self, rows: Sequence[Figure]) -> None: ...
     async def figures(self) -> list[Figure]: ...
-    async def spend_since(self, region: str, since: float) -> RegionSpend: ...
+    async def spend_between(self, region: str, since: float, until: float) -> RegionSpend: ...
     async def verify_chain(self) -> int | None: ...
     async def mark_exhausted(
         self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
@@ -172,8 +172,8 @@ class SqliteAsyncLedger:
     async def figures(self) -> list[Figure]:
         return self.sync.figures()
 
-    async def spend_since(self, region: str, since: float) -> RegionSpend:
-        return self.sync.spend_since(region, since)
+    async def spend_between(self, region: str, since: float, until: float) -> RegionSpend:
+        return self.sync.spend_between(region, since, until)
 
     async def verify_chain(self) -> int | None:
         return self.sync.verify_chain()

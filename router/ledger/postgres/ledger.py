@@ -331,9 +331,9 @@ class PgLedger:
         rows = await self._live().fetch(f"SELECT {FIGURE_COLUMNS} FROM platform_figures ORDER BY at, id")
         return [figure_of(tuple(r)) for r in rows]
 
-    async def spend_since(self, region: str, since: float) -> RegionSpend:
-        """What usage rows at ``region`` settled after ``since`` (epoch s) paid, cash and per voucher."""
-        rows = await self._live().fetch(SPEND_SQL.format(p1="$1", p2="$2"), region, since)
+    async def spend_between(self, region: str, since: float, until: float) -> RegionSpend:
+        """What usage rows at ``region`` settled in ``(since, until]`` (epoch s) paid, by payer."""
+        rows = await self._live().fetch(SPEND_SQL.format(p1="$1", p2="$2", p3="$3"), region, since, until)
         return spend_of([tuple(r) for r in rows])
 
     async def totals(self) -> dict[str, float]:

@@ -410,9 +410,9 @@ class Ledger:
         rows = self._read(f"SELECT {FIGURE_COLUMNS} FROM platform_figures ORDER BY at, id")
         return [figure_of(r) for r in rows]
 
-    def spend_since(self, region: str, since: float) -> RegionSpend:
-        """What usage rows at ``region`` settled after ``since`` (epoch s) paid, cash and per voucher."""
-        return spend_of(self._read(SPEND_SQL.format(p1="?", p2="?"), (region, since)))
+    def spend_between(self, region: str, since: float, until: float) -> RegionSpend:
+        """What usage rows at ``region`` settled in ``(since, until]`` (epoch s) paid, by payer."""
+        return spend_of(self._read(SPEND_SQL.format(p1="?", p2="?", p3="?"), (region, since, until)))
 
     def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""
