@@ -69,11 +69,10 @@ def reconcile_alerts(report: list[dict], failures_before_alert: int) -> list[dic
 
 
 async def budget_alerts(config: Config, ledger: AsyncLedger, now: datetime) -> list[dict]:
-    """A key's day or month spend (held included) at or over each of ``alerts.budget_thresholds``:
-    the highest threshold crossed, one alert per key and period."""
+    """One alert per key, period (day, month) and threshold of ``alerts.budget_thresholds`` that its
+    spend (held included) has reached; each fires once and resolves when the period turns."""
     local = now.astimezone(ZoneInfo(config.timezone))
     periods = {"day": f"day:{local:%Y-%m-%d}", "month": f"month:{local:%Y-%m}"}
-    thresholds = sorted(config.alerts.budget_thresholds)
     out = []
     for key in await ledger.keys():
         budgets = {"day": key.budget_yuan_per_day, "month": key.budget_yuan_per_month}
@@ -85,13 +84,15 @@ async def budget_alerts(config: Config, ledger: AsyncLedger, now: datetime) -> l
                 continue
             spent, held = spend.get(periods[name], (0.0, 0.0))
             share = (spent + held) / budget
-            crossed = [t for t in thresholds if share >= t]
-            if crossed:
-                top = crossed[-1]
-                severity = "critical" if top >= 1.0 else "warning"
-                out.append(_alert(f"budget_{round(top * 100)}", severity, f"{key.id}:{name}",
-                                  f"key {key.name} ({key.id}) used {share:.0%} of its {name} budget"
-                                  f" of ¥{budget:,.2f}"))
+            for threshold in sorted(config.alerts.budget_thresholds):
+                if share >= threshold:
+                    severity = "critical" if threshold >= 1.0 else "warning"
+                    message = (
+                        f"key {key.name} ({key.id}) used {share:.0%} of its {name} budget of"
+                        f" ¥{budget:,.2f} ({periods[name]})"
+                    )
+                    kind = f"budget_{round(threshold * 100)}"
+                    out.append(_alert(kind, severity, f"{key.id}:{name}", message))
     return out
 
 
