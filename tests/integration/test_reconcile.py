@@ -116,6 +116,17 @@ def test_traffic_reconciles_drift_is_flagged_and_a_failed_query_is_unknown(tmp_p
         assert 'suanli_balance_platform{region="shanghai"' not in metrics
         assert 'suanli_balance_known{region="qingyang"} 1.0' in metrics
         assert 'suanli_balance_drift_flagged{region="qingyang"} 1.0' in metrics
+        # The monitor shows each region's balances; shanghai's as unknown.
+        from rich.console import Console
+
+        from suanli.router.ops.monitor_view import render_status
+
+        console = Console(width=200, record=True)
+        console.print(render_status(call(f"{root}/admin/status")[1], width=200, height=80))
+        screen = console.export_text()
+        assert "balances: platform against ledger" in screen
+        assert any("shanghai" in line and "unknown" in line for line in screen.splitlines())
+        assert any("qingyang" in line and "drift" in line for line in screen.splitlines())
 
 
 def test_manual_figures_set_a_baseline_then_show_drift(tmp_path: Path):
