@@ -75,13 +75,13 @@ def test_usage_cost_equals_the_ledger_for_every_answer(tmp_path: Path):
                     return await _one(client, i)
 
             try:
-                return await asyncio.gather(*(limited(i) for i in range(300)))
+                return await asyncio.gather(*(limited(i) for i in range(1000)))
             finally:
                 await client.close()
 
         answers = asyncio.run(run())
         rows = {row.request_id: row for row in proxy.call(lambda r: r.ledger.usage())}
-        assert len(rows) == 300
+        assert len(rows) == 1000
         kinds = {kind for _, _, kind in answers}
         assert kinds == {"chat", "stream", "embedding"}
         vouchers_seen = set()
@@ -108,8 +108,8 @@ def test_a_stream_without_include_usage_has_no_usage_chunk(tmp_path: Path):
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
-def test_get_request_is_for_its_key_or_the_master_key_only(tmp_path: Path):
-    with running_proxy(small_config(tmp_path), master_key=MASTER) as proxy:
+def test_get_request_is_for_its_key_or_the_master_key_only(tmp_path: Path, ledger_opts: dict):
+    with running_proxy(small_config(tmp_path, **ledger_opts), master_key=MASTER) as proxy:
         alice, bob = _new_key(proxy, "alice"), _new_key(proxy, "bob")
         client = openai.OpenAI(base_url=proxy.base_url, api_key=alice, max_retries=0)
         raw = client.chat.completions.with_raw_response.create(

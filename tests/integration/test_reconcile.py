@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 
+from tests.backends import read
 from tests.harness import running_proxy, small_config
 
 MASTER = "sk-master-reconcile-test"
@@ -129,8 +130,8 @@ def test_traffic_reconciles_drift_is_flagged_and_a_failed_query_is_unknown(tmp_p
         assert any("qingyang" in line and "drift" in line for line in screen.splitlines())
 
 
-def test_manual_figures_set_a_baseline_then_show_drift(tmp_path: Path):
-    config = small_config(tmp_path, vouchers=[])
+def test_manual_figures_set_a_baseline_then_show_drift(tmp_path: Path, ledger_opts: dict):
+    config = small_config(tmp_path, vouchers=[], **ledger_opts)
     data = config.model_dump(mode="json", exclude_none=True, by_alias=True)
     data["regions"][1]["balance"] = {"api": "manual"}  # wuhan
     from suanli.config import load_config
@@ -144,7 +145,7 @@ def test_manual_figures_set_a_baseline_then_show_drift(tmp_path: Path):
         client = openai.OpenAI(base_url=proxy.base_url, api_key=MASTER, max_retries=0)
         for _ in range(5):
             client.chat.completions.create(model="wuhan/deepseek-flash", messages=MESSAGES, max_tokens=20)
-        spent = sum(r.cash_yuan for r in proxy.call(lambda r: r.ledger.usage()))
+        spent = sum(r.cash_yuan for r in read(proxy, lambda r: r.ledger.usage()))
         assert spent > 0
         status, body = call(f"{root}/admin/regions/wuhan/balance", "POST", {"cash_yuan": 200.0 - spent})
         assert body["check"]["state"] == "ok" and abs(body["check"]["units"]["cash_yuan"]["drift"]) < 1e-9
