@@ -41,7 +41,7 @@ from suanli.router.errors import BudgetExceededError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
 from suanli.router.ledger.types import Hold, VoucherStatus
 
-__all__ = ["RequestContext", "Router"]  # RequestContext lives in router/core/context.py
+__all__ = ["RequestContext", "Router", "new_request_id"]  # RequestContext lives in router/core/context.py
 
 log = logging.getLogger("suanli.router")
 
@@ -52,6 +52,11 @@ _DONE = b"data: [DONE]\n\n"
 # 24, without a getrandom syscall and a UUID object per request.
 _ID_PREFIX = secrets.token_hex(6)
 _ID_SEQ = count(1)
+
+
+def new_request_id() -> str:
+    """A fresh request id (``req-`` and 24 hex digits)."""
+    return f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
 
 
 def _utc_now() -> datetime:
@@ -263,7 +268,7 @@ class Router:
         if controls.deadline_s is not None:
             ctx = with_deadline(ctx)
         ask = narrowed(classify(self.config, endpoint, body, ctx, model_names=self._model_names()), controls)
-        request_id = ctx.request_id or f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
+        request_id = ctx.request_id or new_request_id()
         forward = {
             k: v for k, v in body.items() if k != "suanli" and not (k == "service_tier" and v == "flex")
         }

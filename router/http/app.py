@@ -20,7 +20,7 @@ from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
 from suanli.router.http.admin_keys import add_admin_routes
 from suanli.router.http.alert_routes import add_alert_routes
 from suanli.router.http.reconcile_routes import add_reconcile_routes
-from suanli.router.http.request_routes import add_request_routes
+from suanli.router.http.request_routes import add_request_routes, submit_async, wants_async
 from suanli.router.http.status_routes import add_status_routes
 from suanli.router.http.workloads import install_workloads
 
@@ -129,6 +129,8 @@ def _endpoint(endpoint: str) -> Handler:
             default_class=key.default_class if key else None,
             key=key,
         )
+        if wants_async(request):  # batch work answered later at GET /v1/requests/{id}
+            return submit_async(request, endpoint, body, context)
         result = await request.app[ROUTER].handle(endpoint, body, context)
         if isinstance(result, Completion):
             return web.Response(
