@@ -134,5 +134,8 @@ def test_sort_latency_session_and_unknown_fields(tmp_path: Path):
             region(max_price_yuan_per_mtok=0.5)
         assert caught.value.body["code"] == "over_max_price"
         assert "cheapest eligible now is" in caught.value.body["message"]
+        with pytest.raises(openai.InternalServerError) as caught:
+            region(exclude=["shanghai", "wuhan"])  # qingyang alone is over the SLO: a 503 saying why
+        assert "shanghai: excluded by the request's suanli.exclude" in caught.value.body["message"]
         assert proxy.call(lambda r: r.ledger.pending_holds()) == 0
         assert len(proxy.call(lambda r: r.ledger.usage())) == 7
