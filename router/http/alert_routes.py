@@ -28,7 +28,8 @@ def add_alert_routes(app: web.Application, router: Router, board: StatusBoard) -
         board.budget_alerts = await budget_alerts(router.config, accounts.ledger.port, router.clock())
         return (await board.snapshot())["alerts"]
 
-    alerter = Alerter(router.config, conditions, clock=router.clock)
+    leads = lambda: accounts.replica is None or accounts.replica.is_leader  # noqa: E731
+    alerter = Alerter(router.config, conditions, clock=router.clock, leads=leads)
     board.alerter = alerter
     app[ALERTER] = alerter
 

@@ -45,6 +45,7 @@ def add_reconcile_routes(app: web.Application, router: Router) -> Reconciler:
         lambda: accounts.ledger.port if accounts.is_open else None,
         base_url=router.base_url,
         clock=router.clock,
+        leads=lambda: accounts.replica is None or accounts.replica.is_leader,
     )
     app[RECONCILER] = reconciler
 

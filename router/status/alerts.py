@@ -106,8 +106,10 @@ class Alerter:
         *,
         clock: Callable[[], datetime],
         session: aiohttp.ClientSession | None = None,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
+        self._leads = leads  # on a shared ledger only the leading replica checks and posts
         self._conditions = conditions
         self._clock = clock
         self._session = session
@@ -138,7 +140,8 @@ class Alerter:
     async def _check_loop(self) -> None:
         while True:
             try:
-                await self.check()
+                if self._leads():
+                    await self.check()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a background task must outlive one bad pass

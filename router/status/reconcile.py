@@ -102,6 +102,7 @@ class Reconciler:
         clock: Callable[[], datetime],
         fetch: Fetch = query_balance,
         on_check: Callable[[RegionCheck], None] | None = None,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
         self._ledger = ledger
@@ -109,6 +110,7 @@ class Reconciler:
         self._clock = clock
         self._fetch = fetch
         self._on_check = on_check
+        self._leads = leads  # on a shared ledger only the leading replica reconciles in the background
         self.checks: dict[str, RegionCheck] = {}  # region id -> its latest check
         self._kinds = {v.id: v.kind for v in config.vouchers}
         self._task: asyncio.Task | None = None
@@ -146,7 +148,8 @@ class Reconciler:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.run_once()
+                if self._leads():
+                    await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a background task must outlive one bad pass
