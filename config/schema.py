@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from suanli.config.accounts import AlertSettings, BalanceSource, ReconcileSettings, SimBalance
 from suanli.config.health import HealthSettings, ProbeMode
 
 __all__ = [
@@ -115,6 +116,7 @@ class SimBehaviour(_Frozen):
     # and its streams end in an error event carrying the key.
     echo_key: bool = False
     seed: int = 0
+    balance: SimBalance = SimBalance()  # its balance endpoints (reconciliation)
 
 
 class Region(_Frozen):
@@ -133,6 +135,7 @@ class Region(_Frozen):
     models: tuple[Offer, ...] = Field(min_length=1)
     sim: SimBehaviour | None = None
     probe: ProbeMode = "models"  # "off" for a platform that bills even the model list
+    balance: BalanceSource | None = None  # where reconciliation reads the platform's own balance
 
     @field_validator("rtt_ms")
     @classmethod
@@ -257,6 +260,8 @@ class Config(_Frozen):
     vouchers: tuple[Voucher, ...] = ()
     demand: tuple[DemandPrior, ...] = ()  # optional prior for the planner's forecast
     health: HealthSettings = HealthSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    alerts: AlertSettings = AlertSettings()
 
     def region(self, region_id: str) -> Region | None:
         for region in self.regions:

@@ -45,6 +45,9 @@ class SimFleet:
         base_port: int | None = None,
     ) -> None:
         self.regions = sim_regions(config_or_regions)
+        config = config_or_regions if isinstance(config_or_regions, Config) else None
+        self.timezone = config.timezone if config is not None else "Asia/Shanghai"
+        self.vouchers = config.vouchers if config is not None else ()  # the sims' own packages
         self.host = host
         self.latency_scale = latency_scale
         self.base_port = base_port
@@ -63,7 +66,10 @@ class SimFleet:
         try:
             for i, region in enumerate(self.regions):
                 port = 0 if self.base_port is None else self.base_port + i
-                app = create_sim_app(region, latency_scale=self.latency_scale)
+                vouchers = [v for v in self.vouchers if v.region == region.id]
+                app = create_sim_app(
+                    region, latency_scale=self.latency_scale, timezone=self.timezone, vouchers=vouchers
+                )
                 runner = web.AppRunner(app, access_log=None, handle_signals=False)
                 await runner.setup()
                 self._runners[region.id] = runner

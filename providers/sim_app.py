@@ -31,11 +31,13 @@ import base64
 import math
 import time
 import uuid
+from collections.abc import Sequence
 
 import orjson
 from aiohttp import web
 
-from suanli.config import Offer, Region
+from suanli.config import Offer, Region, Voucher
+from suanli.providers.sim_balance import add_balance_routes
 from suanli.providers.sim_finetune import add_finetune_routes
 from suanli.providers.sim_state import FaultUpdateError, SimState
 from suanli.providers.sim_stream import ChunkPlan, stream_chunks
@@ -117,6 +119,9 @@ async def _render_errors(request: web.Request, handler: web.Handler) -> web.Stre
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
+
+
+_WALLET = web.AppKey("sim_wallet", object)  # () -> (behaviour, wallet): the balance endpoints' view
 
 
 def _check_auth(state: SimState, request: web.Request) -> None:
@@ -207,6 +212,8 @@ def _headers(state: SimState, request_id: str) -> dict[str, str]:
 
 async def _respond(request: web.Request, state: SimState, plan: ChunkPlan, whole: dict) -> web.StreamResponse:
     headers = _headers(state, plan.base["id"])
+    usage = whole["usage"]
+    state.charge(whole["model"], usage["prompt_tokens"], usage["completion_tokens"])
     if plan.stream:
         return await stream_chunks(request, state, plan, headers)
     await _sleep(state.first_byte_s() + plan.tokens * state.per_token_s())
@@ -322,6 +329,7 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         data.append({"object": "embedding", "index": index, "embedding": value})
     prompt_tokens = _model_tokens(offer, count_prompt_tokens("embeddings", body))
     usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    state.charge(offer.upstream_name, prompt_tokens, 0)
     await _sleep(state.first_byte_s())
     answer = {"object": "list", "data": data, "model": offer.upstream_name, "usage": usage}
     headers = _headers(state, f"emb-{uuid.uuid4().hex}")
@@ -383,10 +391,21 @@ async def _stats(request: web.Request) -> web.StreamResponse:
     return web.json_response(dict(sorted(request.app[SIM_STATE].stats.items())))
 
 
-def create_sim_app(region: Region, *, latency_scale: float = 1.0) -> web.Application:
-    """The aiohttp app simulating ``region``; ``latency_scale=0`` makes every wait instant."""
+def create_sim_app(
+    region: Region,
+    *,
+    latency_scale: float = 1.0,
+    timezone: str = "Asia/Shanghai",
+    vouchers: Sequence[Voucher] = (),
+) -> web.Application:
+    """The aiohttp app simulating ``region``; ``latency_scale=0`` makes every wait instant.
+
+    ``vouchers`` (the region's) are its own packages, drawn by its balance endpoints.
+    """
     app = web.Application(middlewares=[_render_errors], client_max_size=64 * 1024 * 1024)
-    app[SIM_STATE] = SimState(region, latency_scale)
+    state = app[SIM_STATE] = SimState(region, latency_scale, timezone=timezone, vouchers=tuple(vouchers))
+    app[_WALLET] = lambda: (state.behaviour, state.wallet)
+    add_balance_routes(app, _WALLET, lambda request: _check_auth(state, request))
     app.router.add_post("/v1/chat/completions", _chat)
     app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/embeddings", _embeddings)

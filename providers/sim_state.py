@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from suanli.config import Offer, Region, SimBehaviour
+from suanli.config import Offer, Region, SimBehaviour, Voucher
+from suanli.providers.sim_balance import SimWallet
 
 __all__ = ["FaultUpdateError", "SimState"]
 
@@ -29,16 +30,26 @@ class SimState:
 
     region: Region
     latency_scale: float
+    timezone: str = "Asia/Shanghai"
+    vouchers: tuple[Voucher, ...] = ()  # the region's, the platform's own packages
     behaviour: SimBehaviour = field(init=False)
     ttft_ms: float = field(init=False)
     rng: random.Random = field(init=False)
     offers: dict[str, Offer] = field(init=False)  # upstream model name -> offer
+    wallet: SimWallet = field(init=False)
     admitted: deque[float] = field(default_factory=deque)  # monotonic s of requests in the window
     stats: dict[str, int] = field(default_factory=dict)  # counter name -> count
 
     def __post_init__(self) -> None:
         self.offers = {offer.upstream_name: offer for offer in self.region.models}
+        self.wallet = SimWallet(self.timezone, self.vouchers)  # what it charged: kept across fault resets
         self.reset()
+
+    def charge(self, upstream_model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Charge an answered request to the sim's own account (its balance endpoints)."""
+        offer = self.offers.get(upstream_model)
+        if offer is not None:
+            self.wallet.charge(self.behaviour, offer, prompt_tokens, completion_tokens)
 
     def reset(self) -> None:
         """Back to the region's configured behaviour."""
@@ -56,6 +67,8 @@ class SimState:
         if unknown:
             raise FaultUpdateError(f"unknown knobs: {', '.join(unknown)}")
         knobs = {k: v for k, v in changes.items() if k in SimBehaviour.model_fields}
+        if isinstance(knobs.get("balance"), dict):  # a partial balance update keeps the other fields
+            knobs["balance"] = {**self.behaviour.balance.model_dump(), **knobs["balance"]}
         try:
             behaviour = SimBehaviour.model_validate({**self.behaviour.model_dump(), **knobs})
         except ValidationError as exc:

@@ -239,6 +239,7 @@ class Accounts:
             released = hold.voucher_units - cost.voucher_units
             self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + released
         routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
+        routing.list_yuan = _list_yuan(option, ask, prompt, completion) if option.off_peak else cost.cost_yuan
         routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
         routing.prompt_tokens, routing.completion_tokens = prompt, completion
         routing.settled = True
@@ -275,6 +276,17 @@ class Accounts:
         fresh = book.balances()
         self.available.clear()
         self.available.update(fresh)
+
+
+def _list_yuan(option: Option, ask: Ask, prompt: int, completion: int) -> float:
+    # The same usage at list price: what the off-peak discount saved shows in the answer.
+    return charge_reported(
+        option.offer,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        work_class=ask.work_class,
+        off_peak=False,
+    ).cost_yuan
 
 
 def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:

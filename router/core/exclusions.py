@@ -52,7 +52,9 @@ def exclusions(
         if not capable(region, needed):  # type: ignore[arg-type]
             out.append(Exclusion(rid, f"no {needed} capability", True))
         elif ask.allowed_regions is not None and rid not in ask.allowed_regions:
-            out.append(Exclusion(rid, "not allowed for this key", True))
+            out.append(Exclusion(rid, "not allowed for this key or this request (suanli.regions)", True))
+        elif rid in ask.excluded:
+            out.append(Exclusion(rid, "excluded by the request's suanli.exclude", True))
         elif ask.work_class == "interactive" and _expected(region, ask, latency_ms) > slo:
             expected = _expected(region, ask, latency_ms)
             measured = rid in latency_ms

@@ -24,6 +24,14 @@ from suanli.optimizer import Ask, Option, State, rank
 from suanli.providers import Reply, StreamReply, Upstream, UpstreamCall, UpstreamError, UpstreamTimeout
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.clocks import clock_speed
+from suanli.router.core.controls import (
+    NO_CONTROLS,
+    Controls,
+    SessionRegions,
+    arranged,
+    option_price,
+    price_error,
+)
 from suanli.router.core.exclusions import exclusions, no_route_error
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
@@ -88,6 +96,7 @@ class RegionPicker:
         self._active = 0  # requests before their first byte, for the retry budget
         self._retrying = 0  # of which on a second or later attempt
         self._prober: Prober | None = None
+        self.sessions = SessionRegions()  # suanli.session -> the region it last used
 
     def start_probes(self, session: aiohttp.ClientSession | None, base_urls: dict[str, str]) -> None:
         """Start the active probes (when the config enables them and there is a session)."""
@@ -128,23 +137,39 @@ class RegionPicker:
         return down | frozenset(self.accounts.cash_exhausted)
 
     def pick(
-        self, ask: Ask, excluded: set[str], waits: list[Wait], *, stream: bool = False
+        self,
+        ask: Ask,
+        excluded: set[str],
+        waits: list[Wait],
+        controls: Controls = NO_CONTROLS,
+        priced: list[tuple[float, str]] | None = None,
+        *,
+        stream: bool = False,
     ) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
         Regions skipped for their limits, cool-down or ejection add to ``waits``, so that
-        when nothing is left the client learns how long to wait. A ``stream`` avoids regions
-        whose streams broke lately (``Health.stream_blocked``) unless no other region is left.
+        when nothing is left the client learns how long to wait. The request's ``controls``
+        reorder the ranking (``sort``, ``session``) and drop the options over its price cap,
+        each added to ``priced`` as ``(price, region)``. A ``stream`` avoids regions whose
+        streams broke lately (``Health.stream_blocked``) unless no other region is left.
         """
         if stream:
             avoid = self.health.stream_blocked(self.clock().timestamp()) - excluded
             if avoid:
-                picked = self._pick(ask, excluded | avoid, [])
+                picked = self._pick(ask, excluded | avoid, [], controls, None)
                 if picked is not None:
                     return picked
-        return self._pick(ask, excluded, waits)
+        return self._pick(ask, excluded, waits, controls, priced)
 
-    def _pick(self, ask: Ask, excluded: set[str], waits: list[Wait]) -> tuple[Option, Lease] | None:
+    def _pick(
+        self,
+        ask: Ask,
+        excluded: set[str],
+        waits: list[Wait],
+        controls: Controls,
+        priced: list[tuple[float, str]] | None,
+    ) -> tuple[Option, Lease] | None:
         now_s = self.clock().timestamp()
         state = State(
             balances=self.accounts.available,
@@ -155,10 +180,21 @@ class RegionPicker:
         if excluded:
             ask = replace(ask, excluded=frozenset(excluded))
         cash_exhausted = self.accounts.cash_exhausted
-        for option in rank(self.config, ask, state, self.clock(), plan=self.planning.plan):
+        options = rank(self.config, ask, state, self.clock(), plan=self.planning.plan)
+        if controls is not NO_CONTROLS:
+            sticky = self.sessions.region(controls.session) if controls.session else None
+            options = arranged(options, ask, controls, latency_ms=state.latency_ms, session_region=sticky)
+        cap = controls.max_price_yuan_per_mtok
+        for option in options:
             rid = option.region.id
             if rid in cash_exhausted and option.charge.cash_yuan > 0:
                 continue
+            if cap is not None:
+                price = option_price(option, ask)
+                if price > cap:
+                    if priced is not None:
+                        priced.append((price, rid))
+                    continue
             lease = self.limits.acquire(rid, option.charge.tokens)
             if isinstance(lease, Lease):
                 return option, lease
@@ -267,10 +303,20 @@ class RegionPicker:
             output_tokens=routing.completion_tokens,
         )
 
-    def failed(self, ask: Ask, failures: list[UpstreamError], waits: list[Wait]) -> ApiError:
-        """The error for a request no region served: the upstreams' failures, a wait, or no route."""
+    def failed(
+        self,
+        ask: Ask,
+        failures: list[UpstreamError],
+        waits: list[Wait],
+        priced: list[tuple[float, str]] | None = None,
+        cap: float | None = None,
+    ) -> ApiError:
+        """The error for a request no region served: the upstreams' failures, a wait, every region
+        over the request's price cap, or no route."""
         if failures:
             return UpstreamFailedError.from_failures(failures)
+        if priced and cap is not None and not waits:
+            return price_error(ask, cap, min(priced))
         if waits:
             wait_s = max(min(seconds for seconds, _ in waits), 1.0)
             if all(why == "ejected" for _, why in waits):

@@ -24,6 +24,7 @@ class Routing:
     cost_yuan: float
     voucher_yuan: float = 0.0
     voucher_units: float = 0.0
+    list_yuan: float = 0.0  # the cost at list price, before an off-peak discount
     attempts: int = 1
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -27,6 +27,8 @@ from suanli.providers.tokenizer import load_tokenizer
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.classify import classify
 from suanli.router.core.context import RequestContext
+from suanli.router.core.controls import narrowed, parse_controls, with_deadline
+from suanli.router.core.cost import held_usage_events, with_cost, with_cost_event
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
 from suanli.router.core.limits import Lease, RequestLimits
@@ -39,7 +41,7 @@ from suanli.router.errors import BudgetExceededError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
 from suanli.router.ledger.types import Hold, VoucherStatus
 
-__all__ = ["RequestContext", "Router"]  # RequestContext lives in router/core/context.py
+__all__ = ["RequestContext", "Router", "new_request_id"]  # RequestContext lives in router/core/context.py
 
 log = logging.getLogger("suanli.router")
 
@@ -50,6 +52,11 @@ _DONE = b"data: [DONE]\n\n"
 # 24, without a getrandom syscall and a UUID object per request.
 _ID_PREFIX = secrets.token_hex(6)
 _ID_SEQ = count(1)
+
+
+def new_request_id() -> str:
+    """A fresh request id (``req-`` and 24 hex digits)."""
+    return f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
 
 
 def _utc_now() -> datetime:
@@ -260,9 +267,15 @@ class Router:
         accounts.ledger  # noqa: B018 - fails early when the Router was not started
         ctx = context or RequestContext()
         body = validate_body(endpoint, body)
-        ask = classify(self.config, endpoint, body, ctx, model_names=self._model_names())
-        request_id = ctx.request_id or f"req-{_ID_PREFIX}{next(_ID_SEQ):012x}"
-        forward = {k: v for k, v in body.items() if not (k == "service_tier" and v == "flex")}
+        controls = parse_controls(self.config, body.get("suanli"))
+        if controls.deadline_s is not None:
+            ctx = with_deadline(ctx)
+        ask = narrowed(classify(self.config, endpoint, body, ctx, model_names=self._model_names()), controls)
+        request_id = ctx.request_id or new_request_id()
+        forward = {
+            k: v for k, v in body.items() if k != "suanli" and not (k == "service_tier" and v == "flex")
+        }
+        priced: list[tuple[float, str]] = []  # (price, region) of options over the request's cap
         stream = bool(body.get("stream"))
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         failures: list[UpstreamError] = []
@@ -275,7 +288,7 @@ class Router:
             while attempts < self.max_attempts:
                 if attempts and not await picker.may_retry(deadline):
                     break
-                picked = picker.pick(ask, excluded, waits, stream=stream)
+                picked = picker.pick(ask, excluded, waits, controls, priced, stream=stream)
                 if picked is None:
                     break
                 option, lease = picked
@@ -326,8 +339,10 @@ class Router:
                     # The caller left while the upstream had the call: in doubt, settled behind.
                     self._behind(accounts.settle_in_doubt(hold, option, ask, routing, latency_s=0.0))
                     raise
+                if controls.session is not None:
+                    picker.sessions.served(controls.session, option.region.id)
                 if isinstance(reply, StreamReply):
-                    return self._stream(reply, routing, hold, option, ask, started, lease)
+                    return self._stream(reply, routing, hold, option, ask, started, lease, wants_usage)
                 await accounts.settle(
                     hold,
                     option,
@@ -338,10 +353,10 @@ class Router:
                     ttft_s=reply.ttft_s,
                 )
                 picker.measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
-                return Completion(reply.body, routing)
+                return Completion(with_cost(reply.body, routing), routing)
         finally:
             picker.left()
-        raise picker.failed(ask, failures, waits)
+        raise picker.failed(ask, failures, waits, priced, controls.max_price_yuan_per_mtok)
 
     def _behind(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` to its end even though the caller is gone (kept referenced until done)."""
@@ -364,8 +379,10 @@ class Router:
         ask: Ask,
         started: float,
         lease: Lease,
+        wants_usage: bool = False,
     ) -> CompletionStream:
         done = False  # the upstream's [DONE] arrived: the answer is whole
+        held: list[bytes] = []  # the usage event, sent once settled with its cost (wants_usage)
 
         async def finish(status: int = 200) -> None:
             if routing.settled:
@@ -390,10 +407,17 @@ class Router:
             nonlocal done
             try:
                 async for chunk in reply.chunks:
+                    if wants_usage and chunk != _DONE:
+                        chunk, usage_events = held_usage_events(chunk)
+                        held.extend(usage_events)
+                        if not chunk:
+                            continue
                     if chunk == _DONE:
                         done = True
                         self.health.stream_ended(routing.region)
                         await finish()
+                        if held:
+                            yield b"".join(with_cost_event(event, routing) for event in held)
                         # An SSE comment: clients ignore it, curl users see the settled cost.
                         yield (
                             f": suanli cost_yuan={routing.cost_yuan:.6f} cash_yuan={routing.cash_yuan:.6f} "

@@ -20,6 +20,9 @@ from suanli.router.core.results import Completion, CompletionStream
 from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
 from suanli.router.http.admin_keys import add_admin_routes
+from suanli.router.http.alert_routes import add_alert_routes
+from suanli.router.http.reconcile_routes import add_reconcile_routes
+from suanli.router.http.request_routes import add_request_routes, submit_async, wants_async
 from suanli.router.http.status_routes import add_status_routes
 from suanli.router.http.workloads import install_workloads
 
@@ -69,7 +72,10 @@ def create_app(
     app.router.add_get("/admin/vouchers", _vouchers)
     install_workloads(app, router)  # /v1/files, /v1/batches, /v1/fine_tuning/jobs
     add_admin_routes(app, app[KEYRING], router)
-    add_status_routes(app, router)  # /admin/status and /metrics
+    board = add_status_routes(app, router)  # /admin/status and /metrics
+    add_request_routes(app, router)  # /v1/requests/{id}
+    board.reconciler = add_reconcile_routes(app, router)  # /admin/reconcile, /admin/regions/{id}/balance
+    add_alert_routes(app, router, board)  # /admin/alerts; posts to alerts.webhook_url
     return app
 
 
@@ -125,6 +131,8 @@ def _endpoint(endpoint: str) -> Handler:
             default_class=key.default_class if key else None,
             key=key,
         )
+        if wants_async(request):  # batch work answered later at GET /v1/requests/{id}
+            return submit_async(request, endpoint, body, context)
         result = await request.app[ROUTER].handle(endpoint, body, context)
         if isinstance(result, Completion):
             return web.Response(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from suanli.config import Voucher
 from suanli.config.schema import LedgerSettings
 from suanli.router.errors import LedgerError
+from suanli.router.ledger.figures import Figure, RegionSpend
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.sqlite.group import GroupCommit
 from suanli.router.ledger.sqlite.ledger import Ledger, open_readonly
@@ -66,6 +67,10 @@ class AsyncLedger(Protocol):
         self, *, since: datetime | None = None, until: datetime | None = None
     ) -> list[UsageRow]: ...
     async def totals(self) -> dict[str, float]: ...
+    async def usage_of_request(self, request_id: str) -> UsageRow | None: ...
+    async def record_figures(self, rows: Sequence[Figure]) -> None: ...
+    async def figures(self) -> list[Figure]: ...
+    async def spend_between(self, region: str, since: float, until: float) -> RegionSpend: ...
     async def verify_chain(self) -> int | None: ...
     async def mark_exhausted(
         self, *, voucher_id: str | None = None, region: str | None = None, reason: str = ""
@@ -157,6 +162,18 @@ class SqliteAsyncLedger:
 
     async def totals(self) -> dict[str, float]:
         return self.sync.totals()
+
+    async def usage_of_request(self, request_id: str) -> UsageRow | None:
+        return self.sync.usage_of_request(request_id)
+
+    async def record_figures(self, rows: Sequence[Figure]) -> None:
+        self.sync.record_figures(rows)
+
+    async def figures(self) -> list[Figure]:
+        return self.sync.figures()
+
+    async def spend_between(self, region: str, since: float, until: float) -> RegionSpend:
+        return self.sync.spend_between(region, since, until)
 
     async def verify_chain(self) -> int | None:
         return self.sync.verify_chain()

@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     vouchers.add_argument("--json", action="store_true", help="print JSON instead of a table")
     vouchers.set_defaults(func=_vouchers)
 
+    from suanli.router.ops import reconcile_cli
+
+    reconcile_cli.add_parsers(sub, vouchers)  # reconcile, vouchers set-balance
+
     config = sub.add_parser("config", help="config tools")
     config_sub = config.add_subparsers(metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file and summarise it")

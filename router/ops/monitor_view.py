@@ -16,6 +16,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from suanli.router.ops.monitor_accounts import balances_height, balances_table, deliveries_line
+
 __all__ = ["History", "render_status", "render_unreachable"]
 
 _SPARK = "▁▂▃▄▅▆▇█"
@@ -53,6 +55,9 @@ def render_status(
     parts: list[RenderableType] = [_header(doc, source, note)]
     parts.append(_regions(doc, history, width=width))
     parts.append(_vouchers(doc, width=width))
+    balances = balances_table(doc)
+    if balances is not None:
+        parts.append(balances)
     if doc["alerts"]:
         parts.append(_alerts(doc))
     # What is left of the screen goes to the most recent decisions (a line each).
@@ -64,6 +69,7 @@ def render_status(
         + len(doc["vouchers"])
         + 4
         + (len(doc["alerts"]) + 2 if doc["alerts"] else 0)
+        + balances_height(doc)
     )
     room = height - used - 5
     if room > 0:
@@ -212,6 +218,9 @@ def _alerts(doc: dict) -> Panel:
             text.append("\n")
         text.append(f"{alert['severity']:>8} ", style=_SEVERITY_STYLE.get(alert["severity"], ""))
         text.append(alert["message"])
+    deliveries = deliveries_line(doc)
+    if deliveries:
+        text.append(f"\n{deliveries}", style="dim")
     return Panel(text, title="alerts", title_align="left", border_style="red")
 
 

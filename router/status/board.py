@@ -14,7 +14,9 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from suanli.router.status.alerts import Alerter, reconcile_alerts
 from suanli.router.status.feed import WINDOW_S, UsageFeed, WindowRow
+from suanli.router.status.reconcile import Reconciler
 
 __all__ = ["SCHEMA_VERSION", "StatusBoard"]
 
@@ -23,8 +25,6 @@ log = logging.getLogger("suanli.status")
 SCHEMA_VERSION = 1
 _CLASSES = ("interactive", "batch", "training")
 _LIMIT_ALERT = 0.8  # share of a region's rpm or tpm from which it alerts
-_EXPIRY_ALERT_S = 24 * 3600
-_SPEND_ALERT = 2.0  # the last hour's cash over the usual hourly cash that alerts
 
 
 class StatusBoard:
@@ -35,6 +35,10 @@ class StatusBoard:
         self.feed = UsageFeed(router.config)
         self._lock = asyncio.Lock()
         self._started = router.clock()
+        # Set by the HTTP app when it runs them: the reconciliation and the alerts it delivers.
+        self.reconciler: Reconciler | None = None
+        self.alerter: Alerter | None = None
+        self.budget_alerts: list[dict] = []  # the keys' budget thresholds crossed, as last checked
 
     async def snapshot(self) -> dict:
         """The status document now (reads the usage rows settled since the last call)."""
@@ -60,7 +64,9 @@ class StatusBoard:
             "regions": list(regions.values()),
             "vouchers": vouchers,
             "totals": totals,
-            "alerts": self._alerts(regions, vouchers, now),
+            "alerts": self._alerts(regions, vouchers, now) + self._account_alerts(),
+            "reconcile": self.reconciler.report() if self.reconciler is not None else [],
+            "alerts_sent": self.alerter.report() if self.alerter is not None else None,
             "recent": list(reversed(self.feed.recent))[:20],
             "plan": self._plan(),
         }
@@ -137,13 +143,15 @@ class StatusBoard:
 
     def _alerts(self, regions: dict[str, dict], vouchers: list[dict], now: datetime) -> list[dict]:
         alerts: list[dict] = []
+        settings = self.router.config.alerts
+        expiry_s = settings.voucher_expiry_days * 86400
 
         def add(kind: str, severity: str, subject: str, message: str) -> None:
             alerts.append({"kind": kind, "severity": severity, "subject": subject, "message": message})
 
         for v in vouchers:
             left = v["expires_in_s"]
-            if left is not None and 0 < left <= _EXPIRY_ALERT_S and v["available"] > 0:
+            if left is not None and 0 < left <= expiry_s and v["available"] > 0:
                 unused = _units(v["available"], v["kind"])
                 add("voucher_expiring", "warning", v["id"],
                     f"voucher {v['id']} expires in {_duration(left)} with {unused} left")
@@ -162,10 +170,18 @@ class StatusBoard:
                     share = f"{used / limit:.0%}"
                     add("limit_high", "warning", rid, f"region {rid} uses {share} of its {name} limit")
         last, usual = self.feed.usual_hourly_cash(now.timestamp())
-        if usual > 0 and last > _SPEND_ALERT * usual:
+        over = usual > 0 and last > settings.spend_rate_factor * usual
+        if over and last >= settings.spend_rate_min_yuan_per_h:
             add("spend_rate_high", "warning", "cash",
                 f"cash spent in the last hour, ¥{last:.2f}, is {last / usual:.1f}x the usual ¥{usual:.2f}/h")
         return alerts
+
+    def _account_alerts(self) -> list[dict]:
+        found = list(self.budget_alerts)
+        if self.reconciler is not None:
+            settings = self.router.config.reconcile
+            found += reconcile_alerts(self.reconciler.report(), settings.failures_before_alert)
+        return found
 
     def _plan(self) -> dict | None:
         info = _call(self.router, "plan_info")

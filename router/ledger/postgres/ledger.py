@@ -31,6 +31,7 @@ from suanli.router.errors import InsufficientBalanceError, LedgerError
 from suanli.router.ledger import usage
 from suanli.router.ledger.chain import row_hash
 from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values, marks_of
+from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, RegionSpend, figure_of, spend_of
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.postgres import keys as key_sql
 from suanli.router.ledger.postgres.owners import OwnerLock, dead_owners
@@ -311,6 +312,29 @@ class PgLedger:
             f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id",
             *usage.time_bounds(since, until))
         return [usage.usage_row(tuple(r)) for r in rows]
+
+    async def usage_of_request(self, request_id: str) -> UsageRow | None:
+        """The newest usage row of one request id, or None."""
+        row = await self._live().fetchrow(
+            f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+            request_id)
+        return None if row is None else usage.usage_row(tuple(row))
+
+    async def record_figures(self, rows: Sequence[Figure]) -> None:
+        """Append platform balance figures (a baseline, a manual reading)."""
+        await self._live().executemany(
+            f"INSERT INTO platform_figures ({FIGURE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [(f.id, f.region, f.at, f.source, f.unit, f.amount, int(f.baseline), f.note) for f in rows])
+
+    async def figures(self) -> list[Figure]:
+        """Every recorded figure, oldest first."""
+        rows = await self._live().fetch(f"SELECT {FIGURE_COLUMNS} FROM platform_figures ORDER BY at, id")
+        return [figure_of(tuple(r)) for r in rows]
+
+    async def spend_between(self, region: str, since: float, until: float) -> RegionSpend:
+        """What usage rows at ``region`` settled in ``(since, until]`` (epoch s) paid, by payer."""
+        rows = await self._live().fetch(SPEND_SQL.format(p1="$1", p2="$2", p3="$3"), region, since, until)
+        return spend_of([tuple(r) for r in rows])
 
     async def totals(self) -> dict[str, float]:
         """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""

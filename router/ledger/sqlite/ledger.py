@@ -28,6 +28,7 @@ from suanli.config import Voucher
 from suanli.router.errors import InsufficientBalanceError, LedgerError
 from suanli.router.ledger.chain import GENESIS, row_hash
 from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
+from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, RegionSpend, figure_of, spend_of
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.rules import debit, hold_q, not_pending
 from suanli.router.ledger.sqlite import keys as key_sql
@@ -388,6 +389,30 @@ class Ledger:
     def totals(self) -> dict[str, float]:
         """Sums over every usage row: requests, cash_yuan, voucher_yuan, cost_yuan, tokens."""
         return reads.totals(self._read)
+
+    def usage_of_request(self, request_id: str) -> UsageRow | None:
+        """The newest usage row of one request id, or None."""
+        sql = f"SELECT {USAGE_COLUMNS} FROM usage WHERE request_id = ? ORDER BY id DESC LIMIT 1"
+        rows = self._read(sql, (request_id,))
+        return usage_row(rows[0]) if rows else None
+
+    def record_figures(self, rows: Sequence[Figure]) -> None:
+        """Append platform balance figures (a baseline, a manual reading)."""
+        self._writer()
+        with self._immediate() as c:
+            c.executemany(
+                f"INSERT INTO platform_figures ({FIGURE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(f.id, f.region, f.at, f.source, f.unit, f.amount, int(f.baseline), f.note) for f in rows],
+            )
+
+    def figures(self) -> list[Figure]:
+        """Every recorded figure, oldest first."""
+        rows = self._read(f"SELECT {FIGURE_COLUMNS} FROM platform_figures ORDER BY at, id")
+        return [figure_of(r) for r in rows]
+
+    def spend_between(self, region: str, since: float, until: float) -> RegionSpend:
+        """What usage rows at ``region`` settled in ``(since, until]`` (epoch s) paid, by payer."""
+        return spend_of(self._read(SPEND_SQL.format(p1="?", p2="?", p3="?"), (region, since, until)))
 
     def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from suanli.router.ledger import tables
+from suanli.router.ledger import figures, tables
 from suanli.router.ledger.url import PG_SCHEMES, is_pg_url
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "PG_SCHEMES", "connect", "is_pg_url", "migrate", "sqlite_path"]
@@ -44,6 +44,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (tables.exhausted_table(SQLITE),),
     tables.key_tables(SQLITE),
+    # GET /v1/requests/{id}, and the platform balance figures reconciliation counts from.
+    ("CREATE INDEX usage_request ON usage(request_id)", figures.figures_table(SQLITE)),
 )
 
 
