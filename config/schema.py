@@ -101,6 +101,13 @@ class Timeouts(_Frozen):
     connect_s: float = Field(default=3.0, gt=0)
     first_byte_s: float = Field(default=15.0, gt=0)
     idle_s: float = Field(default=30.0, gt=0)
+    # A whole (non-streamed) answer's first byte is its last: it is waited for first_byte_s plus
+    # its longest choice's max_tokens at this pace before it counts as stalled.
+    whole_answer_tokens_per_s: float = Field(default=20.0, gt=0)
+
+    def whole_answer_s(self, output_tokens: int) -> float:
+        """The wait for a whole answer of at most ``output_tokens`` per choice, connect aside."""
+        return self.first_byte_s + output_tokens / self.whole_answer_tokens_per_s
 
 
 class SimBehaviour(_Frozen):

@@ -20,7 +20,9 @@ class UpstreamCall:
     ``body`` is the client's JSON body with ``model`` already set to the region's
     upstream model name. ``wants_usage`` says whether the client itself asked for the
     usage chunk of a stream (``stream_options.include_usage``); the adapter always asks
-    the upstream for it and drops it again when the client did not.
+    the upstream for it and drops it again when the client did not. ``output_tokens`` (the
+    longest choice's ``max_tokens``) stretches the wait for a whole answer
+    (``Timeouts.whole_answer_s``).
     """
 
     region: Region
@@ -29,6 +31,7 @@ class UpstreamCall:
     stream: bool = False
     wants_usage: bool = False
     api_key: str | None = None
+    output_tokens: int = 0  # the longest choice it may generate: how long a whole answer may take
 
 
 @dataclass(slots=True)

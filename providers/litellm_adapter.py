@@ -87,12 +87,13 @@ class LiteLLMUpstream:
         }[call.endpoint]
         timeouts = region.timeouts
         started = time.perf_counter()
+        first_byte_s = timeouts.first_byte_s if streaming else timeouts.whole_answer_s(call.output_tokens)
         try:
-            async with asyncio.timeout(timeouts.connect_s + timeouts.first_byte_s):
+            async with asyncio.timeout(timeouts.connect_s + first_byte_s):
                 result = await function(**params)
         except TimeoutError as exc:
             raise UpstreamTimeout(  # it may still be generating: in doubt (providers/errors.py)
-                region.id, 0, "no answer before the first-byte timeout", retryable=True, in_doubt=True
+                region.id, 0, f"no answer within {first_byte_s:g} s", retryable=True, in_doubt=True
             ) from exc
         except ProviderError:
             raise
@@ -115,7 +116,7 @@ class LiteLLMUpstream:
             max_retries=0,
             num_retries=0,
             # A backstop for litellm's own client; the adapter's asyncio timeouts come first.
-            timeout=timeouts.connect_s + timeouts.first_byte_s + timeouts.idle_s,
+            timeout=timeouts.connect_s + timeouts.whole_answer_s(call.output_tokens) + timeouts.idle_s,
             drop_params=self._drop_params,
         )
         if region.base_url:

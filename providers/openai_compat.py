@@ -59,7 +59,8 @@ class OpenAICompatUpstream:
         try:
             # One timer for both waits (a timer costs as much as a ledger statement): first byte,
             # then rescheduled to the idle timeout while a whole answer is read.
-            async with asyncio.timeout(timeouts.first_byte_s + timeouts.connect_s) as waiting:
+            first_byte_s = timeouts.first_byte_s if streamed else timeouts.whole_answer_s(call.output_tokens)
+            async with asyncio.timeout(first_byte_s + timeouts.connect_s) as waiting:
                 response = await self._session.post(
                     f"{base.rstrip('/')}/{call.endpoint}",
                     data=orjson.dumps(body),
@@ -80,7 +81,7 @@ class OpenAICompatUpstream:
                 ) from exc
             if isinstance(exc, TimeoutError):
                 raise UpstreamTimeout(
-                    region.id, 0, "no answer before the first-byte timeout", retryable=True, in_doubt=True
+                    region.id, 0, f"no answer within {first_byte_s:g} s", retryable=True, in_doubt=True
                 ) from exc
             raise UpstreamError(
                 region.id, 0, f"connection failed: {type(exc).__name__}", retryable=True

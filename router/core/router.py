@@ -36,7 +36,7 @@ from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Completion, CompletionStream, Routing
-from suanli.router.core.validate import validate_body
+from suanli.router.core.validate import longest_choice_tokens, validate_body
 from suanli.router.errors import BudgetExceededError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
 from suanli.router.ledger.types import Hold, VoucherStatus
@@ -88,6 +88,7 @@ class Router:
         self._sim_latency_scale = sim_latency_scale
         self._fleet: Any = None
         self.max_attempts = config.health.retry.max_attempts
+        self._slowest_pace = min(r.timeouts.whole_answer_tokens_per_s for r in config.regions)
         self.metrics = MetricsBook()  # counters behind GET /metrics
         self._background: set[asyncio.Task] = set()  # in-doubt settlements of callers that left
         # The planner reads balances and blocked regions through these methods, once both exist.
@@ -282,7 +283,11 @@ class Router:
         excluded: set[str] = set()
         waits: list[Wait] = []  # regions skipped for their limits, cool-down or ejection
         attempts = 0
+        longest = longest_choice_tokens(endpoint, body, self.config.default_max_tokens)
         deadline = time.perf_counter() + self.config.health.retry.deadline_s
+        if not stream:
+            # A whole answer's first byte is its last: the deadline to it grows with its length.
+            deadline += longest / self._slowest_pace
         picker.entered()
         try:
             while attempts < self.max_attempts:
@@ -307,6 +312,7 @@ class Router:
                     {**forward, "model": option.offer.upstream_name},
                     stream=stream,
                     wants_usage=wants_usage,
+                    output_tokens=longest,
                 )
                 started = time.perf_counter()
                 routing = Routing(

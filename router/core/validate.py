@@ -10,7 +10,10 @@ from typing import Any
 
 from suanli.router.errors import BadRequestError
 
-__all__ = ["BOUNDS", "MAX_CHOICES", "MAX_DEPTH", "check_depth", "max_output_tokens", "validate_body"]
+__all__ = [
+    "BOUNDS", "MAX_CHOICES", "MAX_DEPTH", "check_depth", "longest_choice_tokens", "max_output_tokens",
+    "validate_body",
+]
 
 _ENDPOINT_FIELD = {"chat/completions": "messages", "completions": "prompt", "embeddings": "input"}
 _INT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "best_of", "seed", "top_logprobs", "dimensions")
@@ -132,6 +135,18 @@ def max_output_tokens(endpoint: str, body: dict, default: int) -> int:
     if endpoint == "completions":
         choices = max(choices, _int(body.get("best_of")) or 1) * _prompt_count(body.get("prompt"))
     return cap * choices
+
+
+def longest_choice_tokens(endpoint: str, body: dict, default: int) -> int:
+    """The most output tokens one choice may produce (choices are generated side by side):
+    what a whole answer may take the time of."""
+    if endpoint == "embeddings":
+        return 0
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = _int(body.get(name))
+        if value is not None:
+            return value
+    return default
 
 
 def _int(value: Any) -> int | None:

@@ -19,7 +19,7 @@ from tests.backends import read
 from tests.integration.test_faults import _config, _faults, _region, _sim_stats
 from tests.integration.test_keys import MASTER, MESSAGES, admin, new_key
 
-TIMEOUTS = {"connect_s": 0.5, "first_byte_s": 0.3, "idle_s": 1}
+TIMEOUTS = {"connect_s": 0.5, "first_byte_s": 0.3, "idle_s": 1, "whole_answer_tokens_per_s": 2000}
 
 
 def _stack(tmp_path: Path, ledger_opts: dict):

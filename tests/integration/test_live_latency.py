@@ -150,3 +150,22 @@ def test_a_503_says_why_each_region_is_out_and_a_pin_outside_the_slo_is_not_retr
             model="wuhan/deepseek-flash", messages=QUESTION, max_tokens=5
         )
         assert east.headers["x-suanli-region"] == "wuhan"
+
+
+def test_a_whole_answer_longer_than_the_first_byte_timeout_is_waited_for(tmp_path: Path):
+    # 800 tokens at 2 ms each: a whole answer's first byte comes after ~1.6 s, past the 0.5 s
+    # first-byte timeout; it is given that plus its max_tokens at 20 tokens/s, and served once.
+    region = _region("wuhan", 1.0, zone="east", ttft_ms=40, ms_per_token=2)
+    region["timeouts"] = {"connect_s": 1, "first_byte_s": 0.5, "idle_s": 1}
+    other = _region("shanghai", 1.5, zone="east", ttft_ms=40, ms_per_token=2)
+    config = small_config(tmp_path, regions=[region, other], vouchers=[], health=NO_PROBES)
+    with running_proxy(config, sim_latency_scale=1.0) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0, timeout=60)
+        raw = client.chat.completions.with_raw_response.create(
+            model="deepseek-flash", messages=QUESTION, max_tokens=800
+        )
+        answer = raw.parse()
+        rows = proxy.call(lambda router: router.ledger.usage())
+    assert raw.headers["x-suanli-region"] == "wuhan" and raw.headers["x-suanli-attempts"] == "1"
+    assert answer.usage.completion_tokens == 800
+    assert [(r.region, r.status, r.completion_tokens) for r in rows] == [("wuhan", 200, 800)]
