@@ -250,6 +250,7 @@ class Accounts:
             completion_tokens=completion,
             reported=usage.reported,
             at=self.clock(),
+            new_demand=not routing.booked,
         )
         if self._replica is not None:
             self._replica.served(ask, completion_tokens=completion, at=self.clock())

@@ -20,3 +20,6 @@ class RequestContext:
     allowed_regions: frozenset[str] | None = None
     default_class: str | None = None  # the key's, used when neither header nor service_tier says
     key: KeyPolicy | None = None  # the virtual key's policy: its budget is held with each request
+    # Known work the planner's forecast took in when it was booked (a batch line): served, it
+    # is not counted again as new demand.
+    booked: bool = False

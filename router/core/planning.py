@@ -121,13 +121,16 @@ class Replanner:
         completion_tokens: int,
         reported: bool,
         at: datetime,
+        new_demand: bool = True,
     ) -> None:
-        """Count one served request: a forecast sample, and a token-ratio sample when reported."""
+        """Count one served request: a forecast sample (unless it is known work the forecast took
+        in when it was booked, ``new_demand`` False), and a token-ratio sample when reported."""
         key = (region, ask.model)
         offer = self._offers.get(key)
         ratio = self.token_ratios.get(key) or (offer.token_ratio if offer else 1.0)
-        # The forecast takes it in the worker thread: a deque append is all the request pays.
-        self._seen.append((ask, completion_tokens / ratio, at.timestamp()))
+        if new_demand:
+            # The forecast takes it in the worker thread: a deque append is all the request pays.
+            self._seen.append((ask, completion_tokens / ratio, at.timestamp()))
         with self._lock:
             moved = reported and self._ratios.observe(
                 key, reference_tokens=ask.input_tokens, reported_tokens=prompt_tokens
@@ -161,11 +164,14 @@ class Replanner:
             )
 
     def observe(self, kind: tuple[str, str, str], *, input_tokens: float, output_tokens: float,
-                at_s: float) -> None:
-        """Count a request served elsewhere (another replica) in the forecast; (class, origin, model)."""
+                at_s: float, window_s: float = 0.0) -> None:
+        """Count a request in the forecast, (class, origin, model): one served elsewhere (another
+        replica), or deferrable work booked now that may start within ``window_s`` (a batch
+        line, as ``simulate``'s forecast sees it), so the plan keeps vouchers and cheap hours for
+        the kind of work that can wait for them."""
         with self._lock:
             self._forecast.observe(kind, input_tokens=input_tokens, output_tokens=output_tokens,  # type: ignore[arg-type]
-                                   window_s=0.0, at_s=at_s)
+                                   window_s=window_s, at_s=at_s)
 
     def info(self) -> dict:
         """The latest plan as JSON-ready data (for the status API)."""

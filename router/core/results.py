@@ -29,6 +29,7 @@ class Routing:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     settled: bool = False
+    booked: bool = False  # RequestContext.booked: the forecast counted it when it was booked
 
     def headers(self) -> dict[str, str]:
         """The X-Suanli-* answer headers of DESIGN.md."""

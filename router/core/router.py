@@ -325,6 +325,7 @@ class Router:
                     cash_yuan=option.charge.cash_yuan,
                     cost_yuan=option.charge.cost_yuan,
                     attempts=attempts,
+                    booked=ctx.booked,
                 )
                 try:
                     upstream = self._upstreams[option.region.id]

@@ -84,6 +84,13 @@ async def validate_and_plan(
         )
         asks.append(LineAsk(n, model, count_prompt_tokens(endpoint, body), output, now_s, latest))
     key = key or await load_policy(router.accounts.ledger.port, router.config, batch["key_id"])
+    for ask in asks:
+        # Demand that may wait, as simulate's forecast sees it: known now, due by its window's
+        # end. Its lines are not counted again when they run (RequestContext.booked).
+        router.planning.observe(("batch", batch["origin"], ask.model), input_tokens=ask.input_tokens,
+                                output_tokens=ask.output_tokens, at_s=now_s, window_s=latest - now_s)
+    if asks:
+        router.planning.poke("batch")
     slots = await asyncio.to_thread(
         place_jobs,
         # A virtual key's batch is planned within the regions it may use.

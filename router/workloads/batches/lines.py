@@ -71,6 +71,7 @@ async def run_line(
         key_id=batch["key_id"],
         allowed_regions=key.allowed_regions if key else None,
         key=key,
+        booked=True,
     )
     body = line.body
     started = time.perf_counter()
