@@ -1,6 +1,6 @@
 """Live replay vs simulate: each public scenario driven through the real stack, one table.
 
-    .venv/bin/python benchmarks/live_replay.py [--scenarios ../shared/scenarios] [--only cityday]
+    .venv/bin/python benchmarks/live_replay.py [--scenarios benchmarks/scenarios] [--only cityday]
                                                [--minutes 5] [--stream-every 10] [--hours H] [--json FILE]
 
 For every scenario (a ``config.yaml`` and a ``trace.jsonl``), ``suanli.router.ops.live_replay``
@@ -31,7 +31,7 @@ from rich.table import Table  # noqa: E402
 from suanli.config import ConfigError  # noqa: E402
 from suanli.router.ops.live_replay import compare, cut, load_scenario, run_live, simulate_side  # noqa: E402
 
-DEFAULT_SCENARIOS = ROOT.parent / "shared" / "scenarios"
+DEFAULT_SCENARIOS = ROOT / "benchmarks" / "scenarios"
 
 
 def _shares(where: dict) -> str:

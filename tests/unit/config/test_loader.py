@@ -8,7 +8,7 @@ import pytest
 
 from suanli.config import ConfigError, load_catalog, load_config
 
-SCENARIOS = Path(__file__).resolve().parents[4] / "shared" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[3] / "benchmarks" / "scenarios"
 
 
 def _minimal(**region: object) -> dict:
@@ -31,12 +31,10 @@ def test_bundled_catalog_has_the_eight_platforms_and_runs_offline():
     assert config.vouchers and all(v.expires and v.expires.tzinfo for v in config.vouchers)
 
 
-@pytest.mark.parametrize("name", ["cityday", "expiry", "offpeak", "scarcity", "tokenizer"])
+# peaks uses the time-of-use bands and packages of a later issue: not loadable yet.
+@pytest.mark.parametrize("name", ["cityday", "expiry", "offpeak", "scarcity", "shocks", "tokenizer"])
 def test_public_scenario_configs_load(name: str):
-    path = SCENARIOS / name / "config.yaml"
-    if not path.exists():
-        pytest.skip(f"{path} is not beside the project")
-    assert load_config(path).regions
+    assert load_config(SCENARIOS / name / "config.yaml").regions
 
 
 def test_negative_price_names_its_path():
