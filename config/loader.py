@@ -17,7 +17,15 @@ from pydantic import ValidationError
 from suanli.config.errors import ConfigError
 from suanli.config.schema import Config
 
-__all__ = ["CATALOG_NAME", "catalog_text", "load_catalog", "load_config", "parse_config"]
+__all__ = [
+    "CATALOG_NAME",
+    "anchored",
+    "catalog_home",
+    "catalog_text",
+    "load_catalog",
+    "load_config",
+    "parse_config",
+]
 
 CATALOG_NAME = "catalog.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -45,7 +53,7 @@ def load_config(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror}")], source=str(path)) from exc
-    return _from_text(text, environ=env, source=str(path))
+    return anchored(_from_text(text, environ=env, source=str(path)), path.resolve().parent)
 
 
 def catalog_text() -> str:
@@ -56,7 +64,32 @@ def catalog_text() -> str:
 def load_catalog(*, environ: Mapping[str, str] | None = None) -> Config:
     """The bundled catalog of city platforms (all ``provider: sim``, runs offline)."""
     env = os.environ if environ is None else environ
-    return _from_text(catalog_text(), environ=env, source="bundled catalog")
+    return anchored(_from_text(catalog_text(), environ=env, source="bundled catalog"), catalog_home(env))
+
+
+def catalog_home(environ: Mapping[str, str]) -> Path:
+    """Where the bundled catalog keeps its state: ``$XDG_DATA_HOME/suanli`` (~/.local/share/suanli)."""
+    base = environ.get("XDG_DATA_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "share")
+    return Path(base) / "suanli"
+
+
+def anchored(config: Config, home: Path) -> Config:
+    """Resolve a relative SQLite ledger path and ``data_dir`` against ``home``.
+
+    State lives in one place whatever the current folder: a config file's own folder (or the
+    catalog's home), so ``suanli report`` run elsewhere reads the ledger ``suanli serve`` wrote.
+    """
+    url = config.ledger.url
+    update: dict[str, Any] = {}
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        path, sep, query = url[len(prefix):].partition("?")
+        if path and path != ":memory:" and not path.startswith("/"):
+            ledger = config.ledger.model_copy(update={"url": f"{prefix}{home / path}{sep}{query}"})
+            update["ledger"] = ledger
+    if config.data_dir and not Path(config.data_dir).is_absolute():
+        update["data_dir"] = str(home / config.data_dir)
+    return config.model_copy(update=update) if update else config
 
 
 def _from_text(text: str, *, environ: Mapping[str, str], source: str) -> Config:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -41,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        port = getattr(args, "port", None)
+        print(f"suanli: port {port} on {getattr(args, 'host', '')} is already in use (another suanli?):"
+              f" stop it, or pick another port with --port", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,8 +221,10 @@ def _vouchers(args: argparse.Namespace) -> int:
     else:
         from suanli.router.core.router import voucher_dict
         from suanli.router.ledger.port import read_vouchers
+        from suanli.router.ops.ledger_cli import reading_ledger
 
         config = _load(args.config)
+        reading_ledger(config, command="vouchers", config_path=args.config)
         rows = [voucher_dict(status) for status in read_vouchers(config.ledger, config.vouchers)]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -83,8 +83,9 @@ def _report(args: argparse.Namespace) -> int:
         print(f"suanli report: {exc}", file=sys.stderr)
         return 2
     from suanli.router.ops.audit_cli import read_book  # either backend
+    from suanli.router.ops.ledger_cli import reading_ledger
 
-    with read_book(config.ledger.url) as ledger:
+    with read_book(reading_ledger(config, command="report", config_path=args.config)) as ledger:
         rows = ledger.usage(since=since, until=until)
         key_names = {key.id: key.name for key in ledger.keys()}
     report = spend_report(

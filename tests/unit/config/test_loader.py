@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from suanli.config import ConfigError, load_catalog, load_config
 
@@ -102,3 +103,26 @@ def test_yaml_file_errors_name_the_file(tmp_path: Path):
         load_config(path)
     assert exc.value.source == str(path)
     assert "invalid YAML" in exc.value.problems[0][1]
+
+
+def test_a_config_files_relative_ledger_and_data_dir_live_beside_it(tmp_path: Path):
+    path = tmp_path / "conf" / "suanli.yaml"
+    path.parent.mkdir()
+    body = _minimal() | {"ledger": {"url": "sqlite:///state/suanli.db?synchronous=full"}, "data_dir": "data"}
+    path.write_text(yaml.safe_dump(body))
+    config = load_config(path)
+    assert config.ledger.url == f"sqlite:///{tmp_path / 'conf' / 'state' / 'suanli.db'}?synchronous=full"
+    assert config.data_dir == str(tmp_path / "conf" / "data")
+
+
+def test_absolute_memory_and_server_ledgers_are_left_alone(tmp_path: Path):
+    for url in ("sqlite:////var/lib/suanli.db", "sqlite:///:memory:", "postgresql://u:p@db/suanli"):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(_minimal() | {"ledger": {"url": url}}))
+        assert load_config(path).ledger.url == url
+
+
+def test_the_catalog_keeps_its_state_in_the_xdg_data_home(tmp_path: Path):
+    config = load_catalog(environ={"XDG_DATA_HOME": str(tmp_path)})
+    assert config.ledger.url == f"sqlite:///{tmp_path / 'suanli' / 'suanli.db'}"
+    assert load_catalog(environ={"HOME": "/home/ann"}).ledger.url == "sqlite:////home/ann/.local/share/suanli/suanli.db"
