@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from suanli.config.errors import ConfigError
+from suanli.config.providers import provider_problem
 from suanli.config.schema import Config
 
 __all__ = [
@@ -104,14 +105,18 @@ def _from_text(text: str, *, environ: Mapping[str, str], source: str) -> Config:
 
 def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str], source: str = "config") -> Config:
     """Interpolate, validate and cross-check a parsed mapping into one immutable Config."""
+    # Every problem at once: unset variables, schema errors and the references that can still
+    # be checked on the raw mapping, so a user fixes a config in one round, not one per error.
     problems: list[tuple[str, str]] = []
     resolved = _interpolate(data, "", environ, problems)
-    if problems:
-        raise ConfigError(problems, source=source)
     try:
         config = Config.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), source=source) from exc
+        problems.extend(_problems(exc))
+        problems.extend(p for p in _raw_references(resolved) if p not in problems)
+        raise ConfigError(problems, source=source) from exc
+    if problems:
+        raise ConfigError(problems + cross_check(config), source=source)
     config = _localize(config, problems)
     problems.extend(cross_check(config))
     if problems:
@@ -202,6 +207,9 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             if offer.name in names:
                 problems.append((f"regions[{i}].models[{j}].name", f"duplicate model {offer.name!r}"))
             names.add(offer.name)
+        why = provider_problem(region.provider)
+        if why:
+            problems.append((f"regions[{i}].provider", why))
         if region.sim is not None and region.provider != "sim":
             problems.append((f"regions[{i}].sim", "sim settings need provider: sim"))
     seen_vouchers: set[str] = set()
@@ -219,4 +227,25 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                 problems.append((f"{where}.models[{k}]", f"region {region.id!r} does not offer {model!r}"))
         if voucher.valid_from and voucher.expires and voucher.expires <= voucher.valid_from:
             problems.append((f"{where}.expires", "expires must be after valid_from"))
+    return problems
+
+
+def _raw_references(data: Any) -> list[tuple[str, str]]:
+    """The cross-checks that still make sense on a mapping the schema refused: provider names
+    and the regions vouchers name."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(data, Mapping):
+        return problems
+    regions = data.get("regions") if isinstance(data.get("regions"), list) else []
+    ids = {r.get("id") for r in regions if isinstance(r, Mapping)}
+    for i, region in enumerate(regions):
+        provider = region.get("provider") if isinstance(region, Mapping) else None
+        why = provider_problem(provider) if isinstance(provider, str) and provider else None
+        if why:
+            problems.append((f"regions[{i}].provider", why))
+    vouchers = data.get("vouchers") if isinstance(data.get("vouchers"), list) else []
+    for i, voucher in enumerate(vouchers):
+        region = voucher.get("region") if isinstance(voucher, Mapping) else None
+        if isinstance(region, str) and region not in ids:
+            problems.append((f"vouchers[{i}].region", f"unknown region {region!r}"))
     return problems

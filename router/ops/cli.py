@@ -91,9 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="config tools")
     config_sub = config.add_subparsers(metavar="ACTION")
-    check = config_sub.add_parser("check", help="validate a config file and summarise it")
-    check.add_argument("file")
-    check.set_defaults(func=_config_check)
+    from suanli.router.ops import config_check
+
+    config_check.add_parser(config_sub)  # check [--probe]
 
     from suanli.router.ops.status_cli import add_parsers as add_status_parsers
 
@@ -246,15 +246,6 @@ def _fetch_vouchers(url: str, key: str | None) -> list[dict] | None:
     except (urllib.error.URLError, OSError) as exc:
         print(f"cannot reach {url}: {exc}", file=sys.stderr)
     return None
-
-
-def _config_check(args: argparse.Namespace) -> int:
-    from suanli.router.ops.reports import config_summary
-
-    config = load_config(args.file)
-    _console().print(config_summary(config))
-    print(f"{args.file}: OK")
-    return 0
 
 
 if __name__ == "__main__":

@@ -126,3 +126,28 @@ def test_the_catalog_keeps_its_state_in_the_xdg_data_home(tmp_path: Path):
     config = load_catalog(environ={"XDG_DATA_HOME": str(tmp_path)})
     assert config.ledger.url == f"sqlite:///{tmp_path / 'suanli' / 'suanli.db'}"
     assert load_catalog(environ={"HOME": "/home/ann"}).ledger.url == "sqlite:////home/ann/.local/share/suanli/suanli.db"
+
+
+def test_a_provider_typo_is_an_error_with_the_nearest_name():
+    with pytest.raises(ConfigError) as exc:
+        load_config(_minimal(provider="deepsek"))
+    why = "unknown provider 'deepsek': did you mean 'deepseek'?"
+    assert exc.value.problems == [("regions[0].provider", why)]
+
+
+def test_every_problem_is_reported_at_once():
+    data = _minimal(provider="deepsek", zone="north", api_key="${NOT_SET_ANYWHERE}")
+    data["vouchers"] = [{"id": "v", "region": "nowhere", "kind": "tokens", "amount": 5}]
+    with pytest.raises(ConfigError) as exc:
+        load_config(data, environ={})
+    assert set(_paths(exc)) == {
+        "regions[0].api_key", "regions[0].zone", "regions[0].provider", "vouchers[0].region"
+    }
+
+
+def test_an_unset_variable_and_a_bad_reference_come_together():
+    data = _minimal(api_key="${NOT_SET_ANYWHERE}")
+    data["vouchers"] = [{"id": "v", "region": "nowhere", "kind": "tokens", "amount": 5}]
+    with pytest.raises(ConfigError) as exc:
+        load_config(data, environ={})
+    assert set(_paths(exc)) == {"regions[0].api_key", "vouchers[0].region"}
