@@ -23,7 +23,7 @@ import orjson
 from suanli.providers.base import Reply, StreamReply, UpstreamCall, Usage
 from suanli.providers.errors import ProviderError, UpstreamBroken, UpstreamError, UpstreamTimeout
 
-__all__ = ["LiteLLMUpstream", "load_litellm", "scrub", "translate_error"]
+__all__ = ["LiteLLMUpstream", "load_litellm", "scrub", "translate_error", "warm_up"]
 
 # Statuses after which another region may be tried (as in the pass-through adapter).
 _RETRYABLE_STATUS = frozenset({402, 408, 409, 429, 500, 502, 503, 504})
@@ -36,6 +36,7 @@ _TOKENISH = re.compile(r"(Bearer\s+)\S+|\bsk-[A-Za-z0-9_\-]{6,}", re.IGNORECASE)
 
 _load_lock = threading.Lock()
 _litellm: ModuleType | None = None
+_warming: threading.Thread | None = None
 
 
 def load_litellm() -> ModuleType:
@@ -54,6 +55,18 @@ def load_litellm() -> ModuleType:
             litellm.suppress_debug_info = True
             _litellm = litellm
         return _litellm
+
+
+def warm_up() -> threading.Thread | None:
+    """Import litellm in a background thread now (seconds), so the first request through a
+    litellm region does not wait for it; None when it is loaded or loading already."""
+    global _warming
+    with _load_lock:
+        if _litellm is not None or _warming is not None:
+            return None
+        _warming = threading.Thread(target=load_litellm, name="litellm-import", daemon=True)
+    _warming.start()
+    return _warming
 
 
 class LiteLLMUpstream:
