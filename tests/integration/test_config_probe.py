@@ -45,8 +45,11 @@ def _sims(tmp_path: Path) -> Iterator[int]:
     path = tmp_path / "sims.yaml"
     path.write_text(yaml.safe_dump({"regions": regions}))
     port = _free_port_pair()
-    process = subprocess.Popen([*CLI, "sim", "--config", str(path), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*CLI, "sim", "--config", str(path), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -74,21 +77,32 @@ def test_probe_names_bad_keys_unknown_models_and_unreachable_hosts(tmp_path: Pat
         a, b = f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port + 1}/v1"
 
         def region(rid: str, url: str, key_var: str, upstream: str = "deepseek-flash") -> dict:
-            return {"id": rid, "zone": "east", "provider": "openai", "base_url": url,
-                    "api_key": f"${{{key_var}}}", "models": [{"name": "deepseek-flash", "upstream": upstream,
-                                "price": {"input": 2.0, "output": 8.0}}]}
+            return {
+                "id": rid,
+                "zone": "east",
+                "provider": "openai",
+                "base_url": url,
+                "api_key": f"${{{key_var}}}",
+                "models": [
+                    {"name": "deepseek-flash", "upstream": upstream, "price": {"input": 2.0, "output": 8.0}}
+                ],
+            }
 
-        config = {"regions": [
-            region("good", a, "GOOD_KEY"),
-            region("badkey", a, "BAD_KEY"),
-            region("typo", b, "GOOD_KEY", upstream="deepseek-flahs"),
-            region("down", f"http://127.0.0.1:{dead}/v1", "GOOD_KEY"),
-        ]}
+        config = {
+            "regions": [
+                region("good", a, "GOOD_KEY"),
+                region("badkey", a, "BAD_KEY"),
+                region("typo", b, "GOOD_KEY", upstream="deepseek-flahs"),
+                region("down", f"http://127.0.0.1:{dead}/v1", "GOOD_KEY"),
+            ]
+        }
         path = tmp_path / "mine.yaml"
         path.write_text(yaml.safe_dump(config))
         result = subprocess.run(
             [*CLI, "config", "check", "--probe", "--timeout", "5", str(path)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
             env={**os.environ, "GOOD_KEY": RIGHT, "BAD_KEY": WRONG, "COLUMNS": "200"},
         )
     out = result.stdout
@@ -108,7 +122,8 @@ def test_probe_of_the_bundled_catalog_starts_its_sims_and_finds_them_fine(tmp_pa
 
     path = tmp_path / "catalog.yaml"
     path.write_text(catalog_text())
-    result = subprocess.run([*CLI, "config", "check", "--probe", str(path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*CLI, "config", "check", "--probe", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "probe: 8 of 8 region(s) fine" in result.stdout
