@@ -77,5 +77,18 @@ travel with -H 'X-Suanli-Class: batch'.
 Demo traffic (interactive, batch, a fine-tuning job): suanli demo --traffic, or in another terminal
   suanli traffic --url {base[:-3]}
 Watch it: suanli monitor --url {base[:-3]}    Balances: suanli vouchers --url {base[:-3]}
-Press Ctrl-C to stop.
+{_activate_hint()}Press Ctrl-C to stop.
 """
+
+
+def _activate_hint() -> str:
+    """The line that puts this ``suanli`` on a new terminal's PATH, when it is not there already."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    mine = Path(sys.prefix) / "bin" / "suanli"
+    found = shutil.which("suanli")
+    if sys.prefix == sys.base_prefix or (found and Path(found).resolve() == mine.resolve()):
+        return ""
+    return f"(in a new terminal, first: source {Path(sys.prefix) / 'bin' / 'activate'})\n"
