@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     traffic = sub.add_parser("traffic", help="send mixed demo traffic to a running proxy")
-    traffic.add_argument("--url", default="http://127.0.0.1:8080", help="the proxy (default: the demo's)")
+    traffic.add_argument("--url", default=os.environ.get("SUANLI_URL", "http://127.0.0.1:8080"),
+                         help="the proxy (default: $SUANLI_URL, else the demo's %(default)s)")
     traffic.add_argument("--key", help="API key (default: $SUANLI_MASTER_KEY)")
     traffic.add_argument("--config", help="its config, for the zones (default: the bundled catalog)")
     traffic.add_argument("--minutes", type=float, default=5.0)
