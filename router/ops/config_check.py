@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from suanli.config import Config, load_config
 
@@ -14,7 +15,7 @@ __all__ = ["add_parser"]
 _PROBED = ("openai", "sim")  # OpenAI-compatible regions: GET {base_url}/models
 
 
-def add_parser(config_sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(config_sub: Any) -> None:
     """Register ``check`` under ``suanli config``."""
     check = config_sub.add_parser("check", help="validate a config file and summarise it")
     check.add_argument("file")
