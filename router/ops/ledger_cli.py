@@ -8,22 +8,14 @@ reporting zeros.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 from suanli.config import Config
 from suanli.config.loader import catalog_home
-from suanli.router.ledger.url import is_pg_url
+from suanli.router.ledger.url import is_pg_url, shown_url
 
-__all__ = ["reading_ledger", "shown_url"]
-
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
-
-
-def shown_url(url: str) -> str:
-    """``url`` with any password masked, fit for a terminal or a log."""
-    return _PASSWORD.sub(r"\1***@", url)
+__all__ = ["reading_ledger"]
 
 
 def reading_ledger(config: Config, *, command: str, config_path: str | None) -> str:
