@@ -1,6 +1,6 @@
 """A newcomer's first minutes: a fresh clone, `make demo`, until the first chat answer.
 
-    .venv/bin/python benchmarks/first_answer.py [--source .] [--keep]
+    .venv/bin/python benchmarks/first_answer.py [--source .] [--branch B] [--keep]
 
 Clones ``--source`` (a repository path or URL; default this one, its committed HEAD) into a
 temporary folder, runs ``make demo PORT=N`` there (venv, pinned install, sims, proxy) and times
@@ -51,6 +51,7 @@ def _answers(port: int) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(ROOT), help="repository to clone (default: this one)")
+    parser.add_argument("--branch", help="branch to check out (default: the source's HEAD)")
     parser.add_argument("--keep", action="store_true", help="keep the clone (printed) instead of deleting it")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
@@ -59,7 +60,8 @@ def main() -> int:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "SUANLI_LEDGER_URL", "PORT")}
     started = time.perf_counter()
-    subprocess.run(["git", "clone", "--quiet", args.source, str(clone)], check=True)
+    branch = ["--branch", args.branch] if args.branch else []
+    subprocess.run(["git", "clone", "--quiet", *branch, args.source, str(clone)], check=True)
     cloned = time.perf_counter()
     demo = subprocess.Popen(
         ["make", "demo", f"PORT={port}"],
