@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from suanli.optimizer import (
 )
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
-from suanli.router.simulate.trace import Trace
+from suanli.router.simulate.trace import Trace, span_end
 
 __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
@@ -114,7 +113,7 @@ class _Engine:
         self.rr = 0
         # A trace ends: demand past its span never comes, so vouchers the rolling horizon
         # would keep for it are spent on the traffic in hand (the bound assumes as much).
-        self.forecast = Forecast(config, start_s=trace.start_s, end_s=_span_end(trace))
+        self.forecast = Forecast(config, start_s=trace.start_s, end_s=span_end(trace))
         self.bound: float | None = None
         self.ahead: set[int] = set()  # jobs hindsight booked before the loop
         self.solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suanli-replan")
@@ -376,12 +375,6 @@ def _solve(snapshot: Snapshot, limit_s: float | None, spread: tuple[float, ...])
     fresh = plan(snapshot, time_limit_s=limit_s, demand_scenarios=spread)
     prepare_prices(snapshot.config, fresh)
     return fresh
-
-
-def _span_end(trace: Trace) -> float:
-    # the trace's span: its start to its last arrival, rounded up to the hour
-    last = trace.offsets_s[-1] if trace.offsets_s else 0.0
-    return trace.start_s + math.ceil(last / 3600.0) * 3600.0
 
 
 def replay(config: Config, trace: Trace, policy: str) -> Replay:
