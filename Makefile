@@ -1,21 +1,25 @@
 # suanli: `make demo` runs the whole thing offline, `make test` runs the suite.
+# Every install takes the versions pinned in constraints.txt (refresh on purpose: `make constraints`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/pip install --quiet -c $(CONSTRAINTS)
 
-.PHONY: demo test lint install install-dev clean
+.PHONY: demo test lint install install-dev constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PIP) --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[fast]'
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
+	$(PIP) -e '.[fast,client]'
 	touch $@
+	@echo "installed; to type suanli and python commands in a shell: source $(VENV)/bin/activate"
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[fast,dev]'
+	$(PIP) -e '.[fast,dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,6 +33,18 @@ lint: $(VENV)/.installed-dev
 
 test: $(VENV)/.installed-dev lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Re-resolve every dependency from pyproject.toml in a scratch venv and pin the result: the only
+# way constraints.txt changes. Review and commit the diff (and run `make test` on it).
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install --quiet --upgrade pip
+	.venv-constraints/bin/pip install --quiet '.[fast,client,dev]'
+	{ echo "# Pinned on purpose: what make demo, make test and CI install (pip -c constraints.txt)."; \
+	  echo "# Refresh with make constraints (re-resolves pyproject.toml in a scratch venv) and commit the diff."; \
+	  .venv-constraints/bin/pip freeze --all --exclude suanli --exclude setuptools --exclude wheel; } > $(CONSTRAINTS)
+	rm -rf .venv-constraints build
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,6 +1,6 @@
 """Live replay vs simulate: each public scenario driven through the real stack, one table.
 
-    .venv/bin/python benchmarks/live_replay.py [--scenarios ../shared/scenarios] [--only cityday]
+    .venv/bin/python benchmarks/live_replay.py [--scenarios benchmarks/scenarios] [--only cityday]
                                                [--minutes 5] [--stream-every 10] [--hours H] [--json FILE]
 
 For every scenario (a ``config.yaml`` and a ``trace.jsonl``), ``suanli.router.ops.live_replay``
@@ -32,7 +32,7 @@ from suanli.config import ConfigError  # noqa: E402
 from suanli.router.ops.live_replay import run_live  # noqa: E402
 from suanli.router.ops.replay_day import compare, cut, load_scenario, simulate_side, thin  # noqa: E402
 
-DEFAULT_SCENARIOS = ROOT.parent / "shared" / "scenarios"
+DEFAULT_SCENARIOS = ROOT / "benchmarks" / "scenarios"
 
 
 def _shares(where: dict) -> str:

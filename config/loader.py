@@ -15,9 +15,18 @@ import yaml
 from pydantic import ValidationError
 
 from suanli.config.errors import ConfigError
+from suanli.config.providers import provider_problem
 from suanli.config.schema import Config
 
-__all__ = ["CATALOG_NAME", "catalog_text", "load_catalog", "load_config", "parse_config"]
+__all__ = [
+    "CATALOG_NAME",
+    "anchored",
+    "catalog_home",
+    "catalog_text",
+    "load_catalog",
+    "load_config",
+    "parse_config",
+]
 
 CATALOG_NAME = "catalog.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -45,7 +54,7 @@ def load_config(
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror}")], source=str(path)) from exc
-    return _from_text(text, environ=env, source=str(path))
+    return anchored(_from_text(text, environ=env, source=str(path)), path.resolve().parent)
 
 
 def catalog_text() -> str:
@@ -56,7 +65,32 @@ def catalog_text() -> str:
 def load_catalog(*, environ: Mapping[str, str] | None = None) -> Config:
     """The bundled catalog of city platforms (all ``provider: sim``, runs offline)."""
     env = os.environ if environ is None else environ
-    return _from_text(catalog_text(), environ=env, source="bundled catalog")
+    return anchored(_from_text(catalog_text(), environ=env, source="bundled catalog"), catalog_home(env))
+
+
+def catalog_home(environ: Mapping[str, str]) -> Path:
+    """Where the bundled catalog keeps its state: ``$XDG_DATA_HOME/suanli`` (~/.local/share/suanli)."""
+    base = environ.get("XDG_DATA_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "share")
+    return Path(base) / "suanli"
+
+
+def anchored(config: Config, home: Path) -> Config:
+    """Resolve a relative SQLite ledger path and ``data_dir`` against ``home``.
+
+    State lives in one place whatever the current folder: a config file's own folder (or the
+    catalog's home), so ``suanli report`` run elsewhere reads the ledger ``suanli serve`` wrote.
+    """
+    url = config.ledger.url
+    update: dict[str, Any] = {}
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        path, sep, query = url[len(prefix):].partition("?")
+        if path and path != ":memory:" and not path.startswith("/"):
+            ledger = config.ledger.model_copy(update={"url": f"{prefix}{home / path}{sep}{query}"})
+            update["ledger"] = ledger
+    if config.data_dir and not Path(config.data_dir).is_absolute():
+        update["data_dir"] = str(home / config.data_dir)
+    return config.model_copy(update=update) if update else config
 
 
 def _from_text(text: str, *, environ: Mapping[str, str], source: str) -> Config:
@@ -71,14 +105,18 @@ def _from_text(text: str, *, environ: Mapping[str, str], source: str) -> Config:
 
 def parse_config(data: Mapping[str, Any], *, environ: Mapping[str, str], source: str = "config") -> Config:
     """Interpolate, validate and cross-check a parsed mapping into one immutable Config."""
+    # Every problem at once: unset variables, schema errors and the references that can still
+    # be checked on the raw mapping, so a user fixes a config in one round, not one per error.
     problems: list[tuple[str, str]] = []
     resolved = _interpolate(data, "", environ, problems)
-    if problems:
-        raise ConfigError(problems, source=source)
     try:
         config = Config.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc), source=source) from exc
+        problems.extend(_problems(exc))
+        problems.extend(p for p in _raw_references(resolved) if p not in problems)
+        raise ConfigError(problems, source=source) from exc
+    if problems:
+        raise ConfigError(problems + cross_check(config), source=source)
     config = _localize(config, problems)
     problems.extend(cross_check(config))
     if problems:
@@ -169,6 +207,9 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
             if offer.name in names:
                 problems.append((f"regions[{i}].models[{j}].name", f"duplicate model {offer.name!r}"))
             names.add(offer.name)
+        why = provider_problem(region.provider)
+        if why:
+            problems.append((f"regions[{i}].provider", why))
         if region.sim is not None and region.provider != "sim":
             problems.append((f"regions[{i}].sim", "sim settings need provider: sim"))
     seen_vouchers: set[str] = set()
@@ -186,4 +227,25 @@ def cross_check(config: Config) -> list[tuple[str, str]]:
                 problems.append((f"{where}.models[{k}]", f"region {region.id!r} does not offer {model!r}"))
         if voucher.valid_from and voucher.expires and voucher.expires <= voucher.valid_from:
             problems.append((f"{where}.expires", "expires must be after valid_from"))
+    return problems
+
+
+def _raw_references(data: Any) -> list[tuple[str, str]]:
+    """The cross-checks that still make sense on a mapping the schema refused: provider names
+    and the regions vouchers name."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(data, Mapping):
+        return problems
+    regions = data.get("regions") if isinstance(data.get("regions"), list) else []
+    ids = {r.get("id") for r in regions if isinstance(r, Mapping)}
+    for i, region in enumerate(regions):
+        provider = region.get("provider") if isinstance(region, Mapping) else None
+        why = provider_problem(provider) if isinstance(provider, str) and provider else None
+        if why:
+            problems.append((f"regions[{i}].provider", why))
+    vouchers = data.get("vouchers") if isinstance(data.get("vouchers"), list) else []
+    for i, voucher in enumerate(vouchers):
+        region = voucher.get("region") if isinstance(voucher, Mapping) else None
+        if isinstance(region, str) and region not in ids:
+            problems.append((f"vouchers[{i}].region", f"unknown region {region!r}"))
     return problems

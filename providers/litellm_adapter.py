@@ -24,7 +24,7 @@ from suanli.providers.base import Reply, StreamReply, UpstreamCall, Usage
 from suanli.providers.errors import ProviderError, UpstreamBroken, UpstreamError, UpstreamTimeout
 from suanli.providers.redaction import safe_code
 
-__all__ = ["LiteLLMUpstream", "load_litellm", "scrub", "translate_error"]
+__all__ = ["LiteLLMUpstream", "load_litellm", "scrub", "translate_error", "warm_up"]
 
 # Statuses after which another region may be tried (as in the pass-through adapter).
 # 401/403: the region refused *our* key for it; another region may still serve the request.
@@ -38,6 +38,7 @@ _TOKENISH = re.compile(r"(Bearer\s+)\S+|\bsk-[A-Za-z0-9_\-]{6,}", re.IGNORECASE)
 
 _load_lock = threading.Lock()
 _litellm: ModuleType | None = None
+_warming: threading.Thread | None = None
 
 
 def load_litellm() -> ModuleType:
@@ -56,6 +57,18 @@ def load_litellm() -> ModuleType:
             litellm.suppress_debug_info = True
             _litellm = litellm
         return _litellm
+
+
+def warm_up() -> threading.Thread | None:
+    """Import litellm in a background thread now (seconds), so the first request through a
+    litellm region does not wait for it; None when it is loaded or loading already."""
+    global _warming
+    with _load_lock:
+        if _litellm is not None or _warming is not None:
+            return None
+        _warming = threading.Thread(target=load_litellm, name="litellm-import", daemon=True)
+    _warming.start()
+    return _warming
 
 
 class LiteLLMUpstream:

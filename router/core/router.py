@@ -161,8 +161,9 @@ class Router:
             from suanli.providers.openai_compat import OpenAICompatUpstream
 
             return OpenAICompatUpstream(self._session, base_urls=base_urls)
-        from suanli.providers.litellm_adapter import LiteLLMUpstream
+        from suanli.providers.litellm_adapter import LiteLLMUpstream, warm_up
 
+        warm_up()  # litellm's import takes seconds: start it now, not on the first request
         return LiteLLMUpstream()
 
     async def close(self) -> None:

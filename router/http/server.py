@@ -10,6 +10,7 @@ from aiohttp import web
 
 from suanli.config import Config
 from suanli.router.http.app import ROUTER, create_app
+from suanli.router.ledger.url import shown_url
 
 __all__ = ["serve"]
 
@@ -36,7 +37,9 @@ async def serve(
     gc.freeze()
     base = f"http://{host}:{port}/v1"
     print(
-        _banner(base, app[ROUTER].config, master_key) if banner else f"suanli serving on {base}", flush=True
+        _banner(base, app[ROUTER].config, master_key) if banner
+        else f"suanli serving on {base} (ledger {shown_url(config.ledger.url)})",
+        flush=True,
     )
     if ready is not None:
         ready.set()
@@ -59,7 +62,7 @@ def _banner(base: str, config: Config, master_key: str | None) -> str:
 suanli demo: {len(config.regions)} simulated city platforms behind one OpenAI-compatible endpoint
   regions:  {regions}
   base URL: {base}
-  ledger:   {config.ledger.url}
+  ledger:   {shown_url(config.ledger.url)}
 
 Try it with curl:
   curl -s {base}/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer {key}' \\
@@ -77,5 +80,18 @@ travel with -H 'X-Suanli-Class: batch'.
 Demo traffic (interactive, batch, a fine-tuning job): suanli demo --traffic, or in another terminal
   suanli traffic --url {base[:-3]}
 Watch it: suanli monitor --url {base[:-3]}    Balances: suanli vouchers --url {base[:-3]}
-Press Ctrl-C to stop.
+{_activate_hint()}Press Ctrl-C to stop.
 """
+
+
+def _activate_hint() -> str:
+    """The line that puts this ``suanli`` on a new terminal's PATH, when it is not there already."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    mine = Path(sys.prefix) / "bin" / "suanli"
+    found = shutil.which("suanli")
+    if sys.prefix == sys.base_prefix or (found and Path(found).resolve() == mine.resolve()):
+        return ""
+    return f"(in a new terminal, first: source {Path(sys.prefix) / 'bin' / 'activate'})\n"

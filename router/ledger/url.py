@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["PG_SCHEMES", "is_pg_url"]
+import re
+
+__all__ = ["PG_SCHEMES", "is_pg_url", "shown_url"]
 
 PG_SCHEMES = ("postgresql", "postgres")
 
@@ -10,3 +12,11 @@ PG_SCHEMES = ("postgresql", "postgres")
 def is_pg_url(url: str) -> bool:
     """Whether ``url`` names a PostgreSQL ledger (so SQLite users never import asyncpg)."""
     return url.partition("://")[0] in PG_SCHEMES
+
+
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password masked, fit for a terminal or a log."""
+    return _PASSWORD.sub(r"\1***@", url)

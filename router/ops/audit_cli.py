@@ -14,6 +14,7 @@ from suanli.config import Config, load_catalog, load_config
 from suanli.router.errors import LedgerError
 from suanli.router.ledger.audit import ChainBrokenError, export_csv, parse_bound, verify
 from suanli.router.ledger.port import AuditSource, read_audit_source
+from suanli.router.ops.ledger_cli import reading_ledger
 
 __all__ = ["add_parser", "read_book"]
 
@@ -69,7 +70,7 @@ def _verify(args: argparse.Namespace) -> int:
             return 2
         anchor = (int(row), digest.lower())
     config = _config(args.config)
-    with read_book(config.ledger.url) as ledger:
+    with read_book(reading_ledger(config, command="audit verify", config_path=args.config)) as ledger:
         report = verify(ledger, anchor=anchor)
     if args.json:
         print(
@@ -105,7 +106,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.voucher and args.voucher not in {v.id for v in config.vouchers}:
         print(f"suanli audit export: note: voucher {args.voucher!r} is not in the config", file=sys.stderr)
     try:
-        with read_book(config.ledger.url) as ledger:
+        with read_book(reading_ledger(config, command="audit export", config_path=args.config)) as ledger:
             text = export_csv(ledger, voucher=args.voucher, since=since, until=until, tz=tz)
     except ChainBrokenError as exc:
         print(f"suanli audit export: {exc}", file=sys.stderr)

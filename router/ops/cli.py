@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -41,6 +42,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        port = getattr(args, "port", None)
+        print(f"suanli: port {port} on {getattr(args, 'host', '')} is already in use (another suanli?):"
+              f" stop it, or pick another port with --port", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     traffic = sub.add_parser("traffic", help="send mixed demo traffic to a running proxy")
-    traffic.add_argument("--url", default="http://127.0.0.1:8080", help="the proxy (default: the demo's)")
+    traffic.add_argument("--url", default=os.environ.get("SUANLI_URL", "http://127.0.0.1:8080"),
+                         help="the proxy (default: $SUANLI_URL, else the demo's %(default)s)")
     traffic.add_argument("--key", help="API key (default: $SUANLI_MASTER_KEY)")
     traffic.add_argument("--config", help="its config, for the zones (default: the bundled catalog)")
     traffic.add_argument("--minutes", type=float, default=5.0)
@@ -87,9 +96,9 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="config tools")
     config_sub = config.add_subparsers(metavar="ACTION")
-    check = config_sub.add_parser("check", help="validate a config file and summarise it")
-    check.add_argument("file")
-    check.set_defaults(func=_config_check)
+    from suanli.router.ops import config_check
+
+    config_check.add_parser(config_sub)  # check [--probe]
 
     from suanli.router.ops.status_cli import add_parsers as add_status_parsers
 
@@ -217,8 +226,10 @@ def _vouchers(args: argparse.Namespace) -> int:
     else:
         from suanli.router.core.router import voucher_dict
         from suanli.router.ledger.port import read_vouchers
+        from suanli.router.ops.ledger_cli import reading_ledger
 
         config = _load(args.config)
+        reading_ledger(config, command="vouchers", config_path=args.config)
         rows = [voucher_dict(status) for status in read_vouchers(config.ledger, config.vouchers)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -240,15 +251,6 @@ def _fetch_vouchers(url: str, key: str | None) -> list[dict] | None:
     except (urllib.error.URLError, OSError) as exc:
         print(f"cannot reach {url}: {exc}", file=sys.stderr)
     return None
-
-
-def _config_check(args: argparse.Namespace) -> int:
-    from suanli.router.ops.reports import config_summary
-
-    config = load_config(args.file)
-    _console().print(config_summary(config))
-    print(f"{args.file}: OK")
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -94,7 +95,7 @@ def _header(doc: dict, source: str, note: str) -> RenderableType:
     totals = doc["totals"]
     line = Text.assemble(
         ("suanli ", "bold cyan"),
-        f"{source}  {datetime.fromisoformat(doc['time']):%Y-%m-%d %H:%M:%S %z}  up {_age(doc['uptime_s'])}\n",
+        f"{source}  {_local(doc, doc['time']):%Y-%m-%d %H:%M:%S %z}  up {_age(doc['uptime_s'])}\n",
         ("today ", "bold"),
         f"{totals['requests_today']:,} requests  {totals['tokens_today']:,} tokens  ",
         ("cash ", "bold"),
@@ -161,7 +162,7 @@ def _regions(doc: dict, history: History | None, *, width: int) -> Table:
     columns: list[Column] = [
         ("region", 0, "left", lambda r: r["id"]),
         ("zone", 100, "left", lambda r: r["zone"]),
-        ("health", 0, "left", _state),
+        ("health", 0, "left", lambda r: _state(doc, r)),
         ("ttft p50/p95", 0, "right", lambda r: _pair(r["latency_ms"]["ttft"])),
         ("total p50/p95", 125, "right", lambda r: _pair(r["latency_ms"]["total"])),
     ]
@@ -177,11 +178,11 @@ def _regions(doc: dict, history: History | None, *, width: int) -> Table:
     return _fitted("regions", columns, doc["regions"], width)
 
 
-def _state(r: dict) -> Text:
+def _state(doc: dict, r: dict) -> Text:
     health = r["health"]
     state = Text(health["state"], style=_STATE_STYLE.get(health["state"], ""))
     if health["state"] == "ejected" and health["ejected_until"]:
-        state.append(f" to {datetime.fromisoformat(health['ejected_until']).astimezone():%H:%M:%S}")
+        state.append(f" to {_local(doc, health['ejected_until']):%H:%M:%S}")
     if health["ejections"]:
         state.append(f" ×{health['ejections']}", style="dim")
     if health.get("cash_exhausted"):
@@ -194,7 +195,8 @@ def _shares(r: dict) -> str:
 
 
 def _vouchers(doc: dict, *, width: int) -> Table:
-    bar_width = max(10, min(40, width // 4 if width >= 150 else width // 8))
+    # The bar gives way first: at 160 columns every column fits whole (a 40-wide bar cut the rest).
+    bar_width = max(10, min(24, width // 8))
     columns: list[Column] = [
         ("voucher", 0, "left", lambda v: v["id"]),
         ("region", 100, "left", lambda v: v["region"]),
@@ -203,7 +205,7 @@ def _vouchers(doc: dict, *, width: int) -> Table:
         ("used", 0, "left", lambda v: _bar(v["used_share"], bar_width)),
         ("burn/h", 115, "right", lambda v: _units(v["burn_per_hour"], v["kind"])),
         ("expires in", 0, "left", lambda v: _expiry(v["expires_in_s"])),
-        ("exhausted at", 130, "left", _exhaustion),
+        ("exhausted at", 130, "left", lambda v: _exhaustion(doc, v)),
     ]
     shadow = (doc.get("plan") or {}).get("shadow_prices") or {}  # voucher id -> yuan per unit
     if shadow:
@@ -226,7 +228,7 @@ def _alerts(doc: dict) -> Panel:
 
 def _recent(doc: dict, *, rows: int, width: int) -> Table:
     columns: list[Column] = [
-        ("time", 0, "left", lambda d: d["time"][11:19]),
+        ("time", 0, "left", lambda d: f"{_local(doc, d['time']):%H:%M:%S}"),
         ("region", 0, "left", lambda d: d["region"]),
         ("class", 0, "left", lambda d: d["class"]),
         ("model", 100, "left", lambda d: d["model"]),
@@ -274,14 +276,23 @@ def _expiry(seconds: float | None) -> Text:
     return Text(f"{rest // 3600}h {rest % 3600 // 60}m", style="bold yellow")
 
 
-def _exhaustion(v: dict) -> Text:
+def _local(doc: dict, moment: str) -> datetime:
+    """``moment`` in the config's timezone (the document's), so every time on screen agrees."""
+    when = datetime.fromisoformat(moment)
+    try:
+        return when.astimezone(ZoneInfo(doc.get("timezone") or "UTC"))
+    except (ZoneInfoNotFoundError, ValueError):
+        return when
+
+
+def _exhaustion(doc: dict, v: dict) -> Text:
     """When the balance runs out at the last hour's burn; dim when the voucher expires first."""
     at = v["projected_exhaustion"]
     if at is None:
         return Text("-")
     if v["expires"] and datetime.fromisoformat(at) >= datetime.fromisoformat(v["expires"]):
         return Text("after expiry", style="dim")
-    return Text(datetime.fromisoformat(at).strftime("%m-%d %H:%M"), style="yellow")
+    return Text(_local(doc, at).strftime("%m-%d %H:%M"), style="yellow")
 
 
 def _units(value: float, kind: str) -> str:

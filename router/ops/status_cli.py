@@ -15,7 +15,8 @@ __all__ = ["add_parsers"]
 def add_parsers(sub: Any) -> None:
     """Add ``monitor`` and ``report`` to the ``suanli`` subcommands."""
     monitor = sub.add_parser("monitor", help="live terminal dashboard of a running server (q quits)")
-    monitor.add_argument("--url", default="http://127.0.0.1:8080", help="the server (default: %(default)s)")
+    monitor.add_argument("--url", default=os.environ.get("SUANLI_URL", "http://127.0.0.1:8080"),
+                         help="the server (default: $SUANLI_URL, else %(default)s)")
     monitor.add_argument("--key", help="master key (default: $SUANLI_MASTER_KEY)")
     monitor.add_argument("--once", action="store_true", help="print one snapshot and exit")
     monitor.set_defaults(func=_monitor)
@@ -83,8 +84,9 @@ def _report(args: argparse.Namespace) -> int:
         print(f"suanli report: {exc}", file=sys.stderr)
         return 2
     from suanli.router.ops.audit_cli import read_book  # either backend
+    from suanli.router.ops.ledger_cli import reading_ledger
 
-    with read_book(config.ledger.url) as ledger:
+    with read_book(reading_ledger(config, command="report", config_path=args.config)) as ledger:
         rows = ledger.usage(since=since, until=until)
         key_names = {key.id: key.name for key in ledger.keys()}
     report = spend_report(

@@ -12,9 +12,35 @@ import orjson
 from suanli.config import Config
 from suanli.optimizer import Job
 
-__all__ = ["Trace", "TraceError", "load_trace", "parse_trace", "span_end"]
+__all__ = [
+    "EVENT_FIELDS",
+    "FORMAT",
+    "HEADER_FIELDS",
+    "REQUEST_FIELDS",
+    "Trace",
+    "TraceError",
+    "load_trace",
+    "parse_trace",
+    "span_end",
+]
 
 _CLASSES = ("interactive", "batch", "training")
+_ORIGINS = ("east", "west")
+FORMAT = "suanli/v1"
+# The fields of each kind of line (DESIGN.md): a name outside these is a typo, never ignored.
+HEADER_FIELDS = {"required": frozenset({"trace", "start"}), "optional": frozenset()}
+REQUEST_FIELDS = {
+    "required": frozenset({"t", "model", "class", "origin", "input", "output"}),
+    "optional": frozenset({"deadline_s", "session", "cached"}),
+}
+EVENT_FIELDS = {  # event kind -> its fields besides "event"
+    "region_down": {"required": frozenset({"t", "region", "until"}), "optional": frozenset()},
+    "voucher_delta": {"required": frozenset({"t", "voucher", "amount"}), "optional": frozenset()},
+    "price_factor": {
+        "required": frozenset({"t", "region", "factor", "until"}),
+        "optional": frozenset({"model"}),
+    },
+}
 
 
 class TraceError(ValueError):
@@ -44,15 +70,24 @@ def load_trace(path: str | Path, config: Config) -> Trace:
 
 
 def parse_trace(lines: list[str], config: Config) -> Trace:
-    """Parse trace lines: a header, then requests in time order."""
-    rows = [line for line in lines if line.strip()]
-    if not rows:
+    """Parse trace lines: a header, then requests in time order.
+
+    Strict: a missing or unknown field, a wrong type or a bad value is a ``TraceError`` naming
+    the line (1-based, blank lines counted), so a trace with guessed field names is refused
+    rather than replayed as zero tokens.
+    """
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
         raise TraceError("the trace is empty: it needs a header line")
+    first, head = numbered[0]
     try:
-        header = orjson.loads(rows[0])
+        header = _object(head)
+        _check_fields(header, HEADER_FIELDS, "header")
+        if header["trace"] != FORMAT:
+            raise ValueError(f"trace must be {FORMAT!r}, not {header['trace']!r}")
         start = datetime.fromisoformat(header["start"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise TraceError(f"line 1: bad header ({exc})") from exc
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raise TraceError(f"line {first}: bad header: {exc}") from exc
     if start.tzinfo is None:
         from zoneinfo import ZoneInfo
 
@@ -61,31 +96,75 @@ def parse_trace(lines: list[str], config: Config) -> Trace:
     jobs: list[Job] = []
     offsets: list[float] = []
     deadlines: list[float] = []
-    for n, row in enumerate(rows[1:]):
+    for line_no, row in numbered[1:]:
         try:
-            item = orjson.loads(row)
-            t = float(item["t"])
-            work_class = item.get("class", "interactive")
+            item = _object(row)
+            if "event" in item:
+                _check_event(item)
+                raise ValueError(f"trace events ({item['event']}) are not supported by this build")
+            _check_fields(item, REQUEST_FIELDS, "request")
+            t = _number(item, "t")
+            work_class = item["class"]
             if work_class not in _CLASSES:
-                raise ValueError(f"unknown class {work_class!r}")
+                raise ValueError(f"class must be one of {', '.join(_CLASSES)}, not {work_class!r}")
+            if item["origin"] not in _ORIGINS:
+                raise ValueError(f"origin must be east or west, not {item['origin']!r}")
+            if not isinstance(item["model"], str) or not item["model"]:
+                raise ValueError("model must be a non-empty string")
             deadline = 0.0
             if work_class != "interactive":
-                deadline = float(item.get("deadline_s") or config.classes.deadline_s(work_class))
+                given = _number(item, "deadline_s") if "deadline_s" in item else None
+                deadline = given or config.classes.deadline_s(work_class)
             job = Job(
-                index=n,
+                index=len(jobs),
                 arrival_s=start_s + t,
                 latest_s=start_s + t + deadline,
-                model=str(item["model"]),
+                model=item["model"],
                 work_class=work_class,
-                origin=item.get("origin") or config.origin,
-                input_tokens=float(item.get("input", 0)),
-                output_tokens=float(item.get("output", 0)),
+                origin=item["origin"],
+                input_tokens=_number(item, "input"),
+                output_tokens=_number(item, "output"),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise TraceError(f"line {n + 2}: {exc}") from exc
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            raise TraceError(f"line {line_no}: {exc}") from exc
         jobs.append(job)
         offsets.append(t)
         deadlines.append(deadline)
     return Trace(
         start=start, start_s=start_s, jobs=tuple(jobs), offsets_s=tuple(offsets), deadlines_s=tuple(deadlines)
     )
+
+
+def _object(row: str) -> dict:
+    item = orjson.loads(row)
+    if not isinstance(item, dict):
+        raise ValueError(f"a line must be a JSON object, not {type(item).__name__}")
+    return item
+
+
+def _check_fields(item: dict, fields: dict[str, frozenset[str]], what: str) -> None:
+    missing = sorted(fields["required"] - item.keys())
+    unknown = sorted(item.keys() - fields["required"] - fields["optional"])
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if unknown:
+        known = ", ".join(sorted(fields["required"] | fields["optional"]))
+        problems.append(f"unknown {', '.join(unknown)} (a {what} line has {known})")
+    if problems:
+        raise ValueError(f"{what} line: " + "; ".join(problems))
+
+
+def _check_event(item: dict) -> None:
+    kind = item["event"]
+    if kind not in EVENT_FIELDS:
+        raise ValueError(f"unknown event {kind!r} (known: {', '.join(EVENT_FIELDS)})")
+    fields = EVENT_FIELDS[kind]
+    _check_fields(item, {"required": fields["required"] | {"event"}, "optional": fields["optional"]}, kind)
+
+
+def _number(item: dict, name: str) -> float:
+    value = item[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+    return float(value)

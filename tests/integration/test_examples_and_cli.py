@@ -80,13 +80,19 @@ def test_vouchers_from_the_local_ledger_and_from_a_server(tmp_path: Path):
     config = small_config(tmp_path)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
-    local = _run([*CLI, "vouchers", "--config", str(path), "--json"])
-    assert local.returncode == 0, local.stderr
-    assert {row["id"] for row in json.loads(local.stdout)} == {"wuhan-tokens", "shanghai-credit"}
+    ledger = Path(config.ledger.url.removeprefix("sqlite:///"))
+    for command in (["vouchers"], ["report"], ["audit", "verify"]):
+        missing = _run([*CLI, *command, "--config", str(path)], cwd=tmp_path.parent)
+        assert missing.returncode == 2 and f"no ledger at {ledger}" in missing.stderr, missing.stderr
+    assert not ledger.exists()  # refused, not invented
     with running_proxy(config) as proxy:
         remote = _run([*CLI, "vouchers", "--url", proxy.base_url[: -len("/v1")]])
     assert remote.returncode == 0, remote.stderr
     assert "wuhan-tokens" in remote.stdout and "tok" in remote.stdout
+    local = _run([*CLI, "vouchers", "--config", str(path), "--json"], cwd=tmp_path.parent)
+    assert local.returncode == 0, local.stderr
+    assert {row["id"] for row in json.loads(local.stdout)} == {"wuhan-tokens", "shanghai-credit"}
+    assert f"reading ledger sqlite:///{ledger}" in local.stderr
 
 
 def test_demo_prints_the_base_url_and_examples(tmp_path: Path):
@@ -138,3 +144,16 @@ def test_demo_traffic_keeps_interactive_east_sends_batch_west_and_leaves_no_file
     spent = {v["id"]: v["spent"] for v in status["vouchers"]}
     assert spent["wuhan-tokens-launch"] > 0  # the voucher that expires first is drawn on
     assert not list(tmp_path.iterdir())  # the demo's ledger and files live in a folder of its own
+
+
+def test_a_port_in_use_is_one_clear_line_not_a_traceback(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run([*CLI, "demo", "--port", str(port)], cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr

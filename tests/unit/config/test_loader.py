@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from suanli.config import ConfigError, load_catalog, load_config
 
-SCENARIOS = Path(__file__).resolve().parents[4] / "shared" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[3] / "benchmarks" / "scenarios"
 
 
 def _minimal(**region: object) -> dict:
@@ -31,12 +32,10 @@ def test_bundled_catalog_has_the_eight_platforms_and_runs_offline():
     assert config.vouchers and all(v.expires and v.expires.tzinfo for v in config.vouchers)
 
 
-@pytest.mark.parametrize("name", ["cityday", "expiry", "offpeak", "scarcity", "tokenizer"])
+# peaks uses the time-of-use bands and packages of a later issue: not loadable yet.
+@pytest.mark.parametrize("name", ["cityday", "expiry", "offpeak", "scarcity", "shocks", "tokenizer"])
 def test_public_scenario_configs_load(name: str):
-    path = SCENARIOS / name / "config.yaml"
-    if not path.exists():
-        pytest.skip(f"{path} is not beside the project")
-    assert load_config(path).regions
+    assert load_config(SCENARIOS / name / "config.yaml").regions
 
 
 def test_negative_price_names_its_path():
@@ -104,3 +103,51 @@ def test_yaml_file_errors_name_the_file(tmp_path: Path):
         load_config(path)
     assert exc.value.source == str(path)
     assert "invalid YAML" in exc.value.problems[0][1]
+
+
+def test_a_config_files_relative_ledger_and_data_dir_live_beside_it(tmp_path: Path):
+    path = tmp_path / "conf" / "suanli.yaml"
+    path.parent.mkdir()
+    body = _minimal() | {"ledger": {"url": "sqlite:///state/suanli.db?synchronous=full"}, "data_dir": "data"}
+    path.write_text(yaml.safe_dump(body))
+    config = load_config(path)
+    assert config.ledger.url == f"sqlite:///{tmp_path / 'conf' / 'state' / 'suanli.db'}?synchronous=full"
+    assert config.data_dir == str(tmp_path / "conf" / "data")
+
+
+def test_absolute_memory_and_server_ledgers_are_left_alone(tmp_path: Path):
+    for url in ("sqlite:////var/lib/suanli.db", "sqlite:///:memory:", "postgresql://u:p@db/suanli"):
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(_minimal() | {"ledger": {"url": url}}))
+        assert load_config(path).ledger.url == url
+
+
+def test_the_catalog_keeps_its_state_in_the_xdg_data_home(tmp_path: Path):
+    config = load_catalog(environ={"XDG_DATA_HOME": str(tmp_path)})
+    assert config.ledger.url == f"sqlite:///{tmp_path / 'suanli' / 'suanli.db'}"
+    assert load_catalog(environ={"HOME": "/home/ann"}).ledger.url == "sqlite:////home/ann/.local/share/suanli/suanli.db"
+
+
+def test_a_provider_typo_is_an_error_with_the_nearest_name():
+    with pytest.raises(ConfigError) as exc:
+        load_config(_minimal(provider="deepsek"))
+    why = "unknown provider 'deepsek': did you mean 'deepseek'?"
+    assert exc.value.problems == [("regions[0].provider", why)]
+
+
+def test_every_problem_is_reported_at_once():
+    data = _minimal(provider="deepsek", zone="north", api_key="${NOT_SET_ANYWHERE}")
+    data["vouchers"] = [{"id": "v", "region": "nowhere", "kind": "tokens", "amount": 5}]
+    with pytest.raises(ConfigError) as exc:
+        load_config(data, environ={})
+    assert set(_paths(exc)) == {
+        "regions[0].api_key", "regions[0].zone", "regions[0].provider", "vouchers[0].region"
+    }
+
+
+def test_an_unset_variable_and_a_bad_reference_come_together():
+    data = _minimal(api_key="${NOT_SET_ANYWHERE}")
+    data["vouchers"] = [{"id": "v", "region": "nowhere", "kind": "tokens", "amount": 5}]
+    with pytest.raises(ConfigError) as exc:
+        load_config(data, environ={})
+    assert set(_paths(exc)) == {"regions[0].api_key", "vouchers[0].region"}

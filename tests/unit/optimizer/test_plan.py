@@ -94,10 +94,9 @@ def test_scenarios_rescale_limits_and_balances_only_for_the_voucher_prices() -> 
     assert averaged.cash_yuan == pytest.approx(2.0, abs=1e-6)
 
 
-SCENARIOS = Path(__file__).resolve().parents[4] / "shared" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[3] / "benchmarks" / "scenarios"
 
 
-@pytest.mark.skipif(not (SCENARIOS / "expiry").is_dir(), reason="needs ../shared/scenarios")
 def test_hindsight_bound_is_found_where_glop_first_ends_imprecise(tmp_path: Path) -> None:
     # This variant's LP ends ABNORMAL (GLOP's IMPRECISE: the cost perturbation its last
     # phase needs is over tolerance); the planner re-solves it without presolve.

@@ -284,3 +284,14 @@ def test_scrub_masks_the_key_its_tail_and_bearer_tokens() -> None:
 def test_importing_the_adapter_does_not_import_litellm() -> None:
     code = "import sys, providers, providers.litellm_adapter\nassert 'litellm' not in sys.modules\n"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[3])
+
+
+def test_warm_up_imports_litellm_once_in_the_background():
+    from suanli.providers.litellm_adapter import load_litellm, warm_up
+
+    first = warm_up()
+    if first is not None:
+        first.join(120)
+        assert not first.is_alive()
+    assert warm_up() is None  # loaded (or loading): never a second import thread
+    assert load_litellm().completion is not None
