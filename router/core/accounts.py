@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -54,6 +54,8 @@ class Accounts:
         self.planning = planning
         self.metrics = metrics
         self.available: dict[str, float] = {}  # voucher id -> units not yet held or spent
+        self._promises: dict[str, tuple[str, float]] = {}  # booked work -> (voucher id, units)
+        self._promised: dict[str, float] = {}  # voucher id -> units promised in all
         self.cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
         self._tz = ZoneInfo(config.timezone)
         self._vouchers = {v.id: v for v in config.vouchers}
@@ -102,8 +104,40 @@ class Accounts:
         return self._replica
 
     def balances(self) -> dict[str, float]:
-        """Voucher id -> balance not yet spent or held."""
-        return dict(self.available)
+        """Voucher id -> balance not yet spent, held or promised to booked work."""
+        return dict(self.free())
+
+    def free(self) -> Mapping[str, float]:
+        """What the chooser and the planner may count on: ``available`` less the units booked
+        work means to draw when it runs (simulate's balances less its booked jobs' reserve),
+        so a batch line planned on a voucher for tonight is not left paying cash because
+        the day spent the voucher first."""
+        if not self._promises:
+            return self.available
+        promised = self._promised
+        return {v: units - promised.get(v, 0.0) for v, units in self.available.items()}
+
+    def promise(self, key: str, voucher_id: str, units: float) -> None:
+        """Speak for ``units`` of a voucher for booked work ``key`` (a batch line's request id)."""
+        if units > 0 and key not in self._promises:
+            self._promises[key] = (voucher_id, units)
+            self._promised[voucher_id] = self._promised.get(voucher_id, 0.0) + units
+
+    def release_promise(self, key: str) -> None:
+        """The booked work runs now (or never): its units are free again, to it first."""
+        found = self._promises.pop(key, None)
+        if found is not None:
+            voucher_id, units = found
+            left = self._promised.get(voucher_id, 0.0) - units
+            if left > 1e-9:
+                self._promised[voucher_id] = left
+            else:
+                self._promised.pop(voucher_id, None)
+
+    def release_promises(self, prefix: str) -> None:
+        """Release every promise whose key starts with ``prefix`` (a batch that closed)."""
+        for key in [k for k in self._promises if k.startswith(prefix)]:
+            self.release_promise(key)
 
     def vouchers(self) -> list[VoucherStatus]:
         """Every voucher's balance, holds, spend, burn and validity."""

@@ -172,7 +172,7 @@ class RegionPicker:
     ) -> tuple[Option, Lease] | None:
         now_s = self.clock().timestamp()
         state = State(
-            balances=self.accounts.available,
+            balances=self.accounts.free(),
             blocked=self.health.blocked(now_s),
             latency_ms=self.latency.measured(ask.model, ask.origin, now_s),
             token_ratios=self.planning.token_ratios,

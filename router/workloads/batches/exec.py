@@ -158,6 +158,7 @@ class BatchRunner:
             raise
         if not self._stopping:
             close_pending(self.table, batch_id)
+            self.router.accounts.release_promises(f"{batch_id}-")
 
     def _real_wait(self, virtual_s: float) -> float:
         speed = clock_speed(self.router.clock)

@@ -124,6 +124,8 @@ async def validate_and_plan(
                     orjson.dumps(entry).decode() if entry else None,
                 ),
             )
+            if slot is not None and slot.voucher is not None and entry is None:
+                router.accounts.promise(f"{batch_id}-{n}", slot.voucher, slot.voucher_units)
     status = table.status(batch_id)
     table.set_status(batch_id, "cancelling" if status == "cancelling" else "in_progress", "in_progress_at")
 

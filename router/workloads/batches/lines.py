@@ -75,6 +75,7 @@ async def run_line(
     )
     body = line.body
     started = time.perf_counter()
+    router.accounts.release_promise(request_id)  # its voucher units are its own to draw now
     try:
         # A line planned outside the key's regions is routed afresh, within them.
         allowed = key is None or key.allowed_regions is None or line.region in key.allowed_regions

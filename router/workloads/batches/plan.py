@@ -57,6 +57,7 @@ class Slot:
     start_s: float
     tokens: int
     voucher: str | None
+    voucher_units: float = 0.0  # what it means to draw on ``voucher`` (promised until it runs)
 
 
 def latest_start_s(start_s: float, window_s: float) -> float:
@@ -115,18 +116,18 @@ def place_jobs(
         start_s = max(placed.start_s, now_s)
         if work_class != "training":
             book.add(placed.region, minute_of(start_s), placed.tokens)
-        _draw(available, placed, job, start_s, tz, vouchers)
-        out[ask.key] = Slot(placed.region, start_s, placed.tokens, placed.voucher)
+        units = _draw(available, placed, job, start_s, tz, vouchers)
+        out[ask.key] = Slot(placed.region, start_s, placed.tokens, placed.voucher, units)
     return out
 
 
 def _draw(
     available: dict[str, float], placed: Placement, job: Job, start_s: float, tz: ZoneInfo, vouchers: Mapping
-) -> None:
+) -> float:
     # Units the placed job means to draw are spoken for when the next job is placed.
     voucher = vouchers.get(placed.voucher) if placed.voucher else None
     if voucher is None:
-        return
+        return 0.0
     paid = charge(
         placed.offer,
         input_tokens=job.input_tokens,
@@ -137,6 +138,7 @@ def _draw(
         balance=available.get(voucher.id, 0.0),
     )
     available[voucher.id] = max(available.get(voucher.id, 0.0) - paid.voucher_units, 0.0)
+    return paid.voucher_units
 
 
 def _plan_alone(
