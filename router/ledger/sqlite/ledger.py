@@ -9,7 +9,9 @@ releases the rest and appends a usage row; ``void`` releases everything. A vouch
 
 Calls are synchronous and short (tens of microseconds, see benchmarks/ledger.py), meant to
 run on the event loop of one process; other processes (the CLI, another server) may open
-the same file at the same time.
+the same file at the same time. A full disk, a busy file or an I/O error is
+``LedgerUnavailableError`` (503); on a full disk settles still commit in the room kept
+back for them (``sqlite/space.py``).
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ from itertools import count
 from typing import Any
 
 from suanli.config import Voucher
-from suanli.router.errors import InsufficientBalanceError, LedgerError
+from suanli.router.errors import InsufficientBalanceError, LedgerError, LedgerUnavailableError
 from suanli.router.ledger.chain import GENESIS, row_hash
 from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.rules import debit, hold_q, not_pending
 from suanli.router.ledger.sqlite import keys as key_sql
-from suanli.router.ledger.sqlite import reads, recovery
+from suanli.router.ledger.sqlite import reads, recovery, space
 from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, this_process
-from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_path
+from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_options, sqlite_path
 from suanli.router.ledger.sqlite.vouchers import sync_vouchers, voucher_statuses
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 from suanli.router.ledger.usage import USAGE_COLUMNS, usage_row, usage_values
@@ -68,7 +70,8 @@ class Ledger:
     every number and usage row ``rules``' and ``usage``'s (shared with the PostgreSQL driver).
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None,
+                 room: space.Room | None = None) -> None:
         self._conn = conn
         self._clock = clock
         self._owner = owner
@@ -86,6 +89,7 @@ class Ledger:
         self._head_version: int | None = None
         self._head_checked = False
         self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
+        self.room = room or space.Room(0)  # the full-disk state and the spare kept for settles
 
     @classmethod
     def open(cls, url: str, vouchers: Sequence[Voucher], *, clock: Clock) -> Ledger:
@@ -97,23 +101,39 @@ class Ledger:
         are voided: their clients never got a complete answer. The count is logged and
         kept in ``recovered_holds``. ``Ledger.open(url, [], clock=...)`` touches no voucher.
         """
-        path, synchronous = sqlite_path(url)
-        conn = connect(path, synchronous=synchronous)
-        migrate(conn)
+        path, options = sqlite_options(url)
+        conn = connect(path, synchronous=options.synchronous, max_page_count=options.max_page_count)
+        room = space.Room(options.spare_pages)
         owner = secrets.token_hex(6)
-        ledger = cls(conn, clock=clock, owner=owner)
-        with ledger._immediate() as c:
-            sync_vouchers(c, vouchers)
-            host, pid, start = this_process()
-            c.execute(
-                "INSERT INTO owners (id, host, pid, pid_start, opened) VALUES (?, ?, ?, ?, ?)",
-                (owner, host, pid, start, clock().timestamp()),
-            )
-        LIVE_OWNERS.add(owner)
-        ledger.recovered_holds = ledger._recover()
+        ledger = cls(conn, clock=clock, owner=owner, room=room)
+        try:
+            try:
+                ledger._start(vouchers)
+            except (sqlite3.OperationalError, LedgerUnavailableError):
+                # A full disk at start: what the last run kept back makes room to start in.
+                room.give_back(conn)
+                ledger._start(vouchers)
+        except (sqlite3.OperationalError, LedgerUnavailableError) as exc:
+            conn.close()
+            raise LedgerError(f"cannot open the ledger {path!r}: {exc} (free some disk space and start again)"
+                              ) from exc
+        if not room.refill(conn):
+            room.now_full("start")
         if ledger.recovered_holds:
             log.warning("ledger: voided %d pending holds left by a previous process", ledger.recovered_holds)
         return ledger
+
+    def _start(self, vouchers: Sequence[Voucher]) -> None:
+        migrate(self._connection())
+        with self._immediate() as c:
+            sync_vouchers(c, vouchers)
+            host, pid, start = this_process()
+            c.execute(
+                "INSERT OR IGNORE INTO owners (id, host, pid, pid_start, opened) VALUES (?, ?, ?, ?, ?)",
+                (self._owner, host, pid, start, self._clock().timestamp()),
+            )
+        LIVE_OWNERS.add(self._writer())
+        self.recovered_holds = self._recover()
 
     def close(self) -> None:
         """Close the connection; holds still pending are voided by the next open."""
@@ -126,6 +146,8 @@ class Ledger:
                     "UPDATE owners SET closed = ? WHERE id = ?", (self._clock().timestamp(), self._owner)
                 )
         with self._lock:
+            if self._owner is not None:
+                space.checkpoint(self._conn)  # leave no WAL behind (it may hold most of a full disk)
             self._conn.close()
             self._conn = None
 
@@ -166,16 +188,23 @@ class Ledger:
             if self._grouped:
                 yield conn  # part of the group's transaction
                 return
-            conn.execute("BEGIN IMMEDIATE")
-            self._head_checked = False
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                self._head = None  # it may name a row the rollback just undid
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                self._head_checked = False
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._head = None  # it may name a row the rollback just undid
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if not space.is_transient(exc):
+                    raise
+                if space.is_full(exc):
+                    self.room.now_full("write")
+                raise space.unavailable("write", exc) from exc
 
     def _writer(self) -> str:
         if self._owner is None:
@@ -189,6 +218,8 @@ class Ledger:
         without a voucher holds nothing but is recorded like any other.
         """
         owner = self._writer()
+        with self._lock:
+            self.room.check(self._connection(), probe=not self._grouped)  # 503 while the disk is full
         # Zero-padded so ids sort in creation order: each insert appends to the index's last page.
         hold_id = f"{self._hold_prefix}{next(self._seq):012d}"
         created = self._clock()
@@ -243,6 +274,17 @@ class Ledger:
         LedgerError. Units beyond the hold are clamped (and the excess moved to cash), logged.
         """
         self._writer()
+        try:
+            return self._settle(hold_id, s)
+        except LedgerUnavailableError:
+            if self.room.full_since is None or self._grouped:
+                raise  # busy or I/O: the caller retries (LedgerHandle.settle); in a group, alone
+            # The upstream answered: settle in the room kept back for it.
+            with self._lock:
+                self.room.give_back(self._connection())
+            return self._settle(hold_id, s)
+
+    def _settle(self, hold_id: str, s: Settlement) -> UsageRow:
         now = self._clock().timestamp()
         with self._immediate() as c:
             # Taking the hold and marking it settled is one statement; the usual case.
