@@ -35,7 +35,7 @@ from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Completion, CompletionStream, Routing
 from suanli.router.core.validate import validate_body
-from suanli.router.errors import BudgetExceededError, UpstreamFailedError
+from suanli.router.errors import BudgetExceededError, LedgerUnavailableError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
 from suanli.router.ledger.types import Hold, VoucherStatus
 
@@ -278,8 +278,8 @@ class Router:
                 option, lease = picked
                 try:
                     hold = await accounts.reserve(request_id, option, ask, ctx)
-                except BudgetExceededError:
-                    lease.release()  # the key's budget is spent: no other region would do
+                except (BudgetExceededError, LedgerUnavailableError):
+                    lease.release()  # a spent key budget or a ledger that cannot write: no region would do
                     raise
                 if hold is None:
                     lease.release()
@@ -315,15 +315,19 @@ class Router:
                 )
                 if isinstance(reply, StreamReply):
                     return self._stream(reply, routing, hold, option, ask, started, lease)
-                await accounts.settle(
-                    hold,
-                    option,
-                    ask,
-                    reply.usage,
-                    routing,
-                    latency_s=time.perf_counter() - started,
-                    ttft_s=reply.ttft_s,
-                )
+                try:  # the answer is held until its usage is committed (retried while the ledger cannot)
+                    await accounts.settle(
+                        hold,
+                        option,
+                        ask,
+                        reply.usage,
+                        routing,
+                        latency_s=time.perf_counter() - started,
+                        ttft_s=reply.ttft_s,
+                    )
+                except LedgerUnavailableError:
+                    lease.release(reply.usage.prompt_tokens + reply.usage.completion_tokens)
+                    raise
                 picker.measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
                 return Completion(reply.body, routing)
         finally:

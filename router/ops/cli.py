@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from suanli.config import Config, ConfigError, load_catalog, load_config
+from suanli.router.errors import LedgerError
 
 __all__ = ["main"]
 
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except LedgerError as exc:  # e.g. a ledger on a disk too full to start on: say so, no traceback
+        print(f"suanli: ledger error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
