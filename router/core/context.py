@@ -20,3 +20,4 @@ class RequestContext:
     allowed_regions: frozenset[str] | None = None
     default_class: str | None = None  # the key's, used when neither header nor service_tier says
     key: KeyPolicy | None = None  # the virtual key's policy: its budget is held with each request
+    input_tokens: int | None = None  # the prompt's tokens if the caller counted them (a batch line)
