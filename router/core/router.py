@@ -27,6 +27,7 @@ from suanli.providers.tokenizer import load_tokenizer
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.classify import classify
 from suanli.router.core.context import RequestContext
+from suanli.router.core.exhaustion import ExhaustionWatch
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
 from suanli.router.core.limits import Lease, RequestLimits
@@ -85,6 +86,7 @@ class Router:
         # The planner reads balances and blocked regions through these methods, once both exist.
         self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
         self.accounts = Accounts(config, clock=self.clock, planning=self.planning, metrics=self.metrics)
+        self.exhaustion = ExhaustionWatch(self.accounts, config.health.exhausted, self.clock)  # 402 marks
         self.picker = RegionPicker(
             config,
             clock=self.clock,
@@ -128,6 +130,7 @@ class Router:
             if region.id not in self._upstreams:
                 self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
         self.picker.start_probes(self._session, base_urls)
+        self.exhaustion.start()
         if replica is None:  # replicas plan only while they lead (router/core/replica.py)
             self.planning.start()
 
@@ -158,6 +161,7 @@ class Router:
 
     async def close(self) -> None:
         await self.picker.stop_probes()
+        await self.exhaustion.stop()
         await asyncio.to_thread(self.planning.stop)
         for upstream in {id(u): u for u in self._upstreams.values()}.values():
             await upstream.close()
@@ -245,6 +249,10 @@ class Router:
     def clear_exhausted(self, *, voucher_id: str | None = None, region: str | None = None) -> None:
         """After a top-up: draw on that voucher or that region's cash again."""
         self.accounts.clear_exhausted(voucher_id=voucher_id, region=region)
+
+    def exhausted(self) -> list[dict[str, object]]:
+        """Why each voucher or region's cash is out (a platform's 402), since when, and when it is retried."""
+        return self.exhaustion.marks()
 
     def _unhealthy(self) -> frozenset[str]:
         return self.picker.unhealthy()  # read by the re-planner's thread

@@ -18,6 +18,7 @@ from suanli.router.core.results import Completion, CompletionStream
 from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
 from suanli.router.http.admin_keys import add_admin_routes
+from suanli.router.http.admin_regions import add_exhaustion_routes
 from suanli.router.http.status_routes import add_status_routes
 from suanli.router.http.workloads import install_workloads
 
@@ -67,6 +68,7 @@ def create_app(
     app.router.add_get("/admin/vouchers", _vouchers)
     install_workloads(app, router)  # /v1/files, /v1/batches, /v1/fine_tuning/jobs
     add_admin_routes(app, app[KEYRING], router)
+    add_exhaustion_routes(app, app[KEYRING], router)  # /admin/exhausted, /admin/{regions,vouchers}/{id}/clear
     add_status_routes(app, router)  # /admin/status and /metrics
     return app
 

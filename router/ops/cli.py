@@ -78,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=9100, help="port of the first region; the rest follow")
     sim.set_defaults(func=_sim)
 
-    vouchers = sub.add_parser("vouchers", help="voucher balances, expiry and burn")
+    vouchers = sub.add_parser(
+        "vouchers", help="voucher balances, expiry and burn; `vouchers clear REGION|VOUCHER` after a top-up")
+    vouchers.add_argument("action", nargs="?", choices=["clear"],
+                          help="clear: draw again on a region's cash (and its vouchers) or a voucher marked"
+                               " exhausted by a 402")
+    vouchers.add_argument("target", nargs="?", help="the region or voucher id to clear")
     vouchers.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
     vouchers.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8080")
     vouchers.add_argument("--key", help="master key for --url (default: $SUANLI_MASTER_KEY)")
@@ -209,6 +214,12 @@ def _console():
 
 def _vouchers(args: argparse.Namespace) -> int:
     from suanli.router.ops.reports import voucher_table
+
+    if args.action == "clear":
+        from suanli.router.ops.exhausted_cli import clear
+
+        config = None if args.url else _load(args.config)
+        return clear(args.target, url=args.url, key=_master_key(args), config=config)
 
     if args.url:
         rows = _fetch_vouchers(args.url, _master_key(args))
