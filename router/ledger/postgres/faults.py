@@ -27,6 +27,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
+    # A transaction whose connection the server ended mid-way: COMMIT then finds the protocol
+    # in the failed statement's state ("cannot switch to state 15"). The statement did not commit.
+    asyncpg.InternalClientError,
 )
 
 

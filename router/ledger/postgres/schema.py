@@ -160,8 +160,8 @@ class SessionLimits:
     its transaction and freeing the rows.
     """
 
-    lock_timeout_s: float = 2.0
-    idle_in_transaction_s: float = 3.0
+    lock_timeout_s: float = 1.0
+    idle_in_transaction_s: float = 2.0
 
 
 def _settings(url: PgUrl, limits: SessionLimits, name: str) -> dict[str, str]:
