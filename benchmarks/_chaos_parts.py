@@ -18,7 +18,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-__all__ = ["Checked", "Server", "Tally", "check_ledger", "load", "pg_terminate", "run_cli"]
+__all__ = [
+    "Checked", "Server", "Tally", "check_ledger", "idle_in_transaction", "load", "pg_terminate", "run_cli",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "东数西算是什么？"}]
@@ -191,6 +193,19 @@ async def pg_terminate(dsn: str, schema: str, pid: int) -> int:
             return 0
         return len(await conn.fetch(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            f"suanli {owner}"))
+    finally:
+        await conn.close()
+
+
+async def idle_in_transaction(dsn: str, schema: str, pid: int) -> int:
+    """How many sessions of the replica whose process is ``pid`` sit idle inside a transaction."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        owner = await conn.fetchval(f"SELECT id FROM {schema}.owners WHERE pid = $1 AND closed IS NULL", pid)
+        return int(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND state = 'idle in transaction'",
             f"suanli {owner}"))
     finally:
         await conn.close()
