@@ -33,6 +33,7 @@ import os
 import secrets
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,12 +60,13 @@ class Lab:
 
     def __init__(self, root: Path, dsn: str | None, args: argparse.Namespace) -> None:
         self.root, self.dsn, self.args = root, dsn, args
-        self.sim_port = free_port()  # and the next one: one port per region
+        self.sim_port = _free_ports(len(REGIONS))  # one port per region, in a row
         sims = {"regions": [_region(r, None) for r in REGIONS]}
         (root / "sims.yaml").write_text(yaml.safe_dump(sims))
         self.sims = spawn(["sim", "--config", str(root / "sims.yaml"), "--port", str(self.sim_port)],
                           f"http://127.0.0.1:{self.sim_port}/v1/models")
         self.schemas: list[str] = []
+        self.mounts: list[Path] = []  # tmpfs mounted for the full-disk phase
 
     def sim_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.sim_port + index}"
@@ -96,11 +98,28 @@ class Lab:
     async def close(self) -> None:
         self.sims.terminate()
         self.sims.wait(10)
+        for folder in self.mounts:
+            subprocess.run(["umount", str(folder)], check=False)
         if self.dsn and self.schemas:
             conn = await asyncpg.connect(self.dsn)
             for schema in self.schemas:
                 await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             await conn.close()
+
+
+def _free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on 127.0.0.1."""
+    import socket
+
+    while True:
+        first = free_port()
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
 
 
 def _region(r: dict, base_url: str | None) -> dict:
@@ -221,37 +240,87 @@ async def pg_sigstop_phase(lab: Lab) -> tuple[Tally, Checked, str]:
 
 
 async def full_disk_phase(lab: Lab) -> tuple[Tally, Checked, str]:
-    base = lab.sqlite_url("full-disk", "?spare_pages=16")
-    # The ledger as a first start leaves it, then a cap a few hundred requests above that.
-    probe = lab.config("full-disk", base)
-    server = Server(probe, free_port(), lab.root / "full-disk.log").start()
-    server.stop()
-    pages = sqlite3.connect(str(lab.root / "full-disk.db")).execute("PRAGMA page_count").fetchone()[0]
-    capped = lab.config("full-disk", f"{base}&max_page_count={pages + 40}")
-    server = Server(capped, server.port, server.log).start()
+    """A 2 MiB tmpfs under the ledger when root may mount one, else a ``max_page_count`` cap."""
+    disk = lab.root / "disk"
+    tmpfs = _mount(disk, "2m")
+    if tmpfs:
+        lab.mounts.append(disk)
+        base = full = f"sqlite:///{disk / 'full-disk.db'}"
+    else:
+        base = lab.sqlite_url("full-disk", "?spare_pages=16")
+        # The ledger as a first start leaves it, then a cap a few hundred requests above that.
+        Server(lab.config("full-disk", base), free_port(), lab.root / "full-disk.log").start().stop()
+        pages = sqlite3.connect(str(lab.root / "full-disk.db")).execute("PRAGMA page_count").fetchone()[0]
+        full = f"{base}&max_page_count={pages + 40}"
+    server = Server(lab.config("full-disk", full), free_port(), lab.root / "full-disk.log").start()
     tally = Tally()
 
     async def chaos() -> str:
-        await asyncio.sleep(lab.args.seconds)
+        await asyncio.sleep(lab.args.seconds * (2 if tmpfs else 1))
         return ""
 
     await _under_load(lab, [server.url], tally, chaos, stream=0.2, prefix="full")
     server.stop()
-    # Still full: serve must start and refuse cleanly; then space returns.
-    server.start()
+    if tmpfs:  # closing truncated the WAL: fill what that freed, as another program would
+        _fill(disk / "filler")
+    # Still full: serve must start and refuse cleanly (or exit saying why); then space returns.
+    status_full: int | str = "exit"
+    try:
+        server.start()
+        started = True
+    except RuntimeError:
+        status_full = f"exit: {server.log.read_text().strip().splitlines()[-1][:80]}"
+        (disk / "filler").unlink()
+        server.start()
+        started = False
     async with aiohttp.ClientSession() as session:
-        status_full = await _status(session, server.url, "full-disk-while-full")
-    server.stop()
-    server.config_path = lab.config("full-disk", base)  # the same file, the cap lifted
-    server.start()
-    async with aiohttp.ClientSession() as session:
-        status_room = await _status(session, server.url, "full-disk-room-again")
-    if status_room == 200:
-        tally.answered.add("full-disk-room-again")
+        if started:
+            status_full = await _status(session, server.url, "full-disk-while-full")
+        if tmpfs:  # the filler goes: served again, no restart
+            (disk / "filler").unlink(missing_ok=True)
+            waited = time.monotonic()
+            while (status_room := await _status(session, server.url, "full-disk-room-again")) != 200:
+                if time.monotonic() - waited > 15:
+                    break
+                await asyncio.sleep(0.5)
+            took = time.monotonic() - waited
+            how = f"space freed under the running server: {status_room} after {took:.1f} s"
+    if not tmpfs:
+        server.stop()
+        server.config_path = lab.config("full-disk", base)  # the same file, the cap lifted
+        server.start()
+        async with aiohttp.ClientSession() as session:
+            status_room = await _status(session, server.url, "full-disk-room-again")
+        how = f"restarted without the cap: {status_room}"
+    for rid, status in (("full-disk-while-full", status_full), ("full-disk-room-again", status_room)):
+        if status == 200:
+            tally.answered.add(rid)
     server.stop()
     checked = await check_ledger(base, server.config_path, tally.answered)
-    note = f"restart on the full ledger: up, answers {status_full}; with room again: {status_room}"
+    kind = "2 MiB tmpfs" if tmpfs else f"max_page_count {full.rpartition('=')[2]}"
+    note = f"{kind}; restart on the full ledger: up, answers {status_full}; {how}"
     return tally, checked, note
+
+
+def _fill(path: Path) -> None:
+    """Write ``path`` until the disk has no room left."""
+    try:
+        with path.open("wb") as out:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+    except OSError:
+        pass  # full (a file of 0 bytes if it was already)
+
+
+def _mount(folder: Path, size: str) -> bool:
+    """Mount a small tmpfs at ``folder`` (root only, where allowed); False when it cannot."""
+    if os.geteuid() != 0:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, check=False)
+    return done.returncode == 0
 
 
 async def _status(session: aiohttp.ClientSession, url: str, request_id: str) -> int:

@@ -144,11 +144,16 @@ class PgLedger:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         try:
             now = self._clock().timestamp()
+            if self._owner.session.is_closed():
+                await self._owner.heartbeat(now)  # reopen it, so the release below is this owner's
             await self._owner.release(now)
             # This instance can settle nothing any more: release what it still holds now.
             await self._pool.fetchval(VOID_OWNERS, now, [self._owner.id])
             await key_sql.release_resolved_pg(self._pool)
             await self._pool.execute(DROP_DEAD_OWNERS, [self._owner.id])
+        except TRANSIENT as exc:
+            # The database is gone: a peer's sweep (or the next start) resolves what is left.
+            log.warning("ledger: could not release this owner at close: %s", type(exc).__name__)
         finally:
             await self._owner.session.close()
             await self._pool.close()

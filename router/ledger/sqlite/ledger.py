@@ -102,19 +102,33 @@ class Ledger:
         kept in ``recovered_holds``. ``Ledger.open(url, [], clock=...)`` touches no voucher.
         """
         path, options = sqlite_options(url)
-        conn = connect(path, synchronous=options.synchronous, max_page_count=options.max_page_count)
-        room = space.Room(options.spare_pages)
+        room = space.Room(options.spare_pages, None if path in ("", ":memory:") else path)
         owner = secrets.token_hex(6)
-        ledger = cls(conn, clock=clock, owner=owner, room=room)
+        opened: list[sqlite3.Connection] = []
+
+        def start(give_back: bool) -> Ledger:
+            if give_back:  # a full disk at start: the spare file the last run kept makes room
+                room.drop_ballast()
+            conn = connect(path, synchronous=options.synchronous, max_page_count=options.max_page_count)
+            opened.append(conn)
+            if give_back:  # and the padding in the file
+                room.give_back(conn)
+            room.fit_wal(conn)
+            ledger = cls(conn, clock=clock, owner=owner, room=room)
+            ledger._start(vouchers)
+            return ledger
+
         try:
             try:
-                ledger._start(vouchers)
+                ledger = start(False)
             except (sqlite3.OperationalError, LedgerUnavailableError):
-                # A full disk at start: what the last run kept back makes room to start in.
-                room.give_back(conn)
-                ledger._start(vouchers)
+                while opened:
+                    opened.pop().close()
+                ledger = start(True)
+            conn = opened[-1]
         except (sqlite3.OperationalError, LedgerUnavailableError) as exc:
-            conn.close()
+            for c in opened:
+                c.close()
             raise LedgerError(f"cannot open the ledger {path!r}: {exc} (free some disk space and start again)"
                               ) from exc
         if not room.refill(conn):
@@ -141,13 +155,16 @@ class Ledger:
             return
         if self._owner is not None:
             LIVE_OWNERS.discard(self._owner)
-            with self._immediate() as c:
-                c.execute(
-                    "UPDATE owners SET closed = ? WHERE id = ?", (self._clock().timestamp(), self._owner)
-                )
+            try:
+                with self._immediate() as c:
+                    c.execute(
+                        "UPDATE owners SET closed = ? WHERE id = ?", (self._clock().timestamp(), self._owner)
+                    )
+            except LedgerUnavailableError as exc:  # a full disk: the next open finds this process gone
+                log.warning("ledger: could not mark this owner closed: %s", exc.message)
         with self._lock:
             if self._owner is not None:
-                space.checkpoint(self._conn)  # leave no WAL behind (it may hold most of a full disk)
+                self.room.closing(self._conn)  # no WAL left behind, the spare file back for the next start
             self._conn.close()
             self._conn = None
 

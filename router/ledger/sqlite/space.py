@@ -5,20 +5,30 @@ peer holding the write lock past the busy timeout, ``SQLITE_BUSY``; a failing de
 ``SQLITE_IOERR``. None of them says anything about the request, so they reach the client as
 ``LedgerUnavailableError`` (503 with Retry-After), never as a 500.
 
-Money first: a request the upstream has already answered must still be recorded. The ledger
-keeps a ``spare`` table of padding (``spare_pages`` pages, 64 by default, 256 KiB). When a
-write finds the disk full, the ledger enters the *full* state: new holds are refused (503),
-the padding is deleted, so its pages go to SQLite's free list, the WAL is checkpointed and
-truncated, and the settle is retried in that room, which the settles of in-flight holds
-(and nothing else) then use. Every few seconds a refused reserve probes: when the padding
-can be written back in full, space has returned and holds are taken again.
+Money first: a request the upstream has already answered must still be recorded, so room is
+kept back for settles, ``spare_pages`` pages (64 by default, 256 KiB), twice:
+
+- on the disk: before each hold, one ``statvfs``; with less than that free, the WAL (which
+  grows by a few pages a request until SQLite's checkpoint at 1000 pages, 4 MiB) is copied
+  back and truncated, and if that does not free enough the ledger enters the *full* state;
+- on the disk, held: a file ``PATH-spare`` of that size, deleted when the ledger enters the
+  full state (and at a start on a full disk), so the settles in flight, or the start, have it;
+- in the file: a ``spare`` table of padding, for a file that cannot grow though the disk has
+  room (``max_page_count``, a quota). When a write finds the file full the padding is deleted,
+  its pages go to SQLite's free list, and the settle is retried in that room.
+
+In the full state new holds are refused (503) and only the settles of requests in flight
+write. Every few seconds a refused reserve probes: when the disk has the room again and the
+spare file and padding can be written back, holds are taken again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
+from pathlib import Path
 
 from suanli.router.errors import LedgerUnavailableError
 
@@ -28,6 +38,7 @@ log = logging.getLogger("suanli.router.ledger")
 
 _FULL, _BUSY, _LOCKED, _IOERR = 13, 5, 6, 10
 _PAD_BYTES = 3000  # one row per page of 4 KiB
+_PAGE_BYTES = 4096
 PROBE_S = 2.0  # while the disk is full, how often a refused reserve checks whether space returned
 
 
@@ -55,12 +66,19 @@ def unavailable(what: str, exc: BaseException) -> LedgerUnavailableError:
 
 
 class Room:
-    """The full-disk state and the padding kept back for settles (see the module docstring)."""
+    """The full-disk state and the room kept back for settles (see the module docstring).
 
-    def __init__(self, pages: int) -> None:
+    ``path``: the ledger file (None: in memory); the free space of its folder is watched, and
+    ``PATH-spare`` is a file of ``reserve_bytes`` that holds the disk space back.
+    """
+
+    def __init__(self, pages: int, path: str | None = None) -> None:
         self.pages = pages
+        self.reserve_bytes = pages * _PAGE_BYTES  # free disk below this: no new holds
         self.full_since: float | None = None  # monotonic time the disk was found full; None: room
         self.refusals = 0  # holds refused while full
+        self._folder = str(Path(path).resolve().parent) if path else None
+        self._ballast = Path(f"{path}-spare") if path and pages else None
         self._next_probe = 0.0
 
     def now_full(self, what: str) -> None:
@@ -69,25 +87,101 @@ class Room:
             self.full_since = time.monotonic()
             self._next_probe = self.full_since + PROBE_S
             log.warning("ledger: the disk is full (%s): refusing new holds until space returns", what)
+            self.drop_ballast()  # its disk space is now the settles' to use
+
+    def fit_wal(self, conn: sqlite3.Connection) -> None:
+        """Bound the WAL by the disk: checkpoint when it reaches an eighth of the free space.
+
+        SQLite checkpoints at 1000 pages (4 MiB) by default; on a small disk that WAL alone would
+        fill it before any checkpoint, and a checkpoint needs room in the database file.
+        """
+        free = self._free()
+        if free is None:
+            return
+        pages = max(16, min(1000, free // 8 // _PAGE_BYTES))
+        conn.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        conn.execute(f"PRAGMA journal_size_limit={pages * _PAGE_BYTES * 2}")  # truncated back after a reset
+
+    def _free(self) -> int | None:
+        if self._folder is None:
+            return None
+        try:
+            stat = os.statvfs(self._folder)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
+    def _room_to_refill(self) -> bool:
+        """Room for the reserve and, if it was given back, for the spare file that holds it."""
+        free = self._free() if self.pages else None
+        if free is None:
+            return True
+        missing = self._ballast is not None and not self._ballast.exists()
+        return free >= self.reserve_bytes * (2 if missing else 1)
+
+    def _low(self) -> bool:
+        """Whether the disk holding the ledger has less than ``reserve_bytes`` free (one statvfs)."""
+        free = self._free() if self.pages else None
+        return free is not None and free < self.reserve_bytes
 
     def check(self, conn: sqlite3.Connection, *, probe: bool) -> None:
-        """Raise LedgerUnavailableError while the disk is full; ``probe``: may try for room now."""
-        if self.full_since is None:
+        """Before a hold: raise LedgerUnavailableError while the disk is (nearly) full.
+
+        The free space below ``reserve_bytes`` is kept for the settles of requests in flight. A
+        low disk is first answered with a checkpoint (the WAL, often most of the ledger's space,
+        copied back and truncated); ``probe``: this caller may run it (not inside a group).
+        """
+        low = self._low()
+        if self.full_since is None and not low:
             return
         now = time.monotonic()
-        if probe and now >= self._next_probe:
+        if probe and (self.full_since is None or now >= self._next_probe):
             self._next_probe = now + PROBE_S
-            if self.refill(conn):
-                waited = now - self.full_since
-                log.warning("ledger: disk space returned after %.0f s: taking holds again", waited)
-                self.full_since = None
+            conn.execute("PRAGMA wal_autocheckpoint=16")  # from now on keep the WAL small
+            checkpoint(conn)
+            if self._room_to_refill() and self.refill(conn):
+                if self.full_since is not None:
+                    waited = now - self.full_since
+                    log.warning("ledger: disk space returned after %.0f s: taking holds again", waited)
+                    self.full_since = None
                 return
+        if self.full_since is None:
+            self.now_full("low disk")
         self.refusals += 1
         raise LedgerUnavailableError(
             "the ledger's disk is full: no new requests are taken until space returns", retry_after_s=5.0)
 
+    def closing(self, conn: sqlite3.Connection) -> None:
+        """At close: checkpoint and truncate the WAL, then hold the spare file again if there is room."""
+        checkpoint(conn)
+        if self._room_to_refill():
+            self._fill_ballast()
+
+    def drop_ballast(self) -> None:
+        """Delete the spare file: its disk space is free for whatever must write now."""
+        if self._ballast is not None:
+            self._ballast.unlink(missing_ok=True)
+
+    def _fill_ballast(self) -> bool:
+        """Write ``PATH-spare`` to ``reserve_bytes`` (real blocks, not a sparse file); False: no room."""
+        if self._ballast is None:
+            return True
+        try:
+            if self._ballast.exists() and self._ballast.stat().st_size >= self.reserve_bytes:
+                return True
+            with self._ballast.open("wb") as out:
+                out.write(b"\0" * self.reserve_bytes)
+                out.flush()
+                os.fsync(out.fileno())
+            return True
+        except OSError:
+            self.drop_ballast()
+            return False
+
     def refill(self, conn: sqlite3.Connection) -> bool:
-        """Write the padding back up to ``pages`` rows in one transaction; False while the disk is full."""
+        """Put the room back (the padding rows, the spare file); False while the disk is full."""
+        if not self._fill_ballast():
+            return False
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("CREATE TABLE IF NOT EXISTS spare (id INTEGER PRIMARY KEY, pad BLOB NOT NULL)")
@@ -104,7 +198,8 @@ class Room:
             raise
 
     def give_back(self, conn: sqlite3.Connection) -> int:
-        """Delete the padding (its pages go to the free list) and truncate the WAL; rows freed."""
+        """Free the room: the spare file, the padding (its pages go to the free list); truncate the WAL."""
+        self.drop_ballast()
         freed = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
