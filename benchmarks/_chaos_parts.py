@@ -184,16 +184,36 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+def _client_ports(pid: int) -> list[int]:
+    """Local TCP ports of ``pid``'s sockets (Linux /proc): its sessions' pg_stat_activity.client_port."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 async def pg_terminate(dsn: str, schema: str, pid: int) -> int:
     """pg_terminate_backend on every session of the replica whose process is ``pid``; how many."""
     conn = await asyncpg.connect(dsn)
     try:
-        owner = await conn.fetchval(f"SELECT id FROM {schema}.owners WHERE pid = $1 AND closed IS NULL", pid)
-        if owner is None:
-            return 0
         return len(await conn.fetch(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            f"suanli {owner}"))
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY($1::int[])"
+            " AND application_name LIKE 'suanli%'", _client_ports(pid)))
     finally:
         await conn.close()
 
@@ -202,10 +222,8 @@ async def idle_in_transaction(dsn: str, schema: str, pid: int) -> int:
     """How many sessions of the replica whose process is ``pid`` sit idle inside a transaction."""
     conn = await asyncpg.connect(dsn)
     try:
-        owner = await conn.fetchval(f"SELECT id FROM {schema}.owners WHERE pid = $1 AND closed IS NULL", pid)
         return int(await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = $1 AND state = 'idle in transaction'",
-            f"suanli {owner}"))
+            "SELECT count(*) FROM pg_stat_activity WHERE client_port = ANY($1::int[])"
+            " AND state = 'idle in transaction'", _client_ports(pid)))
     finally:
         await conn.close()
