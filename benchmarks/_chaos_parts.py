@@ -19,11 +19,15 @@ import aiohttp
 import asyncpg
 
 __all__ = [
+    "STARTED",
     "Checked", "Server", "Tally", "check_ledger", "idle_in_transaction", "load", "pg_terminate", "run_cli",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "东数西算是什么？"}]
+
+
+STARTED: list[Server] = []  # every server started, so a phase that fails leaves none running
 
 
 class Server:
@@ -44,6 +48,7 @@ class Server:
             cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
             env={**os.environ, "SUANLI_LOG_LEVEL": "WARNING"},
         )
+        STARTED.append(self)
         if wait:
             self.wait_up()
         return self

@@ -43,7 +43,16 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import yaml
-from _chaos_parts import Checked, Server, Tally, check_ledger, idle_in_transaction, load, pg_terminate
+from _chaos_parts import (
+    STARTED,
+    Checked,
+    Server,
+    Tally,
+    check_ledger,
+    idle_in_transaction,
+    load,
+    pg_terminate,
+)
 from _procs import free_port, spawn
 from rich.console import Console
 from rich.table import Table
@@ -98,6 +107,8 @@ class Lab:
         return [Server(config, free_port(), self.root / f"{name}-{i}.log").start() for i in range(count)]
 
     async def close(self) -> None:
+        for server in STARTED:
+            server.stop()
         self.sims.terminate()
         self.sims.wait(10)
         for folder in self.mounts:
