@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EjectionSettings", "HealthSettings", "LatencySettings", "ProbeMode", "ProbeSettings",
-           "RetrySettings"]
+__all__ = ["EjectionSettings", "ExhaustedSettings", "HealthSettings", "LatencySettings", "ProbeMode",
+           "ProbeSettings", "RetrySettings"]
 
 # How a region is probed: the model list (free), a 1-token completion (billed), or not at all.
 ProbeMode = Literal["models", "completion", "off"]
@@ -56,8 +56,16 @@ class ProbeSettings(_Frozen):
     timeout_s: float = Field(default=5.0, gt=0)
 
 
+class ExhaustedSettings(_Frozen):
+    """A voucher or a region's cash the platform said is gone (402): when to try it again."""
+
+    recheck_s: float = Field(default=600.0, ge=0)  # half-open after this long (0: only a clear)
+    check_s: float = Field(default=5.0, gt=0)  # how often marks are looked at (and others' clears seen)
+
+
 class HealthSettings(_Frozen):
     latency: LatencySettings = LatencySettings()
     ejection: EjectionSettings = EjectionSettings()
     retry: RetrySettings = RetrySettings()
     probes: ProbeSettings = ProbeSettings()
+    exhausted: ExhaustedSettings = ExhaustedSettings()

@@ -213,6 +213,15 @@ class Classes(_Frozen):
 class LedgerSettings(_Frozen):
     url: str = "sqlite:///suanli.db"
     hold_timeout_s: float = Field(default=300.0, gt=0)
+    # PostgreSQL: the longest a statement waits for a row lock, and the longest a session may sit
+    # idle inside a transaction (a stopped replica's); past them the server ends the wait or the session.
+    lock_timeout_s: float = Field(default=1.0, gt=0)
+    idle_in_transaction_timeout_s: float = Field(default=2.0, gt=0)
+    # PostgreSQL: how long a replica whose liveness session dropped is still presumed alive (it reconnects).
+    liveness_grace_s: float = Field(default=10.0, gt=0)
+    # How long a settle (the upstream already answered) is retried while the ledger cannot write,
+    # the answer held meanwhile; past it the client gets 503 and the hold stays pending.
+    settle_retry_s: float = Field(default=10.0, ge=0)
 
 
 class PlannerSettings(_Frozen):

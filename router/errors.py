@@ -12,6 +12,7 @@
         ├── ModelNotFoundError     404 model_not_found
         ├── NotFoundError          404 for anything else the client named (a key id)
         ├── NoRouteError           503 no_route: no eligible region right now
+        ├── LedgerUnavailableError 503 ledger_unavailable: the ledger cannot write (full disk, lost database)
         ├── RateLimitedError       429: every eligible region is at its limits or cooling down
         └── UpstreamFailedError    502 / 503 / 504 / 429 after the regions tried failed
 
@@ -31,6 +32,7 @@ __all__ = [
     "InsufficientBalanceError",
     "KeyRateLimitError",
     "LedgerError",
+    "LedgerUnavailableError",
     "ModelNotFoundError",
     "NoRouteError",
     "NotFoundError",
@@ -135,6 +137,20 @@ class NoRouteError(ApiError):
     status = 503
     type = "server_error"
     code = "no_route"
+
+
+class LedgerUnavailableError(ApiError):
+    """The ledger cannot take a write now (a full disk, a lost or locked database); try again later.
+
+    Nothing was held or settled by the failed write. Always carries ``retry_after_s``.
+    """
+
+    status = 503
+    type = "server_error"
+    code = "ledger_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float = 2.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
 class RateLimitedError(ApiError):

@@ -42,7 +42,7 @@ def classify(
         model=model,
         work_class=work_class,  # type: ignore[arg-type]
         origin=origin,  # type: ignore[arg-type]
-        input_tokens=count_prompt_tokens(endpoint, body),
+        input_tokens=count_prompt_tokens(endpoint, body) if ctx.input_tokens is None else ctx.input_tokens,
         output_tokens=max_output_tokens(endpoint, body, config.default_max_tokens),
         capability=_CAPABILITY[endpoint],  # type: ignore[arg-type]
         pinned_region=pinned,

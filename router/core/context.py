@@ -23,3 +23,4 @@ class RequestContext:
     # Known work the planner's forecast took in when it was booked (a batch line): served, it
     # is not counted again as new demand.
     booked: bool = False
+    input_tokens: int | None = None  # the prompt's tokens if the caller counted them (a batch line)

@@ -29,6 +29,7 @@ from suanli.router.core.classify import classify
 from suanli.router.core.context import RequestContext
 from suanli.router.core.controls import narrowed, parse_controls, with_deadline
 from suanli.router.core.cost import held_usage_events, with_cost, with_cost_event
+from suanli.router.core.exhaustion import ExhaustionWatch
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
 from suanli.router.core.limits import Lease, RequestLimits
@@ -37,7 +38,7 @@ from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Completion, CompletionStream, Routing
 from suanli.router.core.validate import longest_choice_tokens, validate_body
-from suanli.router.errors import BudgetExceededError, UpstreamFailedError
+from suanli.router.errors import BudgetExceededError, LedgerUnavailableError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
 from suanli.router.ledger.types import Hold, VoucherStatus
 
@@ -94,6 +95,7 @@ class Router:
         # The planner reads balances and blocked regions through these methods, once both exist.
         self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
         self.accounts = Accounts(config, clock=self.clock, planning=self.planning, metrics=self.metrics)
+        self.exhaustion = ExhaustionWatch(self.accounts, config.health.exhausted, self.clock)  # 402 marks
         self.picker = RegionPicker(
             config,
             clock=self.clock,
@@ -137,6 +139,7 @@ class Router:
             if region.id not in self._upstreams:
                 self._upstreams[region.id] = self._make_upstream(region.provider, base_urls)
         self.picker.start_probes(self._session, base_urls)
+        self.exhaustion.start()
         if replica is None:  # replicas plan only while they lead (router/core/replica.py)
             self.planning.start()
 
@@ -170,6 +173,7 @@ class Router:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.picker.stop_probes()
+        await self.exhaustion.stop()
         await asyncio.to_thread(self.planning.stop)
         for upstream in {id(u): u for u in self._upstreams.values()}.values():
             await upstream.close()
@@ -258,6 +262,10 @@ class Router:
         """After a top-up: draw on that voucher or that region's cash again."""
         self.accounts.clear_exhausted(voucher_id=voucher_id, region=region)
 
+    def exhausted(self) -> list[dict[str, object]]:
+        """Why each voucher or region's cash is out (a platform's 402), since when, and when it is retried."""
+        return self.exhaustion.marks()
+
     def _unhealthy(self) -> frozenset[str]:
         return self.picker.unhealthy()  # read by the re-planner's thread
 
@@ -300,8 +308,8 @@ class Router:
                 option, lease = picked
                 try:
                     hold = await accounts.reserve(request_id, option, ask, ctx)
-                except BudgetExceededError:
-                    lease.release()  # the key's budget is spent: no other region would do
+                except (BudgetExceededError, LedgerUnavailableError):
+                    lease.release()  # a spent key budget or a ledger that cannot write: no region would do
                     raise
                 if hold is None:
                     lease.release()
@@ -351,15 +359,19 @@ class Router:
                     picker.sessions.served(controls.session, option.region.id)
                 if isinstance(reply, StreamReply):
                     return self._stream(reply, routing, hold, option, ask, started, lease, wants_usage)
-                await accounts.settle(
-                    hold,
-                    option,
-                    ask,
-                    reply.usage,
-                    routing,
-                    latency_s=time.perf_counter() - started,
-                    ttft_s=reply.ttft_s,
-                )
+                try:  # the answer is held until its usage is committed (retried while the ledger cannot)
+                    await accounts.settle(
+                        hold,
+                        option,
+                        ask,
+                        reply.usage,
+                        routing,
+                        latency_s=time.perf_counter() - started,
+                        ttft_s=reply.ttft_s,
+                    )
+                except LedgerUnavailableError:
+                    lease.release(reply.usage.prompt_tokens + reply.usage.completion_tokens)
+                    raise
                 picker.measured(routing, reply.ttft_s, time.perf_counter() - started, lease)
                 return Completion(with_cost(reply.body, routing), routing)
         finally:

@@ -20,6 +20,7 @@ from suanli.router.core.results import Completion, CompletionStream
 from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
 from suanli.router.http.admin_keys import add_admin_routes
+from suanli.router.http.admin_regions import add_exhaustion_routes
 from suanli.router.http.alert_routes import add_alert_routes
 from suanli.router.http.reconcile_routes import add_reconcile_routes
 from suanli.router.http.request_routes import add_request_routes, submit_async, wants_async
@@ -72,6 +73,7 @@ def create_app(
     app.router.add_get("/admin/vouchers", _vouchers)
     install_workloads(app, router)  # /v1/files, /v1/batches, /v1/fine_tuning/jobs
     add_admin_routes(app, app[KEYRING], router)
+    add_exhaustion_routes(app, app[KEYRING], router)  # /admin/exhausted, /admin/{regions,vouchers}/{id}/clear
     board = add_status_routes(app, router)  # /admin/status and /metrics
     add_request_routes(app, router)  # /v1/requests/{id}
     board.reconciler = add_reconcile_routes(app, router)  # /admin/reconcile, /admin/regions/{id}/balance

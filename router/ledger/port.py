@@ -16,6 +16,7 @@ looks at which backend it is.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from suanli.config import Voucher
 from suanli.config.schema import LedgerSettings
-from suanli.router.errors import LedgerError
+from suanli.router.errors import LedgerError, LedgerUnavailableError
 from suanli.router.ledger.figures import Figure, RegionSpend
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.sqlite.group import GroupCommit
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 Clock = Callable[[], datetime]
+
+log = logging.getLogger("suanli.router.ledger")
 
 
 class AsyncLedger(Protocol):
@@ -225,10 +228,18 @@ async def open_ledger(settings: LedgerSettings, vouchers: Sequence[Voucher], *, 
     if is_pg_url(settings.url):
         from suanli.router.ledger.postgres.ledger import PgLedger
 
-        return await PgLedger.open(
-            settings.url, vouchers, clock=clock, hold_timeout_s=settings.hold_timeout_s, sweep_s=sweep_s
-        )
+        options = _pg_options(settings)
+        return await PgLedger.open(settings.url, vouchers, clock=clock, sweep_s=sweep_s, **options)
     return SqliteAsyncLedger(Ledger.open(settings.url, vouchers, clock=clock))
+
+
+def _pg_options(settings: LedgerSettings) -> dict[str, Any]:
+    """The PostgreSQL driver's options from ``ledger:`` (timeouts, liveness grace)."""
+    from suanli.router.ledger.postgres.schema import SessionLimits
+
+    limits = SessionLimits(lock_timeout_s=settings.lock_timeout_s,
+                           idle_in_transaction_s=settings.idle_in_transaction_timeout_s)
+    return {"hold_timeout_s": settings.hold_timeout_s, "grace_s": settings.liveness_grace_s, "limits": limits}
 
 
 def read_vouchers(settings: LedgerSettings, vouchers: Sequence[Voucher]) -> list[VoucherStatus]:
@@ -289,6 +300,7 @@ class LedgerHandle:
     # The usage chain to export: the SQLite ledger, or one consistent PostgreSQL snapshot.
     audit_source: Callable[[], Awaitable[AuditSource]]
     shared: SharedLedgerView | None = None
+    settle_retry_s: float = 10.0  # how long a settle the ledger cannot take now is retried
 
     def reserve(
         self, req: HoldRequest, *, then: Callable[[Hold], None], abandon: Callable[[Hold], None]
@@ -297,11 +309,41 @@ class LedgerHandle:
         return self.write_path(self.writes[0], req, then=then, abandon=abandon)
 
     def settle(self, hold_id: str, s: Settlement, *, then: Callable[[UsageRow], None]) -> Awaitable[UsageRow]:
-        """Settle through the write path, even if the caller is cancelled (the upstream did the work)."""
-        return self.write_path(self.writes[1], hold_id, s, always=True, then=then)
+        """Settle through the write path, even if the caller is cancelled (the upstream did the work).
+
+        While the ledger cannot write (LedgerUnavailableError: a lost database, a lock wait, a
+        full disk past the room kept back) the settle is retried, with backoff, for up to
+        ``settle_retry_s``: a settle is idempotent, and the caller holds the answer until it
+        commits. Past that the error reaches the caller (503) and the hold stays pending.
+        """
+        task = asyncio.ensure_future(self._settle_retrying(hold_id, s, then))
+        task.add_done_callback(_consume)  # the caller may have gone: never "exception never retrieved"
+        return asyncio.shield(task)
+
+    async def _settle_retrying(
+        self, hold_id: str, s: Settlement, then: Callable[[UsageRow], None]
+    ) -> UsageRow:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settle_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await self.write_path(self.writes[1], hold_id, s, always=True, then=then)
+            except LedgerUnavailableError as exc:
+                if loop.time() + delay > give_up:
+                    log.error("ledger: settle of %s failed for %.0f s, left pending: %s", hold_id,
+                              self.settle_retry_s, exc.message)
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     async def close(self) -> None:
         await self.port.close()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def open_handle(settings: LedgerSettings, vouchers: Sequence[Voucher], *, clock: Clock) -> LedgerHandle:
@@ -323,6 +365,7 @@ async def open_handle(settings: LedgerSettings, vouchers: Sequence[Voucher], *, 
         write_path=GroupCommit(ledger).run,
         writes=(ledger.reserve, ledger.settle),
         audit_source=whole_ledger,
+        settle_retry_s=settings.settle_retry_s,
     )
 
 
@@ -336,7 +379,7 @@ async def _shared_handle(
     from suanli.router.ledger.postgres.view import SharedLedgerView
     from suanli.router.ledger.postgres.writes import AsyncWrites
 
-    pg = await PgLedger.open(settings.url, vouchers, clock=clock, hold_timeout_s=settings.hold_timeout_s)
+    pg = await PgLedger.open(settings.url, vouchers, clock=clock, **_pg_options(settings))
     available = await pg.balances()
 
     async def snapshot() -> AuditSource:
@@ -353,4 +396,5 @@ async def _shared_handle(
         writes=(pg.reserve, pg.settle),
         audit_source=snapshot,
         shared=view,
+        settle_retry_s=settings.settle_retry_s,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from suanli.config import Config, ConfigError, load_catalog, load_config
+from suanli.router.errors import LedgerError
 
 __all__ = ["main"]
 
@@ -48,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = getattr(args, "port", None)
         print(f"suanli: port {port} on {getattr(args, 'host', '')} is already in use (another suanli?):"
               f" stop it, or pick another port with --port", file=sys.stderr)
+        return 1
+    except LedgerError as exc:  # e.g. a ledger on a disk too full to start on: say so, no traceback
+        print(f"suanli: ledger error: {exc}", file=sys.stderr)
         return 1
 
 
@@ -83,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=9100, help="port of the first region; the rest follow")
     sim.set_defaults(func=_sim)
 
-    vouchers = sub.add_parser("vouchers", help="voucher balances, expiry and burn")
+    vouchers = sub.add_parser(
+        "vouchers", help="voucher balances, expiry and burn; `vouchers clear REGION|VOUCHER` after a top-up")
     vouchers.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
     vouchers.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8080")
     vouchers.add_argument("--key", help="master key for --url (default: $SUANLI_MASTER_KEY)")
@@ -92,7 +97,16 @@ def _parser() -> argparse.ArgumentParser:
 
     from suanli.router.ops import reconcile_cli
 
-    reconcile_cli.add_parsers(sub, vouchers)  # reconcile, vouchers set-balance
+    actions = vouchers.add_subparsers(metavar="ACTION")
+    reconcile_cli.add_parsers(sub, actions)  # reconcile, vouchers set-balance
+    clear = actions.add_parser(
+        "clear", help="draw again on a region's cash (and its vouchers) or a voucher a 402 marked exhausted"
+    )
+    clear.add_argument("target", help="the region or voucher id to clear")
+    clear.add_argument("--config", help="config YAML whose ledger to write (default: the bundled catalog)")
+    clear.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8080")
+    clear.add_argument("--key", help="master key for --url (default: $SUANLI_MASTER_KEY)")
+    clear.set_defaults(func=_clear)
 
     config = sub.add_parser("config", help="config tools")
     config_sub = config.add_subparsers(metavar="ACTION")
@@ -214,6 +228,13 @@ def _console():
     console = Console()
     # Piped output has no width of its own; rich would squeeze tables into 80 columns.
     return console if console.is_terminal else Console(width=160)
+
+
+def _clear(args: argparse.Namespace) -> int:
+    from suanli.router.ops.exhausted_cli import clear
+
+    config = None if args.url else _load(args.config)
+    return clear(args.target, url=args.url, key=_master_key(args), config=config)
 
 
 def _vouchers(args: argparse.Namespace) -> int:

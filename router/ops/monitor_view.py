@@ -187,6 +187,9 @@ def _state(doc: dict, r: dict) -> Text:
         state.append(f" ×{health['ejections']}", style="dim")
     if health.get("cash_exhausted"):
         state.append(" no cash", style="bold red")
+        why = health.get("exhausted") or {}
+        if why.get("reason"):  # the platform's own words, short: why the region is out
+            state.append(f" ({str(why['reason'])[:40]})", style="red")
     return state
 
 

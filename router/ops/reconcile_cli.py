@@ -15,8 +15,8 @@ from typing import Any
 __all__ = ["add_parsers", "reconcile_table"]
 
 
-def add_parsers(sub: Any, vouchers: argparse.ArgumentParser) -> None:
-    """Add ``reconcile`` to the subcommands and ``set-balance`` to ``suanli vouchers``."""
+def add_parsers(sub: Any, actions: Any) -> None:
+    """Add ``reconcile`` to the subcommands and ``set-balance`` to ``suanli vouchers``'s ``actions``."""
     reconcile = sub.add_parser("reconcile", help="compare the platforms' own balances with the ledger")
     reconcile.add_argument("--config", help="config YAML (default: the bundled catalog)")
     reconcile.add_argument("--url", help="ask a running server to reconcile now, e.g. http://127.0.0.1:8080")
@@ -24,7 +24,6 @@ def add_parsers(sub: Any, vouchers: argparse.ArgumentParser) -> None:
     reconcile.add_argument("--json", action="store_true", help="print JSON instead of a table")
     reconcile.set_defaults(func=_reconcile)
 
-    actions = vouchers.add_subparsers(metavar="ACTION")
     figure = actions.add_parser(
         "set-balance", help="record a region's balance as the platform's console shows it"
     )

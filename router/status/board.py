@@ -75,6 +75,8 @@ class StatusBoard:
     def region_entries(self, now: datetime) -> dict[str, dict]:
         """Region id -> its entry of the status document."""
         stats = _call(self.router, "region_stats") or {}
+        # account -> why it is out (a platform's 402), since when, when it is tried again
+        marks = {str(m["account"]): m for m in _call(self.router, "exhausted") or []}
         window = [w for w in self.feed.window if w.time_s >= now.timestamp() - WINDOW_S]
         by_region: dict[str, list[WindowRow]] = defaultdict(list)
         class_totals: Counter[str] = Counter()
@@ -94,7 +96,7 @@ class StatusBoard:
                 "id": region.id,
                 "zone": region.zone,
                 "provider": region.provider,
-                "health": _health(measured),
+                "health": {**_health(measured), "exhausted": _mark(marks.get(f"cash:{region.id}"))},
                 "latency_ms": {
                     "ttft": _pick(
                         measured.get("ttft_ms"), [w.ttft_ms for w in rows if w.ttft_ms is not None]
@@ -161,7 +163,12 @@ class StatusBoard:
                 until = f" until {health['ejected_until']}" if health["ejected_until"] else ""
                 add("region_ejected", "critical", rid, f"region {rid} is ejected{until}")
             if health["cash_exhausted"]:
-                add("cash_exhausted", "critical", rid, f"the prepaid cash at region {rid} ran out upstream")
+                why = health.get("exhausted") or {}
+                detail = f" ({why['reason']})" if why else ""
+                if why.get("recheck_at"):
+                    detail += f"; tried again at {why['recheck_at']}"
+                add("cash_exhausted", "critical", rid,
+                    f"the prepaid cash at region {rid} ran out upstream{detail}")
             if health["state"] == "cooling":
                 add("region_cooling", "warning", rid, f"region {rid} is cooling down after a rate limit")
             for name in ("rpm", "tpm"):
@@ -169,6 +176,11 @@ class StatusBoard:
                 if used is not None and limit and used / limit > _LIMIT_ALERT:
                     share = f"{used / limit:.0%}"
                     add("limit_high", "warning", rid, f"region {rid} uses {share} of its {name} limit")
+        for mark in _call(self.router, "exhausted") or []:
+            if mark["voucher_id"]:
+                again = f"; tried again at {mark['recheck_at']}" if mark["recheck_at"] else ""
+                add("voucher_exhausted", "critical", str(mark["voucher_id"]),
+                    f"voucher {mark['voucher_id']} is out upstream ({mark['reason']}){again}")
         last, usual = self.feed.usual_hourly_cash(now.timestamp())
         over = usual > 0 and last > settings.spend_rate_factor * usual
         if over and last >= settings.spend_rate_min_yuan_per_h:
@@ -216,6 +228,13 @@ def _health(measured: dict) -> dict:
         "ejections": int(measured.get("ejections") or 0),
         "cash_exhausted": bool(measured.get("cash_exhausted")),
     }
+
+
+def _mark(mark: dict | None) -> dict | None:
+    """An exhaustion mark as the status shows it: since, reason, recheck_at."""
+    if mark is None:
+        return None
+    return {"since": mark["since"], "reason": mark["reason"], "recheck_at": mark["recheck_at"]}
 
 
 def _pick(measured: dict | None, samples: list[float]) -> dict:

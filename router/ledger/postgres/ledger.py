@@ -11,7 +11,12 @@ usage row is ``rules``' and ``usage``'s, shared with the SQLite driver:
   settle or void finds nothing to do: both are idempotent;
 - each instance is an owner whose liveness the server vouches for (``postgres/owners.py``);
   a background sweep in every replica voids the holds of dead owners, and of owners silent
-  for ``hold_timeout_s``.
+  for ``hold_timeout_s``; it also reopens this owner's session if the server ended it;
+- a lost connection, a lock wait past ``lock_timeout`` or a session ended for idling in a
+  transaction (``postgres/faults.py``) becomes ``LedgerUnavailableError`` (503 with
+  Retry-After), never a 500: a reserve whose outcome is unknown is voided (now or by the next
+  sweep) and tried once more; a settle, idempotent, is retried by the caller
+  (``LedgerHandle.settle``).
 
 Virtual keys' SQL is ``postgres/keys.py``'s: plain functions these methods call.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from itertools import count
@@ -34,8 +40,9 @@ from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
 from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, RegionSpend, figure_of, spend_of
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.postgres import keys as key_sql
+from suanli.router.ledger.postgres.faults import TRANSIENT, unavailable
 from suanli.router.ledger.postgres.owners import OwnerLock, dead_owners
-from suanli.router.ledger.postgres.schema import connect, create_pool, migrate, pg_url
+from suanli.router.ledger.postgres.schema import SessionLimits, connect, create_pool, migrate, pg_url
 from suanli.router.ledger.postgres.sql import (
     APPEND_USAGE,
     CLAIM_HOLD,
@@ -63,11 +70,14 @@ Clock = Callable[[], datetime]
 class PgLedger:
     """Voucher balances, pending holds and usage rows in one PostgreSQL schema."""
 
-    def __init__(self, pool: asyncpg.Pool, owner: OwnerLock, *, clock: Clock, hold_timeout_s: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, owner: OwnerLock, *, clock: Clock, hold_timeout_s: float,
+                 grace_s: float = 10.0) -> None:
         self._pool = pool
         self._owner = owner
         self._clock = clock
         self._hold_timeout_s = hold_timeout_s
+        self._grace_s = grace_s  # a peer whose liveness lock is gone is dead only after this silence
+        self._orphans: set[str] = set()  # hold ids whose reserve or void failed midway: voided by the sweep
         self._seq = count(1)
         self._scales: dict[str, int] = {}  # voucher id -> scale: fixed when the voucher row is created
         self._sweeper: asyncio.Task[None] | None = None
@@ -81,6 +91,11 @@ class PgLedger:
         return self._owner.id
 
     @property
+    def owner_reconnects(self) -> int:
+        """How many times this instance reopened its liveness session after losing it."""
+        return self._owner.reconnects
+
+    @property
     def pool(self) -> asyncpg.Pool:
         """The connection pool, for neighbours in the same schema (the plan board, the replica)."""
         return self._live()
@@ -90,25 +105,30 @@ class PgLedger:
 
     @classmethod
     async def open(cls, url: str, vouchers: Sequence[Voucher], *, clock: Clock, hold_timeout_s: float = 300.0,
-                   sweep_s: float | None = 1.0, pool_size: int = 10) -> PgLedger:
+                   sweep_s: float | None = 1.0, pool_size: int = 10, grace_s: float = 10.0,
+                   limits: SessionLimits | None = None) -> PgLedger:
         """Open (creating and migrating) the ledger at ``url``, register this owner, sweep once.
 
         ``sweep_s`` is the period of the background heartbeat and sweep (None: none; call
         ``sweep()`` yourself). Vouchers new to the ledger start at their amount; known ones
-        keep their balance.
+        keep their balance. ``grace_s``: how long a peer whose session is gone may still be
+        reconnecting (its holds are kept meanwhile); ``limits`` bound every session's lock waits.
         """
         parsed = pg_url(url)
-        session = await connect(parsed)
+        owner_id = secrets.token_hex(6)
+        name = f"suanli {owner_id}"  # every session of this replica, in pg_stat_activity
+        session = await connect(parsed, limits, name=name)
         try:
             await migrate(session, parsed.schema)
             await sync_vouchers(session, vouchers)
-            owner = OwnerLock(session, parsed.schema)
+            owner = OwnerLock(session, parsed.schema, reconnect=lambda: connect(parsed, limits, name=name),
+                              owner_id=owner_id)
             await owner.register(clock().timestamp())
-            pool = await create_pool(parsed, max_size=pool_size)
+            pool = await create_pool(parsed, max_size=pool_size, limits=limits, name=name)
         except BaseException:
             await session.close()
             raise
-        ledger = cls(pool, owner, clock=clock, hold_timeout_s=hold_timeout_s)
+        ledger = cls(pool, owner, clock=clock, hold_timeout_s=hold_timeout_s, grace_s=grace_s)
         ledger.url = url
         ledger.recovered_holds = await ledger.sweep()
         if sweep_s is not None:
@@ -125,11 +145,16 @@ class PgLedger:
             await asyncio.gather(self._sweeper, return_exceptions=True)
         try:
             now = self._clock().timestamp()
+            if self._owner.session.is_closed():
+                await self._owner.heartbeat(now)  # reopen it, so the release below is this owner's
             await self._owner.release(now)
             # This instance can settle nothing any more: release what it still holds now.
             await self._pool.fetchval(VOID_OWNERS, now, [self._owner.id])
             await key_sql.release_resolved_pg(self._pool)
             await self._pool.execute(DROP_DEAD_OWNERS, [self._owner.id])
+        except TRANSIENT as exc:
+            # The database is gone: a peer's sweep (or the next start) resolves what is left.
+            log.warning("ledger: could not release this owner at close: %s", type(exc).__name__)
         finally:
             await self._owner.session.close()
             await self._pool.close()
@@ -150,7 +175,18 @@ class PgLedger:
 
         With a key budget, the budget hold follows in the same transaction (ledger_pg_keys).
         """
-        hold_id = f"{self._owner.id}-{next(self._seq)}"
+        for attempt in (1, 2):
+            hold_id = f"{self._owner.id}-{next(self._seq)}"
+            try:
+                return await self._reserve_once(hold_id, req)
+            except TRANSIENT as exc:
+                # Committed or not, we cannot tell: void it (now, or at the next sweep) and try once more.
+                await self._void_orphan(hold_id)
+                if attempt == 2:
+                    raise unavailable("reserve", exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _reserve_once(self, hold_id: str, req: HoldRequest) -> Hold:
         if req.key_budget is None:
             return await self._reserve_on(self._live(), hold_id, req)
         if req.voucher_id is not None:
@@ -159,6 +195,21 @@ class PgLedger:
             # The key's rows first, the voucher's last: its lock, the most shared, is held shortest.
             await key_sql.hold_key_budget_pg(c, hold_id, req.key_budget)
             return await self._reserve_on(c, hold_id, req)
+
+    async def _void_orphan(self, hold_id: str) -> None:
+        self._orphans.add(hold_id)
+        try:
+            await self._void_orphans()
+        except TRANSIENT as exc:
+            log.warning("ledger: could not void hold %s yet (the sweep retries): %s", hold_id,
+                        type(exc).__name__)
+
+    async def _void_orphans(self) -> None:
+        for hold_id in list(self._orphans):
+            now = self._clock().timestamp()
+            if await self._pool.fetchval(VOID_ONE, now, hold_id):
+                await key_sql.release_key_budget_pg(self._pool, hold_id)
+            self._orphans.discard(hold_id)  # voided now, or never committed, or settled meanwhile
 
     async def _reserve_on(self, pool: asyncpg.Pool | asyncpg.Connection, hold_id: str,
                           req: HoldRequest) -> Hold:
@@ -194,6 +245,13 @@ class PgLedger:
         Idempotent: a settled hold returns its existing row. A voided or unknown hold raises
         LedgerError. Units beyond the hold are clamped (the excess moved to cash), logged.
         """
+        try:
+            return await self._settle_once(hold_id, s)
+        except TRANSIENT as exc:
+            # Rolled back, or committed before the connection went: a retry finds out (idempotent).
+            raise unavailable("settle", exc) from exc
+
+    async def _settle_once(self, hold_id: str, s: Settlement) -> UsageRow:
         now = self._clock().timestamp()
         async with self._live().acquire() as c, c.transaction():
             hold = await c.fetchrow(CLAIM_HOLD, now, hold_id)
@@ -218,11 +276,15 @@ class PgLedger:
     async def void(self, hold_id: str) -> None:
         """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""
         pool = self._live()
-        if await pool.fetchval(VOID_ONE, self._clock().timestamp(), hold_id) == 0:
-            if await pool.fetchval(HOLD_STATE, hold_id) is None:
-                raise LedgerError(f"unknown hold {hold_id!r}")
-        else:
-            await key_sql.release_key_budget_pg(pool, hold_id)
+        try:
+            if await pool.fetchval(VOID_ONE, self._clock().timestamp(), hold_id) == 0:
+                if await pool.fetchval(HOLD_STATE, hold_id) is None:
+                    raise LedgerError(f"unknown hold {hold_id!r}")
+            else:
+                await key_sql.release_key_budget_pg(pool, hold_id)
+        except TRANSIENT as exc:
+            self._orphans.add(hold_id)  # this owner is alive, so no peer voids it: the sweep retries
+            raise unavailable("void", exc) from exc
 
     async def void_stale(self, max_age_s: float) -> int:
         """Void pending holds older than ``max_age_s`` of clock time (any owner); how many."""
@@ -238,7 +300,10 @@ class PgLedger:
         pool = self._live()
         now = self._clock().timestamp()
         await self._owner.heartbeat(now)
-        dead = await dead_owners(pool, self._owner.space, now_s=now, silent_s=self._hold_timeout_s)
+        if self._orphans:
+            await self._void_orphans()
+        dead = await dead_owners(pool, self._owner.space, now_s=now, silent_s=self._hold_timeout_s,
+                                 grace_s=self._grace_s)
         if not dead:
             return 0
         voided = int(await pool.fetchval(VOID_OWNERS, now, dead))
@@ -254,13 +319,13 @@ class PgLedger:
             try:
                 await self.sweep()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # A restarting database or a lost connection: try again next period.
+                # A restarting database or a lost connection: the heartbeat reconnects next period.
                 log.warning("ledger sweep failed: %s", exc)
 
     async def live_owners(self) -> int:
         """How many ledger instances (replicas) are alive now, this one included."""
         dead = await dead_owners(self._live(), self._owner.space, now_s=self._clock().timestamp(),
-                                 silent_s=self._hold_timeout_s)
+                                 silent_s=self._hold_timeout_s, grace_s=self._grace_s)
         total = await self._live().fetchval("SELECT count(*) FROM owners")
         return max(int(total) - len(dead), 1)
 

@@ -29,7 +29,17 @@ from suanli.router.ledger.chain import GENESIS
 from suanli.router.ledger.url import PG_SCHEMES as _SCHEMES
 from suanli.router.ledger.url import is_pg_url
 
-__all__ = ["MIGRATIONS", "PgUrl", "connect", "create_pool", "is_pg_url", "lock_space", "migrate", "pg_url"]
+__all__ = [
+    "MIGRATIONS",
+    "PgUrl",
+    "SessionLimits",
+    "connect",
+    "create_pool",
+    "is_pg_url",
+    "lock_space",
+    "migrate",
+    "pg_url",
+]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -141,20 +151,45 @@ def lock_space(schema: str, purpose: str) -> int:
     return zlib.crc32(f"suanli:{schema}:{purpose}".encode()) & 0x7FFFFFFF
 
 
-def _settings(url: PgUrl) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Bounds on every session's waits (config ``ledger.lock_timeout_s`` and so on).
+
+    A replica stopped (SIGSTOP, a frozen VM) inside a transaction keeps its row locks: without
+    bounds every other replica's settle queues behind it for as long as it is stopped. With
+    them a waiting statement gives up after ``lock_timeout_s`` (the caller retries or answers
+    503) and the server ends the stopped session after ``idle_in_transaction_s``, rolling back
+    its transaction and freeing the rows.
+    """
+
+    lock_timeout_s: float = 1.0
+    idle_in_transaction_s: float = 2.0
+
+
+def _settings(url: PgUrl, limits: SessionLimits, name: str) -> dict[str, str]:
     # READ COMMITTED is PostgreSQL's default; set it anyway: the hold's safety argument needs it.
-    return {"search_path": url.schema, "application_name": "suanli",
-            "default_transaction_isolation": "read committed"}
+    return {"search_path": url.schema, "application_name": name,
+            "default_transaction_isolation": "read committed",
+            "lock_timeout": str(max(1, round(limits.lock_timeout_s * 1000))),
+            "idle_in_transaction_session_timeout": str(max(1, round(limits.idle_in_transaction_s * 1000)))}
 
 
-async def connect(url: PgUrl) -> asyncpg.Connection:
-    """One connection whose search_path is the ledger's schema (advisory-lock sessions)."""
-    return await asyncpg.connect(url.dsn, server_settings=_settings(url), timeout=10)
+async def connect(
+    url: PgUrl, limits: SessionLimits | None = None, *, name: str = "suanli"
+) -> asyncpg.Connection:
+    """One connection whose search_path is the ledger's schema (advisory-lock sessions).
+
+    ``name`` is its ``application_name`` (a replica's ``suanli OWNER``: pg_stat_activity tells them apart).
+    """
+    settings = _settings(url, limits or SessionLimits(), name)
+    return await asyncpg.connect(url.dsn, server_settings=settings, timeout=10)
 
 
-async def create_pool(url: PgUrl, *, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(url: PgUrl, *, max_size: int = 10, limits: SessionLimits | None = None,
+                      name: str = "suanli") -> asyncpg.Pool:
     """The pool the request path uses; statements are prepared once per connection."""
-    return await asyncpg.create_pool(url.dsn, min_size=1, max_size=max_size, server_settings=_settings(url),
+    return await asyncpg.create_pool(url.dsn, min_size=1, max_size=max_size,
+                                     server_settings=_settings(url, limits or SessionLimits(), name),
                                      timeout=10, command_timeout=30)
 
 
@@ -162,6 +197,8 @@ async def migrate(conn: asyncpg.Connection, schema: str,
                   migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
     """Create ``schema`` and bring it to the newest version, once, across replicas; the version."""
     async with conn.transaction():
+        # Replicas starting together queue here while the first migrates: longer than lock_timeout.
+        await conn.execute("SET LOCAL lock_timeout = '120s'")
         # Transaction-scoped: released at COMMIT or when a crashed migrator's session ends.
         await conn.execute("SELECT pg_advisory_xact_lock($1, 0)", lock_space(schema, "migrate"))
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")

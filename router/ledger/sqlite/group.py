@@ -14,13 +14,16 @@ write makes its checks before its first change, so one that refuses (a voucher r
 changed nothing and fails alone. One that raises after changing rows (the ledger's
 ``changes`` moved) would leave half a write in the group: the whole group is rolled back and
 its writes replayed one by one, each in its own transaction, so the others still commit and
-the failing one gets its own error. The loop is blocked only for the batch's SQL, the same
+the failing one gets its own error. So is a write the file itself refused (a full disk): alone,
+the ledger turns that into a 503 or, for a settle, retries it in the room kept back. The
+loop is blocked only for the batch's SQL, the same
 statements that ran one by one before, and a batch holds at most MAX_BATCH writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -90,8 +93,13 @@ class GroupCommit:
                         for item in batch:
                             before = self._ledger.changes
                             item.call()
-                            if item.error is not None and self._ledger.changes != before:
-                                raise _HalfWritten  # rolls back the whole group
+                            if item.error is not None and (
+                                self._ledger.changes != before
+                                or isinstance(item.error, sqlite3.OperationalError)
+                            ):
+                                # Half a write, or the file itself failing (a full disk): roll the group
+                                # back and run each write alone, where the ledger handles it.
+                                raise _HalfWritten
                 except _HalfWritten:
                     self.commits += len(batch) - 1  # the replay commits write by write
                     _one_by_one(batch)

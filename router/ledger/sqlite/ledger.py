@@ -9,7 +9,9 @@ releases the rest and appends a usage row; ``void`` releases everything. A vouch
 
 Calls are synchronous and short (tens of microseconds, see benchmarks/ledger.py), meant to
 run on the event loop of one process; other processes (the CLI, another server) may open
-the same file at the same time.
+the same file at the same time. A full disk, a busy file or an I/O error is
+``LedgerUnavailableError`` (503); on a full disk settles still commit in the room kept
+back for them (``sqlite/space.py``).
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ from itertools import count
 from typing import Any
 
 from suanli.config import Voucher
-from suanli.router.errors import InsufficientBalanceError, LedgerError
+from suanli.router.errors import InsufficientBalanceError, LedgerError, LedgerUnavailableError
 from suanli.router.ledger.chain import GENESIS, row_hash
 from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
 from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, RegionSpend, figure_of, spend_of
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.rules import debit, hold_q, not_pending
 from suanli.router.ledger.sqlite import keys as key_sql
-from suanli.router.ledger.sqlite import reads, recovery
+from suanli.router.ledger.sqlite import reads, recovery, space
 from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, this_process
-from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_path
+from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_options, sqlite_path
 from suanli.router.ledger.sqlite.vouchers import sync_vouchers, voucher_statuses
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 from suanli.router.ledger.usage import USAGE_COLUMNS, usage_row, usage_values
@@ -69,7 +71,8 @@ class Ledger:
     every number and usage row ``rules``' and ``usage``'s (shared with the PostgreSQL driver).
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, clock: Clock, owner: str | None,
+                 room: space.Room | None = None) -> None:
         self._conn = conn
         self._clock = clock
         self._owner = owner
@@ -87,6 +90,7 @@ class Ledger:
         self._head_version: int | None = None
         self._head_checked = False
         self.recovered_holds = 0  # pending holds of dead owners voided when this instance opened
+        self.room = room or space.Room(0)  # the full-disk state and the spare kept for settles
 
     @classmethod
     def open(cls, url: str, vouchers: Sequence[Voucher], *, clock: Clock) -> Ledger:
@@ -98,23 +102,53 @@ class Ledger:
         are voided: their clients never got a complete answer. The count is logged and
         kept in ``recovered_holds``. ``Ledger.open(url, [], clock=...)`` touches no voucher.
         """
-        path, synchronous = sqlite_path(url)
-        conn = connect(path, synchronous=synchronous)
-        migrate(conn)
+        path, options = sqlite_options(url)
+        room = space.Room(options.spare_pages, None if path in ("", ":memory:") else path)
         owner = secrets.token_hex(6)
-        ledger = cls(conn, clock=clock, owner=owner)
-        with ledger._immediate() as c:
-            sync_vouchers(c, vouchers)
-            host, pid, start = this_process()
-            c.execute(
-                "INSERT INTO owners (id, host, pid, pid_start, opened) VALUES (?, ?, ?, ?, ?)",
-                (owner, host, pid, start, clock().timestamp()),
-            )
-        LIVE_OWNERS.add(owner)
-        ledger.recovered_holds = ledger._recover()
+        opened: list[sqlite3.Connection] = []
+
+        def start(give_back: bool) -> Ledger:
+            if give_back:  # a full disk at start: the spare file the last run kept makes room
+                room.drop_ballast()
+            conn = connect(path, synchronous=options.synchronous, max_page_count=options.max_page_count)
+            opened.append(conn)
+            if give_back:  # and the padding in the file
+                room.give_back(conn)
+            room.fit_wal(conn)
+            ledger = cls(conn, clock=clock, owner=owner, room=room)
+            ledger._start(vouchers)
+            return ledger
+
+        try:
+            try:
+                ledger = start(False)
+            except (sqlite3.OperationalError, LedgerUnavailableError):
+                while opened:
+                    opened.pop().close()
+                ledger = start(True)
+            conn = opened[-1]
+        except (sqlite3.OperationalError, LedgerUnavailableError) as exc:
+            for c in opened:
+                c.close()
+            raise LedgerError(f"cannot open the ledger {path!r}: {exc} (free some disk space and start again)"
+                              ) from exc
+        if not room.refill(conn):
+            room.now_full("start")
         if ledger.recovered_holds:
             log.warning("ledger: voided %d pending holds left by a previous process", ledger.recovered_holds)
         return ledger
+
+    def _start(self, vouchers: Sequence[Voucher]) -> None:
+        migrate(self._connection())
+        with self._immediate() as c:
+            sync_vouchers(c, vouchers)
+            host, pid, start = this_process()
+            c.execute(
+                "INSERT OR IGNORE INTO owners (id, host, pid, pid_start, opened) VALUES (?, ?, ?, ?, ?)",
+                (self._owner, host, pid, start, self._clock().timestamp()),
+            )
+        LIVE_OWNERS.add(self._writer())
+        self.recovered_holds = self._recover()
 
     def close(self) -> None:
         """Close the connection; holds still pending are voided by the next open."""
@@ -122,11 +156,16 @@ class Ledger:
             return
         if self._owner is not None:
             LIVE_OWNERS.discard(self._owner)
-            with self._immediate() as c:
-                c.execute(
-                    "UPDATE owners SET closed = ? WHERE id = ?", (self._clock().timestamp(), self._owner)
-                )
+            try:
+                with self._immediate() as c:
+                    c.execute(
+                        "UPDATE owners SET closed = ? WHERE id = ?", (self._clock().timestamp(), self._owner)
+                    )
+            except LedgerUnavailableError as exc:  # a full disk: the next open finds this process gone
+                log.warning("ledger: could not mark this owner closed: %s", exc.message)
         with self._lock:
+            if self._owner is not None:
+                self.room.closing(self._conn)  # no WAL left behind, the spare file back for the next start
             self._conn.close()
             self._conn = None
 
@@ -167,16 +206,23 @@ class Ledger:
             if self._grouped:
                 yield conn  # part of the group's transaction
                 return
-            conn.execute("BEGIN IMMEDIATE")
-            self._head_checked = False
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                self._head = None  # it may name a row the rollback just undid
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                self._head_checked = False
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._head = None  # it may name a row the rollback just undid
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if not space.is_transient(exc):
+                    raise
+                if space.is_full(exc):
+                    self.room.now_full("write")
+                raise space.unavailable("write", exc) from exc
 
     def _writer(self) -> str:
         if self._owner is None:
@@ -190,6 +236,8 @@ class Ledger:
         without a voucher holds nothing but is recorded like any other.
         """
         owner = self._writer()
+        with self._lock:
+            self.room.check(self._connection(), probe=not self._grouped)  # 503 while the disk is full
         # Zero-padded so ids sort in creation order: each insert appends to the index's last page.
         hold_id = f"{self._hold_prefix}{next(self._seq):012d}"
         created = self._clock()
@@ -244,6 +292,17 @@ class Ledger:
         LedgerError. Units beyond the hold are clamped (and the excess moved to cash), logged.
         """
         self._writer()
+        try:
+            return self._settle(hold_id, s)
+        except LedgerUnavailableError:
+            if self.room.full_since is None or self._grouped:
+                raise  # busy or I/O: the caller retries (LedgerHandle.settle); in a group, alone
+            # The upstream answered: settle in the room kept back for it.
+            with self._lock:
+                self.room.give_back(self._connection())
+            return self._settle(hold_id, s)
+
+    def _settle(self, hold_id: str, s: Settlement) -> UsageRow:
         now = self._clock().timestamp()
         with self._immediate() as c:
             # Taking the hold and marking it settled is one statement; the usual case.

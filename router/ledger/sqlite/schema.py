@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from suanli.router.ledger import figures, tables
 from suanli.router.ledger.url import PG_SCHEMES, is_pg_url
 
-__all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "PG_SCHEMES", "connect", "is_pg_url", "migrate", "sqlite_path"]
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "MIGRATIONS",
+    "PG_SCHEMES",
+    "SqliteOptions",
+    "connect",
+    "is_pg_url",
+    "migrate",
+    "sqlite_options",
+    "sqlite_path",
+]
 
 SQLITE = tables.Dialect(int8="INTEGER", real="REAL")
 
@@ -49,12 +60,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class SqliteOptions:
+    """A SQLite ledger URL's options (``?synchronous=FULL&max_page_count=N&spare_pages=N``)."""
+
+    synchronous: str = "NORMAL"
+    max_page_count: int | None = None  # cap the file's size in pages (tests of a full disk; quotas)
+    spare_pages: int = 64  # room kept back for settles when the disk fills (sqlite/space.py)
+
+
 def sqlite_path(url: str) -> tuple[str, str]:
     """``(file path, synchronous)`` of ``sqlite:///rel.db``, ``sqlite:////abs.db``, ``sqlite:///:memory:``.
 
     An optional ``?synchronous=FULL`` trades about 150 us per commit (one fsync) for
     surviving power loss too; the default NORMAL survives a killed process.
     """
+    path, options = sqlite_options(url)
+    return path, options.synchronous
+
+
+def sqlite_options(url: str) -> tuple[str, SqliteOptions]:
+    """``(file path, options)`` of a SQLite ledger URL; ValueError names what is wrong."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme != "sqlite":
         shown = scheme if sep else url
@@ -62,16 +88,25 @@ def sqlite_path(url: str) -> tuple[str, str]:
     rest, _, query = rest.partition("?")
     if not rest.startswith("/") or len(rest) < 2:
         raise ValueError(f"ledger url {url!r} must look like sqlite:///relative.db or sqlite:////abs/path.db")
-    synchronous = "NORMAL"
+    synchronous, max_pages, spare = "NORMAL", None, 64
     for option in filter(None, query.split("&")):
         name, _, value = option.partition("=")
-        if name != "synchronous" or value.upper() not in _SYNCHRONOUS:
-            raise ValueError(f"ledger url option {option!r} is not supported (synchronous=NORMAL|FULL)")
-        synchronous = value.upper()
-    return rest[1:], synchronous
+        if name == "synchronous" and value.upper() in _SYNCHRONOUS:
+            synchronous = value.upper()
+        elif name in ("max_page_count", "spare_pages") and value.isdigit():
+            if name == "max_page_count":
+                max_pages = int(value)
+            else:
+                spare = int(value)
+        else:
+            raise ValueError(f"ledger url option {option!r} is not supported "
+                             "(synchronous=NORMAL|FULL, max_page_count=N, spare_pages=N)")
+    return rest[1:], SqliteOptions(synchronous, max_pages, spare)
 
 
-def connect(path: str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
+def connect(
+    path: str, *, synchronous: str = "NORMAL", max_page_count: int | None = None
+) -> sqlite3.Connection:
     """An autocommit connection (we issue BEGIN ourselves) in WAL mode with a busy timeout.
 
     synchronous=NORMAL: in WAL mode a commit is written to the WAL before COMMIT returns, so
@@ -88,6 +123,8 @@ def connect(path: str, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    if max_page_count is not None:
+        conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
     return conn
 
 

@@ -7,7 +7,9 @@ start, or already ``done`` with an error when it cannot be sent at all.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 
@@ -41,10 +43,15 @@ async def validate_and_plan(
     """
     batch = table.batch(batch_id)
     path = files.path(batch["input_file_id"])
-    raw_lines = [orjson.loads(raw) for raw in path.read_bytes().splitlines() if raw.strip()]
     url = f"/v1/{batch['endpoint'].removeprefix('/v1/')}"
-    bad = [n for n, item in enumerate(raw_lines, 1) if item.get("url") != url]
-    if bad:
+    now_s = table.now_s()
+    latest = latest_start_s(batch["created_at"], batch["expires_at"] - batch["created_at"])
+    # Reading, checking and token-counting every line is CPU work (a 30 MB line takes seconds):
+    # a worker thread does it, so /health and other batches' lines keep their event loop.
+    read = await asyncio.to_thread(
+        _read_lines, router, path, url, batch_id, now_s, latest, router.config.max_body_bytes
+    )
+    if read.bad_urls:
         errors = {
             "object": "list",
             "data": [
@@ -54,35 +61,13 @@ async def validate_and_plan(
                     "param": "url",
                     "message": f"line {n}: the url does not match the batch's endpoint {url}",
                 }
-                for n in bad[:100]
+                for n in read.bad_urls[:100]
             ],
         }
         table.set_status(batch_id, "failed", "failed_at", errors=orjson.dumps(errors).decode())
         return
-    endpoint = url.removeprefix("/v1/")
-    now_s = table.now_s()
-    latest = latest_start_s(batch["created_at"], batch["expires_at"] - batch["created_at"])
-    asks: list[LineAsk] = []
-    early: dict[int, dict] = {}  # line -> error entry of a request that cannot be sent at all
-    pinned: set[int] = set()
-    for n, item in enumerate(raw_lines):
-        body = item["body"]
-        try:
-            body = validate_body(endpoint, body)
-            if body.get("stream"):
-                raise BadRequestError("stream is not supported in a batch", param="stream")
-            model = public_model(router, body["model"])
-        except ApiError as exc:
-            early[n] = error_entry(item["custom_id"], f"{batch_id}-{n}", exc)
-            continue
-        if "/" in body["model"]:
-            pinned.add(n)
-        output = (
-            0
-            if endpoint == "embeddings"
-            else min(max_output_tokens(endpoint, body, _EXPECTED_OUTPUT), _EXPECTED_OUTPUT * 10)
-        )
-        asks.append(LineAsk(n, model, count_prompt_tokens(endpoint, body), output, now_s, latest))
+    raw_lines, asks, early, pinned = read.items, read.asks, read.early, read.pinned
+    table.prompt_tokens.update({(batch_id, a.key): int(a.input_tokens) for a in asks})
     key = key or await load_policy(router.accounts.ledger.port, router.config, batch["key_id"])
     for ask in asks:
         # Demand that may wait, as simulate's forecast sees it: known now, due by its window's
@@ -104,10 +89,10 @@ async def validate_and_plan(
         # the live plan prices the whole config; a key confined to some regions plans alone
         live_plan=None if key and key.allowed_regions else router.planning.plan,
     )
+    rows = await asyncio.to_thread(_line_rows, raw_lines, early)  # a big body's JSON, off the loop too
     with table.db.transaction() as c:
-        for n, item in enumerate(raw_lines):
+        for n, (item, body_json, entry_json) in enumerate(rows):
             slot = slots.get(n)
-            entry = early.get(n)
             c.execute(
                 "INSERT INTO wl_batch_lines (batch_id, line_no, custom_id, body, region, start_s, tokens,"
                 " state, ok, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -115,19 +100,82 @@ async def validate_and_plan(
                     batch_id,
                     n,
                     item["custom_id"],
-                    orjson.dumps(item["body"]).decode(),
+                    body_json,
                     slot.region if slot else None,
                     slot.start_s if slot else now_s,
                     slot.tokens if slot else 0,
-                    "done" if entry else "pending",
-                    0 if entry else None,
-                    orjson.dumps(entry).decode() if entry else None,
+                    "done" if entry_json else "pending",
+                    0 if entry_json else None,
+                    entry_json,
                 ),
             )
-            if slot is not None and slot.voucher is not None and entry is None:
+            if slot is not None and slot.voucher is not None and entry_json is None:
                 router.accounts.promise(f"{batch_id}-{n}", slot.voucher, slot.voucher_units)
     status = table.status(batch_id)
     table.set_status(batch_id, "cancelling" if status == "cancelling" else "in_progress", "in_progress_at")
+
+
+@dataclass(slots=True)
+class _Read:
+    """An input file's lines, checked and counted (``_read_lines``)."""
+
+    items: list[dict]
+    asks: list[LineAsk]
+    early: dict[int, dict]  # line -> error entry of a request that cannot be sent at all
+    pinned: set[int]  # lines that name REGION/MODEL
+    bad_urls: list[int]  # 1-based lines whose url is not the batch's endpoint
+
+
+def _read_lines(router: Router, path: Path, url: str, batch_id: str, now_s: float, latest: float,
+                max_body_bytes: int) -> _Read:
+    """Parse, check and count every line of a batch input file (in a worker thread)."""
+    items: list[dict] = []
+    sizes: list[int] = []
+    for raw in path.read_bytes().splitlines():
+        if raw.strip():
+            items.append(orjson.loads(raw))
+            sizes.append(len(raw))
+    bad = [n for n, item in enumerate(items, 1) if item.get("url") != url]
+    read = _Read(items, [], {}, set(), bad)
+    if bad:
+        return read
+    endpoint = url.removeprefix("/v1/")
+    for n, item in enumerate(items):
+        body = item["body"]
+        try:
+            if sizes[n] > max_body_bytes:
+                # The same request sent over HTTP would be refused (413): so is the line, alone.
+                raise BadRequestError(
+                    f"this line is {sizes[n]} bytes, over the {max_body_bytes}-byte request limit"
+                    " (max_body_bytes); split it", param="body", code="request_too_large", status=413)
+            body = validate_body(endpoint, body)
+            if body.get("stream"):
+                raise BadRequestError("stream is not supported in a batch", param="stream")
+            model = public_model(router, body["model"])
+        except ApiError as exc:
+            read.early[n] = error_entry(item["custom_id"], f"{batch_id}-{n}", exc)
+            continue
+        if "/" in body["model"]:
+            read.pinned.add(n)
+        output = (
+            0
+            if endpoint == "embeddings"
+            else min(max_output_tokens(endpoint, body, _EXPECTED_OUTPUT), _EXPECTED_OUTPUT * 10)
+        )
+        read.asks.append(LineAsk(n, model, count_prompt_tokens(endpoint, body), output, now_s, latest))
+    return read
+
+
+def _line_rows(items: list[dict], early: dict[int, dict]) -> list[tuple[dict, str, str | None]]:
+    """Each line with its body and its early error entry, as the JSON the table stores."""
+    out = []
+    for n, item in enumerate(items):
+        entry = early.get(n)
+        if entry is None:
+            out.append((item, orjson.dumps(item["body"]).decode(), None))
+        else:  # never sent: its body is not kept (it may be the oversize one)
+            out.append((item, "{}", orjson.dumps(entry).decode()))
+    return out
 
 
 def public_model(router: Router, name: str) -> str:

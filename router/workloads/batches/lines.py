@@ -72,6 +72,7 @@ async def run_line(
         allowed_regions=key.allowed_regions if key else None,
         key=key,
         booked=True,
+        input_tokens=table.prompt_tokens.get((line.batch_id, line.line_no)),  # counted once, at planning
     )
     body = line.body
     started = time.perf_counter()

@@ -20,6 +20,9 @@ class BatchTable:
     def __init__(self, db: WorkloadDB, now_s: Callable[[], float]) -> None:
         self.db = db
         self.now_s = now_s
+        # (batch id, line) -> prompt tokens counted at planning, so a line's attempts never count
+        # again; in memory only (after a restart a line is counted once more when it runs)
+        self.prompt_tokens: dict[tuple[str, int], int] = {}
 
     def batch(self, batch_id: str) -> dict:
         row = self.db.row("SELECT * FROM wl_batches WHERE id = ?", (batch_id,))
@@ -46,6 +49,7 @@ class BatchTable:
 
     def store(self, batch_id: str, line_no: int, entry: dict, routing: Routing | None) -> None:
         """Keep a line's answer and mark it done in one statement: exactly once per ``custom_id``."""
+        self.prompt_tokens.pop((batch_id, line_no), None)
         self.db.execute(
             "UPDATE wl_batch_lines SET state = 'done', ok = ?, entry = ?, ran_region = ?, ran_at = ?,"
             " cash_yuan = ?, cost_yuan = ? WHERE batch_id = ? AND line_no = ?",

@@ -394,7 +394,9 @@ async def test_kill_9_after_settles_loses_no_usage_row(store: Store) -> None:
     acknowledged = [(await proc.stdout.readline()).decode().strip() for _ in range(100)]
     os.kill(proc.pid, signal.SIGKILL)
     await proc.wait()
-    led = await store.open([], FakeClock())
+    # A minute later: on PostgreSQL a replica whose session is gone is presumed reconnecting for
+    # ledger.liveness_grace_s (10 s) after its last heartbeat.
+    led = await store.open([], FakeClock(datetime.now(UTC) + timedelta(minutes=1)))
     for _ in range(50):  # the server notices the killed session within milliseconds
         if await led.pending_holds() == 0:
             break

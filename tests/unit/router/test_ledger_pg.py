@@ -64,14 +64,17 @@ def test_url_schema_must_be_an_identifier() -> None:
 
 
 async def test_a_dead_replicas_holds_are_voided_by_a_live_ones_sweep(url: str) -> None:
-    live = await PgLedger.open(url, [VOUCHER], clock=Clock(), sweep_s=None)
-    doomed = await PgLedger.open(url, [VOUCHER], clock=Clock(), sweep_s=None)
+    clock = Clock()
+    live = await PgLedger.open(url, [VOUCHER], clock=clock, sweep_s=None)
+    doomed = await PgLedger.open(url, [VOUCHER], clock=clock, sweep_s=None)
     await doomed.reserve(ask(300))
     kept = await live.reserve(ask(200))
     assert (await live.balances())["v"] == 500
     # the session ends as a killed process's would: no close(), no owner update
     doomed._owner.session.terminate()
     doomed._pool.terminate()
+    assert await live.sweep() == 0  # its lock is gone, but it may be reconnecting: the grace
+    clock.now += timedelta(seconds=11)  # past ledger.liveness_grace_s (10 s) of silence
     for _ in range(40):
         if await live.sweep():
             break
@@ -125,3 +128,87 @@ async def test_the_hold_is_one_conditional_update_under_read_committed(url: str)
     assert hold.voucher_units == 100
     await conn.close()
     await led.close()
+
+
+async def _terminate(url: str, owner_id: str) -> int:
+    """pg_terminate_backend on every session of one replica (as a DBA or a network cut would)."""
+    conn = await asyncpg.connect(pg_url(url).dsn)
+    try:
+        return len(await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            f"suanli {owner_id}"))
+    finally:
+        await conn.close()
+
+
+async def test_a_replica_whose_connections_are_terminated_reconnects_and_keeps_its_holds(url: str) -> None:
+    # Real clocks and background sweeps, as two serving replicas run.
+    a = await PgLedger.open(url, [VOUCHER], clock=lambda: datetime.now(UTC), sweep_s=0.2, grace_s=3.0)
+    b = await PgLedger.open(url, [VOUCHER], clock=lambda: datetime.now(UTC), sweep_s=0.2, grace_s=3.0)
+    hold = await a.reserve(ask(300))
+    assert await _terminate(url, a.owner_id) >= 2  # its liveness session and its pool
+    await asyncio.sleep(4.0)  # 20 of b's sweeps, past the grace: a must have come back meanwhile
+    assert a.owner_reconnects >= 1
+    assert await b.pending_holds() == 1  # b did not void a live replica's hold
+    held = await b.pool.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1",
+        a._owner.lock_key)
+    assert held == 1  # the liveness lock is a's again
+    row = await a.settle(hold.id, Settlement(1, 1, 2, 0.0, 0.0, 250, 0.0, 1.0, None))
+    assert row.voucher_units == 250
+    assert await b.balance("v") == 750 and await b.pending_holds() == 0
+    await a.close()
+    await b.close()
+
+
+async def test_a_terminated_connection_mid_write_is_a_503_never_a_crash(url: str) -> None:
+    from suanli.router.errors import LedgerUnavailableError
+
+    led = await PgLedger.open(url, [VOUCHER], clock=lambda: datetime.now(UTC), sweep_s=None)
+    hold = await led.reserve(ask(100))
+    await _terminate(url, led.owner_id)
+    await asyncio.sleep(0.2)
+    outcomes = []
+    for _ in range(3):  # the pool replaces its dead connections; a settle is idempotent
+        try:
+            await led.settle(hold.id, Settlement(1, 1, 2, 0.0, 0.0, 100, 0.0, 1.0, None))
+            outcomes.append("ok")
+            break
+        except LedgerUnavailableError as exc:
+            assert exc.status == 503 and exc.retry_after_s
+            outcomes.append("503")
+    assert outcomes[-1] == "ok"
+    await led.sweep()  # reconnects the liveness session
+    assert led.owner_reconnects == 1
+    assert await led.balance("v") == 900
+    await led.close()
+
+
+async def test_a_row_lock_held_by_a_stopped_replica_is_waited_for_boundedly(url: str) -> None:
+    from suanli.router.errors import LedgerUnavailableError
+    from suanli.router.ledger.postgres.schema import SessionLimits
+
+    limits = SessionLimits(lock_timeout_s=0.3, idle_in_transaction_s=1.0)
+    led = await PgLedger.open(url, [VOUCHER], clock=lambda: datetime.now(UTC), sweep_s=None, limits=limits)
+    # Another session of the same settings takes the voucher's row lock and then stops talking,
+    # as a SIGSTOPped replica does between two statements of its settle.
+    stopped = await connect(pg_url(url), limits)
+    await stopped.execute("BEGIN")
+    await stopped.execute("UPDATE vouchers SET held_q = held_q WHERE id = 'v'")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(LedgerUnavailableError):
+        await led.reserve(ask(100))  # two tries of lock_timeout each, then 503
+    assert asyncio.get_running_loop().time() - started < 2.0
+    await asyncio.sleep(1.2)  # the server ends the idle transaction, freeing the row
+    hold = await led.reserve(ask(100))
+    assert hold.voucher_units == 100
+    assert stopped.is_closed() or not await _alive(stopped)
+    await led.close()
+
+
+async def _alive(conn: asyncpg.Connection) -> bool:
+    try:
+        await conn.fetchval("SELECT 1")
+        return True
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        return False

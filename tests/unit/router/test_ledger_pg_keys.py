@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -44,8 +44,8 @@ async def url():
     await drop_schema(u)
 
 
-async def _open(url: str) -> PgLedger:
-    return await PgLedger.open(url, [VOUCHER], clock=lambda: START, sweep_s=None)
+async def _open(url: str, at: datetime = START) -> PgLedger:
+    return await PgLedger.open(url, [VOUCHER], clock=lambda: at, sweep_s=None)
 
 
 async def test_settle_posts_the_cost_void_releases_and_a_refusal_holds_no_voucher(url: str) -> None:
@@ -85,7 +85,8 @@ async def test_concurrent_holds_on_two_replicas_never_pass_the_budget(url: str) 
 
 
 async def test_a_dead_replicas_key_holds_are_released_by_another_replicas_sweep(url: str) -> None:
-    dead, alive = await _open(url), await _open(url)
+    # alive's clock runs past the dead one's last heartbeat plus ledger.liveness_grace_s (10 s)
+    dead, alive = await _open(url), await _open(url, START + timedelta(seconds=11))
     await dead.reserve(_ask("a", amount=6.0))
     await dead._owner.session.close()  # its server session ends, as when the process is killed
     assert await alive.key_spend("k1", [DAY]) == {DAY: (0.0, 6.0)}
