@@ -35,6 +35,7 @@ from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.rules import debit, hold_q, not_pending
 from suanli.router.ledger.sqlite import keys as key_sql
 from suanli.router.ledger.sqlite import reads, recovery, space
+from suanli.router.ledger.sqlite.opening import open_with_room
 from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, this_process
 from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_options, sqlite_path
 from suanli.router.ledger.sqlite.vouchers import sync_vouchers, voucher_statuses
@@ -98,42 +99,19 @@ class Ledger:
 
         Vouchers of the config not yet in the ledger start with balance = amount; those
         already there keep their balance (the ledger is the truth) and get the config's
-        metadata. Pending holds whose owner died (a previous process, a closed instance)
-        are voided: their clients never got a complete answer. The count is logged and
-        kept in ``recovered_holds``. ``Ledger.open(url, [], clock=...)`` touches no voucher.
+        metadata. Pending holds whose owner died (a previous process, a closed instance) are
+        voided (counted in ``recovered_holds``). ``Ledger.open(url, [], ...)`` touches no voucher.
         """
         path, options = sqlite_options(url)
         room = space.Room(options.spare_pages, None if path in ("", ":memory:") else path)
         owner = secrets.token_hex(6)
-        opened: list[sqlite3.Connection] = []
 
-        def start(give_back: bool) -> Ledger:
-            if give_back:  # a full disk at start: the spare file the last run kept makes room
-                room.drop_ballast()
-            conn = connect(path, synchronous=options.synchronous, max_page_count=options.max_page_count)
-            opened.append(conn)
-            if give_back:  # and the padding in the file
-                room.give_back(conn)
-            room.fit_wal(conn)
+        def build(conn: sqlite3.Connection) -> Ledger:
             ledger = cls(conn, clock=clock, owner=owner, room=room)
             ledger._start(vouchers)
             return ledger
 
-        try:
-            try:
-                ledger = start(False)
-            except (sqlite3.OperationalError, LedgerUnavailableError):
-                while opened:
-                    opened.pop().close()
-                ledger = start(True)
-            conn = opened[-1]
-        except (sqlite3.OperationalError, LedgerUnavailableError) as exc:
-            for c in opened:
-                c.close()
-            raise LedgerError(f"cannot open the ledger {path!r}: {exc} (free some disk space and start again)"
-                              ) from exc
-        if not room.refill(conn):
-            room.now_full("start")
+        ledger = open_with_room(path, options, room, build)
         if ledger.recovered_holds:
             log.warning("ledger: voided %d pending holds left by a previous process", ledger.recovered_holds)
         return ledger
