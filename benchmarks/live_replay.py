@@ -86,7 +86,11 @@ def main() -> int:
             row = compare(live.side, paper)
             errors = {str(k): v for k, v in live.errors.items()}
             row.update(wall_s=round(live.wall_s, 1), speed=round(live.speed, 1), errors=errors,
-                       training_skipped=live.skipped_training)
+                       training_skipped=live.skipped_training,
+                       cash_by_class_live={k: round(v, 4) for k, v in live.side.cash_by_class.items()},
+                       cash_by_class_sim={k: round(v, 4) for k, v in paper.cash_by_class.items()},
+                       where_live={k: dict(v) for k, v in live.side.where.items()},
+                       where_sim={k: dict(v) for k, v in paper.where.items()})
             figures[name] = row
             table.add_row(name, f"{row['cash_live']:.3f}", f"{row['cash_sim']:.3f}", f"{row['ratio']:.3f}",
                           str(row["rejected_live"]), str(row["rejected_sim"]), str(row["slo_live"]),
