@@ -77,3 +77,25 @@ def test_the_ledger_before_open_says_the_router_is_not_started(tmp_path: Path):
     assert not accounts.is_open
     with pytest.raises(RuntimeError, match="not started"):
         accounts.ledger  # noqa: B018
+
+
+async def test_units_promised_to_booked_work_are_not_free_until_it_runs(tmp_path: Path):
+    accounts = _accounts(tmp_path)
+    await accounts.open()
+    try:
+        accounts.promise("batch_1-0", "v", TOKENS - 1000)
+        accounts.promise("batch_1-1", "v", 600)
+        accounts.promise("batch_1-1", "v", 600)  # a promise is made once per line
+        assert accounts.free()["v"] == pytest.approx(400)
+        assert accounts.balances()["v"] == pytest.approx(400)  # what the planner reads
+        # what is left is too little for a request of 1,500 tokens to draw whole on the voucher
+        ask = Ask("m", "batch", "east", 1000, 500)
+        option = rank(accounts.config, ask, State(balances=accounts.free()), NOW)[0]
+        assert option.charge.voucher_units == pytest.approx(400)
+        accounts.release_promise("batch_1-1")  # the line runs: its units are its own again
+        assert accounts.free()["v"] == pytest.approx(1000)
+        accounts.release_promises("batch_1-")  # the batch closed
+        assert accounts.free()["v"] == pytest.approx(TOKENS)
+        assert accounts.free() is accounts.available  # no promise left: no copy on the request path
+    finally:
+        await accounts.close()
