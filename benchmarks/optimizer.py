@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--random", type=int, default=0, metavar="N",
-                        help="replay N random days of benchmarks/scenario_gen.py instead (greedy, optimizer, hindsight)")
+                        help="replay N random days (scenario_gen.py) under greedy, optimizer, hindsight")
     parser.add_argument("--first", type=int, default=0, help="first seed of --random")
     parser.add_argument("--requests", type=int, default=None, help="requests per random day (default: drawn)")
     parser.add_argument("--no-shocks", action="store_true", help="random days without trace events")

@@ -62,8 +62,9 @@ def _print(rows: list[dict], show: int) -> None:
         cells = [
             str(r["seed"]), f"{r['requests']:,}", f"{r['greedy']:.2f}", f"{r['optimizer']:.2f}",
             f"{r['hindsight']:.2f}", f"{r['bound']:.2f}", f"{r['opt/bound']:.3f}", f"{r['hind/bound']:.3f}",
-            f"{r['captured'] * 100:.1f}%", "%d/%d" % r["rejected"], "%d/%d" % r["misses"], str(r["rules"]),
-            "%.0f/%.0f" % r["plan_ms"],
+            f"{r['captured'] * 100:.1f}%", "{}/{}".format(*r["rejected"]), "{}/{}".format(*r["misses"]),
+            str(r["rules"]),
+            "{:.0f}/{:.0f}".format(*r["plan_ms"]),
         ]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
     ratios = [r["opt/bound"] for r in rows]
@@ -72,13 +73,12 @@ def _print(rows: list[dict], show: int) -> None:
     print()
     print("| figure | mean | p95 | max | min |")
     print("|---|---|---|---|---|")
-    print(f"| optimizer cash / bound | {statistics.mean(ratios):.3f} | {_p95(ratios):.3f} | {max(ratios):.3f} |"
-          f" {min(ratios):.3f} |")  # fmt: skip
-    print(f"| hindsight cash / bound | {statistics.mean(hind):.3f} | {_p95(hind):.3f} | {max(hind):.3f} |"
-          f" {min(hind):.3f} |")  # fmt: skip
+    for name, values in (("optimizer cash / bound", ratios), ("hindsight cash / bound", hind)):
+        figures = (statistics.mean(values), _p95(values), max(values), min(values))
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in figures) + " |")
     low = sorted(captured)
-    print(f"| captured saving | {statistics.mean(captured) * 100:.1f}% | (p5) {low[len(low) // 20] * 100:.1f}% |"
-          f" {max(captured) * 100:.1f}% | {min(captured) * 100:.1f}% |")  # fmt: skip
+    figures = (statistics.mean(captured), low[len(low) // 20], max(captured), min(captured))
+    print("| captured saving (p95 column: p5) | " + " | ".join(f"{v * 100:.1f}%" for v in figures) + " |")
     worse = sum(1 for r in rows if r["rejected"][0] > r["rejected"][1])
     print(
         f"\n{len(rows)} seeds; rules broken {sum(r['rules'] for r in rows)}; deadline misses (optimizer) "

@@ -51,7 +51,8 @@ _OFF_PEAK = ["00:30-08:30", "22:00-06:00", "01:00-07:00", "23:00-08:00"]
 
 # arrival shapes: weight per local hour
 _SHAPES = {
-    "office": [0.15] * 7 + [0.6, 1.2, 1.6, 1.7, 1.5, 1.0, 1.4, 1.6, 1.6, 1.5, 1.2, 0.8] + [0.5, 0.4, 0.3, 0.2, 0.15],
+    "office": [0.15] * 7
+    + [0.6, 1.2, 1.6, 1.7, 1.5, 1.0, 1.4, 1.6, 1.6, 1.5, 1.2, 0.8, 0.5, 0.4, 0.3, 0.2, 0.15],
     "flat": [1.0] * 24,
     "evening": [0.3] * 7 + [0.5] * 5 + [0.8] * 6 + [1.5, 2.0, 2.2, 1.8, 1.0, 0.5],
 }
@@ -118,15 +119,12 @@ def _regions(rng: random.Random, models: list[str]) -> list[dict]:
             if model not in have:
                 base_in, base_out, _ = _MODELS[model]
                 f = rng.uniform(0.6, 0.8)
-                weak["models"].append(
-                    {"name": model, "price": {"input": round(base_in * f, 2), "output": round(base_out * f, 2)}}
-                )
+                price = {"input": round(base_in * f, 2), "output": round(base_out * f, 2)}
+                weak["models"].append({"name": model, "price": price})
     for model in models:  # every model somewhere
         if not any(o["name"] == model for r in out for o in r["models"]):
             base_in, base_out, _ = _MODELS[model]
-            rng.choice(out)["models"].append(
-                {"name": model, "price": {"input": base_in, "output": base_out}}
-            )
+            rng.choice(out)["models"].append({"name": model, "price": {"input": base_in, "output": base_out}})
     if not any("fine_tuning" in r["capabilities"] for r in out):
         west = next(r for r in out if r["zone"] == "west")
         west["capabilities"].append("fine_tuning")
