@@ -153,8 +153,9 @@ class _Engine:
             self.bound = hindsight_bound(relaxed, self.trace.jobs, self.plan, by_minute=True)
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
-            if not self.shocks.moves_regions:
-                # bookings made before the loop cannot step around an outage or a price spike
+            if not self.trace.events:
+                # bookings made before the loop cannot step around an outage or a price
+                # spike, nor use a top-up: with events, hindsight decides as requests come
                 self.ahead = book_ahead(self)
         for job, rel in zip(self.trace.jobs, self.trace.offsets_s, strict=True):
             now_s = self.trace.start_s + rel

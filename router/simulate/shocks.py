@@ -48,11 +48,6 @@ class Shocks:
         self._views: dict[tuple[int, ...], Config] = {}
         self._offers = {(r.id, o.name): o for r in config.regions for o in r.models}
 
-    @property
-    def moves_regions(self) -> bool:
-        """Whether any event blocks a region or moves a price (a plan made ahead cannot see them)."""
-        return any(e.kind != "voucher_delta" for e in self.events)
-
     def learn(self, event: Event) -> None:
         """The policy now knows ``event`` (at its ``t``)."""
         if event.kind == "region_down":
