@@ -99,7 +99,8 @@ def test_voucher_cut_and_top_up_change_the_balance_at_their_time(policy: str) ->
     ]
     result = _run(config, _with_events(requests, events), policy)
     report = summary(config, result, requests=8)
-    assert report["voucher_spent"]["v"] == pytest.approx(0.4 + 0.5)  # 0.4 before the cut, 0.5 after the top-up
+    # 0.4 before the cut, 0.5 after the top-up
+    assert report["voucher_spent"]["v"] == pytest.approx(0.4 + 0.5)
     assert report["voucher_unused"]["v"] == 0
     assert sum(d.cash_yuan for d in result.decisions) == pytest.approx(8 * 0.4 - 0.9)
 
