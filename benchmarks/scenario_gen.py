@@ -154,7 +154,7 @@ def _slo(rng: random.Random, regions: list[dict], models: list[str]) -> int:
 
 
 def _requests(
-    rng: random.Random, start: datetime, models: list[str], trainable: list[str], n: int
+    rng: random.Random, start: datetime, models: list[str], trainable: list[str], n: int, hours: int
 ) -> tuple[list[dict], dict]:
     shape = _SHAPES[rng.choice(list(_SHAPES))]
     weights = [rng.uniform(0.2, 1.0) for _ in models]
@@ -163,11 +163,11 @@ def _requests(
     short_deadlines = rng.random() < 0.35
     size_in, size_out = rng.uniform(500, 2000), rng.uniform(100, 500)
     # hour weights seen from the start hour
-    hour_w = [shape[(start.hour + h) % 24] for h in range(24)]
+    hour_w = [shape[(start.hour + h) % 24] for h in range(hours)]
     total = sum(hour_w)
     rows: list[dict] = []
     for _ in range(n):
-        h = rng.choices(range(24), weights=hour_w)[0]
+        h = rng.choices(range(hours), weights=hour_w)[0]
         t = round(h * 3600 + rng.uniform(0, 3600), 3)
         model = rng.choices(models, weights=weights)[0]
         origin = "east" if rng.random() < east_share else "west"
@@ -200,7 +200,7 @@ def _requests(
     for _ in range(n_train):
         rows.append(
             {
-                "t": round(rng.uniform(0, _DAY_S - 3600), 3),
+                "t": round(rng.uniform(0, max(hours - 1, 0.5) * 3600), 3),
                 "model": rng.choice(trainable),
                 "class": "training",
                 "origin": "east",
@@ -277,10 +277,10 @@ def _vouchers(rng: random.Random, start: datetime, regions: list[dict], rows: li
     return out
 
 
-def _shocks(rng: random.Random, regions: list[dict], vouchers: list[dict]) -> list[dict]:
+def _shocks(rng: random.Random, regions: list[dict], vouchers: list[dict], hours: int) -> list[dict]:
     events = []
     for _ in range(rng.choice([0, 0, 1, 2, 3, 4])):
-        t = float(rng.randint(1, 22) * 3600 + rng.choice([0, 1800]))
+        t = float(rng.randint(1, max(hours - 2, 1)) * 3600 + rng.choice([0, 1800]))
         kind = rng.choice(["region_down", "voucher_delta", "price_factor"])
         if kind == "region_down":
             region = rng.choice(regions)["id"]
@@ -302,8 +302,13 @@ def _shocks(rng: random.Random, regions: list[dict], vouchers: list[dict]) -> li
     return events
 
 
-def generate(seed: int, *, requests: int | None = None, shocks: bool = True) -> tuple[dict, dict, list[dict]]:
-    """The scenario of ``seed``: (config as a dict, trace header, trace lines: requests and events)."""
+def generate(
+    seed: int, *, requests: int | None = None, shocks: bool = True, hours: int = 24
+) -> tuple[dict, dict, list[dict]]:
+    """The scenario of ``seed``: (config as a dict, trace header, trace lines: requests and events).
+
+    ``hours`` shortens the day (tests replay a few hours; windows and shocks stay as drawn).
+    """
     rng = random.Random(f"suanli-scenario-{seed}")
     start_hour = rng.choice([0, 0, 6, 8, 12, rng.randint(0, 23)])
     start = datetime.fromisoformat(f"2026-12-01T{start_hour:02d}:00:00{_TZ}")
@@ -314,9 +319,9 @@ def generate(seed: int, *, requests: int | None = None, shocks: bool = True) -> 
     trainable = sorted(
         {o["name"] for r in regions if "fine_tuning" in r["capabilities"] for o in r["models"]}
     )
-    rows, _ = _requests(rng, start, models, trainable, n)
+    rows, _ = _requests(rng, start, models, trainable, n, hours)
     vouchers = _vouchers(rng, start, regions, rows)
-    events = _shocks(rng, regions, vouchers) if shocks else []
+    events = _shocks(rng, regions, vouchers, hours) if shocks else []
     config = {
         "timezone": "Asia/Shanghai",
         "origin": "east",
@@ -330,9 +335,11 @@ def generate(seed: int, *, requests: int | None = None, shocks: bool = True) -> 
     return config, header, lines
 
 
-def write_scenario(out_dir: Path, seed: int, *, requests: int | None = None, shocks: bool = True) -> Path:
+def write_scenario(
+    out_dir: Path, seed: int, *, requests: int | None = None, shocks: bool = True, hours: int = 24
+) -> Path:
     """Write the scenario of ``seed`` to ``out_dir`` (config.yaml, trace.jsonl); the directory."""
-    config, header, lines = generate(seed, requests=requests, shocks=shocks)
+    config, header, lines = generate(seed, requests=requests, shocks=shocks, hours=hours)
     out_dir.mkdir(parents=True, exist_ok=True)
     head = f"# suanli random scenario, seed {seed} (benchmarks/scenario_gen.py)\n"
     (out_dir / "config.yaml").write_text(head + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -347,8 +354,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--requests", type=int, default=None, help="requests (default: drawn, 2000-5000)")
     parser.add_argument("--no-shocks", action="store_true", help="no trace events")
+    parser.add_argument("--hours", type=int, default=24, help="hours of traffic (default 24)")
     args = parser.parse_args()
-    print(write_scenario(args.out_dir, args.seed, requests=args.requests, shocks=not args.no_shocks))
+    out = write_scenario(
+        args.out_dir, args.seed, requests=args.requests, shocks=not args.no_shocks, hours=args.hours
+    )
+    print(out)
 
 
 if __name__ == "__main__":

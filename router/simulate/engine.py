@@ -55,6 +55,12 @@ _HINDSIGHT_LIMIT_S = 600.0  # an offline solve holding every minute's limits tak
 # runs a day in seconds, so it solves at most every five virtual minutes, and at once when
 # a voucher runs dry (the live re-planner's "poke").
 _SIM_MIN_REPLAN_S = 300.0
+# No wall clock decides a replay's plan: a solve cut short by the config's time limit (2 s,
+# for the live re-planner) would keep the previous plan on a loaded machine and not on a
+# quiet one. The replay's LPs are bounded (one horizon of slots, the config's regions and
+# vouchers) and GLOP solves them in well under a second, so the limit here is only a
+# backstop far above any solve; GLOP itself is deterministic.
+_SIM_LIMIT_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +373,7 @@ class _Engine:
             blocked=self.shocks.blocked(now_s),
         )
         started = time.perf_counter()
-        limit_s = None if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
+        limit_s = _SIM_LIMIT_S if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
         try:
             # In a worker thread, as the live re-planner solves, so the requests that follow
             # are decided as live ones are: on a core whose caches the solver did not
