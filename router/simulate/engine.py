@@ -41,6 +41,7 @@ from suanli.optimizer import (
     rank,
     slot_edges,
 )
+from suanli.optimizer.pacing import Pacer
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
 from suanli.router.simulate.shocks import Shocks
@@ -132,6 +133,9 @@ class _Engine:
         self.next_event = 0
         self.changes: list[float] = []  # epoch seconds where a known window ends: re-plan then
         self.view = config  # the config as the policy sees it now (known price factors applied)
+        # the optimizer paces each expiring voucher against its validity (``optimizer.pacing``)
+        self.pacer = Pacer(config.vouchers) if policy == "optimizer" else None
+        self.span_end_s = _span_end(trace)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -384,6 +388,10 @@ class _Engine:
             return  # keep the previous plan, as the live re-planner does
         finally:
             self.plan_s.append(time.perf_counter() - started)
+        if self.pacer is not None:
+            self.pacer.step(now_s, available, self.span_end_s, fresh.voucher_price)
+            fresh = self.pacer.apply(fresh)
+            prepare_prices(self.view, fresh)
         self.plan = fresh
         self.deferrer.set_plan(fresh, available=available)
 
