@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import heapq
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from suanli.optimizer import (
     Forecast,
     InfeasibleError,
     Job,
+    Placement,
     Plan,
     Snapshot,
     State,
@@ -45,7 +45,8 @@ from suanli.optimizer.pacing import Pacer
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
 from suanli.router.simulate.shocks import Shocks
-from suanli.router.simulate.trace import Event, Trace
+from suanli.router.simulate.swap import better_swap
+from suanli.router.simulate.trace import Event, Trace, span_end
 
 __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
@@ -56,11 +57,9 @@ _HINDSIGHT_LIMIT_S = 600.0  # an offline solve holding every minute's limits tak
 # runs a day in seconds, so it solves at most every five virtual minutes, and at once when
 # a voucher runs dry (the live re-planner's "poke").
 _SIM_MIN_REPLAN_S = 300.0
-# No wall clock decides a replay's plan: a solve cut short by the config's time limit (2 s,
-# for the live re-planner) would keep the previous plan on a loaded machine and not on a
-# quiet one. The replay's LPs are bounded (one horizon of slots, the config's regions and
-# vouchers) and GLOP solves them in well under a second, so the limit here is only a
-# backstop far above any solve; GLOP itself is deterministic.
+# No wall clock decides a replay's plan (a solve cut short by the live 2 s limit keeps the
+# previous plan on a loaded machine only): the replay's LPs are bounded and GLOP, itself
+# deterministic, solves them in well under a second; this is a backstop far above that.
 _SIM_LIMIT_S = 3600.0
 
 
@@ -124,7 +123,7 @@ class _Engine:
         self.rr = 0
         # A trace ends: demand past its span never comes, so vouchers the rolling horizon
         # would keep for it are spent on the traffic in hand (the bound assumes as much).
-        self.forecast = Forecast(config, start_s=trace.start_s, end_s=_span_end(trace))
+        self.forecast = Forecast(config, start_s=trace.start_s, end_s=span_end(trace))
         self.bound: float | None = None
         self.ahead: set[int] = set()  # jobs hindsight booked before the loop
         self.solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suanli-replan")
@@ -135,7 +134,7 @@ class _Engine:
         self.view = config  # the config as the policy sees it now (known price factors applied)
         # the optimizer paces each expiring voucher against its validity (``optimizer.pacing``)
         self.pacer = Pacer(config.vouchers) if policy == "optimizer" else None
-        self.span_end_s = _span_end(trace)
+        self.span_end_s = span_end(trace)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -226,20 +225,20 @@ class _Engine:
     def _move_off(self, event: Event) -> None:
         # Jobs booked to start at a region now known to be down are placed again from now.
         moved = [b for _, _, b in self.heap if b.region == event.region and event.active(self._start_s(b))]
-        if not moved:
-            return
+        self._unbook(moved)
+        for booked in sorted(moved, key=lambda b: b.job.index):
+            self._place_deferred(booked.job, event.rel_s, event.at_s)
+
+    def _unbook(self, moved: list[_Booked]) -> None:
+        # take booked jobs off the heap, their capacity and their voucher draws
         gone = {id(b) for b in moved}
         self.heap = [e for e in self.heap if id(e[2]) not in gone]
         heapq.heapify(self.heap)
         for booked in moved:
-            start_s = self._start_s(booked)
             if booked.job.work_class != "training":
-                self.book.release(booked.region, minute_of(start_s), booked.tokens)
+                self.book.release(booked.region, minute_of(self._start_s(booked)), booked.tokens)
             if booked.voucher is not None:
-                off = off_peak_active(booked.offer, datetime.fromtimestamp(start_s, UTC), self.tz)
-                self.reserved[booked.voucher] -= self._need(booked, off)
-        for booked in sorted(moved, key=lambda b: b.job.index):
-            self._place_deferred(booked.job, event.rel_s, event.at_s)
+                self.reserved[booked.voucher] -= self._held(booked)
 
     def _start_s(self, booked: _Booked) -> float:
         return self.trace.start_s + booked.rel_start
@@ -257,7 +256,7 @@ class _Engine:
         off = off_peak_active(booked.offer, when, self.tz)
         voucher = self.vouchers.get(booked.voucher) if booked.voucher else None
         if voucher is not None:
-            self.reserved[voucher.id] -= self._need(booked, off)
+            self.reserved[voucher.id] -= self._held(booked)
         if voucher is not None and self.balances[voucher.id] <= 0:
             voucher = None
         # charged by the rules: the config's offer times the price factor at the start
@@ -287,11 +286,12 @@ class _Engine:
             voucher_units=paid.voucher_units if voucher else 0.0,
         )
 
-    def _need(self, booked: _Booked, off: bool) -> float:
-        # Units the booked job would draw from its voucher with a full balance.
+    def _held(self, booked: _Booked) -> float:
+        # Units the booked job would draw from its voucher at its start, with a full balance.
         voucher = self.vouchers[booked.voucher] if booked.voucher else None
         if voucher is None:
             return 0.0
+        off = off_peak_active(booked.offer, datetime.fromtimestamp(self._start_s(booked), UTC), self.tz)
         full = charge(
             booked.offer,
             input_tokens=booked.job.input_tokens,
@@ -319,8 +319,7 @@ class _Engine:
             self.book.add(region, minute_of(start_s), tokens)
         booked = _Booked(job, region, offer, voucher, rel_start, tokens)
         if voucher is not None:
-            off = off_peak_active(offer, datetime.fromtimestamp(start_s, UTC), self.tz)
-            self.reserved[voucher] += self._need(booked, off)
+            self.reserved[voucher] += self._held(booked)
         heapq.heappush(self.heap, (start_s, job.index, booked))
         if execute and start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
             self._execute_until(start_s, job.index + 1)
@@ -405,19 +404,32 @@ class _Engine:
             return
         self._place_deferred(job, rel, now_s)
 
-    def _place_deferred(self, job: Job, rel: float, now_s: float) -> None:
+    def _place_deferred(self, job: Job, rel: float, now_s: float, *, swap: bool = True) -> None:
         # batch or training work, placed by the deferral scheduler at ``now_s`` (``rel``
         # after the start); a start the policy knows to be at a region down then is not taken
         available = {v: self.balances[v] - self.reserved[v] for v in self.balances}
         started = time.perf_counter_ns()
         placed = self.deferrer.place(job, now_s, self.book, available)
         self.decision_ns.append(time.perf_counter_ns() - started)
+        if swap and job.work_class == "training" and self.policy == "optimizer":
+            holders = [b for _, _, b in self.heap if b.job.work_class == "training" and b.voucher]
+            args = (self.deferrer, job, now_s, self.book, available, placed, holders)
+            found = better_swap(self.view, *args, self._start_s, self._held, self.tz)
+            if found is not None and not self.shocks.down(found[0].region, max(found[0].start_s, now_s)):
+                placed, holder = found
+                self._unbook([holder])  # type: ignore[list-item]
+                self._book_placed(job, rel, now_s, placed)
+                self._place_deferred(holder.job, rel, now_s, swap=False)
+                return
         if placed is not None and self.shocks.down(placed.region, max(placed.start_s, now_s)):
             self._first_room(job, rel, now_s)
             return
         if placed is None:
             self.reject(job)
             return
+        self._book_placed(job, rel, now_s, placed)
+
+    def _book_placed(self, job: Job, rel: float, now_s: float, placed: Placement) -> None:
         rel_start = rel if placed.start_s <= now_s else placed.start_s - self.trace.start_s
         self.book_job(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
 
@@ -478,12 +490,6 @@ def _solve(snapshot: Snapshot, limit_s: float | None, spread: tuple[float, ...])
     fresh = plan(snapshot, time_limit_s=limit_s, demand_scenarios=spread)
     prepare_prices(snapshot.config, fresh)
     return fresh
-
-
-def _span_end(trace: Trace) -> float:
-    # the trace's span: its start to its last arrival, rounded up to the hour
-    last = trace.offsets_s[-1] if trace.offsets_s else 0.0
-    return trace.start_s + math.ceil(last / 3600.0) * 3600.0
 
 
 def replay(config: Config, trace: Trace, policy: str) -> Replay:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ import orjson
 from suanli.config import Config
 from suanli.optimizer import Job
 
-__all__ = ["Event", "Trace", "TraceError", "load_trace", "parse_trace"]
+__all__ = ["Event", "Trace", "TraceError", "load_trace", "parse_trace", "span_end"]
 
 _CLASSES = ("interactive", "batch", "training")
 _EVENTS = ("region_down", "voucher_delta", "price_factor")
@@ -55,6 +56,12 @@ class Trace:
     offsets_s: tuple[float, ...]  # trace line -> its ``t``
     deadlines_s: tuple[float, ...]  # trace line -> its start window length (0 for interactive)
     events: tuple[Event, ...] = ()  # shocks, in time order (trace order among equal times)
+
+
+def span_end(trace: Trace) -> float:
+    """The end of the trace's span (epoch s): its start to its last arrival, up to the hour."""
+    last = trace.offsets_s[-1] if trace.offsets_s else 0.0
+    return trace.start_s + math.ceil(last / 3600.0) * 3600.0
 
 
 def load_trace(path: str | Path, config: Config) -> Trace:

@@ -137,3 +137,28 @@ def test_a_bad_event_line_is_a_trace_error_naming_the_line(event: dict) -> None:
     lines = _with_events([{"t": 0.5, "input": 1, "output": 1}], [event])
     with pytest.raises(TraceError, match="line 3"):
         parse_trace(lines, config)
+
+
+def test_a_later_training_job_that_saves_more_takes_a_booked_jobs_voucher() -> None:
+    # A (m1, 1 yuan/M at x) waits for x's night window; B (m2, 20 yuan/M at x, 15 at y)
+    # arrives after it: the voucher's million tokens are worth 20 yuan to B, 1 to A
+    def ft(rid: str, prices: dict[str, float]) -> dict:
+        out = region(rid, "west", price=1.0)
+        out["models"] = [
+            {"name": m, "price": {"input": p, "output": p, "train": p},
+             "off_peak": {"window": "00:30-08:30", "discount": 0.5}}
+            for m, p in prices.items()
+        ]  # fmt: skip
+        return out
+
+    voucher = {"id": "v", "region": "x", "kind": "tokens", "amount": 1_000_000, "classes": ["training"]}
+    voucher["valid_from"] = "2026-12-01T00:30:00+08:00"  # A is booked for later, holding it
+    config = make_config([ft("x", {"m1": 1.0, "m2": 20.0}), ft("y", {"m1": 2.0, "m2": 15.0})], [voucher])
+    requests = [
+        {"t": 10.0, "model": "m1", "class": "training", "input": 1_000_000, "output": 0},
+        {"t": 20.0, "model": "m2", "class": "training", "input": 1_000_000, "output": 0},
+    ]
+    result = _run(config, _with_events(requests, []), "optimizer")
+    a, b = result.decisions
+    assert b.voucher == "v" and b.cash_yuan == 0.0
+    assert a.voucher is None and a.cash_yuan <= 1.0
