@@ -28,6 +28,11 @@ __all__ = ["Pacer"]
 _ETA = 0.25  # per re-plan: an hour of nothing drawn at a 5-minute cadence takes a price to 5%
 _FLOOR = 0.0  # a voucher far behind its pace may be priced at nothing (it would expire unused)
 _MIN_STEP_S = 60.0  # draws over a shorter span say nothing about a rate
+# Only a voucher's last hours are paced. Earlier, a draw behind a straight line to expiry
+# is mostly the shape of the day (a quiet night before a busy morning), which the plan
+# already knows; pacing it made the public `expiry` day 6% dearer (vouchers spent at zero
+# price on whatever came first) and saved nothing there.
+_LAST_S = 4 * 3600.0
 
 
 class Pacer:
@@ -59,7 +64,8 @@ class Pacer:
             valid_from = voucher.valid_from.timestamp() if voucher.valid_from else -math.inf
             expires = voucher.expires.timestamp() if voucher.expires else math.inf
             deadline = expires
-            if expires > use_by_s or now_s < valid_from or now_s >= deadline or balance <= 0:
+            late = deadline - now_s <= _LAST_S
+            if expires > use_by_s or not late or now_s < valid_from or now_s >= deadline or balance <= 0:
                 self._last.pop(vid, None)
                 continue
             last = self._last.get(vid)

@@ -12,7 +12,7 @@ NOW = T0.timestamp()
 END = NOW + 86400.0
 
 
-def _voucher(vid: str, *, opens_h: float = -1.0, expires_h: float = 6.0) -> Voucher:
+def _voucher(vid: str, *, opens_h: float = -1.0, expires_h: float = 3.0) -> Voucher:
     return Voucher(
         id=vid,
         region="r",
@@ -32,7 +32,7 @@ def _steps(pacer: Pacer, draws: dict[str, float], *, n: int = 12, price: float =
 
 def test_a_voucher_drawn_behind_its_pace_gets_cheaper_and_one_on_pace_does_not() -> None:
     pacer = Pacer([_voucher("idle"), _voucher("busy")])
-    # 1000 units over 6 h is ~14 per 5 minutes: "busy" is drawn at 40
+    # 1000 units over 3 h is ~28 per 5 minutes: "busy" is drawn at 40
     _steps(pacer, {"busy": 40.0})
     assert pacer.multiplier["idle"] < 0.2
     assert pacer.multiplier["busy"] == 1.0
@@ -63,3 +63,9 @@ def test_untouched_when_priced_at_zero_not_yet_valid_or_valid_past_the_known_dem
     _steps(pacer, {})
     assert "later" not in pacer.multiplier
     assert "long" not in pacer.multiplier
+
+
+def test_only_the_last_hours_of_a_voucher_are_paced() -> None:
+    pacer = Pacer([_voucher("early", expires_h=12.0)])
+    _steps(pacer, {})  # the first hour of twelve: a slow draw is the shape of the day
+    assert "early" not in pacer.multiplier
