@@ -5,8 +5,8 @@ traffic that would use the voucher does not come (a cold forecast, a day quieter
 working-day shape, the demand scenarios' upper half), the price stays high, the chooser
 keeps sending work elsewhere, and the voucher expires unspent: it hoards. As in online
 allocation with budgets (Balseiro, Lu and Mirrokni's dual mirror descent), each voucher
-whose use-by time (its expiry, or the end of the demand the planner knows of) lies within
-reach has a target rate, what would use up its free balance by then; at every re-plan the
+that expires within the demand the planner knows of, in its last ``_LAST_S`` hours, has a
+target rate, what would use up its free balance by its expiry; at every re-plan the
 rate it was drawn at since the last one is compared with it, and a multiplier in
 ``[_FLOOR, 1]`` on its price moves by ``exp(-eta x gap)``, ``gap = 1 - drawn / target``:
 a voucher drawn behind its pace gets cheaper, one drawn at or ahead of it climbs back to
