@@ -33,6 +33,10 @@ def _row(seed: int, runs: dict[str, dict]) -> dict:
     greedy, opt, hind = (runs[p]["cash_yuan"] for p in RANDOM_POLICIES)
     bound = runs["hindsight"]["bound_cash_yuan"] or 0.0
     gap = greedy - bound
+    # A bound at or below zero counts requests no policy could serve (the LP's penalty for
+    # leaving one out): it bounds nothing a ratio could use, and the day is left out of the
+    # ratios (counted apart).
+    usable = bound > 0
     return {
         "seed": seed,
         "requests": runs["optimizer"]["requests"],
@@ -40,10 +44,11 @@ def _row(seed: int, runs: dict[str, dict]) -> dict:
         "optimizer": opt,
         "hindsight": hind,
         "bound": bound,
-        "opt/bound": opt / bound if bound > 0 else 1.0,
-        "hind/bound": hind / bound if bound > 0 else 1.0,
+        "opt/bound": opt / bound if usable else None,
+        "hind/bound": hind / bound if usable else None,
+        "opt/hind": opt / hind if hind > 0 else None,
         # a day where greedy is already at the bound has nothing to capture
-        "captured": (greedy - opt) / gap if gap > 1e-6 else 1.0,
+        "captured": ((greedy - opt) / gap if gap > 1e-6 else 1.0) if usable else None,
         "rejected": (runs["optimizer"]["rejected"], runs["greedy"]["rejected"]),
         "misses": (runs["optimizer"]["deadline_misses"], runs["greedy"]["deadline_misses"]),
         "rules": sum(r["rules_broken"] for r in runs.values()),
@@ -55,35 +60,52 @@ def _row(seed: int, runs: dict[str, dict]) -> dict:
 
 def _print(rows: list[dict], show: int) -> None:
     head = ("seed", "requests", "greedy", "optimizer", "hindsight", "bound", "opt/bound", "hind/bound",
-            "captured", "rej opt/greedy", "miss opt/greedy", "rules", "plan p50/max ms")  # fmt: skip
+            "opt/hind", "captured", "rej opt/greedy", "miss opt/greedy", "rules",
+            "plan p50/max ms")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
     for r in rows[:show]:
         cells = [
             str(r["seed"]), f"{r['requests']:,}", f"{r['greedy']:.2f}", f"{r['optimizer']:.2f}",
-            f"{r['hindsight']:.2f}", f"{r['bound']:.2f}", f"{r['opt/bound']:.3f}", f"{r['hind/bound']:.3f}",
-            f"{r['captured'] * 100:.1f}%", "{}/{}".format(*r["rejected"]), "{}/{}".format(*r["misses"]),
+            f"{r['hindsight']:.2f}", f"{r['bound']:.2f}", _f(r["opt/bound"], ".3f"),
+            _f(r["hind/bound"], ".3f"), _f(r["opt/hind"], ".3f"),
+            _f(None if r["captured"] is None else r["captured"] * 100, ".1f") + "%",
+            "{}/{}".format(*r["rejected"]), "{}/{}".format(*r["misses"]),
             str(r["rules"]),
             "{:.0f}/{:.0f}".format(*r["plan_ms"]),
         ]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
-    ratios = [r["opt/bound"] for r in rows]
-    hind = [r["hind/bound"] for r in rows]
-    captured = [r["captured"] for r in rows]
+    kept = [r for r in rows if r["opt/bound"] is not None]
+    ratios = [r["opt/bound"] for r in kept]
+    hind = [r["hind/bound"] for r in kept]
+    vs_hind = [r["opt/hind"] for r in rows if r["opt/hind"] is not None]
+    captured = [r["captured"] for r in kept]
     print()
-    print("| figure | mean | p95 | max | min |")
+    print(f"| figure ({len(kept)} days with a positive bound) | mean | p95 | max | min |")
     print("|---|---|---|---|---|")
-    for name, values in (("optimizer cash / bound", ratios), ("hindsight cash / bound", hind)):
+    named = (
+        ("optimizer cash / bound", ratios),
+        ("hindsight cash / bound", hind),
+        ("optimizer / hindsight (every day)", vs_hind),
+    )
+    for name, values in named:
         figures = (statistics.mean(values), _p95(values), max(values), min(values))
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in figures) + " |")
     low = sorted(captured)
     figures = (statistics.mean(captured), low[len(low) // 20], max(captured), min(captured))
     print("| captured saving (p95 column: p5) | " + " | ".join(f"{v * 100:.1f}%" for v in figures) + " |")
     worse = sum(1 for r in rows if r["rejected"][0] > r["rejected"][1])
+    dearer = sum(1 for r in rows if r["optimizer"] > r["greedy"] + 1e-9)
     print(
-        f"\n{len(rows)} seeds; rules broken {sum(r['rules'] for r in rows)}; deadline misses (optimizer) "
+        f"\n{len(rows)} seeds ({len(rows) - len(kept)} with a bound <= 0 left out of the ratios); "
+        f"optimizer dearer than greedy on {dearer}; rules broken {sum(r['rules'] for r in rows)}; "
+        "deadline misses (optimizer) "
         f"{sum(r['misses'][0] for r in rows)}; seeds with more interactive rejections than greedy {worse}"
     )
+
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def run_random(
@@ -106,7 +128,7 @@ def run_random(
     for result in results:
         by.setdefault(result["scenario"], {})[result["policy"]] = result
     rows = [_row(seed, by[f"seed-{seed}"]) for seed in dirs]
-    rows.sort(key=lambda r: -r["opt/bound"])
+    rows.sort(key=lambda r: -(r["opt/bound"] or 0.0))
     _print(rows, show)
     if json_path:
         json_path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
