@@ -3,8 +3,10 @@
 ``benchmarks/optimizer.py --random N --keep-worst K`` copies the K days where the optimizer
 was furthest above hindsight's bound into ``benchmarks/regression/seed-S/`` with the figures
 of that run (``expect.json``). Each is replayed here under the optimizer: every decision
-passes the checker, and its cash stays within ``_CEILING`` of the bound and no more than
-``_SLACK`` above what it paid when kept (a change that makes a hard day worse fails here).
+passes the checker, no deadline is missed, and its cash stays no more than ``_SLACK`` above
+what it paid when kept (a change that makes a hard day worse fails here). These days are far
+from the family's target (their cash / bound is in ``expect.json``); the bound is the ceiling
+they must come down towards, not one they meet yet.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from tests.unit.optimizer.checker import check_decisions
 
 REGRESSION = Path(__file__).resolve().parents[3] / "benchmarks" / "regression"
 DAYS = sorted(p for p in REGRESSION.glob("seed-*") if (p / "expect.json").is_file())
-_CEILING = 1.25  # cash / bound on a day kept for being hard (the family's target is its p95)
 _SLACK = 1.02  # cash / the cash it paid when it was kept
 
 
@@ -35,6 +36,4 @@ def test_a_kept_day_stays_within_its_bound(day: Path) -> None:
     check = check_decisions(config, lines, decision_lines(result))
     assert check.violations == []
     assert check.deadline_misses == 0
-    cash = check.cash_yuan
-    assert cash <= expect["bound"] * _CEILING + 1e-6
-    assert cash <= expect["optimizer"] * _SLACK + 1e-6
+    assert expect["bound"] <= check.cash_yuan <= expect["optimizer"] * _SLACK + 1e-6
