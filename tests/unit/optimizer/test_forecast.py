@@ -74,13 +74,3 @@ def test_no_demand_is_expected_after_the_end_of_a_trace() -> None:
     assert sum(d.requests for d in demand) == pytest.approx(
         2 * forecast.rate_per_s(KIND, now, now) * HOUR, rel=0.3
     )
-
-
-def test_one_fine_tuning_job_is_not_forecast_as_one_an_hour() -> None:
-    forecast = Forecast(make_config([region("a", "east")]), start_s=T0, shape=FLAT)
-    kind = ("training", "east", "m")
-    forecast.observe(kind, input_tokens=1_000_000, output_tokens=0, window_s=86400.0, at_s=T0 + 1800.0)
-    now = T0 + HOUR
-    # over the next 23 hours (any hour but the one it came in): about one more, not 23
-    ahead = sum(forecast.rate_per_s(kind, now + h * HOUR, now) * HOUR for h in range(23))
-    assert ahead < 2.0
