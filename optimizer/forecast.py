@@ -39,11 +39,6 @@ WORKING_DAY = (
 _MIN_SHAPE = 0.05
 _FLAT = (1.0,) * 24
 _RECENT_EVENTS = 10.0  # recent arrivals at which the recent rate gets half the weight
-# Fine-tuning jobs are few and large: one seen in the first hour is not one an hour. Their
-# rate is spread over at least a day and does not follow the recent rate, so that a training
-# voucher is not priced (and kept) for a stream of jobs that one arrival suggested
-# (random day 36: a 600 k training voucher never used, the next job paying cash).
-_TRAINING_EXPOSURE_S = 24 * _HOUR_S
 _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this long: its hour matters little
 
 
@@ -155,9 +150,8 @@ class Forecast:
         if exposure <= 0 or count <= 0:
             return 0.0
         # Short exposures overstate a burst: never divide by less than ten minutes.
-        training = kind[0] == "training"
-        overall = count / max(exposure, _TRAINING_EXPOSURE_S if training else 600.0)
-        if tally is not None and observed_s > 0 and not training:
+        overall = count / max(exposure, 600.0)
+        if tally is not None and observed_s > 0:
             # The level moves within a day (a working day ramps up and down): track the
             # recent rate, trusting it as it holds more arrivals than _RECENT_EVENTS.
             decay = math.exp(-observed_s / self._recent_s)
