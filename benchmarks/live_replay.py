@@ -29,7 +29,8 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from suanli.config import ConfigError  # noqa: E402
-from suanli.router.ops.live_replay import compare, cut, load_scenario, run_live, simulate_side  # noqa: E402
+from suanli.router.ops.live_replay import run_live  # noqa: E402
+from suanli.router.ops.replay_day import compare, cut, load_scenario, simulate_side, thin  # noqa: E402
 
 DEFAULT_SCENARIOS = ROOT.parent / "shared" / "scenarios"
 
@@ -51,6 +52,8 @@ def main() -> int:
     parser.add_argument("--stream-every", type=int, default=10, help="stream one interactive request in N")
     parser.add_argument("--hours", type=float, help="replay only the first hours of each day (a quick look)")
     parser.add_argument("--pace", type=float, default=0.1, help="sims' output pace, times ms_per_token")
+    parser.add_argument("--thin", type=int, default=4,
+                        help="replay one request in N on a config scaled by 1/N (1: the whole day)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if not args.scenarios.is_dir():
@@ -71,7 +74,7 @@ def main() -> int:
             progress.update(task, description=f"{name}: live, about {args.minutes:g} min")
             try:
                 config, trace = load_scenario(args.scenarios / name)
-                trace = cut(trace, args.hours)
+                config, trace = thin(config, cut(trace, args.hours), args.thin)
             except (ConfigError, ValueError) as exc:
                 table.add_row(name, *["-"] * 10, f"not supported: {str(exc)[:60]}")
                 progress.advance(task)
@@ -83,7 +86,11 @@ def main() -> int:
             row = compare(live.side, paper)
             errors = {str(k): v for k, v in live.errors.items()}
             row.update(wall_s=round(live.wall_s, 1), speed=round(live.speed, 1), errors=errors,
-                       training_skipped=live.skipped_training)
+                       training_skipped=live.skipped_training,
+                       cash_by_class_live={k: round(v, 4) for k, v in live.side.cash_by_class.items()},
+                       cash_by_class_sim={k: round(v, 4) for k, v in paper.cash_by_class.items()},
+                       where_live={k: dict(v) for k, v in live.side.where.items()},
+                       where_sim={k: dict(v) for k, v in paper.where.items()})
             figures[name] = row
             table.add_row(name, f"{row['cash_live']:.3f}", f"{row['cash_sim']:.3f}", f"{row['ratio']:.3f}",
                           str(row["rejected_live"]), str(row["rejected_sim"]), str(row["slo_live"]),

@@ -280,16 +280,20 @@ class RegionPicker:
         Keys: ``state`` ("ok" | "ejected" | "cooling"), ``ejected_until`` (ISO or None),
         ``ejections``, ``ttft_ms``, ``total_ms``, ``tokens_per_s`` and ``probe_ms`` ({"p50", "p95"}),
         ``rpm_used``, ``rpm_limit``, ``tpm_used``, ``tpm_limit``, ``in_flight``,
-        ``cash_exhausted``.
+        ``cash_exhausted``, and ``interactive_ttft_ms``: the first token the chooser expects of
+        the region (its first model) for the config's origin, which the interactive SLO judges.
         """
         now_s = self.clock().timestamp()
+        origin = self.config.origin
         out: dict[str, dict] = {}
         for region in self.config.regions:
             rid = region.id
+            view = self.latency.measured(region.models[0].name, origin, now_s)
             out[rid] = {
                 **self.health.state(rid, now_s),
                 **self.latency.region_summary(rid),
                 **self.limits.stats(rid),
                 "cash_exhausted": rid in self.accounts.cash_exhausted,
+                "interactive_ttft_ms": round(view.get(rid, region.latency_ms(origin)), 1),
             }
         return out

@@ -60,6 +60,7 @@ class Replanner:
         self._poll_s = poll_s
         self._min_gap_s = min_gap_s  # real seconds between two event-driven solves: bounds the CPU
         self._ratios = RatioEstimator(min_samples=min_ratio_samples)
+        self._end_s = float("inf")
         self._forecast = Forecast(config, start_s=clock().timestamp())
         self._lock = threading.Lock()  # guards the forecast and the ratio estimator
         # served requests the forecast has not taken in yet: (ask, reference output tokens, epoch s)
@@ -83,7 +84,7 @@ class Replanner:
         # milliseconds, which would stall the event loop if the first solve did it.
         from ortools.linear_solver import pywraplp  # noqa: F401
 
-        self._forecast = Forecast(self.config, start_s=self._clock().timestamp())
+        self._forecast = Forecast(self.config, start_s=self._clock().timestamp(), end_s=self._end_s)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="suanli-replanner", daemon=True)
         self._thread.start()
@@ -97,6 +98,14 @@ class Replanner:
         self._stop.set()
         self._wake.set()
         thread.join(timeout_s)
+
+    def expect_no_demand_after(self, end_s: float) -> None:
+        """Forecast no arrivals after ``end_s`` (epoch s), as ``simulate``'s forecast expects none
+        after its trace: for a replay of one bounded day, where voucher units kept for a
+        tomorrow that never comes are simply lost. Call before ``start()``."""
+        self._end_s = end_s
+        with self._lock:
+            self._forecast = Forecast(self.config, start_s=self._clock().timestamp(), end_s=end_s)
 
     def poke(self, reason: str) -> None:
         """Ask for a solve soon (at most one per ``min_gap_s``), whatever the clock says."""

@@ -1,4 +1,4 @@
-"""``suanli replay --live``: a scenario day driven through the real stack, next to ``simulate``.
+"""The live replay: a scenario day driven through the real stack, next to ``simulate``.
 
 The paper (``suanli simulate --policy optimizer``) replays a trace through the chooser on a
 virtual clock with latency priors. This replays the same trace through what people run:
@@ -26,7 +26,13 @@ else (the day is compressed whole: a region that turns slow is forgotten after `
 of the day, as live). First
 tokens keep their real latency; the sims pace the output after it ``pace`` times their usual
 ``ms_per_token`` (default a tenth), or a day's answers would need more cores than a laptop has.
-``hours`` replays only the first hours of the trace (a quick look; both sides cut alike).
+``hours`` replays only the first hours of the trace (a quick look; both sides cut alike),
+and ``replay_day.thin`` one request in N on a config scaled to match (both sides alike).
+
+Both sides plan for the same day: ``simulate``'s forecast expects no arrival after the
+trace's last hour, and the live re-planner is told the same
+(``Replanner.expect_no_demand_after``). Without it the live planner, expecting tomorrow's
+traffic as a running proxy should, keeps vouchers for a tomorrow the comparison never counts.
 """
 
 from __future__ import annotations
@@ -37,12 +43,11 @@ import math
 import random
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -53,35 +58,19 @@ import orjson
 import yaml
 from aiohttp import web
 
-from suanli.config import Config, SimBehaviour, load_config
+from suanli.config import Config
 from suanli.providers.tokenizer import count_tokens
 from suanli.router.core.clocks import VirtualClock
 from suanli.router.http.app import ROUTER, create_app
 from suanli.router.http.workloads import WORKLOADS
-from suanli.router.simulate.engine import replay
-from suanli.router.simulate.trace import Trace, load_trace
+from suanli.router.ops.replay_day import Side, live_config
+from suanli.router.simulate.trace import Trace, span_end
 
-__all__ = [
-    "LiveOutcome", "Side", "compare", "cut", "live_config", "load_scenario", "run_live", "simulate_side",
-]
+__all__ = ["LiveOutcome", "run_live"]
 
 T = TypeVar("T")
 _FILLER = "东数西算工程把东部的算力需求有序引导到西部，优化数据中心建设布局。"
 _DONE_STATES = ("completed", "failed", "expired", "cancelled")
-
-
-@dataclass(slots=True)
-class Side:
-    """One side of the comparison (live or simulate), on the same requests."""
-
-    requests: int = 0
-    cash_yuan: float = 0.0
-    cash_by_class: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    rejected: int = 0  # interactive requests not served
-    slo_misses: int = 0
-    slo_measured: int = 0  # interactive answers whose first token was timed
-    deadline_misses: int = 0
-    where: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # class -> region -> n
 
 
 @dataclass(slots=True)
@@ -103,27 +92,6 @@ def _prompt(tokens: int, cache: dict[int, str]) -> str:
             text = text[: max(1, int(len(text) * step / count_tokens(text)))]
         cache[step] = text
     return text
-
-
-def simulate_side(config: Config, trace: Trace) -> Side:
-    """``suanli simulate --policy optimizer`` on the trace, training left out."""
-    result = replay(config, trace, "optimizer")
-    side = Side()
-    for decision in result.decisions:
-        job = trace.jobs[decision.i]
-        if job.work_class == "training":
-            continue
-        side.requests += 1
-        if decision.region is None:
-            if job.work_class == "interactive":
-                side.rejected += 1
-            else:
-                side.deadline_misses += 1
-            continue
-        side.cash_yuan += decision.cash_yuan
-        side.cash_by_class[job.work_class] += decision.cash_yuan
-        side.where[job.work_class][decision.region] += 1
-    return side
 
 
 class _Driver:
@@ -290,26 +258,6 @@ def _live_side(driver: _Driver, config: Config, trace: Trace, app: web.Applicati
     return side, errors
 
 
-def cut(trace: Trace, hours: float | None) -> Trace:
-    """The trace's first ``hours`` (all of it for None)."""
-    if hours is None:
-        return trace
-    n = sum(1 for t in trace.offsets_s if t < hours * 3600.0)
-    return replace(
-        trace, jobs=trace.jobs[:n], offsets_s=trace.offsets_s[:n], deadlines_s=trace.deadlines_s[:n]
-    )
-
-
-def live_config(config: Config, pace: float) -> Config:
-    """The scenario's config as the live replay runs it (the sims' output pace scaled)."""
-    regions = []
-    for region in config.regions:
-        sim = region.sim or SimBehaviour()
-        paced = sim.model_copy(update={"ms_per_token": sim.ms_per_token * pace})
-        regions.append(region.model_copy(update={"sim": paced}))
-    return config.model_copy(update={"regions": tuple(regions)})
-
-
 @contextlib.asynccontextmanager
 async def sims_apart(config: Config, folder: Path) -> AsyncIterator[Config]:
     """The config's sim regions served by ``suanli sim`` in a process of its own, as remote
@@ -411,7 +359,10 @@ async def _drive(
     config: Config, trace: Trace, speed: float, *, stream_every: int, flush_s: float
 ) -> LiveOutcome:
     clock = VirtualClock(trace.start, speed=speed)
-    proxy = _ProxyThread(create_app(config, clock=clock, sim_latency_scale=1.0))
+    app = create_app(config, clock=clock, sim_latency_scale=1.0)
+    # simulate's forecast expects nothing after the trace's last hour; the live planner is told the same
+    app[ROUTER].planning.expect_no_demand_after(span_end(trace))
+    proxy = _ProxyThread(app)
     base = proxy.start()
     started = time.perf_counter()
     connector = aiohttp.TCPConnector(limit=0)
@@ -427,28 +378,3 @@ async def _drive(
     return LiveOutcome(side, time.perf_counter() - started, speed, driver.skipped_training, errors)
 
 
-def load_scenario(directory: Path, ledger_dir: Path | None = None) -> tuple[Config, Trace]:
-    """A scenario's config (its ledger in ``ledger_dir``, a fresh temporary folder by default) and trace."""
-    raw = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
-    folder = ledger_dir or Path(tempfile.mkdtemp(prefix=f"suanli-live-{directory.name}-"))
-    raw["ledger"] = {"url": f"sqlite:///{folder / 'ledger.db'}"}
-    config = load_config(raw)
-    return config, load_trace(directory / "trace.jsonl", config)
-
-
-def compare(live: Side, paper: Side) -> dict[str, float | int | str]:
-    """The figures of one table row."""
-    if paper.cash_yuan > 0:
-        ratio = live.cash_yuan / paper.cash_yuan
-    else:
-        ratio = 1.0 if live.cash_yuan == 0 else math.inf
-    return {
-        "cash_live": round(live.cash_yuan, 4),
-        "cash_sim": round(paper.cash_yuan, 4),
-        "ratio": round(ratio, 4),
-        "rejected_live": live.rejected,
-        "rejected_sim": paper.rejected,
-        "slo_live": f"{live.slo_misses}/{live.slo_measured}",
-        "miss_live": live.deadline_misses,
-        "miss_sim": paper.deadline_misses,
-    }

@@ -57,7 +57,8 @@ def render_status(
         parts.append(_alerts(doc))
     # What is left of the screen goes to the most recent decisions (a line each).
     used = (
-        6
+        7
+        + len(routing_notes(doc))
         + len(doc["regions"])
         + 4
         + len(doc["vouchers"])
@@ -98,9 +99,36 @@ def _header(doc: dict, source: str, note: str) -> RenderableType:
         f"¥{totals['savings_vs_list_yuan']:,.4f} vs list (¥{totals['list_yuan_today']:,.4f}), "
         f"¥{totals['savings_vs_greedy_yuan']:,.4f} vs greedy (¥{totals['greedy_cash_yuan_today']:,.4f})",
     )
+    kept = totals.get("vouchers_kept_vs_greedy_yuan", 0.0)
+    if abs(kept) >= 5e-5:
+        # Greedy spends a voucher on the first request it fits; suanli keeps units for the
+        # requests they save most on. Cash alone would read as a loss until greedy runs dry.
+        line.append(
+            f"\n{'kept' if kept > 0 else 'drew'} ¥{abs(kept):,.4f} of vouchers "
+            f"{'greedy would have spent' if kept > 0 else 'more than greedy'}: "
+            f"¥{totals['savings_vs_greedy_with_vouchers_yuan']:,.4f} vs greedy counting them",
+            style="green" if totals["savings_vs_greedy_with_vouchers_yuan"] >= 0 else "red",
+        )
+    for why in routing_notes(doc):
+        line.append(f"\n{why}", style="yellow")
     if note:
         line.append(f"\n{note}", style="dim")
     return Panel(line, border_style="cyan", padding=(0, 1))
+
+
+def routing_notes(doc: dict) -> list[str]:
+    """Why interactive work avoids a region whose priors admit it: the first token measured
+    there is now over the SLO (so a share that moved is not a mystery). Regions whose priors
+    are over the SLO never take interactive work, and say nothing."""
+    notes = []
+    for r in doc["regions"]:
+        seen = r.get("interactive")
+        if seen and not seen["within_slo"] and seen["prior_ttft_ms"] <= seen["slo_ms"]:
+            notes.append(
+                f"no interactive at {r['id']} ({r['zone']}): first token expected "
+                f"{seen['expected_ttft_ms']:.0f} ms, over the {seen['slo_ms']:g} ms SLO"
+            )
+    return notes
 
 
 # (header, least terminal width that shows it, justify, cell of a row): narrow screens drop columns

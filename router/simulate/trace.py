@@ -59,7 +59,7 @@ class Trace:
 
 
 def span_end(trace: Trace) -> float:
-    """The end of the trace's span (epoch s): its start to its last arrival, up to the hour."""
+    """The end of the trace's span (epoch s): its start to its last arrival, rounded up to the hour."""
     last = trace.offsets_s[-1] if trace.offsets_s else 0.0
     return trace.start_s + math.ceil(last / 3600.0) * 3600.0
 

@@ -50,7 +50,7 @@ class StatusBoard:
     def _document(self, now: datetime) -> dict:
         regions = self.region_entries(now)
         vouchers = [_voucher_entry(row, now) for row in self.router.voucher_report()]
-        totals = self._totals()
+        totals = self._totals(now)
         doc = {
             "object": "suanli.status",
             "version": SCHEMA_VERSION,
@@ -76,6 +76,8 @@ class StatusBoard:
             by_region[w.region].append(w)
             class_totals[w.work_class] += 1
         today = self.feed.today.by_region
+        slo_ms = self.router.config.classes.interactive.latency_slo_ms
+        origin = self.router.config.origin
         out: dict[str, dict] = {}
         for region in self.router.config.regions:
             rows = by_region.get(region.id, [])
@@ -101,6 +103,7 @@ class StatusBoard:
                     "tpm_limit": _first(measured.get("tpm_limit"), region.limits.tpm),
                 },
                 "in_flight": measured.get("in_flight"),
+                "interactive": _interactive(region, measured.get("interactive_ttft_ms"), slo_ms, origin),
                 "requests_5m": {c: counts.get(c, 0) for c in _CLASSES},
                 "share_5m": {
                     c: round(counts.get(c, 0) / class_totals[c], 4) if class_totals[c] else 0.0
@@ -115,8 +118,9 @@ class StatusBoard:
             }
         return out
 
-    def _totals(self) -> dict:
+    def _totals(self, now: datetime) -> dict:
         day = self.feed.today
+        kept = self.feed.vouchers_kept_vs_greedy(now.timestamp())
         return {
             "requests_today": day.requests,
             "tokens_today": day.tokens,
@@ -127,6 +131,8 @@ class StatusBoard:
             "greedy_cash_yuan_today": _yuan(day.greedy_cash_yuan),
             "savings_vs_list_yuan": _yuan(day.list_yuan - day.cash_yuan),
             "savings_vs_greedy_yuan": _yuan(day.greedy_cash_yuan - day.cash_yuan),
+            "vouchers_kept_vs_greedy_yuan": _yuan(kept),
+            "savings_vs_greedy_with_vouchers_yuan": _yuan(day.greedy_cash_yuan - day.cash_yuan + kept),
         }
 
     def _alerts(self, regions: dict[str, dict], vouchers: list[dict], now: datetime) -> list[dict]:
@@ -176,6 +182,14 @@ def _call(router: Any, name: str) -> Any:
     except Exception:  # noqa: BLE001 - a status page must render even when one source fails
         log.exception("status: Router.%s() failed", name)
         return None
+
+
+def _interactive(region: Any, expected_ms: float | None, slo_ms: float, origin: str) -> dict:
+    # what the interactive rule sees of the region from the config's origin
+    prior = region.latency_ms(origin)
+    expected_ms = prior if expected_ms is None else expected_ms
+    return {"expected_ttft_ms": expected_ms, "prior_ttft_ms": prior, "slo_ms": slo_ms,
+            "within_slo": expected_ms <= slo_ms}
 
 
 def _health(measured: dict) -> dict:

@@ -2,8 +2,9 @@
 
 The feed reads only the rows settled since its last refresh (the ledger is the truth, so a
 restarted server, or several replicas on one ledger, still report the whole day). Each row
-is also replayed through the greedy chooser on shadow balances, to tell what the same
-traffic would have cost under greedy routing, and priced at list price (no voucher, no
+is also replayed through the greedy chooser on shadow balances and the regions' per-minute
+limits (as ``simulate --policy greedy`` does), to tell what the same traffic would have cost
+under greedy routing, and priced at list price (no voucher, no
 off-peak discount) at the region that served it.
 
 A replay costs about a hundred microseconds a row, so the first refresh after a start replays
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config
-from suanli.optimizer import Ask, State, rank
+from suanli.optimizer import Ask, CapacityBook, State, minute_of, rank
 from suanli.router.ledger.sqlite.ledger import Ledger, UsageRow
 
 __all__ = ["DayTotals", "UsageFeed", "WindowRow"]
@@ -43,6 +44,9 @@ class DayTotals:
     cost_yuan: float = 0.0
     list_yuan: float = 0.0
     greedy_cash_yuan: float = 0.0
+    # voucher id -> [units, yuan] drawn today, by suanli and by greedy's counterfactual
+    drawn: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0]))
+    greedy_drawn: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0.0]))
     by_region: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(_region_sums))
 
 
@@ -78,6 +82,7 @@ class UsageFeed:
         self.recent: deque[dict] = deque(maxlen=RECENT)
         self.minute_cash: dict[int, float] = defaultdict(float)  # epoch minute -> cash yuan settled in it
         self._shadow: dict[str, float] = {}  # voucher id -> balance the greedy policy would have left
+        self._greedy_book = CapacityBook(config)  # what greedy started per region and clock minute
         self._allowed: dict[str, frozenset[str] | None] = {}  # key id -> regions it may use (None: any)
 
     def refresh(self, ledger: Ledger, now: datetime) -> int:
@@ -136,6 +141,7 @@ class UsageFeed:
             if row.voucher_id is not None and row.time.timestamp() >= self._day_start_s:
                 balances[row.voucher_id] = balances.get(row.voucher_id, 0.0) + row.voucher_units
         self._shadow = balances
+        self._greedy_book = CapacityBook(self.config)
 
     def _ingest(self, row: UsageRow, *, replay: bool = True) -> None:
         t = row.time.timestamp()
@@ -154,6 +160,10 @@ class UsageFeed:
         day.cost_yuan += row.cost_yuan
         day.list_yuan += self._list_yuan(row)
         day.greedy_cash_yuan += self._greedy_cash(row) if replay else self._as_served(row)
+        if row.voucher_id is not None:
+            drawn = day.drawn[row.voucher_id]
+            drawn[0] += row.voucher_units
+            drawn[1] += row.voucher_yuan
         sums = day.by_region[row.region]
         sums["requests"] += 1
         sums["tokens"] += row.tokens
@@ -162,6 +172,7 @@ class UsageFeed:
         sums["voucher_yuan"] += row.voucher_yuan
 
     def _prune(self, now_s: float) -> None:
+        self._greedy_book.forget_before(minute_of(now_s) - 1)
         while self.window and self.window[0].time_s < now_s - WINDOW_S:
             self.window.popleft()
         oldest = int(now_s // 60) - HISTORY_H * 60
@@ -198,18 +209,47 @@ class UsageFeed:
         )
         started = row.time - timedelta(milliseconds=row.latency_ms)
         options = rank(self.config, ask, State(balances=self._shadow), started)
+        # As simulate's greedy: the cheapest region with room in the clock minute of the start
+        # (the limits bind greedy as they bound suanli), the rest of the options in turn.
+        minute = minute_of(started.timestamp())
+        options = [o for o in options if self._greedy_book.fits(o.region.id, minute, o.charge.tokens)]
         if not options:
             return row.cash_yuan  # greedy could not have served it either: count it as paid
         best = options[0]
+        self._greedy_book.add(best.region.id, minute, best.charge.tokens)
         if best.voucher is not None and best.charge.voucher_units > 0:
             self._shadow[best.voucher.id] = self._shadow.get(best.voucher.id, 0.0) - best.charge.voucher_units
+            drawn = self.today.greedy_drawn[best.voucher.id]
+            drawn[0] += best.charge.voucher_units
+            drawn[1] += best.charge.voucher_yuan
         return best.charge.cash_yuan
 
     def _as_served(self, row: UsageRow) -> float:
         """A row too old to replay counts as greedy having done what suanli did (no saving)."""
         if row.voucher_id is not None:
             self._shadow[row.voucher_id] = self._shadow.get(row.voucher_id, 0.0) - row.voucher_units
+            drawn = self.today.greedy_drawn[row.voucher_id]
+            drawn[0] += row.voucher_units
+            drawn[1] += row.voucher_yuan
         return row.cash_yuan
+
+    def vouchers_kept_vs_greedy(self, now_s: float) -> float:
+        """Yuan of voucher balance suanli still holds that greedy would have spent today
+        (negative: suanli drew more than greedy), each unit valued at what greedy drew per
+        unit of that voucher (suanli's own rate where greedy drew none). A voucher past its
+        expiry keeps nothing: units it still held are lost, not kept."""
+        kept = 0.0
+        day = self.today
+        for voucher in self.config.vouchers:
+            ours = day.drawn.get(voucher.id, (0.0, 0.0))
+            theirs = day.greedy_drawn.get(voucher.id, (0.0, 0.0))
+            units = theirs[0] - ours[0]
+            if abs(units) < 1e-9 or (voucher.expires is not None and voucher.expires.timestamp() <= now_s):
+                continue
+            rate_from = theirs if units > 0 and theirs[0] > 0 else ours if ours[0] > 0 else theirs
+            if rate_from[0] > 0:
+                kept += units * rate_from[1] / rate_from[0]
+        return kept
 
     def usual_hourly_cash(self, now_s: float) -> tuple[float, float]:
         """``(cash in the last 60 minutes, mean hourly cash over the 24 hours before them)``."""

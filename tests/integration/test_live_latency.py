@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from suanli.router.ops.monitor_view import routing_notes
 from tests.harness import ProxyThread, running_proxy, small_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -108,6 +109,14 @@ def test_a_region_made_slow_loses_interactive_work_and_regains_it_after_recovery
         during = [served() for _ in range(12)]
         assert during[-4:] == ["shanghai"] * 4  # it left the interactive set ...
         assert 1 <= during.count("wuhan") <= 4  # ... after a handful of slow answers
+        # the status page and the monitor say why interactive work left it
+        seen = httpx.get(f"{proxy.base_url.removesuffix('/v1')}/admin/status", timeout=10).json()
+        by_id = {r["id"]: r for r in seen["regions"]}
+        wuhan = by_id["wuhan"]["interactive"]
+        assert wuhan["within_slo"] is False and wuhan["expected_ttft_ms"] > 400 >= wuhan["prior_ttft_ms"]
+        assert by_id["shanghai"]["interactive"]["within_slo"] is True
+        notes = routing_notes(seen)
+        assert len(notes) == 1 and notes[0].startswith("no interactive at wuhan (east): first token expected")
         _faults(proxy, "wuhan")
         time.sleep(3.5)  # its slow samples age out (max_age_s) and its prior holds again
         after = [served() for _ in range(6)]

@@ -275,3 +275,31 @@ async def test_the_sdk_gets_the_same_document_in_process(tmp_path: Path):
     assert doc["totals"]["requests_today"] == 1
     assert again["totals"]["requests_today"] == 2
     assert again["recent"][0]["request_id"] != doc["recent"][0]["request_id"]
+
+
+def test_greedy_is_held_to_the_same_per_minute_limits(tmp_path: Path):
+    """Greedy may not send a whole minute's traffic to a region whose rpm takes two: the
+    counterfactual meets the limits suanli met, as simulate's greedy does."""
+    regions = [
+        {"id": "wuhan", "zone": "east", "provider": "sim", "rtt_ms": {"east": 10}, "ttft_ms": 40,
+         "limits": {"rpm": 2},
+         "models": [{"name": "deepseek-flash", "price": {"input": 1.0, "output": 4.0}}]},
+        {"id": "shanghai", "zone": "east", "provider": "sim", "rtt_ms": {"east": 5}, "ttft_ms": 40,
+         "models": [{"name": "deepseek-flash", "price": {"input": 2.0, "output": 8.0}}]},
+    ]
+    clock = _Clock(datetime(2026, 12, 1, 2, 0, 5, tzinfo=UTC))  # early in a clock minute
+    config = small_config(tmp_path, regions=regions, vouchers=[])
+    with running_proxy(config, master_key=MASTER, clock=clock) as proxy:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key=MASTER, max_retries=0)
+        served = [
+            client.chat.completions.with_raw_response.create(
+                model="deepseek-flash", messages=MESSAGES, max_tokens=30
+            ).headers["x-suanli-region"]
+            for _ in range(6)
+        ]
+        doc = _status(proxy)
+    assert served.count("wuhan") == 2 and served.count("shanghai") == 4
+    totals = doc["totals"]
+    # Unlimited, greedy would have paid wuhan's price six times and "saved" on suanli.
+    assert totals["greedy_cash_yuan_today"] == pytest.approx(totals["cash_yuan_today"], rel=1e-9)
+    assert totals["savings_vs_greedy_yuan"] == pytest.approx(0.0, abs=1e-9)

@@ -215,3 +215,28 @@ def test_an_abnormal_solve_on_overload_retries_with_a_smaller_forecast(tmp_path)
         assert 100 < info["forecast_requests"] <= 400
     finally:
         planner.stop()
+
+
+@pytest.mark.timeout(20)
+def test_a_replay_day_told_its_end_forecasts_nothing_after_it(tmp_path):
+    """The live replay's planner plans for the day it replays, as simulate's does: demand the
+    traffic leads it to expect stops at the end it is told, and stays on before it."""
+    config = small_config(tmp_path)
+    end_s = T0.timestamp() + 2 * 3600.0
+    told = Replanner(config, clock=Clock(), balances=dict, poll_s=0.02)
+    told.expect_no_demand_after(end_s)
+    untold = Replanner(config, clock=Clock(), balances=dict, poll_s=0.02)
+    for planner in (told, untold):
+        for minute in range(60):
+            planner.served(ask(), region="wuhan", prompt_tokens=1000, completion_tokens=300, reported=False,
+                           at=T0 + timedelta(minutes=minute))
+    edges = tuple(T0.timestamp() + h * 3600.0 for h in range(7))
+    now_s = T0.timestamp() + 3600.0
+
+    def requests(planner: Replanner, begin_s: float, end: float) -> float:
+        return sum(d.requests for d in planner.forecast(edges, now_s) if begin_s <= d.earliest < end)
+
+    assert requests(told, now_s, end_s) == pytest.approx(requests(untold, now_s, end_s), rel=1e-9)
+    assert requests(told, now_s, end_s) > 10
+    assert requests(told, end_s, edges[-1]) == 0
+    assert requests(untold, end_s, edges[-1]) > 10

@@ -125,3 +125,20 @@ def test_spend_rate_compares_the_last_hour_with_the_day_before(book):
     last, usual = feed.usual_hourly_cash(now.timestamp())
     assert last == pytest.approx(0.05)
     assert usual == pytest.approx(0.01)
+
+
+def test_voucher_units_greedy_would_have_spent_count_as_kept(book):
+    """Suanli paid cash where greedy drew wuhan's token voucher: the units are still on the
+    voucher, worth what greedy drew from each; once the voucher has expired they are worth nothing."""
+    config, ledger, clock = book
+    for minute in range(3):
+        _serve(ledger, clock, datetime(2026, 12, 1, 9, minute, tzinfo=SHANGHAI))
+    feed = UsageFeed(config)
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=SHANGHAI)
+    feed.refresh(ledger, now)
+    units, yuan = feed.today.greedy_drawn["wuhan-tokens"]
+    assert units == pytest.approx(3 * 1500) and yuan > 0
+    assert feed.vouchers_kept_vs_greedy(now.timestamp()) == pytest.approx(yuan)
+    assert yuan == pytest.approx(3 * (1000 * 1.8 + 500 * 7.2) / 1e6)  # wuhan's list price of the tokens
+    wuhan = next(v for v in config.vouchers if v.id == "wuhan-tokens")
+    assert feed.vouchers_kept_vs_greedy(wuhan.expires.timestamp() + 1) == 0.0
