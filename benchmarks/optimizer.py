@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/optimizer.py [--scenarios benchmarks/scenarios] [--jobs 1]
                                              [--variants [--seed 7]] [--policies ...] [--json FILE]
+    .venv/bin/python benchmarks/optimizer.py --random 40 [--first 0] [--jobs 2] [--keep-worst 3]
 
 Each scenario directory holds ``config.yaml`` and ``trace.jsonl``. Every (scenario, policy)
 is replayed in its own process by the code behind ``suanli simulate`` (same chooser,
@@ -200,7 +201,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the variants (scenario_variants.py)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--random", type=int, default=0, metavar="N",
+                        help="replay N random days (scenario_gen.py) under greedy, optimizer, hindsight")
+    parser.add_argument("--first", type=int, default=0, help="first seed of --random")
+    parser.add_argument("--requests", type=int, default=None, help="requests per random day (default: drawn)")
+    parser.add_argument("--no-shocks", action="store_true", help="random days without trace events")
+    parser.add_argument("--keep-worst", type=int, default=0, metavar="K",
+                        help="copy the K worst random days into benchmarks/regression/")
+    parser.add_argument("--show", type=int, default=15, help="rows of the per-seed table (worst first)")
     args = parser.parse_args()
+    if args.random:
+        from benchmarks.random_family import run_random
+
+        with tempfile.TemporaryDirectory(prefix="suanli-random-") as tmp:
+            run_random(
+                args.random, first=args.first, jobs=args.jobs, out=Path(tmp), requests=args.requests,
+                shocks=not args.no_shocks, keep_worst=args.keep_worst, json_path=args.json, show=args.show,
+            )  # fmt: skip
+        print(f"machine: {os.cpu_count()} cores; command: {' '.join(sys.argv)}")
+        return
     policies = tuple(p for p in POLICIES if p in args.policies)
     with tempfile.TemporaryDirectory(prefix="suanli-variants-") as tmp:
         dirs = scenario_dirs(args.scenarios, variants=args.variants, out=Path(tmp), seed=args.seed)

@@ -9,6 +9,7 @@ from suanli.optimizer.errors import InfeasibleError, OptimizerError
 from suanli.optimizer.forecast import Forecast
 from suanli.optimizer.hindsight import hindsight_bound, hindsight_plan, known_demand, output_bucket
 from suanli.optimizer.index import Candidate, ConfigIndex, VoucherInfo, index_for
+from suanli.optimizer.pacing import Pacer
 from suanli.optimizer.payment import (
     Charge,
     charge,
@@ -38,6 +39,7 @@ __all__ = [
     "Job",
     "OptimizerError",
     "Option",
+    "Pacer",
     "Placement",
     "Plan",
     "Snapshot",

@@ -100,6 +100,12 @@ class CapacityBook:
         self._tokens[region][at] += tokens
         self._requests[region][at] += 1.0
 
+    def release(self, region: str, minute: int, tokens: float) -> None:
+        """Take back one request of ``tokens`` committed by ``add`` (a booking moved elsewhere)."""
+        at = self._index_for(minute)
+        self._tokens[region][at] = max(self._tokens[region][at] - tokens, 0.0)
+        self._requests[region][at] = max(self._requests[region][at] - 1.0, 0.0)
+
     def committed_from(self, minute: int) -> dict[tuple[str, int], tuple[float, float]]:
         """Everything committed from ``minute`` on: (region, minute) -> (tokens, requests)."""
         out: dict[tuple[str, int], tuple[float, float]] = {}

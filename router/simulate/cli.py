@@ -88,7 +88,10 @@ def summary(config: Config, result: Replay, *, requests: int) -> dict:
         "deadline_misses": result.deadline_misses,
         "cash_yuan": round(cash, 6),
         "voucher_spent": {k: _number(v) for k, v in spent.items()},
-        "voucher_unused": {k: _number(max(amounts[k] - v, 0.0)) for k, v in spent.items()},
+        # what is left: the amount less what was spent, with the trace's cuts and top-ups
+        "voucher_unused": {
+            k: _number(max(result.balances.get(k, amounts[k] - v), 0.0)) for k, v in spent.items()
+        },
         "by_region": dict(sorted(by_region.items())),
         "decision_us": _percentiles(result.decision_ns),
     }

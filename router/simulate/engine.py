@@ -26,6 +26,7 @@ from suanli.optimizer import (
     Forecast,
     InfeasibleError,
     Job,
+    Placement,
     Plan,
     Snapshot,
     State,
@@ -40,9 +41,12 @@ from suanli.optimizer import (
     rank,
     slot_edges,
 )
+from suanli.optimizer.pacing import Pacer
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
-from suanli.router.simulate.trace import Trace, span_end
+from suanli.router.simulate.shocks import Shocks
+from suanli.router.simulate.swap import better_swap
+from suanli.router.simulate.trace import Event, Trace, span_end
 
 __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
@@ -53,6 +57,10 @@ _HINDSIGHT_LIMIT_S = 600.0  # an offline solve holding every minute's limits tak
 # runs a day in seconds, so it solves at most every five virtual minutes, and at once when
 # a voucher runs dry (the live re-planner's "poke").
 _SIM_MIN_REPLAN_S = 300.0
+# No wall clock decides a replay's plan (a solve cut short by the live 2 s limit keeps the
+# previous plan on a loaded machine only): the replay's LPs are bounded and GLOP, itself
+# deterministic, solves them in well under a second; this is a backstop far above that.
+_SIM_LIMIT_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,7 @@ class Replay:
     decision_ns: list[int]
     plan_s: list[float] = field(default_factory=list)
     bound_cash_yuan: float | None = None
+    balances: dict[str, float] = field(default_factory=dict)  # voucher id -> units left at the end
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +98,7 @@ class _Booked:
     offer: Offer
     voucher: str | None
     rel_start: float
+    tokens: int = 0
 
 
 class _Engine:
@@ -117,6 +127,14 @@ class _Engine:
         self.bound: float | None = None
         self.ahead: set[int] = set()  # jobs hindsight booked before the loop
         self.solver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="suanli-replan")
+        # Trace events: applied at their time; the policy learns each then (``shocks``).
+        self.shocks = Shocks(config, trace.events)
+        self.next_event = 0
+        self.changes: list[float] = []  # epoch seconds where a known window ends: re-plan then
+        self.view = config  # the config as the policy sees it now (known price factors applied)
+        # the optimizer paces each expiring voucher against its validity (``optimizer.pacing``)
+        self.pacer = Pacer(config.vouchers) if policy == "optimizer" else None
+        self.span_end_s = span_end(trace)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -137,19 +155,24 @@ class _Engine:
     def _run(self) -> Replay:
         if self.policy == "hindsight" and self.trace.jobs:
             started = time.perf_counter()
-            self.plan = hindsight_plan(self.config, self.trace.jobs, by_minute=True)
+            # with events, the plan and its bound are the relaxation of ``Shocks.relaxed``
+            relaxed = self.shocks.relaxed()
+            self.plan = hindsight_plan(relaxed, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
-            self.bound = hindsight_bound(self.config, self.trace.jobs, self.plan, by_minute=True)
+            self.bound = hindsight_bound(relaxed, self.trace.jobs, self.plan, by_minute=True)
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
-            self.ahead = book_ahead(self)
+            if not self.trace.events:
+                # bookings made before the loop cannot step around an outage or a price
+                # spike, nor use a top-up: with events, hindsight decides as requests come
+                self.ahead = book_ahead(self)
         for job, rel in zip(self.trace.jobs, self.trace.offsets_s, strict=True):
             now_s = self.trace.start_s + rel
-            self._execute_until(now_s, job.index)
+            self._advance(now_s, job.index)
             if self.policy in ("optimizer", "hindsight"):
                 self._maybe_replan(now_s, job)
             self._decide(job, rel, now_s)
-        self._execute_until(float("inf"), -1)
+        self._advance(float("inf"), -1)
         return Replay(
             policy=self.policy,
             decisions=[d for d in self.decisions if d is not None],
@@ -159,7 +182,66 @@ class _Engine:
             decision_ns=self.decision_ns,
             plan_s=self.plan_s,
             bound_cash_yuan=self.bound,
+            balances=dict(self.balances),
         )
+
+    # -- events --------------------------------------------------------------------------
+
+    def _advance(self, now_s: float, index: int) -> None:
+        # Execute what starts before ``now_s``, applying each event at its time (before the
+        # requests starting then), and note the ends of known windows (a re-plan is due).
+        events = self.trace.events
+        while self.next_event < len(events) and events[self.next_event].at_s <= now_s:
+            event = events[self.next_event]
+            self.next_event += 1
+            self._execute_until(event.at_s, -1)
+            self._apply(event)
+        while self.changes and self.changes[0] <= now_s:
+            self._reconsider(self.changes.pop(0))
+        self._execute_until(now_s, index)
+
+    def _apply(self, event: Event) -> None:
+        if event.kind == "voucher_delta" and event.voucher is not None:
+            # a cut floors at 0; validity and restrictions stay as they are
+            self.balances[event.voucher] = max(self.balances[event.voucher] + event.amount, 0.0)
+        else:
+            self.shocks.learn(event)
+            self.changes = [t for t in self.shocks.changes() if t > event.at_s]
+            if event.kind == "region_down":
+                self._move_off(event)
+        self._reconsider(event.at_s)
+
+    def _reconsider(self, at_s: float) -> None:
+        # what the policy sees changed at ``at_s``: its view of prices; a re-plan at the next arrival
+        now_view = self.shocks.view(at_s)
+        if now_view is not self.view:
+            self.view = now_view
+            self.deferrer = Deferrer(now_view)
+            if self.plan is not None:
+                self.deferrer.set_plan(self.plan)
+        if self.policy in ("optimizer", "hindsight"):
+            self.next_plan_s = -float("inf")
+
+    def _move_off(self, event: Event) -> None:
+        # Jobs booked to start at a region now known to be down are placed again from now.
+        moved = [b for _, _, b in self.heap if b.region == event.region and event.active(self._start_s(b))]
+        self._unbook(moved)
+        for booked in sorted(moved, key=lambda b: b.job.index):
+            self._place_deferred(booked.job, event.rel_s, event.at_s)
+
+    def _unbook(self, moved: list[_Booked]) -> None:
+        # take booked jobs off the heap, their capacity and their voucher draws
+        gone = {id(b) for b in moved}
+        self.heap = [e for e in self.heap if id(e[2]) not in gone]
+        heapq.heapify(self.heap)
+        for booked in moved:
+            if booked.job.work_class != "training":
+                self.book.release(booked.region, minute_of(self._start_s(booked)), booked.tokens)
+            if booked.voucher is not None:
+                self.reserved[booked.voucher] -= self._held(booked)
+
+    def _start_s(self, booked: _Booked) -> float:
+        return self.trace.start_s + booked.rel_start
 
     def _execute_until(self, now_s: float, index: int) -> None:
         heap = self.heap
@@ -174,11 +256,13 @@ class _Engine:
         off = off_peak_active(booked.offer, when, self.tz)
         voucher = self.vouchers.get(booked.voucher) if booked.voucher else None
         if voucher is not None:
-            self.reserved[voucher.id] -= self._need(booked, off)
+            self.reserved[voucher.id] -= self._held(booked)
         if voucher is not None and self.balances[voucher.id] <= 0:
             voucher = None
+        # charged by the rules: the config's offer times the price factor at the start
+        offer = self.shocks.offer(booked.region, job.model, start_s) if self.trace.events else booked.offer
         paid = charge(
-            booked.offer,
+            offer,
             input_tokens=job.input_tokens,
             output_tokens=job.output_tokens,
             work_class=job.work_class,
@@ -202,11 +286,12 @@ class _Engine:
             voucher_units=paid.voucher_units if voucher else 0.0,
         )
 
-    def _need(self, booked: _Booked, off: bool) -> float:
-        # Units the booked job would draw from its voucher with a full balance.
+    def _held(self, booked: _Booked) -> float:
+        # Units the booked job would draw from its voucher at its start, with a full balance.
         voucher = self.vouchers[booked.voucher] if booked.voucher else None
         if voucher is None:
             return 0.0
+        off = off_peak_active(booked.offer, datetime.fromtimestamp(self._start_s(booked), UTC), self.tz)
         full = charge(
             booked.offer,
             input_tokens=booked.job.input_tokens,
@@ -232,10 +317,9 @@ class _Engine:
         start_s = self.trace.start_s + rel_start
         if job.work_class != "training":
             self.book.add(region, minute_of(start_s), tokens)
-        booked = _Booked(job, region, offer, voucher, rel_start)
+        booked = _Booked(job, region, offer, voucher, rel_start, tokens)
         if voucher is not None:
-            off = off_peak_active(offer, datetime.fromtimestamp(start_s, UTC), self.tz)
-            self.reserved[voucher] += self._need(booked, off)
+            self.reserved[voucher] += self._held(booked)
         heapq.heappush(self.heap, (start_s, job.index, booked))
         if execute and start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
             self._execute_until(start_s, job.index + 1)
@@ -283,15 +367,16 @@ class _Engine:
             demand = known_demand(later, edges, by_minute_until_s=now_s + 2 * _HINDSIGHT_REPLAN_S)
         self.book.forget_before(minute_of(now_s))
         snapshot = Snapshot(
-            config=self.config,
+            config=self.view,
             now_s=now_s,
             horizon_s=horizon_s,
             balances=available,
             demand=demand,
             booked=self.book.committed_from(minute_of(now_s)),
+            blocked=self.shocks.blocked(now_s),
         )
         started = time.perf_counter()
-        limit_s = None if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
+        limit_s = _SIM_LIMIT_S if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
         try:
             # In a worker thread, as the live re-planner solves, so the requests that follow
             # are decided as live ones are: on a core whose caches the solver did not
@@ -302,6 +387,10 @@ class _Engine:
             return  # keep the previous plan, as the live re-planner does
         finally:
             self.plan_s.append(time.perf_counter() - started)
+        if self.pacer is not None:
+            self.pacer.step(now_s, available, self.span_end_s, fresh.voucher_price)
+            fresh = self.pacer.apply(fresh)
+            prepare_prices(self.view, fresh)
         self.plan = fresh
         self.deferrer.set_plan(fresh, available=available)
 
@@ -313,13 +402,34 @@ class _Engine:
         if job.work_class == "interactive" or self.policy in ("greedy", "round_robin"):
             self._decide_now(job, rel, now_s)
             return
+        self._place_deferred(job, rel, now_s)
+
+    def _place_deferred(self, job: Job, rel: float, now_s: float, *, swap: bool = True) -> None:
+        # batch or training work, placed by the deferral scheduler at ``now_s`` (``rel``
+        # after the start); a start the policy knows to be at a region down then is not taken
         available = {v: self.balances[v] - self.reserved[v] for v in self.balances}
         started = time.perf_counter_ns()
         placed = self.deferrer.place(job, now_s, self.book, available)
         self.decision_ns.append(time.perf_counter_ns() - started)
+        if swap and job.work_class == "training" and self.policy == "optimizer":
+            holders = [b for _, _, b in self.heap if b.job.work_class == "training" and b.voucher]
+            args = (self.deferrer, job, now_s, self.book, available, placed, holders)
+            found = better_swap(self.view, *args, self._start_s, self._held, self.tz)
+            if found is not None and not self.shocks.down(found[0].region, max(found[0].start_s, now_s)):
+                placed, holder = found
+                self._unbook([holder])  # type: ignore[list-item]
+                self._book_placed(job, rel, now_s, placed)
+                self._place_deferred(holder.job, rel, now_s, swap=False)
+                return
+        if placed is not None and self.shocks.down(placed.region, max(placed.start_s, now_s)):
+            self._first_room(job, rel, now_s)
+            return
         if placed is None:
             self.reject(job)
             return
+        self._book_placed(job, rel, now_s, placed)
+
+    def _book_placed(self, job: Job, rel: float, now_s: float, placed: Placement) -> None:
         rel_start = rel if placed.start_s <= now_s else placed.start_s - self.trace.start_s
         self.book_job(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
 
@@ -330,10 +440,11 @@ class _Engine:
         if use_plan is not None:
             # Units booked jobs mean to draw are spoken for.
             balances = {v: self.balances[v] - self.reserved[v] for v in self.balances}
-        state = State(balances=balances, load=self.book.fill(minute_of(now_s)) if use_plan else {})
+        load = self.book.fill(minute_of(now_s)) if use_plan else {}
+        state = State(balances=balances, load=load, blocked=self.shocks.blocked(now_s))
         when = datetime.fromtimestamp(now_s, UTC)
         started = time.perf_counter_ns()
-        options = rank(self.config, ask, state, when, plan=use_plan)
+        options = rank(self.view, ask, state, when, plan=use_plan)
         if self.policy == "round_robin" and options:
             options = self._rotate(options)
         self.decision_ns.append(time.perf_counter_ns() - started)
@@ -359,8 +470,12 @@ class _Engine:
         while minute * 60.0 <= job.latest_s:
             ask = Ask(job.model, job.work_class, job.origin, job.input_tokens, job.output_tokens)
             when = datetime.fromtimestamp(minute * 60.0, UTC)
-            for option in rank(self.config, ask, State(balances=self.balances), when):
-                if self.book.fits(option.region.id, minute, option.charge.tokens):
+            state = State(balances=self.balances, blocked=self.shocks.blocked(minute * 60.0))
+            for option in rank(self.view, ask, state, when):
+                room = job.work_class == "training" or self.book.fits(
+                    option.region.id, minute, option.charge.tokens
+                )
+                if room:
                     voucher = option.voucher.id if option.voucher else None
                     rel_start = minute * 60.0 - self.trace.start_s
                     tokens = option.charge.tokens

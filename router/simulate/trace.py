@@ -17,6 +17,7 @@ __all__ = [
     "FORMAT",
     "HEADER_FIELDS",
     "REQUEST_FIELDS",
+    "Event",
     "Trace",
     "TraceError",
     "load_trace",
@@ -41,6 +42,31 @@ EVENT_FIELDS = {  # event kind -> its fields besides "event"
         "optional": frozenset({"model"}),
     },
 }
+_EVENTS = tuple(EVENT_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One shock line of DESIGN.md: ``region_down``, ``voucher_delta`` or ``price_factor``.
+
+    ``rel_s``/``until_rel_s`` are seconds after the trace start (``until`` absent: for ever);
+    ``at_s``/``until_s`` the same in epoch seconds.
+    """
+
+    kind: str
+    rel_s: float
+    at_s: float
+    region: str | None = None
+    voucher: str | None = None
+    model: str | None = None
+    amount: float = 0.0
+    factor: float = 1.0
+    until_rel_s: float = float("inf")
+    until_s: float = float("inf")
+
+    def active(self, epoch_s: float) -> bool:
+        """Whether ``epoch_s`` lies in ``[at, until)``."""
+        return self.at_s <= epoch_s < self.until_s
 
 
 class TraceError(ValueError):
@@ -56,6 +82,7 @@ class Trace:
     jobs: tuple[Job, ...]
     offsets_s: tuple[float, ...]  # trace line -> its ``t``
     deadlines_s: tuple[float, ...]  # trace line -> its start window length (0 for interactive)
+    events: tuple[Event, ...] = ()  # shocks, in time order (trace order among equal times)
 
 
 def span_end(trace: Trace) -> float:
@@ -96,12 +123,14 @@ def parse_trace(lines: list[str], config: Config) -> Trace:
     jobs: list[Job] = []
     offsets: list[float] = []
     deadlines: list[float] = []
+    events: list[Event] = []
     for line_no, row in numbered[1:]:
         try:
             item = _object(row)
             if "event" in item:
                 _check_event(item)
-                raise ValueError(f"trace events ({item['event']}) are not supported by this build")
+                events.append(_event(item, _number(item, "t"), start_s, config))
+                continue
             _check_fields(item, REQUEST_FIELDS, "request")
             t = _number(item, "t")
             work_class = item["class"]
@@ -130,8 +159,14 @@ def parse_trace(lines: list[str], config: Config) -> Trace:
         jobs.append(job)
         offsets.append(t)
         deadlines.append(deadline)
+    events.sort(key=lambda e: e.rel_s)  # stable: trace order among equal times
     return Trace(
-        start=start, start_s=start_s, jobs=tuple(jobs), offsets_s=tuple(offsets), deadlines_s=tuple(deadlines)
+        start=start,
+        start_s=start_s,
+        jobs=tuple(jobs),
+        offsets_s=tuple(offsets),
+        deadlines_s=tuple(deadlines),
+        events=tuple(events),
     )
 
 
@@ -168,3 +203,29 @@ def _number(item: dict, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"{name} must be a number >= 0, not {value!r}")
     return float(value)
+def _event(item: dict, t: float, start_s: float, config: Config) -> Event:
+    # one shock line, its names checked against the config
+    kind = item["event"]
+    if kind not in _EVENTS:
+        raise ValueError(f"unknown event {kind!r}; one of {', '.join(_EVENTS)}")
+    until = item.get("until")
+    until_rel = float(until) if until is not None else float("inf")
+    if until_rel < t:
+        raise ValueError(f"until {until_rel} before t {t}")
+    common = {"kind": kind, "rel_s": t, "at_s": start_s + t}
+    common |= {"until_rel_s": until_rel, "until_s": start_s + until_rel}
+    if kind == "voucher_delta":
+        voucher = str(item["voucher"])
+        if voucher not in {v.id for v in config.vouchers}:
+            raise ValueError(f"unknown voucher {voucher!r}")
+        return Event(**common, voucher=voucher, amount=float(item["amount"]))
+    region = str(item["region"])
+    if region not in {r.id for r in config.regions}:
+        raise ValueError(f"unknown region {region!r}")
+    if kind == "region_down":
+        return Event(**common, region=region)
+    factor = float(item["factor"])
+    if not factor >= 0:
+        raise ValueError(f"factor must be >= 0, not {factor}")
+    model = item.get("model")
+    return Event(**common, region=region, model=str(model) if model is not None else None, factor=factor)

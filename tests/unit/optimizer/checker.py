@@ -49,7 +49,14 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
     header = json.loads(trace_lines[0])
     trace_start = datetime.fromisoformat(header["start"])
     start_epoch = trace_start.timestamp()
-    requests = [json.loads(line) for line in trace_lines[1:] if line.strip()]
+    rows = [json.loads(line) for line in trace_lines[1:] if line.strip()]
+    requests = [row for row in rows if "event" not in row]
+    # trace events (DESIGN.md): outages and price factors by their windows; a voucher delta
+    # applies at its t, before any request starting then
+    events = [row for row in rows if "event" in row]
+    down = [e for e in events if e["event"] == "region_down"]
+    factors = [e for e in events if e["event"] == "price_factor"]
+    deltas = sorted((e["t"], n) for n, e in enumerate(events) if e["event"] == "voucher_delta")
     decisions = [json.loads(line) for line in decision_lines if line.strip()]
     tz = ZoneInfo(config.timezone)
     regions = {r.id: r for r in config.regions}
@@ -76,6 +83,10 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
     used: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0.0])
     slo = config.classes.interactive.latency_slo_ms
     for start_s, n in sorted(started):
+        while deltas and start_epoch + deltas[0][0] <= start_s:
+            delta = events[deltas.pop(0)[1]]
+            if delta["voucher"] in balance:
+                balance[delta["voucher"]] = max(balance[delta["voucher"]] + delta["amount"], 0.0)
         req, dec = requests[n], decisions[n]
         klass = req["class"]
         region = regions.get(dec["region"])
@@ -96,6 +107,9 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
             deadline = req.get("deadline_s") or config.classes.deadline_s(klass)
             if not req["t"] <= rel <= req["t"] + deadline:
                 out.violations.append(f"{n}: start {rel} outside [{req['t']}, {req['t'] + deadline}]")
+        for e in down:
+            if e["region"] == region.id and e["t"] <= rel < e.get("until", math.inf):
+                out.violations.append(f"{n}: starts at {region.id} while it is down")
         if klass == "training" and "fine_tuning" not in region.capabilities:
             out.violations.append(f"{n}: training at {region.id} without fine_tuning")
         ratio = offer.token_ratio
@@ -110,6 +124,13 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
         when = datetime.fromtimestamp(start_s, tz)
         if offer.off_peak is not None and _in_window(offer.off_peak.window, when):
             cost *= 1 - offer.off_peak.discount
+        for e in factors:
+            if (
+                e["region"] == region.id
+                and e.get("model", req["model"]) == req["model"]
+                and e["t"] <= rel < e.get("until", math.inf)
+            ):
+                cost *= e["factor"]
         if klass != "training":
             cell = used[(region.id, math.floor(start_s / 60))]
             cell[0] += tokens

@@ -77,10 +77,15 @@ def test_blank_lines_count_in_the_line_numbers():
         parse_trace(lines, CONFIG)
 
 
-def test_event_lines_are_checked_then_refused_until_the_replay_applies_them():
+def test_event_lines_are_checked_strictly_and_kept_apart_from_requests():
     assert "unknown until_s" in _error({"t": 5, "event": "region_down", "region": "a", "until_s": 9})
     assert "unknown event 'outage'" in _error({"t": 5, "event": "outage"})
-    assert "not supported" in _error({"t": 5, "event": "region_down", "region": "a", "until": 9})
+    assert "missing until" in _error({"t": 5, "event": "region_down", "region": CONFIG.regions[0].id})
+    region = CONFIG.regions[0].id
+    trace = _parse(REQUEST, {"t": 5, "event": "region_down", "region": region, "until": 9})
+    assert len(trace.jobs) == 1 and [(e.kind, e.region, e.rel_s) for e in trace.events] == [
+        ("region_down", region, 5.0)
+    ]
 
 
 def test_a_line_that_is_not_an_object_is_an_error():

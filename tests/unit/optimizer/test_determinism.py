@@ -1,0 +1,48 @@
+"""A replay's decisions are byte-identical run to run, on a quiet or a busy machine.
+
+No wall clock decides a replay's plan (``router/simulate/engine.py``: the solve limit is a
+backstop far above any solve), so the same config and trace give the same decisions file
+whatever else the machine does. Two ``suanli simulate`` processes, each with its own hash
+seed (set iteration order differs), the second beside a process keeping a core busy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.scenario_gen import write_scenario
+from suanli.config import load_config
+from tests.unit.optimizer.checker import check_decisions
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _simulate(scenario: Path, policy: str, out: Path, hash_seed: str) -> bytes:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    cmd = [sys.executable, "-m", "suanli", "simulate", "--config", str(scenario / "config.yaml")]
+    cmd += ["--trace", str(scenario / "trace.jsonl"), "--policy", policy, "--decisions", str(out), "--json"]
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("policy", ["optimizer", "hindsight"])
+def test_two_replays_give_identical_decisions_one_beside_a_busy_core(policy: str, tmp_path: Path) -> None:
+    # seed 2: 18 vouchers, an outage, a price spike, a cut and a top-up, two training jobs
+    scenario = write_scenario(tmp_path / "day", 2, requests=400, hours=4)
+    quiet = _simulate(scenario, policy, tmp_path / "quiet.jsonl", "1")
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = _simulate(scenario, policy, tmp_path / "busy.jsonl", "2")
+    finally:
+        burner.kill()
+        burner.wait()
+    assert quiet == busy
+    config = load_config(scenario / "config.yaml")
+    lines = (scenario / "trace.jsonl").read_text(encoding="utf-8").splitlines()
+    check = check_decisions(config, lines, quiet.decode().splitlines())
+    assert check.violations == []
