@@ -76,7 +76,7 @@ def main() -> int:
                 config, trace = load_scenario(args.scenarios / name)
                 config, trace = thin(config, cut(trace, args.hours), args.thin)
                 if trace.events:
-                    raise ValueError("trace events (outages, voucher cuts, price spikes) are not driven live yet")
+                    raise ValueError("trace events (outages, cuts, price spikes) are not driven live yet")
             except (ConfigError, ValueError) as exc:
                 table.add_row(name, *["-"] * 10, f"not supported: {str(exc)[:60]}")
                 progress.advance(task)
