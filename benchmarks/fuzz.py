@@ -1,6 +1,6 @@
 """The long schemathesis run: OpenAI's spec against every operation suanli serves, >= 10,000 cases.
 
-    .venv/bin/python benchmarks/fuzz.py [--examples 400] [--spec ../shared/openai-openapi/openapi.yaml]
+    .venv/bin/python benchmarks/fuzz.py [--examples 400] [--spec tests/data/openai-openapi/openapi.yaml]
 
 It runs the suite's fuzz test (``tests/integration/test_fuzz_openapi.py``) with every schemathesis
 phase (examples, coverage, fuzzing), positive and negative generation, random seeds and
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=400, help="hypothesis examples per operation")
-    parser.add_argument("--spec", default=str(ROOT.parent / "shared/openai-openapi/openapi.yaml"))
+    parser.add_argument("--spec", default=str(ROOT / "tests/data/openai-openapi/openapi.yaml"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "fuzz.json"
@@ -59,4 +59,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # stopped early: no table, no traceback
+        print("fuzz: stopped before the end; no figures", file=sys.stderr)
+        sys.exit(130)
