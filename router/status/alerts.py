@@ -31,6 +31,7 @@ import orjson
 
 from suanli.config import Config
 from suanli.router.ledger.port import AsyncLedger
+from suanli.router.status.periodic import repeat
 
 __all__ = ["Alerter", "budget_alerts", "reconcile_alerts"]
 
@@ -138,15 +139,8 @@ class Alerter:
             self._session = None
 
     async def _check_loop(self) -> None:
-        while True:
-            try:
-                if self._leads():
-                    await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a background task must outlive one bad pass
-                log.exception("alert check failed")
-            await asyncio.sleep(self.config.alerts.check_s)
+        await repeat(self.check, every_s=lambda: self.config.alerts.check_s, leads=self._leads, log=log,
+                     what="alert check")
 
     async def check(self) -> list[dict]:
         """Compare the conditions now with the alerts firing: fire the new ones, resolve the gone."""

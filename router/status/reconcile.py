@@ -30,6 +30,7 @@ from suanli.config import Config, Region
 from suanli.providers.balance import BalanceQueryError, PlatformBalance, query_balance
 from suanli.router.ledger.figures import UNITS, Figure, RegionSpend
 from suanli.router.ledger.port import AsyncLedger
+from suanli.router.status.periodic import repeat
 
 __all__ = ["Fetch", "Reconciler", "RegionCheck", "UnitCheck", "record_manual"]
 
@@ -146,15 +147,8 @@ class Reconciler:
             self._session = None
 
     async def _loop(self) -> None:
-        while True:
-            try:
-                if self._leads():
-                    await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a background task must outlive one bad pass
-                log.exception("reconciliation pass failed")
-            await asyncio.sleep(self.config.reconcile.interval_s)
+        await repeat(self.run_once, every_s=lambda: self.config.reconcile.interval_s, leads=self._leads,
+                     log=log, what="reconciliation pass")
 
     async def run_once(self) -> list[RegionCheck]:
         """One pass over every region with a ``balance:`` block; the checks, also kept in ``checks``."""
