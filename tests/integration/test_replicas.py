@@ -48,19 +48,24 @@ def _free_port() -> int:
 
 class Replica:
     def __init__(self, config_path: Path, log: Path) -> None:
-        self.port = _free_port()
         self.log = log
         self.config_path = config_path
+        self._start()
+
+    def _start(self) -> None:
+        self.port = _free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "suanli", "serve", "--config", str(config_path),
+            [sys.executable, "-m", "suanli", "serve", "--config", str(self.config_path),
              "--port", str(self.port)],
-            cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+            cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
             env={**os.environ, "SUANLI_LOG_LEVEL": "INFO"},
         )
 
     def wait_up(self) -> None:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
+            if self.process.poll() is not None and "already in use" in self.log.read_text()[-2000:]:
+                self._start()  # the free port was taken meanwhile (a sim of another process): another one
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
                     return
