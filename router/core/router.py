@@ -148,7 +148,10 @@ class Router:
             return {}
         from suanli.providers.sim import SimFleet
 
-        self._fleet = SimFleet(self.config, latency_scale=self._sim_latency_scale)
+        # The sims keep the Router's time: a virtual clock moves their prompt caches' TTL too.
+        self._fleet = SimFleet(
+            self.config, latency_scale=self._sim_latency_scale, now_s=lambda: self.clock().timestamp()
+        )
         await self._fleet.start()
         return dict(self._fleet.urls)
 
