@@ -12,6 +12,7 @@ from suanli.config.accounts import AlertSettings, BalanceSource, ReconcileSettin
 from suanli.config.health import HealthSettings, ProbeMode
 
 __all__ = [
+    "BatchApi",
     "BatchClass",
     "Capability",
     "Classes",
@@ -126,6 +127,14 @@ class SimBehaviour(_Frozen):
     balance: SimBalance = SimBalance()  # its balance endpoints (reconciliation)
 
 
+class BatchApi(_Frozen):
+    """The platform's own OpenAI-compatible ``/v1/batches``: ``price_factor`` x the list price,
+    done within ``window_h`` hours (Bailian, Ark and SiliconFlow: 0.5 within 24 h)."""
+
+    price_factor: float = Field(default=0.5, gt=0, le=1)
+    window_h: float = Field(default=24.0, gt=0)
+
+
 class Region(_Frozen):
     """One city compute platform."""
 
@@ -143,6 +152,7 @@ class Region(_Frozen):
     sim: SimBehaviour | None = None
     probe: ProbeMode = "models"  # "off" for a platform that bills even the model list
     balance: BalanceSource | None = None  # where reconciliation reads the platform's own balance
+    batch_api: BatchApi | None = None  # the platform runs batches itself, at a discount
 
     @field_validator("rtt_ms")
     @classmethod

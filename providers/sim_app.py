@@ -41,13 +41,14 @@ from aiohttp import web
 
 from suanli.config import Offer, Region, Voucher
 from suanli.providers.sim_balance import add_balance_routes
+from suanli.providers.sim_batches import add_batch_routes
 from suanli.providers.sim_finetune import add_finetune_routes
 from suanli.providers.sim_state import FaultUpdateError, SimState
 from suanli.providers.sim_stream import ChunkPlan, stream_chunks
 from suanli.providers.sim_text import default_length, embedding, generate_pieces, seed_of, vector_bytes
 from suanli.providers.tokenizer import count_prompt_tokens
 
-__all__ = ["SIM_STATE", "SimError", "create_sim_app"]
+__all__ = ["SIM_STATE", "SimError", "chat_answer", "create_sim_app"]
 
 SIM_STATE = web.AppKey("sim_state", SimState)
 MAX_TOKENS_LIMIT = 65536
@@ -244,21 +245,25 @@ def _stream_flags(body: dict) -> tuple[bool, bool]:
     return stream, include_usage
 
 
-async def _chat(request: web.Request) -> web.StreamResponse:
-    state, body = await _read_body(request)
+def chat_answer(state: SimState, body: dict, *, admit: bool = True) -> tuple[ChunkPlan, dict]:
+    """One chat body's answer: its chunk plan and its whole JSON; SimError for a bad body.
+
+    ``admit=False`` (a platform batch's line) skips the rate limit and the error rate.
+    """
     offer = _offer(state, body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise SimError(400, "messages must be a non-empty array.", param="messages")
     limit = _positive_int(body, "max_completion_tokens", MAX_TOKENS_LIMIT)
     limit = limit or _positive_int(body, "max_tokens", MAX_TOKENS_LIMIT)
-    _admit(state, "chat")
+    if admit:
+        _admit(state, "chat")
     answers = _answers(state, offer, [orjson.dumps(messages).decode()], body, limit)
     prompt_tokens = _model_tokens(offer, count_prompt_tokens("chat/completions", body))
-    cached = state.cache.model_tokens(offer, state.cache.lookup(offer, messages), prompt_tokens)
+    cached = state.cache.model_tokens(offer, state.cache.lookup(offer, messages), prompt_tokens) if admit else 0
     usage = _usage(prompt_tokens, answers, cached)
     finish = "length" if limit else "stop"
-    stream, include_usage = _stream_flags(body)
+    stream, include_usage = _stream_flags(body) if admit else (False, False)
     base = _base(state, "chatcmpl", "chat.completion.chunk" if stream else "chat.completion", offer)
     plan = ChunkPlan("chat", base, answers, finish, usage, stream=stream, include_usage=include_usage)
     choices = [
@@ -270,7 +275,21 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         }
         for index, pieces in enumerate(answers)
     ]
-    return await _respond(request, state, plan, {**base, "choices": choices, "usage": usage})
+    return plan, {**base, "choices": choices, "usage": usage}
+
+
+def _batch_line(state: SimState, body: dict) -> tuple[int, dict]:
+    """A platform batch's line: (200, the answer) or (status, the OpenAI error body)."""
+    try:
+        return 200, chat_answer(state, body, admit=False)[1]
+    except SimError as exc:
+        return exc.status, _error_body(exc.status, exc.message, exc.code, exc.param)
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    state, body = await _read_body(request)
+    plan, whole = chat_answer(state, body)
+    return await _respond(request, state, plan, whole)
 
 
 def _prompts(body: dict) -> list[object]:
@@ -429,4 +448,5 @@ def create_sim_app(
     app.router.add_delete("/sim/faults", _delete_faults)
     app.router.add_get("/sim/stats", _stats)
     add_finetune_routes(app, SIM_STATE)  # /v1/files and /v1/fine_tuning/jobs
+    add_batch_routes(app, SIM_STATE, _batch_line)  # /v1/batches, /v1/files/{id}/content
     return app
