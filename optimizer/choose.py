@@ -94,9 +94,10 @@ class Option(NamedTuple):
     region: Region
     offer: Offer
     voucher: Voucher | None
-    off_peak: bool
+    off_peak: bool  # the time-of-use factor at the start is not 1 (``factor``)
     charge: Charge
     score: float
+    factor: float = 1.0  # the offer's time-of-use factor at the start (off_peak or bands)
 
 
 def eligible(config: Config, ask: Ask, state: State) -> list[tuple[Region, Offer]]:
@@ -156,7 +157,6 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
     interactive = ask.work_class == "interactive"
     training = ask.work_class == "training"
     now_s = now.timestamp()
-    minute = index.minute_of_day(now_s)
     balances = state.balances
     ratios = state.token_ratios
     load = state.load
@@ -191,9 +191,10 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
             cost = inp * ratio * price.train / 1e6
         else:
             cost = (inp * ratio * price.input + out_tokens * ratio * price.output) / 1e6
-        off = cand.window is not None and cand.off_peak(minute)
+        factor = index.factor(cand.offer, now_s) if cand.timed else 1.0
+        off = factor != 1.0
         if off:
-            cost *= 1 - cand.discount
+            cost *= factor
         tokens = whole if ratio == 1.0 and whole >= 0 else math.ceil(round(reference * ratio, 6))
         extra = 0.0
         fill = load.get(rid, 0.0) if load else 0.0
@@ -243,9 +244,8 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         cash = cost - best_covered
         charge = Charge(tokens, cost, best_units, best_covered, cash if cash > 0.0 else 0.0)
         # n is unique: the sort never compares two options
-        ranked.append(
-            (best_score, latency, n, Option(cand.region, cand.offer, best_voucher, off, charge, best_score))
-        )
+        option = Option(cand.region, cand.offer, best_voucher, off, charge, best_score, factor)
+        ranked.append((best_score, latency, n, option))
     ranked.sort()
     return [item[3] for item in ranked]
 

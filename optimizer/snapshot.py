@@ -40,7 +40,8 @@ class Demand:
 class Job:
     """One known request: arrives at ``arrival_s``, may start until ``latest_s`` (epoch seconds).
 
-    Interactive jobs have ``latest_s == arrival_s``. Tokens are reference tokens.
+    Interactive jobs have ``latest_s == arrival_s``. Tokens are reference tokens; a job of a
+    ``session`` may repeat ``cached`` of its input tokens from the session's previous prompt.
     """
 
     index: int
@@ -51,6 +52,8 @@ class Job:
     origin: Zone
     input_tokens: float
     output_tokens: float
+    session: str | None = None
+    cached: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

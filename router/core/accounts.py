@@ -212,7 +212,7 @@ class Accounts:
             prompt_tokens=prompt,
             completion_tokens=completion,
             work_class=ask.work_class,
-            off_peak=option.off_peak,
+            factor=option.factor,
             voucher=voucher,
             balance=hold.voucher_units,
         )
