@@ -52,9 +52,9 @@ class SimWallet:
         whole (a platform batch's discount).
         """
         now = datetime.now(self.tz)
-        cached_price = getattr(offer.price, "cached_input", offer.price.input)
+        price = offer.price
         fresh = prompt_tokens - cached_tokens
-        cost = (fresh * offer.price.input + cached_tokens * cached_price + completion_tokens * offer.price.output) / 1e6
+        cost = (fresh * price.input + cached_tokens * price.cached_input + completion_tokens * price.output) / 1e6
         cost *= price_factor
         if offer.off_peak is not None and _inside(offer.off_peak.minutes(), now):
             cost *= 1 - offer.off_peak.discount

@@ -29,10 +29,6 @@ def _digest(model: str, messages: list) -> bytes:
     return hashlib.blake2b(model.encode() + b"\x1f" + orjson.dumps(messages), digest_size=16).digest()
 
 
-def _ttl_s(offer: Offer) -> float:
-    return float(getattr(offer, "cache_ttl_s", 300.0))
-
-
 class PrefixCache:
     """Remembered prompts of one sim: (model, prefix hash) -> when last seen (sim seconds)."""
 
@@ -50,7 +46,7 @@ class PrefixCache:
         for k in range(len(messages), 0, -1):
             key = _digest(model, messages[:k])
             seen = self._seen.get(key)
-            if seen is not None and now - seen <= _ttl_s(offer):
+            if seen is not None and now - seen <= offer.cache_ttl_s:
                 hit = k
                 self._remember(key, now)
                 break

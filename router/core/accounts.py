@@ -206,6 +206,7 @@ class Accounts:
         if routing.settled:
             return
         prompt, completion = _usage_or_estimate(usage, option.offer, ask)
+        cached = usage.cached_tokens if usage.reported else 0  # the upstream's word decides (DESIGN.md)
         voucher = self._vouchers.get(hold.voucher_id) if hold.voucher_id else None
         cost = charge_reported(
             option.offer,
@@ -213,6 +214,7 @@ class Accounts:
             completion_tokens=completion,
             work_class=ask.work_class,
             factor=option.factor,
+            cached_tokens=cached,
             voucher=voucher,
             balance=hold.voucher_units,
         )
@@ -273,7 +275,12 @@ class Accounts:
             released = hold.voucher_units - cost.voucher_units
             self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + released
         routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
-        routing.list_yuan = _list_yuan(option, ask, prompt, completion) if option.off_peak else cost.cost_yuan
+        routing.cached_tokens = min(usage.cached_tokens, prompt) if usage.reported else 0
+        discounted = option.off_peak or routing.cached_tokens > 0
+        routing.list_yuan = _list_yuan(option, ask, prompt, completion) if discounted else cost.cost_yuan
+        if routing.cached_tokens:
+            cut = option.offer.price.input - option.offer.price.cached_input
+            routing.cache_saved_yuan = routing.cached_tokens * cut / 1e6 * option.factor
         routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
         routing.prompt_tokens, routing.completion_tokens = prompt, completion
         routing.settled = True
