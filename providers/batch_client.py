@@ -58,7 +58,9 @@ class PlatformBatchClient:
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            raise UpstreamError(region.id, status, "the batch API answered with no JSON object", retryable=True)
+            raise UpstreamError(
+                region.id, status, "the batch API answered with no JSON object", retryable=True
+            )
         return body
 
     async def _call(self, region: Region, method: str, url: str, **send: object) -> tuple[int, bytes]:
@@ -73,7 +75,8 @@ class PlatformBatchClient:
         except TimeoutError as exc:
             raise UpstreamError(region.id, 0, "the batch API did not answer in time", retryable=True) from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(region.id, 0, f"connection failed: {type(exc).__name__}", retryable=True) from exc
+            failed = f"connection failed: {type(exc).__name__}"
+            raise UpstreamError(region.id, 0, failed, retryable=True) from exc
 
 
 def _error(region: Region, status: int, payload: bytes) -> UpstreamError:

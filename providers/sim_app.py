@@ -6,7 +6,7 @@ OpenAI endpoints (``Authorization: Bearer <key>`` required only when the region 
     POST /v1/chat/completions   stream and not; ``stream_options.include_usage``
     POST /v1/completions        stream and not; ``prompt`` str, [str], [int] or [[int]]
     POST /v1/embeddings         ``dimensions`` (default 1024), ``encoding_format`` float|base64
-    /v1/files, /v1/batches      a platform batch API (``providers/sim_batches.py``) when the region has ``batch_api``
+    /v1/files, /v1/batches      a platform batch API (``providers/sim_batches.py``), with ``batch_api``
     GET  /v1/models, GET /v1/models/{id}
 
 Control endpoints, on the sim only and without auth, for fault tests:
@@ -260,7 +260,9 @@ def chat_answer(state: SimState, body: dict, *, admit: bool = True) -> tuple[Chu
         _admit(state, "chat")
     answers = _answers(state, offer, [orjson.dumps(messages).decode()], body, limit)
     prompt_tokens = _model_tokens(offer, count_prompt_tokens("chat/completions", body))
-    cached = state.cache.model_tokens(offer, state.cache.lookup(offer, messages), prompt_tokens) if admit else 0
+    cached = 0
+    if admit:  # a platform batch's lines share no prompt cache
+        cached = state.cache.model_tokens(offer, state.cache.lookup(offer, messages), prompt_tokens)
     usage = _usage(prompt_tokens, answers, cached)
     finish = "length" if limit else "stop"
     stream, include_usage = _stream_flags(body) if admit else (False, False)

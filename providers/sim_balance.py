@@ -54,7 +54,8 @@ class SimWallet:
         now = datetime.now(self.tz)
         price = offer.price
         fresh = prompt_tokens - cached_tokens
-        cost = (fresh * price.input + cached_tokens * price.cached_input + completion_tokens * price.output) / 1e6
+        cost = fresh * price.input + cached_tokens * price.cached_input + completion_tokens * price.output
+        cost /= 1e6
         cost *= price_factor
         if offer.off_peak is not None and _inside(offer.off_peak.minutes(), now):
             cost *= 1 - offer.off_peak.discount

@@ -86,7 +86,8 @@ def add_batch_routes(app: web.Application, state_key: web.AppKey[SimState], answ
         sim = state(request)
         body = orjson.loads(await request.read() or b"{}")
         if body.get("endpoint") != "/v1/chat/completions":
-            raise _Refused(400, "Only /v1/chat/completions batches are supported.", "invalid_value", "endpoint")
+            message = "Only /v1/chat/completions batches are supported."
+            raise _Refused(400, message, "invalid_value", "endpoint")
         found = request.app[TUNING].files.get(body.get("input_file_id"))
         if found is None:
             raise _Refused(400, "input_file_id is not a file uploaded here.", "invalid_file", "input_file_id")

@@ -95,7 +95,7 @@ class SessionBook:
 
 
 def cache_saving_yuan(option: Option, ask: Ask, visit: Visit, now_s: float) -> float:
-    """What the option saves on its prompt cache: 0 unless it is the visit's region and model within the TTL."""
+    """What the option saves on its prompt cache: 0 unless at the visit's region and model, within the TTL."""
     offer = option.offer
     if option.region.id != visit.region or ask.model != visit.model:
         return 0.0

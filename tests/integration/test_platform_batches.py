@@ -61,7 +61,8 @@ def _batch_cost(config: Config, usage_rows) -> float:
     offer = config.region("qingyang").offer("deepseek-flash")
     return sum(
         charge_reported(
-            offer, prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, work_class="batch", factor=0.5
+            offer, prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, work_class="batch",
+            factor=0.5,
         ).cost_yuan
         for u in usage_rows
     )

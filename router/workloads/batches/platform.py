@@ -1,4 +1,4 @@
-"""Lines a platform's own batch API runs: submitted once per (batch, region), collected once, billed at its price.
+"""Lines a platform's own batch API runs: sent once per (batch, region), collected once, billed its price.
 
 Each line is answered exactly once across restarts:
 
@@ -126,7 +126,8 @@ class PlatformBatches:
                     return
         if not found:
             self.db.execute(
-                "INSERT INTO wl_platform_batches (id, batch_id, region, state, created_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO wl_platform_batches (id, batch_id, region, state, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (part_id, batch["id"], region_id, "submitting", self.table.now_s()),
             )
             self._resumed.add(part_id)
@@ -150,7 +151,8 @@ class PlatformBatches:
             },
         )
         self._submitted(part_id, str(created["id"]))
-        log.info("batch %s: %d lines sent to %s's batch API (%s)", batch["id"], len(lines), region_id, created["id"])
+        log.info("batch %s: %d lines sent to %s's batch API (%s)", batch["id"], len(lines), region_id,
+                 created["id"])
 
     def _submitted(self, part_id: str, platform_batch_id: str) -> None:
         self.db.execute(

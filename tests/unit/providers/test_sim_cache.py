@@ -11,7 +11,10 @@ from suanli.config import Offer, Price, Region
 from suanli.providers.sim import SimFleet
 from suanli.providers.tokenizer import count_message_tokens
 
-FIRST = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a river in Hubei."}]
+FIRST = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Name a river in Hubei."},
+]
 
 
 class _Clock:
@@ -43,7 +46,11 @@ async def _turns(sdk: openai.AsyncOpenAI, *, stream: bool = False) -> tuple[int,
               {"role": "user", "content": "And one in Gansu?"}]
     if not stream:
         second = await sdk.chat.completions.create(model="chat-model", messages=follow, max_tokens=5)
-        return first.usage.prompt_tokens_details.cached_tokens, second.usage.prompt_tokens_details.cached_tokens, follow
+        return (
+            first.usage.prompt_tokens_details.cached_tokens,
+            second.usage.prompt_tokens_details.cached_tokens,
+            follow,
+        )
     events = await sdk.chat.completions.create(
         model="chat-model", messages=follow, max_tokens=5, stream=True, stream_options={"include_usage": True}
     )
