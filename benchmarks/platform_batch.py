@@ -61,7 +61,8 @@ def _catalog(workdir: Path, urls: dict[str, str] | None = None, *, timed: bool =
             update["base_url"] = urls[region.id]
         row = region.model_dump(exclude_none=True) | update
         if not timed:
-            row["models"] = [{k: v for k, v in m.items() if k not in ("off_peak", "bands")} for m in row["models"]]
+            untimed = ("off_peak", "bands")
+            row["models"] = [{k: v for k, v in m.items() if k not in untimed} for m in row["models"]]
         regions.append(row)
     data = catalog.model_dump(exclude_none=True, by_alias=True) | {"regions": regions, "vouchers": []}
     return Config.model_validate(data)
@@ -110,7 +111,9 @@ async def _run(count: int, seed: int, workdir: Path, *, timed: bool) -> dict[str
         runner, app, url = await _app(config, clock)
         async with openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0) as client:
             batch = await _finish(client, app, batch.id, clock)
-            output = (await client.files.content(batch.output_file_id)).content if batch.output_file_id else b""
+            output = b""
+            if batch.output_file_id:
+                output = (await client.files.content(batch.output_file_id)).content
         usage = app[ROUTER].ledger.usage()
         await runner.cleanup()
         platform_batches = {}
@@ -135,7 +138,8 @@ def _unsent(db, batch_id: str) -> int:  # noqa: ANN001
     """Regions with lines for their batch API whose part is not yet recorded as submitted."""
     row = db.row(
         "SELECT COUNT(DISTINCT region) AS n FROM wl_batch_lines WHERE batch_id = ? AND state = 'platform'"
-        " AND region NOT IN (SELECT region FROM wl_platform_batches WHERE batch_id = ? AND state = 'submitted')",
+        " AND region NOT IN (SELECT region FROM wl_platform_batches"
+        " WHERE batch_id = ? AND state = 'submitted')",
         (batch_id, batch_id),
     )
     return int(row["n"]) if row else 0
@@ -148,7 +152,8 @@ async def _finish(client, app: web.Application, batch_id: str, clock: VirtualClo
     while batch.status not in ("completed", "failed", "expired", "cancelled"):
         state = db.row(
             "SELECT SUM(state = 'running') AS running, SUM(state = 'platform') AS platform,"
-            " MIN(CASE WHEN state = 'pending' THEN start_s END) AS next FROM wl_batch_lines WHERE batch_id = ?",
+            " MIN(CASE WHEN state = 'pending' THEN start_s END) AS next"
+            " FROM wl_batch_lines WHERE batch_id = ?",
             (batch_id,),
         )
         now_s = clock().timestamp()
@@ -192,7 +197,8 @@ def _table(found: dict[str, Any], count: int, title: str):  # noqa: ANN202
     table.add_column("target", justify="right")
     table.add_row("batch status", found["batch"].status, "completed")
     table.add_row("answers / distinct custom ids", f"{sum(ids.values())} / {len(ids)}", f"{count} / {count}")
-    table.add_row("ledger rows / distinct requests", f"{sum(rows.values())} / {len(rows)}", f"{count} / {count}")
+    ledger = f"{sum(rows.values())} / {len(rows)}"
+    table.add_row("ledger rows / distinct requests", ledger, f"{count} / {count}")
     table.add_row("platform batches created", str(found["platform_batches"]), "one per region")
     table.add_row("lines by region", ", ".join(f"{k} {v}" for k, v in sorted(where.items())), "")
     table.add_row("suanli cost (yuan)", f"{cost:.4f}", "")
@@ -209,7 +215,8 @@ def main() -> int:
     args = parser.parse_args()
     from rich.console import Console
 
-    for timed, title in ((True, "bundled catalog + west batch APIs"), (False, "same, off-peak windows removed")):
+    runs = ((True, "bundled catalog + west batch APIs"), (False, "same, off-peak windows removed"))
+    for timed, title in runs:
         with tempfile.TemporaryDirectory(prefix="suanli-platform-batch-") as workdir:
             found = asyncio.run(_run(args.lines, args.seed, Path(workdir), timed=timed))
         Console().print(_table(found, args.lines, title))
