@@ -15,6 +15,7 @@ import yaml
 
 from suanli.router.core.clocks import VirtualClock
 from suanli.router.ops.cli import main
+from tests.backends import read
 from tests.harness import running_proxy, small_config
 from tests.integration.workload_helpers import TEN_AM
 
@@ -45,15 +46,18 @@ def _paid(rows, day: str) -> float:
     return sum(r.voucher_units for r in rows if r.voucher_id == f"sh-pkg@{day}")
 
 
-def test_a_daily_package_resets_at_local_midnight_and_reports_what_was_lost(tmp_path: Path, capsys):
-    config = small_config(tmp_path, vouchers=[_voucher(kind="tokens", amount=200, period="day")])
+def test_a_daily_package_resets_at_local_midnight_and_reports_what_was_lost(
+    tmp_path: Path, capsys, ledger_opts: dict
+):
+    package = _voucher(kind="tokens", amount=200, period="day")
+    config = small_config(tmp_path, vouchers=[package], **ledger_opts)
     clock = VirtualClock(TEN_AM, speed=0)
     with running_proxy(config, clock=clock) as proxy:
         first = asyncio.run(_burst(proxy, 20))  # ~20 x 25 tokens: more than the day's 200
         assert "sh-pkg@2026-12-01" in first and "none" in first
         clock.set(MIDNIGHT + timedelta(seconds=30))  # no restart: the next day's package pays
         second = asyncio.run(_burst(proxy, 2))
-        rows = proxy.call(lambda r: r.ledger.usage())
+        rows = read(proxy, lambda r: r.ledger.usage())
         url = proxy.config.ledger.url
     assert second == ["sh-pkg@2026-12-02"] * 2
     assert _paid(rows, "2026-12-01") == pytest.approx(200.0)  # the whole day's amount, never more
@@ -72,15 +76,16 @@ def test_a_daily_package_resets_at_local_midnight_and_reports_what_was_lost(tmp_
     assert "lost" in capsys.readouterr().out
 
 
-def test_concurrent_requests_never_pass_a_daily_cap(tmp_path: Path):
+def test_concurrent_requests_never_pass_a_daily_cap(tmp_path: Path, ledger_opts: dict):
     cap = 0.0003  # yuan a day, of a credit voucher worth far more
-    config = small_config(tmp_path, vouchers=[_voucher(kind="credit", amount=1.0, daily_cap=cap)])
+    capped = _voucher(kind="credit", amount=1.0, daily_cap=cap)
+    config = small_config(tmp_path, vouchers=[capped], **ledger_opts)
     clock = VirtualClock(TEN_AM, speed=0)
     with running_proxy(config, clock=clock) as proxy:
         first = asyncio.run(_burst(proxy, 40))
         clock.set(MIDNIGHT + timedelta(seconds=30))
         second = asyncio.run(_burst(proxy, 3))
-        rows = proxy.call(lambda r: r.ledger.usage())
+        rows = read(proxy, lambda r: r.ledger.usage())
     day1 = [r for r in rows if r.time < MIDNIGHT]
     paid1 = sum(r.voucher_units for r in day1)
     assert 0 < paid1 <= cap + 1e-12 and "none" in first  # the cap ran out; cash paid the rest
