@@ -93,6 +93,9 @@ def test_turns_stay_where_cached_and_pay_the_cached_price(tmp_path: Path, how: s
             row = rows[request_id]
             assert row.cost_yuan == pytest.approx(_exact(config, row, cached), rel=1e-12)
             assert row.cost_yuan < _exact(config, row, 0)
+        cache = proxy.call(lambda r: r.metrics.cache_report())  # the status document's "cache"
+        saved = sum(_exact(config, rows[t[1]], 0) - rows[t[1]].cost_yuan for t in turns[1:])
+        assert cache["regions"]["shanghai"]["hits"] == 2 and cache["saved_yuan"] == pytest.approx(saved)
         # Past the cache's TTL nothing is cached anywhere: the next turn goes to the cheaper wuhan.
         clock.advance(301)
         messages = [*messages, {"role": "assistant", "content": turns[-1][2]},
