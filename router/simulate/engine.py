@@ -41,6 +41,7 @@ from suanli.optimizer import (
     slot_edges,
 )
 from suanli.optimizer.pacing import Pacer
+from suanli.optimizer.packages import expand_packages, fold_packages
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
 from suanli.router.simulate.results import Decision, Replay
@@ -137,9 +138,10 @@ class _Engine:
             started = time.perf_counter()
             # with events, the plan and its bound are the relaxation of ``Shocks.relaxed``
             relaxed = self.shocks.relaxed()
-            self.plan = hindsight_plan(relaxed, self.trace.jobs, by_minute=True)
+            raw = hindsight_plan(relaxed, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
-            self.bound = hindsight_bound(relaxed, self.trace.jobs, self.plan, by_minute=True)
+            self.bound = hindsight_bound(relaxed, self.trace.jobs, raw, by_minute=True)
+            self.plan = fold_packages(raw, relaxed, self.trace.start_s)
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
             if not self.trace.events:
@@ -354,11 +356,13 @@ class _Engine:
             edges = slot_edges(self.config, now_s, now_s + horizon_s)
             demand = known_demand(later, edges, by_minute_until_s=now_s + 2 * _HINDSIGHT_REPLAN_S)
         self.book.forget_before(minute_of(now_s))
+        # packages and capped vouchers: one plain voucher per instance in the horizon
+        planned, planned_balances = expand_packages(self.view, now_s, now_s + horizon_s, available)
         snapshot = Snapshot(
-            config=self.view,
+            config=planned,
             now_s=now_s,
             horizon_s=horizon_s,
-            balances=available,
+            balances=planned_balances,
             demand=demand,
             booked=self.book.committed_from(minute_of(now_s)),
             blocked=self.shocks.blocked(now_s),
@@ -375,6 +379,9 @@ class _Engine:
             return  # keep the previous plan, as the live re-planner does
         finally:
             self.plan_s.append(time.perf_counter() - started)
+        if planned is not self.view:
+            fresh = fold_packages(fresh, self.view, now_s)
+            prepare_prices(self.view, fresh)
         if self.pacer is not None:
             self.pacer.step(now_s, available, self.span_end_s, fresh.voucher_price)
             fresh = self.pacer.apply(fresh)
