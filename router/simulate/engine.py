@@ -184,8 +184,7 @@ class _Engine:
         self._execute_until(now_s, index)
         if now_s < float("inf"):
             self.clock_s = now_s
-            for vid in self.timed:
-                self.balances[vid] = self.wallet.payable(vid, now_s)
+            self.balances.update((vid, self.wallet.payable(vid, now_s)) for vid in self.timed)
 
     def _apply(self, event: Event) -> None:
         if event.kind == "voucher_delta" and event.voucher is not None:
@@ -333,6 +332,7 @@ class _Engine:
                 output_tokens=job.output_tokens,
                 window_s=job.latest_s - job.arrival_s,
                 at_s=now_s,
+                cached_tokens=job.cached,
             )
         if now_s < self.next_plan_s:
             return
