@@ -11,6 +11,7 @@ bound (a policy picks which whole requests a voucher or a region's room serves):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -21,7 +22,15 @@ from suanli.optimizer.plan import plan
 from suanli.optimizer.slots import slot_edges, slot_index
 from suanli.optimizer.snapshot import Demand, Job, Plan, Snapshot
 
-__all__ = ["group_key", "hindsight_bound", "hindsight_plan", "known_demand", "minute_shares", "output_bucket"]
+__all__ = [
+    "cacheable",
+    "group_key",
+    "hindsight_bound",
+    "hindsight_plan",
+    "known_demand",
+    "minute_shares",
+    "output_bucket",
+]
 
 
 def output_bucket(input_tokens: float, output_tokens: float, buckets: int) -> int:
@@ -87,6 +96,37 @@ def known_demand(
     )
 
 
+def cacheable(config: Config, jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` with ``cached`` kept only where a prompt-cache hit is possible at all.
+
+    A hit needs another request of the session to start at most ``cache_ttl_s`` (the longest
+    of the model's offers) before, or with, this one: some start in its window must lie that
+    close before some start in this one's. Where none can, no policy pays ``cached_input``;
+    elsewhere the plan and the bound price the cached tokens as a hit (optimistic, as a
+    bound must be).
+    """
+    ttl = {}
+    for region in config.regions:
+        for offer in region.models:
+            ttl[offer.name] = max(ttl.get(offer.name, 0.0), offer.cache_ttl_s)
+    sessions: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.session is not None:
+            sessions.setdefault(job.session, []).append(job)
+    out = []
+    for job in jobs:
+        if job.cached > 0:
+            reach = ttl.get(job.model, 0.0)
+            near = any(
+                o is not job and o.arrival_s <= job.latest_s and job.arrival_s - o.latest_s <= reach
+                for o in sessions.get(job.session or "", ())
+            )
+            if not near:
+                job = dataclasses.replace(job, cached=0.0)
+        out.append(job)
+    return out
+
+
 def _span(config: Config, jobs: Sequence[Job]) -> tuple[float, float, tuple[float, ...]]:
     start = min(job.arrival_s for job in jobs)
     end = max(job.latest_s for job in jobs) + 1.0
@@ -135,6 +175,7 @@ def hindsight_plan(
     by voucher) and are what ``hindsight_bound`` reads.
     """
     start, end, edges = _span(config, jobs)
+    jobs = cacheable(config, jobs)
     demand = known_demand(jobs, edges, by_minute_until_s=math.inf if by_minute else -math.inf)
     have = dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers}
     config, have = expand_packages(config, start, end, have)
@@ -155,6 +196,7 @@ def hindsight_bound(
     ``found.cash_yuan`` is not one: see ``optimizer.bound``.
     """
     start, end, edges = _span(config, jobs)
+    jobs = cacheable(config, jobs)
     _, groups = _groups(jobs, edges, math.inf if by_minute else -math.inf)
     have = dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers}
     config, have = expand_packages(config, start, end, have)

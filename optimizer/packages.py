@@ -68,8 +68,10 @@ def expand_packages(
         fresh = voucher.amount if voucher.daily_cap is None else min(voucher.amount, voucher.daily_cap)
         for begin, end in _instances(voucher, start_s, end_s, tz):
             iid = f"{voucher.id}{_SEP}{begin:.0f}"
-            now = begin <= start_s
-            out[iid] = balances.get(voucher.id, fresh) if now else fresh
+            # the instance in force now starts from what the voucher may pay now (never above its cap)
+            now = balances.get(voucher.id, fresh) if voucher.daily_cap is None else min(
+                balances.get(voucher.id, fresh), voucher.daily_cap)
+            out[iid] = now if begin <= start_s else fresh
             vouchers.append(voucher.model_copy(update={
                 "id": iid,
                 "valid_from": datetime.fromtimestamp(begin, UTC),
