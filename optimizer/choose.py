@@ -5,7 +5,8 @@ call on the request path: no I/O, no clock, no solver. The first option is the c
 the rest are the fail-over order. Each eligible region is scored, in yuan, as
 
     cash           list cost (price x token ratio, the learned ratio where known; the
-                   off-peak discount) less what the region's chosen voucher pays;
+                   time-of-use factor; a session's cached input at cached_input where its
+                   prompt is cached) less what the region's chosen voucher pays;
   + voucher price  with a plan: the voucher's shadow price x the units it draws;
   + capacity price with a plan, for work that uses tpm/rpm: the slot's token price x
                    model tokens + its request price. An interactive request pays it in
@@ -72,6 +73,10 @@ class Ask:
     pinned_region: str | None = None
     allowed_regions: frozenset[str] | None = None
     excluded: frozenset[str] = frozenset()
+    # a session's follow-up: these input tokens pay price.cached_input at ``cache_region``
+    # (where the session's prompt is cached now), full price elsewhere
+    cached_tokens: float = 0.0
+    cache_region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +194,9 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         # Same arithmetic, in the same order, as payment.list_cost_yuan and request_tokens.
         if training:
             cost = inp * ratio * price.train / 1e6
+        elif rid == ask.cache_region and ask.cached_tokens > 0:
+            fresh, hit = inp - ask.cached_tokens, ask.cached_tokens * ratio * price.cached_input
+            cost = (fresh * ratio * price.input + hit + out_tokens * ratio * price.output) / 1e6
         else:
             cost = (inp * ratio * price.input + out_tokens * ratio * price.output) / 1e6
         factor = index.factor(cand.offer, now_s) if cand.timed else 1.0

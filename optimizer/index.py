@@ -55,6 +55,7 @@ class Candidate:
     tpm: float
     uses_capacity: bool
     timed: bool = False  # the price changes with the time (off_peak or bands): ``ConfigIndex.factor``
+    yuan_cached: float = 0.0  # list yuan per reference input token on a prompt-cache hit
 
     def off_peak(self, minute_of_day: int) -> bool:
         """Whether a start at this local minute gets the off-peak price."""
@@ -203,6 +204,7 @@ class ConfigIndex:
             tpm=float(region.limits.tpm) if region.limits.tpm else _INF,
             uses_capacity=not training,
             timed=offer.off_peak is not None or bool(offer.bands),
+            yuan_cached=yuan_in if training else offer.price.cached_input * ratio / 1e6,
         )
 
 

@@ -34,6 +34,8 @@ class Demand:
     requests: float
     input_tokens: float
     output_tokens: float
+    # of input_tokens, those expected to hit a session's prompt cache (priced at cached_input)
+    cached_tokens: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
