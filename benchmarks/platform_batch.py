@@ -1,11 +1,13 @@
-"""Platform batch benchmark: 1,000 lines, a 24 h window, a catalog whose western platforms run batches at 50%.
+"""Platform batch benchmark: 1,000 lines, a 24 h window, a catalog whose platforms run batches at 50%.
 
     .venv/bin/python benchmarks/platform_batch.py [--lines 1000] [--seed 7]
 
 The bundled catalog (vouchers removed: price and time alone decide) with
-``batch_api: {price_factor: 0.5, window_h: 24}`` on its western regions, as Bailian, Ark and
-SiliconFlow sell theirs. The sim platforms run in their own server (they outlive suanli, as a
-real platform does) on the same manual virtual clock. suanli is started, the batch created
+``batch_api: {price_factor: 0.5, window_h: 24}`` on every region, as Bailian, Ark and
+SiliconFlow sell theirs; run twice, as bundled and with its off-peak windows and bands removed
+(then the batch discount is the only one and the lines all go to a platform). The sim
+platforms run in their own server (they outlive suanli, as a real platform does) on the same
+manual virtual clock. suanli is started, the batch created
 with the official openai SDK, and suanli stopped once its lines are submitted to the
 platforms; one submission is then rolled back to "submitting" (what a kill -9 between the
 platform's answer and our write leaves). A second suanli on the same ledger finishes the
@@ -49,14 +51,12 @@ BATCH_API = {"price_factor": 0.5, "window_h": 24}
 
 
 def _catalog(workdir: Path, urls: dict[str, str] | None = None, *, timed: bool = True) -> Config:
-    """The bundled catalog, no vouchers, batch APIs in the west; ``timed=False`` drops its off-peak
-    windows and bands, so that the platforms' batch discount is the only one."""
+    """The bundled catalog, no vouchers, a batch API at every platform; ``timed=False`` drops its
+    off-peak windows and bands, so that the platforms' batch discount is the only one."""
     catalog = load_catalog(environ={"SUANLI_LEDGER_URL": f"sqlite:///{workdir / 'ledger.db'}"})
     regions = []
     for region in catalog.regions:
-        update: dict[str, Any] = {}
-        if region.zone == "west":
-            update["batch_api"] = BATCH_API
+        update: dict[str, Any] = {"batch_api": BATCH_API}
         if urls is not None:
             update["base_url"] = urls[region.id]
         row = region.model_dump(exclude_none=True) | update
@@ -215,7 +215,7 @@ def main() -> int:
     args = parser.parse_args()
     from rich.console import Console
 
-    runs = ((True, "bundled catalog + west batch APIs"), (False, "same, off-peak windows removed"))
+    runs = ((True, "bundled catalog + batch APIs"), (False, "same, off-peak windows and bands removed"))
     for timed, title in runs:
         with tempfile.TemporaryDirectory(prefix="suanli-platform-batch-") as workdir:
             found = asyncio.run(_run(args.lines, args.seed, Path(workdir), timed=timed))
