@@ -16,7 +16,11 @@ The same seed always gives the same files. Every scenario draws, independently:
 - 3-20 vouchers of every kind (tokens, credit, discount), model and class restrictions,
   validity windows anywhere in the day: all day, opening late, short (expiring hours after
   the start), mid-day only, ending at some hour; sized against the day's demand;
-- 0-4 shocks of DESIGN.md: a region down for hours, a voucher cut or top-up, a price spike.
+- 0-4 shocks of DESIGN.md: a region down for hours, a voucher cut or top-up, a price spike;
+- the tariffs of DESIGN.md's "Payment semantics" (``draw_tariffs``, its own random stream so the
+  draws above stay as they were): DeepSeek-style weekday peak bands (x2 on a halved base, some
+  windows crossing midnight), prompt-cache prices with conversations whose follow-ups repeat
+  their prefix (``session``/``cached``), packages resetting each day/week/month, daily caps.
 
 ``benchmarks/optimizer.py --random N`` replays seeds 0..N-1 under greedy, optimizer and
 hindsight and prints the distribution of cash/bound.
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["generate", "write_scenario"]
+__all__ = ["TARIFFS", "draw_tariffs", "generate", "write_scenario"]
 
 _DAY_S = 86400.0
 _TZ = "+08:00"
@@ -302,12 +306,98 @@ def _shocks(rng: random.Random, regions: list[dict], vouchers: list[dict], hours
     return events
 
 
+TARIFFS = ("bands", "sessions", "packages")
+_PEAKS = [{"days": "weekdays", "window": "09:00-12:00", "factor": 2.0},
+          {"days": "weekdays", "window": "14:00-18:00", "factor": 2.0}]
+
+
+def _peak_bands(rng: random.Random, regions: list[dict]) -> None:
+    # DeepSeek's rule on some regions: the list price at peak, half of it off-peak; a few night bands
+    for region in regions:
+        if rng.random() < 0.5:
+            continue
+        for offer in region["models"]:
+            if "off_peak" in offer or rng.random() < 0.3:
+                continue
+            price = offer["price"]
+            price["input"], price["output"] = round(price["input"] / 2, 3), round(price["output"] / 2, 3)
+            bands = [dict(b) for b in _PEAKS]
+            if rng.random() < 0.3:
+                bands.append({"days": rng.choice(["weekends", ["fri", "sat"]]), "window": "22:00-06:00",
+                              "factor": rng.choice([0.6, 0.8])})
+            offer["bands"] = bands
+
+
+def _conversations(rng: random.Random, regions: list[dict], rows: list[dict]) -> list[dict]:
+    # cache prices on some offers; a share of interactive requests open conversations whose
+    # follow-ups, minutes apart, repeat the prompt so far as their cached prefix
+    ttl = rng.choice([300, 600])
+    for region in regions:
+        for offer in region["models"]:
+            if rng.random() < 0.6:
+                price = offer["price"]
+                price["cached_input"] = round(price["input"] * rng.choice([0.1, 0.2, 0.4]), 4)
+                offer["cache_ttl_s"] = ttl
+    out = list(rows)
+    share = rng.choice([0.1, 0.2, 0.4])
+    for n, row in enumerate(rows):
+        if row["class"] != "interactive" or rng.random() >= share:
+            continue
+        row["session"], row["cached"] = f"s{n}", 0
+        t, prefix = row["t"], row["input"] + row["output"]
+        for _ in range(rng.randint(1, 5)):
+            t = round(t + rng.uniform(20, 1.5 * ttl), 3)
+            fresh = max(1, int(rng.lognormvariate(math.log(200), 0.5)))
+            follow = {**row, "t": t, "input": prefix + fresh, "cached": prefix,
+                      "output": max(1, int(rng.lognormvariate(math.log(max(row["output"], 2)), 0.4)))}
+            out.append(follow)
+            prefix += fresh + follow["output"]
+    return out
+
+
+def _packages(rng: random.Random, vouchers: list[dict]) -> None:
+    # some vouchers hold their amount afresh each day/week/month; some pay at most so much a day
+    # (the first three: one monthly package, one daily package, one daily cap)
+    for n, voucher in enumerate(vouchers):
+        draw = rng.random() if n >= 3 else (0.0, 0.1, 0.3)[n]
+        if draw < 0.25:
+            period = ("month", "day")[n] if n < 2 else rng.choice(["day", "day", "week", "month"])
+            voucher["period"] = period
+            if period == "day":  # a day's worth: a fraction of the whole
+                amount = voucher["amount"] * rng.choice([0.3, 0.5])
+                voucher["amount"] = int(amount) if voucher["kind"] == "tokens" else round(amount, 2)
+        elif draw < 0.4:
+            cap = voucher["amount"] * rng.choice([0.1, 0.25, 0.5])
+            tokens = voucher["kind"] == "tokens"
+            voucher["daily_cap"] = max(int(cap), 1) if tokens else round(max(cap, 0.01), 2)
+
+
+def draw_tariffs(
+    rng: random.Random, regions: list[dict], vouchers: list[dict], rows: list[dict], kinds: set[str]
+) -> list[dict]:
+    """Add the tariffs ``kinds`` (of ``TARIFFS``) to a drawn scenario; the requests (with follow-ups)."""
+    if "bands" in kinds:
+        _peak_bands(rng, regions)
+    if "sessions" in kinds:
+        rows = _conversations(rng, regions, rows)
+        rows.sort(key=lambda r: r["t"])
+    if "packages" in kinds:
+        _packages(rng, vouchers)
+    return rows
+
+
 def generate(
-    seed: int, *, requests: int | None = None, shocks: bool = True, hours: int = 24
+    seed: int,
+    *,
+    requests: int | None = None,
+    shocks: bool = True,
+    hours: int = 24,
+    tariffs: set[str] | None = None,
 ) -> tuple[dict, dict, list[dict]]:
     """The scenario of ``seed``: (config as a dict, trace header, trace lines: requests and events).
 
     ``hours`` shortens the day (tests replay a few hours; windows and shocks stay as drawn).
+    ``tariffs`` forces those of ``TARIFFS``; None draws each with even odds.
     """
     rng = random.Random(f"suanli-scenario-{seed}")
     start_hour = rng.choice([0, 0, 6, 8, 12, rng.randint(0, 23)])
@@ -322,6 +412,10 @@ def generate(
     rows, _ = _requests(rng, start, models, trainable, n, hours)
     vouchers = _vouchers(rng, start, regions, rows)
     events = _shocks(rng, regions, vouchers, hours) if shocks else []
+    tariff_rng = random.Random(f"suanli-tariffs-{seed}")  # its own stream: the draws above stay put
+    if tariffs is None:
+        tariffs = {kind for kind in TARIFFS if tariff_rng.random() < 0.5}
+    rows = draw_tariffs(tariff_rng, regions, vouchers, rows, tariffs)
     config = {
         "timezone": "Asia/Shanghai",
         "origin": "east",
@@ -336,10 +430,16 @@ def generate(
 
 
 def write_scenario(
-    out_dir: Path, seed: int, *, requests: int | None = None, shocks: bool = True, hours: int = 24
+    out_dir: Path,
+    seed: int,
+    *,
+    requests: int | None = None,
+    shocks: bool = True,
+    hours: int = 24,
+    tariffs: set[str] | None = None,
 ) -> Path:
     """Write the scenario of ``seed`` to ``out_dir`` (config.yaml, trace.jsonl); the directory."""
-    config, header, lines = generate(seed, requests=requests, shocks=shocks, hours=hours)
+    config, header, lines = generate(seed, requests=requests, shocks=shocks, hours=hours, tariffs=tariffs)
     out_dir.mkdir(parents=True, exist_ok=True)
     head = f"# suanli random scenario, seed {seed} (benchmarks/scenario_gen.py)\n"
     (out_dir / "config.yaml").write_text(head + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

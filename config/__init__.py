@@ -6,12 +6,15 @@ from suanli.config.errors import ConfigError
 from suanli.config.health import HealthSettings, ProbeSettings
 from suanli.config.loader import catalog_text, load_catalog, load_config, parse_config
 from suanli.config.schema import (
+    DAY_NAMES,
+    Band,
     Capability,
     Classes,
     Config,
     Limits,
     Offer,
     OffPeak,
+    Period,
     PlannerSettings,
     Price,
     Region,
@@ -23,14 +26,17 @@ from suanli.config.schema import (
 )
 
 __all__ = [
+    "Band",
     "Capability",
     "Classes",
     "Config",
     "ConfigError",
+    "DAY_NAMES",
     "HealthSettings",
     "Limits",
     "OffPeak",
     "Offer",
+    "Period",
     "PlannerSettings",
     "Price",
     "ProbeSettings",

@@ -6,22 +6,26 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from suanli.config.accounts import AlertSettings, BalanceSource, ReconcileSettings, SimBalance
 from suanli.config.health import HealthSettings, ProbeMode
 
 __all__ = [
+    "Band",
+    "BatchApi",
     "BatchClass",
     "Capability",
     "Classes",
     "Config",
+    "DAY_NAMES",
     "DemandPrior",
     "InteractiveClass",
     "LedgerSettings",
     "Limits",
-    "Offer",
     "OffPeak",
+    "Offer",
+    "Period",
     "PlannerSettings",
     "Price",
     "Region",
@@ -37,6 +41,9 @@ Zone = Literal["east", "west"]
 WorkClass = Literal["interactive", "batch", "training"]
 Capability = Literal["chat", "completions", "embeddings", "batch", "fine_tuning"]
 VoucherKind = Literal["tokens", "credit", "discount"]
+Period = Literal["day", "week", "month"]
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
+_DAY_SETS = {"all": frozenset(range(7)), "weekdays": frozenset(range(5)), "weekends": frozenset({5, 6})}
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
@@ -46,11 +53,29 @@ class _Frozen(BaseModel):
 
 
 class Price(_Frozen):
-    """Yuan per million tokens of the serving model."""
+    """Yuan per million tokens of the serving model.
+
+    ``cached_input`` is a prompt-cache hit's input price; absent, it is ``input`` (no discount).
+    """
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     train: float = Field(default=0.0, ge=0)
+    cached_input: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_cached(cls, data: object) -> object:
+        # filled in before validation so that every Price holds a number (frozen afterwards)
+        # (a bad input is reported once, at price.input)
+        if isinstance(data, dict) and data.get("cached_input") is None:
+            given = data.get("input")
+            try:
+                ok = not isinstance(given, bool) and float(given) >= 0  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                ok = False
+            data = {**data, "cached_input": given if ok else 0.0}
+        return data
 
 
 class OffPeak(_Frozen):
@@ -72,6 +97,47 @@ class OffPeak(_Frozen):
         return _minute_of_day(start), _minute_of_day(end)
 
 
+class Band(_Frozen):
+    """A time-of-use band: starts inside ``window`` on one of ``days`` pay ``factor`` x the price.
+
+    A window crossing midnight (``22:00-06:00``) belongs to the local day on which it opens.
+    """
+
+    days: str | tuple[str, ...] = "all"  # all | weekdays | weekends | a list of mon..sun
+    window: str
+    factor: float = Field(gt=0)
+
+    @field_validator("days")
+    @classmethod
+    def _check_days(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(value, str):
+            if value not in _DAY_SETS:
+                raise ValueError(f"days must be all, weekdays, weekends or a list of {', '.join(DAY_NAMES)}")
+            return value
+        unknown = [d for d in value if d not in DAY_NAMES]
+        if unknown or not value:
+            raise ValueError(f"days must list some of {', '.join(DAY_NAMES)}, not {list(value)}")
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        if not _WINDOW.match(value):
+            raise ValueError("window must read HH:MM-HH:MM, for example 09:00-12:00 or 22:00-06:00")
+        return value
+
+    def weekdays(self) -> frozenset[int]:
+        """The local days (0 = Monday) on which the band's window opens."""
+        if isinstance(self.days, str):
+            return _DAY_SETS[self.days]
+        return frozenset(DAY_NAMES.index(d) for d in self.days)
+
+    def minutes(self) -> tuple[int, int]:
+        """Start and end of the window in minutes after local midnight."""
+        start, end = self.window.split("-")
+        return _minute_of_day(start), _minute_of_day(end)
+
+
 def _minute_of_day(hhmm: str) -> int:
     hours, minutes = hhmm.split(":")
     return int(hours) * 60 + int(minutes)
@@ -85,6 +151,17 @@ class Offer(_Frozen):
     price: Price
     token_ratio: float = Field(default=1.0, gt=0)
     off_peak: OffPeak | None = None
+    bands: tuple[Band, ...] | None = None  # time-of-use bands, instead of off_peak; first match wins
+    cache_ttl_s: float = Field(default=300.0, ge=0)  # how long the platform keeps a session's prompt
+
+    @field_validator("bands")
+    @classmethod
+    def _one_time_of_use(
+        cls, value: tuple[Band, ...] | None, info: ValidationInfo
+    ) -> tuple[Band, ...] | None:
+        if value is not None and info.data.get("off_peak") is not None:
+            raise ValueError("give either off_peak or bands, not both (an off_peak window is one band)")
+        return value
 
     @property
     def upstream_name(self) -> str:
@@ -126,6 +203,14 @@ class SimBehaviour(_Frozen):
     balance: SimBalance = SimBalance()  # its balance endpoints (reconciliation)
 
 
+class BatchApi(_Frozen):
+    """The platform's own OpenAI-compatible ``/v1/batches``: ``price_factor`` x the list price,
+    done within ``window_h`` hours (Bailian, Ark and SiliconFlow: 0.5 within 24 h)."""
+
+    price_factor: float = Field(default=0.5, gt=0, le=1)
+    window_h: float = Field(default=24.0, gt=0)
+
+
 class Region(_Frozen):
     """One city compute platform."""
 
@@ -143,6 +228,7 @@ class Region(_Frozen):
     sim: SimBehaviour | None = None
     probe: ProbeMode = "models"  # "off" for a platform that bills even the model list
     balance: BalanceSource | None = None  # where reconciliation reads the platform's own balance
+    batch_api: BatchApi | None = None  # the platform runs batches itself, at a discount
 
     @field_validator("rtt_ms")
     @classmethod
@@ -176,6 +262,8 @@ class Voucher(_Frozen):
     classes: tuple[WorkClass, ...] | None = None
     valid_from: datetime | None = None
     expires: datetime | None = None
+    period: Period | None = None  # a package: holds ``amount`` afresh each local day/week/month
+    daily_cap: float | None = Field(default=None, gt=0)  # at most these units paid per local day
 
     @model_validator(mode="after")
     def _check_kind(self) -> Voucher:

@@ -57,24 +57,30 @@ def lagrangian_bound(
     """
     edges = found.edges
     # Each group's columns once with one input token, once with one input and one output
-    # token: every coefficient is linear in (input, output, 1), so the two give the
-    # coefficients of a request of any size (the unit input keeps the same columns).
+    # token, once with one input token that hits the prompt cache: every coefficient is
+    # linear in (input, output, cached, 1), so the three give the coefficients of a request
+    # of any size (the unit input keeps the same columns). A request's cached tokens are
+    # priced as a hit wherever it runs: a hit needs the session's prompt there, so that
+    # is no more than any policy pays.
     probes = []
     for d in found.demand:
-        probes.append(dataclasses.replace(d, requests=1.0, input_tokens=1.0, output_tokens=0.0))
-        probes.append(dataclasses.replace(d, requests=1.0, input_tokens=1.0, output_tokens=1.0))
+        unit = dataclasses.replace(d, requests=1.0, input_tokens=1.0, output_tokens=0.0, cached_tokens=0.0)
+        probes.append(unit)
+        probes.append(dataclasses.replace(unit, output_tokens=1.0))
+        probes.append(dataclasses.replace(unit, cached_tokens=1.0))
     snapshot = Snapshot(
         config=config, now_s=now_s, horizon_s=edges[-1] - now_s, balances=dict(balances), demand=tuple(probes)
     )
     per_group: list[dict[tuple[str, int, str | None], list[float]]] = [{} for _ in found.demand]
     for col in columns_of(snapshot, edges):
-        cols = per_group[col.demand // 2]
+        cols = per_group[col.demand // 3]
         key = (col.region, col.slot, col.voucher)
-        have = cols.setdefault(key, [0.0] * 7)
-        if col.demand % 2 == 0:
-            have[0:3] = [col.cash, col.units, col.tokens]
+        have = cols.setdefault(key, [0.0] * 9)
+        probe = col.demand % 3
+        if probe < 2:
+            have[3 * probe : 3 * probe + 3] = [col.cash, col.units, col.tokens]
         else:
-            have[3:6] = [col.cash, col.units, col.tokens]
+            have[7:9] = [col.cash, col.units]
         have[6] = col.requests
     for cols in per_group:
         # A payment missing from the input probe draws nothing for input (its cost there
@@ -99,9 +105,9 @@ def lagrangian_bound(
             minute = math.floor(d.earliest / 60.0)
         # per column: yuan per input token, per output token, per request; tokens per
         # input and output token and requests the minute rows count
-        coefs = [(0.0, 0.0, UNSERVED_YUAN, 0.0, 0.0, 0.0)]  # unserved: M per request
+        coefs = [(0.0, 0.0, UNSERVED_YUAN, 0.0, 0.0, 0.0, 0.0)]  # unserved: M per request
         regions: list[str | None] = [None]
-        for (region, slot, voucher), (c1, u1, t1, c2, u2, t2, req) in per_group[g].items():
+        for (region, slot, voucher), (c1, u1, t1, c2, u2, t2, req, c3, u3) in per_group[g].items():
             lam = found.voucher_price.get(voucher, 0.0) if voucher is not None else 0.0
             tok = found.token_price.get(region, ())
             rq = found.request_price.get(region, ())
@@ -109,14 +115,19 @@ def lagrangian_bound(
             per_request = rq[slot] if rq else 0.0
             per_in = c1 + lam * u1 + per_token * t1
             per_out = (c2 - c1) + lam * (u2 - u1) + per_token * (t2 - t1)
+            # (a payment missing from the cached probe draws nothing there: a hit costs 0)
+            per_cached = (c3 - c1) + lam * (u3 - u1)
             counted = minute is not None and t2 > 0
             rows = (t1, t2 - t1, req) if counted else (0.0, 0.0, 0.0)
-            coefs.append((per_in, per_out, per_request * req, *rows))
+            coefs.append((per_in, per_out, per_request * req, *rows, per_cached))
             regions.append(region if counted else None)
         a = np.array(coefs)
         ins = np.array([jobs[n].input_tokens for n in members[g]])
         outs = np.array([jobs[n].output_tokens for n in members[g]])
+        cached = np.array([jobs[n].cached for n in members[g]])
         values = np.outer(ins, a[:, 0]) + np.outer(outs, a[:, 1]) + a[:, 2]
+        if cached.any():
+            values += np.outer(cached, a[:, 6])
         if minute is None:
             total += float(values.min(axis=1).sum())
             continue

@@ -5,7 +5,8 @@ call on the request path: no I/O, no clock, no solver. The first option is the c
 the rest are the fail-over order. Each eligible region is scored, in yuan, as
 
     cash           list cost (price x token ratio, the learned ratio where known; the
-                   off-peak discount) less what the region's chosen voucher pays;
+                   time-of-use factor; a session's cached input at cached_input where its
+                   prompt is cached) less what the region's chosen voucher pays;
   + voucher price  with a plan: the voucher's shadow price x the units it draws;
   + capacity price with a plan, for work that uses tpm/rpm: the slot's token price x
                    model tokens + its request price. An interactive request pays it in
@@ -72,6 +73,10 @@ class Ask:
     pinned_region: str | None = None
     allowed_regions: frozenset[str] | None = None
     excluded: frozenset[str] = frozenset()
+    # a session's follow-up: these input tokens pay price.cached_input at ``cache_region``
+    # (where the session's prompt is cached now), full price elsewhere
+    cached_tokens: float = 0.0
+    cache_region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +99,10 @@ class Option(NamedTuple):
     region: Region
     offer: Offer
     voucher: Voucher | None
-    off_peak: bool
+    off_peak: bool  # the time-of-use factor at the start is not 1 (``factor``)
     charge: Charge
     score: float
+    factor: float = 1.0  # the offer's time-of-use factor at the start (off_peak or bands)
 
 
 def eligible(config: Config, ask: Ask, state: State) -> list[tuple[Region, Offer]]:
@@ -156,7 +162,6 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
     interactive = ask.work_class == "interactive"
     training = ask.work_class == "training"
     now_s = now.timestamp()
-    minute = index.minute_of_day(now_s)
     balances = state.balances
     ratios = state.token_ratios
     load = state.load
@@ -189,11 +194,15 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         # Same arithmetic, in the same order, as payment.list_cost_yuan and request_tokens.
         if training:
             cost = inp * ratio * price.train / 1e6
+        elif rid == ask.cache_region and ask.cached_tokens > 0:
+            fresh, hit = inp - ask.cached_tokens, ask.cached_tokens * ratio * price.cached_input
+            cost = (fresh * ratio * price.input + hit + out_tokens * ratio * price.output) / 1e6
         else:
             cost = (inp * ratio * price.input + out_tokens * ratio * price.output) / 1e6
-        off = cand.window is not None and cand.off_peak(minute)
+        factor = index.factor(cand.offer, now_s) if cand.timed else 1.0
+        off = factor != 1.0
         if off:
-            cost *= 1 - cand.discount
+            cost *= factor
         tokens = whole if ratio == 1.0 and whole >= 0 else math.ceil(round(reference * ratio, 6))
         extra = 0.0
         fill = load.get(rid, 0.0) if load else 0.0
@@ -243,9 +252,8 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         cash = cost - best_covered
         charge = Charge(tokens, cost, best_units, best_covered, cash if cash > 0.0 else 0.0)
         # n is unique: the sort never compares two options
-        ranked.append(
-            (best_score, latency, n, Option(cand.region, cand.offer, best_voucher, off, charge, best_score))
-        )
+        option = Option(cand.region, cand.offer, best_voucher, off, charge, best_score, factor)
+        ranked.append((best_score, latency, n, option))
     ranked.sort()
     return [item[3] for item in ranked]
 

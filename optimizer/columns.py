@@ -37,7 +37,6 @@ def columns_of(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[Column]
     config = snapshot.config
     index = index_for(config)
     mids = [(edges[k] + edges[k + 1]) / 2 for k in range(len(edges) - 1)]
-    minutes_of_day = [index.minute_of_day(m) for m in mids]
     for d_index, d in enumerate(snapshot.demand):
         if d.requests <= 0:
             continue
@@ -46,12 +45,15 @@ def columns_of(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[Column]
             ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
             scale = ratio / cand.ratio
             base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
+            if d.cached_tokens > 0:  # expected cache hits, priced as hits wherever they run
+                base -= d.cached_tokens * (cand.yuan_in - cand.yuan_cached) * scale
             reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
             tokens = reference * ratio if cand.uses_capacity else 0.0
             requests = d.requests if cand.uses_capacity else 0.0
             model_tokens = reference * ratio
             for k in slots:
-                cost = base * (1 - cand.discount) if cand.off_peak(minutes_of_day[k]) else base
+                factor = index.factor(cand.offer, mids[k]) if cand.timed else 1.0
+                cost = base * factor if factor != 1.0 else base
                 common = (d_index, cand.region_id, k)
                 yield Column(*common, None, cost, 0.0, tokens, requests, d.work_class == "interactive")
                 for v in cand.vouchers:

@@ -277,14 +277,14 @@ class Deferrer:
             if at > job.latest_s:
                 break
             best: tuple[float, Candidate] | None = None
-            mod = self._index.minute_of_day(at)
             for cand in cands:
                 tokens = _tokens(cand, job)
                 if cand.uses_capacity and not book.fits(cand.region_id, minute, tokens):
                     continue
                 cost = job.input_tokens * cand.yuan_in + job.output_tokens * cand.yuan_out
-                if cand.off_peak(mod):
-                    cost *= 1 - cand.discount
+                factor = self._index.factor(cand.offer, at) if cand.timed else 1.0
+                if factor != 1.0:
+                    cost *= factor
                 if best is None or cost < best[0]:
                     best = (cost, cand)
             if best is not None:
@@ -309,9 +309,9 @@ class Deferrer:
         rows: list[tuple[int, float, float, float, int, str | None, float, float, int]] = []
         for k in range(n_slots):
             mid = (plan.edges[k] + plan.edges[k + 1]) / 2
-            mod = self._index.minute_of_day(plan.edges[k])
             for n, cand in enumerate(cands):
-                factor = 1 - cand.discount if cand.off_peak(mod) else 1.0
+                # slots break at every band edge: the factor at the slot's start holds throughout
+                factor = self._index.factor(cand.offer, plan.edges[k]) if cand.timed else 1.0
                 y_in, y_out = cand.yuan_in * factor, cand.yuan_out * factor
                 cap_in = cap_out = cap_req = 0.0
                 if cand.uses_capacity:

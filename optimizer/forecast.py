@@ -55,6 +55,7 @@ class _Tally:
     band_requests: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
     band_input: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
     band_output: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)
+    band_cached: list[float] = field(default_factory=lambda: [0.0] * _MIX_BANDS)  # a session's repeated input
 
 
 class Forecast:
@@ -99,9 +100,20 @@ class Forecast:
             )
 
     def observe(
-        self, kind: Kind, *, input_tokens: float, output_tokens: float, window_s: float, at_s: float
+        self,
+        kind: Kind,
+        *,
+        input_tokens: float,
+        output_tokens: float,
+        window_s: float,
+        at_s: float,
+        cached_tokens: float = 0.0,
     ) -> None:
-        """Count one request of ``kind`` arriving at ``at_s`` with start window ``window_s``."""
+        """Count one request of ``kind`` arriving at ``at_s`` with start window ``window_s``.
+
+        ``cached_tokens``: of its input, those repeating its session's previous prompt; the
+        demand ahead expects the same share of cache hits (``Demand.cached_tokens``).
+        """
         tally = self._tallies.get(kind)
         if tally is None:
             tally = self._tallies[kind] = _Tally()
@@ -121,6 +133,7 @@ class Forecast:
         tally.band_requests[band] += 1
         tally.band_input[band] += input_tokens
         tally.band_output[band] += output_tokens
+        tally.band_cached[band] += cached_tokens
 
     def rate_per_s(self, kind: Kind, at_s: float, now_s: float) -> float:
         """Expected arrivals per second of ``kind`` at ``at_s``, as known at ``now_s``.
@@ -202,7 +215,7 @@ class Forecast:
                 requests = self._expected(kind, begin, end, now_s)
                 if requests <= 1e-9:
                     continue
-                for share, input_tokens, output_tokens in mix:
+                for share, input_tokens, output_tokens, cached_tokens in mix:
                     n = requests * share
                     out.append(
                         Demand(
@@ -214,6 +227,7 @@ class Forecast:
                             requests=n,
                             input_tokens=n * input_tokens,
                             output_tokens=n * output_tokens,
+                            cached_tokens=n * cached_tokens,
                         )
                     )
         return tuple(out)
@@ -247,17 +261,17 @@ class Forecast:
                 out.append((begin, end))
         return out
 
-    def _mix(self, kind: Kind) -> list[tuple[float, float, float]]:
-        # [(share of requests, mean input, mean output)] per output-share band
+    def _mix(self, kind: Kind) -> list[tuple[float, float, float, float]]:
+        # [(share of requests, mean input, mean output, mean cached input)] per output-share band
         tally = self._tallies.get(kind)
         if tally is not None and tally.total > 0:
             return [
-                (n / tally.total, tally.band_input[b] / n, tally.band_output[b] / n)
+                (n / tally.total, tally.band_input[b] / n, tally.band_output[b] / n, tally.band_cached[b] / n)
                 for b, n in enumerate(tally.band_requests)
                 if n > 0
             ]
         prior = self._prior.get(kind)
-        return [(1.0, prior[2], prior[3])] if prior is not None else []
+        return [(1.0, prior[2], prior[3], 0.0)] if prior is not None else []
 
     def _window(self, kind: Kind) -> float:
         tally = self._tallies.get(kind)

@@ -11,16 +11,26 @@ bound (a policy picks which whole requests a voucher or a region's room serves):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
 from suanli.config import Config
 from suanli.optimizer.bound import lagrangian_bound
+from suanli.optimizer.packages import expand_packages
 from suanli.optimizer.plan import plan
 from suanli.optimizer.slots import slot_edges, slot_index
 from suanli.optimizer.snapshot import Demand, Job, Plan, Snapshot
 
-__all__ = ["group_key", "hindsight_bound", "hindsight_plan", "known_demand", "minute_shares", "output_bucket"]
+__all__ = [
+    "cacheable",
+    "group_key",
+    "hindsight_bound",
+    "hindsight_plan",
+    "known_demand",
+    "minute_shares",
+    "output_bucket",
+]
 
 
 def output_bucket(input_tokens: float, output_tokens: float, buckets: int) -> int:
@@ -55,19 +65,21 @@ def known_demand(
     instead of per slot, so the plan holds them to each minute's limits (a tighter bound,
     a bigger LP).
     """
-    # (class, origin, model, slot or minute, band) -> [requests, input, output, earliest, latest]
+    # (class, origin, model, slot or minute, band) -> [requests, input, output, earliest, latest, cached]
+    # (a session's cached tokens count as hits wherever they run: the plan, like the bound, is optimistic)
     groups: dict[tuple[str, str, str, int, int], list[float]] = {}
     for job in jobs:
         key = group_key(job, edges, mix_buckets=mix_buckets, by_minute_until_s=by_minute_until_s)
         acc = groups.get(key)
         if acc is None:
-            groups[key] = [1.0, job.input_tokens, job.output_tokens, job.arrival_s, job.latest_s]
+            groups[key] = [1.0, job.input_tokens, job.output_tokens, job.arrival_s, job.latest_s, job.cached]
             continue
         acc[0] += 1
         acc[1] += job.input_tokens
         acc[2] += job.output_tokens
         acc[3] = min(acc[3], job.arrival_s)
         acc[4] = max(acc[4], job.latest_s)
+        acc[5] += job.cached
     return tuple(
         Demand(
             work_class=key[0],  # type: ignore[arg-type]
@@ -78,9 +90,41 @@ def known_demand(
             requests=acc[0],
             input_tokens=acc[1],
             output_tokens=acc[2],
+            cached_tokens=acc[5],
         )
         for key, acc in groups.items()
     )
+
+
+def cacheable(config: Config, jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` with ``cached`` kept only where a prompt-cache hit is possible at all.
+
+    A hit needs another request of the session to start at most ``cache_ttl_s`` (the longest
+    of the model's offers) before, or with, this one: some start in its window must lie that
+    close before some start in this one's. Where none can, no policy pays ``cached_input``;
+    elsewhere the plan and the bound price the cached tokens as a hit (optimistic, as a
+    bound must be).
+    """
+    ttl = {}
+    for region in config.regions:
+        for offer in region.models:
+            ttl[offer.name] = max(ttl.get(offer.name, 0.0), offer.cache_ttl_s)
+    sessions: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.session is not None:
+            sessions.setdefault(job.session, []).append(job)
+    out = []
+    for job in jobs:
+        if job.cached > 0:
+            reach = ttl.get(job.model, 0.0)
+            near = any(
+                o is not job and o.arrival_s <= job.latest_s and job.arrival_s - o.latest_s <= reach
+                for o in sessions.get(job.session or "", ())
+            )
+            if not near:
+                job = dataclasses.replace(job, cached=0.0)
+        out.append(job)
+    return out
 
 
 def _span(config: Config, jobs: Sequence[Job]) -> tuple[float, float, tuple[float, ...]]:
@@ -124,16 +168,18 @@ def hindsight_plan(
     balances: Mapping[str, float] | None = None,
     by_minute: bool = False,
 ) -> Plan:
-    """The plan with every job known, over the whole span the jobs may start in."""
+    """The plan with every job known, over the whole span the jobs may start in.
+
+    Packages and capped vouchers are planned per instance (``packages.expand_packages``): the
+    plan's voucher prices and flows name instances (``packages.fold_packages`` names them
+    by voucher) and are what ``hindsight_bound`` reads.
+    """
     start, end, edges = _span(config, jobs)
+    jobs = cacheable(config, jobs)
     demand = known_demand(jobs, edges, by_minute_until_s=math.inf if by_minute else -math.inf)
-    snapshot = Snapshot(
-        config=config,
-        now_s=start,
-        horizon_s=end - start,
-        balances=dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers},
-        demand=demand,
-    )
+    have = dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers}
+    config, have = expand_packages(config, start, end, have)
+    snapshot = Snapshot(config=config, now_s=start, horizon_s=end - start, balances=have, demand=demand)
     return plan(snapshot, time_limit_s=600.0 if by_minute else None, demand_scenarios=())
 
 
@@ -149,7 +195,9 @@ def hindsight_bound(
 
     ``found.cash_yuan`` is not one: see ``optimizer.bound``.
     """
-    start, _, edges = _span(config, jobs)
+    start, end, edges = _span(config, jobs)
+    jobs = cacheable(config, jobs)
     _, groups = _groups(jobs, edges, math.inf if by_minute else -math.inf)
     have = dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers}
+    config, have = expand_packages(config, start, end, have)
     return lagrangian_bound(config, jobs, groups, found, now_s=start, balances=have)

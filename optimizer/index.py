@@ -13,6 +13,7 @@ from threading import Lock
 from zoneinfo import ZoneInfo
 
 from suanli.config import Capability, Config, Offer, Region, Voucher, WorkClass, Zone
+from suanli.optimizer.tariff import factor_at
 
 __all__ = ["Candidate", "ConfigIndex", "VoucherInfo", "capable", "index_for"]
 
@@ -53,6 +54,8 @@ class Candidate:
     rpm: float
     tpm: float
     uses_capacity: bool
+    timed: bool = False  # the price changes with the time (off_peak or bands): ``ConfigIndex.factor``
+    yuan_cached: float = 0.0  # list yuan per reference input token on a prompt-cache hit
 
     def off_peak(self, minute_of_day: int) -> bool:
         """Whether a start at this local minute gets the off-peak price."""
@@ -97,6 +100,7 @@ class ConfigIndex:
         self._candidates: dict[tuple[str, str, str, str, bool], tuple[Candidate, ...]] = {}
         self._lock = Lock()
         self._minutes: dict[int, int] = {}  # clock minute -> local minute of the day
+        self._local: dict[int, tuple[int, int]] = {}  # clock minute -> (local weekday, minute of the day)
 
     def minute_of_day(self, epoch_s: float) -> int:
         """Local minute of the day (0..1439) at ``epoch_s``."""
@@ -113,6 +117,25 @@ class ConfigIndex:
                 self._minutes.clear()
             self._minutes[clock_minute] = found
         return found
+
+    def local_time(self, epoch_s: float) -> tuple[int, int]:
+        """Local ``(weekday, minute of the day)`` at ``epoch_s`` (0 = Monday; 0..1439)."""
+        clock_minute = int(epoch_s // 60)
+        found = self._local.get(clock_minute)
+        if found is None:
+            local = datetime.fromtimestamp(clock_minute * 60, UTC).astimezone(self.tz)
+            found = (local.weekday(), local.hour * 60 + local.minute)
+            if len(self._local) > 8192:
+                self._local.clear()
+            self._local[clock_minute] = found
+        return found
+
+    def factor(self, offer: Offer, epoch_s: float) -> float:
+        """The offer's time-of-use factor for a start at ``epoch_s`` (``payment.price_factor``)."""
+        if offer.off_peak is None and not offer.bands:
+            return 1.0
+        weekday, minute = self.local_time(epoch_s)
+        return factor_at(offer, weekday, minute)
 
     def candidates(
         self,
@@ -180,6 +203,8 @@ class ConfigIndex:
             rpm=float(region.limits.rpm) if region.limits.rpm else _INF,
             tpm=float(region.limits.tpm) if region.limits.tpm else _INF,
             uses_capacity=not training,
+            timed=offer.off_peak is not None or bool(offer.bands),
+            yuan_cached=yuan_in if training else offer.price.cached_input * ratio / 1e6,
         )
 
 

@@ -146,12 +146,11 @@ def _options(
     lp: Mapping[tuple[str, str | None], float],
 ) -> list[_Choice]:
     # every (region, payment) the request may take, cheapest first
-    day_minute = index.minute_of_day(job.arrival_s)
     out: list[_Choice] = []
     for cand in index.candidates(job.model, "interactive", job.origin, "chat", prior_latency=True):
         offer = cand.offer
-        off = cand.off_peak(day_minute)
-        cost = list_cost_yuan(offer, job.input_tokens, job.output_tokens, "interactive", off_peak=off)
+        factor = index.factor(offer, job.arrival_s)
+        cost = list_cost_yuan(offer, job.input_tokens, job.output_tokens, "interactive", factor=factor)
         tokens = request_tokens(offer, job.input_tokens, job.output_tokens, "interactive")
         bonus = _LP_TIE * cost
         score = cost - bonus * lp.get((cand.region_id, None), 0.0)

@@ -1,9 +1,11 @@
 """Slot edges of the planning horizon: where prices, vouchers or the hour change.
 
 A slot is a half-open interval ``[edges[k], edges[k + 1])`` of epoch seconds. Edges fall
-on every off-peak window edge (local time), every voucher validity edge and every clock
-hour, and no slot is longer than ``max_slot_s``: inside one slot each offer's price and
-each voucher's validity are constant, which is what lets the LP treat a slot as one unit.
+on every off-peak window and time-of-use band edge (local time), every voucher validity
+edge, every local period start of a package (day, Monday, the 1st) and local midnight for a
+voucher with a daily cap, and every clock hour, and no slot is longer than ``max_slot_s``:
+inside one slot each offer's price, each voucher's validity and each package's period are
+constant, which is what lets the LP treat a slot as one unit.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config
+from suanli.optimizer.tariff import period_edges
 
 __all__ = ["local_minute", "slot_edges", "slot_index"]
 
@@ -34,6 +37,9 @@ def _window_edges(config: Config) -> set[int]:
         for offer in region.models:
             if offer.off_peak is not None:
                 begin, end = offer.off_peak.minutes()
+                out.update({begin % 1440, end % 1440})
+            for band in offer.bands or ():
+                begin, end = band.minutes()
                 out.update({begin % 1440, end % 1440})
     return out
 
@@ -70,6 +76,9 @@ def slot_edges(
         for moment in (voucher.valid_from, voucher.expires):
             if moment is not None and start_s < moment.timestamp() < end_s:
                 edges.add(moment.timestamp())
+        periods = {voucher.period} - {None} | ({"day"} if voucher.daily_cap is not None else set())
+        for period in periods:
+            edges.update(period_edges(period, start_s, end_s, tz))  # type: ignore[arg-type]
     hour = math.floor(start_s / _HOUR_S + 1) * _HOUR_S
     while hour < end_s:
         edges.add(hour)

@@ -34,13 +34,16 @@ class Demand:
     requests: float
     input_tokens: float
     output_tokens: float
+    # of input_tokens, those expected to hit a session's prompt cache (priced at cached_input)
+    cached_tokens: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
     """One known request: arrives at ``arrival_s``, may start until ``latest_s`` (epoch seconds).
 
-    Interactive jobs have ``latest_s == arrival_s``. Tokens are reference tokens.
+    Interactive jobs have ``latest_s == arrival_s``. Tokens are reference tokens; a job of a
+    ``session`` may repeat ``cached`` of its input tokens from the session's previous prompt.
     """
 
     index: int
@@ -51,6 +54,8 @@ class Job:
     origin: Zone
     input_tokens: float
     output_tokens: float
+    session: str | None = None
+    cached: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

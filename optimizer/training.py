@@ -109,16 +109,17 @@ def place_training(
 def _options(config: Config, job: Job, balances: Mapping[str, float]) -> list[_Option]:
     # every (region, start, payment) worth trying for ``job``, cheapest floor first
     index = index_for(config)
-    out: dict[tuple[str, str | None, bool], _Option] = {}
+    out: dict[tuple[str, str | None, float], _Option] = {}
     first = math.ceil(job.arrival_s / 60.0)
     last = math.floor(job.latest_s / 60.0)
     for cand in index.candidates(job.model, "training", job.origin, "chat", prior_latency=True):
         starts = {job.arrival_s}
-        if cand.window is not None:
-            was = cand.off_peak(index.minute_of_day(job.arrival_s))
+        if cand.timed:
+            # the first minute of each cheaper time-of-use band
+            was = index.factor(cand.offer, job.arrival_s)
             for minute in range(first, last + 1):
-                now = cand.off_peak(index.minute_of_day(minute * 60.0))
-                if now and not was:
+                now = index.factor(cand.offer, minute * 60.0)
+                if now < was:
                     starts.add(minute * 60.0)
                 was = now
         for info in cand.vouchers:
@@ -126,8 +127,8 @@ def _options(config: Config, job: Job, balances: Mapping[str, float]) -> list[_O
                 starts.add(info.from_s)
         tokens = request_tokens(cand.offer, job.input_tokens, 0.0, "training")
         for start in sorted(starts):
-            off = cand.off_peak(index.minute_of_day(start))
-            cost = list_cost_yuan(cand.offer, job.input_tokens, 0.0, "training", off_peak=off)
+            off = index.factor(cand.offer, start)
+            cost = list_cost_yuan(cand.offer, job.input_tokens, 0.0, "training", factor=off)
             payments: list[tuple[str | None, float]] = [(None, cost)]
             for info in cand.vouchers:
                 balance = balances.get(info.id, 0.0)

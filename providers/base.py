@@ -41,6 +41,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reported: bool = False  # False: the upstream said nothing, counts are our estimate
+    cached_tokens: int = 0  # of prompt_tokens, a prompt-cache hit (usage.prompt_tokens_details)
 
     @property
     def total_tokens(self) -> int:

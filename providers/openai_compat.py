@@ -17,7 +17,7 @@ from suanli.providers.base import Reply, StreamReply, UpstreamCall, Usage
 from suanli.providers.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
 from suanli.providers.redaction import redact, redact_bytes, safe_code, safe_param
 
-__all__ = ["OpenAICompatUpstream", "parse_usage", "redact"]
+__all__ = ["OpenAICompatUpstream", "cached_tokens_of", "parse_usage", "redact"]
 
 # 401/403: the region refused *our* key for it; another region may still serve the request.
 _RETRYABLE_STATUS = frozenset({401, 402, 403, 408, 409, 429, 500, 502, 503, 504})
@@ -198,6 +198,7 @@ async def _events(
                     found = _usage_of(parsed)
                     if found is not None:
                         usage.prompt_tokens, usage.completion_tokens = found
+                        usage.cached_tokens = cached_tokens_of(parsed, found[0])
                         usage.reported = True
                         if not parsed.get("choices") and not wants_usage:
                             continue
@@ -242,6 +243,16 @@ def _usage_of(data: dict) -> tuple[int, int] | None:
     return prompt, completion
 
 
+def cached_tokens_of(data: dict, prompt_tokens: int) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` of an answer, within ``[0, prompt_tokens]``."""
+    raw = data.get("usage")
+    details = raw.get("prompt_tokens_details") if isinstance(raw, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if isinstance(cached, bool) or not isinstance(cached, int | float):
+        return 0
+    return int(min(max(cached, 0), prompt_tokens))
+
+
 def parse_usage(payload: bytes) -> Usage:
     """Usage from a whole JSON answer; ``reported=False`` when the upstream gave none."""
     try:
@@ -251,7 +262,8 @@ def parse_usage(payload: bytes) -> Usage:
     found = _usage_of(data) if isinstance(data, dict) else None
     if found is None:
         return Usage()
-    return Usage(prompt_tokens=found[0], completion_tokens=found[1], reported=True)
+    cached = cached_tokens_of(data, found[0])
+    return Usage(prompt_tokens=found[0], completion_tokens=found[1], reported=True, cached_tokens=cached)
 
 
 async def _error_from(response: aiohttp.ClientResponse, region: str, secret: str | None) -> UpstreamError:

@@ -11,7 +11,8 @@ endpoints, including the ``/sim/faults`` control endpoint).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
@@ -43,7 +44,9 @@ class SimFleet:
         host: str = "127.0.0.1",
         latency_scale: float = 1.0,
         base_port: int | None = None,
+        now_s: Callable[[], float] = time.time,
     ) -> None:
+        self.now_s = now_s  # the platforms' clock (prompt cache TTL, batch windows)
         self.regions = sim_regions(config_or_regions)
         config = config_or_regions if isinstance(config_or_regions, Config) else None
         self.timezone = config.timezone if config is not None else "Asia/Shanghai"
@@ -68,7 +71,11 @@ class SimFleet:
                 port = 0 if self.base_port is None else self.base_port + i
                 vouchers = [v for v in self.vouchers if v.region == region.id]
                 app = create_sim_app(
-                    region, latency_scale=self.latency_scale, timezone=self.timezone, vouchers=vouchers
+                    region,
+                    latency_scale=self.latency_scale,
+                    timezone=self.timezone,
+                    vouchers=vouchers,
+                    now_s=self.now_s,
                 )
                 runner = web.AppRunner(app, access_log=None, handle_signals=False)
                 await runner.setup()

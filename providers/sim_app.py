@@ -6,6 +6,7 @@ OpenAI endpoints (``Authorization: Bearer <key>`` required only when the region 
     POST /v1/chat/completions   stream and not; ``stream_options.include_usage``
     POST /v1/completions        stream and not; ``prompt`` str, [str], [int] or [[int]]
     POST /v1/embeddings         ``dimensions`` (default 1024), ``encoding_format`` float|base64
+    /v1/files, /v1/batches      a platform batch API (``providers/sim_batches.py``), with ``batch_api``
     GET  /v1/models, GET /v1/models/{id}
 
 Control endpoints, on the sim only and without auth, for fault tests:
@@ -18,7 +19,9 @@ Control endpoints, on the sim only and without auth, for fault tests:
 Answers are deterministic (a function of region, model and prompt). An answer is
 ``max_completion_tokens`` / ``max_tokens`` tokens long when given (``finish_reason:
 length``), else 16-64 (``stop``); usage reports exactly the tokens generated, and the
-prompt as ``ceil(reference tokens x token_ratio)``. Time: ``ttft_ms + stall_ms`` before the
+prompt as ``ceil(reference tokens x token_ratio)``; a chat prompt whose leading messages
+repeat one seen within the offer's ``cache_ttl_s`` reports them as
+``prompt_tokens_details.cached_tokens`` (``providers/sim_cache.py``). Time: ``ttft_ms + stall_ms`` before the
 first byte, then ``ms_per_token`` per token, all times ``latency_scale``. Faults, in order:
 401 on a wrong key, ``rate_limit_rpm`` (429 + Retry-After), ``error_rate`` (``error_status``);
 ``reset_after_chunks`` aborts a stream's TCP connection after that many SSE events.
@@ -31,20 +34,21 @@ import base64
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 from aiohttp import web
 
 from suanli.config import Offer, Region, Voucher
 from suanli.providers.sim_balance import add_balance_routes
+from suanli.providers.sim_batches import add_batch_routes
 from suanli.providers.sim_finetune import add_finetune_routes
 from suanli.providers.sim_state import FaultUpdateError, SimState
 from suanli.providers.sim_stream import ChunkPlan, stream_chunks
 from suanli.providers.sim_text import default_length, embedding, generate_pieces, seed_of, vector_bytes
 from suanli.providers.tokenizer import count_prompt_tokens
 
-__all__ = ["SIM_STATE", "SimError", "create_sim_app"]
+__all__ = ["SIM_STATE", "SimError", "chat_answer", "create_sim_app"]
 
 SIM_STATE = web.AppKey("sim_state", SimState)
 MAX_TOKENS_LIMIT = 65536
@@ -197,13 +201,16 @@ def _answers(
     return answers
 
 
-def _usage(prompt_tokens: int, answers: list[list[str]]) -> dict[str, int]:
+def _usage(prompt_tokens: int, answers: list[list[str]], cached_tokens: int | None = None) -> dict:
     completion = sum(len(pieces) for pieces in answers)
-    return {
+    usage: dict = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": prompt_tokens + completion,
     }
+    if cached_tokens is not None:  # chat answers say what of the prompt was a cache hit
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return usage
 
 
 def _headers(state: SimState, request_id: str) -> dict[str, str]:
@@ -213,7 +220,8 @@ def _headers(state: SimState, request_id: str) -> dict[str, str]:
 async def _respond(request: web.Request, state: SimState, plan: ChunkPlan, whole: dict) -> web.StreamResponse:
     headers = _headers(state, plan.base["id"])
     usage = whole["usage"]
-    state.charge(whole["model"], usage["prompt_tokens"], usage["completion_tokens"])
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    state.charge(whole["model"], usage["prompt_tokens"], usage["completion_tokens"], cached_tokens=cached)
     if plan.stream:
         return await stream_chunks(request, state, plan, headers)
     await _sleep(state.first_byte_s() + plan.tokens * state.per_token_s())
@@ -237,19 +245,27 @@ def _stream_flags(body: dict) -> tuple[bool, bool]:
     return stream, include_usage
 
 
-async def _chat(request: web.Request) -> web.StreamResponse:
-    state, body = await _read_body(request)
+def chat_answer(state: SimState, body: dict, *, admit: bool = True) -> tuple[ChunkPlan, dict]:
+    """One chat body's answer: its chunk plan and its whole JSON; SimError for a bad body.
+
+    ``admit=False`` (a platform batch's line) skips the rate limit and the error rate.
+    """
     offer = _offer(state, body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise SimError(400, "messages must be a non-empty array.", param="messages")
     limit = _positive_int(body, "max_completion_tokens", MAX_TOKENS_LIMIT)
     limit = limit or _positive_int(body, "max_tokens", MAX_TOKENS_LIMIT)
-    _admit(state, "chat")
+    if admit:
+        _admit(state, "chat")
     answers = _answers(state, offer, [orjson.dumps(messages).decode()], body, limit)
-    usage = _usage(_model_tokens(offer, count_prompt_tokens("chat/completions", body)), answers)
+    prompt_tokens = _model_tokens(offer, count_prompt_tokens("chat/completions", body))
+    cached = 0
+    if admit:  # a platform batch's lines share no prompt cache
+        cached = state.cache.model_tokens(offer, state.cache.lookup(offer, messages), prompt_tokens)
+    usage = _usage(prompt_tokens, answers, cached)
     finish = "length" if limit else "stop"
-    stream, include_usage = _stream_flags(body)
+    stream, include_usage = _stream_flags(body) if admit else (False, False)
     base = _base(state, "chatcmpl", "chat.completion.chunk" if stream else "chat.completion", offer)
     plan = ChunkPlan("chat", base, answers, finish, usage, stream=stream, include_usage=include_usage)
     choices = [
@@ -261,7 +277,21 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         }
         for index, pieces in enumerate(answers)
     ]
-    return await _respond(request, state, plan, {**base, "choices": choices, "usage": usage})
+    return plan, {**base, "choices": choices, "usage": usage}
+
+
+def _batch_line(state: SimState, body: dict) -> tuple[int, dict]:
+    """A platform batch's line: (200, the answer) or (status, the OpenAI error body)."""
+    try:
+        return 200, chat_answer(state, body, admit=False)[1]
+    except SimError as exc:
+        return exc.status, _error_body(exc.status, exc.message, exc.code, exc.param)
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    state, body = await _read_body(request)
+    plan, whole = chat_answer(state, body)
+    return await _respond(request, state, plan, whole)
 
 
 def _prompts(body: dict) -> list[object]:
@@ -397,13 +427,17 @@ def create_sim_app(
     latency_scale: float = 1.0,
     timezone: str = "Asia/Shanghai",
     vouchers: Sequence[Voucher] = (),
+    now_s: Callable[[], float] = time.time,
 ) -> web.Application:
     """The aiohttp app simulating ``region``; ``latency_scale=0`` makes every wait instant.
 
     ``vouchers`` (the region's) are its own packages, drawn by its balance endpoints.
+    ``now_s`` is the platform's clock (epoch seconds): its prompt cache's TTL and its batches' windows.
     """
     app = web.Application(middlewares=[_render_errors], client_max_size=64 * 1024 * 1024)
-    state = app[SIM_STATE] = SimState(region, latency_scale, timezone=timezone, vouchers=tuple(vouchers))
+    state = app[SIM_STATE] = SimState(
+        region, latency_scale, timezone=timezone, vouchers=tuple(vouchers), now_s=now_s
+    )
     app[_WALLET] = lambda: (state.behaviour, state.wallet)
     add_balance_routes(app, _WALLET, lambda request: _check_auth(state, request))
     app.router.add_post("/v1/chat/completions", _chat)
@@ -416,4 +450,5 @@ def create_sim_app(
     app.router.add_delete("/sim/faults", _delete_faults)
     app.router.add_get("/sim/stats", _stats)
     add_finetune_routes(app, SIM_STATE)  # /v1/files and /v1/fine_tuning/jobs
+    add_batch_routes(app, SIM_STATE, _batch_line)  # /v1/batches, /v1/files/{id}/content
     return app

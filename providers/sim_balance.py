@@ -37,11 +37,26 @@ class SimWallet:
         self._left = {v.id: float(v.amount) for v in self.packages}  # voucher id -> units left
 
     def charge(
-        self, behaviour: SimBehaviour, offer: Offer, prompt_tokens: int, completion_tokens: int
+        self,
+        behaviour: SimBehaviour,
+        offer: Offer,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cached_tokens: int = 0,
+        price_factor: float = 1.0,
     ) -> None:
-        """Charge one answered request (counts in the serving model's tokens, as reported)."""
+        """Charge one answered request (counts in the serving model's tokens, as reported).
+
+        ``cached_tokens`` of the prompt pay the cached input price; ``price_factor`` scales the
+        whole (a platform batch's discount).
+        """
         now = datetime.now(self.tz)
-        cost = (prompt_tokens * offer.price.input + completion_tokens * offer.price.output) / 1e6
+        price = offer.price
+        fresh = prompt_tokens - cached_tokens
+        cost = fresh * price.input + cached_tokens * price.cached_input + completion_tokens * price.output
+        cost /= 1e6
+        cost *= price_factor
         if offer.off_peak is not None and _inside(offer.off_peak.minutes(), now):
             cost *= 1 - offer.off_peak.discount
         tokens = prompt_tokens + completion_tokens

@@ -1,6 +1,6 @@
 """The simulated platform's fine-tuning API: files and a job lifecycle that runs on the sim's clock.
 
-    POST /v1/files                        multipart ``purpose`` + ``file``: kept in memory
+    POST /v1/files                        multipart ``purpose`` (fine-tune | batch) + ``file``: kept in memory
     POST /v1/fine_tuning/jobs             ``model`` (upstream name), ``training_file``, ``hyperparameters``
     GET  /v1/fine_tuning/jobs             list, newest first
     GET  /v1/fine_tuning/jobs/{id}        the job; its status follows from the time since creation
@@ -27,7 +27,7 @@ from aiohttp import BodyPartReader, web
 from suanli.providers.finetune_client import training_tokens
 from suanli.providers.sim_state import SimState
 
-__all__ = ["TRAIN_TOKENS_PER_S", "add_finetune_routes"]
+__all__ = ["TRAIN_TOKENS_PER_S", "TUNING", "add_finetune_routes"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,8 +83,8 @@ def add_finetune_routes(app: web.Application, state_key: web.AppKey[SimState]) -
             elif part.name == "file":
                 filename = part.filename or filename
                 data = await part.read()
-        if purpose != "fine-tune" or not data:
-            raise _error(400, "Upload a non-empty file with purpose fine-tune.", None, "file")
+        if purpose not in ("fine-tune", "batch") or not data:
+            raise _error(400, "Upload a non-empty file with purpose fine-tune or batch.", None, "file")
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         request.app[TUNING].files[file_id] = (filename, bytes(data))
         return web.json_response(
@@ -93,7 +93,7 @@ def add_finetune_routes(app: web.Application, state_key: web.AppKey[SimState]) -
                 "object": "file",
                 "bytes": len(data),
                 "filename": filename,
-                "purpose": "fine-tune",
+                "purpose": purpose,
                 "created_at": int(time.time()),
                 "status": "processed",
             }

@@ -6,12 +6,14 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
 from suanli.config import Offer, Region, SimBehaviour, Voucher
 from suanli.providers.sim_balance import SimWallet
+from suanli.providers.sim_cache import PrefixCache
 
 __all__ = ["FaultUpdateError", "SimState"]
 
@@ -32,24 +34,42 @@ class SimState:
     latency_scale: float
     timezone: str = "Asia/Shanghai"
     vouchers: tuple[Voucher, ...] = ()  # the region's, the platform's own packages
+    now_s: Callable[[], float] = time.time  # the platform's clock: its prompt cache's TTL and batch windows
     behaviour: SimBehaviour = field(init=False)
     ttft_ms: float = field(init=False)
     rng: random.Random = field(init=False)
     offers: dict[str, Offer] = field(init=False)  # upstream model name -> offer
     wallet: SimWallet = field(init=False)
+    cache: PrefixCache = field(init=False)  # the prompt cache: kept across fault resets
     admitted: deque[float] = field(default_factory=deque)  # monotonic s of requests in the window
     stats: dict[str, int] = field(default_factory=dict)  # counter name -> count
 
     def __post_init__(self) -> None:
         self.offers = {offer.upstream_name: offer for offer in self.region.models}
         self.wallet = SimWallet(self.timezone, self.vouchers)  # what it charged: kept across fault resets
+        self.cache = PrefixCache(self.now_s)
         self.reset()
 
-    def charge(self, upstream_model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def charge(
+        self,
+        upstream_model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cached_tokens: int = 0,
+        price_factor: float = 1.0,
+    ) -> None:
         """Charge an answered request to the sim's own account (its balance endpoints)."""
         offer = self.offers.get(upstream_model)
         if offer is not None:
-            self.wallet.charge(self.behaviour, offer, prompt_tokens, completion_tokens)
+            self.wallet.charge(
+                self.behaviour,
+                offer,
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens=cached_tokens,
+                price_factor=price_factor,
+            )
 
     def reset(self) -> None:
         """Back to the region's configured behaviour."""

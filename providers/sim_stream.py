@@ -29,7 +29,7 @@ class ChunkPlan:
     base: dict
     answers: list[list[str]]
     finish_reason: str
-    usage: dict[str, int]
+    usage: dict  # the OpenAI usage object, prompt_tokens_details included
     stream: bool = False
     include_usage: bool = False
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -22,9 +22,11 @@ from suanli.config import Config, Offer
 from suanli.optimizer import Ask, Charge, Option, charge_reported
 from suanli.providers import Usage
 from suanli.router.core.metrics import MetricsBook
+from suanli.router.core.packages import VoucherView
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
 from suanli.router.errors import InsufficientBalanceError
+from suanli.router.ledger.packages import ledger_vouchers
 from suanli.router.ledger.port import LedgerHandle, open_handle
 from suanli.router.ledger.types import IN_DOUBT_STATUS, Hold, HoldRequest, Settlement, VoucherStatus
 
@@ -58,15 +60,20 @@ class Accounts:
         self._promised: dict[str, float] = {}  # voucher id -> units promised in all
         self.cash_exhausted: set[str] = set()  # regions whose prepaid cash the platform says is gone
         self._tz = ZoneInfo(config.timezone)
-        self._vouchers = {v.id: v for v in config.vouchers}
+        self.view = VoucherView(config)  # packages (one ledger voucher per period) and daily caps
         self._ledger: LedgerHandle | None = None
         self._replica: Replica | None = None
 
     async def open(self, *, limits: RequestLimits | None = None) -> None:
         """Open the ledger; on a shared one, start this replica (taking 1/n of ``limits`` if given)."""
-        ledger = await open_handle(self.config.ledger, self.config.vouchers, clock=self.clock)
+        now = self.clock()
+        vouchers = ledger_vouchers(self.config, now) if self.view.active else self.config.vouchers
+        ledger = await open_handle(self.config.ledger, vouchers, clock=self.clock)
         self._ledger = ledger
         self.available = ledger.available
+        if any(v.daily_cap is not None for v in self.config.vouchers):
+            today = await ledger.port.usage(since=now - timedelta(days=1))
+            self.view.count_paid(((u.voucher_id, u.time, u.voucher_units) for u in today), now)
         if ledger.shared is not None:
             from suanli.router.core.replica import Replica
 
@@ -112,10 +119,11 @@ class Accounts:
         work means to draw when it runs (simulate's balances less its booked jobs' reserve),
         so a batch line planned on a voucher for tonight is not left paying cash because
         the day spent the voucher first."""
+        base = self.view.free(self.available, self.clock()) if self.view.active else self.available
         if not self._promises:
-            return self.available
+            return base
         promised = self._promised
-        return {v: units - promised.get(v, 0.0) for v, units in self.available.items()}
+        return {v: units - promised.get(v, 0.0) for v, units in base.items()}
 
     def promise(self, key: str, voucher_id: str, units: float) -> None:
         """Speak for ``units`` of a voucher for booked work ``key`` (a batch line's request id)."""
@@ -149,13 +157,20 @@ class Accounts:
         Raises BudgetExceededError when the key's budget cannot take the cost.
         """
         voucher = option.voucher if option.charge.voucher_units > 0 else None
+        ledger_id = voucher.id if voucher else None
+        if voucher is not None and self.view.active:
+            now = self.clock()
+            ledger_id = self.view.ledger_id(voucher, now)  # a package's current period
+            # Taken before the first await: requests of this process never pass a cap together.
+            if not self.view.take(request_id, voucher, option.charge.voucher_units, now):
+                return None  # today's cap is spent: rank again, with what the cap leaves
         request = HoldRequest(
             request_id=request_id,
             region=option.region.id,
             model=ask.model,
             work_class=ask.work_class,
             origin=ask.origin,
-            voucher_id=voucher.id if voucher else None,
+            voucher_id=ledger_id,
             voucher_units=option.charge.voucher_units if voucher else 0.0,
             key_id=ctx.key_id,
             key_budget=(
@@ -163,11 +178,17 @@ class Accounts:
             ),
         )
         try:
-            return await self.ledger.reserve(request, then=self._held, abandon=self.void)
+            hold = await self.ledger.reserve(request, then=self._held, abandon=self.void)
         except InsufficientBalanceError:
-            if voucher is not None:
-                self.available[voucher.id] = 0.0
+            self.view.release(request_id)
+            if ledger_id is not None:
+                self.available[ledger_id] = 0.0
             return None
+        except BaseException:
+            self.view.release(request_id)
+            raise
+        self.view.rekey(request_id, hold.id)
+        return hold
 
     def _held(self, hold: Hold) -> None:
         if hold.voucher_id is not None:
@@ -184,6 +205,7 @@ class Accounts:
         self._released(hold)
 
     def _released(self, hold: Hold) -> None:
+        self.view.release(hold.id)
         if hold.voucher_id is not None:
             self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + hold.voucher_units
 
@@ -206,13 +228,15 @@ class Accounts:
         if routing.settled:
             return
         prompt, completion = _usage_or_estimate(usage, option.offer, ask)
-        voucher = self._vouchers.get(hold.voucher_id) if hold.voucher_id else None
+        cached = usage.cached_tokens if usage.reported else 0  # the upstream's word decides (DESIGN.md)
+        voucher = self.view.voucher(hold.voucher_id)
         cost = charge_reported(
             option.offer,
             prompt_tokens=prompt,
             completion_tokens=completion,
             work_class=ask.work_class,
-            off_peak=option.off_peak,
+            factor=option.factor,
+            cached_tokens=cached,
             voucher=voucher,
             balance=hold.voucher_units,
         )
@@ -269,11 +293,17 @@ class Accounts:
         prompt: int,
         completion: int,
     ) -> None:
+        self.view.release(hold.id, cost.voucher_units)
         if hold.voucher_id is not None:
             released = hold.voucher_units - cost.voucher_units
             self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + released
         routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
-        routing.list_yuan = _list_yuan(option, ask, prompt, completion) if option.off_peak else cost.cost_yuan
+        routing.cached_tokens = min(usage.cached_tokens, prompt) if usage.reported else 0
+        discounted = option.off_peak or routing.cached_tokens > 0
+        routing.list_yuan = _list_yuan(option, ask, prompt, completion) if discounted else cost.cost_yuan
+        if routing.cached_tokens:
+            cut = option.offer.price.input - option.offer.price.cached_input
+            routing.cache_saved_yuan = routing.cached_tokens * cut / 1e6 * option.factor
         routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
         routing.prompt_tokens, routing.completion_tokens = prompt, completion
         routing.settled = True

@@ -24,3 +24,4 @@ class RequestContext:
     # is not counted again as new demand.
     booked: bool = False
     input_tokens: int | None = None  # the prompt's tokens if the caller counted them (a batch line)
+    session: str | None = None  # from X-Suanli-Session: the conversation it continues (cache affinity)

@@ -13,8 +13,6 @@ estimate plus its ``max_tokens``: ``cost_yuan / (input + output) x 1e6``.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -27,7 +25,6 @@ from suanli.router.errors import BadRequestError, NoRouteError, PermissionDenied
 __all__ = [
     "NO_CONTROLS",
     "Controls",
-    "SessionRegions",
     "arranged",
     "narrowed",
     "option_price",
@@ -168,11 +165,10 @@ def arranged(
     controls: Controls,
     *,
     latency_ms: Mapping[str, float],
-    session_region: str | None,
 ) -> list[Option]:
     """The chooser's ranking reordered as the request asked: fastest first for ``sort: latency``
-    (expected first token, measured or prior; the chooser's score second), and its session's
-    last region first while it is still eligible."""
+    (expected first token, measured or prior; the chooser's score second). A session's prompt
+    cache is priced apart (``router/core/sessions.py``)."""
     if controls.sort == "latency" and len(options) > 1:
         origin = ask.origin
 
@@ -181,8 +177,6 @@ def arranged(
             return latency_ms.get(region.id, region.latency_ms(origin)), option.score  # type: ignore[arg-type]
 
         options = sorted(options, key=speed)
-    if session_region is not None:
-        options = sorted(options, key=lambda option: option.region.id != session_region)  # stable
     return options
 
 
@@ -197,25 +191,3 @@ def price_error(ask: Ask, cap: float, cheapest: tuple[float, str]) -> NoRouteErr
     )
     error.should_retry = False
     return error
-
-
-class SessionRegions:
-    """Session id -> the region that served its last request, for ``ttl_s``: a conversation stays
-    on one region, where the platform may still hold its prompt in cache. Bounded, oldest out."""
-
-    def __init__(self, *, ttl_s: float = 300.0, max_sessions: int = 100_000) -> None:
-        self.ttl_s = ttl_s
-        self.max_sessions = max_sessions
-        self._last: OrderedDict[str, tuple[str, float]] = OrderedDict()  # session -> (region, monotonic s)
-
-    def region(self, session: str) -> str | None:
-        found = self._last.get(session)
-        if found is None or time.monotonic() - found[1] > self.ttl_s:
-            return None
-        return found[0]
-
-    def served(self, session: str, region: str) -> None:
-        self._last[session] = (region, time.monotonic())
-        self._last.move_to_end(session)
-        while len(self._last) > self.max_sessions:
-            self._last.popitem(last=False)

@@ -57,6 +57,8 @@ class MetricsBook:
         self.failures: dict[tuple[str, str], int] = defaultdict(int)  # (region, status) -> upstream failures
         self.latency: dict[str, _Histogram] = defaultdict(_Histogram)  # region -> whole request
         self.ttft: dict[str, _Histogram] = defaultdict(_Histogram)  # region -> time to first token
+        # region -> [chat requests, prompt-cache hits, prompt tokens, cached tokens, yuan the hits saved]
+        self.cache: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0])
 
     def settled(self, routing: Routing, *, latency_s: float, ttft_s: float | None, status: int = 200) -> None:
         """Count one settled request (called by the Router once per request)."""
@@ -71,9 +73,35 @@ class MetricsBook:
             self.voucher_units[routing.voucher] += routing.voucher_units
         if routing.attempts > 1:
             self.failovers[region] += 1
+        if routing.prompt_tokens:
+            cache = self.cache[region]
+            cache[0] += 1
+            cache[1] += 1 if routing.cached_tokens else 0
+            cache[2] += routing.prompt_tokens
+            cache[3] += routing.cached_tokens
+            cache[4] += routing.cache_saved_yuan
         self.latency[region].observe(latency_s)
         if ttft_s is not None:
             self.ttft[region].observe(ttft_s)
+
+    def cache_report(self) -> dict:
+        """Prompt-cache hits and what they saved, per region and in all (the status document's ``cache``)."""
+        regions = {}
+        for region, (requests, hits, prompt, cached, saved) in sorted(self.cache.items()):
+            regions[region] = {
+                "requests": int(requests),
+                "hits": int(hits),
+                "hit_rate": round(hits / requests, 4) if requests else 0.0,
+                "cached_token_share": round(cached / prompt, 4) if prompt else 0.0,
+                "saved_yuan": round(saved, 9),
+            }
+        requests = sum(v[0] for v in self.cache.values())
+        hits = sum(v[1] for v in self.cache.values())
+        return {
+            "hit_rate": round(hits / requests, 4) if requests else 0.0,
+            "saved_yuan": round(sum(v[4] for v in self.cache.values()), 9),
+            "regions": regions,
+        }
 
     def failed(self, region: str, status: int | None) -> None:
         """Count one failed upstream attempt."""

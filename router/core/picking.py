@@ -24,14 +24,7 @@ from suanli.optimizer import Ask, Option, State, rank
 from suanli.providers import Reply, StreamReply, Upstream, UpstreamCall, UpstreamError, UpstreamTimeout
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.clocks import clock_speed
-from suanli.router.core.controls import (
-    NO_CONTROLS,
-    Controls,
-    SessionRegions,
-    arranged,
-    option_price,
-    price_error,
-)
+from suanli.router.core.controls import NO_CONTROLS, Controls, arranged, option_price, price_error
 from suanli.router.core.exclusions import exclusions, no_route_error
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
@@ -39,6 +32,7 @@ from suanli.router.core.limits import Lease, RequestLimits
 from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
+from suanli.router.core.sessions import SessionBook, Visit, prefer_cached
 from suanli.router.errors import ApiError, NoRouteError, RateLimitedError, UpstreamFailedError
 from suanli.router.ledger.types import Hold
 
@@ -96,7 +90,7 @@ class RegionPicker:
         self._active = 0  # requests before their first byte, for the retry budget
         self._retrying = 0  # of which on a second or later attempt
         self._prober: Prober | None = None
-        self.sessions = SessionRegions()  # suanli.session -> the region it last used
+        self.sessions = SessionBook()  # conversation -> where its prompt was last sent (cache affinity)
 
     def start_probes(self, session: aiohttp.ClientSession | None, base_urls: dict[str, str]) -> None:
         """Start the active probes (when the config enables them and there is a session)."""
@@ -145,6 +139,8 @@ class RegionPicker:
         priced: list[tuple[float, str]] | None = None,
         *,
         stream: bool = False,
+        visit: Visit | None = None,
+        at: datetime | None = None,
     ) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
@@ -152,15 +148,17 @@ class RegionPicker:
         when nothing is left the client learns how long to wait. The request's ``controls``
         reorder the ranking (``sort``, ``session``) and drop the options over its price cap,
         each added to ``priced`` as ``(price, region)``. A ``stream`` avoids regions whose
-        streams broke lately (``Health.stream_blocked``) unless no other region is left.
+        streams broke lately (``Health.stream_blocked``) unless no other region is left. A
+        conversation's ``visit`` (``sessions.py``) prices its prompt cache where it was last sent.
+        ``at`` is the request's start, which prices it (default: now).
         """
         if stream:
             avoid = self.health.stream_blocked(self.clock().timestamp()) - excluded
             if avoid:
-                picked = self._pick(ask, excluded | avoid, [], controls, None)
+                picked = self._pick(ask, excluded | avoid, [], controls, None, visit, at)
                 if picked is not None:
                     return picked
-        return self._pick(ask, excluded, waits, controls, priced)
+        return self._pick(ask, excluded, waits, controls, priced, visit, at)
 
     def _pick(
         self,
@@ -169,8 +167,11 @@ class RegionPicker:
         waits: list[Wait],
         controls: Controls,
         priced: list[tuple[float, str]] | None,
+        visit: Visit | None = None,
+        at: datetime | None = None,
     ) -> tuple[Option, Lease] | None:
-        now_s = self.clock().timestamp()
+        now_s = self.clock().timestamp()  # health and limits: now; the price: the request's start
+        now = at or self.clock()
         state = State(
             balances=self.accounts.free(),
             blocked=self.health.blocked(now_s),
@@ -180,10 +181,11 @@ class RegionPicker:
         if excluded:
             ask = replace(ask, excluded=frozenset(excluded))
         cash_exhausted = self.accounts.cash_exhausted
-        options = rank(self.config, ask, state, self.clock(), plan=self.planning.plan)
+        options = rank(self.config, ask, state, now, plan=self.planning.plan)
+        if visit is not None and controls.sort == "cost":
+            options = prefer_cached(options, ask, visit, now.timestamp())
         if controls is not NO_CONTROLS:
-            sticky = self.sessions.region(controls.session) if controls.session else None
-            options = arranged(options, ask, controls, latency_ms=state.latency_ms, session_region=sticky)
+            options = arranged(options, ask, controls, latency_ms=state.latency_ms)
         cap = controls.max_price_yuan_per_mtok
         for option in options:
             rid = option.region.id
@@ -201,7 +203,7 @@ class RegionPicker:
             waits.append((lease, "limits"))
         if state.blocked:
             # Nothing left: remember when the regions skipped for cool-down or ejection free up.
-            for option in rank(self.config, ask, replace(state, blocked=frozenset()), self.clock()):
+            for option in rank(self.config, ask, replace(state, blocked=frozenset()), now):
                 rid = option.region.id
                 if rid in state.blocked:
                     why = "ejected" if self.health.regions[rid].ejected_until is not None else "cooling"

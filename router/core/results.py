@@ -28,6 +28,8 @@ class Routing:
     attempts: int = 1
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, billed at the cached input price (a prompt-cache hit)
+    cache_saved_yuan: float = 0.0  # what the hit saved against the full input price
     settled: bool = False
     booked: bool = False  # RequestContext.booked: the forecast counted it when it was booked
 

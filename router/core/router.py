@@ -37,6 +37,7 @@ from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Completion, CompletionStream, Routing
+from suanli.router.core.sessions import Visit, session_keys
 from suanli.router.core.validate import longest_choice_tokens, validate_body
 from suanli.router.errors import BudgetExceededError, LedgerUnavailableError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
@@ -148,7 +149,10 @@ class Router:
             return {}
         from suanli.providers.sim import SimFleet
 
-        self._fleet = SimFleet(self.config, latency_scale=self._sim_latency_scale)
+        # The sims keep the Router's time: a virtual clock moves their prompt caches' TTL too.
+        self._fleet = SimFleet(
+            self.config, latency_scale=self._sim_latency_scale, now_s=lambda: self.clock().timestamp()
+        )
         await self._fleet.start()
         return dict(self._fleet.urls)
 
@@ -276,6 +280,10 @@ class Router:
         accounts, picker = self.accounts, self.picker
         accounts.ledger  # noqa: B018 - fails early when the Router was not started
         ctx = context or RequestContext()
+        # The request's start: its one pricing timestamp (time-of-use band, cache TTL), on every
+        # attempt, for the hold and the settle alike (the option carries its factor).
+        started_at = self.clock()
+        start_s = started_at.timestamp()
         body = validate_body(endpoint, body)
         controls = parse_controls(self.config, body.get("suanli"))
         if controls.deadline_s is not None:
@@ -293,6 +301,11 @@ class Router:
         waits: list[Wait] = []  # regions skipped for their limits, cool-down or ejection
         attempts = 0
         longest = longest_choice_tokens(endpoint, body, self.config.default_max_tokens)
+        # The conversation it continues (its prompt cache, router/core/sessions.py) and the one it starts.
+        continues, registers = session_keys(
+            endpoint, body, named=controls.session, header=ctx.session, key_id=ctx.key_id
+        )
+        visit = picker.sessions.visit(continues)
         deadline = time.perf_counter() + self.config.health.retry.deadline_s
         if not stream:
             # A whole answer's first byte is its last: the deadline to it grows with its length.
@@ -302,7 +315,9 @@ class Router:
             while attempts < self.max_attempts:
                 if attempts and not await picker.may_retry(deadline):
                     break
-                picked = picker.pick(ask, excluded, waits, controls, priced, stream=stream)
+                picked = picker.pick(
+                    ask, excluded, waits, controls, priced, stream=stream, visit=visit, at=started_at
+                )
                 if picked is None:
                     break
                 option, lease = picked
@@ -355,8 +370,10 @@ class Router:
                     # The caller left while the upstream had the call: in doubt, settled behind.
                     self._behind(accounts.settle_in_doubt(hold, option, ask, routing, latency_s=0.0))
                     raise
-                if controls.session is not None:
-                    picker.sessions.served(controls.session, option.region.id)
+                picker.sessions.served(
+                    registers,
+                    Visit(option.region.id, ask.model, start_s, ask.input_tokens * option.offer.token_ratio),
+                )
                 if isinstance(reply, StreamReply):
                     return self._stream(reply, routing, hold, option, ask, started, lease, wants_usage)
                 try:  # the answer is held until its usage is committed (retried while the ledger cannot)

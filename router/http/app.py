@@ -132,6 +132,7 @@ def _endpoint(endpoint: str) -> Handler:
             allowed_regions=key.allowed_regions if key else None,
             default_class=key.default_class if key else None,
             key=key,
+            session=request.headers.get("X-Suanli-Session") or None,
         )
         if wants_async(request):  # batch work answered later at GET /v1/requests/{id}
             return submit_async(request, endpoint, body, context)

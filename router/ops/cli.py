@@ -251,7 +251,10 @@ def _vouchers(args: argparse.Namespace) -> int:
 
         config = _load(args.config)
         reading_ledger(config, command="vouchers", config_path=args.config)
-        rows = [voucher_dict(status) for status in read_vouchers(config.ledger, config.vouchers)]
+        from suanli.router.ledger.packages import ledger_vouchers
+
+        vouchers = ledger_vouchers(config, datetime.now(UTC))  # a package: one voucher per period
+        rows = [voucher_dict(status) for status in read_vouchers(config.ledger, vouchers)]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

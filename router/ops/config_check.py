@@ -26,11 +26,15 @@ def add_parser(config_sub: Any) -> None:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from suanli.router.ops.pricing_rules import rules_table
     from suanli.router.ops.reports import config_summary
 
     config = load_config(args.file)  # a ConfigError lists every problem (cli.main prints them)
     console = _console()
     console.print(config_summary(config))
+    rules = rules_table(config)
+    if rules is not None:
+        console.print(rules)
     print(f"{args.file}: OK")
     if not args.probe:
         return 0

@@ -64,7 +64,9 @@ def _in_ledger(target: str, config: Config | None) -> list[str] | None:
 
     async def run() -> list[str]:
         now = lambda: datetime.now(UTC)  # noqa: E731
-        ledger = await open_ledger(config.ledger, config.vouchers, clock=now, sweep_s=None)
+        from suanli.router.ledger.packages import ledger_vouchers
+
+        ledger = await open_ledger(config.ledger, ledger_vouchers(config, now()), clock=now, sweep_s=None)
         try:
             cleared = []
             for account, mark in (await ledger.exhausted()).items():

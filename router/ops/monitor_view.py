@@ -116,6 +116,14 @@ def _header(doc: dict, source: str, note: str) -> RenderableType:
             f"¥{totals['savings_vs_greedy_with_vouchers_yuan']:,.4f} vs greedy counting them",
             style="green" if totals["savings_vs_greedy_with_vouchers_yuan"] >= 0 else "red",
         )
+    cache = doc.get("cache") or {}
+    if cache.get("regions"):
+        shown = "  ".join(f"{rid} {c['hit_rate']:.0%}" for rid, c in cache["regions"].items() if c["hits"])
+        line.append(
+            f"\nprompt cache: {cache['hit_rate']:.1%} of requests hit, saved ¥{cache['saved_yuan']:,.4f}"
+            + (f"  ({shown})" if shown else ""),
+            style="green",
+        )
     for why in routing_notes(doc):
         line.append(f"\n{why}", style="yellow")
     if note:

@@ -84,10 +84,12 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 async def _reconcile_local(config: Any) -> list[dict]:
     """One pass with this process's own ledger handle and HTTP session (sims must run elsewhere)."""
+    from suanli.router.ledger.packages import ledger_vouchers
     from suanli.router.ledger.port import open_ledger
     from suanli.router.status.reconcile import Reconciler
 
-    ledger = await open_ledger(config.ledger, config.vouchers, clock=lambda: datetime.now(UTC), sweep_s=None)
+    vouchers = ledger_vouchers(config, datetime.now(UTC))
+    ledger = await open_ledger(config.ledger, vouchers, clock=lambda: datetime.now(UTC), sweep_s=None)
     try:
         reconciler = Reconciler(
             config,
@@ -132,11 +134,12 @@ def _set_balance(args: argparse.Namespace) -> int:
 async def _record_local(
     config: Any, region: str, amounts: dict[str, float], baseline: bool, note: str
 ) -> list[dict]:
+    from suanli.router.ledger.packages import ledger_vouchers
     from suanli.router.ledger.port import open_ledger
     from suanli.router.status.reconcile import record_manual
 
     now = datetime.now(UTC)
-    ledger = await open_ledger(config.ledger, config.vouchers, clock=lambda: now, sweep_s=None)
+    ledger = await open_ledger(config.ledger, ledger_vouchers(config, now), clock=lambda: now, sweep_s=None)
     try:
         rows = await record_manual(ledger, region, amounts, at=now.timestamp(), baseline=baseline, note=note)
     finally:

@@ -69,6 +69,7 @@ def _report(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from suanli.config import load_catalog, load_config
+    from suanli.router.ops.package_report import losses_table, package_losses
     from suanli.router.ops.spend_report import DIMENSIONS, parse_moment, spend_report
 
     config = load_config(args.config) if args.config else load_catalog()
@@ -89,13 +90,18 @@ def _report(args: argparse.Namespace) -> int:
     with read_book(reading_ledger(config, command="report", config_path=args.config)) as ledger:
         rows = ledger.usage(since=since, until=until)
         key_names = {key.id: key.name for key in ledger.keys()}
+        lost = package_losses(ledger.vouchers(), since=since, until=until)  # periodic packages' leftovers
     report = spend_report(
         rows, since=since.astimezone(tz), until=until.astimezone(tz), by=by, key_names=key_names
     )
     if args.format == "json":
-        print(json.dumps(report.as_json(), indent=2))
+        print(json.dumps({**report.as_json(), "packages_lost": lost}, indent=2))
     elif args.format == "csv":
         sys.stdout.write(report.as_csv())
+        for row in lost:
+            sys.stdout.write(f"package_lost,{row['voucher']}@{row['period']},,,,,{row['lost']}\n")
     else:
         _console().print(report.as_tables())
+        if lost:
+            _console().print(losses_table(lost))
     return 0

@@ -13,7 +13,7 @@ import gc
 import heapq
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -36,17 +36,19 @@ from suanli.optimizer import (
     index_for,
     known_demand,
     minute_of,
-    off_peak_active,
     plan,
     rank,
     slot_edges,
 )
 from suanli.optimizer.pacing import Pacer
+from suanli.optimizer.packages import expand_packages, fold_packages
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
+from suanli.router.simulate.results import Decision, Replay
 from suanli.router.simulate.shocks import Shocks
 from suanli.router.simulate.swap import better_swap
 from suanli.router.simulate.trace import Event, Trace, span_end
+from suanli.router.simulate.wallet import Prompts, Wallet
 
 __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
@@ -61,34 +63,6 @@ _SIM_MIN_REPLAN_S = 300.0
 # previous plan on a loaded machine only): the replay's LPs are bounded and GLOP, itself
 # deterministic, solves them in well under a second; this is a backstop far above that.
 _SIM_LIMIT_S = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One line of ``--decisions``: where and when trace line ``i`` started, who paid."""
-
-    i: int
-    region: str | None
-    start: float | None  # seconds after the trace start
-    voucher: str | None
-    cash_yuan: float
-    tokens: int = 0
-    voucher_units: float = 0.0
-
-
-@dataclass(slots=True)
-class Replay:
-    """The outcome of one replay, with timing figures for the benchmark."""
-
-    policy: str
-    decisions: list[Decision]
-    rejected: int
-    deadline_misses: int
-    slo_violations: int
-    decision_ns: list[int]
-    plan_s: list[float] = field(default_factory=list)
-    bound_cash_yuan: float | None = None
-    balances: dict[str, float] = field(default_factory=dict)  # voucher id -> units left at the end
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +83,14 @@ class _Engine:
         self.tz = ZoneInfo(config.timezone)
         self.index = index_for(config)
         self.vouchers = {v.id: v for v in config.vouchers}
-        self.balances = {v.id: v.amount for v in config.vouchers}
+        # the rules' balances (per package period, under daily caps) and sessions' prompt caches
+        self.wallet = Wallet(config)
+        self.prompts = Prompts()
+        self.offers = {(r.id, o.name): o for r in config.regions for o in r.models}
+        self.clock_s = trace.start_s  # the arrival being decided: ``balances`` is what vouchers may pay then
+        self.balances = self.wallet.view(trace.start_s)
+        # vouchers whose payable amount changes with the time alone (a new period, a new day)
+        self.timed = [v.id for v in config.vouchers if v.period is not None or v.daily_cap is not None]
         self.reserved = dict.fromkeys(self.balances, 0.0)  # voucher -> units booked jobs mean to draw
         self.book = CapacityBook(config)
         self.heap: list[tuple[float, int, _Booked]] = []
@@ -157,9 +138,10 @@ class _Engine:
             started = time.perf_counter()
             # with events, the plan and its bound are the relaxation of ``Shocks.relaxed``
             relaxed = self.shocks.relaxed()
-            self.plan = hindsight_plan(relaxed, self.trace.jobs, by_minute=True)
+            raw = hindsight_plan(relaxed, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
-            self.bound = hindsight_bound(relaxed, self.trace.jobs, self.plan, by_minute=True)
+            self.bound = hindsight_bound(relaxed, self.trace.jobs, raw, by_minute=True)
+            self.plan = fold_packages(raw, relaxed, self.trace.start_s)
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S
             if not self.trace.events:
@@ -182,7 +164,8 @@ class _Engine:
             decision_ns=self.decision_ns,
             plan_s=self.plan_s,
             bound_cash_yuan=self.bound,
-            balances=dict(self.balances),
+            # a package's: what its instance at the last arrival holds (earlier periods' leftovers are lost)
+            balances={v: self.wallet.balance(v, self.clock_s) for v in self.balances},
         )
 
     # -- events --------------------------------------------------------------------------
@@ -199,11 +182,15 @@ class _Engine:
         while self.changes and self.changes[0] <= now_s:
             self._reconsider(self.changes.pop(0))
         self._execute_until(now_s, index)
+        if now_s < float("inf"):
+            self.clock_s = now_s
+            self.balances.update((vid, self.wallet.payable(vid, now_s)) for vid in self.timed)
 
     def _apply(self, event: Event) -> None:
         if event.kind == "voucher_delta" and event.voucher is not None:
-            # a cut floors at 0; validity and restrictions stay as they are
-            self.balances[event.voucher] = max(self.balances[event.voucher] + event.amount, 0.0)
+            # a cut floors at 0; validity and restrictions stay as they are; a package's current period
+            self.wallet.adjust(event.voucher, event.at_s, event.amount)
+            self.balances[event.voucher] = self.wallet.payable(event.voucher, event.at_s)
         else:
             self.shocks.learn(event)
             self.changes = [t for t in self.shocks.changes() if t > event.at_s]
@@ -252,26 +239,29 @@ class _Engine:
     def _execute(self, booked: _Booked) -> None:
         job = booked.job
         start_s = self.trace.start_s + booked.rel_start
-        when = datetime.fromtimestamp(start_s, UTC)
-        off = off_peak_active(booked.offer, when, self.tz)
         voucher = self.vouchers.get(booked.voucher) if booked.voucher else None
         if voucher is not None:
             self.reserved[voucher.id] -= self._held(booked)
-        if voucher is not None and self.balances[voucher.id] <= 0:
+        payable = self.wallet.payable(voucher.id, start_s) if voucher is not None else 0.0
+        if payable <= 0:
             voucher = None
-        # charged by the rules: the config's offer times the price factor at the start
+        # charged by the rules: the config's offer times the price factor of the events at the
+        # start, times its time-of-use factor then; a session's cache hit pays cached_input
         offer = self.shocks.offer(booked.region, job.model, start_s) if self.trace.events else booked.offer
         paid = charge(
             offer,
             input_tokens=job.input_tokens,
             output_tokens=job.output_tokens,
             work_class=job.work_class,
-            off_peak=off,
+            factor=self.index.factor(booked.offer, start_s),
+            cached=self.prompts.cached(job, booked.offer, booked.region, start_s),
             voucher=voucher,
-            balance=self.balances[voucher.id] if voucher else 0.0,
+            balance=payable,
         )
+        self.prompts.served(job, booked.region, start_s)
         if voucher is not None and paid.voucher_units > 0:
-            self.balances[voucher.id] = max(self.balances[voucher.id] - paid.voucher_units, 0.0)
+            self.wallet.draw(voucher.id, start_s, paid.voucher_units)
+            self.balances[voucher.id] = self.wallet.payable(voucher.id, self.clock_s)
             if self.balances[voucher.id] <= 0 and self.policy == "optimizer":
                 self.next_plan_s = -float("inf")  # a material change: re-plan at the next arrival
         else:
@@ -291,13 +281,12 @@ class _Engine:
         voucher = self.vouchers[booked.voucher] if booked.voucher else None
         if voucher is None:
             return 0.0
-        off = off_peak_active(booked.offer, datetime.fromtimestamp(self._start_s(booked), UTC), self.tz)
         full = charge(
             booked.offer,
             input_tokens=booked.job.input_tokens,
             output_tokens=booked.job.output_tokens,
             work_class=booked.job.work_class,
-            off_peak=off,
+            factor=self.index.factor(booked.offer, self._start_s(booked)),
             voucher=voucher,
             balance=float("inf"),
         )
@@ -343,6 +332,7 @@ class _Engine:
                 output_tokens=job.output_tokens,
                 window_s=job.latest_s - job.arrival_s,
                 at_s=now_s,
+                cached_tokens=job.cached,
             )
         if now_s < self.next_plan_s:
             return
@@ -366,11 +356,13 @@ class _Engine:
             edges = slot_edges(self.config, now_s, now_s + horizon_s)
             demand = known_demand(later, edges, by_minute_until_s=now_s + 2 * _HINDSIGHT_REPLAN_S)
         self.book.forget_before(minute_of(now_s))
+        # packages and capped vouchers: one plain voucher per instance in the horizon
+        planned, planned_balances = expand_packages(self.view, now_s, now_s + horizon_s, available)
         snapshot = Snapshot(
-            config=self.view,
+            config=planned,
             now_s=now_s,
             horizon_s=horizon_s,
-            balances=available,
+            balances=planned_balances,
             demand=demand,
             booked=self.book.committed_from(minute_of(now_s)),
             blocked=self.shocks.blocked(now_s),
@@ -387,6 +379,9 @@ class _Engine:
             return  # keep the previous plan, as the live re-planner does
         finally:
             self.plan_s.append(time.perf_counter() - started)
+        if planned is not self.view:
+            fresh = fold_packages(fresh, self.view, now_s)
+            prepare_prices(self.view, fresh)
         if self.pacer is not None:
             self.pacer.step(now_s, available, self.span_end_s, fresh.voucher_price)
             fresh = self.pacer.apply(fresh)
@@ -433,8 +428,14 @@ class _Engine:
         rel_start = rel if placed.start_s <= now_s else placed.start_s - self.trace.start_s
         self.book_job(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
 
+    def _ask(self, job: Job, at_s: float) -> Ask:
+        # a session's follow-up is priced with its cached input where its prompt is cached now
+        where = self.prompts.holder(job, at_s, self.offers) if job.cached > 0 else None
+        return Ask(job.model, job.work_class, job.origin, job.input_tokens, job.output_tokens,
+                   cached_tokens=job.cached if where else 0.0, cache_region=where)
+
     def _decide_now(self, job: Job, rel: float, now_s: float) -> None:
-        ask = Ask(job.model, job.work_class, job.origin, job.input_tokens, job.output_tokens)
+        ask = self._ask(job, now_s)
         use_plan = self.plan if self.policy in ("optimizer", "hindsight") else None
         balances = self.balances
         if use_plan is not None:
@@ -468,7 +469,7 @@ class _Engine:
     def _first_room(self, job: Job, rel: float, now_s: float) -> None:
         minute = minute_of(now_s) + 1
         while minute * 60.0 <= job.latest_s:
-            ask = Ask(job.model, job.work_class, job.origin, job.input_tokens, job.output_tokens)
+            ask = self._ask(job, minute * 60.0)
             when = datetime.fromtimestamp(minute * 60.0, UTC)
             state = State(balances=self.balances, blocked=self.shocks.blocked(minute * 60.0))
             for option in rank(self.view, ask, state, when):

@@ -28,7 +28,12 @@ def scaled(offer: Offer, factor: float) -> Offer:
     if factor == 1.0:
         return offer
     price = offer.price
-    update = {"input": price.input * factor, "output": price.output * factor, "train": price.train * factor}
+    update = {
+        "input": price.input * factor,
+        "output": price.output * factor,
+        "train": price.train * factor,
+        "cached_input": price.cached_input * factor,
+    }
     return offer.model_copy(update={"price": price.model_copy(update=update)})
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from suanli.config import Config, Offer, Voucher
-from suanli.optimizer import CapacityBook, Deferrer, Job, Placement, charge, off_peak_active
+from suanli.optimizer import CapacityBook, Deferrer, Job, Placement, charge, price_factor
 
 __all__ = ["Holder", "better_swap"]
 
@@ -33,13 +33,13 @@ class Holder(Protocol):
 
 
 def _cash(job: Job, offer: Offer, start_s: float, tz, voucher: Voucher | None, balance: float) -> float:  # noqa: ANN001
-    off = off_peak_active(offer, datetime.fromtimestamp(start_s, UTC), tz)
+    factor = price_factor(offer, datetime.fromtimestamp(start_s, UTC), tz)
     paid = charge(
         offer,
         input_tokens=job.input_tokens,
         output_tokens=job.output_tokens,
         work_class=job.work_class,
-        off_peak=off,
+        factor=factor,
         voucher=voucher,
         balance=balance,
     )

@@ -144,6 +144,7 @@ def parse_trace(lines: list[str], config: Config) -> Trace:
             if work_class != "interactive":
                 given = _number(item, "deadline_s") if "deadline_s" in item else None
                 deadline = given or config.classes.deadline_s(work_class)
+            session, cached = _session(item)
             job = Job(
                 index=len(jobs),
                 arrival_s=start_s + t,
@@ -153,6 +154,8 @@ def parse_trace(lines: list[str], config: Config) -> Trace:
                 origin=item["origin"],
                 input_tokens=_number(item, "input"),
                 output_tokens=_number(item, "output"),
+                session=session,
+                cached=cached,
             )
         except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
             raise TraceError(f"line {line_no}: {exc}") from exc
@@ -196,6 +199,22 @@ def _check_event(item: dict) -> None:
         raise ValueError(f"unknown event {kind!r} (known: {', '.join(EVENT_FIELDS)})")
     fields = EVENT_FIELDS[kind]
     _check_fields(item, {"required": fields["required"] | {"event"}, "optional": fields["optional"]}, kind)
+
+
+def _session(item: dict) -> tuple[str | None, float]:
+    # "session" names a conversation; "cached" (its input tokens repeating the session's
+    # previous prompt) needs one and cannot exceed the input
+    session = item.get("session")
+    if session is not None and (not isinstance(session, str) or not session):
+        raise ValueError(f"session must be a non-empty string, not {session!r}")
+    if "cached" not in item:
+        return session, 0.0
+    cached = _number(item, "cached")
+    if cached > 0 and session is None:
+        raise ValueError("cached needs a session (the conversation whose prompt it repeats)")
+    if cached > _number(item, "input"):
+        raise ValueError(f"cached {cached:g} exceeds input {_number(item, 'input'):g}")
+    return session, cached
 
 
 def _number(item: dict, name: str) -> float:

@@ -69,8 +69,15 @@ class StatusBoard:
             "alerts_sent": self.alerter.report() if self.alerter is not None else None,
             "recent": list(reversed(self.feed.recent))[:20],
             "plan": self._plan(),
+            "cache": self._cache(),
         }
         return doc
+
+    def _cache(self) -> dict:
+        metrics = getattr(self.router, "metrics", None)  # since this process started
+        if metrics is None:
+            return {"hit_rate": 0.0, "saved_yuan": 0.0, "regions": {}}
+        return metrics.cache_report()
 
     def region_entries(self, now: datetime) -> dict[str, dict]:
         """Region id -> its entry of the status document."""

@@ -42,6 +42,7 @@ def test_the_optimizer_benchmark_replays_a_scenario_folder_and_lists_what_it_can
             "--scenarios",
             str(tmp_path),
             "--markdown",
+            "--no-tariffs",  # the generated tariff days take minutes
         ],
         cwd=tmp_path,
         capture_output=True,

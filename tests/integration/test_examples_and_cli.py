@@ -157,3 +157,25 @@ def test_a_port_in_use_is_one_clear_line_not_a_traceback(tmp_path: Path):
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_config_check_explains_bands_cache_packages_and_caps():
+    result = _run([*CLI, "config", "check", str(ROOT / "benchmarks" / "scenarios" / "peaks" / "config.yaml")],
+                  env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "weekdays 09:00-12:00 x2; weekdays 14:00-18:00 x2; otherwise x1" in out
+    assert "cached input pays 0.1 instead of 1 yuan/M" in out and "at most 300 s before" in out
+    assert "holds 2,000,000 tokens afresh each local month (from the 1st, 00:00)" in out
+    assert "pays at most 2.5 yuan per local day" in out
+    assert "starts in 00:30-08:30 (every day, Asia/Shanghai) pay x0.5" in out
+
+
+def test_bundled_catalog_check_shows_deepseek_peaks_and_the_monthly_package(tmp_path: Path):
+    catalog = tmp_path / "catalog.yaml"
+    from suanli.config import catalog_text
+
+    catalog.write_text(catalog_text(), encoding="utf-8")
+    result = _run([*CLI, "config", "check", str(catalog)], env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "shanghai/deepseek-flash" in result.stdout and "zhongwei-telecom-monthly" in result.stdout

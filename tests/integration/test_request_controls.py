@@ -1,6 +1,6 @@
 """Per-request controls over HTTP with the openai SDK: a random price cap per request is never
 exceeded on the ledger, ``regions``/``exclude`` never violated, a key's residency never widened;
-``sort: latency`` takes the fastest region, ``session`` stays on one, unknown fields are a 400."""
+``sort: latency`` takes the fastest region, ``session`` is priced by its cache, unknown fields are a 400."""
 
 from __future__ import annotations
 
@@ -125,7 +125,9 @@ def test_sort_latency_session_and_unknown_fields(tmp_path: Path):
         assert region(sort="latency", exclude=["shanghai"]) == "wuhan"
         assert region(regions=["shanghai"]) == "shanghai"
         assert region(session="s-1", regions=["shanghai"]) == "shanghai"
-        assert region(session="s-1") == "shanghai"  # the session stays where it was
+        # No cache price here (cached_input = input): staying saves nothing, the cheaper region wins
+        # (tests/integration/test_cache_affinity.py has a session that stays for its cache).
+        assert region(session="s-1") == "wuhan"
         assert region(session="s-2") == "wuhan"
         with pytest.raises(openai.BadRequestError) as caught:
             region(provider={"order": ["wuhan"]})

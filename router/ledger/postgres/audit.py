@@ -10,7 +10,7 @@ over a connection of its own (it registers no ledger owner and voids nothing).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -18,7 +18,8 @@ import asyncpg
 from suanli.router.ledger import usage
 from suanli.router.ledger.keys import KEY_COLUMNS, KeyRow, key_row
 from suanli.router.ledger.postgres.schema import connect, pg_url
-from suanli.router.ledger.types import UsageRow
+from suanli.router.ledger.postgres.vouchers import voucher_statuses
+from suanli.router.ledger.types import UsageRow, VoucherStatus
 
 __all__ = ["ChainSnapshot", "read_snapshot", "snapshot_of"]
 
@@ -26,10 +27,16 @@ __all__ = ["ChainSnapshot", "read_snapshot", "snapshot_of"]
 class ChainSnapshot:
     """The usage chain, its orphans and the keys of a PostgreSQL ledger at one instant."""
 
-    def __init__(self, rows: list[tuple[Any, ...]], orphans: tuple[int | None, int], keys: list[KeyRow]):
+    def __init__(self, rows: list[tuple[Any, ...]], orphans: tuple[int | None, int], keys: list[KeyRow],
+                 vouchers: list[VoucherStatus] | None = None):
         self._rows = rows  # usage rows in USAGE_COLUMNS order, by id
         self._orphans = orphans
         self._keys = keys
+        self._vouchers = vouchers or []
+
+    def vouchers(self) -> list[VoucherStatus]:
+        """Every voucher's status at the snapshot (``suanli report`` reads the packages' losses)."""
+        return self._vouchers
 
     def chain_rows(self) -> Iterator[tuple[int, tuple[Any, ...], str, str]]:
         for r in self._rows:
@@ -55,7 +62,8 @@ async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:
         if await conn.fetchval("SELECT to_regclass('keys') IS NOT NULL"):
             key_rows = await conn.fetch(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created, id")
         keys = [key_row(tuple(r)) for r in key_rows]
-    return ChainSnapshot(rows, found, keys)
+        vouchers = await voucher_statuses(conn, now=datetime.now(UTC))
+    return ChainSnapshot(rows, found, keys, vouchers)
 
 
 async def read_snapshot(url: str) -> ChainSnapshot:

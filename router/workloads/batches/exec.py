@@ -26,6 +26,7 @@ from suanli.router.core.keys import KeyPolicy, load_policy
 from suanli.router.core.router import Router
 from suanli.router.workloads.batches.intake import recover_lines, validate_and_plan
 from suanli.router.workloads.batches.lines import Line, run_line, take_due
+from suanli.router.workloads.batches.platform import PlatformBatches
 from suanli.router.workloads.batches.results import close_pending, write_results
 from suanli.router.workloads.batches.table import BatchTable
 from suanli.router.workloads.db import WorkloadDB
@@ -50,6 +51,7 @@ class BatchRunner:
         self.poll_s = poll_s
         self.book = CapacityBook(router.config)
         self.table = BatchTable(db, self.now_s)
+        self.platform = PlatformBatches(router, self.table)  # lines a platform's batch API runs
         self._tasks: dict[str, asyncio.Task] = {}
         self._stopping = False
         self._keys: dict[str, KeyPolicy] = {}  # batch id -> the virtual key that created it (this process)
@@ -82,6 +84,7 @@ class BatchRunner:
             with suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.platform.close()
 
     def submit(self, batch_id: str, key: KeyPolicy | None = None) -> None:
         """Start (or resume) the task of one batch; ``key``'s budget and regions apply to its lines.
@@ -128,6 +131,9 @@ class BatchRunner:
                 now_s = self.now_s()
                 if status == "cancelling" or now_s >= batch["expires_at"] or self._stopping:
                     break
+                waiting = self.platform.waiting(batch_id)
+                if waiting:
+                    await self.platform.advance(batch, self._keys.get(batch_id))
                 room = _MAX_IN_FLIGHT - len(in_flight)
                 due = take_due(self.table, batch_id, now_s, room) if room > 0 else []
                 for line in due:
@@ -139,8 +145,13 @@ class BatchRunner:
                         (batch_id,),
                     )
                     if upcoming is None or upcoming["s"] is None:
-                        break
-                    wait_s = self._real_wait(upcoming["s"] - now_s)
+                        if not waiting:
+                            break
+                        wait_s = self._real_wait(self.poll_s)  # the platforms' batches run meanwhile
+                    else:
+                        wait_s = self._real_wait(upcoming["s"] - now_s)
+                        if waiting:
+                            wait_s = min(wait_s, self.poll_s)
                 else:
                     wait_s = self._real_wait(self.poll_s) if room > len(due) else self.poll_s
                 if in_flight:

@@ -19,7 +19,9 @@ from suanli.router.core.keys import KeyPolicy, load_policy, within_regions
 from suanli.router.core.router import Router
 from suanli.router.core.validate import max_output_tokens, validate_body
 from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
-from suanli.router.workloads.batches.plan import LineAsk, latest_start_s, place_jobs
+from suanli.router.workloads.batches.offload import offload_lines
+from suanli.router.workloads.batches.plan import LineAsk, Slot, latest_start_s, place_jobs
+from suanli.router.workloads.batches.platform import endpoint_offloadable
 from suanli.router.workloads.batches.table import BatchTable, error_entry
 from suanli.router.workloads.files import FileStore
 
@@ -89,10 +91,24 @@ async def validate_and_plan(
         # the live plan prices the whole config; a key confined to some regions plans alone
         live_plan=None if key and key.allowed_regions else router.planning.plan,
     )
+    # Lines a platform's own batch API runs cheaper leave the schedule (and free their room).
+    platform = offload_lines(
+        router.config,
+        [a for a in asks if a.key not in pinned and endpoint_offloadable(url)],
+        slots,
+        window_s=batch["expires_at"] - batch["created_at"],
+        allowed=key.allowed_regions if key else None,
+    )
+    for n, region in platform.items():
+        slot = slots.pop(n)
+        if slot.region is not None and slot.tokens:
+            book.release(slot.region, minute_of(slot.start_s), slot.tokens)
+        slots[n] = Slot(region, now_s, 0, None)
     rows = await asyncio.to_thread(_line_rows, raw_lines, early)  # a big body's JSON, off the loop too
     with table.db.transaction() as c:
         for n, (item, body_json, entry_json) in enumerate(rows):
             slot = slots.get(n)
+            state = "done" if entry_json else ("platform" if n in platform else "pending")
             c.execute(
                 "INSERT INTO wl_batch_lines (batch_id, line_no, custom_id, body, region, start_s, tokens,"
                 " state, ok, entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -104,12 +120,12 @@ async def validate_and_plan(
                     slot.region if slot else None,
                     slot.start_s if slot else now_s,
                     slot.tokens if slot else 0,
-                    "done" if entry_json else "pending",
+                    state,
                     0 if entry_json else None,
                     entry_json,
                 ),
             )
-            if slot is not None and slot.voucher is not None and entry_json is None:
+            if slot is not None and slot.voucher is not None and state == "pending":
                 router.accounts.promise(f"{batch_id}-{n}", slot.voucher, slot.voucher_units)
     status = table.status(batch_id)
     table.set_status(batch_id, "cancelling" if status == "cancelling" else "in_progress", "in_progress_at")

@@ -27,8 +27,8 @@ from suanli.optimizer import (
     charge,
     known_demand,
     minute_of,
-    off_peak_active,
     plan,
+    price_factor,
     slot_edges,
 )
 
@@ -133,7 +133,7 @@ def _draw(
         input_tokens=job.input_tokens,
         output_tokens=job.output_tokens,
         work_class=job.work_class,
-        off_peak=off_peak_active(placed.offer, datetime.fromtimestamp(start_s, UTC), tz),
+        factor=price_factor(placed.offer, datetime.fromtimestamp(start_s, UTC), tz),
         voucher=voucher,
         balance=available.get(voucher.id, 0.0),
     )

@@ -32,8 +32,7 @@ def test_bundled_catalog_has_the_eight_platforms_and_runs_offline():
     assert config.vouchers and all(v.expires and v.expires.tzinfo for v in config.vouchers)
 
 
-# peaks uses the time-of-use bands and packages of a later issue: not loadable yet.
-@pytest.mark.parametrize("name", ["cityday", "expiry", "offpeak", "scarcity", "shocks", "tokenizer"])
+@pytest.mark.parametrize("name", ["cityday", "expiry", "offpeak", "peaks", "scarcity", "shocks", "tokenizer"])
 def test_public_scenario_configs_load(name: str):
     assert load_config(SCENARIOS / name / "config.yaml").regions
 
@@ -151,3 +150,50 @@ def test_an_unset_variable_and_a_bad_reference_come_together():
     with pytest.raises(ConfigError) as exc:
         load_config(data, environ={})
     assert set(_paths(exc)) == {"regions[0].api_key", "vouchers[0].region"}
+
+
+def test_bands_and_off_peak_together_name_the_path():
+    bands = [{"days": "weekdays", "window": "09:00-12:00", "factor": 2.0}]
+    offer = {"name": "m", "price": {"input": 1, "output": 1}, "bands": bands,
+             "off_peak": {"window": "00:30-08:30", "discount": 0.5}}
+    with pytest.raises(ConfigError) as exc:
+        load_config(_minimal(models=[offer]))
+    assert _paths(exc) == ["regions[0].models[0].bands"]
+    assert "off_peak or bands" in str(exc.value)
+
+
+BANDS0 = "regions[0].models[0].bands[0]"
+
+
+@pytest.mark.parametrize(("band", "path"), [
+    ({"days": "workdays", "window": "09:00-12:00", "factor": 2}, BANDS0 + ".days"),
+    ({"days": ["mon", "funday"], "window": "09:00-12:00", "factor": 2}, BANDS0 + ".days"),
+    ({"days": "all", "window": "9-12", "factor": 2}, BANDS0 + ".window"),
+    ({"days": "all", "window": "09:00-12:00", "factor": 0}, BANDS0 + ".factor"),
+    ({"days": "all", "window": "09:00-12:00", "factor": 2, "price": 1}, BANDS0 + ".price"),
+])
+def test_bad_band_names_its_path(band: dict, path: str):
+    offer = {"name": "m", "price": {"input": 1, "output": 1}, "bands": [band]}
+    with pytest.raises(ConfigError) as exc:
+        load_config(_minimal(models=[offer]))
+    assert _paths(exc) == [path]
+
+
+def test_cache_and_package_fields_are_checked():
+    offer = {"name": "m", "price": {"input": 1, "output": 1, "cached_input": -1}, "cache_ttl_s": -5}
+    with pytest.raises(ConfigError) as exc:
+        load_config(_minimal(models=[offer]))
+    assert sorted(_paths(exc)) == [
+        "regions[0].models[0].cache_ttl_s", "regions[0].models[0].price.cached_input"]
+    voucher = {"id": "v", "region": "wuhan", "kind": "tokens", "amount": 5, "period": "year", "daily_cap": 0}
+    with pytest.raises(ConfigError) as exc:
+        load_config({**_minimal(), "vouchers": [voucher]})
+    assert sorted(_paths(exc)) == ["vouchers[0].daily_cap", "vouchers[0].period"]
+
+
+def test_peaks_scenario_loads_with_bands_cache_and_packages():
+    config = load_config(SCENARIOS / "peaks" / "config.yaml")
+    shanghai = config.region("shanghai")
+    assert shanghai is not None and shanghai.models[0].bands and shanghai.models[0].price.cached_input == 0.1
+    assert config.region("wuhan").models[0].price.cached_input == 1.8  # default: the input price
+    assert {v.id: (v.period, v.daily_cap) for v in config.vouchers}["guiyang-credit-peaks"] == (None, 2.5)

@@ -11,7 +11,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config
@@ -43,6 +43,40 @@ def _in_window(window: str, local: datetime) -> bool:
     return minute >= begin or minute < stop
 
 
+_DAYS = {"all": range(7), "weekdays": range(5), "weekends": (5, 6)}
+_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _minutes(window: str) -> tuple[int, int]:
+    start, end = window.split("-")
+    return int(start[:2]) * 60 + int(start[3:]), int(end[:2]) * 60 + int(end[3:])
+
+
+def _band_factor(offer, local: datetime) -> float:  # noqa: ANN001
+    # the first band whose window, opened on one of its days, holds the start; else 1
+    minute = local.hour * 60 + local.minute
+    for band in offer.bands or ():
+        days = _DAYS[band.days] if isinstance(band.days, str) else [_NAMES.index(d) for d in band.days]
+        begin, end = _minutes(band.window)
+        opened = local.date() if minute >= begin else local.date() - timedelta(days=1)
+        inside = begin <= minute < end if begin < end else (minute >= begin or minute < end)
+        if inside and opened.weekday() in days:
+            return band.factor
+    return 1.0
+
+
+def _instance(voucher, local: datetime) -> str:  # noqa: ANN001
+    # which balance of a voucher pays at ``local``: one per local period for a package
+    day = local.date()
+    if voucher.period == "day":
+        return day.isoformat()
+    if voucher.period == "week":
+        return (day - timedelta(days=day.weekday())).isoformat()
+    if voucher.period == "month":
+        return day.isoformat()[:7]
+    return ""
+
+
 def check_decisions(config: Config, trace_lines: list[str], decision_lines: list[str]) -> CheckResult:
     """Check decisions (JSON lines) against the trace (JSON lines, header first)."""
     out = CheckResult()
@@ -61,7 +95,10 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
     tz = ZoneInfo(config.timezone)
     regions = {r.id: r for r in config.regions}
     vouchers = {v.id: v for v in config.vouchers}
-    balance = {v.id: float(v.amount) for v in config.vouchers}
+    # (voucher, its instance) -> units left; a package holds its amount afresh each period
+    balance: dict[tuple[str, str], float] = {}
+    paid_on: dict[tuple[str, object], float] = defaultdict(float)  # (voucher, local day) -> units
+    last_served: dict[str, tuple[str, str, float]] = {}  # session -> (region, model, start)
     spent: dict[str, float] = defaultdict(float)
     if len(decisions) != len(requests):
         out.violations.append(f"{len(decisions)} decisions for {len(requests)} requests")
@@ -85,8 +122,10 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
     for start_s, n in sorted(started):
         while deltas and start_epoch + deltas[0][0] <= start_s:
             delta = events[deltas.pop(0)[1]]
-            if delta["voucher"] in balance:
-                balance[delta["voucher"]] = max(balance[delta["voucher"]] + delta["amount"], 0.0)
+            v = vouchers.get(delta["voucher"])
+            if v is not None:
+                key = (v.id, _instance(v, datetime.fromtimestamp(start_epoch + delta["t"], tz)))
+                balance[key] = max(balance.get(key, v.amount) + delta["amount"], 0.0)
         req, dec = requests[n], decisions[n]
         klass = req["class"]
         region = regions.get(dec["region"])
@@ -113,17 +152,27 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
         if klass == "training" and "fine_tuning" not in region.capabilities:
             out.violations.append(f"{n}: training at {region.id} without fine_tuning")
         ratio = offer.token_ratio
+        # a session's cache hit: its previous served request started here, same model, within the TTL
+        session = req.get("session")
+        before = last_served.get(session) if session is not None else None
+        hit = before is not None and before[:2] == (region.id, req["model"]) and (
+            0 <= start_s - before[2] <= offer.cache_ttl_s)
+        if session is not None:
+            last_served[session] = (region.id, req["model"], start_s)
+        cached = req.get("cached", 0) if hit else 0
         if klass == "training":
             tokens = math.ceil(round(req["input"] * ratio, 6))
             cost = req["input"] * ratio * offer.price.train / 1e6
         else:
             tokens = math.ceil(round((req["input"] + req["output"]) * ratio, 6))
             cost = (
-                req["input"] * ratio * offer.price.input + req["output"] * ratio * offer.price.output
-            ) / 1e6
+                (req["input"] - cached) * offer.price.input + cached * offer.price.cached_input
+                + req["output"] * offer.price.output
+            ) * ratio / 1e6
         when = datetime.fromtimestamp(start_s, tz)
         if offer.off_peak is not None and _in_window(offer.off_peak.window, when):
             cost *= 1 - offer.off_peak.discount
+        cost *= _band_factor(offer, when)
         for e in factors:
             if (
                 e["region"] == region.id
@@ -154,7 +203,10 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
             if not ok:
                 out.violations.append(f"{n}: voucher {vid} may not pay here")
             else:
-                have = balance[vid]
+                key = (vid, _instance(v, when))
+                have = balance.get(key, float(v.amount))
+                if v.daily_cap is not None:
+                    have = max(min(have, v.daily_cap - paid_on[(vid, when.date())]), 0.0)
                 if v.kind == "tokens":
                     units = min(have, tokens)
                     covered = cost * units / tokens if tokens else 0.0
@@ -162,7 +214,8 @@ def check_decisions(config: Config, trace_lines: list[str], decision_lines: list
                     units = covered = min(have, cost)
                 else:
                     units = covered = min(have, (v.rate or 0.0) * cost)
-                balance[vid] = have - units
+                balance[key] = balance.get(key, float(v.amount)) - units
+                paid_on[(vid, when.date())] += units
                 spent[vid] += units
         cash = max(cost - covered, 0.0)
         if abs(cash - dec["cash_yuan"]) > 1e-6:

@@ -1,0 +1,118 @@
+"""Packages and daily caps as the planner sees them: one plain voucher per instance.
+
+A voucher with ``period`` is one voucher per local period, each holding ``amount``
+(DESIGN.md, "Packages and caps"); the LP of ``optimizer.plan`` knows plain vouchers only, so
+``expand_packages`` hands it one voucher per period instance inside the horizon, valid over
+that instance alone: exactly the rule. A voucher with ``daily_cap`` becomes one voucher per
+local day holding at most the cap: each day's draw is held to the cap exactly, but the
+instances' sum is not held to the voucher's total, so the planner may count on more than is
+left over several days (a relaxation: the hindsight bound stays a lower bound).
+
+The plan's voucher prices and flows then name instances; ``fold_packages`` names them by
+their voucher again, each voucher priced as its instance in force at a given time, for the
+chooser and the schedulers, which know the config's vouchers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from suanli.config import Config, Voucher
+from suanli.optimizer.snapshot import Plan
+from suanli.optimizer.tariff import period_edges
+
+__all__ = ["expand_packages", "fold_packages"]
+
+_SEP = "@"  # instance id: "<voucher id>@<start, epoch seconds>"
+
+
+def _instances(voucher: Voucher, start_s: float, end_s: float, tz: ZoneInfo) -> list[tuple[float, float]]:
+    # ``[from, to)`` epoch seconds of each instance meeting ``[start_s, end_s)``
+    lo = max(start_s, voucher.valid_from.timestamp() if voucher.valid_from else start_s)
+    hi = min(end_s, voucher.expires.timestamp() if voucher.expires else end_s)
+    if hi <= lo:
+        return []
+    cuts: set[float] = set()
+    if voucher.period is not None:
+        cuts.update(period_edges(voucher.period, lo, hi, tz))
+    if voucher.daily_cap is not None:
+        cuts.update(period_edges("day", lo, hi, tz))
+    points = [lo, *sorted(cuts), hi]
+    return list(zip(points[:-1], points[1:], strict=True))
+
+
+def expand_packages(
+    config: Config, start_s: float, end_s: float, balances: Mapping[str, float]
+) -> tuple[Config, dict[str, float]]:
+    """``config`` with each package and capped voucher split into its instances over the horizon.
+
+    ``balances`` are what each voucher may pay now (its current instance's balance, under its
+    cap); the instance holding ``start_s`` starts from that, later ones from ``amount`` (a
+    capped voucher's: at most its cap). Returns the config and the balances by instance id;
+    a config with no such voucher comes back as it is.
+    """
+    if not any(v.period is not None or v.daily_cap is not None for v in config.vouchers):
+        return config, dict(balances)
+    tz = ZoneInfo(config.timezone)
+    vouchers: list[Voucher] = []
+    out: dict[str, float] = {}
+    for voucher in config.vouchers:
+        if voucher.period is None and voucher.daily_cap is None:
+            vouchers.append(voucher)
+            if voucher.id in balances:
+                out[voucher.id] = balances[voucher.id]
+            continue
+        fresh = voucher.amount if voucher.daily_cap is None else min(voucher.amount, voucher.daily_cap)
+        for begin, end in _instances(voucher, start_s, end_s, tz):
+            iid = f"{voucher.id}{_SEP}{begin:.0f}"
+            # the instance in force now starts from what the voucher may pay now (never above its cap)
+            now = balances.get(voucher.id, fresh) if voucher.daily_cap is None else min(
+                balances.get(voucher.id, fresh), voucher.daily_cap)
+            out[iid] = now if begin <= start_s else fresh
+            vouchers.append(voucher.model_copy(update={
+                "id": iid,
+                "valid_from": datetime.fromtimestamp(begin, UTC),
+                "expires": datetime.fromtimestamp(end, UTC),
+                "period": None,
+                "daily_cap": None,
+                "amount": out[iid],
+            }))
+    return config.model_copy(update={"vouchers": tuple(vouchers)}), out
+
+
+def _owner(iid: str, known: set[str]) -> str | None:
+    head, sep, _ = iid.rpartition(_SEP)
+    return head if sep and head in known else None
+
+
+def fold_packages(plan: Plan, config: Config, at_s: float) -> Plan:
+    """``plan`` (of ``expand_packages(config, ...)``) with instances named by their voucher.
+
+    A voucher's price is its instance's in force at ``at_s`` (else its next one's); flows of
+    every instance are kept, under the voucher's id.
+    """
+    split = {v.id for v in config.vouchers if v.period is not None or v.daily_cap is not None}
+    if not split:
+        return plan
+    prices: dict[str, float] = {}
+    chosen: dict[str, float] = {}  # voucher id -> start of the instance whose price it took
+    for iid, price in plan.voucher_price.items():
+        owner = _owner(iid, split)
+        if owner is None:
+            prices[iid] = price
+            continue
+        begin = float(iid.rpartition(_SEP)[2])
+        have = chosen.get(owner)
+        # the instance in force at at_s (the latest start <= at_s), else the earliest after it
+        better = have is None or (begin <= at_s and (have > at_s or begin > have)) or (at_s < begin < have)
+        if better:
+            chosen[owner] = begin
+            prices[owner] = price
+    flows = tuple(
+        dataclasses.replace(f, voucher=_owner(f.voucher, split) or f.voucher) if f.voucher else f
+        for f in plan.flows
+    )
+    return dataclasses.replace(plan, voucher_price=prices, flows=flows)
