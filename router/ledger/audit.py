@@ -315,13 +315,13 @@ def export_csv(
         f"voucher={voucher or '*'} from={since.isoformat() if since else '-'}"
         f" to={until.isoformat() if until else '-'}"
     )
-    out.write(f"# suanli usage export {scope}\n")
+    # Several replicas' chains: the root that seals their heads (verify prints it too).
+    sealed = f" chains={report.chains} root={report.root}" if report.root else ""
+    out.write(f"# suanli usage export {scope}{sealed}\n")
     out.write(
         f"# chain head: row {report.head_id or 0} hash {report.head_hash} ({report.rows} rows verified;"
         f" later: suanli audit verify --head {report.head_id or 0}:{report.head_hash})\n"
     )
-    if report.root:
-        out.write(f"# chain root: {report.root} ({report.chains} replica chains)\n")
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(EXPORT_COLUMNS)
     for u in ledger.usage(since=since, until=until):

@@ -41,7 +41,7 @@ from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, Regi
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.postgres import keys as key_sql
 from suanli.router.ledger.postgres.chains import first_broken_of_chains
-from suanli.router.ledger.postgres.escrow_sql import VOUCHER_BOOKS
+from suanli.router.ledger.postgres.escrow_sql import RETURN_DEAD, VOUCHER_BOOKS
 from suanli.router.ledger.postgres.faults import TRANSIENT, unavailable
 from suanli.router.ledger.postgres.owners import OwnerLock, dead_owners
 from suanli.router.ledger.postgres.schema import SessionLimits, connect, create_pool, migrate, pg_url
@@ -313,6 +313,7 @@ class PgLedger:
             return 0
         voided = int(await pool.fetchval(VOID_OWNERS, now, dead))
         await key_sql.release_resolved_pg(pool)  # the key budgets those holds kept
+        await pool.fetch(RETURN_DEAD, now, dead)  # and their escrow slices (postgres/escrow.py)
         await pool.execute(DROP_DEAD_OWNERS, dead)
         if voided:
             log.warning("ledger: voided %d pending holds of %d dead replicas", voided, len(dead))
