@@ -152,7 +152,8 @@ def _verify_parts(ledger: ChainSource, parts: list[tuple[str, Any, tuple[int, st
         seen: list[int] = []
         walked = _walk(_noting(chain, seen, anchor), anchor, contiguous=False)
         if walked.problem is not None:
-            return replace(walked, rows=rows + walked.rows, message=f"chain {name or 'main'}: {walked.message}")
+            message = f"chain {name or 'main'}: {walked.message}"
+            return replace(walked, rows=rows + walked.rows, message=message)
         anchored = anchored or bool(seen)
         head = (walked.head_id or 0, walked.head_hash)
         if recorded is not None and recorded[0] > head[0]:

@@ -57,7 +57,8 @@ class ChainSnapshot:
 async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:
     """Read the snapshot on ``conn`` (a pooled connection or the CLI's own)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = [tuple(r) for r in await conn.fetch(f"SELECT {usage.USAGE_COLUMNS}, chain FROM usage ORDER BY id")]
+        read = f"SELECT {usage.USAGE_COLUMNS}, chain FROM usage ORDER BY id"
+        rows = [tuple(r) for r in await conn.fetch(read)]
         heads = [tuple(r) for r in await conn.fetch(CHAIN_HEADS)]
         found = usage.orphans(await conn.fetchrow(usage.CHAIN_ORPHANS))
         key_rows = []  # a ledger last opened by a suanli from before keys has no keys table

@@ -43,4 +43,5 @@ def chain_parts(chains: dict[str, list[tuple[Any, ...]]], heads: Sequence[asyncp
     """What ``audit.verify`` walks: (chain id, its entries, its recorded head) for every chain."""
     recorded = {h[0]: (int(h[1]), h[2]) for h in heads}
     names = sorted(set(chains) | set(recorded))
-    return [(name, (usage.chain_entry(r) for r in chains.get(name, [])), recorded.get(name)) for name in names]
+    return [(name, (usage.chain_entry(r) for r in chains.get(name, [])), recorded.get(name))
+            for name in names]

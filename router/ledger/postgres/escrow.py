@@ -36,10 +36,10 @@ import asyncpg
 from suanli.router.errors import InsufficientBalanceError, LedgerError
 from suanli.router.ledger import keys as key_rules
 from suanli.router.ledger import usage
-from suanli.router.ledger.chain import GENESIS, row_hash
+from suanli.router.ledger.chain import GENESIS
+from suanli.router.ledger.postgres.batch import clamp, flush_rows
 from suanli.router.ledger.postgres.escrow_sql import (
     FLUSH,
-    FLUSH_ARRAYS,
     KEY_BOOKS,
     POST_OWN,
     RETURN_DEAD,
@@ -50,7 +50,7 @@ from suanli.router.ledger.postgres.faults import TRANSIENT, unavailable
 from suanli.router.ledger.postgres.leases import lease
 from suanli.router.ledger.postgres.owners import dead_owners
 from suanli.router.ledger.postgres.slices import QueuedSettle, Slice, SliceHold
-from suanli.router.ledger.rules import YUAN_SCALE, budget_hold_q, clamped, debit, to_q
+from suanli.router.ledger.rules import YUAN_SCALE, budget_hold_q, debit, to_q
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow
 
 __all__ = ["Escrow", "EscrowCounters"]
@@ -123,7 +123,7 @@ class Escrow:
     # -- holds -----------------------------------------------------------------------------------
 
     async def reserve(self, req: HoldRequest) -> Hold:
-        """Hold the key's budget, then up to ``req.voucher_units`` of the voucher, from this replica's slices."""
+        """Hold the key's budget, then up to ``req.voucher_units`` of the voucher, from the slices."""
         self.counters.reserves += 1
         hold_id = f"{self.prefix}{next(self._seq)}"
         created = self._clock()
@@ -207,8 +207,8 @@ class Escrow:
         sl.leasing = asyncio.get_running_loop().create_future()
         try:
             self.counters.leases += 1
-            return await lease(self._pool, sl, need_q, owner_id=self.owner_id, lease_id=f"{self.prefix}L{next(self._seq)}",
-                        now=self._clock().timestamp())
+            return await lease(self._pool, sl, need_q, owner_id=self.owner_id,
+                               lease_id=f"{self.prefix}L{next(self._seq)}", now=self._clock().timestamp())
         except TRANSIENT as exc:
             raise unavailable("lease", exc) from exc
         finally:
@@ -311,7 +311,7 @@ class Escrow:
                 item.usage_id = self._ids.pop(0)
         batch.sort(key=lambda item: item.usage_id or 0)
         leases = await self._cover(batch)
-        arrays, tail = self._rows(batch)
+        arrays, tail = flush_rows(batch, self._tail[1])
         now = self._clock().timestamp()
         live, written = await self._pool.fetchrow(FLUSH, self.owner_id, now, self.chain_id, leases, *arrays)
         if live < len(leases):
@@ -345,51 +345,10 @@ class Escrow:
                 if sl.lease_id is None or (sl.voucher_id is not None and sl.free_q < 0):
                     await self._lease(sl, max(-sl.free_q, 0))
                 if sl.voucher_id is not None and sl.free_q < 0:
-                    self._clamp(batch, sl)
+                    clamp(batch, sl)
                 if sl.lease_id is not None:
                     ids.add(sl.lease_id)
         return sorted(ids)
-
-    def _clamp(self, batch: list[QueuedSettle], sl: Slice) -> None:
-        """The voucher cannot cover what this stopped replica settled: the excess is cash."""
-        short = -sl.free_q
-        for item in reversed(batch):
-            if short <= 0:
-                break
-            if item.hold.voucher is sl and item.units_q > 0:
-                cut = min(short, item.units_q)
-                item.units_q -= cut
-                item.s = clamped(item.s, item.units_q / sl.scale)
-                sl.used_q -= cut
-                sl.queued_q -= cut
-                short -= cut
-                log.error("ledger: hold %s: %g units of %s no longer covered (lease lost), charged as cash",
-                          item.hold.id, cut / sl.scale, sl.voucher_id)
-
-    def _rows(self, batch: list[QueuedSettle]) -> tuple[list[list[object]], tuple[int, str]]:
-        cols: list[list[object]] = [[] for _ in range(FLUSH_ARRAYS)]
-        prev = self._tail[1]
-        for item in batch:
-            h = item.hold
-            req = h.req
-            voucher = h.voucher
-            scale = voucher.scale if voucher is not None else 1
-            values = usage.usage_values(
-                item.usage_id or 0, h.id, now=item.now,
-                request=(req.request_id, req.key_id, req.region, req.model, req.work_class, req.origin),
-                voucher_id=req.voucher_id, s=item.s, voucher_units=item.units_q / scale)
-            hash_ = row_hash(prev, values)
-            item.values = (*values, prev, hash_)
-            keys = [sl.lease_id for sl, _ in h.keys] + [None, None]
-            row = (h.id, req.request_id, req.key_id, req.region, req.model, req.work_class, req.origin,
-                   req.voucher_id, scale, h.held_q, h.created.timestamp(), *item.values,
-                   item.units_q, voucher.lease_id if voucher is not None else None, keys[0], keys[1],
-                   item.cost_q if h.keys else 0)
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-            prev = hash_
-        last = batch[-1].usage_id or 0
-        return cols, (last, prev)
 
     def _remember(self, hold_id: str, row: UsageRow) -> None:
         self._settled[hold_id] = row
@@ -444,7 +403,8 @@ class Escrow:
         if dead or self._ticks % 10 == 1:
             returned = await self._pool.fetch(RETURN_DEAD, now, dead)
             if returned:
-                log.warning("ledger: returned %d leases of %d dead or silent replicas", len(returned), len(dead))
+                log.warning("ledger: returned %d leases of %d dead or silent replicas", len(returned),
+                            len(dead))
         await self.record(now)
 
     async def return_slices(self, slices: list[Slice], now: float, *, also: list[str] = ()) -> None:
@@ -488,4 +448,5 @@ class Escrow:
             await self.record(now)
             await self.return_slices([sl for sl in self._slices.values() if sl.lease_id is not None], now)
         except TRANSIENT as exc:
-            log.warning("ledger: could not return this replica's slices (a peer does): %s", type(exc).__name__)
+            log.warning("ledger: could not return this replica's slices (a peer does): %s",
+                        type(exc).__name__)

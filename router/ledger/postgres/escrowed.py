@@ -82,7 +82,8 @@ class EscrowLedger:
 
 
 async def open_escrowed(url: str, vouchers: Sequence[Voucher], *, clock: Callable[[], datetime],
-                        tick_s: float | None = 1.0, lease_ttl_s: float = 30.0, **options: Any) -> EscrowLedger:
+                        tick_s: float | None = 1.0, lease_ttl_s: float = 30.0,
+                        **options: Any) -> EscrowLedger:
     """Open the PgLedger at ``url`` (``options`` are ``PgLedger.open``'s) and this replica's escrow.
 
     ``tick_s`` None: no background tick (tests call ``escrow.tick()``; the PgLedger's sweep

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncpg
 
+from suanli.router.errors import LedgerError
 from suanli.router.ledger.postgres.slices import Slice, lease_size
 
 __all__ = ["lease"]
 
+_VOUCHER_FREE = "SELECT balance_q - held_q, lease_epoch FROM vouchers WHERE id = $1 FOR UPDATE"
 _NEW_LEASE = (
     "INSERT INTO leases (id, owner, voucher_id, key_id, period, leased_q, epoch, opened)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
 
 
-async def lease(pool: asyncpg.Pool, sl: Slice, need_q: int, *, owner_id: str, lease_id: str, now: float) -> int:
+async def lease(pool: asyncpg.Pool, sl: Slice, need_q: int, *, owner_id: str, lease_id: str,
+                now: float) -> int:
     """Grow ``sl``'s lease by ``need_q`` or more (a new lease ``lease_id`` if it has none); the grant.
 
     A voucher slice may get less than ``need_q`` (the voucher is nearly spent); an unlimited
@@ -36,17 +39,15 @@ async def lease(pool: asyncpg.Pool, sl: Slice, need_q: int, *, owner_id: str, le
             if state != "live":
                 current, lost = None, True  # a peer returned it: this replica was silent past the TTL
         if sl.voucher_id is not None:
-            row = await c.fetchrow(
-                "SELECT balance_q - held_q, lease_epoch, scale FROM vouchers WHERE id = $1 FOR UPDATE", sl.voucher_id)
+            row = await c.fetchrow(_VOUCHER_FREE, sl.voucher_id)
             if row is None:
-                from suanli.router.errors import LedgerError
-
                 raise LedgerError(f"unknown voucher {sl.voucher_id!r}")
-            free_q, epoch, _scale = row
+            free_q, epoch = row
             grant = lease_size(free_q, need_q, want_q)
             bump = 1 if grant < need_q else 0  # short: recall the other replicas' idle slices
-            await c.execute("UPDATE vouchers SET held_q = held_q + $2, lease_epoch = lease_epoch + $3 WHERE id = $1",
-                            sl.voucher_id, grant, bump)
+            await c.execute(
+                "UPDATE vouchers SET held_q = held_q + $2, lease_epoch = lease_epoch + $3 WHERE id = $1",
+                sl.voucher_id, grant, bump)
             epoch += bump
         else:
             await c.execute("INSERT INTO key_spend (key_id, period) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -60,7 +61,8 @@ async def lease(pool: asyncpg.Pool, sl: Slice, need_q: int, *, owner_id: str, le
                 await c.execute("UPDATE key_spend SET held_q = held_q + $3 WHERE key_id = $1 AND period = $2",
                                 sl.key_id, sl.period, grant)
         if current is None:
-            await c.execute(_NEW_LEASE, lease_id, owner_id, sl.voucher_id, sl.key_id, sl.period, grant, epoch, now)
+            await c.execute(_NEW_LEASE, lease_id, owner_id, sl.voucher_id, sl.key_id, sl.period, grant, epoch,
+                            now)
         else:
             await c.execute("UPDATE leases SET leased_q = leased_q + $2, epoch = $3 WHERE id = $1",
                             current, grant, epoch)
