@@ -310,14 +310,20 @@ class Escrow:
             if item.usage_id is None:
                 item.usage_id = self._ids.pop(0)
         batch.sort(key=lambda item: item.usage_id or 0)
-        leases = await self._cover(batch)
-        arrays, tail = flush_rows(batch, self._tail[1])
-        now = self._clock().timestamp()
-        live, written = await self._pool.fetchrow(FLUSH, self.owner_id, now, self.chain_id, leases, *arrays)
-        if live < len(leases):
+        for _ in range(5):
+            leases = await self._cover(batch)
+            arrays, tail = flush_rows(batch, self._tail[1])
+            now = self._clock().timestamp()
+            live, written = await self._pool.fetchrow(FLUSH, self.owner_id, now, self.chain_id, leases,
+                                                      *arrays)
+            if live == len(leases):
+                break
+            # A peer returned a lease under this replica (it was silent past the TTL): nothing
+            # was written; lease anew (or charge what no longer fits as cash) and redo the batch.
             self._check_leases(await self._pool.fetch(
                 "SELECT id FROM leases WHERE owner = $1 AND state = 'live'", self.owner_id))
-            raise asyncpg.exceptions.LockNotAvailableError("a lease was returned meanwhile")  # redo
+        else:
+            raise LedgerError("the batch's leases kept being returned under it")
         self._tail = tail
         del self._queue[:len(batch)]
         for item in batch:
