@@ -1,33 +1,45 @@
-"""Replicas: requests per second with one and with two `suanli serve` replicas on PostgreSQL.
+"""Replicas: `suanli serve` on SQLite and on PostgreSQL with 1, 2 (and 4) replicas, in one run.
 
-    .venv/bin/python benchmarks/replicas.py [--seconds 5] [--concurrency 32] [--dsn postgresql://...]
+    .venv/bin/python benchmarks/replicas.py [--seconds 10] [--concurrency 32] [--replicas 1,2,4]
+        [--stop-seconds 20] [--dsn postgresql://...]
 
 Starts one `suanli sim` fleet (three regions, no artificial latency) and, for each setup,
 `suanli serve` replicas in front of it, each in its own process, on one fresh PostgreSQL
-schema (dropped afterwards), with a voucher in play so every request holds and settles on
-the shared ledger. The load (non-streamed chat, ``--concurrency`` clients in all, split
-evenly over the replicas) comes from this process over 127.0.0.1 for a bounded time. The
-SQLite single-process figure is the reference. The DSN defaults to $SUANLI_TEST_PG_DSN,
-else postgresql://postgres@127.0.0.1:5432/test. Prints one table.
+schema (``r19bench_*``, dropped afterwards), with a voucher every request draws on and a
+virtual key with a daily budget every request holds on. The load (non-streamed chat,
+``--concurrency`` clients in all, split evenly over the replicas) comes from this process
+over 127.0.0.1 for a bounded time. Per setup: req/s, p50/p99, PostgreSQL round trips per
+request (every statement the replicas' pools sent, background work included, from the
+``replica_stats`` each replica records) and sessions waiting on a lock (``pg_stat_activity``
+sampled every 50 ms). Then, with 2 replicas: SIGSTOP one for ``--stop-seconds`` and report
+the other's throughput during the stop against before it. The DSN defaults to
+$SUANLI_TEST_PG_DSN, else postgresql://postgres@127.0.0.1:5432/test. Prints rich tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
+import signal
 import statistics
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import yaml
 from _procs import free_port, spawn
+from rich.console import Console
+from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+MASTER = "sk-bench-replicas"
 BODY = {
     "model": "deepseek-flash",
     "messages": [{"role": "user", "content": "东数西算是什么？"}],
@@ -41,22 +53,95 @@ REGIONS = [
 ]
 
 
-async def _load(urls: list[str], seconds: float, concurrency: int) -> list[float]:
+@dataclass
+class Row:
+    name: str
+    requests: int = 0
+    rps: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    round_trips: float | None = None  # PostgreSQL statements per request
+    leases: float | None = None  # leases per 1,000 requests
+    lock_mean: float | None = None  # sessions waiting on a lock, mean of the samples
+    lock_max: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+async def _load(urls: list[str], seconds: float, concurrency: int, key: str,
+                done: list[tuple[int, float, float]] | None = None) -> list[float]:
+    """``concurrency`` clients over ``urls`` for ``seconds``; latencies (s). ``done`` gets
+    (url index, finish time, latency) per answer."""
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    headers = {"Authorization": f"Bearer {key}"}
+    timeout = aiohttp.ClientTimeout(total=seconds + 60)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), headers=headers,
+                                     timeout=timeout) as session:
 
-        async def worker(url: str) -> None:
+        async def worker(i: int) -> None:
+            url = urls[i % len(urls)]
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
                 async with session.post(url, json=BODY) as response:
                     await response.read()
                     if response.status != 200:
-                        raise RuntimeError(f"{url} answered {response.status}")
-                latencies.append(time.perf_counter() - started)
+                        raise RuntimeError(f"{url} answered {response.status}: {(await response.text())[:200]}")
+                finished = time.perf_counter()
+                latencies.append(finished - started)
+                if done is not None:
+                    done.append((i % len(urls), finished, finished - started))
 
-        await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(concurrency)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return latencies
+
+
+def _make_key(port: int) -> str:
+    """A virtual key with a daily budget (large: every request holds on it, none is refused)."""
+    body = json.dumps({"name": "bench", "budget_yuan_per_day": 10**6}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/admin/keys", data=body, method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {MASTER}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["key"]
+
+
+class LockSampler:
+    """Sessions of this schema's replicas waiting on a lock, every 50 ms, while running."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.samples: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while True:
+                self.samples.append(await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name LIKE 'suanli %' AND datname = current_database()"))
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def _stats(dsn: str, schema: str) -> tuple[int, int]:
+    """(round trips, leases) summed over the replicas, as they last recorded them."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            f"SELECT COALESCE(sum(round_trips), 0), COALESCE(sum(leases), 0) FROM {schema}.replica_stats")
+        return int(row[0]), int(row[1])
+    finally:
+        await conn.close()
 
 
 async def _drop(dsn: str, schema: str) -> None:
@@ -65,65 +150,167 @@ async def _drop(dsn: str, schema: str) -> None:
     await conn.close()
 
 
-def _setup(work: Path, name: str, ledger_url: str, sim_port: int, replicas: int,
-           args: argparse.Namespace) -> tuple[str, int, float, float, float]:
+def _start(work: Path, name: str, ledger_url: str, sim_port: int, replicas: int) -> tuple[list, list[int]]:
     config = {
+        "master_key": MASTER,
         "ledger": {"url": ledger_url},
         "regions": [{**r, "provider": "openai", "base_url": f"http://127.0.0.1:{sim_port + i}/v1"}
                     for i, r in enumerate(REGIONS)],
         "vouchers": [{"id": "wuhan-tokens", "region": "wuhan", "kind": "tokens", "amount": 10**12}],
     }
-    path = work / f"{name.replace(' ', '-')}.yaml"
+    path = work / f"{name.replace(' ', '-').replace(',', '')}.yaml"
     path.write_text(yaml.safe_dump(config))
     ports = [free_port() for _ in range(replicas)]
     processes = [spawn(["serve", "--config", str(path), "--port", str(p)], f"http://127.0.0.1:{p}/health")
                  for p in ports]
+    return processes, ports
+
+
+def _stop(processes: list) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGCONT)  # a stopped one must run to end
+        process.terminate()
+    for process in processes:
+        process.wait(30)
+
+
+def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.Namespace,
+           schema: str | None) -> Row:
+    sep = "&" if "?" in args.dsn else "?"
+    url = f"{args.dsn}{sep}schema={schema}" if schema else f"sqlite:///{work / (name.replace(' ', '') + '.db')}"
+    processes, ports = _start(work, name, url, sim_port, replicas)
     urls = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
+    row = Row(name)
     try:
-        asyncio.run(_load(urls, 1.0, args.concurrency))  # warm up
-        latencies = sorted(asyncio.run(_load(urls, args.seconds, args.concurrency)))
+        key = _make_key(ports[0])
+        asyncio.run(_load(urls, 2.0, args.concurrency, key))  # warm up: caches, leases, pools
+        if schema:
+            time.sleep(1.2)  # every replica records its counters once more
+            before = asyncio.run(_stats(args.dsn, schema))
+
+        async def measured() -> tuple[list[float], list[int]]:
+            sampler = LockSampler(args.dsn)
+            if schema:
+                sampler.start()
+            try:
+                return await _load(urls, args.seconds, args.concurrency, key), sampler.samples
+            finally:
+                await sampler.stop()
+
+        latencies, samples = asyncio.run(measured())
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(15)
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    rps = len(latencies) / args.seconds
-    return name, len(latencies), rps, statistics.median(latencies) * 1000, p99 * 1000
+        _stop(processes)  # each replica records its counters as it closes
+    latencies.sort()
+    row.requests = len(latencies)
+    row.rps = len(latencies) / args.seconds
+    row.p50_ms = statistics.median(latencies) * 1000
+    row.p99_ms = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    if schema:
+        after = asyncio.run(_stats(args.dsn, schema))
+        row.round_trips = (after[0] - before[0]) / max(row.requests, 1)
+        row.leases = (after[1] - before[1]) * 1000 / max(row.requests, 1)
+        row.lock_mean = statistics.fmean(samples) if samples else 0.0
+        row.lock_max = max(samples, default=0)
+    return row
+
+
+def _sigstop(work: Path, sim_port: int, args: argparse.Namespace, schema: str) -> tuple[float, float, int]:
+    """Two replicas under load; one SIGSTOPped for ``--stop-seconds``: the other's req/s before and during."""
+    sep = "&" if "?" in args.dsn else "?"
+    processes, ports = _start(work, "sigstop", f"{args.dsn}{sep}schema={schema}", sim_port, 2)
+    urls = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
+    before_s = 10.0
+    done: list[tuple[int, float, float]] = []
+    try:
+        key = _make_key(ports[0])
+        asyncio.run(_load(urls, 2.0, args.concurrency, key))
+
+        async def run() -> float:
+            loop = asyncio.get_running_loop()
+            load = loop.create_task(_load(urls, before_s + args.stop_seconds, args.concurrency, key, done))
+            await asyncio.sleep(before_s)
+            stopped_at = time.perf_counter()
+            processes[0].send_signal(signal.SIGSTOP)
+            await asyncio.sleep(args.stop_seconds)
+            processes[0].send_signal(signal.SIGCONT)
+            await load
+            return stopped_at
+
+        stopped_at = asyncio.run(run())
+    finally:
+        _stop(processes)
+    other = [t for i, t, _ in done if i == 1]
+    start = min(t for _, t, _ in done)
+    before = sum(1 for t in other if start + 1 <= t < stopped_at) / (stopped_at - start - 1)
+    during = sum(1 for t in other if stopped_at <= t < stopped_at + args.stop_seconds) / args.stop_seconds
+    stranded = sum(1 for i, t, _ in done if i == 0 and t >= stopped_at)
+    return before, during, stranded
+
+
+def _table(rows: list[Row], args: argparse.Namespace) -> Table:
+    table = Table(title=f"non-streamed chat, {args.concurrency} clients in all, {args.seconds:g} s per setup,"
+                  f" {os.cpu_count()} cores shared by sim, replicas, PostgreSQL and the client")
+    for column in ("setup", "requests", "req/s", "x sqlite", "p50 ms", "p99 ms", "PG trips/req",
+                   "leases/1k req", "lock waits mean", "lock waits max"):
+        table.add_column(column, justify="left" if column == "setup" else "right")
+    base = rows[0].rps or 1.0
+    for r in rows:
+        table.add_row(r.name, str(r.requests), f"{r.rps:.0f}", f"{r.rps / base:.2f}", f"{r.p50_ms:.1f}",
+                      f"{r.p99_ms:.1f}", "-" if r.round_trips is None else f"{r.round_trips:.3f}",
+                      "-" if r.leases is None else f"{r.leases:.2f}",
+                      "-" if r.lock_mean is None else f"{r.lock_mean:.2f}",
+                      "-" if r.lock_max is None else str(r.lock_max))
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--replicas", default="1,2,4", help="PostgreSQL setups to measure, comma-separated")
+    parser.add_argument("--stop-seconds", type=float, default=20.0, help="0: skip the SIGSTOP run")
     default_dsn = os.environ.get("SUANLI_TEST_PG_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
     parser.add_argument("--dsn", default=default_dsn)
     args = parser.parse_args()
+    console = Console(width=None if Console().is_terminal else 150)
     work = Path(tempfile.mkdtemp(prefix="suanli-replicas-"))
     sim_port = free_port()
     (work / "sim.yaml").write_text(yaml.safe_dump(
         {"regions": [{**r, "provider": "sim", "sim": {"ms_per_token": 0}} for r in REGIONS]}))
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     sim = spawn(["sim", "--config", str(work / "sim.yaml"), "--port", str(sim_port)],
-                 f"http://127.0.0.1:{sim_port}/v1/models")
-    rows = []
+                f"http://127.0.0.1:{sim_port}/v1/models")
+    rows: list[Row] = []
+    stop_figures = None
     try:
-        rows.append(_setup(work, "sqlite, 1 replica", f"sqlite:///{work / 'ledger.db'}", sim_port, 1, args))
-        for replicas in (1, 2):
-            schema = f"bench_{secrets.token_hex(4)}"
-            sep = "&" if "?" in args.dsn else "?"
+        with console.status("sqlite, 1 replica"):
+            rows.append(_setup(work, "sqlite, 1 replica", sim_port, 1, args, None))
+        for replicas in (int(n) for n in args.replicas.split(",") if n.strip()):
+            schema = f"r19bench_{secrets.token_hex(4)}"
+            name = f"postgresql, {replicas} replica{'s' * (replicas > 1)}"
             try:
-                rows.append(_setup(work, f"postgresql, {replicas} replica{'s' * (replicas > 1)}",
-                                   f"{args.dsn}{sep}schema={schema}", sim_port, replicas, args))
+                with console.status(name):
+                    rows.append(_setup(work, name, sim_port, replicas, args, schema))
+            finally:
+                asyncio.run(_drop(args.dsn, schema))
+        if args.stop_seconds > 0:
+            schema = f"r19bench_{secrets.token_hex(4)}"
+            try:
+                with console.status(f"postgresql, 2 replicas, one SIGSTOPped for {args.stop_seconds:g} s"):
+                    stop_figures = _sigstop(work, sim_port, args, schema)
             finally:
                 asyncio.run(_drop(args.dsn, schema))
     finally:
         sim.terminate()
         sim.wait(10)
-    print(f"non-streamed chat, {args.concurrency} concurrent clients in all, {args.seconds:g} s per setup, "
-          f"{os.cpu_count()} cores shared by sim, replicas, PostgreSQL and the client")
-    print(f"{'setup':<24} {'requests':>9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for name, count, rps, p50, p99 in rows:
-        print(f"{name:<24} {count:>9} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f}")
+    console.print(_table(rows, args))
+    if stop_figures is not None:
+        before, during, stranded = stop_figures
+        table = Table(title=f"postgresql, 2 replicas: one SIGSTOPped for {args.stop_seconds:g} s")
+        for column in ("the other's req/s before", "during the stop", "kept", "answers of the stopped one after"):
+            table.add_column(column, justify="right")
+        table.add_row(f"{before:.0f}", f"{during:.0f}", f"{during / before:.0%}" if before else "-", str(stranded))
+        console.print(table)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ __all__ = ["LEASE_HORIZON_S", "QueuedSettle", "Slice", "SliceHold", "lease_size"
 
 # A lease covers this many seconds of the measured draw: renewals stay rare (about one per
 # horizon per busy account and replica) while an idle replica strands little.
-LEASE_HORIZON_S = 2.0
+LEASE_HORIZON_S = 5.0
 # At most this fraction of what an account has free goes to one lease beyond the need, so
 # a nearly spent voucher is shared out in small slices instead of parked on one replica.
 SHARE = 4
