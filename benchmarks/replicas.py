@@ -34,6 +34,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import yaml
+from _escrow_costs import measure_costs
 from _procs import free_port, spawn
 from rich.console import Console
 from rich.table import Table
@@ -68,9 +69,11 @@ class Row:
 
 
 async def _load(urls: list[str], seconds: float, concurrency: int, key: str,
-                done: list[tuple[int, float, float]] | None = None) -> list[float]:
+                done: list[tuple[int, float, float]] | None = None,
+                failed: list[int] | None = None) -> list[float]:
     """``concurrency`` clients over ``urls`` for ``seconds``; latencies (s). ``done`` gets
-    (url index, finish time, latency) per answer."""
+    (url index, finish time, latency) per answer; ``failed`` the url index of each error
+    answer (without it an error stops the run: a steady setup must answer every request)."""
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     headers = {"Authorization": f"Bearer {key}"}
@@ -85,7 +88,11 @@ async def _load(urls: list[str], seconds: float, concurrency: int, key: str,
                 async with session.post(url, json=BODY) as response:
                     await response.read()
                     if response.status != 200:
-                        raise RuntimeError(f"{url} answered {response.status}: {(await response.text())[:200]}")
+                        if failed is None:
+                            text = (await response.text())[:200]
+                            raise RuntimeError(f"{url} answered {response.status}: {text}")
+                        failed.append(i % len(urls))
+                        continue
                 finished = time.perf_counter()
                 latencies.append(finished - started)
                 if done is not None:
@@ -177,7 +184,8 @@ def _stop(processes: list) -> None:
 def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.Namespace,
            schema: str | None) -> Row:
     sep = "&" if "?" in args.dsn else "?"
-    url = f"{args.dsn}{sep}schema={schema}" if schema else f"sqlite:///{work / (name.replace(' ', '') + '.db')}"
+    sqlite = f"sqlite:///{work / (name.replace(' ', '') + '.db')}"
+    url = f"{args.dsn}{sep}schema={schema}" if schema else sqlite
     processes, ports = _start(work, name, url, sim_port, replicas)
     urls = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
     row = Row(name)
@@ -214,20 +222,23 @@ def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.N
     return row
 
 
-def _sigstop(work: Path, sim_port: int, args: argparse.Namespace, schema: str) -> tuple[float, float, int]:
+def _sigstop(work: Path, sim_port: int, args: argparse.Namespace,
+             schema: str) -> tuple[float, float, int, int]:
     """Two replicas under load; one SIGSTOPped for ``--stop-seconds``: the other's req/s before and during."""
     sep = "&" if "?" in args.dsn else "?"
     processes, ports = _start(work, "sigstop", f"{args.dsn}{sep}schema={schema}", sim_port, 2)
     urls = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
     before_s = 10.0
     done: list[tuple[int, float, float]] = []
+    failed: list[int] = []
     try:
         key = _make_key(ports[0])
         asyncio.run(_load(urls, 2.0, args.concurrency, key))
 
         async def run() -> float:
             loop = asyncio.get_running_loop()
-            load = loop.create_task(_load(urls, before_s + args.stop_seconds, args.concurrency, key, done))
+            load = loop.create_task(_load(urls, before_s + args.stop_seconds, args.concurrency, key, done,
+                                          failed))
             await asyncio.sleep(before_s)
             stopped_at = time.perf_counter()
             processes[0].send_signal(signal.SIGSTOP)
@@ -243,8 +254,10 @@ def _sigstop(work: Path, sim_port: int, args: argparse.Namespace, schema: str) -
     start = min(t for _, t, _ in done)
     before = sum(1 for t in other if start + 1 <= t < stopped_at) / (stopped_at - start - 1)
     during = sum(1 for t in other if stopped_at <= t < stopped_at + args.stop_seconds) / args.stop_seconds
+    # The stopped replica's requests in flight: answered late, or refused as in doubt (the
+    # upstream answered while it was stopped, past the request's deadline).
     stranded = sum(1 for i, t, _ in done if i == 0 and t >= stopped_at)
-    return before, during, stranded
+    return before, during, stranded, len(failed)
 
 
 def _table(rows: list[Row], args: argparse.Namespace) -> Table:
@@ -260,6 +273,36 @@ def _table(rows: list[Row], args: argparse.Namespace) -> Table:
                       "-" if r.leases is None else f"{r.leases:.2f}",
                       "-" if r.lock_mean is None else f"{r.lock_mean:.2f}",
                       "-" if r.lock_max is None else str(r.lock_max))
+    return table
+
+
+def _model(one: Row, lease_ms: float, flush_ms: dict[int, float]) -> Table:
+    """How many replicas (each as fast as the measured one) one PostgreSQL primary core carries.
+
+    A request costs the primary its share of a flush (fixed + per row, fitted on the measured
+    batches; rows per flush = what arrives during one flush) and of the leases it needed;
+    the background work (1 s ticks, view refresh, planner) is ~20 statements a second per
+    replica. Client-side wall times bound the server's time from above: the model is
+    conservative.
+    """
+    small, large = min(flush_ms), max(flush_ms)
+    per_row = max((flush_ms[large] - flush_ms[small]) / (large - small), 0.0)
+    fixed = max(flush_ms[small] - small * per_row, 0.0)
+    rows_per_flush = max(1.0, one.rps * (fixed + per_row) / 1000)
+    rows_per_flush = max(1.0, one.rps * (fixed + per_row * rows_per_flush) / 1000)
+    lease_share = lease_ms * (one.leases or 0.0) / 1000
+    per_request = per_row + fixed / rows_per_flush + lease_share
+    background_ms_s = 20 * flush_ms[small] / 2  # ~20 light statements a second, each ~half a 1-row flush
+    table = Table(title=f"model: {lease_ms:.2f} ms per lease, flush = {fixed:.2f} ms + {per_row:.3f} ms"
+                  f" per row ({rows_per_flush:.1f} rows per flush at {one.rps:.0f} req/s):"
+                  f" {per_request:.3f} ms of the primary per request")
+    for column in ("replicas", "req/s (each as measured, own cores)", "x one", "primary busy"):
+        table.add_column(column, justify="right")
+    for n in (1, 2, 4, 8, 16, 32):
+        busy_ms_s = n * (one.rps * per_request + background_ms_s)
+        scale = min(1.0, 1000 / busy_ms_s) if busy_ms_s else 1.0
+        table.add_row(str(n), f"{n * one.rps * scale:.0f}", f"{n * scale:.2f}",
+                      f"{min(busy_ms_s / 10, 100):.0f}%" + (" (saturated)" if scale < 1 else ""))
     return table
 
 
@@ -304,12 +347,19 @@ def main() -> None:
         sim.terminate()
         sim.wait(10)
     console.print(_table(rows, args))
+    pg_one = next((r for r in rows if r.name == "postgresql, 1 replica"), None)
+    if pg_one is not None:
+        with console.status("the cost of a lease and of a flush"):
+            costs = measure_costs(args.dsn)
+        console.print(_model(pg_one, *costs))
     if stop_figures is not None:
-        before, during, stranded = stop_figures
+        before, during, stranded, errors = stop_figures
         table = Table(title=f"postgresql, 2 replicas: one SIGSTOPped for {args.stop_seconds:g} s")
-        for column in ("the other's req/s before", "during the stop", "kept", "answers of the stopped one after"):
+        for column in ("the other's req/s before", "during the stop", "kept", "stopped one: answered late",
+                       "refused"):
             table.add_column(column, justify="right")
-        table.add_row(f"{before:.0f}", f"{during:.0f}", f"{during / before:.0%}" if before else "-", str(stranded))
+        kept = f"{during / before:.0%}" if before else "-"
+        table.add_row(f"{before:.0f}", f"{during:.0f}", kept, str(stranded), str(errors))
         console.print(table)
 
 
