@@ -34,7 +34,8 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import yaml
-from _escrow_costs import measure_costs
+from _escrow_costs import Costs, measure_costs
+from _pg_cpu import backend_cpu, cpu_delta_ms
 from _procs import free_port, spawn
 from rich.console import Console
 from rich.table import Table
@@ -62,6 +63,8 @@ class Row:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     round_trips: float | None = None  # PostgreSQL statements per request
+    rows_per_flush: float | None = None
+    pg_cpu_ms: float | None = None  # server CPU per request, all of suanli's sessions
     leases: float | None = None  # leases per 1,000 requests
     lock_mean: float | None = None  # sessions waiting on a lock, mean of the samples
     lock_max: int | None = None
@@ -140,13 +143,22 @@ class LockSampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def _stats(dsn: str, schema: str) -> tuple[int, int]:
-    """(round trips, leases) summed over the replicas, as they last recorded them."""
+async def _stats(dsn: str, schema: str) -> tuple[int, int, int, int]:
+    """(round trips, leases, settles, flushes) summed over the replicas, as they last recorded them."""
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(
-            f"SELECT COALESCE(sum(round_trips), 0), COALESCE(sum(leases), 0) FROM {schema}.replica_stats")
-        return int(row[0]), int(row[1])
+            "SELECT COALESCE(sum(round_trips), 0), COALESCE(sum(leases), 0), COALESCE(sum(settles), 0),"
+            f" COALESCE(sum(flushes), 0) FROM {schema}.replica_stats")
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+    finally:
+        await conn.close()
+
+
+async def _server_cpu(dsn: str) -> dict[int, float] | None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await backend_cpu(conn)
     finally:
         await conn.close()
 
@@ -195,6 +207,7 @@ def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.N
         if schema:
             time.sleep(1.2)  # every replica records its counters once more
             before = asyncio.run(_stats(args.dsn, schema))
+            cpu_before = asyncio.run(_server_cpu(args.dsn))
 
         async def measured() -> tuple[list[float], list[int]]:
             sampler = LockSampler(args.dsn)
@@ -206,6 +219,8 @@ def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.N
                 await sampler.stop()
 
         latencies, samples = asyncio.run(measured())
+        if schema:
+            row.pg_cpu_ms = cpu_delta_ms(cpu_before, asyncio.run(_server_cpu(args.dsn)))
     finally:
         _stop(processes)  # each replica records its counters as it closes
     latencies.sort()
@@ -217,6 +232,9 @@ def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.N
         after = asyncio.run(_stats(args.dsn, schema))
         row.round_trips = (after[0] - before[0]) / max(row.requests, 1)
         row.leases = (after[1] - before[1]) * 1000 / max(row.requests, 1)
+        row.rows_per_flush = (after[2] - before[2]) / max(after[3] - before[3], 1)
+        if row.pg_cpu_ms is not None:
+            row.pg_cpu_ms /= max(row.requests, 1)
         row.lock_mean = statistics.fmean(samples) if samples else 0.0
         row.lock_max = max(samples, default=0)
     return row
@@ -264,45 +282,51 @@ def _table(rows: list[Row], args: argparse.Namespace) -> Table:
     table = Table(title=f"non-streamed chat, {args.concurrency} clients in all, {args.seconds:g} s per setup,"
                   f" {os.cpu_count()} cores shared by sim, replicas, PostgreSQL and the client")
     for column in ("setup", "requests", "req/s", "x sqlite", "p50 ms", "p99 ms", "PG trips/req",
-                   "leases/1k req", "lock waits mean", "lock waits max"):
+                   "rows/flush", "leases/1k req", "PG CPU ms/req", "lock waits mean", "lock waits max"):
         table.add_column(column, justify="left" if column == "setup" else "right")
     base = rows[0].rps or 1.0
     for r in rows:
         table.add_row(r.name, str(r.requests), f"{r.rps:.0f}", f"{r.rps / base:.2f}", f"{r.p50_ms:.1f}",
                       f"{r.p99_ms:.1f}", "-" if r.round_trips is None else f"{r.round_trips:.3f}",
+                      "-" if r.rows_per_flush is None else f"{r.rows_per_flush:.1f}",
                       "-" if r.leases is None else f"{r.leases:.2f}",
+                      "-" if r.pg_cpu_ms is None else f"{r.pg_cpu_ms:.3f}",
                       "-" if r.lock_mean is None else f"{r.lock_mean:.2f}",
                       "-" if r.lock_max is None else str(r.lock_max))
     return table
 
 
-def _model(one: Row, lease_ms: float, flush_ms: dict[int, float]) -> Table:
+def _model(one: Row, costs: Costs) -> Table:
     """How many replicas (each as fast as the measured one) one PostgreSQL primary core carries.
 
-    A request costs the primary its share of a flush (fixed + per row, fitted on the measured
-    batches; rows per flush = what arrives during one flush) and of the leases it needed;
-    the background work (1 s ticks, view refresh, planner) is ~20 statements a second per
-    replica. Client-side wall times bound the server's time from above: the model is
-    conservative.
+    From the measured server CPU: a flush costs ``fixed + per_row * n`` (fitted on the
+    in-process batches), a lease ``lease_cpu``; a request costs its share of a flush (at the
+    rows per flush the run saw), of the leases it needed, and of the background statements
+    (ticks, view refresh, planner): the rest of the PG CPU per request the run measured.
     """
-    small, large = min(flush_ms), max(flush_ms)
-    per_row = max((flush_ms[large] - flush_ms[small]) / (large - small), 0.0)
-    fixed = max(flush_ms[small] - small * per_row, 0.0)
-    rows_per_flush = max(1.0, one.rps * (fixed + per_row) / 1000)
-    rows_per_flush = max(1.0, one.rps * (fixed + per_row * rows_per_flush) / 1000)
-    lease_share = lease_ms * (one.leases or 0.0) / 1000
-    per_request = per_row + fixed / rows_per_flush + lease_share
-    background_ms_s = 20 * flush_ms[small] / 2  # ~20 light statements a second, each ~half a 1-row flush
-    table = Table(title=f"model: {lease_ms:.2f} ms per lease, flush = {fixed:.2f} ms + {per_row:.3f} ms"
-                  f" per row ({rows_per_flush:.1f} rows per flush at {one.rps:.0f} req/s):"
-                  f" {per_request:.3f} ms of the primary per request")
-    for column in ("replicas", "req/s (each as measured, own cores)", "x one", "primary busy"):
+    cpu = costs.flush_cpu_ms
+    small, large = min(cpu), max(cpu)
+    if one.pg_cpu_ms is None or cpu[small] is None or cpu[large] is None or costs.lease_cpu_ms is None:
+        return Table(title="model: no server CPU figures (PostgreSQL is not local)")
+    per_row = max((cpu[large] - cpu[small]) / (large - small), 0.0)
+    fixed = max(cpu[small] - small * per_row, 0.0)
+    rows = one.rows_per_flush or 1.0
+    batch = per_row + fixed / rows
+    leases = costs.lease_cpu_ms * (one.leases or 0.0) / 1000
+    rest = max(one.pg_cpu_ms - batch - leases, 0.0)
+    per_request = one.pg_cpu_ms
+    table = Table(title=f"model: server CPU {costs.lease_cpu_ms:.2f} ms per lease, {fixed:.2f} ms +"
+                  f" {per_row:.3f} ms per row per flush; at {rows:.1f} rows per flush a request costs the"
+                  f" primary {batch:.3f} ms (rows) + {leases:.3f} (leases) + {rest:.3f} (background)"
+                  f" = {per_request:.3f} ms")
+    for column in ("replicas", "req/s (each as fast as the measured one, on cores of its own)", "x one",
+                   "primary CPU (1 core)"):
         table.add_column(column, justify="right")
-    for n in (1, 2, 4, 8, 16, 32):
-        busy_ms_s = n * (one.rps * per_request + background_ms_s)
-        scale = min(1.0, 1000 / busy_ms_s) if busy_ms_s else 1.0
+    for n in (1, 2, 4, 8, 16, 32, 64):
+        busy = n * one.rps * per_request / 1000  # cores
+        scale = min(1.0, 1 / busy) if busy else 1.0
         table.add_row(str(n), f"{n * one.rps * scale:.0f}", f"{n * scale:.2f}",
-                      f"{min(busy_ms_s / 10, 100):.0f}%" + (" (saturated)" if scale < 1 else ""))
+                      f"{min(busy, 1.0):.0%}" + (" (saturated)" if scale < 1 else ""))
     return table
 
 
@@ -351,7 +375,7 @@ def main() -> None:
     if pg_one is not None:
         with console.status("the cost of a lease and of a flush"):
             costs = measure_costs(args.dsn)
-        console.print(_model(pg_one, *costs))
+        console.print(_model(pg_one, costs))
     if stop_figures is not None:
         before, during, stranded, errors = stop_figures
         table = Table(title=f"postgresql, 2 replicas: one SIGSTOPped for {args.stop_seconds:g} s")
