@@ -44,7 +44,7 @@ def _settlement() -> Settlement:
 
 
 async def _cpu(led: EscrowLedger, probe: asyncpg.Connection) -> dict[int, float] | None:
-    return await backend_cpu(probe, f"suanli {led.owner_id}")
+    return await backend_cpu(probe, [f"suanli {led.owner_id}"])
 
 
 async def _costs(url: str, dsn: str) -> Costs:

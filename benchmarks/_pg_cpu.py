@@ -17,11 +17,12 @@ __all__ = ["backend_cpu", "cpu_delta_ms"]
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def backend_cpu(conn: asyncpg.Connection, app_like: str = "suanli %") -> dict[int, float] | None:
-    """Backend pid -> CPU seconds so far, for the sessions whose application_name is LIKE ``app_like``."""
+async def backend_cpu(conn: asyncpg.Connection, names: list[str]) -> dict[int, float] | None:
+    """Backend pid -> CPU seconds so far, for the sessions whose application_name is in ``names``
+    (``suanli OWNER``: other runs on the same database, other schemas, are not counted)."""
     pids = [r[0] for r in await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1 AND datname = current_database()",
-        app_like)]
+        "SELECT pid FROM pg_stat_activity WHERE application_name = ANY($1::text[])"
+        " AND datname = current_database()", names)]
     found: dict[int, float] = {}
     for pid in pids:
         try:

@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Row:
     leases: float | None = None  # leases per 1,000 requests
     lock_mean: float | None = None  # sessions waiting on a lock, mean of the samples
     lock_max: int | None = None
+    waiting: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
 
@@ -116,20 +118,26 @@ def _make_key(port: int) -> str:
 
 
 class LockSampler:
-    """Sessions of this schema's replicas waiting on a lock, every 50 ms, while running."""
+    """Sessions of this schema's replicas waiting on a lock, every 50 ms, while running (other
+    runs on the same database name their sessions ``suanli ...`` too: only this schema's owners count)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, schema: str) -> None:
         self.dsn = dsn
+        self.schema = schema
         self.samples: list[int] = []
+        self.waiting: Counter[str] = Counter()  # "wait_event: statement" of each waiter seen
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         conn = await asyncpg.connect(self.dsn)
         try:
+            names = await _names(conn, self.schema)
             while True:
-                self.samples.append(await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND application_name LIKE 'suanli %' AND datname = current_database()"))
+                rows = await conn.fetch(
+                    "SELECT wait_event, left(query, 70) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = ANY($1::text[]) AND datname = current_database()", names)
+                self.samples.append(len(rows))
+                self.waiting.update(f"{r[0]}: {r[1]}" for r in rows)
                 await asyncio.sleep(0.05)
         finally:
             await conn.close()
@@ -155,10 +163,15 @@ async def _stats(dsn: str, schema: str) -> tuple[int, int, int, int]:
         await conn.close()
 
 
-async def _server_cpu(dsn: str) -> dict[int, float] | None:
+async def _names(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """The sessions of this setup's replicas: ``suanli OWNER`` for the owners of its schema."""
+    return [f"suanli {r[0]}" for r in await conn.fetch(f"SELECT id FROM {schema}.owners")]
+
+
+async def _server_cpu(dsn: str, schema: str) -> dict[int, float] | None:
     conn = await asyncpg.connect(dsn)
     try:
-        return await backend_cpu(conn)
+        return await backend_cpu(conn, await _names(conn, schema))
     finally:
         await conn.close()
 
@@ -207,20 +220,21 @@ def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.N
         if schema:
             time.sleep(1.2)  # every replica records its counters once more
             before = asyncio.run(_stats(args.dsn, schema))
-            cpu_before = asyncio.run(_server_cpu(args.dsn))
+            cpu_before = asyncio.run(_server_cpu(args.dsn, schema))
 
         async def measured() -> tuple[list[float], list[int]]:
-            sampler = LockSampler(args.dsn)
+            sampler = LockSampler(args.dsn, schema or "")
             if schema:
                 sampler.start()
             try:
                 return await _load(urls, args.seconds, args.concurrency, key), sampler.samples
             finally:
                 await sampler.stop()
+                row.waiting = sampler.waiting
 
         latencies, samples = asyncio.run(measured())
         if schema:
-            row.pg_cpu_ms = cpu_delta_ms(cpu_before, asyncio.run(_server_cpu(args.dsn)))
+            row.pg_cpu_ms = cpu_delta_ms(cpu_before, asyncio.run(_server_cpu(args.dsn, schema)))
     finally:
         _stop(processes)  # each replica records its counters as it closes
     latencies.sort()
@@ -371,6 +385,9 @@ def main() -> None:
         sim.terminate()
         sim.wait(10)
     console.print(_table(rows, args))
+    for r in rows:
+        for what, n in r.waiting.most_common(3):
+            console.print(f"  {r.name}: {n} samples waiting on {what}")
     pg_one = next((r for r in rows if r.name == "postgresql, 1 replica"), None)
     if pg_one is not None:
         with console.status("the cost of a lease and of a flush"):

@@ -44,6 +44,7 @@ from suanli.router.ledger.postgres.escrow_sql import (
     POST_OWN,
     RETURN_DEAD,
     RETURN_IDS,
+    SHRINK,
     TAKE_IDS,
 )
 from suanli.router.ledger.postgres.faults import TRANSIENT, unavailable
@@ -398,6 +399,10 @@ class Escrow:
         back = [sl for sl in self._slices.values() if sl.lease_id is not None and sl.idle and (
             loop_now - sl.last_use > idle_s
             or (sl.voucher_id is not None and epochs.get(sl.lease_id, sl.epoch) != sl.epoch))]
+        for sl in self._slices.values():
+            if sl not in back and sl.voucher_id is not None and sl.lease_id in epochs \
+                    and epochs[sl.lease_id] != sl.epoch:
+                await self._shrink(sl, epochs[sl.lease_id])
         mine = {sl.lease_id for sl in self._slices.values()}
         # A lease no slice holds: its return was skipped (a flush had it locked) or half done.
         orphans = [lease_id for lease_id in epochs if lease_id not in mine]
@@ -415,6 +420,14 @@ class Escrow:
                 log.warning("ledger: returned %d leases of %d dead or silent replicas", len(returned),
                             len(dead))
         await self.record(now)
+
+    async def _shrink(self, sl: Slice, epoch: int) -> None:
+        """The voucher was recalled (a peer short of it, a central adjust): keep only what is in use."""
+        keep = sl.used_q + sl.held_q
+        if sl.lease_id is not None and sl.leased_q > keep:
+            if await self._pool.fetch(SHRINK, sl.lease_id, keep):
+                sl.leased_q = keep
+        sl.epoch = epoch
 
     async def return_slices(self, slices: list[Slice], now: float, *, also: list[str] = ()) -> None:
         """Post and return these slices' leases (and the lease ids ``also``).

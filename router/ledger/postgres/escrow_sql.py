@@ -27,7 +27,9 @@ __all__ = [
     "KEY_BOOKS",
     "POST_OWN",
     "RETURN_DEAD",
+    "RECALL",
     "RETURN_IDS",
+    "SHRINK",
     "TAKE_IDS",
     "VOUCHER_BOOKS",
 ]
@@ -131,6 +133,22 @@ RETURN_IDS = _settle_leases("id = ANY($2::text[])", returning=True)
 # $1 now, $2 dead owner ids: their slices come back (kill -9, a replica silent past the lease TTL).
 RETURN_DEAD = _settle_leases("owner = ANY($2::text[]) OR owner NOT IN (SELECT id FROM owners)",
                              returning=True)
+
+# $1 lease id, $2 what it keeps (>= what it used and holds): the rest of a recalled voucher
+# slice goes back while the replica keeps serving from it.
+SHRINK = (
+    "WITH l AS (SELECT id, voucher_id, leased_q FROM leases WHERE id = $1 AND state = 'live'"
+    " AND leased_q > $2::bigint FOR UPDATE),"
+    " u AS (UPDATE leases SET leased_q = $2 FROM l WHERE leases.id = l.id)"
+    " UPDATE vouchers SET held_q = vouchers.held_q - (l.leased_q - $2) FROM l"
+    " WHERE vouchers.id = l.voucher_id"
+    " RETURNING l.id"
+)
+# A central change of a voucher (a top-up, a cut: /admin/vouchers/{id}/adjust): bump the
+# epoch in the same transaction, and every replica gives back the free part of its slice at
+# its next tick. A cut can take at most balance_q - held_q at once (the CHECK), so it is
+# floored at what slices and holds keep: cut that now and the rest once they are back.
+RECALL = "UPDATE vouchers SET lease_epoch = lease_epoch + 1 WHERE id = $1"
 
 # $1 how many usage ids: a block for this replica's chain.
 TAKE_IDS = "SELECT nextval('usage_ids') FROM generate_series(1, $1)"

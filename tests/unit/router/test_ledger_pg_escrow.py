@@ -215,3 +215,24 @@ async def test_audit_verifies_every_replica_chain_and_seals_them_in_a_root(url: 
     await sql(url, "DELETE FROM usage WHERE id = $1", last)
     deleted = verify(await read_snapshot(url))
     assert deleted.problem == "deleted" and deleted.row_id == last
+
+
+async def test_a_recalled_slice_in_use_gives_back_its_free_part(url: str) -> None:
+    """A central change (an adjust) or a short peer recalls a voucher: a busy replica keeps only
+    what it holds and has spent, and the rest is free for the others and for a cut."""
+    clock = Clock()
+    busy, other = await replica(url, clock), await replica(url, clock)
+    pending = await busy.reserve(ask("in-flight", 10.0))  # busy: never idle, its slice is larger
+    ((leased,),) = await sql(url, "SELECT leased_q FROM leases WHERE owner = $1", busy.owner_id)
+    assert leased > 10 * 10**6
+    await sql(url, "UPDATE vouchers SET lease_epoch = lease_epoch + 1 WHERE id = 'v'")  # escrow_sql.RECALL
+    await busy.escrow.tick()
+    ((kept,),) = await sql(url, "SELECT leased_q FROM leases WHERE owner = $1", busy.owner_id)
+    assert kept == 10 * 10**6
+    rest = await other.reserve(ask("the-rest", AMOUNT))
+    assert rest.voucher_units == AMOUNT - 10.0
+    await busy.settle(pending.id, used(10.0))
+    await leased_within_balance(url)
+    for led in (busy, other):
+        await led.close()
+    assert await sql(url, "SELECT balance_q, held_q FROM vouchers") == [((AMOUNT - 10.0) * 10**6, 0)]
