@@ -368,7 +368,9 @@ class Escrow:
         """Forget the leases a peer returned under this replica (it was silent past the TTL)."""
         live = {r[0] for r in live_rows}
         for sl in self._slices.values():
-            if sl.lease_id is not None and sl.lease_id not in live:
+            # A slice leasing right now finds out in its own transaction (and may hold a lease
+            # newer than ``live_rows``).
+            if sl.lease_id is not None and sl.lease_id not in live and sl.leasing is None:
                 log.warning("ledger: lease %s was returned by a peer (this replica was silent); leasing anew",
                             sl.lease_id)
                 sl.lost()
@@ -396,12 +398,14 @@ class Escrow:
             " WHERE l.owner = $1 AND l.state = 'live'", self.owner_id)
         self._check_leases(rows)
         epochs = {r[0]: r[1] for r in rows}
-        back = [sl for sl in self._slices.values() if sl.lease_id is not None and sl.idle and (
+        # Never a slice with a lease in flight: its grant would land on a lease returned or shrunk.
+        back = [sl for sl in self._slices.values()
+                if sl.lease_id is not None and sl.idle and sl.leasing is None and (
             loop_now - sl.last_use > idle_s
             or (sl.voucher_id is not None and epochs.get(sl.lease_id, sl.epoch) != sl.epoch))]
         for sl in self._slices.values():
             if sl not in back and sl.voucher_id is not None and sl.lease_id in epochs \
-                    and epochs[sl.lease_id] != sl.epoch:
+                    and epochs[sl.lease_id] != sl.epoch and sl.leasing is None:
                 await self._shrink(sl, epochs[sl.lease_id])
         mine = {sl.lease_id for sl in self._slices.values()}
         # A lease no slice holds: its return was skipped (a flush had it locked) or half done.
@@ -424,10 +428,17 @@ class Escrow:
     async def _shrink(self, sl: Slice, epoch: int) -> None:
         """The voucher was recalled (a peer short of it, a central adjust): keep only what is in use."""
         keep = sl.used_q + sl.held_q
-        if sl.lease_id is not None and sl.leased_q > keep:
+        if sl.lease_id is None or sl.leased_q <= keep:
+            sl.epoch = epoch
+            return
+        sl.leasing = asyncio.get_running_loop().create_future()  # no lease meanwhile: leased_q is set here
+        try:
             if await self._pool.fetch(SHRINK, sl.lease_id, keep):
                 sl.leased_q = keep
-        sl.epoch = epoch
+            sl.epoch = epoch
+        finally:
+            sl.leasing.set_result(None)
+            sl.leasing = None
 
     async def return_slices(self, slices: list[Slice], now: float, *, also: list[str] = ()) -> None:
         """Post and return these slices' leases (and the lease ids ``also``).
