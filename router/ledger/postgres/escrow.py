@@ -244,6 +244,16 @@ class Escrow:
     def pending(self) -> int:
         return sum(1 for h in self._holds.values() if h.settling is None)
 
+    def key_held(self, key_id: str) -> dict[str, int]:
+        """Period -> nano-yuan this replica's pending holds keep of the key's budget."""
+        held: dict[str, int] = {}
+        for h in self._holds.values():
+            if h.settling is None:
+                for sl, q in h.keys:
+                    if sl.key_id == key_id and sl.period is not None:
+                        held[sl.period] = held.get(sl.period, 0) + q
+        return held
+
     def free(self) -> dict[str, float]:
         """Voucher id -> units free in this replica's slices."""
         return {sl.voucher_id: max(sl.free_q, 0) / sl.scale for sl in self._slices.values()

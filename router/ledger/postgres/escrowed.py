@@ -1,8 +1,8 @@
 """A replica's ledger on PostgreSQL with the escrow in front: the ``AsyncLedger`` port ``serve`` uses.
 
 Holds and settles of the request path go to this replica's ``Escrow`` (in memory against
-leased slices, usage rows group-committed); a hold made on the per-hold path (a batch line
-held by ``PgLedger`` itself, a hold made before a restart) is settled or voided there. Every
+leased slices, usage rows group-committed); a fine-tuning job's long hold, and any hold made
+on the per-hold path (by ``PgLedger`` itself, or before a restart), is settled or voided there. Every
 other call is the ``PgLedger``'s: they share one pool, one owner, one schema.
 """
 
@@ -13,12 +13,17 @@ from datetime import datetime
 from typing import Any
 
 from suanli.config import Voucher
+from suanli.router.ledger.keys import YUAN_Q
 from suanli.router.ledger.postgres.escrow import Escrow, EscrowCounters
 from suanli.router.ledger.postgres.ledger import PgLedger
 from suanli.router.ledger.postgres.schema import lock_space, pg_url
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow
 
 __all__ = ["EscrowLedger", "open_escrowed"]
+
+# A fine-tuning job holds its estimate for minutes or hours: a row of its own (the per-hold
+# path) that every replica sees, that a restart finds, and that a slice need not stay out for.
+_DURABLE_CLASSES = frozenset({"training"})
 
 
 class EscrowLedger:
@@ -37,6 +42,8 @@ class EscrowLedger:
         return getattr(self.pg, name)
 
     async def reserve(self, req: HoldRequest) -> Hold:
+        if req.work_class in _DURABLE_CLASSES:
+            return await self.pg.reserve(req)
         return await self.escrow.reserve(req)
 
     async def settle(self, hold_id: str, s: Settlement) -> UsageRow:
@@ -56,6 +63,16 @@ class EscrowLedger:
     async def pending_holds(self) -> int:
         """Pending holds of every replica's per-hold path, and this replica's escrow holds."""
         return await self.pg.pending_holds() + self.escrow.pending
+
+    async def key_spend(self, key_id: str, periods: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """Period -> (spent, held) yuan: the books, plus what this replica's pending holds keep
+        (inside its slice, so the books count it neither spent nor held)."""
+        found = await self.pg.key_spend(key_id, periods)
+        for period, q in self.escrow.key_held(key_id).items():
+            if period in periods and q:
+                spent, held = found.get(period, (0.0, 0.0))
+                found[period] = (spent, held + q / YUAN_Q)
+        return found
 
     async def balances(self) -> dict[str, float]:
         """What no slice holds, plus what this replica's own slices have free: what it can hold now."""
