@@ -63,7 +63,8 @@ class Row:
     rps: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
-    round_trips: float | None = None  # PostgreSQL statements per request
+    round_trips: float | None = None  # PostgreSQL statements per request, background included
+    path_trips: float | None = None  # those the request path sent (flushes, leases)
     rows_per_flush: float | None = None
     pg_cpu_ms: float | None = None  # server CPU per request, all of suanli's sessions
     leases: float | None = None  # leases per 1,000 requests
@@ -151,14 +152,15 @@ class LockSampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def _stats(dsn: str, schema: str) -> tuple[int, int, int, int]:
-    """(round trips, leases, settles, flushes) summed over the replicas, as they last recorded them."""
+async def _stats(dsn: str, schema: str) -> tuple[int, int, int, int, int]:
+    """(round trips, leases, settles, flushes, request-path round trips) summed over the
+    replicas, as they last recorded them."""
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(
             "SELECT COALESCE(sum(round_trips), 0), COALESCE(sum(leases), 0), COALESCE(sum(settles), 0),"
-            f" COALESCE(sum(flushes), 0) FROM {schema}.replica_stats")
-        return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+            f" COALESCE(sum(flushes), 0), COALESCE(sum(path_trips), 0) FROM {schema}.replica_stats")
+        return int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4])
     finally:
         await conn.close()
 
@@ -247,6 +249,7 @@ def _setup(work: Path, name: str, sim_port: int, replicas: int, args: argparse.N
         row.round_trips = (after[0] - before[0]) / max(row.requests, 1)
         row.leases = (after[1] - before[1]) * 1000 / max(row.requests, 1)
         row.rows_per_flush = (after[2] - before[2]) / max(after[3] - before[3], 1)
+        row.path_trips = (after[4] - before[4]) / max(row.requests, 1)
         if row.pg_cpu_ms is not None:
             row.pg_cpu_ms /= max(row.requests, 1)
         row.lock_mean = statistics.fmean(samples) if samples else 0.0
@@ -296,12 +299,14 @@ def _table(rows: list[Row], args: argparse.Namespace) -> Table:
     table = Table(title=f"non-streamed chat, {args.concurrency} clients in all, {args.seconds:g} s per setup,"
                   f" {os.cpu_count()} cores shared by sim, replicas, PostgreSQL and the client")
     for column in ("setup", "requests", "req/s", "x sqlite", "p50 ms", "p99 ms", "PG trips/req",
-                   "rows/flush", "leases/1k req", "PG CPU ms/req", "lock waits mean", "lock waits max"):
+                   "of them path", "rows/flush", "leases/1k req", "PG CPU ms/req", "lock waits mean",
+                   "lock waits max"):
         table.add_column(column, justify="left" if column == "setup" else "right")
     base = rows[0].rps or 1.0
     for r in rows:
         table.add_row(r.name, str(r.requests), f"{r.rps:.0f}", f"{r.rps / base:.2f}", f"{r.p50_ms:.1f}",
                       f"{r.p99_ms:.1f}", "-" if r.round_trips is None else f"{r.round_trips:.3f}",
+                      "-" if r.path_trips is None else f"{r.path_trips:.3f}",
                       "-" if r.rows_per_flush is None else f"{r.rows_per_flush:.1f}",
                       "-" if r.leases is None else f"{r.leases:.2f}",
                       "-" if r.pg_cpu_ms is None else f"{r.pg_cpu_ms:.3f}",

@@ -50,11 +50,11 @@ from suanli.router.ledger.postgres.escrow_sql import (
 from suanli.router.ledger.postgres.faults import TRANSIENT, unavailable
 from suanli.router.ledger.postgres.leases import lease
 from suanli.router.ledger.postgres.owners import dead_owners
-from suanli.router.ledger.postgres.slices import QueuedSettle, Slice, SliceHold
+from suanli.router.ledger.postgres.slices import EscrowCounters, QueuedSettle, Slice, SliceHold
 from suanli.router.ledger.rules import YUAN_SCALE, budget_hold_q, debit, to_q
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow
 
-__all__ = ["Escrow", "EscrowCounters"]
+__all__ = ["Escrow", "EscrowCounters"]  # EscrowCounters: slices.py's
 
 log = logging.getLogger("router.ledger")
 
@@ -65,20 +65,6 @@ _IDS = 256  # usage ids taken per round trip
 _IDLE_S = 3.0  # a slice unused this long goes back
 _POST_EVERY = 30  # ticks between posts of this replica's spend to the account rows
 _SETTLED_KEPT = 20_000  # settled hold ids remembered, so a retried settle gets its row
-
-
-class EscrowCounters:
-    """What this replica did; ``round_trips`` counts every statement its sessions sent."""
-
-    def __init__(self) -> None:
-        self.round_trips = 0
-        self.reserves = 0
-        self.settles = 0
-        self.leases = 0
-        self.flushes = 0
-
-    def count(self, _query: object = None) -> None:
-        self.round_trips += 1
 
 
 class Escrow:
@@ -159,6 +145,7 @@ class Escrow:
                 parts.append((sl, 0))
                 continue
             if await self._take(sl, amount_q, partial=False) < amount_q:
+                self.counters.path_trips += 1
                 used_q = await self._pool.fetchval(
                     f"SELECT spent_q + held_q FROM {KEY_BOOKS} WHERE key_id = $1 AND period = $2",
                     budget.key_id, period)
@@ -172,6 +159,7 @@ class Escrow:
         if sl is None:
             scale = 1
             if voucher_id is not None:
+                self.counters.path_trips += 1
                 scale = await self._pool.fetchval("SELECT scale FROM vouchers WHERE id = $1", voucher_id)
                 if scale is None:
                     raise LedgerError(f"unknown voucher {voucher_id!r}")
@@ -209,7 +197,7 @@ class Escrow:
         sl.leasing = asyncio.get_running_loop().create_future()
         try:
             self.counters.leases += 1
-            return await lease(self._pool, sl, need_q, owner_id=self.owner_id,
+            return await lease(self._pool, sl, need_q, owner_id=self.owner_id, counters=self.counters,
                                lease_id=f"{self.prefix}L{next(self._seq)}", now=self._clock().timestamp())
         except TRANSIENT as exc:
             raise unavailable("lease", exc) from exc
@@ -317,6 +305,7 @@ class Escrow:
         self.counters.flushes += 1
         if len(self._ids) < len(batch):
             need = max(_IDS, len(batch))
+            self.counters.path_trips += 1
             self._ids.extend(r[0] for r in await self._pool.fetch(TAKE_IDS, need))
         for item in batch:
             if item.usage_id is None:
@@ -326,12 +315,14 @@ class Escrow:
             leases = await self._cover(batch)
             arrays, tail = flush_rows(batch, self._tail[1])
             now = self._clock().timestamp()
+            self.counters.path_trips += 1
             live, written = await self._pool.fetchrow(FLUSH, self.owner_id, now, self.chain_id, leases,
                                                       *arrays)
             if live == len(leases):
                 break
             # A peer returned a lease under this replica (it was silent past the TTL): nothing
             # was written; lease anew (or charge what no longer fits as cash) and redo the batch.
+            self.counters.path_trips += 1
             self._check_leases(await self._pool.fetch(
                 "SELECT id FROM leases WHERE owner = $1 AND state = 'live'", self.owner_id))
         else:
@@ -464,11 +455,12 @@ class Escrow:
     async def record(self, now: float) -> None:
         c = self.counters
         await self._pool.execute(
-            "INSERT INTO replica_stats (owner, at, round_trips, reserves, settles, leases, flushes)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (owner) DO UPDATE SET at = excluded.at,"
+            "INSERT INTO replica_stats (owner, at, round_trips, reserves, settles, leases, flushes,"
+            " path_trips) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (owner) DO UPDATE SET at = excluded.at,"
             " round_trips = excluded.round_trips, reserves = excluded.reserves, settles = excluded.settles,"
-            " leases = excluded.leases, flushes = excluded.flushes",
-            self.owner_id, now, c.round_trips, c.reserves, c.settles, c.leases, c.flushes)
+            " leases = excluded.leases, flushes = excluded.flushes, path_trips = excluded.path_trips",
+            self.owner_id, now, c.round_trips, c.reserves, c.settles, c.leases, c.flushes, c.path_trips)
 
     async def close(self) -> None:
         """Write what is queued, return every slice (pending holds go with them)."""

@@ -77,7 +77,8 @@ ESCROW_MIGRATION: tuple[str, ...] = (
         reserves BIGINT NOT NULL,
         settles BIGINT NOT NULL,
         leases BIGINT NOT NULL,
-        flushes BIGINT NOT NULL
+        flushes BIGINT NOT NULL,
+        path_trips BIGINT NOT NULL
     )""",
 )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncpg
 
 from suanli.router.errors import LedgerError
-from suanli.router.ledger.postgres.slices import Slice, lease_size
+from suanli.router.ledger.postgres.slices import EscrowCounters, Slice, lease_size
 
 __all__ = ["lease"]
 
@@ -25,7 +25,7 @@ _NEW_LEASE = (
 
 
 async def lease(pool: asyncpg.Pool, sl: Slice, need_q: int, *, owner_id: str, lease_id: str,
-                now: float) -> int:
+                now: float, counters: EscrowCounters | None = None) -> int:
     """Grow ``sl``'s lease by ``need_q`` or more (a new lease ``lease_id`` if it has none); the grant.
 
     A voucher slice may get less than ``need_q`` (the voucher is nearly spent); an unlimited
@@ -66,6 +66,8 @@ async def lease(pool: asyncpg.Pool, sl: Slice, need_q: int, *, owner_id: str, le
         else:
             await c.execute("UPDATE leases SET leased_q = leased_q + $2, epoch = $3 WHERE id = $1",
                             current, grant, epoch)
+    if counters is not None:  # BEGIN, the lease row, the account (2-4), the lease, COMMIT
+        counters.path_trips += (2 if current is not None or lost else 1) + (2 if sl.voucher_id else 4) + 2
     # Only now, after COMMIT: a rolled-back lease changed nothing.
     if lost:
         sl.lost()

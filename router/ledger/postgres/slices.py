@@ -13,7 +13,7 @@ from typing import Any
 
 from suanli.router.ledger.types import HoldRequest, Settlement, UsageRow
 
-__all__ = ["LEASE_HORIZON_S", "QueuedSettle", "Slice", "SliceHold", "lease_size"]
+__all__ = ["LEASE_HORIZON_S", "EscrowCounters", "QueuedSettle", "Slice", "SliceHold", "lease_size"]
 
 # A lease covers this many seconds of the measured draw: renewals stay rare (about one per
 # horizon per busy account and replica) while an idle replica strands little.
@@ -23,6 +23,23 @@ LEASE_HORIZON_S = 5.0
 SHARE = 4
 # A fresh slice asks for this many needs at once: the draw rate is unknown yet.
 FIRST_LEASE_NEEDS = 16
+
+
+class EscrowCounters:
+    """What a replica did. ``round_trips``: every statement its pooled sessions sent (their
+    query logger), background work included; ``path_trips``: those the request path sent
+    (flushes, leases, id blocks), the ones a request waits on."""
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+        self.path_trips = 0
+        self.reserves = 0
+        self.settles = 0
+        self.leases = 0
+        self.flushes = 0
+
+    def count(self, _query: object = None) -> None:
+        self.round_trips += 1
 
 
 def lease_size(free_q: int, need_q: int, want_q: int) -> int:
