@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from suanli.router.ledger.chain import GENESIS, row_hash
+from suanli.router.ledger.chain import GENESIS, chain_root, row_hash
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.types import IN_DOUBT_STATUS, UsageRow
 
@@ -76,6 +76,8 @@ class ChainReport:
     row_id: int | None = None  # the first row changed, inserted, or missing
     message: str = ""
     in_doubt: tuple[int, ...] = ()  # ids of the rows in doubt (types.IN_DOUBT_STATUS), when it verifies
+    root: str = ""  # several chains (replicas): the root sealing their heads (chain.chain_root)
+    chains: int = 1
 
     @property
     def ok(self) -> bool:
@@ -88,15 +90,32 @@ def verify(ledger: ChainSource, *, anchor: tuple[int, str] | None = None) -> Cha
     ``anchor`` is a chain head published earlier (an export's ``row N hash H``): the chain
     must still pass through it, which catches even a forger who re-hashed every row after
     an edit, or truncated the chain and the holds behind it.
+
+    A ledger shared by replicas (``chain_parts``) keeps one chain per replica: each is walked
+    on its own (ids increase, not necessarily by one), must end at the head its writer
+    recorded, and their heads are sealed into one root (``chain.chain_root``).
     """
+    parts = getattr(ledger, "chain_parts", None)
+    if parts is not None:
+        return _verify_parts(ledger, parts(), anchor)
+    report = _walk(ledger.chain_rows(), anchor, contiguous=True)
+    if report.problem is None:
+        return _cross_check(ledger, report, anchor)
+    return report
+
+
+def _walk(chain: Iterator[tuple[int, Any, str, str]], anchor: tuple[int, str] | None, *,
+          contiguous: bool) -> ChainReport:
+    """One chain walked from GENESIS: the first broken row, or an OK report with its head."""
     rows = 0
     in_doubt: list[int] = []
     prev_id, prev_hash_seen, before_prev = 0, GENESIS, GENESIS
-    for row_id, values, prev_hash, hash_ in ledger.chain_rows():
+    for row_id, values, prev_hash, hash_ in chain:
         content_ok = row_hash(prev_hash, values) == hash_
         link_ok = prev_hash == prev_hash_seen
         expected_id = prev_id + 1
-        if not (link_ok and content_ok and row_id == expected_id):
+        id_ok = row_id == expected_id if contiguous else row_id > prev_id
+        if not (link_ok and content_ok and id_ok):
             return _broken(
                 row_id,
                 expected_id,
@@ -120,6 +139,53 @@ def verify(ledger: ChainSource, *, anchor: tuple[int, str] | None = None) -> Cha
         if values[-1] == IN_DOUBT_STATUS:  # the status, hashed last
             in_doubt.append(row_id)
         before_prev, prev_hash_seen, prev_id = prev_hash_seen, hash_, row_id
+    return ChainReport(rows, prev_id or None, prev_hash_seen, in_doubt=tuple(in_doubt))
+
+
+def _verify_parts(ledger: ChainSource, parts: list[tuple[str, Any, tuple[int, str] | None]],
+                  anchor: tuple[int, str] | None) -> ChainReport:
+    """Every replica's chain, each against its recorded head; then the holds cross-check."""
+    rows, in_doubt, heads = 0, [], []
+    newest: tuple[int, str] = (0, GENESIS)
+    anchored = anchor is None
+    for name, chain, recorded in parts:
+        seen: list[int] = []
+        walked = _walk(_noting(chain, seen, anchor), anchor, contiguous=False)
+        if walked.problem is not None:
+            message = f"chain {name or 'main'}: {walked.message}"
+            return replace(walked, rows=rows + walked.rows, message=message)
+        anchored = anchored or bool(seen)
+        head = (walked.head_id or 0, walked.head_hash)
+        if recorded is not None and recorded[0] > head[0]:
+            return ChainReport(rows + walked.rows, *head, problem="deleted", row_id=recorded[0],
+                               message=f"chain {name or 'main'} ends at row {head[0]}, but its writer"
+                               f" committed up to row {recorded[0]}: rows were deleted")
+        rows += walked.rows
+        in_doubt.extend(walked.in_doubt)
+        heads.append((name, walked.rows, *head))
+        newest = max(newest, head)
+    if not anchored:
+        assert anchor is not None
+        return ChainReport(rows, newest[0] or None, newest[1], problem="deleted", row_id=anchor[0],
+                           message=f"the anchored row {anchor[0]} is in no chain: rows were deleted")
+    root = chain_root(heads)
+    report = ChainReport(rows, newest[0] or None, newest[1], in_doubt=tuple(sorted(in_doubt)), root=root,
+                         chains=len(heads))
+    return _cross_check(ledger, report, None)
+
+
+def _noting(chain: Iterator[tuple[int, Any, str, str]], seen: list[int],
+            anchor: tuple[int, str] | None) -> Iterator[tuple[int, Any, str, str]]:
+    for entry in chain:
+        if anchor is not None and entry[0] == anchor[0]:
+            seen.append(entry[0])
+        yield entry
+
+
+def _cross_check(ledger: ChainSource, walked: ChainReport, anchor: tuple[int, str] | None) -> ChainReport:
+    """The walked chain(s) against the anchor's position and the holds table."""
+    rows, in_doubt = walked.rows, list(walked.in_doubt)
+    prev_id, prev_hash_seen = walked.head_id or 0, walked.head_hash
     head = (prev_id or None, prev_hash_seen)
     if anchor is not None and prev_id < anchor[0]:
         return ChainReport(
@@ -149,12 +215,15 @@ def verify(ledger: ChainSource, *, anchor: tuple[int, str] | None = None) -> Cha
             f" (the chain ends at row {prev_id})",
         )
     message = f"{rows} rows verify; chain head row {prev_id} {prev_hash_seen}"
+    if walked.root:
+        message = (f"{rows} rows verify in {walked.chains} chain(s), sealed in root {walked.root};"
+                   f" newest row {prev_id} {prev_hash_seen}")
     if in_doubt:
         shown = ", ".join(map(str, in_doubt[:20])) + (", ..." if len(in_doubt) > 20 else "")
         message += (
             f"; {len(in_doubt)} row(s) in doubt (sent, never answered, charged at their hold): {shown}"
         )
-    return ChainReport(rows, *head, message=message, in_doubt=tuple(in_doubt))
+    return replace(walked, message=message)
 
 
 def _broken(
@@ -247,7 +316,9 @@ def export_csv(
         f"voucher={voucher or '*'} from={since.isoformat() if since else '-'}"
         f" to={until.isoformat() if until else '-'}"
     )
-    out.write(f"# suanli usage export {scope}\n")
+    # Several replicas' chains: the root that seals their heads (verify prints it too).
+    sealed = f" chains={report.chains} root={report.root}" if report.root else ""
+    out.write(f"# suanli usage export {scope}{sealed}\n")
     out.write(
         f"# chain head: row {report.head_id or 0} hash {report.head_hash} ({report.rows} rows verified;"
         f" later: suanli audit verify --head {report.head_id or 0}:{report.head_hash})\n"

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import orjson
 
-__all__ = ["GENESIS", "HASHED_COLUMNS", "canonical_json", "first_broken", "row_hash"]
+__all__ = ["GENESIS", "HASHED_COLUMNS", "canonical_json", "chain_root", "first_broken", "row_hash"]
 
 GENESIS = "0" * 64
 
@@ -98,3 +98,13 @@ def first_broken(rows: Iterable[tuple[int, Sequence[object], str, str]]) -> int 
             return row_id
         expected_prev = hash_
     return None
+
+
+def chain_root(heads: Iterable[tuple[str, int, int, str]]) -> str:
+    """One hash sealing several chains' heads ``(chain id, rows, head row id, head hash)``.
+
+    sha256 over the heads sorted by chain id, one ``id rows row hash`` line each: publishing
+    the root pins every replica's chain at once, as a head pins the single chain.
+    """
+    lines = "".join(f"{name} {rows} {row_id} {hash_}\n" for name, rows, row_id, hash_ in sorted(heads))
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -375,26 +375,27 @@ async def _shared_handle(
 ) -> LedgerHandle:
     """PostgreSQL, shared with other replicas: the book is a view the Router's replica refreshes."""
     from suanli.router.ledger.postgres.audit import snapshot_of
-    from suanli.router.ledger.postgres.ledger import PgLedger
+    from suanli.router.ledger.postgres.escrowed import open_escrowed
     from suanli.router.ledger.postgres.sync import ThreadLedger
     from suanli.router.ledger.postgres.view import SharedLedgerView
     from suanli.router.ledger.postgres.writes import AsyncWrites
 
-    pg = await PgLedger.open(settings.url, vouchers, clock=clock, **_pg_options(settings))
-    available = await pg.balances()
+    ledger = await open_escrowed(settings.url, vouchers, clock=clock, **_pg_options(settings))
+    pg = ledger.pg
+    available = await ledger.balances()
 
     async def snapshot() -> AuditSource:
         async with pg.pool.acquire() as conn:
             return await snapshot_of(conn)
 
-    view = SharedLedgerView(pg, available)
+    view = SharedLedgerView(ledger, available)  # type: ignore[arg-type]  # the PgLedger's calls, escrowed
     return LedgerHandle(
-        port=pg,
+        port=ledger,
         book=view,
         blocking=ThreadLedger(pg, asyncio.get_running_loop()),
         available=available,
         write_path=AsyncWrites().run,
-        writes=(pg.reserve, pg.settle),
+        writes=(ledger.reserve, ledger.settle),
         audit_source=snapshot,
         shared=view,
         settle_retry_s=settings.settle_retry_s,

@@ -17,6 +17,7 @@ import asyncpg
 
 from suanli.router.ledger import usage
 from suanli.router.ledger.keys import KEY_COLUMNS, KeyRow, key_row
+from suanli.router.ledger.postgres.chains import CHAIN_HEADS, chain_parts, split_chains
 from suanli.router.ledger.postgres.schema import connect, pg_url
 from suanli.router.ledger.postgres.vouchers import voucher_statuses
 from suanli.router.ledger.types import UsageRow, VoucherStatus
@@ -28,8 +29,10 @@ class ChainSnapshot:
     """The usage chain, its orphans and the keys of a PostgreSQL ledger at one instant."""
 
     def __init__(self, rows: list[tuple[Any, ...]], orphans: tuple[int | None, int], keys: list[KeyRow],
-                 vouchers: list[VoucherStatus] | None = None):
-        self._rows = rows  # usage rows in USAGE_COLUMNS order, by id
+                 heads: list[tuple[Any, ...]] | None = None, vouchers: list[VoucherStatus] | None = None):
+        self._chains = split_chains(rows)  # rows read as USAGE_COLUMNS, chain
+        self._rows = sorted((r for chain in self._chains.values() for r in chain), key=lambda r: r[0])
+        self._heads = heads or []
         self._orphans = orphans
         self._keys = keys
         self._vouchers = vouchers or []
@@ -41,6 +44,10 @@ class ChainSnapshot:
     def chain_rows(self) -> Iterator[tuple[int, tuple[Any, ...], str, str]]:
         for r in self._rows:
             yield usage.chain_entry(r)
+
+    def chain_parts(self) -> list[tuple[str, Iterator[tuple[int, Any, str, str]], tuple[int, str] | None]]:
+        """One chain per writer (``postgres/chains.py``), each with the head its writer recorded."""
+        return chain_parts(self._chains, self._heads)
 
     def chain_orphans(self) -> tuple[int | None, int]:
         return self._orphans
@@ -56,14 +63,16 @@ class ChainSnapshot:
 async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:
     """Read the snapshot on ``conn`` (a pooled connection or the CLI's own)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        rows = [tuple(r) for r in await conn.fetch(f"SELECT {usage.USAGE_COLUMNS} FROM usage ORDER BY id")]
+        read = f"SELECT {usage.USAGE_COLUMNS}, chain FROM usage ORDER BY id"
+        rows = [tuple(r) for r in await conn.fetch(read)]
+        heads = [tuple(r) for r in await conn.fetch(CHAIN_HEADS)]
         found = usage.orphans(await conn.fetchrow(usage.CHAIN_ORPHANS))
         key_rows = []  # a ledger last opened by a suanli from before keys has no keys table
         if await conn.fetchval("SELECT to_regclass('keys') IS NOT NULL"):
             key_rows = await conn.fetch(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY created, id")
         keys = [key_row(tuple(r)) for r in key_rows]
         vouchers = await voucher_statuses(conn, now=datetime.now(UTC))
-    return ChainSnapshot(rows, found, keys, vouchers)
+    return ChainSnapshot(rows, found, keys, heads, vouchers)
 
 
 async def read_snapshot(url: str) -> ChainSnapshot:

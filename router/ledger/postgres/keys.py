@@ -23,6 +23,7 @@ import asyncpg
 
 from suanli.router.errors import LedgerError
 from suanli.router.ledger import keys
+from suanli.router.ledger.postgres.escrow_sql import KEY_BOOKS
 from suanli.router.ledger.rules import YUAN_SCALE, budget_hold_q, to_q
 
 __all__ = [
@@ -130,6 +131,6 @@ async def key_spend(pool: asyncpg.Pool, key_id: str,
                     periods: Sequence[str]) -> dict[str, tuple[float, float]]:
     """Period -> (spent yuan, held yuan) of one key."""
     return keys.spend_of(await pool.fetch(
-        "SELECT period, spent_q, held_q FROM key_spend WHERE key_id = $1 AND period = ANY($2::text[])",
+        f"SELECT period, spent_q, held_q FROM {KEY_BOOKS} WHERE key_id = $1 AND period = ANY($2::text[])",
         key_id, list(periods),
     ))

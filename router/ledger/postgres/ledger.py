@@ -40,6 +40,8 @@ from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
 from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, RegionSpend, figure_of, spend_of
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.postgres import keys as key_sql
+from suanli.router.ledger.postgres.chains import first_broken_of_chains
+from suanli.router.ledger.postgres.escrow_sql import RETURN_DEAD, VOUCHER_BOOKS
 from suanli.router.ledger.postgres.faults import TRANSIENT, unavailable
 from suanli.router.ledger.postgres.owners import OwnerLock, dead_owners
 from suanli.router.ledger.postgres.schema import SessionLimits, connect, create_pool, migrate, pg_url
@@ -51,6 +53,7 @@ from suanli.router.ledger.postgres.sql import (
     HOLD_STATE,
     INSERT_CASH_HOLD,
     LOCK_CHAIN,
+    NEXT_USAGE_ID,
     RESERVE,
     VOID_ONE,
     VOID_OWNERS,
@@ -106,7 +109,8 @@ class PgLedger:
     @classmethod
     async def open(cls, url: str, vouchers: Sequence[Voucher], *, clock: Clock, hold_timeout_s: float = 300.0,
                    sweep_s: float | None = 1.0, pool_size: int = 10, grace_s: float = 10.0,
-                   limits: SessionLimits | None = None) -> PgLedger:
+                   limits: SessionLimits | None = None,
+                   on_query: Callable[[object], None] | None = None) -> PgLedger:
         """Open (creating and migrating) the ledger at ``url``, register this owner, sweep once.
 
         ``sweep_s`` is the period of the background heartbeat and sweep (None: none; call
@@ -124,7 +128,7 @@ class PgLedger:
             owner = OwnerLock(session, parsed.schema, reconnect=lambda: connect(parsed, limits, name=name),
                               owner_id=owner_id)
             await owner.register(clock().timestamp())
-            pool = await create_pool(parsed, max_size=pool_size, limits=limits, name=name)
+            pool = await create_pool(parsed, max_size=pool_size, limits=limits, name=name, on_query=on_query)
         except BaseException:
             await session.close()
             raise
@@ -266,7 +270,8 @@ class PgLedger:
             units_q, s = debit(hold_id, voucher_id, held_q, scale, s)
             if voucher_id is not None:
                 await c.execute(DEBIT_VOUCHER, units_q, held_q, voucher_id)
-            usage_id, prev_hash = await c.fetchrow(LOCK_CHAIN)
+            prev_hash = await c.fetchval(LOCK_CHAIN)
+            usage_id = await c.fetchval(NEXT_USAGE_ID)  # after the lock: ids follow the chain's order
             values = usage.usage_values(usage_id, hold_id, now=now, request=tuple(hold)[:6],
                                         voucher_id=voucher_id, s=s, voucher_units=units_q / scale)
             hash_ = row_hash(prev_hash, values)
@@ -308,6 +313,7 @@ class PgLedger:
             return 0
         voided = int(await pool.fetchval(VOID_OWNERS, now, dead))
         await key_sql.release_resolved_pg(pool)  # the key budgets those holds kept
+        await pool.fetch(RETURN_DEAD, now, dead)  # and their escrow slices (postgres/escrow.py)
         await pool.execute(DROP_DEAD_OWNERS, dead)
         if voided:
             log.warning("ledger: voided %d pending holds of %d dead replicas", voided, len(dead))
@@ -332,7 +338,7 @@ class PgLedger:
     async def balance(self, voucher_id: str) -> float:
         """Posted balance of a voucher: amount minus settled spend (pending holds not subtracted)."""
         value = await self._live().fetchval(
-            "SELECT balance_q::float8 / scale FROM vouchers WHERE id = $1", voucher_id)
+            f"SELECT balance_q::float8 / scale FROM {VOUCHER_BOOKS} WHERE id = $1", voucher_id)
         if value is None:
             raise LedgerError(f"unknown voucher {voucher_id!r}")
         return value
@@ -411,8 +417,8 @@ class PgLedger:
 
     async def verify_chain(self) -> int | None:
         """Id of the first usage row whose hash chain is broken, or None if all verify."""
-        rows = await self._live().fetch(f"SELECT {usage.USAGE_COLUMNS} FROM usage ORDER BY id")
-        return usage.first_broken_row(tuple(r) for r in rows)
+        rows = await self._live().fetch(f"SELECT {usage.USAGE_COLUMNS}, chain FROM usage ORDER BY chain, id")
+        return first_broken_of_chains([tuple(r) for r in rows])
 
     async def chain_orphans(self) -> tuple[int | None, int]:
         """(first usage row id no settled hold made, how many settled holds lack a usage row)."""

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from suanli.router.ledger import figures, tables
 from suanli.router.ledger.chain import GENESIS
+from suanli.router.ledger.postgres.escrow_sql import ESCROW_MIGRATION
 from suanli.router.ledger.url import PG_SCHEMES as _SCHEMES
 from suanli.router.ledger.url import is_pg_url
 
@@ -112,6 +114,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tables.key_tables(POSTGRES),  # virtual keys and key budgets (router/ledger/postgres/keys.py)
     # GET /v1/requests/{id}, and the platform balance figures reconciliation counts from.
     ("CREATE INDEX usage_request ON usage(request_id)", figures.figures_table(POSTGRES)),
+    ESCROW_MIGRATION,  # voucher and key-budget escrow for replicas (postgres/escrow.py)
 )
 
 
@@ -186,11 +189,19 @@ async def connect(
 
 
 async def create_pool(url: PgUrl, *, max_size: int = 10, limits: SessionLimits | None = None,
-                      name: str = "suanli") -> asyncpg.Pool:
-    """The pool the request path uses; statements are prepared once per connection."""
+                      name: str = "suanli", on_query: Callable[[Any], None] | None = None) -> asyncpg.Pool:
+    """The pool the request path uses; statements are prepared once per connection.
+
+    ``on_query`` is called for every statement a pooled session sends (round-trip counting).
+    """
+
+    async def init(conn: asyncpg.Connection) -> None:
+        if on_query is not None:
+            conn.add_query_logger(on_query)
+
     return await asyncpg.create_pool(url.dsn, min_size=1, max_size=max_size,
                                      server_settings=_settings(url, limits or SessionLimits(), name),
-                                     timeout=10, command_timeout=30)
+                                     timeout=10, command_timeout=30, init=init)
 
 
 async def migrate(conn: asyncpg.Connection, schema: str,

@@ -18,6 +18,7 @@ __all__ = [
     "HOLD_STATE",
     "INSERT_CASH_HOLD",
     "LOCK_CHAIN",
+    "NEXT_USAGE_ID",
     "RESERVE",
     "VOID_ONE",
     "VOID_OWNERS",
@@ -60,7 +61,9 @@ HOLD_STATE = "SELECT state FROM holds WHERE id = $1"
 DEBIT_VOUCHER = "UPDATE vouchers SET balance_q = balance_q - $1, held_q = held_q - $2 WHERE id = $3"
 
 # Settle, step 3: the chain tail, locked until COMMIT, so usage ids and links are one order.
-LOCK_CHAIN = "SELECT last_id + 1, last_hash FROM chain_head FOR UPDATE"
+LOCK_CHAIN = "SELECT last_hash FROM chain_head FOR UPDATE"
+# The row's id, taken once the tail is locked (the escrow's chains take theirs from the same sequence).
+NEXT_USAGE_ID = "SELECT nextval('usage_ids')"
 
 APPEND_USAGE = (
     "WITH head AS (UPDATE chain_head SET last_id = $1, last_hash = $23) "

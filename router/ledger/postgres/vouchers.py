@@ -13,6 +13,7 @@ import asyncpg
 
 from suanli.config import Voucher
 from suanli.router.ledger import vouchers as voucher_rules
+from suanli.router.ledger.postgres.escrow_sql import VOUCHER_BOOKS
 from suanli.router.ledger.rules import amount_q, scale_of
 from suanli.router.ledger.types import VoucherStatus
 
@@ -47,5 +48,5 @@ async def voucher_statuses(conn: asyncpg.Connection | asyncpg.Pool, *, now: date
         " WHERE time > $1 AND time <= $2 AND voucher_id IS NOT NULL GROUP BY voucher_id",
         *voucher_rules.burn_window(now),
     )}
-    rows = await conn.fetch(f"SELECT {voucher_rules.STATUS_COLUMNS} FROM vouchers ORDER BY id")
+    rows = await conn.fetch(f"SELECT {voucher_rules.STATUS_COLUMNS} FROM {VOUCHER_BOOKS} ORDER BY id")
     return [voucher_rules.voucher_status(tuple(row), burn_q) for row in rows]
