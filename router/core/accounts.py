@@ -24,7 +24,8 @@ from suanli.providers import Usage
 from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
-from suanli.router.errors import InsufficientBalanceError
+from suanli.router.errors import InsufficientBalanceError, LedgerError, NotFoundError
+from suanli.router.ledger.adjust import Adjustment
 from suanli.router.ledger.port import LedgerHandle, open_handle
 from suanli.router.ledger.types import IN_DOUBT_STATUS, Hold, HoldRequest, Settlement, VoucherStatus
 
@@ -76,6 +77,17 @@ class Accounts:
             )
         marks = ledger.book.exhausted().values()
         self.cash_exhausted = {str(m["region"]) for m in marks if m["voucher_id"] is None}
+
+    async def reconfigure(self, config: Config) -> None:
+        """A config reload: vouchers new to the ledger start at their amount (known ones keep their
+        money, ``ledger/vouchers.py``), then holds and settles follow ``config``. A hold already
+        made settles on the voucher terms it was made with (``settle`` takes them from its option)."""
+        await self.ledger.port.sync_vouchers(config.vouchers)
+        fresh = await self.ledger.port.balances()
+        for voucher_id, units in fresh.items():
+            self.available.setdefault(voucher_id, units)  # known vouchers: the mirror is already right
+        self.config = config
+        self._vouchers = {v.id: v for v in config.vouchers}
 
     async def close(self) -> None:
         if self._replica is not None:
@@ -206,7 +218,8 @@ class Accounts:
         if routing.settled:
             return
         prompt, completion = _usage_or_estimate(usage, option.offer, ask)
-        voucher = self._vouchers.get(hold.voucher_id) if hold.voucher_id else None
+        voucher = option.voucher if option.voucher is not None and option.voucher.id == hold.voucher_id else (
+            self._vouchers.get(hold.voucher_id) if hold.voucher_id else None)
         cost = charge_reported(
             option.offer,
             prompt_tokens=prompt,
@@ -288,6 +301,28 @@ class Accounts:
         )
         if self._replica is not None:
             self._replica.served(ask, completion_tokens=completion, at=self.clock())
+
+    async def adjust(self, voucher_id: str, amount: float, reason: str) -> Adjustment:
+        """An operator's top-up (``amount`` > 0) or cut, on the ledger; the planner re-plans at once.
+
+        NotFoundError for a voucher the ledger does not know. A top-up also clears an
+        exhaustion mark (the platform has units again).
+        """
+        try:
+            done = await self.ledger.port.adjust(voucher_id, amount, reason)
+        except LedgerError as exc:
+            if "unknown voucher" not in str(exc):
+                raise
+            raise NotFoundError(f"no voucher {voucher_id!r} in the ledger", param="id") from exc
+        marked = f"voucher:{voucher_id}" in self.ledger.book.exhausted()
+        if done.applied > 0 and marked:
+            self.clear_exhausted(voucher_id=voucher_id)
+        elif not marked:
+            self.available[voucher_id] = done.available
+        log.warning("voucher %s adjusted by %g (asked %g): balance %g, held %g; %s", voucher_id, done.applied,
+                    amount, done.balance, done.held, reason)
+        self.planning.poke("voucher_adjust")
+        return done
 
     def mark_exhausted(self, region: str, voucher_id: str | None, reason: str) -> None:
         """The platform says the prepaid balance is gone: stop drawing on it, on the ledger too."""

@@ -225,6 +225,11 @@ class KeyRing:
             self._count_call(row.id, row.rpm)
         return policy
 
+    def reconfigure(self, config: Config) -> None:
+        """A config reload: key policies (zones to regions) are worked out again on ``config``."""
+        self.config = config
+        self._cache.clear()
+
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (after a revoke), so the next request reads the ledger."""
         for digest, (_, row, _) in list(self._cache.items()):

@@ -98,6 +98,14 @@ class RegionPicker:
         self._prober: Prober | None = None
         self.sessions = SessionRegions()  # suanli.session -> the region it last used
 
+    def reconfigure(self, config: Config) -> None:
+        """A config reload: rank on ``config`` from the next pick; health and latency learned are kept."""
+        self.health.add(r.id for r in config.regions)
+        self.latency.reconfigure(config.regions)
+        if isinstance(self.limits, RequestLimits):  # RedisLimits reads its limits from Redis
+            self.limits.reconfigure(config.regions)
+        self.config = config
+
     def start_probes(self, session: aiohttp.ClientSession | None, base_urls: dict[str, str]) -> None:
         """Start the active probes (when the config enables them and there is a session)."""
         if self.config.health.probes.enabled and session is not None:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from suanli.router.ledger import figures, tables
+from suanli.router.ledger import adjust, figures, tables
 from suanli.router.ledger.chain import GENESIS
 from suanli.router.ledger.url import PG_SCHEMES as _SCHEMES
 from suanli.router.ledger.url import is_pg_url
@@ -112,6 +112,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tables.key_tables(POSTGRES),  # virtual keys and key budgets (router/ledger/postgres/keys.py)
     # GET /v1/requests/{id}, and the platform balance figures reconciliation counts from.
     ("CREATE INDEX usage_request ON usage(request_id)", figures.figures_table(POSTGRES)),
+    # Operators' voucher adjustments (ledger/adjust.py); a key's priority when supply shrinks.
+    (adjust.adjustments_table(POSTGRES.real),
+     "ALTER TABLE keys ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'"),
 )
 
 
