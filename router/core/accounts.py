@@ -83,6 +83,8 @@ class Accounts:
         money, ``ledger/vouchers.py``), then holds and settles follow ``config``. A hold already
         made settles on the voucher terms it was made with (``settle`` takes them from its option)."""
         await self.ledger.port.sync_vouchers(config.vouchers)
+        if self.ledger.shared is not None:
+            await self.ledger.shared.refresh()
         fresh = await self.ledger.port.balances()
         for voucher_id, units in fresh.items():
             self.available.setdefault(voucher_id, units)  # known vouchers: the mirror is already right
@@ -314,6 +316,8 @@ class Accounts:
             if "unknown voucher" not in str(exc):
                 raise
             raise NotFoundError(f"no voucher {voucher_id!r} in the ledger", param="id") from exc
+        if self.ledger.shared is not None:
+            await self.ledger.shared.refresh()  # the view answers the status API: show the new balance now
         marked = f"voucher:{voucher_id}" in self.ledger.book.exhausted()
         if done.applied > 0 and marked:
             self.clear_exhausted(voucher_id=voucher_id)
