@@ -294,6 +294,7 @@ class Replanner:
             "horizon_s": horizon_s,
             "plan_cash_yuan": round(fresh.cash_yuan, 6),
             "demand_scale": scale,
+            "blocked": sorted(blocked),  # regions planned without: down (health) or out of cash
         }
         log.debug("re-planned (%s) in %.1f ms", reason, self._info["solve_ms"])
 
