@@ -144,6 +144,13 @@ class RegionPicker:
         down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
         return down | frozenset(self.accounts.cash_exhausted)
 
+    def down(self) -> frozenset[str]:
+        """Regions out now: ejected by health, or their prepaid cash gone (a 429's cool-down is not)."""
+        now_s = self.clock().timestamp()
+        health = self.health.regions
+        ejected = {r.id for r in self.config.regions if r.id in health and health[r.id].ejected(now_s)}
+        return frozenset(ejected) | frozenset(self.accounts.cash_exhausted)
+
     def pick(
         self,
         ask: Ask,
@@ -153,6 +160,7 @@ class RegionPicker:
         priced: list[tuple[float, str]] | None = None,
         *,
         stream: bool = False,
+        share: float | None = None,
     ) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
@@ -161,14 +169,16 @@ class RegionPicker:
         reorder the ranking (``sort``, ``session``) and drop the options over its price cap,
         each added to ``priced`` as ``(price, region)``. A ``stream`` avoids regions whose
         streams broke lately (``Health.stream_blocked``) unless no other region is left.
+        ``share`` < 1 (a normal key while supply is short, ``shedding.py``) skips a region whose
+        rpm/tpm this minute is used past it, as if at its limits.
         """
         if stream:
             avoid = self.health.stream_blocked(self.clock().timestamp()) - excluded
             if avoid:
-                picked = self._pick(ask, excluded | avoid, [], controls, None)
+                picked = self._pick(ask, excluded | avoid, [], controls, None, share)
                 if picked is not None:
                     return picked
-        return self._pick(ask, excluded, waits, controls, priced)
+        return self._pick(ask, excluded, waits, controls, priced, share)
 
     def _pick(
         self,
@@ -177,6 +187,7 @@ class RegionPicker:
         waits: list[Wait],
         controls: Controls,
         priced: list[tuple[float, str]] | None,
+        share: float | None = None,
     ) -> tuple[Option, Lease] | None:
         now_s = self.clock().timestamp()
         state = State(
@@ -203,6 +214,9 @@ class RegionPicker:
                     if priced is not None:
                         priced.append((price, rid))
                     continue
+            if share is not None and self.limits.load().get(rid, 0.0) >= share:
+                waits.append((1.0, "limits"))  # the rest of the region is kept for critical work
+                continue
             lease = self.limits.acquire(rid, option.charge.tokens)
             if isinstance(lease, Lease):
                 return option, lease

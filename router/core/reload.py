@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from suanli.config import Config, Region, Voucher
 from suanli.router.errors import BadRequestError
 
-__all__ = ["FIXED", "check_reloadable", "config_changes"]
+__all__ = ["FIXED", "check_reloadable", "config_changes", "shrinks"]
 
 # Config fields a running server is built on: changing one needs a restart.
 FIXED = ("timezone", "master_key", "max_body_bytes", "ledger", "data_dir", "limits_url", "health")
@@ -53,6 +53,15 @@ def config_changes(old: Config, new: Config) -> dict[str, object]:
     }
     out["changed"] = any(out.values())
     return out
+
+
+def shrinks(changes: dict[str, object]) -> bool:
+    """Whether a reload's ``config_changes`` take capacity away: a region, model or voucher
+    removed, or a region's limits changed (``router/core/shedding.py`` counts supply short)."""
+    regions = changes.get("regions_changed") or {}
+    touched = [field for fields in regions.values() for field in fields]  # type: ignore[union-attr]
+    return bool(changes.get("regions_removed") or changes.get("vouchers_removed")
+                or any(f == "limits" or f.endswith(" removed") for f in touched))
 
 
 def _by_id(items: Sequence[Region] | Sequence[Voucher]) -> dict[str, Region | Voucher]:

@@ -35,8 +35,9 @@ from suanli.router.core.limits import Lease, RequestLimits
 from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
-from suanli.router.core.reload import check_reloadable, config_changes
+from suanli.router.core.reload import check_reloadable, config_changes, shrinks
 from suanli.router.core.results import Completion, CompletionStream, Routing, error_event, voucher_dict
+from suanli.router.core.shedding import Shedding
 from suanli.router.core.validate import longest_choice_tokens, validate_body
 from suanli.router.errors import BudgetExceededError, LedgerUnavailableError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
@@ -102,6 +103,7 @@ class Router:
         self.exhaustion = ExhaustionWatch(self.accounts, config.health.exhausted, self.clock)  # 402 marks
         self.picker = RegionPicker(config, clock=self.clock, accounts=self.accounts, planning=self.planning,
                                    metrics=self.metrics, trust_sims=sim_latency_scale == 1.0)
+        self.shedding = Shedding(self.clock, self.picker.down)  # who gives way when supply is short
 
     @classmethod
     def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
@@ -270,7 +272,10 @@ class Router:
     async def adjust_voucher(self, voucher_id: str, amount: float, *, reason: str) -> dict[str, object]:
         """Top up (``amount`` > 0) or cut a voucher on the ledger (``ledger/adjust.py``); the plan
         follows at once. The new balance and what moved, JSON-ready; NotFoundError if unknown."""
-        return (await self.accounts.adjust(voucher_id, amount, reason)).as_dict()
+        done = await self.accounts.adjust(voucher_id, amount, reason)
+        if done.applied < 0:
+            self.shedding.shrank(f"voucher {voucher_id} cut")
+        return done.as_dict()
 
     async def reload(self, config: Config) -> dict[str, object]:
         """Apply a re-read config to requests that start from now; those in flight finish on what
@@ -279,6 +284,8 @@ class Router:
         check_reloadable(self.config, config)
         async with self._reloading:
             changes = config_changes(self.config, config)
+            if shrinks(changes):
+                self.shedding.shrank("a config reload removed capacity")
             await self._start_regions([r for r in config.regions if r.id not in self._upstreams])
             await self.accounts.reconfigure(config)
             # Nothing awaits from here on: every part switches between two steps of the requests.
@@ -335,12 +342,13 @@ class Router:
         if not stream:
             # A whole answer's first byte is its last: the deadline to it grows with its length.
             deadline += longest / self._slowest_pace
+        share = self.shedding.admit(ctx.key.priority if ctx.key is not None else "normal")  # ShedError
         picker.entered()
         try:
             while attempts < self.max_attempts:
                 if attempts and not await picker.may_retry(deadline):
                     break
-                picked = picker.pick(ask, excluded, waits, controls, priced, stream=stream)
+                picked = picker.pick(ask, excluded, waits, controls, priced, stream=stream, share=share)
                 if picked is None:
                     break
                 option, lease = picked
@@ -423,10 +431,9 @@ class Router:
         task.add_done_callback(self._background.discard)
 
     def _model_names(self) -> frozenset[str]:
-        names = getattr(self, "_names", None)  # computed on first use, not per request
-        if names is None:
-            names = self._names = frozenset(self.config.model_names())
-        return names
+        if getattr(self, "_names", None) is None:  # computed on first use (and after a reload)
+            self._names = frozenset(self.config.model_names())
+        return self._names
 
     def _stream(
         self,
