@@ -9,8 +9,10 @@ region, a model or a voucher, or changed a region's limits. While supply is shor
 - **sheddable**: refused at once, before anything is held, with 503 ``shed_low_priority`` and
   ``Retry-After`` (the seconds until the shortage ends, at least 1); its batch lines wait
   (they are put back and tried after Retry-After, while their completion window allows);
-- **normal**: served, but not past ``1 - reserve_share`` of a region's rpm/tpm this minute:
-  the rest of each region is kept for critical work (a region over it counts as at its limits);
+- **normal**: served, but not past ``1 - reserve_share`` of a region's rpm/tpm this minute
+  when critical work came in the last ``hold_s``: the rest of each region is kept for it (a
+  region over the share counts as at its limits, 429). Without critical traffic nothing is kept
+  back: capacity is never idled for work that is not there;
 - **critical**: served as always, up to the regions' whole limits.
 
 When supply is not short, priorities change nothing.
@@ -43,6 +45,7 @@ class Shedding:
         self._until_s = float("-inf")  # epoch s the last shrink stops counting
         self._why = ""
         self._was_down: frozenset[str] = frozenset()
+        self._critical_s = float("-inf")  # epoch s critical work last asked
 
     def shrank(self, why: str) -> None:
         """Supply shrank now (a cut, a reload that removed capacity): short for ``hold_s``."""
@@ -65,14 +68,18 @@ class Shedding:
     def admit(self, priority: str) -> float | None:
         """ShedError for sheddable work while short; else the share of a region's limits the
         request may fill (None: all of it)."""
+        now_s = self._clock().timestamp()
+        if priority == "critical":
+            self._critical_s = now_s
+            return None
         why = self.short()
-        if why is None or priority == "critical":
+        if why is None:
             return None
         if priority == "sheddable":
-            wait_s = max(self._until_s - self._clock().timestamp(), 1.0)
+            wait_s = max(self._until_s - now_s, 1.0)
             raise ShedError(f"supply is short ({why}): this key's work is sheddable and is refused first;"
                             f" retry in {wait_s:.0f} s", retry_after_s=wait_s)
-        return 1.0 - self.reserve_share
+        return 1.0 - self.reserve_share if now_s - self._critical_s < self.hold_s else None
 
     def info(self) -> dict[str, object]:
         """For the status API: whether supply is short, why, and until when (epoch s)."""

@@ -87,7 +87,7 @@ async def run_line(
                         endpoint, {**body, "model": f"{line.region}/{body['model']}"}, ctx
                     )
             except ApiError as exc:
-                if exc.status not in _RETRY_UNPINNED:
+                if exc.status not in _RETRY_UNPINNED or isinstance(exc, ShedError):
                     raise
                 if exc.status == 429 and _requeue(table, batch, line, exc.retry_after_s):
                     return
