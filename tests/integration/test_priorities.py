@@ -121,3 +121,29 @@ def test_while_short_critical_work_keeps_the_last_share_of_a_region(tmp_path: Pa
         assert critical.chat.completions.create(model="deepseek-flash", messages=MESSAGES).choices  # 5 of 5
         with pytest.raises(openai.RateLimitError):
             critical.chat.completions.create(model="deepseek-flash", messages=MESSAGES)
+
+
+def test_a_sheddable_keys_batch_lines_wait_for_the_shortage_to_end(tmp_path: Path):
+    from tests.integration.workload_helpers import batch_file, wait_for
+
+    with running_proxy(small_config(tmp_path, health=NO_PROBES), master_key=MASTER) as proxy:
+        proxy.call(lambda r: setattr(r.shedding, "hold_s", 2.0))  # a short shortage, for the test's sake
+        sheddable = client(proxy, new_key(proxy, priority="sheddable")["key"])
+        status, _ = admin(proxy, "POST", "/admin/vouchers/wuhan-tokens/adjust",
+                          {"amount": -10, "reason": "cut"})
+        assert status == 200
+        until_s = proxy.call(lambda r: r.shedding.info())["until_s"]
+        uploaded = sheddable.files.create(file=batch_file(tmp_path, 3).open("rb"), purpose="batch")
+        batch = sheddable.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                         completion_window="24h")
+
+        def finished():
+            found = sheddable.batches.retrieve(batch.id)
+            return found if found.status in ("completed", "failed") else None
+
+        done = wait_for(finished, what="the batch to finish")
+        assert (done.status, done.request_counts.completed, done.request_counts.failed) == ("completed", 3, 0)
+        rows = proxy.call(lambda r: r.ledger.usage())
+    lines = [row for row in rows if row.work_class == "batch"]
+    assert len(lines) == 3
+    assert all(row.time.timestamp() >= until_s for row in lines)  # none ran while supply was short
