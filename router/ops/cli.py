@@ -162,7 +162,8 @@ def _demo(args: argparse.Namespace) -> int:
     async def run() -> None:
         ready = asyncio.Event()
         server = asyncio.create_task(
-            serve(config, host=args.host, port=args.port, master_key=key, banner=True, ready=ready)
+            serve(config, host=args.host, port=args.port, master_key=key, banner=True, ready=ready,
+                  config_source=lambda: load_catalog(environ=environ))
         )
         if args.traffic:
             await ready.wait()
