@@ -102,8 +102,10 @@ class RegionPicker:
         """A config reload: rank on ``config`` from the next pick; health and latency learned are kept."""
         self.health.add(r.id for r in config.regions)
         self.latency.reconfigure(config.regions)
-        if isinstance(self.limits, RequestLimits):  # RedisLimits reads its limits from Redis
-            self.limits.reconfigure(config.regions)
+        # RedisLimits too (its local states; the limits it shares through Redis stay until a restart).
+        self.limits.reconfigure(config.regions)
+        if self.accounts.replica is not None:  # on a shared ledger: its share of the new limits
+            self.accounts.replica.reconfigure(config)
         self.config = config
 
     def start_probes(self, session: aiohttp.ClientSession | None, base_urls: dict[str, str]) -> None:
