@@ -65,6 +65,7 @@ def test_top_up_and_cut_move_the_balance_and_are_in_the_chain(tmp_path: Path, le
         assert cut["applied"] == pytest.approx(-150000)  # floored at 0
         assert cut["balance"] == pytest.approx(0) and cut["available"] == pytest.approx(0)
         assert read(proxy, lambda r: r.balances())["wuhan-tokens"] == pytest.approx(0)
+        assert _voucher(proxy, "wuhan-tokens")["burn_per_hour"] == 0  # an adjustment is not spend
 
         # A request now pays cash: the voucher has nothing left.
         reply = openai.OpenAI(base_url=proxy.base_url, api_key=MASTER, max_retries=0).chat.completions \

@@ -48,7 +48,7 @@ def voucher_statuses(conn: sqlite3.Connection, *, now: datetime) -> list[Voucher
         conn.execute(
             "SELECT voucher_id, SUM(voucher_q) FROM usage"
             " WHERE time > ? AND time <= ? AND voucher_id IS NOT NULL"
-        f" AND work_class <> '{ADJUSTMENT_CLASS}' GROUP BY voucher_id",
+            f" AND work_class <> '{ADJUSTMENT_CLASS}' GROUP BY voucher_id",
             voucher_rules.burn_window(now),
         ).fetchall()
     )
