@@ -68,12 +68,7 @@ class JobFollower:
                         "code": "upstream_failed",
                         "message": f"the job {status}",
                     }
-                    records.set(
-                        job_id,
-                        status=status,
-                        finished_at=int(self.now_s()),
-                        error=orjson.dumps(error).decode(),
-                    )
+                    await self._end(job_id, status, error)
                     records.event(
                         job_id, "error" if status == "failed" else "info", f"Job {status} at {region.id}"
                     )
@@ -83,21 +78,27 @@ class JobFollower:
             raise
         except UpstreamError as exc:
             error = {"code": exc.code or "upstream_error", "message": exc.message, "param": None}
-            records.set(
-                job_id, status="failed", finished_at=int(self.now_s()), error=orjson.dumps(error).decode()
-            )
+            await self._end(job_id, "failed", error)
             records.event(job_id, "error", f"Region {exc.region} failed: {exc.message}")
         except Exception:  # noqa: BLE001 - one job's failure must not take the app down; it is logged
             log.exception("fine-tuning job %s failed", job_id)
             error = {"code": "internal_error", "message": "internal error; see the server log", "param": None}
-            records.set(
-                job_id, status="failed", finished_at=int(self.now_s()), error=orjson.dumps(error).decode()
-            )
+            await self._end(job_id, "failed", error)
         finally:
             # A job that ended without success gives its key's budget back; one merely stopped
             # (shut-down) keeps its hold until the process goes.
             if self.holds.holding(job_id) and records.row(job_id)["status"] in ("failed", "cancelled"):
                 await self.holds.release(job_id)
+
+    async def _end(self, job_id: str, status: str, error: dict) -> None:
+        # The hold goes before the status: a caller that sees the job failed sees its budget back.
+        if self.holds.holding(job_id):
+            try:
+                await self.holds.release(job_id)
+            except Exception:  # noqa: BLE001 - the job still ends; the finally clause tries the release again
+                log.exception("fine-tuning job %s: releasing its hold failed", job_id)
+        finished = int(self.now_s())
+        self.records.set(job_id, status=status, finished_at=finished, error=orjson.dumps(error).decode())
 
     async def cancel_upstream(self, row: dict) -> None:
         """Cancel the job at its region if it got there; a failure there is logged, not raised."""

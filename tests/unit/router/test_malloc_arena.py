@@ -26,11 +26,20 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
-heaps = 0
+maps = []
 for line in open("/proc/self/maps"):
     fields = line.split()
-    start = int(fields[0].split("-")[0], 16)
-    heaps += start % (64 << 20) == 0 and len(fields) == 5
+    start, end = (int(x, 16) for x in fields[0].split("-"))
+    maps.append((start, end, len(fields) == 5))
+# An arena heap is one 64 MB-aligned anonymous reservation of exactly 64 MB (a read-write head,
+# the rest PROT_NONE); any other anonymous mapping that merely happens to be aligned is not one.
+heaps = 0
+for i, (start, end, anonymous) in enumerate(maps):
+    if not anonymous or start % (64 << 20):
+        continue
+    if i + 1 < len(maps) and maps[i + 1][0] == end and maps[i + 1][2]:
+        end = maps[i + 1][1]
+    heaps += end - start == 64 << 20
 print(heaps)
 """
 
