@@ -14,6 +14,7 @@
         ├── NoRouteError           503 no_route: no eligible region right now
         ├── LedgerUnavailableError 503 ledger_unavailable: the ledger cannot write (full disk, lost database)
         ├── RateLimitedError       429: every eligible region is at its limits or cooling down
+        ├── ShedError              503 shed_low_priority: supply is short and the key's work is sheddable
         └── UpstreamFailedError    502 / 503 / 504 / 429 after the regions tried failed
 
 Only ApiError and its subclasses carry what the client sees; the app's middleware
@@ -38,6 +39,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
+    "ShedError",
     "RouterError",
     "UpstreamFailedError",
 ]
@@ -159,6 +161,20 @@ class RateLimitedError(ApiError):
     status = 429
     type = "requests"
     code = "rate_limit_exceeded"
+
+
+class ShedError(ApiError):
+    """Supply shrank (an outage, a voucher cut, a reload): a sheddable key's work is refused first.
+
+    Always carries ``retry_after_s``: when the shortage is expected to end (router/core/shedding.py).
+    """
+
+    status = 503
+    type = "server_error"
+    code = "shed_low_priority"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
 class UpstreamFailedError(ApiError):

@@ -55,8 +55,10 @@ class ProxyThread:
     """The suanli app on 127.0.0.1, in its own thread and event loop."""
 
     def __init__(self, config: Config, *, master_key: str | None = None,
-                 clock: Callable[[], datetime] | None = None, sim_latency_scale: float = 0.0) -> None:
+                 clock: Callable[[], datetime] | None = None, sim_latency_scale: float = 0.0,
+                 config_source: Callable[[], Config] | None = None) -> None:
         self.config = config
+        self._source = config_source
         self._master_key = master_key
         self._clock = clock
         self._scale = sim_latency_scale
@@ -78,7 +80,7 @@ class ProxyThread:
 
     async def _start(self) -> None:
         app = create_app(self.config, master_key=self._master_key, clock=self._clock,
-                         sim_latency_scale=self._scale)
+                         sim_latency_scale=self._scale, config_source=self._source)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

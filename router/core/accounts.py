@@ -25,8 +25,9 @@ from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.packages import VoucherView
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
-from suanli.router.errors import InsufficientBalanceError
-from suanli.router.ledger.packages import ledger_vouchers
+from suanli.router.errors import InsufficientBalanceError, LedgerError, NotFoundError
+from suanli.router.ledger.adjust import Adjustment
+from suanli.router.ledger.packages import base_id, ledger_vouchers
 from suanli.router.ledger.port import LedgerHandle, open_handle
 from suanli.router.ledger.types import IN_DOUBT_STATUS, Hold, HoldRequest, Settlement, VoucherStatus
 
@@ -83,6 +84,22 @@ class Accounts:
             )
         marks = ledger.book.exhausted().values()
         self.cash_exhausted = {str(m["region"]) for m in marks if m["voucher_id"] is None}
+
+    async def reconfigure(self, config: Config) -> None:
+        """A config reload: vouchers new to the ledger start at their amount (known ones keep their
+        money, ``ledger/vouchers.py``), then holds and settles follow ``config``. A hold already
+        made settles on the voucher terms it was made with (``settle`` takes them from its option)."""
+        view = VoucherView(config)
+        view.keep_tallies(self.view)
+        vouchers = ledger_vouchers(config, self.clock()) if view.active else config.vouchers
+        await self.ledger.port.sync_vouchers(vouchers)
+        if self.ledger.shared is not None:
+            await self.ledger.shared.refresh()
+        fresh = await self.ledger.port.balances()
+        for voucher_id, units in fresh.items():
+            self.available.setdefault(voucher_id, units)  # known vouchers: the mirror is already right
+        self.config = config
+        self.view = view
 
     async def close(self) -> None:
         if self._replica is not None:
@@ -229,7 +246,10 @@ class Accounts:
             return
         prompt, completion = _usage_or_estimate(usage, option.offer, ask)
         cached = usage.cached_tokens if usage.reported else 0  # the upstream's word decides (DESIGN.md)
-        voucher = self.view.voucher(hold.voucher_id)
+        # A hold settles on the voucher terms it was made with, even if a reload changed them since.
+        same = option.voucher is not None and hold.voucher_id is not None and (
+            base_id(hold.voucher_id) == option.voucher.id)
+        voucher = option.voucher if same else self.view.voucher(hold.voucher_id)
         cost = charge_reported(
             option.offer,
             prompt_tokens=prompt,
@@ -318,6 +338,33 @@ class Accounts:
         )
         if self._replica is not None:
             self._replica.served(ask, completion_tokens=completion, at=self.clock())
+
+    async def adjust(self, voucher_id: str, amount: float, reason: str) -> Adjustment:
+        """An operator's top-up (``amount`` > 0) or cut, on the ledger; the planner re-plans at once.
+
+        NotFoundError for a voucher the ledger does not know. A top-up also clears an
+        exhaustion mark (the platform has units again).
+        """
+        voucher = self.view.vouchers.get(voucher_id)
+        if voucher is not None and voucher.period is not None:
+            voucher_id = self.view.ledger_id(voucher, self.clock())  # a package: its current period's
+        try:
+            done = await self.ledger.port.adjust(voucher_id, amount, reason)
+        except LedgerError as exc:
+            if "unknown voucher" not in str(exc):
+                raise
+            raise NotFoundError(f"no voucher {voucher_id!r} in the ledger", param="id") from exc
+        if self.ledger.shared is not None:
+            await self.ledger.shared.refresh()  # the view answers the status API: show the new balance now
+        marked = f"voucher:{voucher_id}" in self.ledger.book.exhausted()
+        if done.applied > 0 and marked:
+            self.clear_exhausted(voucher_id=voucher_id)
+        elif not marked:
+            self.available[voucher_id] = done.available
+        log.warning("voucher %s adjusted by %g (asked %g): balance %g, held %g; %s", voucher_id, done.applied,
+                    amount, done.balance, done.held, reason)
+        self.planning.poke("voucher_adjust")
+        return done
 
     def mark_exhausted(self, region: str, voucher_id: str | None, reason: str) -> None:
         """The platform says the prepaid balance is gone: stop drawing on it, on the ledger too."""

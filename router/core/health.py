@@ -59,6 +59,12 @@ class Health:
         self._blocked: frozenset[str] = frozenset()
         self._valid_until = float("-inf")  # the cached blocked set holds until this epoch s
 
+    def add(self, region_ids: Iterable[str]) -> None:
+        """Track regions a config reload added (healthy until they fail); known ones keep their state."""
+        for rid in region_ids:
+            self.regions.setdefault(rid, RegionHealth())
+        self._changed()
+
     def blocked(self, now_s: float) -> frozenset[str]:
         """Regions ejected, cooling down, or half-open with their trial out."""
         if now_s < self._valid_until:

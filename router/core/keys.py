@@ -72,6 +72,7 @@ class KeyPolicy:
     budget_yuan_per_day: float | None
     budget_yuan_per_month: float | None
     rpm: int | None
+    priority: str = "normal"  # critical | normal | sheddable: who gives way when supply is short
 
     def budget_hold(self, cost_yuan: float, now: datetime, tz: ZoneInfo) -> KeyBudgetHold | None:
         """The budget hold of a request that may cost up to ``cost_yuan``; None without a budget."""
@@ -145,6 +146,7 @@ def policy_of(row: KeyRow, config: Config) -> KeyPolicy:
         budget_yuan_per_day=row.budget_yuan_per_day,
         budget_yuan_per_month=row.budget_yuan_per_month,
         rpm=row.rpm,
+        priority=row.priority,
     )
 
 
@@ -224,6 +226,11 @@ class KeyRing:
         if row.rpm is not None:
             self._count_call(row.id, row.rpm)
         return policy
+
+    def reconfigure(self, config: Config) -> None:
+        """A config reload: key policies (zones to regions) are worked out again on ``config``."""
+        self.config = config
+        self._cache.clear()
 
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (after a revoke), so the next request reads the ledger."""

@@ -141,6 +141,11 @@ class LatencyTracker:
         self._measured: dict[tuple[str, str], dict[str, float]] = {}
         self._next_expiry_s = 0.0
 
+    def reconfigure(self, regions: Iterable[Region]) -> None:
+        """A config reload: the regions' priors now; measurements are kept."""
+        self._regions = {r.id: r for r in regions}
+        self._measured = {}
+
     def _window(self, table: dict, key: object) -> Window:
         window = table.get(key)
         if window is None:

@@ -134,6 +134,26 @@ class RequestLimits:
                 refilled_s=start,
             )
 
+    def reconfigure(self, regions: Iterable[Region]) -> None:
+        """A config reload: new limits apply from now. A known region's state is changed in place,
+        so the leases of requests in flight release on it and the minute's use so far counts."""
+        fresh = RequestLimits(regions, now_s=self.now_s)
+        for rid, new in fresh.regions.items():
+            old = self.regions.get(rid)
+            if old is None:
+                continue
+            if new.rpm is not None and old.rpm is not None:
+                old.rpm.rate_limit = new.rpm.rate_limit
+            else:
+                old.rpm = new.rpm
+            if new.tpm is not None and old.tpm is not None:
+                old.tokens = min(old.tokens, float(new.tpm))
+            else:
+                old.tokens, old.refilled_s = new.tokens, new.refilled_s
+            old.tpm, old.concurrency = new.tpm, new.concurrency
+            fresh.regions[rid] = old
+        self.regions = fresh.regions
+
     async def stop(self) -> None:
         """Nothing to withdraw: these limits are this process's own (RedisLimits leaves its tally)."""
 

@@ -88,6 +88,10 @@ class VoucherView:
         self._held[(voucher_id, day)] = max(self._held[(voucher_id, day)] - units, 0.0)
         self._paid[(voucher_id, day)] += paid
 
+    def keep_tallies(self, old: VoucherView) -> None:
+        """A config reload: the caps' tallies so far carry over to the view of the new config."""
+        self._paid, self._held, self._holds = old._paid, old._held, old._holds
+
     def count_paid(self, rows: Iterable[tuple[str | None, datetime, float]], at: datetime) -> None:
         """Add today's settled ``(ledger voucher id, start, units)`` rows (read when the Router starts)."""
         today = local_day(at, self.tz)

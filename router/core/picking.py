@@ -92,6 +92,16 @@ class RegionPicker:
         self._prober: Prober | None = None
         self.sessions = SessionBook()  # conversation -> where its prompt was last sent (cache affinity)
 
+    def reconfigure(self, config: Config) -> None:
+        """A config reload: rank on ``config`` from the next pick; health and latency learned are kept."""
+        self.health.add(r.id for r in config.regions)
+        self.latency.reconfigure(config.regions)
+        # RedisLimits too (its local states; the limits it shares through Redis stay until a restart).
+        self.limits.reconfigure(config.regions)
+        if self.accounts.replica is not None:  # on a shared ledger: its share of the new limits
+            self.accounts.replica.reconfigure(config)
+        self.config = config
+
     def start_probes(self, session: aiohttp.ClientSession | None, base_urls: dict[str, str]) -> None:
         """Start the active probes (when the config enables them and there is a session)."""
         if self.config.health.probes.enabled and session is not None:
@@ -130,6 +140,13 @@ class RegionPicker:
         down = frozenset(r.id for r in self.config.regions if self.health.wait_s(r.id, now_s) > 0)
         return down | frozenset(self.accounts.cash_exhausted)
 
+    def down(self) -> frozenset[str]:
+        """Regions out now: ejected by health, or their prepaid cash gone (a 429's cool-down is not)."""
+        now_s = self.clock().timestamp()
+        health = self.health.regions
+        ejected = {r.id for r in self.config.regions if r.id in health and health[r.id].ejected(now_s)}
+        return frozenset(ejected) | frozenset(self.accounts.cash_exhausted)
+
     def pick(
         self,
         ask: Ask,
@@ -141,6 +158,7 @@ class RegionPicker:
         stream: bool = False,
         visit: Visit | None = None,
         at: datetime | None = None,
+        share: float | None = None,
     ) -> tuple[Option, Lease] | None:
         """The best option whose region is healthy and under its limits, with its lease.
 
@@ -150,15 +168,17 @@ class RegionPicker:
         each added to ``priced`` as ``(price, region)``. A ``stream`` avoids regions whose
         streams broke lately (``Health.stream_blocked``) unless no other region is left. A
         conversation's ``visit`` (``sessions.py``) prices its prompt cache where it was last sent.
-        ``at`` is the request's start, which prices it (default: now).
+        ``at`` is the request's start, which prices it (default: now). ``share`` < 1 (a normal
+        key while supply is short, ``shedding.py``) skips a region whose rpm/tpm this minute is
+        used past it, as if at its limits.
         """
         if stream:
             avoid = self.health.stream_blocked(self.clock().timestamp()) - excluded
             if avoid:
-                picked = self._pick(ask, excluded | avoid, [], controls, None, visit, at)
+                picked = self._pick(ask, excluded | avoid, [], controls, None, visit, at, share)
                 if picked is not None:
                     return picked
-        return self._pick(ask, excluded, waits, controls, priced, visit, at)
+        return self._pick(ask, excluded, waits, controls, priced, visit, at, share)
 
     def _pick(
         self,
@@ -169,6 +189,7 @@ class RegionPicker:
         priced: list[tuple[float, str]] | None,
         visit: Visit | None = None,
         at: datetime | None = None,
+        share: float | None = None,
     ) -> tuple[Option, Lease] | None:
         now_s = self.clock().timestamp()  # health and limits: now; the price: the request's start
         now = at or self.clock()
@@ -197,6 +218,9 @@ class RegionPicker:
                     if priced is not None:
                         priced.append((price, rid))
                     continue
+            if share is not None and self.limits.load().get(rid, 0.0) >= share:
+                waits.append((1.0, "limits"))  # the rest of the region is kept for critical work
+                continue
             lease = self.limits.acquire(rid, option.charge.tokens)
             if isinstance(lease, Lease):
                 return option, lease

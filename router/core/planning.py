@@ -99,6 +99,19 @@ class Replanner:
         self._wake.set()
         thread.join(timeout_s)
 
+    def reconfigure(self, config: Config) -> None:
+        """A config reload: the next plan (at once) is of ``config``. The demand learned is kept
+        unless the models, classes or demand prior changed, which the forecast is built on."""
+        old, now_s = self.config, self._clock().timestamp()
+        with self._lock:
+            if (old.model_names(), old.classes, old.demand, old.timezone) != (
+                config.model_names(), config.classes, config.demand, config.timezone
+            ):
+                self._forecast = Forecast(config, start_s=now_s, end_s=self._end_s)
+            self._offers = {(r.id, o.name): o for r in config.regions for o in r.models}
+            self.config = config
+        self.poke("config_reload")
+
     def expect_no_demand_after(self, end_s: float) -> None:
         """Forecast no arrivals after ``end_s`` (epoch s), as ``simulate``'s forecast expects none
         after its trace: for a replay of one bounded day, where voucher units kept for a
@@ -281,6 +294,7 @@ class Replanner:
             "horizon_s": horizon_s,
             "plan_cash_yuan": round(fresh.cash_yuan, 6),
             "demand_scale": scale,
+            "blocked": sorted(blocked),  # regions planned without: down (health) or out of cash
         }
         log.debug("re-planned (%s) in %.1f ms", reason, self._info["solve_ms"])
 

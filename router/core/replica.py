@@ -68,6 +68,12 @@ class Replica:
         self._cursor = 0  # last demand_events id fed to the planner
         self._task: asyncio.Task[None] | None = None
 
+    def reconfigure(self, config: Config) -> None:
+        """A config reload (after the picker's limits took it): this replica's 1/n of the new limits."""
+        self.config = config
+        if self.limits is not None and self.replicas > 1:
+            apply_share(self.limits, config.regions, self.replicas)
+
     @classmethod
     async def start(cls, ledger: PgLedger, config: Config, available: MutableMapping[str, float],
                     planning: Replanner, **options: Any) -> Replica:

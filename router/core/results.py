@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import orjson
 
-__all__ = ["Completion", "CompletionStream", "Routing"]
+from suanli.router.ledger.types import VoucherStatus
+
+__all__ = ["Completion", "CompletionStream", "Routing", "error_event", "voucher_dict"]
 
 
 @dataclass(slots=True)
@@ -96,3 +98,19 @@ class CompletionStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def voucher_dict(status: VoucherStatus) -> dict:
+    """A VoucherStatus as JSON-ready data (times in ISO 8601)."""
+    row = asdict(status)
+    for name in ("valid_from", "expires"):
+        row[name] = row[name].isoformat() if row[name] else None
+    return row
+
+
+def error_event(message: str) -> bytes:
+    """The SSE event that ends a stream whose upstream broke after its first byte."""
+    payload = {
+        "error": {"message": message, "type": "server_error", "param": None, "code": "upstream_broken"}
+    }
+    return b"data: " + orjson.dumps(payload) + b"\n\n"

@@ -8,7 +8,6 @@ relay -> settle the reported usage.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 import time
@@ -20,34 +19,34 @@ from typing import Any, cast
 
 import aiohttp
 
-from suanli.config import Config, load_config
-from suanli.optimizer import Ask, Option
-from suanli.providers import StreamReply, Upstream, UpstreamBroken, UpstreamCall, UpstreamError
+from suanli.config import Config, Region, load_config
+from suanli.providers import StreamReply, Upstream, UpstreamCall, UpstreamError
 from suanli.providers.tokenizer import load_tokenizer
 from suanli.router.core.accounts import Accounts
 from suanli.router.core.classify import classify
 from suanli.router.core.context import RequestContext
 from suanli.router.core.controls import narrowed, parse_controls, with_deadline
-from suanli.router.core.cost import held_usage_events, with_cost, with_cost_event
+from suanli.router.core.cost import with_cost
 from suanli.router.core.exhaustion import ExhaustionWatch
 from suanli.router.core.health import Health
 from suanli.router.core.latency import LatencyTracker
-from suanli.router.core.limits import Lease, RequestLimits
+from suanli.router.core.limits import RequestLimits
 from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.picking import RegionPicker, Wait
 from suanli.router.core.planning import Replanner
-from suanli.router.core.results import Completion, CompletionStream, Routing
+from suanli.router.core.reload import check_reloadable, config_changes, shrinks
+from suanli.router.core.results import Completion, CompletionStream, Routing, voucher_dict
 from suanli.router.core.sessions import Visit, session_keys
+from suanli.router.core.shedding import Shedding
+from suanli.router.core.streaming import relay_stream
 from suanli.router.core.validate import longest_choice_tokens, validate_body
 from suanli.router.errors import BudgetExceededError, LedgerUnavailableError, UpstreamFailedError
 from suanli.router.ledger.port import BlockingLedger
-from suanli.router.ledger.types import Hold, VoucherStatus
 
-__all__ = ["RequestContext", "Router", "new_request_id"]  # RequestContext lives in router/core/context.py
+__all__ = ["RequestContext", "Router", "new_request_id", "voucher_dict"]  # 1st: context.py; last: results.py
 
 log = logging.getLogger("suanli.router")
 
-_DONE = b"data: [DONE]\n\n"
 
 
 # Request ids: a random prefix per process and a counter, 24 hex digits like a uuid4's first
@@ -89,22 +88,21 @@ class Router:
         self._upstreams: dict[str, Upstream] = dict(upstreams or {})
         self._sim_latency_scale = sim_latency_scale
         self._fleet: Any = None
+        self._fleets: list[Any] = []  # sims of regions a config reload added
         self.max_attempts = config.health.retry.max_attempts
         self._slowest_pace = min(r.timeouts.whole_answer_tokens_per_s for r in config.regions)
         self.metrics = MetricsBook()  # counters behind GET /metrics
         self._background: set[asyncio.Task] = set()  # in-doubt settlements of callers that left
+        self._added: dict[str, str] = {}  # region id -> base URL of a sim a config reload started
+        self._reloading = asyncio.Lock()
+        self.reload_listeners: list[Callable[[Config], None]] = []  # the app's parts that keep a config
         # The planner reads balances and blocked regions through these methods, once both exist.
         self.planning = Replanner(config, clock=self.clock, balances=self.balances, blocked=self._unhealthy)
         self.accounts = Accounts(config, clock=self.clock, planning=self.planning, metrics=self.metrics)
         self.exhaustion = ExhaustionWatch(self.accounts, config.health.exhausted, self.clock)  # 402 marks
-        self.picker = RegionPicker(
-            config,
-            clock=self.clock,
-            accounts=self.accounts,
-            planning=self.planning,
-            metrics=self.metrics,
-            trust_sims=sim_latency_scale == 1.0,
-        )
+        self.picker = RegionPicker(config, clock=self.clock, accounts=self.accounts, planning=self.planning,
+                                   metrics=self.metrics, trust_sims=sim_latency_scale == 1.0)
+        self.shedding = Shedding(self.clock, self.picker.down)  # who gives way when supply is short
 
     @classmethod
     def from_config(cls, source: str | Path | Mapping[str, Any] | Config, **options: Any) -> Router:
@@ -160,6 +158,8 @@ class Router:
         """A region's OpenAI-compatible base URL (an in-process sim's loopback URL once started)."""
         if self._fleet is not None and region_id in self._fleet.urls:
             return self._fleet.urls[region_id]
+        if region_id in self._added:
+            return self._added[region_id]
         region = self.config.region(region_id)
         return region.base_url if region is not None else None
 
@@ -181,9 +181,10 @@ class Router:
         await asyncio.to_thread(self.planning.stop)
         for upstream in {id(u): u for u in self._upstreams.values()}.values():
             await upstream.close()
-        if self._fleet is not None:
-            await self._fleet.stop()
-            self._fleet = None
+        for fleet in [self._fleet, *self._fleets]:
+            if fleet is not None:
+                await fleet.stop()
+        self._fleet, self._fleets = None, []
         if self._session is not None and self._own_session:
             await self._session.close()
             self._session = None
@@ -270,6 +271,48 @@ class Router:
         """Why each voucher or region's cash is out (a platform's 402), since when, and when it is retried."""
         return self.exhaustion.marks()
 
+    async def adjust_voucher(self, voucher_id: str, amount: float, *, reason: str) -> dict[str, object]:
+        """Top up (``amount`` > 0) or cut a voucher on the ledger (``ledger/adjust.py``); the plan
+        follows at once. The new balance and what moved, JSON-ready; NotFoundError if unknown."""
+        done = await self.accounts.adjust(voucher_id, amount, reason)
+        if done.applied < 0:
+            self.shedding.shrank(f"voucher {voucher_id} cut")
+        return done.as_dict()
+
+    async def reload(self, config: Config) -> dict[str, object]:
+        """Apply a re-read config to requests that start from now; those in flight finish on what
+        they started with. What changed, JSON-ready (``router/core/reload.py``). A config that
+        changes what needs a restart is refused (BadRequestError) and the old one stays."""
+        check_reloadable(self.config, config)
+        async with self._reloading:
+            changes = config_changes(self.config, config)
+            if shrinks(changes):
+                self.shedding.shrank("a config reload removed capacity")
+            await self._start_regions([r for r in config.regions if r.id not in self._upstreams])
+            await self.accounts.reconfigure(config)
+            # Nothing awaits from here on: every part switches between two steps of the requests.
+            self.picker.reconfigure(config)
+            self.planning.reconfigure(config)
+            self.config, self._names = config, None
+            self._slowest_pace = min(r.timeouts.whole_answer_tokens_per_s for r in config.regions)
+            for listener in self.reload_listeners:
+                listener(config)
+        log.warning("config reloaded: %s", {k: v for k, v in changes.items() if v})
+        return changes
+
+    async def _start_regions(self, regions: list[Region]) -> None:
+        """Upstreams for regions a reload added; an in-process sim for a sim region without base_url."""
+        sims = [r for r in regions if r.provider == "sim" and not r.base_url]
+        if sims:
+            from suanli.providers.sim import SimFleet
+
+            fleet = SimFleet(sims, latency_scale=self._sim_latency_scale)
+            await fleet.start()
+            self._fleets.append(fleet)
+            self._added.update(fleet.urls)
+        for region in regions:
+            self._upstreams[region.id] = self._make_upstream(region.provider, dict(self._added))
+
     def _unhealthy(self) -> frozenset[str]:
         return self.picker.unhealthy()  # read by the re-planner's thread
 
@@ -310,14 +353,14 @@ class Router:
         if not stream:
             # A whole answer's first byte is its last: the deadline to it grows with its length.
             deadline += longest / self._slowest_pace
+        share = self.shedding.admit(ctx.key.priority if ctx.key is not None else "normal")  # ShedError
         picker.entered()
         try:
             while attempts < self.max_attempts:
                 if attempts and not await picker.may_retry(deadline):
                     break
-                picked = picker.pick(
-                    ask, excluded, waits, controls, priced, stream=stream, visit=visit, at=started_at
-                )
+                picked = picker.pick(ask, excluded, waits, controls, priced, stream=stream, visit=visit,
+                                     at=started_at, share=share)
                 if picked is None:
                     break
                 option, lease = picked
@@ -375,7 +418,8 @@ class Router:
                     Visit(option.region.id, ask.model, start_s, ask.input_tokens * option.offer.token_ratio),
                 )
                 if isinstance(reply, StreamReply):
-                    return self._stream(reply, routing, hold, option, ask, started, lease, wants_usage)
+                    return relay_stream(accounts, picker, reply, routing, hold, option, ask, started, lease,
+                                        wants_usage)
                 try:  # the answer is held until its usage is committed (retried while the ledger cannot)
                     await accounts.settle(
                         hold,
@@ -402,87 +446,6 @@ class Router:
         task.add_done_callback(self._background.discard)
 
     def _model_names(self) -> frozenset[str]:
-        names = getattr(self, "_names", None)  # computed on first use, not per request
-        if names is None:
-            names = self._names = frozenset(self.config.model_names())
-        return names
-
-    def _stream(
-        self,
-        reply: StreamReply,
-        routing: Routing,
-        hold: Hold,
-        option: Option,
-        ask: Ask,
-        started: float,
-        lease: Lease,
-        wants_usage: bool = False,
-    ) -> CompletionStream:
-        done = False  # the upstream's [DONE] arrived: the answer is whole
-        held: list[bytes] = []  # the usage event, sent once settled with its cost (wants_usage)
-
-        async def finish(status: int = 200) -> None:
-            if routing.settled:
-                return
-            if status == 200 and not done:
-                status = 499  # closed early by the client (nginx's code): settled for what was consumed
-            await reply.close()
-            await self.accounts.settle(
-                hold,
-                option,
-                ask,
-                reply.usage,
-                routing,
-                latency_s=time.perf_counter() - started,
-                ttft_s=reply.ttft_s,
-                status=status,
-            )
-            total_s = time.perf_counter() - started if status == 200 else None
-            self.picker.measured(routing, reply.ttft_s, total_s, lease)
-
-        async def relay():
-            nonlocal done
-            try:
-                async for chunk in reply.chunks:
-                    if wants_usage and chunk != _DONE:
-                        chunk, usage_events = held_usage_events(chunk)
-                        held.extend(usage_events)
-                        if not chunk:
-                            continue
-                    if chunk == _DONE:
-                        done = True
-                        self.health.stream_ended(routing.region)
-                        await finish()
-                        if held:
-                            yield b"".join(with_cost_event(event, routing) for event in held)
-                        # An SSE comment: clients ignore it, curl users see the settled cost.
-                        yield (
-                            f": suanli cost_yuan={routing.cost_yuan:.6f} cash_yuan={routing.cash_yuan:.6f} "
-                            f"voucher={routing.voucher or 'none'}\n\n"
-                        ).encode()
-                    yield chunk
-            except UpstreamBroken as exc:
-                log.warning("stream from %s broke after the first byte: %s", routing.region, exc.message)
-                # Its streams, not the region: whole answers may still go there (router/core/health.py).
-                self.health.stream_broke(routing.region, self.clock().timestamp())
-                await finish(status=502)
-                yield _error_event(f"the upstream stream from region {routing.region} broke: {exc.message}")
-
-        return CompletionStream(routing, relay(), finish)
-
-
-def voucher_dict(status: VoucherStatus) -> dict:
-    """A VoucherStatus as JSON-ready data (times in ISO 8601)."""
-    row = dataclasses.asdict(status)
-    for name in ("valid_from", "expires"):
-        row[name] = row[name].isoformat() if row[name] else None
-    return row
-
-
-def _error_event(message: str) -> bytes:
-    import orjson
-
-    payload = {
-        "error": {"message": message, "type": "server_error", "param": None, "code": "upstream_broken"}
-    }
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+        if getattr(self, "_names", None) is None:  # computed on first use (and after a reload)
+            self._names = frozenset(self.config.model_names())
+        return self._names

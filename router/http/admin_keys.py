@@ -1,7 +1,7 @@
 """The key admin API (master key only): create, list, show and revoke virtual keys; usage export.
 
 POST   /admin/keys        {name, budget_yuan_per_day, budget_yuan_per_month, allowed_regions,
-                           allowed_zones, default_class, origin, rpm, expires} -> 201 {id, key, ...}
+                           allowed_zones, default_class, origin, rpm, expires, priority} -> 201 {id, key, ...}
 GET    /admin/keys        every key, without secrets, with today's and this month's spend
 GET    /admin/keys/{id}   one key
 DELETE /admin/keys/{id}   revoke it (the row stays, for the audit)
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -48,6 +48,8 @@ class KeySpec(BaseModel):
     origin: Zone | None = None
     rpm: int | None = Field(default=None, gt=0)
     expires: datetime | None = None
+    # Who gives way first when supply shrinks (router/core/shedding.py).
+    priority: Literal["critical", "normal", "sheddable"] = "normal"
 
 
 def _spec(body: object, router: Router) -> KeySpec:
@@ -105,6 +107,7 @@ async def key_dict(row: KeyRow, router: Router) -> dict[str, Any]:
         "default_class": row.default_class,
         "origin": row.origin,
         "rpm": row.rpm,
+        "priority": row.priority,
         "spent_yuan_today": spend.get(day, (0.0, 0.0))[0],
         "spent_yuan_this_month": spend.get(month, (0.0, 0.0))[0],
         "held_yuan_today": spend.get(day, (0.0, 0.0))[1],
@@ -144,6 +147,7 @@ def add_admin_routes(app: web.Application, ring: KeyRing, router: Router) -> Non
             default_class=spec.default_class,
             origin=spec.origin,
             rpm=spec.rpm,
+            priority=spec.priority,
         )
         await _ledger(router).port.create_key(row, secret_sha256(secret))
         return _json({**await key_dict(row, router), "key": secret}, status=201)

@@ -20,6 +20,7 @@ from suanli.router.core.results import Completion, CompletionStream
 from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, BadRequestError, ModelNotFoundError
 from suanli.router.http.admin_keys import add_admin_routes
+from suanli.router.http.admin_ops import add_ops_routes
 from suanli.router.http.admin_regions import add_exhaustion_routes
 from suanli.router.http.alert_routes import add_alert_routes
 from suanli.router.http.reconcile_routes import add_reconcile_routes
@@ -27,13 +28,14 @@ from suanli.router.http.request_routes import add_request_routes, submit_async, 
 from suanli.router.http.status_routes import add_status_routes
 from suanli.router.http.workloads import install_workloads
 
-__all__ = ["ROUTER", "create_app"]
+__all__ = ["CONFIG_SOURCE", "ROUTER", "create_app"]
 
 log = logging.getLogger("suanli.app")
 
 ROUTER = web.AppKey("router", Router)
 MASTER_KEY = web.AppKey("master_key", str)
 KEYRING = web.AppKey("keyring", KeyRing)
+CONFIG_SOURCE = web.AppKey("config_source", object)  # Callable[[], Config] | None: what a reload re-reads
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -44,8 +46,10 @@ def create_app(
     session: aiohttp.ClientSession | None = None,
     master_key: str | None = None,
     sim_latency_scale: float = 1.0,
+    config_source: Callable[[], Config] | None = None,
 ) -> web.Application:
-    """The suanli HTTP app; the Router starts and stops with the app."""
+    """The suanli HTTP app; the Router starts and stops with the app. ``config_source`` re-reads
+    the config for ``POST /admin/reload`` (None: the server cannot reload)."""
     app = web.Application(middlewares=[_errors, _auth], client_max_size=config.max_body_bytes)
     router = Router(config, clock=clock, session=session, sim_latency_scale=sim_latency_scale)
     app[ROUTER] = router
@@ -78,6 +82,9 @@ def create_app(
     add_request_routes(app, router)  # /v1/requests/{id}
     board.reconciler = add_reconcile_routes(app, router)  # /admin/reconcile, /admin/regions/{id}/balance
     add_alert_routes(app, router, board)  # /admin/alerts; posts to alerts.webhook_url
+    add_ops_routes(app, app[KEYRING], router, config_source)  # /admin/vouchers/{id}/adjust, /admin/reload
+    app[CONFIG_SOURCE] = config_source
+    router.reload_listeners += [app[KEYRING].reconfigure, board.reconfigure]
     return app
 
 

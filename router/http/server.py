@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
 from suanli.config import Config
+from suanli.router.errors import ApiError, LedgerError
+from suanli.router.http.admin_ops import reload_config
 from suanli.router.http.app import ROUTER, create_app
 from suanli.router.ledger.url import shown_url
 
@@ -23,10 +26,12 @@ async def serve(
     master_key: str | None = None,
     banner: bool = False,
     ready: asyncio.Event | None = None,
+    config_source: Callable[[], Config] | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then close cleanly (holds settled or voided); ``ready`` is
-    set once the port answers."""
-    app = create_app(config, master_key=master_key)
+    set once the port answers. SIGHUP re-reads the config through ``config_source`` (as
+    ``POST /admin/reload``): applied to requests that start from then, or refused and logged."""
+    app = create_app(config, master_key=master_key, config_source=config_source)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -47,10 +52,32 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(_reload(app, config_source))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+async def _reload(app: web.Application, source: Callable[[], Config] | None) -> None:
+    """SIGHUP: what POST /admin/reload does, its answer printed (a refusal too: the old config stays)."""
+    try:
+        changes = await reload_config(app[ROUTER], source)
+    except ApiError as exc:
+        print(f"suanli: reload refused: {exc.message}", flush=True)
+        return
+    except LedgerError as exc:  # the ledger could not take the new vouchers: nothing was switched
+        print(f"suanli: reload failed: {exc}", flush=True)
+        return
+    shown = {name: value for name, value in changes.items() if value and name != "changed"}
+    print(f"suanli: config reloaded: {shown or 'no changes'}", flush=True)
 
 
 def _banner(base: str, config: Config, master_key: str | None) -> str:

@@ -23,6 +23,7 @@ from suanli.router.ledger.types import KeyBudgetHold
 
 __all__ = [
     "KEY_COLUMNS",
+    "PRIORITIES",
     "YUAN_Q",
     "KeyBudgetHold",
     "KeyRow",
@@ -38,8 +39,10 @@ YUAN_Q = YUAN_SCALE  # nano-yuan per yuan, as the ledger's yuan vouchers
 # A key row's columns as read (never the secret), in ``key_row``'s order; ``key_values`` adds the secret.
 KEY_COLUMNS = (
     "id, name, created, revoked, expires, budget_day_q, budget_month_q, allowed_regions, allowed_zones,"
-    " default_class, origin, rpm"
+    " default_class, origin, rpm, priority"
 )
+
+PRIORITIES = ("critical", "normal", "sheddable")  # who is cut last .. first when supply shrinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class KeyRow:
     default_class: str | None
     origin: str | None
     rpm: int | None
+    priority: str = "normal"  # one of PRIORITIES: sheddable work is refused first when supply shrinks
 
 
 def yuan_q(yuan: float | None) -> int | None:
@@ -80,6 +84,7 @@ def key_values(row: KeyRow, secret_sha256: str) -> tuple[Any, ...]:
         row.default_class,
         row.origin,
         row.rpm,
+        row.priority,
         secret_sha256,
     )
 
@@ -99,6 +104,7 @@ def key_row(r: Sequence[Any]) -> KeyRow:
         default_class=r[9],
         origin=r[10],
         rpm=r[11],
+        priority=r[12] or "normal",
     )
 
 

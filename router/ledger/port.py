@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from suanli.config import Voucher
 from suanli.config.schema import LedgerSettings
 from suanli.router.errors import LedgerError, LedgerUnavailableError
+from suanli.router.ledger.adjust import Adjustment
 from suanli.router.ledger.figures import Figure, RegionSpend
 from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.sqlite.group import GroupCommit
@@ -62,6 +63,8 @@ class AsyncLedger(Protocol):
     async def settle(self, hold_id: str, s: Settlement) -> UsageRow: ...
     async def void(self, hold_id: str) -> None: ...
     async def void_stale(self, max_age_s: float) -> int: ...
+    async def adjust(self, voucher_id: str, amount: float, reason: str) -> Adjustment: ...
+    async def sync_vouchers(self, vouchers: Sequence[Voucher]) -> None: ...
     async def balance(self, voucher_id: str) -> float: ...
     async def balances(self) -> dict[str, float]: ...
     async def vouchers(self) -> list[VoucherStatus]: ...
@@ -148,6 +151,12 @@ class SqliteAsyncLedger:
 
     async def void_stale(self, max_age_s: float) -> int:
         return self.sync.void_stale(max_age_s)
+
+    async def adjust(self, voucher_id: str, amount: float, reason: str) -> Adjustment:
+        return self.sync.adjust(voucher_id, amount, reason)
+
+    async def sync_vouchers(self, vouchers: Sequence[Voucher]) -> None:
+        self.sync.sync_vouchers(vouchers)
 
     async def balance(self, voucher_id: str) -> float:
         return self.sync.balance(voucher_id)

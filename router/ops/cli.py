@@ -107,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     clear.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8080")
     clear.add_argument("--key", help="master key for --url (default: $SUANLI_MASTER_KEY)")
     clear.set_defaults(func=_clear)
+    from suanli.router.ops import adjust_cli
+
+    adjust_cli.add_parser(actions)  # vouchers adjust ID AMOUNT --reason WHY
 
     config = sub.add_parser("config", help="config tools")
     config_sub = config.add_subparsers(metavar="ACTION")
@@ -138,7 +141,8 @@ def _serve(args: argparse.Namespace) -> int:
     one_malloc_arena()
     from suanli.router.http.server import serve
 
-    _run_async(serve(_load(args.config), host=args.host, port=args.port, master_key=_master_key(args)))
+    _run_async(serve(_load(args.config), host=args.host, port=args.port, master_key=_master_key(args),
+                     config_source=lambda: _load(args.config)))
     return 0
 
 
@@ -158,7 +162,8 @@ def _demo(args: argparse.Namespace) -> int:
     async def run() -> None:
         ready = asyncio.Event()
         server = asyncio.create_task(
-            serve(config, host=args.host, port=args.port, master_key=key, banner=True, ready=ready)
+            serve(config, host=args.host, port=args.port, master_key=key, banner=True, ready=ready,
+                  config_source=lambda: load_catalog(environ=environ))
         )
         if args.traffic:
             await ready.wait()

@@ -40,6 +40,12 @@ class StatusBoard:
         self.alerter: Alerter | None = None
         self.budget_alerts: list[dict] = []  # the keys' budget thresholds crossed, as last checked
 
+    def reconfigure(self, config: Any) -> None:
+        """A config reload: the feed's greedy comparison, reconciliation and alerts follow ``config``."""
+        for part in (self.feed, self.reconciler, self.alerter):
+            if part is not None:
+                part.config = config
+
     async def snapshot(self) -> dict:
         """The status document now (reads the usage rows settled since the last call)."""
         async with self._lock:

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from suanli.config import Config
 from suanli.optimizer import Ask, CapacityBook, State, minute_of, rank
+from suanli.router.ledger.adjust import ADJUSTMENT_CLASS
 from suanli.router.ledger.sqlite.ledger import Ledger, UsageRow
 
 __all__ = ["DayTotals", "UsageFeed", "WindowRow"]
@@ -138,7 +139,8 @@ class UsageFeed:
         # rows in the backlog are about to be replayed, so give back what they drew.
         balances = {status.id: status.balance for status in ledger.vouchers()}
         for row in backlog:
-            if row.voucher_id is not None and row.time.timestamp() >= self._day_start_s:
+            if row.voucher_id is not None and row.time.timestamp() >= self._day_start_s \
+                    and row.work_class != ADJUSTMENT_CLASS:
                 balances[row.voucher_id] = balances.get(row.voucher_id, 0.0) + row.voucher_units
         self._shadow = balances
         self._greedy_book = CapacityBook(self.config)
@@ -146,6 +148,8 @@ class UsageFeed:
     def _ingest(self, row: UsageRow, *, replay: bool = True) -> None:
         t = row.time.timestamp()
         self._last_id = max(self._last_id, row.id)
+        if row.work_class == ADJUSTMENT_CLASS:
+            return  # an operator's top-up or cut, not a request: the voucher list shows its balance
         self._last_time_s = max(self._last_time_s or t, t)
         self.minute_cash[int(t // 60)] += row.cash_yuan
         self.window.append(WindowRow(t, row.region, row.work_class, row.tokens, row.latency_ms, row.ttft_ms))

@@ -44,7 +44,7 @@ _HOLD_PERIOD = (
     " WHERE $4::bigint IS NULL OR key_spend.spent_q + key_spend.held_q + excluded.held_q <= $4"
     " RETURNING 1"
 )
-_MARKS = ", ".join(f"${i}" for i in range(1, 14))
+_MARKS = ", ".join(f"${i}" for i in range(1, 15))
 _POST_PERIOD = (
     "UPDATE key_spend SET held_q = held_q - $1, spent_q = spent_q + $2 WHERE key_id = $3 AND period = $4"
 )

@@ -35,6 +35,7 @@ import asyncpg
 from suanli.config import Voucher
 from suanli.router.errors import InsufficientBalanceError, LedgerError
 from suanli.router.ledger import usage
+from suanli.router.ledger.adjust import Adjustment
 from suanli.router.ledger.chain import row_hash
 from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values, marks_of
 from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, RegionSpend, figure_of, spend_of
@@ -59,7 +60,7 @@ from suanli.router.ledger.postgres.sql import (
     VOID_OWNERS,
     VOID_STALE,
 )
-from suanli.router.ledger.postgres.vouchers import sync_vouchers, voucher_statuses
+from suanli.router.ledger.postgres.vouchers import adjust_voucher, sync_vouchers, voucher_statuses
 from suanli.router.ledger.rules import available, debit, not_pending, to_q
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 
@@ -277,6 +278,22 @@ class PgLedger:
             hash_ = row_hash(prev_hash, values)
             await c.execute(APPEND_USAGE, *values, prev_hash, hash_, units_q)
         return usage.usage_row((*values, prev_hash, hash_))
+
+    async def adjust(self, voucher_id: str, amount: float, reason: str) -> Adjustment:
+        """Top up (``amount`` > 0) or cut a voucher, recorded in the chain (``postgres/vouchers.py``).
+
+        Not retried: a connection lost at COMMIT leaves it unknown (503); the chain tells.
+        """
+        try:
+            return await adjust_voucher(self._live(), owner=self._owner.id, voucher_id=voucher_id,
+                                        amount=amount, reason=reason, now=self._clock().timestamp())
+        except TRANSIENT as exc:
+            raise unavailable("adjust", exc) from exc
+
+    async def sync_vouchers(self, vouchers: Sequence[Voucher]) -> None:
+        """Vouchers new to the ledger start at their amount; known ones take only metadata (a reload)."""
+        async with self._live().acquire() as c:
+            await sync_vouchers(c, vouchers)
 
     async def void(self, hold_id: str) -> None:
         """Release a pending hold entirely. Idempotent; voiding a settled hold changes nothing."""

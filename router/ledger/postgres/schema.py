@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from suanli.router.ledger import figures, tables
+from suanli.router.ledger import adjust, figures, tables
 from suanli.router.ledger.chain import GENESIS
 from suanli.router.ledger.postgres.escrow_sql import ESCROW_MIGRATION
 from suanli.router.ledger.url import PG_SCHEMES as _SCHEMES
@@ -115,6 +115,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # GET /v1/requests/{id}, and the platform balance figures reconciliation counts from.
     ("CREATE INDEX usage_request ON usage(request_id)", figures.figures_table(POSTGRES)),
     ESCROW_MIGRATION,  # voucher and key-budget escrow for replicas (postgres/escrow.py)
+    # Operators' voucher adjustments (ledger/adjust.py); a key's priority when supply shrinks.
+    (adjust.adjustments_table(POSTGRES.real),
+     "ALTER TABLE keys ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'"),
 )
 
 

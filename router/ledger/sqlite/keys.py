@@ -96,7 +96,7 @@ def rebuild_key_held(c: sqlite3.Connection) -> None:
 def create_key(c: sqlite3.Connection, row: keys.KeyRow, secret_sha256: str) -> None:
     """Store a new key; its secret only as ``secret_sha256``."""
     c.execute(
-        f"INSERT INTO keys ({keys.KEY_COLUMNS}, secret_sha256) VALUES ({', '.join('?' * 13)})",
+        f"INSERT INTO keys ({keys.KEY_COLUMNS}, secret_sha256) VALUES ({', '.join('?' * 14)})",
         keys.key_values(row, secret_sha256),
     )
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from suanli.config import Voucher
 from suanli.router.errors import InsufficientBalanceError, LedgerError, LedgerUnavailableError
+from suanli.router.ledger.adjust import Adjustment
 from suanli.router.ledger.chain import GENESIS, row_hash
 from suanli.router.ledger.exhausted import MARK_COLUMNS, account_of, mark_values
 from suanli.router.ledger.figures import FIGURE_COLUMNS, SPEND_SQL, Figure, RegionSpend, figure_of, spend_of
@@ -35,6 +36,7 @@ from suanli.router.ledger.keys import KeyRow
 from suanli.router.ledger.rules import debit, hold_q, not_pending
 from suanli.router.ledger.sqlite import keys as key_sql
 from suanli.router.ledger.sqlite import reads, recovery, space
+from suanli.router.ledger.sqlite.adjust import adjust_voucher
 from suanli.router.ledger.sqlite.opening import open_with_room
 from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, this_process
 from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_options, sqlite_path
@@ -42,15 +44,7 @@ from suanli.router.ledger.sqlite.vouchers import sync_vouchers, voucher_statuses
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
 from suanli.router.ledger.usage import USAGE_COLUMNS, usage_row, usage_values
 
-__all__ = [
-    "Hold",
-    "HoldRequest",
-    "Ledger",
-    "Settlement",
-    "UsageRow",
-    "VoucherStatus",
-    "open_readonly",
-]
+__all__ = ["Hold", "HoldRequest", "Ledger", "Settlement", "UsageRow", "VoucherStatus", "open_readonly"]
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +130,8 @@ class Ledger:
             LIVE_OWNERS.discard(self._owner)
             try:
                 with self._immediate() as c:
-                    c.execute(
-                        "UPDATE owners SET closed = ? WHERE id = ?", (self._clock().timestamp(), self._owner)
-                    )
+                    closed = (self._clock().timestamp(), self._owner)
+                    c.execute("UPDATE owners SET closed = ? WHERE id = ?", closed)
             except LedgerUnavailableError as exc:  # a full disk: the next open finds this process gone
                 log.warning("ledger: could not mark this owner closed: %s", exc.message)
         with self._lock:
@@ -170,8 +163,7 @@ class Ledger:
                 self._grouped = False
 
     @property
-    def changes(self) -> int:
-        """Rows this connection has inserted, updated or deleted so far (SQLite's total_changes)."""
+    def changes(self) -> int:  # rows this connection has inserted, updated or deleted (total_changes)
         return self._connection().total_changes
 
     @contextmanager
@@ -214,8 +206,8 @@ class Ledger:
         without a voucher holds nothing but is recorded like any other.
         """
         owner = self._writer()
-        with self._lock:
-            self.room.check(self._connection(), probe=not self._grouped)  # 503 while the disk is full
+        with self._lock:  # 503 while the disk is full
+            self.room.check(self._connection(), probe=not self._grouped)
         # Zero-padded so ids sort in creation order: each insert appends to the index's last page.
         hold_id = f"{self._hold_prefix}{next(self._seq):012d}"
         created = self._clock()
@@ -255,13 +247,8 @@ class Ledger:
                     created.timestamp(),
                 ),
             )
-        return Hold(
-            id=hold_id,
-            request_id=req.request_id,
-            voucher_id=req.voucher_id,
-            voucher_units=held_q / scale,
-            created=created,
-        )
+        return Hold(id=hold_id, request_id=req.request_id, voucher_id=req.voucher_id,
+                    voucher_units=held_q / scale, created=created)
 
     def settle(self, hold_id: str, s: Settlement) -> UsageRow:
         """Debit ``s.voucher_units``, release the rest of the hold, append the usage row.
@@ -382,6 +369,19 @@ class Ledger:
         with self._immediate() as c:
             account = account_of(voucher_id=voucher_id, region=region)
             c.execute("DELETE FROM exhausted WHERE account = ?", (account,))
+
+    def adjust(self, voucher_id: str, amount: float, reason: str) -> Adjustment:
+        """Top up (``amount`` > 0) or cut a voucher, recorded in the chain (``ledger/adjust.py``)."""
+        owner = self._writer()
+        with self._immediate() as c:
+            done, self._head = adjust_voucher(c, owner=owner, head=self._chain_head(c), voucher_id=voucher_id,
+                                              amount=amount, reason=reason, now=self._clock().timestamp())
+        return done
+
+    def sync_vouchers(self, vouchers: Sequence[Voucher]) -> None:
+        """Vouchers new to the ledger start at their amount; known ones take only metadata (a reload)."""
+        with self._immediate() as c:
+            sync_vouchers(c, vouchers)
 
     def create_key(self, row: KeyRow, secret_sha256: str) -> None:
         """Store a new key; its secret only as ``secret_sha256``."""

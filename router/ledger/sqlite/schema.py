@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from suanli.router.ledger import figures, tables
+from suanli.router.ledger import adjust, figures, tables
 from suanli.router.ledger.url import PG_SCHEMES, is_pg_url
 
 __all__ = [
@@ -57,6 +57,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     tables.key_tables(SQLITE),
     # GET /v1/requests/{id}, and the platform balance figures reconciliation counts from.
     ("CREATE INDEX usage_request ON usage(request_id)", figures.figures_table(SQLITE)),
+    # Operators' voucher adjustments (ledger/adjust.py); a key's priority when supply shrinks.
+    (adjust.adjustments_table(SQLITE.real),
+     "ALTER TABLE keys ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'"),
 )
 
 

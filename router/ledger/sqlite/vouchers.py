@@ -12,6 +12,7 @@ from datetime import datetime
 
 from suanli.config import Voucher
 from suanli.router.ledger import vouchers as voucher_rules
+from suanli.router.ledger.adjust import ADJUSTMENT_CLASS
 from suanli.router.ledger.rules import amount_q, scale_of
 from suanli.router.ledger.types import VoucherStatus
 
@@ -46,7 +47,8 @@ def voucher_statuses(conn: sqlite3.Connection, *, now: datetime) -> list[Voucher
     burn_q = dict(
         conn.execute(
             "SELECT voucher_id, SUM(voucher_q) FROM usage"
-            " WHERE time > ? AND time <= ? AND voucher_id IS NOT NULL GROUP BY voucher_id",
+            " WHERE time > ? AND time <= ? AND voucher_id IS NOT NULL"
+            f" AND work_class <> '{ADJUSTMENT_CLASS}' GROUP BY voucher_id",
             voucher_rules.burn_window(now),
         ).fetchall()
     )

@@ -14,7 +14,7 @@ from suanli.router.core.context import RequestContext
 from suanli.router.core.keys import KeyPolicy
 from suanli.router.core.results import Completion
 from suanli.router.core.router import Router
-from suanli.router.errors import ApiError
+from suanli.router.errors import ApiError, ShedError
 from suanli.router.workloads.batches.plan import latest_start_s
 from suanli.router.workloads.batches.table import BatchTable, error_entry
 
@@ -87,7 +87,7 @@ async def run_line(
                         endpoint, {**body, "model": f"{line.region}/{body['model']}"}, ctx
                     )
             except ApiError as exc:
-                if exc.status not in _RETRY_UNPINNED:
+                if exc.status not in _RETRY_UNPINNED or isinstance(exc, ShedError):
                     raise
                 if exc.status == 429 and _requeue(table, batch, line, exc.retry_after_s):
                     return
@@ -102,6 +102,8 @@ async def run_line(
         else:
             result = await router.handle(endpoint, body, ctx)
     except ApiError as exc:
+        if isinstance(exc, ShedError) and _requeue(table, batch, line, exc.retry_after_s):
+            return  # supply is short and the key's work is sheddable: the line waits (core/shedding.py)
         table.store(line.batch_id, line.line_no, error_entry(line.custom_id, request_id, exc), None)
         return
     if not isinstance(result, Completion):  # stream was refused at validation
