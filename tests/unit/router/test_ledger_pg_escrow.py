@@ -119,6 +119,11 @@ async def test_a_dead_replicas_lease_expires_and_its_slice_returns(url: str) -> 
     # kill -9: its sessions end, and with them the lock that proves it alive; nothing is returned.
     await sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
               f"suanli {doomed.owner_id}")
+    for _ in range(200):  # pg_terminate_backend only signals: wait until the sessions are gone
+        if not await sql(url, "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+                         f"suanli {doomed.owner_id}"):
+            break
+        await asyncio.sleep(0.05)
     clock.now += timedelta(seconds=1)
     await survivor.escrow.tick()
     hold = await survivor.reserve(ask("all-of-it", 900.0))
