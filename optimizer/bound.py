@@ -156,7 +156,7 @@ def lagrangian_bound(
         value, priced[minute] = _minute_value(by_minute.get(minute, []), minute, found, limits)
         total += value
     total += _chain_value(config, jobs, chained, links, priced)
-    return total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests
+    return float(total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests)
 
 
 def _chained(jobs: Sequence[Job]) -> dict[int, str]:
@@ -211,7 +211,7 @@ def _chain_value(config: Config, jobs: Sequence[Job], chained: dict[int, str], l
                     if value < fresh.get(key, math.inf):
                         fresh[key] = value
             states = fresh
-        total += min(states.values())
+        total += float(min(states.values()))
     return total
 
 
