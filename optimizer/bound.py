@@ -89,8 +89,13 @@ def lagrangian_bound(
             if voucher is not None and have[2] == 0.0:
                 have[2] = cols.get((region, slot, None), have)[2]
     members: list[list[int]] = [[] for _ in found.demand]
+    chained = _chained(jobs)
     for n, g in enumerate(groups):
         members[g].append(n)
+    # request -> per column: cost on a miss, a hit's saving, model tokens and requests the minute
+    # rows count, the region of those rows, the serving region; and the minute (None: no minute
+    # rows): a conversation's requests are priced together (``_chain_value``)
+    links: dict[int, tuple] = {}
 
     limits = {r.id: r.limits for r in config.regions}
     total = 0.0
@@ -107,6 +112,7 @@ def lagrangian_bound(
         # input and output token and requests the minute rows count
         coefs = [(0.0, 0.0, UNSERVED_YUAN, 0.0, 0.0, 0.0, 0.0)]  # unserved: M per request
         regions: list[str | None] = [None]
+        served_at: list[str | None] = [None]
         for (region, slot, voucher), (c1, u1, t1, c2, u2, t2, req, c3, u3) in per_group[g].items():
             lam = found.voucher_price.get(voucher, 0.0) if voucher is not None else 0.0
             tok = found.token_price.get(region, ())
@@ -121,10 +127,20 @@ def lagrangian_bound(
             rows = (t1, t2 - t1, req) if counted else (0.0, 0.0, 0.0)
             coefs.append((per_in, per_out, per_request * req, *rows, per_cached))
             regions.append(region if counted else None)
+            served_at.append(region)
         a = np.array(coefs)
-        ins = np.array([jobs[n].input_tokens for n in members[g]])
-        outs = np.array([jobs[n].output_tokens for n in members[g]])
-        cached = np.array([jobs[n].cached for n in members[g]])
+        for n in members[g]:
+            if n in chained:
+                job = jobs[n]
+                miss = job.input_tokens * a[:, 0] + job.output_tokens * a[:, 1] + a[:, 2]
+                tokens = job.input_tokens * a[:, 3] + job.output_tokens * a[:, 4]
+                links[n] = (miss, job.cached * a[:, 6], tokens, a[:, 5], regions, served_at, minute)
+        alone = [n for n in members[g] if n not in chained]
+        if not alone:
+            continue
+        ins = np.array([jobs[n].input_tokens for n in alone])
+        outs = np.array([jobs[n].output_tokens for n in alone])
+        cached = np.array([jobs[n].cached for n in alone])
         values = np.outer(ins, a[:, 0]) + np.outer(outs, a[:, 1]) + a[:, 2]
         if cached.any():
             values += np.outer(cached, a[:, 6])
@@ -133,15 +149,79 @@ def lagrangian_bound(
             continue
         tokens = np.outer(ins, a[:, 3]) + np.outer(outs, a[:, 4])
         by_minute.setdefault(minute, []).append((values, tokens, a[:, 5], regions))
-    for minute in {m for _, m in found.minute_price} | set(by_minute):
-        total += _minute_value(by_minute.get(minute, []), minute, found, limits)
-    return total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests
+    minutes = {m for _, m in found.minute_price} | set(by_minute)
+    minutes |= {link[6] for link in links.values() if link[6] is not None}
+    priced: dict[int, dict[str, tuple[float, float]]] = {}
+    for minute in minutes:
+        value, priced[minute] = _minute_value(by_minute.get(minute, []), minute, found, limits)
+        total += value
+    total += _chain_value(config, jobs, chained, links, priced)
+    return float(total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests)
 
 
-def _minute_value(parts, minute: int, found: Plan, limits) -> float:  # noqa: ANN001
+def _chained(jobs: Sequence[Job]) -> dict[int, str]:
+    # request index -> its session, for conversations of interactive requests only (their
+    # starts are their arrivals, so which one precedes which is known) with a cached prefix
+    sessions: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.session is not None:
+            sessions.setdefault(job.session, []).append(job)
+    out: dict[int, str] = {}
+    for n, job in enumerate(jobs):
+        talk = sessions.get(job.session or "", ())
+        interactive = all(j.work_class == "interactive" for j in talk)
+        if len(talk) > 1 and interactive and any(j.cached > 0 for j in talk):
+            out[n] = job.session or ""
+    return out
+
+
+def _chain_value(config: Config, jobs: Sequence[Job], chained: dict[int, str], links, priced) -> float:  # noqa: ANN001
+    """The least a conversation's requests cost together at the relaxed rows' prices.
+
+    A request's cached input pays ``cached_input`` only where its session's previous *served*
+    request started at the same region and model within the TTL (DESIGN.md): a shortest path
+    over the conversation in start order (ties: trace order), the state being where and when
+    the last served request started. Unserved keeps the state and costs ``M``.
+    """
+    ttl = {(r.id, o.name): o.cache_ttl_s for r in config.regions for o in r.models}
+    sessions: dict[str, list[int]] = {}
+    for n in sorted(chained, key=lambda n: (jobs[n].arrival_s, n)):
+        sessions.setdefault(chained[n], []).append(n)
+    total = 0.0
+    for talk in sessions.values():
+        states: dict[tuple[str | None, float], float] = {(None, 0.0): 0.0}
+        for n in talk:
+            miss, saving, tokens, requests, rows, served_at, minute = links[n]
+            cost = miss.copy()
+            if minute is not None:
+                prices = priced.get(minute, {})
+                for k, region in enumerate(rows):
+                    if region is not None and region in prices:
+                        per_token, per_request = prices[region]
+                        cost[k] += tokens[k] * per_token + requests[k] * per_request
+            job, start = jobs[n], jobs[n].arrival_s
+            fresh: dict[tuple[str | None, float], float] = {}
+            for (was, at), paid in states.items():
+                for k, where in enumerate(served_at):
+                    if where is None:
+                        key, value = (was, at), paid + cost[k]
+                    else:
+                        hit = was == where and 0.0 <= start - at <= ttl.get((where, job.model), 0.0)
+                        key, value = (where, start), paid + cost[k] + (saving[k] if hit else 0.0)
+                    if value < fresh.get(key, math.inf):
+                        fresh[key] = value
+            states = fresh
+        total += float(min(states.values()))
+    return total
+
+
+def _minute_value(  # noqa: ANN001
+    parts, minute: int, found: Plan, limits
+) -> tuple[float, dict[str, tuple[float, float]]]:
     # One clock minute's interactive requests with its (minute) rows relaxed, at the
     # best prices a few line searches find from the LP's: the minute's requests meet
-    # no other minute's rows, and any prices >= 0 keep the bound.
+    # no other minute's rows, and any prices >= 0 keep the bound. Also the prices it
+    # settled on (region -> (per token, per request)): conversations are priced at them.
     names = sorted({r for *_, regions in parts for r in regions if r is not None})
     names += sorted({r for r, m in found.minute_price if m == minute} - set(names))
     where = {r: n for n, r in enumerate(names)}
@@ -162,8 +242,12 @@ def _minute_value(parts, minute: int, found: Plan, limits) -> float:  # noqa: AN
         return out
 
     best = value(prices)
+
+    def settled(prices: np.ndarray) -> dict[str, tuple[float, float]]:
+        return {r: (float(prices[0, n]), float(prices[1, n])) for n, r in enumerate(names)}
+
     if not parts:
-        return best
+        return best, settled(prices)
     for kind in (0, 1):
         for n in range(len(names)):
             if prices[kind, n] <= 0:
@@ -184,7 +268,7 @@ def _minute_value(parts, minute: int, found: Plan, limits) -> float:  # noqa: AN
             got = value(trial)
             if got > best:
                 best, prices = got, trial
-    return best
+    return best, settled(prices)
 
 
 def _rhs(config: Config, found: Plan, balances: Mapping[str, float]) -> float:
