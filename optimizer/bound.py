@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from suanli.config import Config
+from suanli.optimizer.bound_training import KeptOption, TrainingJob, training_value
 from suanli.optimizer.columns import columns_of
 from suanli.optimizer.plan import UNSERVED_YUAN
 from suanli.optimizer.snapshot import Job, Plan, Snapshot
@@ -87,6 +88,8 @@ def lagrangian_bound(
         members[g].append(n)
 
     limits = {r.id: r.limits for r in config.regions}
+    kept = _kept_vouchers(found, per_group, members)
+    training: list[TrainingJob] = []
     total = 0.0
     # minute -> per group: values without the minute rows' terms, model tokens and
     # requests per (request, column), and each column's region (None: no minute row)
@@ -101,7 +104,9 @@ def lagrangian_bound(
         # input and output token and requests the minute rows count
         coefs = [(0.0, 0.0, UNSERVED_YUAN, 0.0, 0.0, 0.0)]  # unserved: M per request
         regions: list[str | None] = [None]
+        is_kept = [False]
         for (region, slot, voucher), (c1, u1, t1, c2, u2, t2, req) in per_group[g].items():
+            is_kept.append(voucher in kept)
             lam = found.voucher_price.get(voucher, 0.0) if voucher is not None else 0.0
             tok = found.token_price.get(region, ())
             rq = found.request_price.get(region, ())
@@ -117,6 +122,9 @@ def lagrangian_bound(
         ins = np.array([jobs[n].input_tokens for n in members[g]])
         outs = np.array([jobs[n].output_tokens for n in members[g]])
         values = np.outer(ins, a[:, 0]) + np.outer(outs, a[:, 1]) + a[:, 2]
+        if any(is_kept):
+            training += _training_jobs(per_group[g], values, np.array(is_kept), ins, outs, kept)
+            continue
         if minute is None:
             total += float(values.min(axis=1).sum())
             continue
@@ -124,7 +132,46 @@ def lagrangian_bound(
         by_minute.setdefault(minute, []).append((values, tokens, a[:, 5], regions))
     for minute in {m for _, m in found.minute_price} | set(by_minute):
         total += _minute_value(by_minute.get(minute, []), minute, found, limits)
+    total += training_value(training, {v: balances.get(v, 0.0) for v in kept}, found.voucher_price)
+    # the kept vouchers' rows are not relaxed: no lambda . b for them
+    total += sum(found.voucher_price.get(v, 0.0) * max(balances.get(v, 0.0), 0.0) for v in kept)
     return total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests
+
+
+def _kept_vouchers(found: Plan, per_group: list[dict], members: list[list[int]]) -> frozenset[str]:
+    # vouchers whose every column belongs to a training group with jobs (``bound_training``)
+    training, other = set(), set()
+    for d, cols, who in zip(found.demand, per_group, members, strict=True):
+        used = {voucher for _, _, voucher in cols if voucher is not None}
+        (training if d.work_class == "training" and who else other).update(used)
+    return frozenset(training - other)
+
+
+def _training_jobs(
+    cols: dict, values: np.ndarray, is_kept: np.ndarray, ins: np.ndarray, outs: np.ndarray, kept: frozenset[str]
+) -> list[TrainingJob]:
+    # per job of one training group: its least relaxed value, and per kept voucher its
+    # options: (cost, cash when covered, yuan covered per unit) in each slot it is valid in
+    relaxed = values.min(axis=1)
+    base = np.where(is_kept, np.inf, values).min(axis=1)
+    out = []
+    for n, (inp, outp) in enumerate(zip(ins, outs, strict=True)):
+        options: dict[str, set[tuple[float, float, float]]] = {}
+        for (region, slot, voucher), (c1, u1, _, c2, u2, _, _) in cols.items():
+            if voucher not in kept:
+                continue
+            cash_col = cols.get((region, slot, None))
+            if cash_col is None:
+                continue
+            cost = cash_col[0] * inp + (cash_col[3] - cash_col[0]) * outp
+            cash = c1 * inp + (c2 - c1) * outp
+            units = u1 * inp + (u2 - u1) * outp
+            if units <= 0 or cost <= cash:
+                continue
+            options.setdefault(voucher, set()).add((float(cost), float(cash), float((cost - cash) / units)))
+        found = {v: tuple(KeptOption(*o) for o in sorted(opts)) for v, opts in options.items()}
+        out.append(TrainingJob(float(base[n]), float(relaxed[n]), found))
+    return out
 
 
 def _minute_value(parts, minute: int, found: Plan, limits) -> float:  # noqa: ANN001

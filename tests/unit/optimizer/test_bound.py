@@ -7,6 +7,7 @@ import json
 import pytest
 
 from suanli.optimizer import hindsight_bound, hindsight_plan
+from suanli.router.simulate.cli import decision_lines
 from suanli.router.simulate.engine import replay
 from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.checker import check_decisions
@@ -54,3 +55,23 @@ def test_bound_is_the_lp_value_when_a_group_s_requests_are_alike() -> None:
     bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
     assert bound == pytest.approx(found.cash_yuan, abs=1e-9)
     assert bound == pytest.approx(220e-6, abs=1e-9)
+
+
+def test_bound_does_not_split_a_training_job_across_a_training_voucher_and_another_region() -> None:
+    # One job of 1 M tokens; a 0.5 M training voucher at a (10 yuan / M), b at 6 yuan / M.
+    # The LP sends half the job to the voucher and half to b (3 yuan); a job is one start
+    # in one region with at most one voucher: 5 yuan at a (half covered), or 6 at b.
+    config = make_config(
+        [region("a", "east", price=10.0), region("b", "east", price=6.0)],
+        [{"id": "t", "region": "a", "kind": "tokens", "amount": 500_000, "classes": ["training"]}],
+    )
+    lines = make_trace([{"t": 60, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 3600}])
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    assert found.cash_yuan == pytest.approx(3.0, abs=1e-6)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    assert bound == pytest.approx(5.0, abs=1e-6)
+    result = replay(config, trace, "hindsight")
+    check = check_decisions(config, lines, decision_lines(result))
+    assert check.violations == []
+    assert check.cash_yuan == pytest.approx(5.0, abs=1e-6)
