@@ -73,7 +73,9 @@ from suanli.optimizer.snapshot import Flow, Plan, Snapshot
 if TYPE_CHECKING:  # OR-Tools loads on the first solve: ``import optimizer`` stays fast
     from ortools.linear_solver.pywraplp import Constraint, Solver, Variable
 
-__all__ = ["FORECAST_SPREAD", "UNSERVED_YUAN", "plan"]
+__all__ = ["FORECAST_SPREAD", "NO_LIMIT", "UNSERVED_YUAN", "plan"]
+
+NO_LIMIT = math.inf  # ``plan(time_limit_s=NO_LIMIT)``: solve to completion
 
 # M: yuan per request left unserved, far above any real price. The one penalty for
 # leaving a request out: the LP's, the bound's and hindsight's rounding's.
@@ -111,13 +113,15 @@ def plan(
 ) -> Plan:
     """Solve the LP of this module's docstring for ``snapshot`` (raises ``InfeasibleError``).
 
-    ``time_limit_s`` overrides ``config.planner.time_limit_s`` (an offline bound may take longer).
+    ``time_limit_s`` overrides ``config.planner.time_limit_s`` (an offline bound may take longer);
+    ``NO_LIMIT`` solves to completion: no wall clock decides the plan (a replay's, whose
+    LPs are bounded in size, so that the same inputs give the same plan on any machine).
     ``demand_scenarios`` are the factors the demand is also scaled by to average voucher
     prices over; pass ``()`` when the demand is known exactly.
     """
     config = snapshot.config
     edges = slot_edges(config, snapshot.now_s, snapshot.now_s + snapshot.horizon_s)
-    lp = _build(snapshot, edges, time_limit_s or config.planner.time_limit_s)
+    lp = _build(snapshot, edges, config.planner.time_limit_s if time_limit_s is None else time_limit_s)
     _solve(lp.solver)
     found = _read(snapshot, edges, lp)
     if not demand_scenarios or not lp.voucher_rows:
@@ -134,7 +138,8 @@ def _build(snapshot: Snapshot, edges: tuple[float, ...], time_limit_s: float) ->
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:  # pragma: no cover - GLOP ships with ortools
         raise InfeasibleError("NO_SOLVER", "OR-Tools has no GLOP solver")
-    solver.SetTimeLimit(int(time_limit_s * 1000))
+    if math.isfinite(time_limit_s):
+        solver.SetTimeLimit(int(time_limit_s * 1000))
 
     # Variables: x per column, z per demand group.
     xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
