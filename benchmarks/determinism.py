@@ -54,7 +54,8 @@ def main() -> None:
                 quiet_file, loaded_file = Path(tmp) / "quiet.jsonl", Path(tmp) / "loaded.jsonl"
                 quiet_s = _simulate(day, policy, quiet_file, "1")
                 burners = [
-                    subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
+                    subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(os.cpu_count() or 1)
                 ]
                 try:
                     loaded_s = _simulate(day, policy, loaded_file, "2")

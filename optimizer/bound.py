@@ -148,7 +148,12 @@ def _kept_vouchers(found: Plan, per_group: list[dict], members: list[list[int]])
 
 
 def _training_jobs(
-    cols: dict, values: np.ndarray, is_kept: np.ndarray, ins: np.ndarray, outs: np.ndarray, kept: frozenset[str]
+    cols: dict,
+    values: np.ndarray,
+    is_kept: np.ndarray,
+    ins: np.ndarray,
+    outs: np.ndarray,
+    kept: frozenset[str],
 ) -> list[TrainingJob]:
     # per job of one training group: its least relaxed value, and per kept voucher its
     # options: (cost, cash when covered, yuan covered per unit) in each slot it is valid in
@@ -184,10 +189,12 @@ def _minute_value(parts, minute: int, found: Plan, limits) -> float:  # noqa: AN
     picks = [np.array([where[r] if r is not None else len(names) for r in regions]) for *_, regions in parts]
     start = [found.minute_price.get((r, minute), (0.0, 0.0)) for r in names]
     prices = np.array([[p[0] for p in start], [p[1] for p in start]])  # (token, request) x region
-    caps = np.array([
-        [limits[r].tpm if limits[r].tpm is not None else 0.0 for r in names],
-        [limits[r].rpm if limits[r].rpm is not None else 0.0 for r in names],
-    ])
+    caps = np.array(
+        [
+            [limits[r].tpm if limits[r].tpm is not None else 0.0 for r in names],
+            [limits[r].rpm if limits[r].rpm is not None else 0.0 for r in names],
+        ]
+    )
 
     def value(prices: np.ndarray) -> float:
         per_token = np.append(prices[0], 0.0)
