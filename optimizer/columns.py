@@ -8,8 +8,9 @@ and the parameters of ``plan``'s docstring).
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -90,7 +91,8 @@ def _eligible(index: ConfigIndex, config: Config, snapshot: Snapshot, d: Demand)
 class ColumnArrays:
     """``columns_of``'s columns, in its order, as arrays (one entry per column).
 
-    ``region`` indexes ``regions`` and ``voucher`` indexes ``vouchers`` (-1: cash).
+    ``region`` indexes ``regions`` and ``voucher`` indexes ``vouchers`` (-1: cash). With
+    pooling, ``members`` names the vouchers each pooled one stands for (itself first).
     """
 
     regions: tuple[str, ...]
@@ -104,17 +106,23 @@ class ColumnArrays:
     tokens: np.ndarray
     requests: np.ndarray
     interactive: np.ndarray
+    members: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.demand.size)
 
 
-def column_arrays(snapshot: Snapshot, edges: tuple[float, ...]) -> ColumnArrays:
+def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = False) -> ColumnArrays:
     """The columns of ``columns_of(snapshot, edges)``, the same figures in the same order.
 
     Built without a Python object per column: per candidate region a template of its
     (slot, payment) entries over every slot (slot-major, cash first, as ``columns_of``
     yields them), and per (group, candidate) one slice of it, scaled.
+
+    With ``pool``, vouchers alike on this horizon (region, kind, rate, models, classes and
+    the slots they are valid in) are one: their columns are the same, so the LP with one
+    row for their summed balance has the same value, and its price is each one's. Only the
+    first of them gets columns (``members`` lists the rest).
     """
     config = snapshot.config
     index = index_for(config)
@@ -125,6 +133,10 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...]) -> ColumnArrays:
     region_at = {rid: n for n, rid in enumerate(regions)}
     vouchers = tuple(v.id for v in config.vouchers)
     voucher_at = {vid: n for n, vid in enumerate(vouchers)}
+    stands_for = _pools(config, snapshot, mids) if pool else {}
+    members: dict[str, list[str]] = {}
+    for vid, first in stands_for.items():
+        members.setdefault(first, []).append(vid)
     templates: dict[int, tuple[int, list[int]]] = {}  # id(candidate) -> (first entry, slot offsets)
     t_slot: list[int] = []
     t_voucher: list[int] = []
@@ -153,6 +165,8 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...]) -> ColumnArrays:
                     for v in cand.vouchers:
                         if not v.from_s <= mids[k] < v.to_s or snapshot.balances.get(v.id, 0.0) <= 0:
                             continue
+                        if stands_for.get(v.id, v.id) != v.id:
+                            continue  # pooled: the first of its pool has the columns
                         t_slot.append(k), t_voucher.append(voucher_at[v.id]), t_factor.append(factor)
                         if v.kind == "tokens":
                             t_cash.append(0.0), t_per_cost.append(0.0), t_per_token.append(1.0)
@@ -171,7 +185,25 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...]) -> ColumnArrays:
             start, stop = first + offsets[k0], first + offsets[k1 + 1]
             pairs.append((d_index, region_at[cand.region_id], start, stop - start, base,
                           reference * ratio, tokens, requests, d.work_class == "interactive"))  # fmt: skip
-    return _gather(regions, vouchers, pairs, t_slot, t_voucher, t_factor, t_cash, t_per_cost, t_per_token)
+    found = _gather(regions, vouchers, pairs, t_slot, t_voucher, t_factor, t_cash, t_per_cost, t_per_token)
+    if members:
+        found = dataclasses.replace(found, members={k: tuple(v) for k, v in members.items()})
+    return found
+
+
+def _pools(config: Config, snapshot: Snapshot, mids: list[float]) -> dict[str, str]:
+    # voucher id -> the first voucher alike on this horizon (itself if none before it)
+    index = index_for(config)
+    firsts: dict[tuple, str] = {}
+    out: dict[str, str] = {}
+    for v in config.vouchers:
+        if snapshot.balances.get(v.id, 0.0) <= 0:
+            continue
+        info = index.vouchers[v.id]
+        valid = tuple(info.from_s <= m < info.to_s for m in mids)
+        key = (v.region, v.kind, v.rate, v.models, v.classes, valid)
+        out[v.id] = firsts.setdefault(key, v.id)
+    return out
 
 
 def _gather(regions, vouchers, pairs, *template: list) -> ColumnArrays:  # noqa: ANN001

@@ -116,7 +116,8 @@ def build_model(
     for key, members in _by_first_appearance(cols.voucher[paid], paid):
         vid = cols.vouchers[key]
         voucher_rows[vid] = len(rows)
-        rows.append(_row(max(snapshot.balances.get(vid, 0.0), 0.0), members, cols.units[members]))
+        balance = sum(max(snapshot.balances.get(m, 0.0), 0.0) for m in cols.members.get(vid, (vid,)))
+        rows.append(_row(balance, members, cols.units[members]))
 
     for lb, ub, idx, coef in rows:
         row = model.constraint.add(lower_bound=lb, upper_bound=ub)
