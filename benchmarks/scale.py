@@ -140,7 +140,9 @@ def measure(point: dict, *, seed: int, warm_h: float, replans: int, quality: boo
         "cpu_p50_ms": statistics.median(cpu) * 1000,
         "cpu_max_ms": max(cpu) * 1000,
         "rank_p50_us": decision_us[len(decision_us) // 2] if decision_us else 0.0,
-        "rank_p99_us": decision_us[min(len(decision_us) - 1, int(0.99 * len(decision_us)))] if decision_us else 0.0,
+        "rank_p99_us": decision_us[min(len(decision_us) - 1, int(0.99 * len(decision_us)))]
+        if decision_us
+        else 0.0,
         "ratio": None,
     }
     if quality:
@@ -161,7 +163,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--warm", type=float, default=6.0, help="hours the forecast learns first")
     parser.add_argument("--replans", type=int, default=12)
-    parser.add_argument("--quality", action="store_true", help="also replay each point: optimizer cash / bound")
+    parser.add_argument("--quality", action="store_true", help="also replay each point")
     args = parser.parse_args()
     base_r, base_v, base_n = args.regions[0], args.vouchers[0], args.requests[0]
     points = [{"regions": r, "vouchers": base_v, "requests": base_n} for r in args.regions]
@@ -174,9 +176,8 @@ def main() -> None:
         table.add_column(head, justify="right")
     with tempfile.TemporaryDirectory(prefix="suanli-scale-") as tmp:
         for point in points:
-            row = measure(
-                point, seed=args.seed, warm_h=args.warm, replans=args.replans, quality=args.quality, tmp=Path(tmp)
-            )
+            row = measure(point, seed=args.seed, warm_h=args.warm, replans=args.replans,
+                          quality=args.quality, tmp=Path(tmp))  # fmt: skip
             table.add_row(
                 str(row["regions"]), str(row["vouchers"]), f"{row['requests']:,}", str(row["groups"]),
                 f"{row['columns']:,}", f"{row['cpu_p50_ms']:.0f}", f"{row['cpu_max_ms']:.0f}",
