@@ -7,8 +7,8 @@ Each point is a day of ``scenario_gen.py`` (seed ``--seed``, no shocks) stretche
 given size: its regions cloned (ids suffixed, prices within 10%) until there are R of them,
 its vouchers cloned onto the clones of their regions until there are V. The forecast learns
 the first ``--warm`` hours as the replay's does; then the plan of the replay's optimizer
-(``plan`` with the demand scenarios, then the chooser's prices) is made ``--replans`` times,
-five virtual minutes apart, the forecast learning the requests in between. Printed per
+(``plan`` with the demand scenarios, solved to completion, then the chooser's prices) is
+made ``--replans`` times, five virtual minutes apart, the forecast learning the requests in between. Printed per
 point: LP size, re-plan CPU (``time.process_time``, so a loaded machine inflates it less
 than wall time) p50 and max, and ``rank`` with that plan on the day's interactive requests
 (p50, p99 in microseconds, wall time). ``--quality`` also replays each point's day under
@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +38,12 @@ from rich.table import Table  # noqa: E402
 from benchmarks.scenario_gen import generate  # noqa: E402
 
 
-def stretch(config: dict, regions: int, vouchers: int, seed: int) -> dict:
-    """``config`` with exactly ``regions`` regions and ``vouchers`` vouchers (clones added)."""
+def stretch(config: dict, regions: int, vouchers: int, seed: int, *, distinct: bool = False) -> dict:
+    """``config`` with exactly ``regions`` regions and ``vouchers`` vouchers (clones added).
+
+    A voucher's clone is alike but for its id and region (the planner pools alike vouchers
+    of one region); with ``distinct`` its validity also opens 1-6 hours later, so none pool.
+    """
     rng = random.Random(f"suanli-scale-{seed}-{regions}-{vouchers}")
     out = copy.deepcopy(config)
     base = out["regions"]
@@ -68,21 +72,29 @@ def stretch(config: dict, regions: int, vouchers: int, seed: int) -> dict:
         clone = copy.deepcopy(source)
         clone["id"] = f"{source['id']}-c{n}"
         clone["region"] = rng.choice(clones[source["region"]])
+        if distinct:
+            opens = datetime.fromisoformat(clone["valid_from"]) + timedelta(hours=rng.randint(1, 6))
+            clone["valid_from"] = opens.isoformat()
+            if datetime.fromisoformat(clone["expires"]) <= opens:
+                clone["expires"] = (opens + timedelta(hours=2)).isoformat()
         made.append(clone)
         n += 1
     out["vouchers"] = made
     return out
 
 
-def measure(point: dict, *, seed: int, warm_h: float, replans: int, quality: bool, tmp: Path) -> dict:
+def measure(
+    point: dict, *, seed: int, warm_h: float, replans: int, quality: bool, tmp: Path, distinct: bool = False
+) -> dict:
     from suanli.config import load_config
     from suanli.optimizer import FORECAST_SPREAD, Ask, Forecast, Snapshot, State, plan, rank, slot_edges
     from suanli.optimizer.columns import column_arrays
+    from suanli.optimizer.plan import NO_LIMIT
     from suanli.optimizer.prices import prepare_prices
     from suanli.router.simulate.trace import load_trace, span_end
 
     raw, header, lines = generate(seed, requests=point["requests"], shocks=False)
-    raw = stretch(raw, point["regions"], point["vouchers"], seed)
+    raw = stretch(raw, point["regions"], point["vouchers"], seed, distinct=distinct)
     day = tmp / f"r{point['regions']}-v{point['vouchers']}-n{point['requests']}"
     day.mkdir(parents=True, exist_ok=True)
     (day / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
@@ -114,7 +126,7 @@ def measure(point: dict, *, seed: int, warm_h: float, replans: int, quality: boo
         edges = slot_edges(config, now, now + horizon)
         started = time.process_time()
         snapshot = Snapshot(config, now, horizon, balances, forecast.demand(edges, now))
-        found = plan(snapshot, demand_scenarios=FORECAST_SPREAD)
+        found = plan(snapshot, time_limit_s=NO_LIMIT, demand_scenarios=FORECAST_SPREAD)
         prepare_prices(config, found)
         cpu.append(time.process_time() - started)
         groups = len(snapshot.demand)
@@ -164,12 +176,14 @@ def main() -> None:
     parser.add_argument("--warm", type=float, default=6.0, help="hours the forecast learns first")
     parser.add_argument("--replans", type=int, default=12)
     parser.add_argument("--quality", action="store_true", help="also replay each point")
+    parser.add_argument("--distinct", action="store_true", help="voucher clones open later: none pool")
     args = parser.parse_args()
     base_r, base_v, base_n = args.regions[0], args.vouchers[0], args.requests[0]
     points = [{"regions": r, "vouchers": base_v, "requests": base_n} for r in args.regions]
     points += [{"regions": base_r, "vouchers": v, "requests": base_n} for v in args.vouchers[1:]]
     points += [{"regions": base_r, "vouchers": base_v, "requests": n} for n in args.requests[1:]]
-    table = Table(title=f"planner scale (seed {args.seed}; re-plan CPU over {args.replans} re-plans)")
+    kind = "distinct vouchers" if args.distinct else "voucher clones alike"
+    table = Table(title=f"planner scale (seed {args.seed}, {kind}; re-plan CPU over {args.replans} re-plans)")
     heads = ("regions", "vouchers", "requests", "demand groups", "LP columns", "re-plan CPU p50 ms",
              "re-plan CPU max ms", "rank p50 us", "rank p99 us", "opt/bound")  # fmt: skip
     for head in heads:
@@ -177,7 +191,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="suanli-scale-") as tmp:
         for point in points:
             row = measure(point, seed=args.seed, warm_h=args.warm, replans=args.replans,
-                          quality=args.quality, tmp=Path(tmp))  # fmt: skip
+                          quality=args.quality, tmp=Path(tmp), distinct=args.distinct)  # fmt: skip
             table.add_row(
                 str(row["regions"]), str(row["vouchers"]), f"{row['requests']:,}", str(row["groups"]),
                 f"{row['columns']:,}", f"{row['cpu_p50_ms']:.0f}", f"{row['cpu_max_ms']:.0f}",
