@@ -5,14 +5,15 @@
 
 Each point is a day of ``scenario_gen.py`` (seed ``--seed``, no shocks) stretched to the
 given size: its regions cloned (ids suffixed, prices within 10%) until there are R of them,
-its vouchers cloned onto the clones of their regions until there are V. The forecast learns
-the first ``--warm`` hours as the replay's does; then the plan of the replay's optimizer
-(``plan`` with the demand scenarios, solved to completion, then the chooser's prices) is
-made ``--replans`` times, five virtual minutes apart, the forecast learning the requests
-in between. Printed per point: LP size, re-plan CPU (``time.process_time``, so a loaded machine inflates it less
-than wall time) p50 and max, and ``rank`` with that plan on the day's interactive requests
-(p50, p99 in microseconds, wall time). ``--quality`` also replays each point's day under
-the optimizer and hindsight (slow at the large sizes) and prints optimizer cash / bound.
+its vouchers cloned onto the clones of their regions until there are V (``--distinct``:
+each clone opens 1-6 hours later). The forecast learns the first ``--warm`` hours as the
+replay's does; then the replay optimizer's plan (``plan`` with the demand scenarios,
+solved to completion, then the chooser's prices) is made ``--replans`` times, five
+virtual minutes apart, the forecast learning the requests in between. Printed per point:
+LP size, re-plan CPU (``time.process_time``: a loaded machine inflates it less than wall
+time) p50 and max, and ``rank`` with that plan on the day's interactive requests (p50,
+p99 in microseconds, wall time). ``--quality`` also replays each point's day under the
+optimizer and hindsight (slow at the large sizes) and prints optimizer cash / bound.
 """
 
 from __future__ import annotations
