@@ -21,6 +21,12 @@ prices are improved minute by minute with a few line searches (L is concave in t
 
 A request's real draw on a ``tokens`` voucher and on a region's tpm is its model tokens
 rounded up (the ledger's); the LP's are the exact product, no more: still a relaxation.
+
+Two things keep it from being loose where requests are large (fine-tuning jobs of a
+million tokens): the inner minimum is over each request's own choices, and one request
+never draws more than a voucher's whole balance, so a column that would is priced as
+the part it can cover plus cash for the rest (``_capped``); and the rows of vouchers only
+training jobs use are not relaxed at all: ``optimizer.bound_training``.
 """
 
 from __future__ import annotations
@@ -122,6 +128,7 @@ def lagrangian_bound(
         ins = np.array([jobs[n].input_tokens for n in members[g]])
         outs = np.array([jobs[n].output_tokens for n in members[g]])
         values = np.outer(ins, a[:, 0]) + np.outer(outs, a[:, 1]) + a[:, 2]
+        values += _capped(per_group[g], ins, outs, found.voucher_price, balances)
         if any(is_kept):
             training += _training_jobs(per_group[g], values, np.array(is_kept), ins, outs, kept)
             continue
@@ -136,6 +143,33 @@ def lagrangian_bound(
     # the kept vouchers' rows are not relaxed: no lambda . b for them
     total += sum(found.voucher_price.get(v, 0.0) * max(balances.get(v, 0.0), 0.0) for v in kept)
     return total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests
+
+
+def _capped(
+    cols: dict, ins: np.ndarray, outs: np.ndarray, prices: Mapping[str, float], balances: Mapping[str, float]
+) -> np.ndarray:
+    # One request draws at most a voucher's whole balance: where a column would draw more,
+    # the request pays at least the part left uncovered in cash at the same place, and
+    # lambda on the balance only (a bound on its own choices, whatever lambda is). Per
+    # column of ``values`` (the unserved one first), what to add.
+    out = np.zeros((ins.size, len(cols) + 1))
+    for j, ((region, slot, voucher), (c1, u1, _, c2, u2, _, _)) in enumerate(cols.items(), start=1):
+        if voucher is None:
+            continue
+        cash_col = cols.get((region, slot, None))
+        if cash_col is None:
+            continue
+        balance = max(balances.get(voucher, 0.0), 0.0)
+        units = ins * u1 + outs * (u2 - u1)
+        over = units > balance
+        if not over.any():
+            continue
+        cost = ins * cash_col[0] + outs * (cash_col[3] - cash_col[0])
+        cash = ins * c1 + outs * (c2 - c1)
+        share = np.where(over, balance / np.maximum(units, 1e-300), 1.0)
+        lam = prices.get(voucher, 0.0)
+        out[:, j] = np.where(over, (cost - cash) * (1.0 - share) - lam * (units - balance), 0.0)
+    return out
 
 
 def _kept_vouchers(found: Plan, per_group: list[dict], members: list[list[int]]) -> frozenset[str]:

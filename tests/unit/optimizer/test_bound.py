@@ -75,3 +75,54 @@ def test_bound_does_not_split_a_training_job_across_a_training_voucher_and_anoth
     check = check_decisions(config, lines, decision_lines(result))
     assert check.violations == []
     assert check.cash_yuan == pytest.approx(5.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bound_with_training_vouchers_stays_below_checked_decisions(seed: int) -> None:
+    # Random small days of training jobs beside training-only and shared vouchers (tokens
+    # and credit), off-peak windows and a validity opening late: the bound, which keeps the
+    # training-only vouchers' rows, is below what hindsight's decisions pay (checked), and
+    # below greedy's.
+    import random
+
+    rng = random.Random(seed)
+    regions = [
+        region(
+            "a",
+            "east",
+            price=rng.choice([8.0, 10.0, 12.0]),
+            off_peak={"window": "00:00-06:00", "discount": 0.5},
+        ),
+        region("b", "east", price=rng.choice([6.0, 9.0, 11.0]), ratio=rng.choice([1.0, 1.2])),
+    ]
+    vouchers = []
+    for n in range(rng.randint(1, 3)):
+        voucher = {
+            "id": f"t{n}",
+            "region": rng.choice("ab"),
+            "kind": "tokens",
+            "amount": rng.randint(2, 12) * 100_000,
+        }
+        voucher["classes"] = ["training"]
+        if rng.random() < 0.3:
+            voucher["valid_from"] = "2026-12-01T03:00:00+08:00"
+        vouchers.append(voucher)
+    if rng.random() < 0.5:
+        vouchers.append(
+            {"id": "shared", "region": rng.choice("ab"), "kind": "credit", "amount": rng.choice([1.0, 4.0])}
+        )
+    config = make_config(regions, vouchers)
+    jobs = [
+        {"t": rng.randint(1, 300) * 60, "class": "training", "input": rng.randint(2, 9) * 100_000, "output": 0,
+         "deadline_s": rng.choice([3600, 14400, 43200])}
+        for _ in range(rng.randint(1, 4))
+    ]  # fmt: skip
+    jobs += [{"t": rng.randint(1, 300) * 60, "input": 2000, "output": 500} for _ in range(5)]
+    lines = make_trace(sorted(jobs, key=lambda r: r["t"]))
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    for policy in ("hindsight", "greedy"):
+        check = check_decisions(config, lines, decision_lines(replay(config, trace, policy)))
+        assert check.violations == []
+        assert bound <= check.cash_yuan + 1e-9
