@@ -113,8 +113,8 @@ def test_bound_with_training_vouchers_stays_below_checked_decisions(seed: int) -
         )
     config = make_config(regions, vouchers)
     jobs = [
-        {"t": rng.randint(1, 300) * 60, "class": "training", "input": rng.randint(2, 9) * 100_000, "output": 0,
-         "deadline_s": rng.choice([3600, 14400, 43200])}
+        {"t": rng.randint(1, 300) * 60, "class": "training", "input": rng.randint(2, 9) * 100_000,
+         "output": 0, "deadline_s": rng.choice([3600, 14400, 43200])}
         for _ in range(rng.randint(1, 4))
     ]  # fmt: skip
     jobs += [{"t": rng.randint(1, 300) * 60, "input": 2000, "output": 500} for _ in range(5)]
