@@ -4,10 +4,9 @@ The planner's shadow price of a voucher is right for the demand it forecast. Whe
 traffic that would use the voucher does not come (a cold forecast, a day quieter than the
 working-day shape, the demand scenarios' upper half), the price stays high, the chooser
 keeps sending work elsewhere, and the voucher expires unspent: it hoards. As in online
-allocation with budgets (Balseiro, Lu and Mirrokni's dual mirror descent), each voucher,
-in the last ``_LAST_S`` hours before it expires or the demand the planner knows of ends
-(a replayed trace's span; live, that end never comes), has a target rate, what would use
-up its free balance by then; at every re-plan the
+allocation with budgets (Balseiro, Lu and Mirrokni's dual mirror descent), each voucher
+that expires within the demand the planner knows of, in its last ``_LAST_S`` hours, has a
+target rate, what would use up its free balance by its expiry; at every re-plan the
 rate it was drawn at since the last one is compared with it, and a multiplier in
 ``[_FLOOR, 1]`` on its price moves by ``exp(-eta x gap)``, ``gap = 1 - drawn / target``:
 a voucher drawn behind its pace gets cheaper, one drawn at or ahead of it climbs back to
@@ -64,11 +63,9 @@ class Pacer:
             balance = max(free.get(vid, 0.0), 0.0)
             valid_from = voucher.valid_from.timestamp() if voucher.valid_from else -math.inf
             expires = voucher.expires.timestamp() if voucher.expires else math.inf
-            # A voucher valid past the demand the planner knows of must be used by its end
-            # too: what is left then is lost as surely as at expiry.
-            deadline = min(expires, use_by_s)
+            deadline = expires
             late = deadline - now_s <= _LAST_S
-            if not late or now_s < valid_from or now_s >= deadline or balance <= 0:
+            if expires > use_by_s or not late or now_s < valid_from or now_s >= deadline or balance <= 0:
                 self._last.pop(vid, None)
                 continue
             last = self._last.get(vid)
