@@ -90,7 +90,7 @@ def measure(
     from suanli.config import load_config
     from suanli.optimizer import FORECAST_SPREAD, Ask, Forecast, Snapshot, State, plan, rank, slot_edges
     from suanli.optimizer.columns import column_arrays
-    from suanli.optimizer.plan import NO_LIMIT
+    from suanli.optimizer.plan import NO_LIMIT, POOL_FROM_VOUCHERS
     from suanli.optimizer.prices import prepare_prices
     from suanli.router.simulate.trace import load_trace, span_end
 
@@ -131,7 +131,8 @@ def measure(
         prepare_prices(config, found)
         cpu.append(time.process_time() - started)
         groups = len(snapshot.demand)
-        columns = len(column_arrays(snapshot, tuple(edges), pool=True))
+        pooled = len(config.vouchers) > POOL_FROM_VOUCHERS  # as ``plan`` decides
+        columns = len(column_arrays(snapshot, tuple(edges), pool=pooled))
         now += 300.0
     state = State(balances=balances)
     decision_us: list[float] = []

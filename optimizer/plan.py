@@ -76,7 +76,7 @@ from suanli.optimizer.snapshot import Flow, Plan, Snapshot
 if TYPE_CHECKING:  # OR-Tools loads on the first solve: ``import optimizer`` stays fast
     from ortools.linear_solver.pywraplp import Solver
 
-__all__ = ["FORECAST_SPREAD", "NO_LIMIT", "UNSERVED_YUAN", "plan"]
+__all__ = ["FORECAST_SPREAD", "NO_LIMIT", "POOL_FROM_VOUCHERS", "UNSERVED_YUAN", "plan"]
 
 NO_LIMIT = math.inf  # ``plan(time_limit_s=NO_LIMIT)``: solve to completion
 
@@ -95,7 +95,7 @@ FORECAST_SPREAD: tuple[float, ...] = (0.5, 0.75, 4 / 3, 2.0)
 # values, but GLOP may end at another optimal basis, and other duals: random day 31 paid
 # 1.6% more with warm re-solves. Both are kept for the sizes where they pay: many
 # vouchers, large LPs (deterministic thresholds: no clock decides).
-_POOL_FROM_VOUCHERS = 20
+POOL_FROM_VOUCHERS = 20
 _WARM_FROM_COLUMNS = 40_000
 
 
@@ -127,7 +127,7 @@ def plan(
     limit = config.planner.time_limit_s if time_limit_s is None else time_limit_s
     # Alike vouchers are pooled in a forecast's plan with many vouchers; known demand's plan
     # keeps them apart (hindsight's rounding reads each voucher's flows).
-    pool = bool(demand_scenarios) and len(config.vouchers) > _POOL_FROM_VOUCHERS
+    pool = bool(demand_scenarios) and len(config.vouchers) > POOL_FROM_VOUCHERS
     lp = _build(snapshot, edges, limit, pool=pool)
     _solve(lp.solver)
     found = _read(snapshot, edges, lp)
