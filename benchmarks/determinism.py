@@ -53,9 +53,9 @@ def main() -> None:
             for policy in args.policies:
                 quiet_file, loaded_file = Path(tmp) / "quiet.jsonl", Path(tmp) / "loaded.jsonl"
                 quiet_s = _simulate(day, policy, quiet_file, "1")
+                burn = [sys.executable, "-c", "while True: pass"]
                 burners = [
-                    subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                    for _ in range(os.cpu_count() or 1)
+                    subprocess.Popen(burn, stderr=subprocess.DEVNULL) for _ in range(os.cpu_count() or 1)
                 ]
                 try:
                     loaded_s = _simulate(day, policy, loaded_file, "2")
@@ -73,4 +73,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # stopped early: no table, no traceback
+        sys.exit(130)
