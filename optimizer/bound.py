@@ -21,6 +21,12 @@ prices are improved minute by minute with a few line searches (L is concave in t
 
 A request's real draw on a ``tokens`` voucher and on a region's tpm is its model tokens
 rounded up (the ledger's); the LP's are the exact product, no more: still a relaxation.
+
+Two things keep it from being loose where requests are large (fine-tuning jobs of a
+million tokens): the inner minimum is over each request's own choices, and one request
+never draws more than a voucher's whole balance, so a column that would is priced as
+the part it can cover plus cash for the rest (``_capped``); and the rows of vouchers only
+training jobs use are not relaxed at all: ``optimizer.bound_training``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from suanli.config import Config
+from suanli.optimizer.bound_training import KeptOption, TrainingJob, training_value
 from suanli.optimizer.columns import columns_of
 from suanli.optimizer.plan import UNSERVED_YUAN
 from suanli.optimizer.snapshot import Job, Plan, Snapshot
@@ -98,6 +105,8 @@ def lagrangian_bound(
     links: dict[int, tuple] = {}
 
     limits = {r.id: r.limits for r in config.regions}
+    kept = _kept_vouchers(found, per_group, members)
+    training: list[TrainingJob] = []
     total = 0.0
     # minute -> per group: values without the minute rows' terms, model tokens and
     # requests per (request, column), and each column's region (None: no minute row)
@@ -113,7 +122,9 @@ def lagrangian_bound(
         coefs = [(0.0, 0.0, UNSERVED_YUAN, 0.0, 0.0, 0.0, 0.0)]  # unserved: M per request
         regions: list[str | None] = [None]
         served_at: list[str | None] = [None]
+        is_kept = [False]
         for (region, slot, voucher), (c1, u1, t1, c2, u2, t2, req, c3, u3) in per_group[g].items():
+            is_kept.append(voucher in kept)
             lam = found.voucher_price.get(voucher, 0.0) if voucher is not None else 0.0
             tok = found.token_price.get(region, ())
             rq = found.request_price.get(region, ())
@@ -144,6 +155,13 @@ def lagrangian_bound(
         values = np.outer(ins, a[:, 0]) + np.outer(outs, a[:, 1]) + a[:, 2]
         if cached.any():
             values += np.outer(cached, a[:, 6])
+        capped = _capped(per_group[g], ins, outs, found.voucher_price, balances)
+        # a cache hit draws fewer yuan of a credit: no cap correction where one may happen
+        capped[cached > 0] = 0.0
+        values += capped
+        if any(is_kept):
+            training += _training_jobs(per_group[g], values, np.array(is_kept), ins, outs, kept)
+            continue
         if minute is None:
             total += float(values.min(axis=1).sum())
             continue
@@ -156,6 +174,9 @@ def lagrangian_bound(
         value, priced[minute] = _minute_value(by_minute.get(minute, []), minute, found, limits)
         total += value
     total += _chain_value(config, jobs, chained, links, priced)
+    total += training_value(training, {v: balances.get(v, 0.0) for v in kept}, found.voucher_price)
+    # the kept vouchers' rows are not relaxed: no lambda . b for them
+    total += sum(found.voucher_price.get(v, 0.0) * max(balances.get(v, 0.0), 0.0) for v in kept)
     return float(total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests)
 
 
@@ -215,6 +236,74 @@ def _chain_value(config: Config, jobs: Sequence[Job], chained: dict[int, str], l
     return total
 
 
+def _capped(
+    cols: dict, ins: np.ndarray, outs: np.ndarray, prices: Mapping[str, float], balances: Mapping[str, float]
+) -> np.ndarray:
+    # One request draws at most a voucher's whole balance: where a column would draw more,
+    # the request pays at least the part left uncovered in cash at the same place, and
+    # lambda on the balance only (a bound on its own choices, whatever lambda is). Per
+    # column of ``values`` (the unserved one first), what to add.
+    out = np.zeros((ins.size, len(cols) + 1))
+    for j, ((region, slot, voucher), (c1, u1, _, c2, u2, _, _, _, _)) in enumerate(cols.items(), start=1):
+        if voucher is None:
+            continue
+        cash_col = cols.get((region, slot, None))
+        if cash_col is None:
+            continue
+        balance = max(balances.get(voucher, 0.0), 0.0)
+        units = ins * u1 + outs * (u2 - u1)
+        over = units > balance
+        if not over.any():
+            continue
+        cost = ins * cash_col[0] + outs * (cash_col[3] - cash_col[0])
+        cash = ins * c1 + outs * (c2 - c1)
+        share = np.where(over, balance / np.maximum(units, 1e-300), 1.0)
+        lam = prices.get(voucher, 0.0)
+        out[:, j] = np.where(over, (cost - cash) * (1.0 - share) - lam * (units - balance), 0.0)
+    return out
+
+
+def _kept_vouchers(found: Plan, per_group: list[dict], members: list[list[int]]) -> frozenset[str]:
+    # vouchers whose every column belongs to a training group with jobs (``bound_training``)
+    training, other = set(), set()
+    for d, cols, who in zip(found.demand, per_group, members, strict=True):
+        used = {voucher for _, _, voucher in cols if voucher is not None}
+        (training if d.work_class == "training" and who else other).update(used)
+    return frozenset(training - other)
+
+
+def _training_jobs(
+    cols: dict,
+    values: np.ndarray,
+    is_kept: np.ndarray,
+    ins: np.ndarray,
+    outs: np.ndarray,
+    kept: frozenset[str],
+) -> list[TrainingJob]:
+    # per job of one training group: its least relaxed value, and per kept voucher its
+    # options: (cost, cash when covered, yuan covered per unit) in each slot it is valid in
+    relaxed = values.min(axis=1)
+    base = np.where(is_kept, np.inf, values).min(axis=1)
+    out = []
+    for n, (inp, outp) in enumerate(zip(ins, outs, strict=True)):
+        options: dict[str, set[tuple[float, float, float]]] = {}
+        for (region, slot, voucher), (c1, u1, _, c2, u2, _, _, _, _) in cols.items():
+            if voucher not in kept:
+                continue
+            cash_col = cols.get((region, slot, None))
+            if cash_col is None:
+                continue
+            cost = cash_col[0] * inp + (cash_col[3] - cash_col[0]) * outp
+            cash = c1 * inp + (c2 - c1) * outp
+            units = u1 * inp + (u2 - u1) * outp
+            if units <= 0 or cost <= cash:
+                continue
+            options.setdefault(voucher, set()).add((float(cost), float(cash), float((cost - cash) / units)))
+        found = {v: tuple(KeptOption(*o) for o in sorted(opts)) for v, opts in options.items()}
+        out.append(TrainingJob(float(base[n]), float(relaxed[n]), found))
+    return out
+
+
 def _minute_value(  # noqa: ANN001
     parts, minute: int, found: Plan, limits
 ) -> tuple[float, dict[str, tuple[float, float]]]:
@@ -228,10 +317,12 @@ def _minute_value(  # noqa: ANN001
     picks = [np.array([where[r] if r is not None else len(names) for r in regions]) for *_, regions in parts]
     start = [found.minute_price.get((r, minute), (0.0, 0.0)) for r in names]
     prices = np.array([[p[0] for p in start], [p[1] for p in start]])  # (token, request) x region
-    caps = np.array([
-        [limits[r].tpm if limits[r].tpm is not None else 0.0 for r in names],
-        [limits[r].rpm if limits[r].rpm is not None else 0.0 for r in names],
-    ])
+    caps = np.array(
+        [
+            [limits[r].tpm if limits[r].tpm is not None else 0.0 for r in names],
+            [limits[r].rpm if limits[r].rpm is not None else 0.0 for r in names],
+        ]
+    )
 
     def value(prices: np.ndarray) -> float:
         per_token = np.append(prices[0], 0.0)

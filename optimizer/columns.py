@@ -7,14 +7,18 @@ and the parameters of ``plan``'s docstring).
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from suanli.config import Config
 from suanli.optimizer.index import Candidate, ConfigIndex, index_for
 from suanli.optimizer.snapshot import Demand, Snapshot
 
-__all__ = ["Column", "columns_of"]
+__all__ = ["Column", "ColumnArrays", "column_arrays", "columns_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +87,156 @@ def _eligible(index: ConfigIndex, config: Config, snapshot: Snapshot, d: Demand)
                 continue
         out.append(cand)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnArrays:
+    """``columns_of``'s columns, in its order, as arrays (one entry per column).
+
+    ``region`` indexes ``regions`` and ``voucher`` indexes ``vouchers`` (-1: cash). With
+    pooling, ``members`` names the vouchers each pooled one stands for (itself first).
+    """
+
+    regions: tuple[str, ...]
+    vouchers: tuple[str, ...]
+    demand: np.ndarray
+    region: np.ndarray
+    slot: np.ndarray
+    voucher: np.ndarray
+    cash: np.ndarray
+    units: np.ndarray
+    tokens: np.ndarray
+    requests: np.ndarray
+    interactive: np.ndarray
+    members: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.demand.size)
+
+
+def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = False) -> ColumnArrays:
+    """The columns of ``columns_of(snapshot, edges)``, the same figures in the same order.
+
+    Built without a Python object per column: per candidate region a template of its
+    (slot, payment) entries over every slot (slot-major, cash first, as ``columns_of``
+    yields them), and per (group, candidate) one slice of it, scaled.
+
+    With ``pool``, vouchers alike on this horizon (region, kind, rate, models, classes and
+    the slots they are valid in) are one: their columns are the same, so the LP with one
+    row for their summed balance has the same value, and its price is each one's. Only the
+    first of them gets columns (``members`` lists the rest).
+    """
+    config = snapshot.config
+    index = index_for(config)
+    n_slots = len(edges) - 1
+    mids = [(edges[k] + edges[k + 1]) / 2 for k in range(n_slots)]
+    minutes_of_day = [index.minute_of_day(m) for m in mids]
+    regions = tuple(r.id for r in config.regions)
+    region_at = {rid: n for n, rid in enumerate(regions)}
+    vouchers = tuple(v.id for v in config.vouchers)
+    voucher_at = {vid: n for n, vid in enumerate(vouchers)}
+    stands_for = _pools(config, snapshot, mids) if pool else {}
+    members: dict[str, list[str]] = {}
+    for vid, first in stands_for.items():
+        members.setdefault(first, []).append(vid)
+    templates: dict[int, tuple[int, list[int]]] = {}  # id(candidate) -> (first entry, slot offsets)
+    t_slot: list[int] = []
+    t_voucher: list[int] = []
+    t_factor: list[float] = []  # list-price factor of the entry's slot (off-peak)
+    t_cash: list[float] = []  # cash = cost x this
+    t_per_cost: list[float] = []  # units = cost x this + model tokens x t_per_token
+    t_per_token: list[float] = []
+    pairs: list[tuple[int, int, int, float, float, float, float, bool]] = []
+    for d_index, d in enumerate(snapshot.demand):
+        if d.requests <= 0:
+            continue
+        k0 = bisect.bisect_right(edges, d.earliest, 1, n_slots + 1) - 1
+        k1 = bisect.bisect_right(edges, d.latest, 0, n_slots) - 1
+        if k1 < k0:
+            continue
+        for cand in _eligible(index, config, snapshot, d):
+            found = templates.get(id(cand))
+            if found is None:
+                found = templates[id(cand)] = (len(t_slot), [])
+                offsets = found[1]
+                for k in range(n_slots):
+                    offsets.append(len(t_slot) - found[0])
+                    factor = (1 - cand.discount) if cand.off_peak(minutes_of_day[k]) else 1.0
+                    t_slot.append(k), t_voucher.append(-1), t_factor.append(factor)
+                    t_cash.append(1.0), t_per_cost.append(0.0), t_per_token.append(0.0)
+                    for v in cand.vouchers:
+                        if not v.from_s <= mids[k] < v.to_s or snapshot.balances.get(v.id, 0.0) <= 0:
+                            continue
+                        if stands_for.get(v.id, v.id) != v.id:
+                            continue  # pooled: the first of its pool has the columns
+                        t_slot.append(k), t_voucher.append(voucher_at[v.id]), t_factor.append(factor)
+                        if v.kind == "tokens":
+                            t_cash.append(0.0), t_per_cost.append(0.0), t_per_token.append(1.0)
+                        elif v.kind == "credit":
+                            t_cash.append(0.0), t_per_cost.append(1.0), t_per_token.append(0.0)
+                        else:
+                            t_cash.append(1 - v.rate), t_per_cost.append(v.rate), t_per_token.append(0.0)
+                offsets.append(len(t_slot) - found[0])
+            first, offsets = found
+            ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
+            scale = ratio / cand.ratio
+            base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
+            reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
+            tokens = reference * ratio if cand.uses_capacity else 0.0
+            requests = d.requests if cand.uses_capacity else 0.0
+            start, stop = first + offsets[k0], first + offsets[k1 + 1]
+            pairs.append((d_index, region_at[cand.region_id], start, stop - start, base,
+                          reference * ratio, tokens, requests, d.work_class == "interactive"))  # fmt: skip
+    found = _gather(regions, vouchers, pairs, t_slot, t_voucher, t_factor, t_cash, t_per_cost, t_per_token)
+    if members:
+        found = dataclasses.replace(found, members={k: tuple(v) for k, v in members.items()})
+    return found
+
+
+def _pools(config: Config, snapshot: Snapshot, mids: list[float]) -> dict[str, str]:
+    # voucher id -> the first voucher alike on this horizon (itself if none before it)
+    index = index_for(config)
+    firsts: dict[tuple, str] = {}
+    out: dict[str, str] = {}
+    for v in config.vouchers:
+        if snapshot.balances.get(v.id, 0.0) <= 0:
+            continue
+        info = index.vouchers[v.id]
+        valid = tuple(info.from_s <= m < info.to_s for m in mids)
+        key = (v.region, v.kind, v.rate, v.models, v.classes, valid)
+        out[v.id] = firsts.setdefault(key, v.id)
+    return out
+
+
+def _gather(regions, vouchers, pairs, *template: list) -> ColumnArrays:  # noqa: ANN001
+    # every (group, candidate) slice of its template, in order; voucher entries that
+    # would draw nothing left out (as ``columns_of`` skips them)
+    slot_t, voucher_t, factor_t, cash_t, per_cost_t, per_token_t = (np.asarray(t) for t in template)
+    if not pairs:
+        empty = np.zeros(0)
+        ints = np.zeros(0, dtype=np.int64)
+        flags = empty.astype(bool)
+        return ColumnArrays(regions, vouchers, ints, ints, ints, ints, empty, empty, empty, empty, flags)
+    fields = map(np.asarray, zip(*pairs, strict=True))
+    d_index, region, start, length, base, model_tokens, tokens, requests, interactive = fields
+    total = int(length.sum())
+    begin = np.cumsum(length) - length
+    entry = np.repeat(start - begin, length) + np.arange(total)
+    cost = np.repeat(base, length) * factor_t[entry]
+    cash = cost * cash_t[entry]
+    units = cost * per_cost_t[entry] + np.repeat(model_tokens, length) * per_token_t[entry]
+    voucher = voucher_t[entry]
+    keep = (voucher < 0) | (units > 0)
+    return ColumnArrays(
+        regions=regions,
+        vouchers=vouchers,
+        demand=np.repeat(d_index, length)[keep],
+        region=np.repeat(region, length)[keep],
+        slot=slot_t[entry][keep],
+        voucher=voucher[keep],
+        cash=cash[keep],
+        units=units[keep],
+        tokens=np.repeat(tokens, length)[keep],
+        requests=np.repeat(requests, length)[keep],
+        interactive=np.repeat(interactive, length)[keep],
+    )

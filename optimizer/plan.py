@@ -65,15 +65,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from suanli.optimizer.columns import Column, columns_of
+import numpy as np
+
+from suanli.optimizer.columns import ColumnArrays, column_arrays
 from suanli.optimizer.errors import InfeasibleError
-from suanli.optimizer.slots import slot_edges, slot_index
+from suanli.optimizer.lp import LpRows, build_model, solution
+from suanli.optimizer.slots import slot_edges
 from suanli.optimizer.snapshot import Flow, Plan, Snapshot
 
 if TYPE_CHECKING:  # OR-Tools loads on the first solve: ``import optimizer`` stays fast
-    from ortools.linear_solver.pywraplp import Constraint, Solver, Variable
+    from ortools.linear_solver.pywraplp import Solver
 
-__all__ = ["FORECAST_SPREAD", "UNSERVED_YUAN", "plan"]
+__all__ = ["FORECAST_SPREAD", "NO_LIMIT", "POOL_FROM_VOUCHERS", "UNSERVED_YUAN", "plan"]
+
+NO_LIMIT = math.inf  # ``plan(time_limit_s=NO_LIMIT)``: solve to completion
 
 # M: yuan per request left unserved, far above any real price. The one penalty for
 # leaving a request out: the LP's, the bound's and hindsight's rounding's.
@@ -86,21 +91,21 @@ _DELAY_YUAN = 1e-9  # per slot of delay per share: among equal costs, start earl
 # `scarcity`, drew deepseek traffic there, and a minute's burst of qwen-plus then found
 # no east room (1 interactive rejection where greedy has none).
 FORECAST_SPREAD: tuple[float, ...] = (0.5, 0.75, 4 / 3, 2.0)
+# Pooling alike vouchers and re-solving the scenarios from the last basis give the same LP
+# values, but GLOP may end at another optimal basis, and other duals: random day 31 paid
+# 1.6% more with warm re-solves. Both are kept for the sizes where they pay: many
+# vouchers, large LPs (deterministic thresholds: no clock decides).
+POOL_FROM_VOUCHERS = 20
+_WARM_FROM_COLUMNS = 40_000
 
 
 @dataclass(frozen=True, slots=True)
 class _Lp:
-    """The LP of the module docstring as ``_build`` made it: its solver, variables and rows."""
+    """The LP of the module docstring as ``_build`` made it: its solver, columns and rows."""
 
     solver: Solver
-    columns: list[Column]
-    xs: list[Variable]  # x per column
-    zs: list[Variable]  # z per demand group
-    tpm_rows: dict[tuple[str, int], Constraint]  # (region, slot) -> its (tpm) row
-    rpm_rows: dict[tuple[str, int], Constraint]  # (region, slot) -> its (rpm) row
-    # (region, clock minute) -> its (minute) rows for tpm and rpm (None: no such limit)
-    minute_rows: dict[tuple[str, int], tuple[Constraint | None, Constraint | None]]
-    voucher_rows: dict[str, Constraint]  # voucher id -> its (voucher) row
+    cols: ColumnArrays
+    rows: LpRows
 
 
 def plan(
@@ -111,129 +116,50 @@ def plan(
 ) -> Plan:
     """Solve the LP of this module's docstring for ``snapshot`` (raises ``InfeasibleError``).
 
-    ``time_limit_s`` overrides ``config.planner.time_limit_s`` (an offline bound may take longer).
+    ``time_limit_s`` overrides ``config.planner.time_limit_s`` (an offline bound may take longer);
+    ``NO_LIMIT`` solves to completion: no wall clock decides the plan (a replay's, whose
+    LPs are bounded in size, so that the same inputs give the same plan on any machine).
     ``demand_scenarios`` are the factors the demand is also scaled by to average voucher
     prices over; pass ``()`` when the demand is known exactly.
     """
     config = snapshot.config
     edges = slot_edges(config, snapshot.now_s, snapshot.now_s + snapshot.horizon_s)
-    lp = _build(snapshot, edges, time_limit_s or config.planner.time_limit_s)
+    limit = config.planner.time_limit_s if time_limit_s is None else time_limit_s
+    # Alike vouchers are pooled in a forecast's plan with many vouchers; known demand's plan
+    # keeps them apart (hindsight's rounding reads each voucher's flows).
+    pool = bool(demand_scenarios) and len(config.vouchers) > POOL_FROM_VOUCHERS
+    lp = _build(snapshot, edges, limit, pool=pool)
     _solve(lp.solver)
     found = _read(snapshot, edges, lp)
-    if not demand_scenarios or not lp.voucher_rows:
-        return found
-    return _average(lp, found, demand_scenarios)
+    if demand_scenarios and lp.rows.voucher:
+        found = _average(lp, found, demand_scenarios)
+    if lp.cols.members:
+        prices = dict(found.voucher_price)
+        for first, members in lp.cols.members.items():
+            if first in prices:  # a pool with no columns has no row, and no price
+                for vid in members:
+                    prices[vid] = prices[first]
+        found = dataclasses.replace(found, voucher_price=prices)
+    return found
 
 
-def _build(snapshot: Snapshot, edges: tuple[float, ...], time_limit_s: float) -> _Lp:
-    # Variables, objective and rows in the docstring's order; the order of rows and
-    # columns can change which optimal basis GLOP ends at, so it stays as it is.
+def _build(snapshot: Snapshot, edges: tuple[float, ...], time_limit_s: float, *, pool: bool) -> _Lp:
+    # Variables (x per column, then z per group), objective and rows in the docstring's
+    # order, from arrays (``optimizer.lp``); the order of rows and columns can change
+    # which optimal basis GLOP ends at, so it stays as it is.
     from ortools.linear_solver import pywraplp  # lazy: keeps ``import optimizer`` fast
 
-    columns = list(columns_of(snapshot, edges))
+    cols = column_arrays(snapshot, edges, pool=pool)
+    model, rows = build_model(snapshot, edges, cols, delay_yuan=_DELAY_YUAN, unserved_yuan=UNSERVED_YUAN)
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:  # pragma: no cover - GLOP ships with ortools
         raise InfeasibleError("NO_SOLVER", "OR-Tools has no GLOP solver")
-    solver.SetTimeLimit(int(time_limit_s * 1000))
-
-    # Variables: x per column, z per demand group.
-    xs = [solver.NumVar(0.0, 1.0, "") for _ in columns]
-    zs = [solver.NumVar(0.0, 1.0, "") for _ in snapshot.demand]
-
-    # Objective: cash, the unserved penalty, and the earlier-start tie-break.
-    objective = solver.Objective()
-    for col, x in zip(columns, xs, strict=True):
-        objective.SetCoefficient(x, col.cash + _DELAY_YUAN * col.slot)
-    for d, z in zip(snapshot.demand, zs, strict=True):
-        objective.SetCoefficient(z, UNSERVED_YUAN * max(d.requests, 1e-6))
-    objective.SetMinimization()
-
-    # (demand) each group is served or counted unserved.
-    demand_rows = [solver.Constraint(1.0, 1.0) for _ in snapshot.demand]
-    for row, z in zip(demand_rows, zs, strict=True):
-        row.SetCoefficient(z, 1.0)
-    for col, x in zip(columns, xs, strict=True):
-        demand_rows[col.demand].SetCoefficient(x, 1.0)
-
-    tpm_rows, rpm_rows = _capacity_rows(solver, snapshot, edges, columns, xs)
-    minute_rows = _minute_rows(solver, snapshot, columns, xs)
-    voucher_rows = _voucher_rows(solver, snapshot, columns, xs)
-    return _Lp(solver, columns, xs, zs, tpm_rows, rpm_rows, minute_rows, voucher_rows)
-
-
-def _capacity_rows(
-    solver: Solver, snapshot: Snapshot, edges: tuple[float, ...], columns: list[Column], xs: list[Variable]
-) -> tuple[dict[tuple[str, int], Constraint], dict[tuple[str, int], Constraint]]:
-    # (tpm), (rpm) per region and slot, net of what is already booked.
-    booked = _booked_per_slot(snapshot, edges)
-    tpm_rows: dict[tuple[str, int], Constraint] = {}
-    rpm_rows: dict[tuple[str, int], Constraint] = {}
-    limits = {r.id: r.limits for r in snapshot.config.regions}
-    for col, x in zip(columns, xs, strict=True):
-        if col.tokens <= 0 and col.requests <= 0:
-            continue
-        key = (col.region, col.slot)
-        # Limits hold per clock minute: a slot may use every minute it touches (a minute
-        # cut by an edge counts in both slots, which keeps the LP a relaxation).
-        minutes = math.ceil(edges[col.slot + 1] / 60.0) - math.floor(edges[col.slot] / 60.0)
-        used_tokens, used_requests = booked.get(key, (0.0, 0.0))
-        if limits[col.region].tpm is not None:
-            row = tpm_rows.get(key)
-            if row is None:
-                row = tpm_rows[key] = solver.Constraint(
-                    -solver.infinity(), max(limits[col.region].tpm * minutes - used_tokens, 0.0)
-                )
-            row.SetCoefficient(x, col.tokens)
-        if limits[col.region].rpm is not None:
-            row = rpm_rows.get(key)
-            if row is None:
-                row = rpm_rows[key] = solver.Constraint(
-                    -solver.infinity(), max(limits[col.region].rpm * minutes - used_requests, 0.0)
-                )
-            row.SetCoefficient(x, col.requests)
-    return tpm_rows, rpm_rows
-
-
-def _minute_rows(
-    solver: Solver, snapshot: Snapshot, columns: list[Column], xs: list[Variable]
-) -> dict[tuple[str, int], tuple[Constraint | None, Constraint | None]]:
-    # (minute) an interactive group whose window lies in one clock minute also meets
-    # that minute's limits: arrivals bunch within an hour, and a minute's room is lost.
-    limits = {r.id: r.limits for r in snapshot.config.regions}
-    minute_rows: dict[tuple[str, int], tuple[Constraint | None, Constraint | None]] = {}
-    for (region, minute), cols in _minute_columns(snapshot, columns).items():
-        used_tokens, used_requests = snapshot.booked.get((region, minute), (0.0, 0.0))
-        pair: list[Constraint | None] = []
-        for limit, used, coef in (
-            (limits[region].tpm, used_tokens, "tokens"),
-            (limits[region].rpm, used_requests, "requests"),
-        ):
-            if limit is None:
-                pair.append(None)
-                continue
-            row = solver.Constraint(-solver.infinity(), max(limit - used, 0.0))
-            for n in cols:
-                row.SetCoefficient(xs[n], getattr(columns[n], coef))
-            pair.append(row)
-        minute_rows[(region, minute)] = (pair[0], pair[1])
-    return minute_rows
-
-
-def _voucher_rows(
-    solver: Solver, snapshot: Snapshot, columns: list[Column], xs: list[Variable]
-) -> dict[str, Constraint]:
-    # (voucher) balances.
-    voucher_rows: dict[str, Constraint] = {}
-    for col, x in zip(columns, xs, strict=True):
-        if col.voucher is None:
-            continue
-        row = voucher_rows.get(col.voucher)
-        if row is None:
-            row = voucher_rows[col.voucher] = solver.Constraint(
-                -solver.infinity(), max(snapshot.balances.get(col.voucher, 0.0), 0.0)
-            )
-        row.SetCoefficient(x, col.units)
-    return voucher_rows
+    error = solver.LoadModelFromProto(model)
+    if error:  # pragma: no cover - the model is ours
+        raise InfeasibleError("BAD_MODEL", error)
+    if math.isfinite(time_limit_s):
+        solver.SetTimeLimit(int(time_limit_s * 1000))
+    return _Lp(solver, cols, rows)
 
 
 def _solve(solver: Solver) -> None:
@@ -270,34 +196,40 @@ def _solve_status(solver: Solver) -> int:
 
 def _read(snapshot: Snapshot, edges: tuple[float, ...], lp: _Lp) -> Plan:
     # The solved LP's flows and cash, and its rows' duals as prices (>= 0, yuan per unit).
+    values, duals = solution(lp.solver)
+    cols, rows = lp.cols, lp.rows
     n_slots = len(edges) - 1
     token_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     request_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
-    for (region, k), row in lp.tpm_rows.items():
-        token_price[region][k] = max(0.0, -row.dual_value())
-    for (region, k), row in lp.rpm_rows.items():
-        request_price[region][k] = max(0.0, -row.dual_value())
+    for (region, k), row in rows.tpm.items():
+        token_price[region][k] = max(0.0, -float(duals[row]))
+    for (region, k), row in rows.rpm.items():
+        request_price[region][k] = max(0.0, -float(duals[row]))
     interactive_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     interactive_rpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     deferred_tpm: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
     flows: list[Flow] = []
     cash = 0.0
-    for col, x in zip(lp.columns, lp.xs, strict=True):
-        share = x.solution_value()
-        if share <= 1e-9:
-            continue
-        cash += col.cash * share
-        flows.append(Flow(col.demand, col.region, col.slot, col.voucher, share))
-        minutes = (edges[col.slot + 1] - edges[col.slot]) / 60.0
-        if col.interactive:
-            interactive_tpm[col.region][col.slot] += col.tokens * share / minutes
-            interactive_rpm[col.region][col.slot] += col.requests * share / minutes
-        elif col.tokens > 0:
-            deferred_tpm[col.region][col.slot] += col.tokens * share / minutes
-    unserved = sum(z.solution_value() * d.requests for z, d in zip(lp.zs, snapshot.demand, strict=True))
+    n_cols = len(cols)
+    # Python floats, summed in column order: the same figures as a column-by-column read
+    for n in np.flatnonzero(values[:n_cols] > 1e-9).tolist():
+        share = float(values[n])
+        region, slot, tokens = cols.regions[cols.region[n]], int(cols.slot[n]), float(cols.tokens[n])
+        voucher = cols.vouchers[cols.voucher[n]] if cols.voucher[n] >= 0 else None
+        cash += float(cols.cash[n]) * share
+        flows.append(Flow(int(cols.demand[n]), region, slot, voucher, share))
+        minutes = (edges[slot + 1] - edges[slot]) / 60.0
+        if cols.interactive[n]:
+            interactive_tpm[region][slot] += tokens * share / minutes
+            interactive_rpm[region][slot] += float(cols.requests[n]) * share / minutes
+        elif tokens > 0:
+            deferred_tpm[region][slot] += tokens * share / minutes
+    unserved = 0.0
+    for z, d in zip(values[n_cols:].tolist(), snapshot.demand, strict=True):
+        unserved += z * d.requests
     return Plan(
         edges=edges,
-        voucher_price={v: max(0.0, -row.dual_value()) for v, row in lp.voucher_rows.items()},
+        voucher_price={v: max(0.0, -float(duals[row])) for v, row in rows.voucher.items()},
         token_price={r: tuple(p) for r, p in token_price.items()},
         request_price={r: tuple(p) for r, p in request_price.items()},
         interactive_tpm={r: tuple(p) for r, p in interactive_tpm.items()},
@@ -308,8 +240,8 @@ def _read(snapshot: Snapshot, edges: tuple[float, ...], lp: _Lp) -> Plan:
         demand=snapshot.demand,
         flows=tuple(flows),
         minute_price={
-            key: tuple(max(0.0, -row.dual_value()) if row is not None else 0.0 for row in pair)
-            for key, pair in lp.minute_rows.items()
+            key: tuple(max(0.0, -float(duals[row])) if row >= 0 else 0.0 for row in pair)
+            for key, pair in rows.minute.items()
         },
     )
 
@@ -320,49 +252,25 @@ def _average(lp: _Lp, found: Plan, demand_scenarios: Sequence[float]) -> Plan:
     # re-solves from the basis it has.
     from ortools.linear_solver import pywraplp
 
-    rows = [*lp.tpm_rows.values(), *lp.rpm_rows.values(), *lp.voucher_rows.values()]
-    rows += [row for pair in lp.minute_rows.values() for row in pair if row is not None]
+    every = lp.solver.constraints()
+    at = [*lp.rows.tpm.values(), *lp.rows.rpm.values(), *lp.rows.voucher.values()]
+    at += [row for pair in lp.rows.minute.values() for row in pair if row >= 0]
+    rows = [every[n] for n in at]
     bounds = [row.ub() for row in rows]
+    vouchers = [(v, every[n]) for v, n in lp.rows.voucher.items()]
     totals = dict(found.voucher_price)
     solved = 1
+    if len(lp.cols) > _WARM_FROM_COLUMNS:
+        # Without presolve GLOP starts each scenario from the last basis: tens of
+        # iterations where a presolved re-solve starts over (at 160 vouchers 0.2 s, not 6).
+        lp.solver.SetSolverSpecificParametersAsString("use_preprocessing: false")
     for factor in demand_scenarios:
         for row, ub in zip(rows, bounds, strict=True):
             row.SetUb(ub / factor)
         if _solve_status(lp.solver) != pywraplp.Solver.OPTIMAL:
             continue  # a scenario the solver gives up on does not vote
         solved += 1
-        for v, row in lp.voucher_rows.items():
+        for v, row in vouchers:
             totals[v] += max(0.0, -row.dual_value())
     own = found.voucher_price
     return dataclasses.replace(found, voucher_price={v: max(own[v], t / solved) for v, t in totals.items()})
-
-
-def _minute_columns(snapshot: Snapshot, columns: list[Column]) -> dict[tuple[str, int], list[int]]:
-    # (region, clock minute) -> columns of interactive groups that start in that minute
-    minute_of_group: dict[int, int] = {}
-    for n, d in enumerate(snapshot.demand):
-        if d.work_class == "interactive" and math.floor(d.earliest / 60.0) == math.floor(d.latest / 60.0):
-            minute_of_group[n] = math.floor(d.earliest / 60.0)
-    out: dict[tuple[str, int], list[int]] = defaultdict(list)
-    if not minute_of_group:
-        return out
-    for n, col in enumerate(columns):
-        minute = minute_of_group.get(col.demand)
-        if minute is not None and col.tokens > 0:
-            out[(col.region, minute)].append(n)
-    return out
-
-
-def _booked_per_slot(
-    snapshot: Snapshot, edges: tuple[float, ...]
-) -> dict[tuple[str, int], tuple[float, float]]:
-    # (region, slot) -> (model tokens, requests) already committed
-    out: dict[tuple[str, int], tuple[float, float]] = {}
-    for (region, minute), (tokens, requests) in snapshot.booked.items():
-        start = minute * 60.0
-        if start + 60.0 <= edges[0] or start >= edges[-1]:
-            continue
-        key = (region, slot_index(edges, max(start, edges[0])))
-        have = out.get(key, (0.0, 0.0))
-        out[key] = (have[0] + tokens, have[1] + requests)
-    return out

@@ -42,6 +42,7 @@ from suanli.optimizer import (
 )
 from suanli.optimizer.pacing import Pacer
 from suanli.optimizer.packages import expand_packages, fold_packages
+from suanli.optimizer.plan import NO_LIMIT
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
 from suanli.router.simulate.results import Decision, Replay
@@ -54,15 +55,14 @@ __all__ = ["POLICIES", "Decision", "Replay", "replay"]
 
 POLICIES = ("optimizer", "greedy", "round_robin", "hindsight")
 _HINDSIGHT_REPLAN_S = 3600.0  # hindsight re-solves its (exact) remaining demand this often
-_HINDSIGHT_LIMIT_S = 600.0  # an offline solve holding every minute's limits takes seconds
 # The live re-planner solves every ``planner.replan_s`` (60 s) in a worker thread; a replay
 # runs a day in seconds, so it solves at most every five virtual minutes, and at once when
 # a voucher runs dry (the live re-planner's "poke").
 _SIM_MIN_REPLAN_S = 300.0
-# No wall clock decides a replay's plan (a solve cut short by the live 2 s limit keeps the
-# previous plan on a loaded machine only): the replay's LPs are bounded and GLOP, itself
-# deterministic, solves them in well under a second; this is a backstop far above that.
-_SIM_LIMIT_S = 3600.0
+# No wall clock decides a replay's plan (a solve cut short by the live 2 s limit would keep
+# the previous plan on a loaded machine only): the replay's LPs are bounded in size and
+# GLOP, itself deterministic, solves each to completion.
+_SIM_LIMIT_S = NO_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +368,7 @@ class _Engine:
             blocked=self.shocks.blocked(now_s),
         )
         started = time.perf_counter()
-        limit_s = _SIM_LIMIT_S if self.policy == "optimizer" else _HINDSIGHT_LIMIT_S
+        limit_s = _SIM_LIMIT_S
         try:
             # In a worker thread, as the live re-planner solves, so the requests that follow
             # are decided as live ones are: on a core whose caches the solver did not

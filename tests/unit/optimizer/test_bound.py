@@ -7,6 +7,7 @@ import json
 import pytest
 
 from suanli.optimizer import hindsight_bound, hindsight_plan
+from suanli.router.simulate.cli import decision_lines
 from suanli.router.simulate.engine import replay
 from suanli.router.simulate.trace import parse_trace
 from tests.unit.optimizer.checker import check_decisions
@@ -54,3 +55,74 @@ def test_bound_is_the_lp_value_when_a_group_s_requests_are_alike() -> None:
     bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
     assert bound == pytest.approx(found.cash_yuan, abs=1e-9)
     assert bound == pytest.approx(220e-6, abs=1e-9)
+
+
+def test_bound_does_not_split_a_training_job_across_a_training_voucher_and_another_region() -> None:
+    # One job of 1 M tokens; a 0.5 M training voucher at a (10 yuan / M), b at 6 yuan / M.
+    # The LP sends half the job to the voucher and half to b (3 yuan); a job is one start
+    # in one region with at most one voucher: 5 yuan at a (half covered), or 6 at b.
+    config = make_config(
+        [region("a", "east", price=10.0), region("b", "east", price=6.0)],
+        [{"id": "t", "region": "a", "kind": "tokens", "amount": 500_000, "classes": ["training"]}],
+    )
+    lines = make_trace([{"t": 60, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 3600}])
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    assert found.cash_yuan == pytest.approx(3.0, abs=1e-6)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    assert bound == pytest.approx(5.0, abs=1e-6)
+    result = replay(config, trace, "hindsight")
+    check = check_decisions(config, lines, decision_lines(result))
+    assert check.violations == []
+    assert check.cash_yuan == pytest.approx(5.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bound_with_training_vouchers_stays_below_checked_decisions(seed: int) -> None:
+    # Random small days of training jobs beside training-only and shared vouchers (tokens
+    # and credit), off-peak windows and a validity opening late: the bound, which keeps the
+    # training-only vouchers' rows, is below what hindsight's decisions pay (checked), and
+    # below greedy's.
+    import random
+
+    rng = random.Random(seed)
+    regions = [
+        region(
+            "a",
+            "east",
+            price=rng.choice([8.0, 10.0, 12.0]),
+            off_peak={"window": "00:00-06:00", "discount": 0.5},
+        ),
+        region("b", "east", price=rng.choice([6.0, 9.0, 11.0]), ratio=rng.choice([1.0, 1.2])),
+    ]
+    vouchers = []
+    for n in range(rng.randint(1, 3)):
+        voucher = {
+            "id": f"t{n}",
+            "region": rng.choice("ab"),
+            "kind": "tokens",
+            "amount": rng.randint(2, 12) * 100_000,
+        }
+        voucher["classes"] = ["training"]
+        if rng.random() < 0.3:
+            voucher["valid_from"] = "2026-12-01T03:00:00+08:00"
+        vouchers.append(voucher)
+    if rng.random() < 0.5:
+        vouchers.append(
+            {"id": "shared", "region": rng.choice("ab"), "kind": "credit", "amount": rng.choice([1.0, 4.0])}
+        )
+    config = make_config(regions, vouchers)
+    jobs = [
+        {"t": rng.randint(1, 300) * 60, "class": "training", "input": rng.randint(2, 9) * 100_000,
+         "output": 0, "deadline_s": rng.choice([3600, 14400, 43200])}
+        for _ in range(rng.randint(1, 4))
+    ]  # fmt: skip
+    jobs += [{"t": rng.randint(1, 300) * 60, "input": 2000, "output": 500} for _ in range(5)]
+    lines = make_trace(sorted(jobs, key=lambda r: r["t"]))
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    for policy in ("hindsight", "greedy"):
+        check = check_decisions(config, lines, decision_lines(replay(config, trace, policy)))
+        assert check.violations == []
+        assert bound <= check.cash_yuan + 1e-9
