@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import aiohttp
@@ -44,8 +44,13 @@ def create_app(
     session: aiohttp.ClientSession | None = None,
     master_key: str | None = None,
     sim_latency_scale: float = 1.0,
+    routes: Sequence[Callable[[web.Application, Router], None]] = (),
 ) -> web.Application:
-    """The suanli HTTP app; the Router starts and stops with the app."""
+    """The suanli HTTP app; the Router starts and stops with the app.
+
+    ``routes``: more routes from the layers above this one (``ops`` adds ``/admin/whatif``),
+    each called with the app and its Router; admin paths are behind the master key like the rest.
+    """
     app = web.Application(middlewares=[_errors, _auth], client_max_size=config.max_body_bytes)
     router = Router(config, clock=clock, session=session, sim_latency_scale=sim_latency_scale)
     app[ROUTER] = router
@@ -78,6 +83,8 @@ def create_app(
     add_request_routes(app, router)  # /v1/requests/{id}
     board.reconciler = add_reconcile_routes(app, router)  # /admin/reconcile, /admin/regions/{id}/balance
     add_alert_routes(app, router, board)  # /admin/alerts; posts to alerts.webhook_url
+    for add in routes:
+        add(app, router)
     return app
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from suanli.config import Config
+from suanli.router.core.router import Router
 from suanli.router.http.app import ROUTER, create_app
 from suanli.router.ledger.url import shown_url
 
@@ -23,10 +25,11 @@ async def serve(
     master_key: str | None = None,
     banner: bool = False,
     ready: asyncio.Event | None = None,
+    routes: Sequence[Callable[[web.Application, Router], None]] = (),
 ) -> None:
     """Serve until SIGINT or SIGTERM, then close cleanly (holds settled or voided); ``ready`` is
     set once the port answers."""
-    app = create_app(config, master_key=master_key)
+    app = create_app(config, master_key=master_key, routes=routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -1,0 +1,209 @@
+"""What-if: a team's own traffic replayed under the current config and under named scenarios.
+
+A scenario is what DESIGN.md's replay already knows: shock events added to the exported trace
+(``voucher_delta``, ``region_down``, ``price_factor``) and vouchers added to the config (a bonus,
+a new programme's). Every scenario is one ``simulate --policy optimizer`` replay of the same
+requests (``router.simulate.engine.replay``); the base is the replay with none of them. Per
+scenario: cash, change from base, interactive rejections, deadline misses, and per class and
+per key what changed, so the classes and keys a scenario hurts can be named.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import orjson
+
+from suanli.config import Config, Voucher
+from suanli.router.simulate.engine import replay
+from suanli.router.simulate.trace import parse_trace
+
+__all__ = ["Outcome", "Scenario", "WhatIf", "at_balances", "replay_scenario", "run_whatif", "with_vouchers"]
+
+# A class or key is hurt when its cash rises by more than this share of its base cash (and
+# more than half a fen), or when more of its requests go unserved.
+_HURT_SHARE = 0.01
+_HURT_MIN_YUAN = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named change to the base: events added to the trace, vouchers added to the config."""
+
+    name: str
+    note: str = ""
+    events: tuple[dict, ...] = ()  # DESIGN.md event lines, ``t``/``until`` after the trace start
+    vouchers: tuple[Voucher, ...] = ()
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One replay's figures. ``by_class``/``by_key``: name -> {requests, unserved, cash_yuan}."""
+
+    name: str
+    note: str
+    requests: int
+    served: int
+    cash_yuan: float
+    rejected: int  # interactive requests not served
+    deadline_misses: int  # batch and training requests not started in their windows
+    voucher_spent: dict[str, float]  # voucher id -> units spent
+    by_class: dict[str, dict[str, float]]
+    by_key: dict[str, dict[str, float]]
+    wall_s: float = 0.0
+    change_yuan: float = 0.0  # cash less the base's
+    hurt_classes: list[str] = field(default_factory=list)
+    hurt_keys: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        out = asdict(self)
+        out["cash_yuan"] = round(self.cash_yuan, 6)
+        out["change_yuan"] = round(self.change_yuan, 6)
+        out["wall_s"] = round(self.wall_s, 3)
+        return out
+
+
+@dataclass(slots=True)
+class WhatIf:
+    """The base replay and each scenario's, against what the ledger recorded."""
+
+    base: Outcome
+    scenarios: list[Outcome]
+    ledger_cash_yuan: float
+    requests: int
+    wall_s: float = 0.0
+
+    @property
+    def base_vs_ledger(self) -> float:
+        """The base replay's cash over the ledger's (1.0 when both are zero)."""
+        if self.ledger_cash_yuan <= 1e-12:
+            return 1.0 if self.base.cash_yuan <= 1e-12 else math.inf
+        return self.base.cash_yuan / self.ledger_cash_yuan
+
+    def as_json(self) -> dict:
+        return {
+            "requests": self.requests,
+            "ledger_cash_yuan": round(self.ledger_cash_yuan, 6),
+            "base_vs_ledger": round(self.base_vs_ledger, 6),
+            "wall_s": round(self.wall_s, 3),
+            "base": self.base.as_json(),
+            "scenarios": [s.as_json() for s in self.scenarios],
+        }
+
+
+def with_vouchers(config: Config, vouchers: Sequence[Voucher]) -> Config:
+    """``config`` with ``vouchers`` added (their regions checked: a replay cannot pay elsewhere)."""
+    if not vouchers:
+        return config
+    regions = {r.id for r in config.regions}
+    known = {v.id for v in config.vouchers}
+    for voucher in vouchers:
+        if voucher.region not in regions:
+            raise ValueError(f"voucher {voucher.id!r}: region {voucher.region!r} is not in the config")
+        if voucher.id in known:
+            raise ValueError(f"voucher {voucher.id!r} is already in the config")
+    return config.model_copy(update={"vouchers": (*config.vouchers, *vouchers)})
+
+
+def at_balances(config: Config, balances: dict[str, float]) -> Config:
+    """``config`` whose vouchers start from ``balances`` (voucher id -> units) instead of their amounts."""
+    vouchers = tuple(
+        v.model_copy(update={"amount": max(balances[v.id], 0.0)}) if v.id in balances else v
+        for v in config.vouchers
+    )
+    return config.model_copy(update={"vouchers": vouchers})
+
+
+def replay_scenario(config: Config, lines: Sequence[str], keys: Sequence[str | None], scenario: Scenario) -> Outcome:
+    """Replay the exported ``lines`` with ``scenario``'s events and vouchers (``keys``: request -> key)."""
+    started = time.perf_counter()
+    config = with_vouchers(config, scenario.vouchers)
+    events = [orjson.dumps(e).decode() for e in scenario.events]
+    trace = parse_trace([*lines, *events], config)
+    result = replay(config, trace, "optimizer")
+    by_class: dict[str, dict[str, float]] = {}
+    by_key: dict[str, dict[str, float]] = {}
+    spent: dict[str, float] = {}
+    cash = 0.0
+    served = 0
+    for decision in result.decisions:
+        job = trace.jobs[decision.i]
+        key = keys[decision.i] or "(master key)"
+        for table, name in ((by_class, job.work_class), (by_key, key)):
+            row = table.setdefault(name, {"requests": 0, "unserved": 0, "cash_yuan": 0.0})
+            row["requests"] += 1
+            if decision.region is None:
+                row["unserved"] += 1
+            row["cash_yuan"] += decision.cash_yuan
+        if decision.region is not None:
+            served += 1
+            cash += decision.cash_yuan
+        if decision.voucher is not None:
+            spent[decision.voucher] = spent.get(decision.voucher, 0.0) + decision.voucher_units
+    return Outcome(
+        name=scenario.name,
+        note=scenario.note,
+        requests=len(trace.jobs),
+        served=served,
+        cash_yuan=cash,
+        rejected=result.rejected,
+        deadline_misses=result.deadline_misses,
+        voucher_spent=spent,
+        by_class=by_class,
+        by_key=by_key,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def _hurt(base: dict[str, dict[str, float]], other: dict[str, dict[str, float]]) -> list[str]:
+    hurt = []
+    for name, row in sorted(other.items()):
+        was = base.get(name, {"unserved": 0, "cash_yuan": 0.0})
+        more_cash = row["cash_yuan"] - was["cash_yuan"]
+        if row["unserved"] > was["unserved"] or more_cash > max(_HURT_MIN_YUAN, _HURT_SHARE * was["cash_yuan"]):
+            hurt.append(name)
+    return hurt
+
+
+def run_whatif(
+    config: Config,
+    lines: Sequence[str],
+    keys: Sequence[str | None],
+    scenarios: Sequence[Scenario],
+    *,
+    ledger_cash_yuan: float,
+    workers: int = 1,
+    progress: Callable[[Outcome], None] | None = None,
+) -> WhatIf:
+    """The base and every scenario replayed (in ``workers`` processes), compared with the base."""
+    started = time.perf_counter()
+    todo = [Scenario(name="base", note="the current config, as the ledger's day began"), *scenarios]
+    outcomes: list[Outcome] = []
+    if workers <= 1 or len(todo) == 1:
+        for scenario in todo:
+            outcomes.append(replay_scenario(config, lines, keys, scenario))
+            if progress is not None:
+                progress(outcomes[-1])
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(replay_scenario, config, list(lines), list(keys), s) for s in todo]
+            for future in futures:
+                outcomes.append(future.result())
+                if progress is not None:
+                    progress(outcomes[-1])
+    base, *rest = outcomes
+    for outcome in rest:
+        outcome.change_yuan = outcome.cash_yuan - base.cash_yuan
+        outcome.hurt_classes = _hurt(base.by_class, outcome.by_class)
+        outcome.hurt_keys = _hurt(base.by_key, outcome.by_key)
+    return WhatIf(
+        base=base,
+        scenarios=rest,
+        ledger_cash_yuan=ledger_cash_yuan,
+        requests=base.requests,
+        wall_s=time.perf_counter() - started,
+    )
