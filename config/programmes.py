@@ -139,7 +139,10 @@ def parse_programmes(data: Mapping[str, Any], *, source: str = "programmes") -> 
         return Programmes.model_validate(data)
     except ValidationError as exc:
         problems = [
-            (".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"]).replace(".[", "["), e["msg"])
+            (
+                ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"]).replace(".[", "["),
+                e["msg"],
+            )
             for e in exc.errors()
         ]
         raise ConfigError(problems, source=source) from exc

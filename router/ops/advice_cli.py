@@ -17,24 +17,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     value = sub.add_parser("value", help="what a voucher would save this team: replayed with and without it")
     _common(value)
     which = value.add_mutually_exclusive_group(required=True)
-    which.add_argument("--voucher", help='JSON: {"region", "kind", "amount", "expires"} (rate, models, classes,'
-                                         ' valid_from optional)')
+    which.add_argument(
+        "--voucher",
+        help='JSON: {"region", "kind", "amount", "expires"} (rate, models, classes, valid_from optional)',
+    )
     which.add_argument("--programme", help="the voucher a programme of the catalog gives (a year of it)")
     value.set_defaults(func=_value)
 
     advise = sub.add_parser("advise", help="city programmes: qualifies now, gap, value, lead time")
     _common(advise)
-    advise.add_argument("--revenue", type=float, help="the team's prior-year revenue, yuan (for rules that ask)")
+    advise.add_argument(
+        "--revenue", type=float, help="the team's prior-year revenue, yuan (for rules that ask)"
+    )
     advise.add_argument("--team-size", type=int, help="people in the team (for rules that ask)")
-    advise.add_argument("--value-days", type=float, default=1.0,
-                        help="value each voucher on the period's last N days of traffic (default %(default)s)")
+    advise.add_argument(
+        "--value-days",
+        type=float,
+        default=1.0,
+        help="value each voucher on the period's last N days of traffic (default %(default)s)",
+    )
     advise.add_argument("--no-value", action="store_true", help="skip the replays that value each voucher")
     advise.set_defaults(func=_advise)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
-    parser.add_argument("--since", help="start: 30d, 7d, or an ISO date/time (default: 24h, advise 30d, before --until)")
+    parser.add_argument(
+        "--since", help="start: 30d, 7d, or an ISO date/time (default: 24h, advise 30d, before --until)"
+    )
     parser.add_argument("--until", help="end, excluded (default: now)")
     parser.add_argument("--programmes", help="programmes catalog YAML (default: the bundled one)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -44,8 +54,18 @@ def _config(path: str | None) -> Config:
     return load_config(path) if path else load_catalog()
 
 
-def programme_value(programme, config: Config, team, *, year: bool = True) -> float | None:  # noqa: ANN001
-    """A programme's voucher valued on ``team``'s traffic over a year; None when it cannot pay here."""
+def programme_value(
+    programme,
+    config: Config,
+    team,
+    *,
+    base_cash_yuan: float | None = None,  # noqa: ANN001
+    year: bool = True,
+) -> float | None:
+    """A programme's voucher valued on ``team``'s traffic over a year; None when it cannot pay here.
+
+    ``base_cash_yuan``: the team's replay without it, when already known (one replay less).
+    """
     from suanli.router.ops.scenarios import programme_voucher
     from suanli.router.ops.valuation import value_voucher
 
@@ -56,7 +76,14 @@ def programme_value(programme, config: Config, team, *, year: bool = True) -> fl
         return None
     if team.export.requests == 0:
         return 0.0
-    found = value_voucher(team.config, team.export.lines, voucher, span_s=team.traffic.span_s, shadow=False)
+    found = value_voucher(
+        team.config,
+        team.export.lines,
+        voucher,
+        span_s=team.traffic.span_s,
+        base_cash_yuan=base_cash_yuan,
+        shadow=False,
+    )
     return found.saved_yuan
 
 
@@ -94,9 +121,11 @@ def _value(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"suanli value: {voucher.kind} voucher at {voucher.region}, {voucher.amount:,g} units,"
-                        f" {found.validity_h:,.1f} h valid, on {team.export.requests:,} requests"
-                        f" ({found.span_h:.1f} h of traffic)")
+    table = Table(
+        title=f"suanli value: {voucher.kind} voucher at {voucher.region}, {voucher.amount:,g} units,"
+        f" {found.validity_h:,.1f} h valid, on {team.export.requests:,} requests"
+        f" ({found.span_h:.1f} h of traffic)"
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
     shadow = found.shadow_yuan_per_unit
@@ -135,17 +164,33 @@ def _advise(args: argparse.Namespace) -> int:
     if not args.no_value:
         sample_since = max(since, until - timedelta(days=args.value_days))
         team = read_team(config, since=sample_since, until=until, command="advise", config_path=args.config)
+        base = None
+        if team.export.requests:
+            from suanli.router.ops.whatif import Scenario, replay_scenario
+
+            keys = [None] * team.export.requests
+            base = replay_scenario(team.config, team.export.lines, keys, Scenario(name="base")).cash_yuan
 
         def value(programme):  # noqa: ANN001, ANN202
-            return programme_value(programme, config, team)
+            return programme_value(programme, config, team, base_cash_yuan=base)
 
-    lines = advise(config, programmes, rows, since=since, until=until,
-                   team=TeamFacts(revenue_yuan=args.revenue, team_size=args.team_size), value=value)
+    lines = advise(
+        config,
+        programmes,
+        rows,
+        since=since,
+        until=until,
+        team=TeamFacts(revenue_yuan=args.revenue, team_size=args.team_size),
+        value=value,
+    )
     if args.json:
         print(json.dumps([a.as_json() for a in lines], indent=2))
     else:
-        console().print(advice_table(lines, title=f"suanli advise: {len(rows):,} requests,"
-                                                  f" {since:%Y-%m-%d} to {until:%Y-%m-%d}"))
+        console().print(
+            advice_table(
+                lines, title=f"suanli advise: {len(rows):,} requests, {since:%Y-%m-%d} to {until:%Y-%m-%d}"
+            )
+        )
     return 0
 
 
@@ -154,18 +199,40 @@ def advice_table(lines, *, title: str):  # noqa: ANN001, ANN201 - list[Advice] -
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("programme", "region", "threshold /yr", "projected /yr", "qualifies", "gap", "free move /yr",
-                   "closes gap", "value /yr", "lead weeks", "startups", "why"):
-        table.add_column(column, justify="left" if column in ("programme", "region", "qualifies", "why",
-                                                               "startups", "lead weeks", "closes gap") else "right")
+    for column in (
+        "programme",
+        "region",
+        "threshold /yr",
+        "projected /yr",
+        "qualifies",
+        "gap",
+        "free move /yr",
+        "closes gap",
+        "value /yr",
+        "lead weeks",
+        "startups",
+        "why",
+    ):
+        table.add_column(
+            column,
+            justify="left"
+            if column in ("programme", "region", "qualifies", "why", "startups", "lead weeks", "closes gap")
+            else "right",
+        )
     for a in lines:
         estimate = " (est.)" if a.estimates else ""
         table.add_row(
-            a.programme, a.region or "-",
+            a.programme,
+            a.region or "-",
             "-" if a.min_annual_spend_yuan is None else f"{a.min_annual_spend_yuan:,.0f}",
-            f"{a.projected_annual_spend_yuan:,.0f}", a.qualifies, f"{a.gap_yuan:,.0f}", f"{a.free_move_yuan:,.0f}",
+            f"{a.projected_annual_spend_yuan:,.0f}",
+            a.qualifies,
+            f"{a.gap_yuan:,.0f}",
+            f"{a.free_move_yuan:,.0f}",
             "yes" if a.gap_closed_by_move else "-",
             "-" if a.value_yuan is None else f"{a.value_yuan:,.0f}{estimate}",
-            a.lead_time_weeks, a.startup_friendly, a.why,
+            a.lead_time_weeks,
+            a.startup_friendly,
+            a.why,
         )
     return table

@@ -74,8 +74,9 @@ class Advice:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def project(rows: Sequence[UsageRow], *, since: datetime, until: datetime, tz: ZoneInfo,
-            by: Callable[[UsageRow], str]) -> dict[str, Projection]:
+def project(
+    rows: Sequence[UsageRow], *, since: datetime, until: datetime, tz: ZoneInfo, by: Callable[[UsageRow], str]
+) -> dict[str, Projection]:
     """Annual spend per ``by(row)`` (a region, a region/model), from the rows' daily list cost."""
     days = max((until - since).total_seconds() / 86400.0, 1.0 / 24)
     first_day = since.astimezone(tz).date()
@@ -93,13 +94,19 @@ def project(rows: Sequence[UsageRow], *, since: datetime, until: datetime, tz: Z
             ys = [per_day.get(x, 0.0) for x in xs]
             x_mean = (whole - 1) / 2.0
             var = math.fsum((x - x_mean) ** 2 for x in xs)
-            slope = math.fsum((x - x_mean) * (y - mean) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+            slope = (
+                math.fsum((x - x_mean) * (y - mean) for x, y in zip(xs, ys, strict=True)) / var
+                if var
+                else 0.0
+            )
             now_level = mean + slope * (whole - 1 - x_mean)
         else:
             now_level = mean
         # the next year of the fitted line, floored at zero day by day
         annual = math.fsum(max(now_level + slope * (d + 1), 0.0) for d in range(int(YEAR_DAYS)))
-        out[name] = Projection(days=days, per_day_yuan=now_level, trend_yuan_per_day2=slope, annual_yuan=annual)
+        out[name] = Projection(
+            days=days, per_day_yuan=now_level, trend_yuan_per_day2=slope, annual_yuan=annual
+        )
     return out
 
 
@@ -115,14 +122,24 @@ def movable_spend(rows: Sequence[UsageRow], config: Config, region: str) -> floa
         if row.region == region:
             continue
         ratio = ratios.get((row.region, row.model), 1.0)
-        ask = Ask(row.model, row.work_class, row.origin, row.prompt_tokens / ratio,  # type: ignore[arg-type]
-                  row.completion_tokens / ratio)
+        ask = Ask(
+            row.model,
+            row.work_class,
+            row.origin,
+            row.prompt_tokens / ratio,  # type: ignore[arg-type]
+            row.completion_tokens / ratio,
+        )
         for candidate, offer in eligible(config, ask, state):
             if candidate.id != region:
                 continue
             off = off_peak_active(offer, row.time.astimezone(UTC), tz)
-            there = list_cost_yuan(offer, ask.input_tokens, ask.output_tokens, row.work_class,  # type: ignore[arg-type]
-                                   off_peak=off)
+            there = list_cost_yuan(
+                offer,
+                ask.input_tokens,
+                ask.output_tokens,
+                row.work_class,  # type: ignore[arg-type]
+                off_peak=off,
+            )
             if there <= row.cash_yuan + 1e-12:
                 total += there
     return total
@@ -150,22 +167,24 @@ def advise(
         gap = max((minimum or 0.0) - spend, 0.0)
         free = movable_spend(rows, config, programme.region) * YEAR_DAYS / days if programme.region else 0.0
         qualifies, why = _qualifies(programme, spend, team)
-        out.append(Advice(
-            programme=programme.id,
-            city=programme.city,
-            region=programme.region,
-            min_annual_spend_yuan=minimum,
-            projected_annual_spend_yuan=spend,
-            qualifies=qualifies,
-            why=why,
-            gap_yuan=gap,
-            free_move_yuan=free,
-            gap_closed_by_move=gap > 0 and free >= gap,
-            value_yuan=value(programme) if value is not None else None,
-            lead_time_weeks=_weeks(programme),
-            startup_friendly=programme.startup_friendly,
-            estimates=_estimates(programme),
-        ))
+        out.append(
+            Advice(
+                programme=programme.id,
+                city=programme.city,
+                region=programme.region,
+                min_annual_spend_yuan=minimum,
+                projected_annual_spend_yuan=spend,
+                qualifies=qualifies,
+                why=why,
+                gap_yuan=gap,
+                free_move_yuan=free,
+                gap_closed_by_move=gap > 0 and free >= gap,
+                value_yuan=value(programme) if value is not None else None,
+                lead_time_weeks=_weeks(programme),
+                startup_friendly=programme.startup_friendly,
+                estimates=_estimates(programme),
+            )
+        )
     order = {"yes": 0, "unknown": 1, "no": 2}
     return sorted(out, key=lambda a: (order[a.qualifies], a.gap_yuan, a.programme))
 
@@ -175,10 +194,15 @@ def _qualifies(programme: Programme, spend: float, team: TeamFacts) -> tuple[str
     if programme.region is None:
         return "no", f"{programme.city} is not a region of this config: no traffic there"
     if rule.min_annual_spend_yuan is not None and spend < rule.min_annual_spend_yuan.value:
-        return "no", f"projected {spend:,.0f} yuan a year there, below {rule.min_annual_spend_yuan.value:,.0f}"
+        return (
+            "no",
+            f"projected {spend:,.0f} yuan a year there, below {rule.min_annual_spend_yuan.value:,.0f}",
+        )
     checks = []
     if rule.min_prior_revenue_yuan is not None:
-        checks.append(None if team.revenue_yuan is None else team.revenue_yuan >= rule.min_prior_revenue_yuan.value)
+        checks.append(
+            None if team.revenue_yuan is None else team.revenue_yuan >= rule.min_prior_revenue_yuan.value
+        )
     if rule.min_team_size is not None:
         checks.append(None if team.team_size is None else team.team_size >= rule.min_team_size.value)
     if checks:
@@ -195,7 +219,9 @@ def _qualifies(programme: Programme, spend: float, team: TeamFacts) -> tuple[str
         return "unknown", "spend meets it; give --revenue / --team-size for the rest"
     if rule.company_size is not None:
         return "unknown", f"spend meets it; also: {rule.company_size.text}"
-    return "yes", "spend meets the rule" if rule.min_annual_spend_yuan is not None else "no spend threshold published"
+    if rule.min_annual_spend_yuan is None:
+        return "unknown", "no eligibility rule published: ask the programme"
+    return "yes", "spend meets the rule"
 
 
 def _weeks(programme: Programme) -> str:

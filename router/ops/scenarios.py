@@ -106,8 +106,9 @@ def default_scenarios(config: Config, traffic: Traffic) -> list[Scenario]:
     return [build(spec, config, traffic) for spec in specs]
 
 
-def load_scenarios(path: str | Path, config: Config, traffic: Traffic,
-                   programmes: Programmes | None = None) -> list[Scenario]:
+def load_scenarios(
+    path: str | Path, config: Config, traffic: Traffic, programmes: Programmes | None = None
+) -> list[Scenario]:
     """The scenarios of the file at ``path``; ValueError names what is wrong."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -115,21 +116,23 @@ def load_scenarios(path: str | Path, config: Config, traffic: Traffic,
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: {exc}") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ValueError(f"{path}: {where}: {first['msg']}") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"{path}: {problems}") from exc
     return [build(s, config, traffic, programmes) for s in spec.scenarios]
 
 
-def build(spec: ScenarioSpec, config: Config, traffic: Traffic,
-          programmes: Programmes | None = None) -> Scenario:
+def build(
+    spec: ScenarioSpec, config: Config, traffic: Traffic, programmes: Programmes | None = None
+) -> Scenario:
     """One scenario from its spec: its events and vouchers, sized on ``traffic``."""
     events: list[dict] = [dict(e) for e in spec.events]
     vouchers: list[Voucher] = list(spec.vouchers)
     notes = [spec.note] if spec.note else []
     if spec.voucher_cut is not None:
         events += _cut(spec.voucher_cut, config)
-        notes.append(f"{spec.voucher_cut.share:.0%} of each voucher's balance gone at +{spec.voucher_cut.at_h:g} h")
+        notes.append(
+            f"{spec.voucher_cut.share:.0%} of each voucher's balance gone at +{spec.voucher_cut.at_h:g} h"
+        )
     if spec.region_down is not None:
         event = _down(spec.region_down, config, traffic)
         events.append(event)
@@ -145,8 +148,12 @@ def build(spec: ScenarioSpec, config: Config, traffic: Traffic,
     if spec.programme is not None:
         if programmes is None:
             raise ValueError(f"scenario {spec.name!r}: no programmes catalog to take {spec.programme!r} from")
-        voucher = programme_voucher(programmes.get(spec.programme), config, traffic.start,
-                                    traffic.start + timedelta(seconds=traffic.span_s))
+        voucher = programme_voucher(
+            programmes.get(spec.programme),
+            config,
+            traffic.start,
+            traffic.start + timedelta(seconds=traffic.span_s),
+        )
         vouchers.append(voucher)
         notes.append(f"{spec.programme}: {voucher.kind} at {voucher.region}")
     return Scenario(name=spec.name, note="; ".join(notes), events=tuple(events), vouchers=tuple(vouchers))
@@ -159,8 +166,11 @@ def _cut(cut: VoucherCut, config: Config) -> list[dict]:
         if voucher_id not in known:
             raise ValueError(f"voucher_cut: unknown voucher {voucher_id!r}")
     t = cut.at_h * 3600.0
-    return [{"t": t, "event": "voucher_delta", "voucher": v, "amount": -cut.share * known[v].amount}
-            for v in ids if known[v].amount > 0]
+    return [
+        {"t": t, "event": "voucher_delta", "voucher": v, "amount": -cut.share * known[v].amount}
+        for v in ids
+        if known[v].amount > 0
+    ]
 
 
 def busiest_region(traffic: Traffic) -> str | None:
@@ -210,8 +220,16 @@ def _spike(spike: PriceSpike, config: Config, traffic: Traffic) -> list[dict]:
                 hi += timedelta(days=1)
             a, b = max(lo.timestamp(), start_s), min(hi.timestamp(), end_s)
             if b > a:
-                events += [{"t": a - start_s, "event": "price_factor", "region": region,
-                            "factor": spike.factor, "until": b - start_s} for region in regions]
+                events += [
+                    {
+                        "t": a - start_s,
+                        "event": "price_factor",
+                        "region": region,
+                        "factor": spike.factor,
+                        "until": b - start_s,
+                    }
+                    for region in regions
+                ]
         day = (day + timedelta(days=1, hours=2)).replace(hour=0)  # a DST-proof next local day
     return events
 
@@ -235,8 +253,12 @@ def _bonus(bonus: Bonus, name: str, traffic: Traffic) -> Voucher:
         if region is None:
             raise ValueError("bonus: no traffic to place it by; give its region")
     return Voucher(
-        id=f"whatif-{_slug(name)}", region=region, kind="credit", amount=round(amount, 6),
-        valid_from=traffic.start, expires=traffic.start + timedelta(seconds=max(traffic.span_s, 1.0)),
+        id=f"whatif-{_slug(name)}",
+        region=region,
+        kind="credit",
+        amount=round(amount, 6),
+        valid_from=traffic.start,
+        expires=traffic.start + timedelta(seconds=max(traffic.span_s, 1.0)),
     )
 
 
@@ -244,7 +266,9 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "bonus"
 
 
-def programme_voucher(programme: Programme, config: Config, valid_from: datetime, expires: datetime) -> Voucher:
+def programme_voucher(
+    programme: Programme, config: Config, valid_from: datetime, expires: datetime
+) -> Voucher:
     """The voucher ``programme`` would give, at its region: its rate of the bill up to its cap.
 
     A programme without a region in ``config`` cannot pay for this traffic: ValueError.
@@ -255,7 +279,20 @@ def programme_voucher(programme: Programme, config: Config, valid_from: datetime
     cap = gives.cap_yuan.value if gives.cap_yuan is not None else 1e12  # no published cap: unbounded
     if gives.kind == "discount":
         rate = gives.rate.value if gives.rate is not None else 0.0
-        return Voucher(id=f"programme-{programme.id}", region=programme.region, kind="discount",
-                       amount=cap, rate=rate, valid_from=valid_from, expires=expires)
-    return Voucher(id=f"programme-{programme.id}", region=programme.region, kind=gives.kind,
-                   amount=cap, valid_from=valid_from, expires=expires)
+        return Voucher(
+            id=f"programme-{programme.id}",
+            region=programme.region,
+            kind="discount",
+            amount=cap,
+            rate=rate,
+            valid_from=valid_from,
+            expires=expires,
+        )
+    return Voucher(
+        id=f"programme-{programme.id}",
+        region=programme.region,
+        kind=gives.kind,
+        amount=cap,
+        valid_from=valid_from,
+        expires=expires,
+    )

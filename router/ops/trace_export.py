@@ -4,8 +4,8 @@ Each settled request becomes one request line of DESIGN.md's replay contract:
 
 - ``t``: when the request arrived, seconds after ``--since``. An answered request arrived
   when it started: its settle time less its latency. A batch line arrived with its batch
-  (``wl_batches.created_at``) and a fine-tuning job with the job; work that arrived before
-  ``--since`` is put at 0 with what was left of its window.
+  (``wl_batches.created_at``) and a fine-tuning job with the job. The trace holds the
+  requests that arrived in ``[since, until)``, wherever they settled (deferred work runs later).
 - ``input``/``output``: *reference* tokens, the ledger's counts (the serving model's tokens)
   divided by the serving offer's ``token_ratio``, so a replay may send them to another region.
 - ``deadline_s``: batch and training only; the batch's window (``expires_at - created_at``),
@@ -34,7 +34,15 @@ from suanli.config import Config
 from suanli.router.ledger.types import UsageRow
 from suanli.router.simulate.trace import FORMAT
 
-__all__ = ["ExportedTrace", "Window", "export_trace", "read_usage", "read_windows"]
+__all__ = [
+    "ExportedTrace",
+    "Window",
+    "day_bounds",
+    "export_trace",
+    "read_usage",
+    "read_windows",
+    "settled_until",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +83,14 @@ def export_trace(
     config: Config,
     *,
     since: datetime,
+    until: datetime | None = None,
     windows: Mapping[str, Window] | None = None,
 ) -> ExportedTrace:
-    """The trace of ``rows`` (usage rows settled from ``since``), against ``config``'s offers."""
+    """The trace of the ``rows`` that *arrived* in ``[since, until)``, against ``config``'s offers.
+
+    Pass every row settled from ``since`` until the last deferred work of the period has run
+    (``settled_until``): a batch line that arrived in the day may run in the night after it.
+    """
     tz = ZoneInfo(config.timezone)
     start = since.astimezone(tz)
     start_s = start.timestamp()
@@ -86,11 +99,18 @@ def export_trace(
     windows = windows or {}
     items: list[tuple[float, int, dict, UsageRow]] = []
     skipped: dict[str, int] = {}
+    end_s = until.timestamp() if until is not None else float("inf")
     for n, row in enumerate(rows):
+        why = None
         if row.model not in offered:
-            skipped["model not in the config"] = skipped.get("model not in the config", 0) + 1
+            why = "model not in the config"
+        else:
+            line, arrival_s = _line(row, config, ratios.get((row.region, row.model), 1.0), windows, start_s)
+            if not start_s <= arrival_s < end_s:
+                why = "arrived outside the period"
+        if why is not None:
+            skipped[why] = skipped.get(why, 0) + 1
             continue
-        line = _line(row, config, ratios.get((row.region, row.model), 1.0), windows, start_s)
         items.append((line["t"], n, line, row))
     items.sort(key=lambda item: (item[0], item[1]))
     header = orjson.dumps({"trace": FORMAT, "start": start.isoformat()}).decode()
@@ -104,7 +124,10 @@ def export_trace(
     return out
 
 
-def _line(row: UsageRow, config: Config, ratio: float, windows: Mapping[str, Window], start_s: float) -> dict:
+def _line(
+    row: UsageRow, config: Config, ratio: float, windows: Mapping[str, Window], start_s: float
+) -> tuple[dict, float]:
+    # the request line, and when the request arrived (epoch s)
     begun_s = row.time.timestamp() - row.latency_ms / 1000.0
     window = windows.get(_workload_id(row))
     line: dict = {"t": 0.0, "model": row.model, "class": row.work_class, "origin": row.origin}
@@ -119,7 +142,6 @@ def _line(row: UsageRow, config: Config, ratio: float, windows: Mapping[str, Win
             latest_s = max(window.latest_s, begun_s)
         else:
             latest_s = arrival_s + config.classes.deadline_s(row.work_class)  # type: ignore[arg-type]
-        arrival_s = max(arrival_s, start_s)
         line["deadline_s"] = round(max(latest_s - arrival_s, 1.0), 3)
     line["t"] = round(max(arrival_s - start_s, 0.0), 3)
     session = getattr(row, "session", None)  # rows of a build that records sessions
@@ -128,7 +150,7 @@ def _line(row: UsageRow, config: Config, ratio: float, windows: Mapping[str, Win
         cached = getattr(row, "cached_tokens", 0) or 0
         if cached:
             line["cached"] = _reference(int(cached), ratio)
-    return line
+    return line, arrival_s
 
 
 def _reference(tokens: int, ratio: float) -> float | int:
@@ -180,8 +202,15 @@ def _query(conn: sqlite3.Connection, sql: str) -> Sequence[tuple]:
         return []
 
 
-def read_usage(config: Config, *, since: datetime, until: datetime, command: str,
-               config_path: str | None) -> list[UsageRow]:
+def settled_until(config: Config, until: datetime) -> datetime:
+    """Until when work that arrived before ``until`` may still settle: its longest deadline, and an hour."""
+    longest = max(config.classes.deadline_s("batch"), config.classes.deadline_s("training"))
+    return until + timedelta(seconds=longest + 3600.0)
+
+
+def read_usage(
+    config: Config, *, since: datetime, until: datetime, command: str, config_path: str | None
+) -> list[UsageRow]:
     """The usage rows settled in ``[since, until)`` of the ledger ``config`` names (either backend)."""
     from suanli.router.ops.audit_cli import read_book
     from suanli.router.ops.ledger_cli import reading_ledger
@@ -190,8 +219,9 @@ def read_usage(config: Config, *, since: datetime, until: datetime, command: str
         return ledger.usage(since=since, until=until)
 
 
-def day_bounds(text_since: str | None, text_until: str | None, tz: ZoneInfo,
-               now: datetime | None = None) -> tuple[datetime, datetime]:
+def day_bounds(
+    text_since: str | None, text_until: str | None, tz: ZoneInfo, now: datetime | None = None
+) -> tuple[datetime, datetime]:
     """``--since``/``--until`` as the other ledger commands read them (default: the last 24 h)."""
     from suanli.router.ops.spend_report import parse_moment
 

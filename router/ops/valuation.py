@@ -84,11 +84,13 @@ def value_voucher(
     validity_s = max((voucher.expires - valid_from).total_seconds(), 0.0) if voucher.expires else span_s
     span_s = max(span_s, 1.0)
     scale = max(validity_s / span_s, 1.0)
-    laid = voucher.model_copy(update={
-        "valid_from": trace_start,
-        "expires": trace_start + timedelta(seconds=min(validity_s, span_s)),
-        "amount": voucher.amount / scale,
-    })
+    laid = voucher.model_copy(
+        update={
+            "valid_from": trace_start,
+            "expires": trace_start + timedelta(seconds=min(validity_s, span_s)),
+            "amount": voucher.amount / scale,
+        }
+    )
     keys = [None] * (len(lines) - 1)
     if base_cash_yuan is None:
         base_cash_yuan = replay_scenario(config, lines, keys, Scenario(name="without")).cash_yuan

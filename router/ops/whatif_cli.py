@@ -23,19 +23,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     export.add_argument("--out", help="write the trace here (default: stdout)")
     export.set_defaults(func=_export)
 
-    whatif = sub.add_parser("whatif", help="replay the team's traffic under scenarios: cash, rejections, who is hurt")
+    whatif = sub.add_parser(
+        "whatif", help="replay the team's traffic under scenarios: cash, rejections, who is hurt"
+    )
     _period_args(whatif)
     whatif.add_argument("--scenarios", help="scenario file (YAML/JSON; default: the built-in set)")
     whatif.add_argument("--programmes", help="programmes catalog for `programme:` entries (default: bundled)")
-    whatif.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="replays run in this many processes (default %(default)s)")
+    whatif.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="replays run in this many processes (default %(default)s)",
+    )
+    whatif.add_argument(
+        "--replan-s",
+        type=float,
+        default=1800.0,
+        help="re-plan every this many replayed seconds (default %(default)s; 300 replays as simulate does)",
+    )
     whatif.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     whatif.set_defaults(func=_whatif)
 
 
 def _period_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
-    parser.add_argument("--since", help="start: 24h, 7d, today, or an ISO date/time (default: 24h before --until)")
+    parser.add_argument(
+        "--since", help="start: 24h, 7d, today, or an ISO date/time (default: 24h before --until)"
+    )
     parser.add_argument("--until", help="end, excluded (default: now)")
 
 
@@ -63,14 +77,21 @@ def console():  # noqa: ANN201 - a rich Console
 
 
 def _export(args: argparse.Namespace) -> int:
-    from suanli.router.ops.trace_export import export_trace, read_usage, read_windows
+    from suanli.router.ops.trace_export import export_trace, read_usage, read_windows, settled_until
+
     config = _config(args.config)
     bounds = period(args, config, "trace export")
     if bounds is None:
         return 2
     since, until = bounds
-    rows = read_usage(config, since=since, until=until, command="trace export", config_path=args.config)
-    trace = export_trace(rows, config, since=since, windows=read_windows(config.ledger.url))
+    rows = read_usage(
+        config,
+        since=since,
+        until=settled_until(config, until),
+        command="trace export",
+        config_path=args.config,
+    )
+    trace = export_trace(rows, config, since=since, until=until, windows=read_windows(config.ledger.url))
     if args.out:
         Path(args.out).write_text(trace.text(), encoding="utf-8")
     else:
@@ -94,7 +115,9 @@ def _whatif(args: argparse.Namespace) -> int:
     if bounds is None:
         return 2
     since, until = bounds
-    team = read_team(config, since=since, until=until, command="whatif", config_path=args.config)
+    team = read_team(
+        config, since=since, until=until, command="whatif", config_path=args.config, replan_s=args.replan_s
+    )
     if team.export.requests == 0:
         print("suanli whatif: no usage on the ledger in that period: nothing to replay", file=sys.stderr)
         return 1
@@ -102,7 +125,9 @@ def _whatif(args: argparse.Namespace) -> int:
         if args.scenarios:
             from suanli.config.programmes import load_programmes
 
-            scenarios = load_scenarios(args.scenarios, team.config, team.traffic, load_programmes(args.programmes))
+            scenarios = load_scenarios(
+                args.scenarios, team.config, team.traffic, load_programmes(args.programmes)
+            )
         else:
             scenarios = default_scenarios(team.config, team.traffic)
     except (ValueError, KeyError) as exc:
@@ -111,8 +136,15 @@ def _whatif(args: argparse.Namespace) -> int:
     out = console()
     quiet = args.json or not out.is_terminal
     with _progress(out, len(scenarios) + 1, quiet=quiet) as step:
-        result = run_whatif(team.config, team.export.lines, team.export.keys, scenarios,
-                            ledger_cash_yuan=team.export.cash_yuan, workers=max(1, args.workers), progress=step)
+        result = run_whatif(
+            team.config,
+            team.export.lines,
+            team.export.keys,
+            scenarios,
+            ledger_cash_yuan=team.export.cash_yuan,
+            workers=max(1, args.workers),
+            progress=step,
+        )
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     else:
@@ -149,20 +181,48 @@ def whatif_table(result):  # noqa: ANN001, ANN201 - a WhatIf -> a rich Table
     """One row per scenario: cash, change, rejections, misses, who is hurt."""
     from rich.table import Table
 
-    table = Table(title=(
-        f"suanli whatif: {result.requests:,} requests; ledger cash {result.ledger_cash_yuan:.4f} yuan,"
-        f" base replay {result.base.cash_yuan:.4f} ({result.base_vs_ledger - 1:+.1%}); {result.wall_s:.1f} s"
-    ))
-    for column in ("scenario", "cash yuan", "change", "rejected", "deadline misses", "classes hurt",
-                   "keys hurt", "what"):
-        table.add_column(column, justify="right" if column in ("cash yuan", "change", "rejected",
-                                                                "deadline misses") else "left")
+    table = Table(
+        title=(
+            f"suanli whatif: {result.requests:,} requests; ledger cash {result.ledger_cash_yuan:.4f} yuan,"
+            f" base replay {result.base.cash_yuan:.4f} ({result.base_vs_ledger - 1:+.1%});"
+            f" {result.wall_s:.1f} s"
+        )
+    )
+    for column in (
+        "scenario",
+        "cash yuan",
+        "change",
+        "rejected",
+        "deadline misses",
+        "classes hurt",
+        "keys hurt",
+        "what",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("cash yuan", "change", "rejected", "deadline misses") else "left",
+        )
     base = result.base
-    table.add_row("base", f"{base.cash_yuan:.4f}", "", f"{base.rejected:,}", f"{base.deadline_misses:,}", "", "",
-                  base.note)
+    table.add_row(
+        "base",
+        f"{base.cash_yuan:.4f}",
+        "",
+        f"{base.rejected:,}",
+        f"{base.deadline_misses:,}",
+        "",
+        "",
+        base.note,
+    )
     for o in result.scenarios:
         share = f" ({o.change_yuan / base.cash_yuan:+.1%})" if base.cash_yuan > 1e-9 else ""
-        table.add_row(o.name, f"{o.cash_yuan:.4f}", f"{o.change_yuan:+.4f}{share}", f"{o.rejected:,}",
-                      f"{o.deadline_misses:,}", ", ".join(o.hurt_classes) or "-",
-                      ", ".join(o.hurt_keys) or "-", o.note)
+        table.add_row(
+            o.name,
+            f"{o.cash_yuan:.4f}",
+            f"{o.change_yuan:+.4f}{share}",
+            f"{o.rejected:,}",
+            f"{o.deadline_misses:,}",
+            ", ".join(o.hurt_classes) or "-",
+            ", ".join(o.hurt_keys) or "-",
+            o.note,
+        )
     return table

@@ -40,8 +40,9 @@ class _WhatIfRoute:
         router = self.router
         query = (request.query.get("since", ""), request.query.get("until", ""))
         try:
-            since, until = day_bounds(query[0] or None, query[1] or None, ZoneInfo(router.config.timezone),
-                                      now=router.clock())
+            since, until = day_bounds(
+                query[0] or None, query[1] or None, ZoneInfo(router.config.timezone), now=router.clock()
+            )
         except ValueError as exc:
             raise BadRequestError(str(exc), param="since" if "since" in str(exc) else "until") from None
         async with self.lock:
@@ -55,22 +56,32 @@ class _WhatIfRoute:
     async def _run(self, since: datetime, until: datetime) -> bytes:
         router = self.router
         port = router.accounts.ledger.port
-        rows = await port.usage(since=since, until=until)
-        later = await port.usage(since=until, until=_FAR)
+        rows = await port.usage(since=since, until=_FAR)
         month = await port.usage(since=until - MONTH, until=until)
         balances = {status.id: status.balance for status in router.accounts.vouchers()}
         config = router.config
 
         def replay() -> dict:
-            team = team_day(config, since=since, until=until, rows=rows, later=later, balances_now=balances,
-                            month_cash_yuan=math.fsum(r.cash_yuan for r in month),
-                            windows=read_windows(config.ledger.url))
+            team = team_day(
+                config,
+                since=since,
+                until=until,
+                rows=rows,
+                balances_now=balances,
+                month_cash_yuan=math.fsum(r.cash_yuan for r in month),
+                windows=read_windows(config.ledger.url),
+            )
             out: dict = {"since": since.isoformat(), "until": until.isoformat()}
             if team.export.requests == 0:
                 return out | {"requests": 0, "scenarios": []}
             scenarios = default_scenarios(team.config, team.traffic)
-            result = run_whatif(team.config, team.export.lines, team.export.keys, scenarios,
-                                ledger_cash_yuan=team.export.cash_yuan)
+            result = run_whatif(
+                team.config,
+                team.export.lines,
+                team.export.keys,
+                scenarios,
+                ledger_cash_yuan=team.export.cash_yuan,
+            )
             return out | result.as_json()
 
         return orjson.dumps(await asyncio.to_thread(replay))

@@ -59,8 +59,19 @@ def _ledger_rows(path: Path) -> list:
 @pytest.mark.timeout(300)
 def test_an_exported_day_replays_to_what_the_ledger_recorded(live_day: Path, capsys, tmp_path: Path) -> None:
     out = tmp_path / "day.jsonl"
-    code, _ = _cli(capsys, "trace", "export", "--config", str(live_day), "--since", SINCE, "--until", UNTIL,
-                   "--out", str(out))
+    code, _ = _cli(
+        capsys,
+        "trace",
+        "export",
+        "--config",
+        str(live_day),
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--out",
+        str(out),
+    )
     assert code == 0
     config = load_config(live_day)
     trace = parse_trace(out.read_text().splitlines(), config)  # strict: loads back
@@ -81,14 +92,30 @@ def test_an_exported_day_replays_to_what_the_ledger_recorded(live_day: Path, cap
 
 @pytest.mark.timeout(300)
 def test_whatif_default_set_names_what_each_shock_costs(live_day: Path, capsys) -> None:
-    code, text = _cli(capsys, "whatif", "--config", str(live_day), "--since", SINCE, "--until", UNTIL, "--json",
-                      "--workers", "1")
+    code, text = _cli(
+        capsys,
+        "whatif",
+        "--config",
+        str(live_day),
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--json",
+        "--workers",
+        "1",
+    )
     assert code == 0
     result = json.loads(text)
     assert result["requests"] == 90
     assert result["base_vs_ledger"] == pytest.approx(1.0, abs=0.10)
     names = [s["name"] for s in result["scenarios"]]
-    assert names == ["voucher halved", "busiest region out 6 h", "east prices x2 at peak", "bonus 10% of last month"]
+    assert names == [
+        "voucher halved",
+        "busiest region out 6 h",
+        "east prices x2 at peak",
+        "bonus 10% of last month",
+    ]
     by = {s["name"]: s for s in result["scenarios"]}
     # the wuhan voucher pays the interactive work: halving it, or losing wuhan, costs interactive cash
     assert by["voucher halved"]["change_yuan"] > 0 and "interactive" in by["voucher halved"]["hurt_classes"]
@@ -102,13 +129,44 @@ def test_whatif_default_set_names_what_each_shock_costs(live_day: Path, capsys) 
 @pytest.mark.timeout(300)
 def test_whatif_scenario_file_and_a_bad_one(live_day: Path, capsys, tmp_path: Path) -> None:
     good = tmp_path / "scenarios.yaml"
-    good.write_text(yaml.safe_dump({"scenarios": [
-        {"name": "qingyang out all day", "region_down": {"region": "qingyang", "hours": 24, "at_h": 0}},
-        {"name": "cut at noon", "events": [{"t": 7200, "event": "voucher_delta", "voucher": "wuhan-tokens",
-                                            "amount": -100000}]},
-    ]}))
-    code, text = _cli(capsys, "whatif", "--config", str(live_day), "--since", SINCE, "--until", UNTIL,
-                      "--scenarios", str(good), "--json", "--workers", "1")
+    good.write_text(
+        yaml.safe_dump(
+            {
+                "scenarios": [
+                    {
+                        "name": "qingyang out all day",
+                        "region_down": {"region": "qingyang", "hours": 24, "at_h": 0},
+                    },
+                    {
+                        "name": "cut at noon",
+                        "events": [
+                            {
+                                "t": 7200,
+                                "event": "voucher_delta",
+                                "voucher": "wuhan-tokens",
+                                "amount": -100000,
+                            }
+                        ],
+                    },
+                ]
+            }
+        )
+    )
+    code, text = _cli(
+        capsys,
+        "whatif",
+        "--config",
+        str(live_day),
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--scenarios",
+        str(good),
+        "--json",
+        "--workers",
+        "1",
+    )
     assert code == 0
     result = json.loads(text)
     by = {s["name"]: s for s in result["scenarios"]}
@@ -116,12 +174,18 @@ def test_whatif_scenario_file_and_a_bad_one(live_day: Path, capsys, tmp_path: Pa
     assert by["qingyang out all day"]["note"] == "qingyang down 0.0-24.0 h"
     assert by["qingyang out all day"]["deadline_misses"] == 0
     base_by_class = result["base"]["by_class"]
-    assert by["qingyang out all day"]["by_class"]["batch"]["requests"] == base_by_class["batch"]["requests"] == 30
+    assert (
+        by["qingyang out all day"]["by_class"]["batch"]["requests"]
+        == base_by_class["batch"]["requests"]
+        == 30
+    )
     # the cut leaves what the base had spent by then, and no more can be drawn than what is left
     assert by["cut at noon"]["voucher_spent"].get("wuhan-tokens", 0) <= 100000
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"scenarios": [{"name": "typo", "region_dwn": {"hours": 1}}]}))
-    code = main(["whatif", "--config", str(live_day), "--since", SINCE, "--until", UNTIL, "--scenarios", str(bad)])
+    code = main(
+        ["whatif", "--config", str(live_day), "--since", SINCE, "--until", UNTIL, "--scenarios", str(bad)]
+    )
     assert code == 2
     assert "region_dwn" in capsys.readouterr().err
 
@@ -130,9 +194,27 @@ def test_whatif_scenario_file_and_a_bad_one(live_day: Path, capsys, tmp_path: Pa
 def test_value_of_a_voucher_the_team_cannot_use_is_near_zero(live_day: Path, capsys) -> None:
     # Only interactive east traffic in the first hour; qingyang is outside the SLO for east callers
     # and the voucher is gone before the batch work of the day could use it.
-    code, text = _cli(capsys, "value", "--config", str(live_day), "--since", SINCE, "--until", UNTIL, "--json",
-                      "--voucher", json.dumps({"region": "qingyang", "kind": "tokens", "amount": 20000000,
-                                               "valid_from": SINCE, "expires": "2026-12-01T10:09:00+08:00"}))
+    code, text = _cli(
+        capsys,
+        "value",
+        "--config",
+        str(live_day),
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--json",
+        "--voucher",
+        json.dumps(
+            {
+                "region": "qingyang",
+                "kind": "tokens",
+                "amount": 20000000,
+                "valid_from": SINCE,
+                "expires": "2026-12-01T10:09:00+08:00",
+            }
+        ),
+    )
     assert code == 0
     found = json.loads(text)
     assert abs(found["saved_yuan"]) < 0.002 * max(found["cash_without_yuan"], 1e-9) + 1e-6
@@ -142,9 +224,21 @@ def test_value_of_a_voucher_the_team_cannot_use_is_near_zero(live_day: Path, cap
 @pytest.mark.timeout(300)
 def test_value_of_a_matching_voucher_is_the_cash_it_displaces(live_day: Path, capsys) -> None:
     # A small credit where the batch work goes: it pays batch cash there, yuan for yuan.
-    code, text = _cli(capsys, "value", "--config", str(live_day), "--since", SINCE, "--until", UNTIL, "--json",
-                      "--voucher", json.dumps({"region": "qingyang", "kind": "credit", "amount": 0.03,
-                                               "valid_from": SINCE, "expires": UNTIL}))
+    code, text = _cli(
+        capsys,
+        "value",
+        "--config",
+        str(live_day),
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--json",
+        "--voucher",
+        json.dumps(
+            {"region": "qingyang", "kind": "credit", "amount": 0.03, "valid_from": SINCE, "expires": UNTIL}
+        ),
+    )
     assert code == 0
     found = json.loads(text)
     assert found["used_units"] == pytest.approx(0.03, rel=0.01)
@@ -157,7 +251,9 @@ def test_value_of_a_matching_voucher_is_the_cash_it_displaces(live_day: Path, ca
 
 @pytest.mark.timeout(300)
 def test_advise_lists_every_programme_with_its_gap(live_day: Path, capsys) -> None:
-    code, text = _cli(capsys, "advise", "--config", str(live_day), "--since", SINCE, "--until", UNTIL, "--json")
+    code, text = _cli(
+        capsys, "advise", "--config", str(live_day), "--since", SINCE, "--until", UNTIL, "--json"
+    )
     assert code == 0
     lines = {a["programme"]: a for a in json.loads(text)}
     assert {"wuhan-municipal", "qingyang-compute", "guiyang-compute"} <= lines.keys()
@@ -176,7 +272,8 @@ def test_admin_whatif_behind_the_master_key(live_day: Path) -> None:
         await runner.setup()
         port = _free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        base = f"http://127.0.0.1:{port}/admin/whatif?since={SINCE.replace('+', '%2B')}&until={UNTIL.replace('+', '%2B')}"
+        query = f"since={SINCE.replace('+', '%2B')}&until={UNTIL.replace('+', '%2B')}"
+        base = f"http://127.0.0.1:{port}/admin/whatif?{query}"
         try:
             async with aiohttp.ClientSession() as session:
                 async with session.get(base) as anonymous:
