@@ -166,7 +166,10 @@ def summary_table(figures: dict):  # noqa: ANN201 - a rich Table
     whether it qualifies now, the gap, and the voucher's value a year."""
     from rich.table import Table
 
-    table = Table(title="suanli advise on three synthetic teams: qualifies / gap / value a year (yuan)")
+    table = Table(
+        title="suanli advise on three synthetic teams:"
+        " qualifies / gap / cash a year to close it / value a year (yuan)"
+    )
     table.add_column("team")
     table.add_column("spend /month", justify="right")
     for name in SUMMARY:
@@ -177,7 +180,8 @@ def summary_table(figures: dict):  # noqa: ANN201 - a rich Table
         for name in SUMMARY:
             p = by[name]
             value = "-" if p["value_yuan"] is None else f"{p['value_yuan']:,.0f}"
-            cells.append(f"{p['qualifies']} / {p['gap_yuan']:,.0f} / {value}")
+            close = "-" if p["close_cost_yuan"] is None else f"+{p['close_cost_yuan']:,.0f}"
+            cells.append(f"{p['qualifies']} / {p['gap_yuan']:,.0f} / {close} / {value}")
         table.add_row(team, f"{row['monthly_yuan']:,.0f}", *cells)
     return table
 

@@ -114,7 +114,7 @@ def _value(args: argparse.Namespace) -> int:
     team = read_team(config, since=since, until=until, command="value", config_path=args.config)
     if team.export.requests == 0:
         print("suanli value: no usage on the ledger in that period: nothing to value it on", file=sys.stderr)
-        return 1
+        return 0
     found = value_voucher(team.config, team.export.lines, voucher, span_s=team.traffic.span_s)
     if args.json:
         print(json.dumps(found.as_json(), indent=2))
@@ -208,6 +208,7 @@ def advice_table(lines, *, title: str):  # noqa: ANN001, ANN201 - list[Advice] -
         "gap",
         "free move /yr",
         "closes gap",
+        "cost to close /yr",
         "value /yr",
         "lead weeks",
         "startups",
@@ -230,6 +231,7 @@ def advice_table(lines, *, title: str):  # noqa: ANN001, ANN201 - list[Advice] -
             f"{a.gap_yuan:,.0f}",
             f"{a.free_move_yuan:,.0f}",
             "yes" if a.gap_closed_by_move else "-",
+            "-" if a.close_cost_yuan is None else f"{a.close_cost_yuan:,.0f}",
             "-" if a.value_yuan is None else f"{a.value_yuan:,.0f}{estimate}",
             a.lead_time_weeks,
             a.startup_friendly,

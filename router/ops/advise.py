@@ -10,6 +10,8 @@ From the ledger's usage rows over a period:
 - **gap**: the minimum less the projection; **free move**: the spend that could move to the
   programme's region at no extra cash (requests served elsewhere whose list cost there is at
   most the cash they paid, the region eligible for their class and origin), annualised;
+- **cost to close**: the least cash a year that moving enough of it there adds (cheapest
+  moves first), to weigh against the voucher's value; None when all movable traffic falls short;
 - **value**: the voucher's worth from ``valuation`` (the programme's rate up to its cap, a year).
 """
 
@@ -27,7 +29,16 @@ from suanli.config.programmes import Programme, Programmes
 from suanli.optimizer import Ask, State, eligible, list_cost_yuan, off_peak_active
 from suanli.router.ledger.types import UsageRow
 
-__all__ = ["Advice", "Projection", "TeamFacts", "advise", "movable_spend", "project"]
+__all__ = [
+    "Advice",
+    "Projection",
+    "TeamFacts",
+    "advise",
+    "cost_to_close",
+    "movable_spend",
+    "moves",
+    "project",
+]
 
 TREND_MIN_DAYS = 14
 YEAR_DAYS = 365.0
@@ -65,6 +76,7 @@ class Advice:
     gap_yuan: float
     free_move_yuan: float  # annual spend that could move there at no extra cash
     gap_closed_by_move: bool
+    close_cost_yuan: float | None  # least cash a year that moving enough traffic adds; None: cannot
     value_yuan: float | None  # the voucher's annual value on this traffic; None: not in the config
     lead_time_weeks: str
     startup_friendly: str
@@ -110,13 +122,16 @@ def project(
     return out
 
 
-def movable_spend(rows: Sequence[UsageRow], config: Config, region: str) -> float:
-    """List cost at ``region`` of the rows served elsewhere that could go there for no more cash."""
+def moves(rows: Sequence[UsageRow], config: Config, region: str) -> list[tuple[float, float]]:
+    """For each row served elsewhere that ``region`` may serve: (its list cost there, the cash it adds).
+
+    The cash added is what it would cost there less the cash it paid, never below zero.
+    """
     if config.region(region) is None:
-        return 0.0
+        return []
     tz = ZoneInfo(config.timezone)
     ratios = {(r.id, o.name): o.token_ratio for r in config.regions for o in r.models}
-    total = 0.0
+    out = []
     state = State(balances={})
     for row in rows:
         if row.region == region:
@@ -140,9 +155,30 @@ def movable_spend(rows: Sequence[UsageRow], config: Config, region: str) -> floa
                 row.work_class,  # type: ignore[arg-type]
                 off_peak=off,
             )
-            if there <= row.cash_yuan + 1e-12:
-                total += there
-    return total
+            out.append((there, max(there - row.cash_yuan, 0.0)))
+    return out
+
+
+def movable_spend(rows: Sequence[UsageRow], config: Config, region: str) -> float:
+    """List cost at ``region`` of the rows served elsewhere that could go there for no more cash."""
+    return math.fsum(spend for spend, extra in moves(rows, config, region) if extra <= 1e-12)
+
+
+def cost_to_close(found: Sequence[tuple[float, float]], gap: float) -> float | None:
+    """The least cash added by moving enough spend (cheapest per yuan moved first) to close ``gap``;
+    None when all of it would not close it."""
+    if gap <= 0:
+        return 0.0
+    moved = cost = 0.0
+    for spend, extra in sorted(found, key=lambda m: m[1] / m[0] if m[0] > 0 else math.inf):
+        if spend <= 0:
+            continue
+        take = min(spend, gap - moved)
+        cost += extra * take / spend
+        moved += take
+        if moved >= gap - 1e-9:
+            return cost
+    return None
 
 
 def advise(
@@ -165,7 +201,13 @@ def advise(
         need = programme.eligibility.min_annual_spend_yuan
         minimum = need.value if need is not None else None
         gap = max((minimum or 0.0) - spend, 0.0)
-        free = movable_spend(rows, config, programme.region) * YEAR_DAYS / days if programme.region else 0.0
+        per_year = YEAR_DAYS / days
+        found = (
+            [(a * per_year, b * per_year) for a, b in moves(rows, config, programme.region)]
+            if programme.region
+            else []
+        )
+        free = math.fsum(spend for spend, extra in found if extra <= 1e-12)
         qualifies, why = _qualifies(programme, spend, team)
         out.append(
             Advice(
@@ -179,6 +221,7 @@ def advise(
                 gap_yuan=gap,
                 free_move_yuan=free,
                 gap_closed_by_move=gap > 0 and free >= gap,
+                close_cost_yuan=cost_to_close(found, gap) if gap > 0 else 0.0,
                 value_yuan=value(programme) if value is not None else None,
                 lead_time_weeks=_weeks(programme),
                 startup_friendly=programme.startup_friendly,

@@ -120,7 +120,9 @@ def _whatif(args: argparse.Namespace) -> int:
     )
     if team.export.requests == 0:
         print("suanli whatif: no usage on the ledger in that period: nothing to replay", file=sys.stderr)
-        return 1
+        if args.json:
+            print(json.dumps({"requests": 0, "scenarios": []}))
+        return 0
     try:
         if args.scenarios:
             from suanli.config.programmes import load_programmes
