@@ -99,7 +99,8 @@ class WhatIf:
         return {
             "requests": self.requests,
             "ledger_cash_yuan": round(self.ledger_cash_yuan, 6),
-            "base_vs_ledger": round(self.base_vs_ledger, 6),
+            # None: the ledger paid no cash and the replay did
+            "base_vs_ledger": round(self.base_vs_ledger, 6) if math.isfinite(self.base_vs_ledger) else None,
             "wall_s": round(self.wall_s, 3),
             "base": self.base.as_json(),
             "scenarios": [s.as_json() for s in self.scenarios],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -20,8 +20,9 @@ from aiohttp import web
 from suanli.router.core.router import Router
 from suanli.router.errors import BadRequestError
 from suanli.router.ops.scenarios import default_scenarios
+from suanli.router.ops.spend_report import parse_moment
 from suanli.router.ops.team import MONTH, team_day
-from suanli.router.ops.trace_export import day_bounds, read_windows
+from suanli.router.ops.trace_export import read_windows
 from suanli.router.ops.whatif import run_whatif
 
 __all__ = ["add_whatif_route"]
@@ -39,12 +40,21 @@ class _WhatIfRoute:
     async def handle(self, request: web.Request) -> web.Response:
         router = self.router
         query = (request.query.get("since", ""), request.query.get("until", ""))
-        try:
-            since, until = day_bounds(
-                query[0] or None, query[1] or None, ZoneInfo(router.config.timezone), now=router.clock()
+        tz = ZoneInfo(router.config.timezone)
+        now = router.clock()
+        moments: dict[str, datetime] = {}
+        for name, text in zip(("since", "until"), query, strict=True):
+            if text:
+                try:
+                    moments[name] = parse_moment(text, now=now, tz=tz)
+                except ValueError as exc:
+                    raise BadRequestError(str(exc), param=name) from None
+        until = moments.get("until", now)
+        since = moments.get("since", until - timedelta(days=1))
+        if since >= until:
+            raise BadRequestError(
+                f"since {since.isoformat()} is not before until {until.isoformat()}", param="since"
             )
-        except ValueError as exc:
-            raise BadRequestError(str(exc), param="since" if "since" in str(exc) else "until") from None
         async with self.lock:
             kept = self.kept.get(query)
             if kept is not None and time.monotonic() - kept[0] < _KEEP_S:
