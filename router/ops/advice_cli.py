@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from suanli.config import Config, ConfigError, Voucher, load_catalog, load_config
 
 __all__ = ["add_parsers", "advice_table", "programme_value"]
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: Any) -> None:  # an argparse sub-parsers object (no public type)
     """Register ``value`` and ``advise`` on the ``suanli`` sub-commands."""
     value = sub.add_parser("value", help="what a voucher would save this team: replayed with and without it")
     _common(value)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config, load_catalog, load_config
@@ -14,7 +15,7 @@ from suanli.config import Config, load_catalog, load_config
 __all__ = ["add_parsers", "console", "period"]
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: Any) -> None:  # an argparse sub-parsers object (no public type)
     """Register ``trace export`` and ``whatif`` on the ``suanli`` sub-commands."""
     trace = sub.add_parser("trace", help="traces of the team's own traffic")
     actions = trace.add_subparsers(metavar="ACTION")
