@@ -35,6 +35,7 @@ from suanli.router.ops.whatif import Scenario
 
 __all__ = ["PEAK_WINDOWS", "Traffic", "default_scenarios", "load_scenarios", "programme_voucher"]
 
+_LONGEST_WAIT_S = 2 * 86400.0  # a bonus stays valid this long past the period (its deferred work)
 PEAK_WINDOWS = ("09:00-12:00", "14:00-18:00")  # DeepSeek's peaks, Beijing time (facts.md section 5)
 
 
@@ -258,7 +259,8 @@ def _bonus(bonus: Bonus, name: str, traffic: Traffic) -> Voucher:
         kind="credit",
         amount=round(amount, 6),
         valid_from=traffic.start,
-        expires=traffic.start + timedelta(seconds=max(traffic.span_s, 1.0)),
+        # the period's deferred work may run after it: the bonus is still valid then
+        expires=traffic.start + timedelta(seconds=max(traffic.span_s, 1.0) + _LONGEST_WAIT_S),
     )
 
 

@@ -3,7 +3,8 @@
 The team's period (an exported trace) stands for its traffic to come. A voucher valid for
 ``L`` seconds is laid on the trace from its start: when ``L`` fits in the trace's span it is
 valid for ``L`` of it; when the validity is longer, the traffic is taken to repeat, the
-voucher holds ``span / L`` of its amount for one span (as if paced evenly over its life),
+voucher holds ``span / L`` of its amount for one span (as if paced evenly over its life) and
+stays valid for the span's deferred work that runs after it,
 and what one span saves and uses is scaled by ``L / span`` (capped at the amount).
 
 - ``saved_yuan``: cash without it less cash with it, over its validity;
@@ -84,10 +85,14 @@ def value_voucher(
     validity_s = max((voucher.expires - valid_from).total_seconds(), 0.0) if voucher.expires else span_s
     span_s = max(span_s, 1.0)
     scale = max(validity_s / span_s, 1.0)
+    # valid for its validity; when that is longer than the traffic, also for the period's deferred
+    # work that runs after it (the repeated traffic would find the voucher still valid then)
+    longest = max(config.classes.deadline_s("batch"), config.classes.deadline_s("training"))
+    laid_s = validity_s if validity_s <= span_s else span_s + longest + 3600.0
     laid = voucher.model_copy(
         update={
             "valid_from": trace_start,
-            "expires": trace_start + timedelta(seconds=min(validity_s, span_s)),
+            "expires": trace_start + timedelta(seconds=laid_s),
             "amount": voucher.amount / scale,
         }
     )
