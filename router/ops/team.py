@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from suanli.config import Config
@@ -34,6 +34,7 @@ class TeamDay:
     traffic: Traffic
     since: datetime
     until: datetime
+    priorities: dict[str, str] = field(default_factory=dict)  # key id -> priority, when keys carry one
 
 
 def team_day(
@@ -100,11 +101,13 @@ def read_team(
     with read_book(url) as ledger:
         rows = ledger.usage(since=since, until=far)
         month = ledger.usage(since=until - MONTH, until=until)
+        # a build whose keys carry a priority (critical, normal, sheddable): whatif reports by it
+        priorities = {k.id: str(p) for k in ledger.keys() if (p := getattr(k, "priority", None))}
     now = None
     if balances and config.vouchers:
         now = {status.id: status.balance for status in read_vouchers(config.ledger, config.vouchers)}
     month_cash = math.fsum(r.cash_yuan for r in month)
-    return team_day(
+    team = team_day(
         config,
         since=since,
         until=until,
@@ -114,3 +117,4 @@ def read_team(
         windows=read_windows(url),
         replan_s=replan_s,
     )
+    return replace(team, priorities=priorities)

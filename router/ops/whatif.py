@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -69,6 +69,9 @@ class Outcome:
     change_yuan: float = 0.0  # cash less the base's
     hurt_classes: list[str] = field(default_factory=list)
     hurt_keys: list[str] = field(default_factory=list)
+    # key priority -> {requests, unserved, cash_yuan}, when the ledger's keys carry a priority
+    by_priority: dict[str, dict[str, float]] = field(default_factory=dict)
+    hurt_priorities: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         out = asdict(self)
@@ -197,6 +200,17 @@ def _hurt(base: dict[str, dict[str, float]], other: dict[str, dict[str, float]])
     return hurt
 
 
+def _by_priority(
+    by_key: dict[str, dict[str, float]], priorities: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for key, row in by_key.items():
+        into = out.setdefault(priorities.get(key, "normal"), {"requests": 0, "unserved": 0, "cash_yuan": 0.0})
+        for measure, value in row.items():
+            into[measure] += value
+    return out
+
+
 def run_whatif(
     config: Config,
     lines: Sequence[str],
@@ -206,8 +220,12 @@ def run_whatif(
     ledger_cash_yuan: float,
     workers: int = 1,
     progress: Callable[[Outcome], None] | None = None,
+    priorities: Mapping[str, str] | None = None,
 ) -> WhatIf:
-    """The base and every scenario replayed (in ``workers`` processes), compared with the base."""
+    """The base and every scenario replayed (in ``workers`` processes), compared with the base.
+
+    ``priorities``: key id -> its priority, when keys carry one: the figures per priority too.
+    """
     started = time.perf_counter()
     todo = [Scenario(name="base", note="the current config, as the ledger's day began"), *scenarios]
     outcomes: list[Outcome] = []
@@ -223,11 +241,15 @@ def run_whatif(
                 outcomes.append(future.result())
                 if progress is not None:
                     progress(outcomes[-1])
+    if priorities:
+        for outcome in outcomes:
+            outcome.by_priority = _by_priority(outcome.by_key, priorities)
     base, *rest = outcomes
     for outcome in rest:
         outcome.change_yuan = outcome.cash_yuan - base.cash_yuan
         outcome.hurt_classes = _hurt(base.by_class, outcome.by_class)
         outcome.hurt_keys = _hurt(base.by_key, outcome.by_key)
+        outcome.hurt_priorities = _hurt(base.by_priority, outcome.by_priority)
     return WhatIf(
         base=base,
         scenarios=rest,

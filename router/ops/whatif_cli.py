@@ -147,6 +147,7 @@ def _whatif(args: argparse.Namespace) -> int:
             ledger_cash_yuan=team.export.cash_yuan,
             workers=max(1, args.workers),
             progress=step,
+            priorities=team.priorities,
         )
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
@@ -225,7 +226,8 @@ def whatif_table(result):  # noqa: ANN001, ANN201 - a WhatIf -> a rich Table
             f"{o.rejected:,}",
             f"{o.deadline_misses:,}",
             ", ".join(o.hurt_classes) or "-",
-            ", ".join(o.hurt_keys) or "-",
+            (", ".join(o.hurt_keys) or "-")
+            + (f" (priority {', '.join(o.hurt_priorities)})" if o.hurt_priorities else ""),
             o.note,
         )
     return table

@@ -69,6 +69,8 @@ class _WhatIfRoute:
         rows = await port.usage(since=since, until=_FAR)
         month = await port.usage(since=until - MONTH, until=until)
         balances = {status.id: status.balance for status in router.accounts.vouchers()}
+        # keys of a build that gives them a priority (critical, normal, sheddable)
+        priorities = {k.id: str(p) for k in await port.keys() if (p := getattr(k, "priority", None))}
         config = router.config
 
         def replay() -> dict:
@@ -91,6 +93,7 @@ class _WhatIfRoute:
                 team.export.keys,
                 scenarios,
                 ledger_cash_yuan=team.export.cash_yuan,
+                priorities=priorities,
             )
             return out | result.as_json()
 

@@ -74,3 +74,42 @@ def test_a_programme_scenario_adds_its_voucher(tmp_path) -> None:
     (scenario,) = load_scenarios(path, config, traffic(), load_programmes())
     (voucher,) = scenario.vouchers
     assert voucher.region == "qingyang" and voucher.kind == "discount" and voucher.rate == 0.3
+
+
+def test_whatif_reports_per_key_and_per_priority_when_keys_carry_one(tmp_path) -> None:
+    from suanli.router.ops.whatif import Scenario, run_whatif
+
+    config = small_config(tmp_path)
+    lines = ['{"trace": "suanli/v1", "start": "2026-12-01T09:00:00+08:00"}']
+    lines += [
+        json.dumps(
+            {
+                "t": 60.0 * i,
+                "model": "deepseek-flash",
+                "class": "interactive",
+                "origin": "east",
+                "input": 2000,
+                "output": 500,
+            }
+        )
+        for i in range(40)
+    ]
+    keys = ["key-chat" if i % 2 else "key-bulk" for i in range(40)]
+    wuhan_down = Scenario(
+        name="wuhan out", events=({"t": 0, "event": "region_down", "region": "wuhan", "until": 7200},)
+    )
+    result = run_whatif(
+        config,
+        lines,
+        keys,
+        [wuhan_down],
+        ledger_cash_yuan=0.0,
+        priorities={"key-chat": "critical", "key-bulk": "sheddable"},
+    )
+    (outcome,) = result.scenarios
+    assert set(outcome.by_key) == {"key-chat", "key-bulk"}
+    assert outcome.by_priority["critical"]["requests"] == 20
+    # the wuhan voucher paid this work; without wuhan both keys pay cash
+    assert outcome.change_yuan > 0
+    assert outcome.hurt_keys == ["key-bulk", "key-chat"]
+    assert outcome.hurt_priorities == ["critical", "sheddable"]
