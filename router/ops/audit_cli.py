@@ -29,11 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     check.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
     check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.add_argument(
-        "--head",
-        metavar="ROW:HASH",
-        help="a chain head published earlier (an export's): the chain must pass through it",
-    )
+    check.add_argument("--head", metavar="ROW:HASH",
+                       help="a chain head published earlier (an export's): the chain must pass through it")
     check.set_defaults(func=_verify)
 
     export = actions.add_parser("export", help="per-request CSV of a voucher's usage, with the chain head")

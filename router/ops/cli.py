@@ -47,11 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno != errno.EADDRINUSE:
             raise
         port = getattr(args, "port", None)
-        print(
-            f"suanli: port {port} on {getattr(args, 'host', '')} is already in use (another suanli?):"
-            f" stop it, or pick another port with --port",
-            file=sys.stderr,
-        )
+        print(f"suanli: port {port} on {getattr(args, 'host', '')} is already in use (another suanli?):"
+              f" stop it, or pick another port with --port", file=sys.stderr)
         return 1
     except LedgerError as exc:  # e.g. a ledger on a disk too full to start on: say so, no traceback
         print(f"suanli: ledger error: {exc}", file=sys.stderr)
@@ -76,11 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     traffic = sub.add_parser("traffic", help="send mixed demo traffic to a running proxy")
-    traffic.add_argument(
-        "--url",
-        default=os.environ.get("SUANLI_URL", "http://127.0.0.1:8080"),
-        help="the proxy (default: $SUANLI_URL, else the demo's %(default)s)",
-    )
+    traffic.add_argument("--url", default=os.environ.get("SUANLI_URL", "http://127.0.0.1:8080"),
+                         help="the proxy (default: $SUANLI_URL, else the demo's %(default)s)")
     traffic.add_argument("--key", help="API key (default: $SUANLI_MASTER_KEY)")
     traffic.add_argument("--config", help="its config, for the zones (default: the bundled catalog)")
     traffic.add_argument("--minutes", type=float, default=5.0)
@@ -94,8 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_sim)
 
     vouchers = sub.add_parser(
-        "vouchers", help="voucher balances, expiry and burn; `vouchers clear REGION|VOUCHER` after a top-up"
-    )
+        "vouchers", help="voucher balances, expiry and burn; `vouchers clear REGION|VOUCHER` after a top-up")
     vouchers.add_argument("--config", help="config YAML whose ledger to read (default: the bundled catalog)")
     vouchers.add_argument("--url", help="ask a running server instead, e.g. http://127.0.0.1:8080")
     vouchers.add_argument("--key", help="master key for --url (default: $SUANLI_MASTER_KEY)")
@@ -150,15 +143,8 @@ def _serve(args: argparse.Namespace) -> int:
     from suanli.router.http.server import serve
     from suanli.router.ops.whatif_route import add_whatif_route
 
-    _run_async(
-        serve(
-            _load(args.config),
-            host=args.host,
-            port=args.port,
-            master_key=_master_key(args),
-            routes=(add_whatif_route,),
-        )
-    )
+    _run_async(serve(_load(args.config), host=args.host, port=args.port, master_key=_master_key(args),
+                     routes=(add_whatif_route,)))
     return 0
 
 
@@ -174,28 +160,20 @@ def _demo(args: argparse.Namespace) -> int:
         environ["SUANLI_LEDGER_URL"] = f"sqlite:///{folder / 'suanli.db'}"
     config = load_catalog(environ=environ)
     key = _master_key(args)
-    from suanli.router.ops.whatif_route import add_whatif_route
+    from suanli.router.ops.whatif_route import add_whatif_route  # GET /admin/whatif
 
     async def run() -> None:
         ready = asyncio.Event()
         server = asyncio.create_task(
-            serve(
-                config,
-                host=args.host,
-                port=args.port,
-                master_key=key,
-                banner=True,
-                ready=ready,
-                routes=(add_whatif_route,),
-            )
+            serve(config, host=args.host, port=args.port, master_key=key, banner=True, ready=ready,
+                  routes=(add_whatif_route,))
         )
         if args.traffic:
             await ready.wait()
             from suanli.router.ops.traffic import run_traffic
 
-            await run_traffic(
-                f"http://{args.host}:{args.port}/v1", seconds=args.minutes * 60, key=key, east=_east(config)
-            )
+            await run_traffic(f"http://{args.host}:{args.port}/v1", seconds=args.minutes * 60, key=key,
+                              east=_east(config))
             print("demo traffic done; the proxy keeps serving (Ctrl-C stops it)", flush=True)
         await server
 
@@ -212,15 +190,8 @@ def _traffic(args: argparse.Namespace) -> int:
 
     base = args.url.rstrip("/")
     base = base if base.endswith("/v1") else f"{base}/v1"
-    stats = asyncio.run(
-        run_traffic(
-            base,
-            clients=args.clients,
-            seconds=args.minutes * 60,
-            key=_master_key(args),
-            east=_east(_load(args.config)),
-        )
-    )
+    stats = asyncio.run(run_traffic(base, clients=args.clients, seconds=args.minutes * 60,
+                                    key=_master_key(args), east=_east(_load(args.config))))
     print(stats.line())
     return 0
 

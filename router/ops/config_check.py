@@ -19,11 +19,8 @@ def add_parser(config_sub: Any) -> None:
     """Register ``check`` under ``suanli config``."""
     check = config_sub.add_parser("check", help="validate a config file and summarise it")
     check.add_argument("file")
-    check.add_argument(
-        "--probe",
-        action="store_true",
-        help="also call each region's GET /models: key, model names, reachability",
-    )
+    check.add_argument("--probe", action="store_true",
+                       help="also call each region's GET /models: key, model names, reachability")
     check.add_argument("--timeout", type=float, default=10.0, help="seconds per region for --probe")
     check.set_defaults(func=_config_check)
 

@@ -71,10 +71,8 @@ def _in_ledger(target: str, config: Config | None) -> list[str] | None:
                 voucher = mark["voucher_id"]
                 region = mark["region"] or vouchers.get(str(voucher))
                 if account == f"voucher:{target}" or (target in regions and region == target):
-                    await ledger.clear_exhausted(
-                        voucher_id=str(voucher) if voucher else None,
-                        region=None if voucher else str(mark["region"]),
-                    )
+                    await ledger.clear_exhausted(voucher_id=str(voucher) if voucher else None,
+                                                 region=None if voucher else str(mark["region"]))
                     cleared.append(account)
             return cleared
         finally:

@@ -97,17 +97,8 @@ def _prompt(tokens: int, cache: dict[int, str]) -> str:
 class _Driver:
     """Sends the trace to the proxy on the virtual clock and gathers what the client saw."""
 
-    def __init__(
-        self,
-        config: Config,
-        trace: Trace,
-        clock: VirtualClock,
-        base: str,
-        proxy: _ProxyThread,
-        *,
-        stream_every: int,
-        flush_s: float,
-    ) -> None:
+    def __init__(self, config: Config, trace: Trace, clock: VirtualClock, base: str, proxy: _ProxyThread,
+                 *, stream_every: int, flush_s: float) -> None:
         self.config = config
         self.trace = trace
         self.clock = clock
@@ -159,16 +150,12 @@ class _Driver:
     async def _interactive(self, session: aiohttp.ClientSession, index: int) -> None:
         job = self.trace.jobs[index]
         stream = index % self.stream_every == 0
-        headers = {
-            "X-Suanli-Class": "interactive",
-            "X-Suanli-Origin": job.origin,
-            "X-Request-Id": f"trace-{index}",
-        }
+        headers = {"X-Suanli-Class": "interactive", "X-Suanli-Origin": job.origin,
+                   "X-Request-Id": f"trace-{index}"}
         started = time.perf_counter()
         try:
-            async with session.post(
-                f"{self.base}/chat/completions", json=self._body(index, stream=stream), headers=headers
-            ) as response:
+            async with session.post(f"{self.base}/chat/completions", json=self._body(index, stream=stream),
+                                    headers=headers) as response:
                 self.status[index] = response.status
                 if response.status != 200:
                     await response.read()
@@ -193,15 +180,8 @@ class _Driver:
             left_s = min(self.trace.jobs[i].latest_s for i in indices) - now_s
             hours = max(1, min(168, math.floor(left_s / 3600.0)))
             lines = b"".join(
-                orjson.dumps(
-                    {
-                        "custom_id": f"t{i}",
-                        "method": "POST",
-                        "url": "/v1/chat/completions",
-                        "body": self._body(i, stream=False),
-                    }
-                )
-                + b"\n"
+                orjson.dumps({"custom_id": f"t{i}", "method": "POST", "url": "/v1/chat/completions",
+                              "body": self._body(i, stream=False)}) + b"\n"
                 for i in indices
             )
             form = aiohttp.FormData()
@@ -211,11 +191,8 @@ class _Driver:
                 uploaded = await response.json()
             async with session.post(
                 f"{self.base}/batches",
-                json={
-                    "input_file_id": uploaded["id"],
-                    "endpoint": "/v1/chat/completions",
-                    "completion_window": f"{hours}h",
-                },
+                json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": f"{hours}h"},
                 headers={"X-Suanli-Origin": origin},
             ) as response:
                 batch = await response.json()
@@ -231,12 +208,10 @@ class _Driver:
                     states.append((await response.json())["status"])
             if all(state in _DONE_STATES for state in states):
                 return
-            row = await self.proxy.call(
-                lambda: db.row(
-                    "SELECT SUM(state = 'running') AS running, MIN(CASE WHEN state = 'pending'"
-                    " THEN start_s END) AS next FROM wl_batch_lines"
-                )
-            )
+            row = await self.proxy.call(lambda: db.row(
+                "SELECT SUM(state = 'running') AS running, MIN(CASE WHEN state = 'pending'"
+                " THEN start_s END) AS next FROM wl_batch_lines"
+            ))
             idle = row is not None and not row["running"] and row["next"] is not None
             if idle and row["next"] > self.clock().timestamp():
                 self.clock.set(datetime.fromtimestamp(row["next"], UTC))
@@ -268,9 +243,8 @@ def _live_side(driver: _Driver, config: Config, trace: Trace, app: web.Applicati
             side.slo_misses += ttft + distance > slo
     db = app[WORKLOADS].parts()[0]
     for batch_id, lines in driver.batches:
-        for line in db.rows(
-            "SELECT line_no, custom_id, ok, ran_at FROM wl_batch_lines WHERE batch_id = ?", (batch_id,)
-        ):
+        for line in db.rows("SELECT line_no, custom_id, ok, ran_at FROM wl_batch_lines WHERE batch_id = ?",
+                            (batch_id,)):
             job = trace.jobs[lines[line["custom_id"]]]
             side.requests += 1
             row = usage.get(f"{batch_id}-{line['line_no']}")
@@ -293,16 +267,8 @@ async def sims_apart(config: Config, folder: Path) -> AsyncIterator[Config]:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True, exclude_none=True)))
     base_port = _free_ports(len(config.regions))
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "suanli",
-        "sim",
-        "--config",
-        str(path),
-        "--port",
-        str(base_port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        sys.executable, "-m", "suanli", "sim", "--config", str(path), "--port", str(base_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
         urls: dict[str, str] = {}
@@ -335,15 +301,8 @@ def _free_ports(count: int) -> int:
     raise RuntimeError("no free ports")
 
 
-async def run_live(
-    config: Config,
-    trace: Trace,
-    *,
-    minutes: float = 4.0,
-    stream_every: int = 4,
-    flush_s: float = 600.0,
-    pace: float = 0.1,
-) -> LiveOutcome:
+async def run_live(config: Config, trace: Trace, *, minutes: float = 4.0, stream_every: int = 4,
+                   flush_s: float = 600.0, pace: float = 0.1) -> LiveOutcome:
     """Drive ``trace`` through the real stack in about ``minutes`` of wall time."""
     span_s = max((trace.offsets_s[-1] if trace.offsets_s else 0.0), 60.0)
     speed = span_s / (minutes * 60.0)
@@ -417,3 +376,5 @@ async def _drive(
     finally:
         await asyncio.to_thread(proxy.stop)
     return LiveOutcome(side, time.perf_counter() - started, speed, driver.skipped_training, errors)
+
+

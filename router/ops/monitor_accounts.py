@@ -35,13 +35,8 @@ def balances_table(doc: dict) -> Table | None:
         )
         note = row.get("error") or (row.get("checked_at") or "")[11:19]
         table.add_row(
-            row["region"],
-            row["source"],
-            Text(row["state"], style=_STATE_STYLE.get(row["state"], "")),
-            platform,
-            expected,
-            drift,
-            note,
+            row["region"], row["source"], Text(row["state"], style=_STATE_STYLE.get(row["state"], "")),
+            platform, expected, drift, note,
         )
     return table
 

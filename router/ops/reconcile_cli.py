@@ -103,15 +103,8 @@ async def _reconcile_local(config: Any) -> list[dict]:
 
 
 def _set_balance(args: argparse.Namespace) -> int:
-    amounts = {
-        u: v
-        for u, v in (
-            ("cash_yuan", args.cash_yuan),
-            ("granted_yuan", args.granted_yuan),
-            ("tokens", args.tokens),
-        )
-        if v is not None
-    }
+    amounts = {u: v for u, v in (("cash_yuan", args.cash_yuan), ("granted_yuan", args.granted_yuan),
+                                 ("tokens", args.tokens)) if v is not None}
     if not amounts:
         print("give at least one of --cash-yuan, --granted-yuan, --tokens", file=sys.stderr)
         return 2
@@ -167,12 +160,7 @@ def reconcile_table(rows: list[dict]):
             continue
         for unit, u in sorted(units.items()):
             table.add_row(
-                row["region"],
-                row["source"],
-                state,
-                unit,
-                _figure(u["platform"]),
-                _figure(u["expected"]),
+                row["region"], row["source"], state, unit, _figure(u["platform"]), _figure(u["expected"]),
                 "" if u["drift"] is None else f"{u['drift']:+,.4f}" + (" !" if u["flagged"] else ""),
                 row.get("error") or (row.get("checked_at") or "")[:19],
             )

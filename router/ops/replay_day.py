@@ -89,19 +89,14 @@ def thin(config: Config, trace: Trace, every: int) -> tuple[Config, Trace]:
         }
         return region.model_copy(update={"limits": lim.model_copy(update=scaled)})
 
-    scaled = config.model_copy(
-        update={
-            "regions": tuple(limits(r) for r in config.regions),
-            "vouchers": tuple(v.model_copy(update={"amount": v.amount / every}) for v in config.vouchers),
-            "demand": tuple(
-                d.model_copy(update={"requests_per_hour": d.requests_per_hour / every}) for d in config.demand
-            ),
-        }
-    )
+    scaled = config.model_copy(update={
+        "regions": tuple(limits(r) for r in config.regions),
+        "vouchers": tuple(v.model_copy(update={"amount": v.amount / every}) for v in config.vouchers),
+        "demand": tuple(d.model_copy(update={"requests_per_hour": d.requests_per_hour / every})
+                        for d in config.demand),
+    })
     return scaled, replace(
-        trace,
-        jobs=jobs,
-        offsets_s=tuple(trace.offsets_s[i] for i in picked),
+        trace, jobs=jobs, offsets_s=tuple(trace.offsets_s[i] for i in picked),
         deadlines_s=tuple(trace.deadlines_s[i] for i in picked),
     )
 

@@ -61,17 +61,8 @@ class SpendReport:
                 writer.writerow([dim, value, *(_cell(sums[m]) for m in _MEASURES)])
         writer.writerow(["total", "", *(_cell(self.totals[m]) for m in _MEASURES)])
         for entry in self.in_doubt:
-            writer.writerow(
-                [
-                    "in_doubt",
-                    entry["request_id"],
-                    1,
-                    entry["tokens"],
-                    entry["cost_yuan"],
-                    entry["cash_yuan"],
-                    entry["voucher_yuan"],
-                ]
-            )
+            writer.writerow(["in_doubt", entry["request_id"], 1, entry["tokens"], entry["cost_yuan"],
+                             entry["cash_yuan"], entry["voucher_yuan"]])
         return out.getvalue()
 
     def as_tables(self) -> Group:
@@ -98,13 +89,8 @@ class SpendReport:
             for column in ("request", "time", "region", "key", "cost ¥"):
                 table.add_column(column, justify="right" if column == "cost ¥" else "left")
             for entry in self.in_doubt:
-                table.add_row(
-                    entry["request_id"],
-                    entry["time"],
-                    entry["region"],
-                    entry["key"] or "(none)",
-                    f"{entry['cost_yuan']:,.4f}",
-                )
+                table.add_row(entry["request_id"], entry["time"], entry["region"], entry["key"] or "(none)",
+                              f"{entry['cost_yuan']:,.4f}")
             tables.append(table)
         return Group(*tables)
 

@@ -15,11 +15,8 @@ __all__ = ["add_parsers"]
 def add_parsers(sub: Any) -> None:
     """Add ``monitor`` and ``report`` to the ``suanli`` subcommands."""
     monitor = sub.add_parser("monitor", help="live terminal dashboard of a running server (q quits)")
-    monitor.add_argument(
-        "--url",
-        default=os.environ.get("SUANLI_URL", "http://127.0.0.1:8080"),
-        help="the server (default: $SUANLI_URL, else %(default)s)",
-    )
+    monitor.add_argument("--url", default=os.environ.get("SUANLI_URL", "http://127.0.0.1:8080"),
+                         help="the server (default: $SUANLI_URL, else %(default)s)")
     monitor.add_argument("--key", help="master key (default: $SUANLI_MASTER_KEY)")
     monitor.add_argument("--once", action="store_true", help="print one snapshot and exit")
     monitor.set_defaults(func=_monitor)

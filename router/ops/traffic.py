@@ -69,9 +69,8 @@ def _top(counts: dict[str, int]) -> str:
     return ", ".join(f"{region} {100 * n / total:.0f}%" for region, n in ranked) or "-"
 
 
-async def _ask(
-    session: aiohttp.ClientSession, base: str, stats: TrafficStats, rng: random.Random, key: str | None
-) -> None:
+async def _ask(session: aiohttp.ClientSession, base: str, stats: TrafficStats, rng: random.Random,
+               key: str | None) -> None:
     batch = rng.random() < 0.35
     work_class = "batch" if batch else "interactive"
     stream = not batch and rng.random() < 0.5
@@ -132,16 +131,9 @@ async def _fine_tune(session: aiohttp.ClientSession, base: str, stats: TrafficSt
         stats.fine_tuning = f"not started ({type(exc).__name__})"
 
 
-async def run_traffic(
-    base: str,
-    *,
-    clients: int = 6,
-    seconds: float = 300.0,
-    key: str | None = None,
-    report_s: float = 10.0,
-    east: frozenset[str] = frozenset(),
-    quiet: bool = False,
-) -> TrafficStats:
+async def run_traffic(base: str, *, clients: int = 6, seconds: float = 300.0, key: str | None = None,
+                      report_s: float = 10.0, east: frozenset[str] = frozenset(),
+                      quiet: bool = False) -> TrafficStats:
     """Send mixed traffic to ``base`` (ending in ``/v1``) for ``seconds``; the counts."""
     stats = TrafficStats(east=east)
     end = time.monotonic() + seconds
