@@ -72,9 +72,11 @@ class Outcome:
     # key priority -> {requests, unserved, cash_yuan}, when the ledger's keys carry a priority
     by_priority: dict[str, dict[str, float]] = field(default_factory=dict)
     hurt_priorities: list[str] = field(default_factory=list)
+    unserved: list[int] = field(default_factory=list)  # trace requests not served (not in the JSON)
 
     def as_json(self) -> dict:
         out = asdict(self)
+        del out["unserved"]
         out["cash_yuan"] = round(self.cash_yuan, 6)
         out["change_yuan"] = round(self.change_yuan, 6)
         out["wall_s"] = round(self.wall_s, 3)
@@ -90,6 +92,8 @@ class WhatIf:
     ledger_cash_yuan: float
     requests: int
     wall_s: float = 0.0
+    # the ledger's cash for the requests the base replay served too: the like-for-like comparison
+    ledger_cash_served_yuan: float | None = None
 
     @property
     def base_vs_ledger(self) -> float:
@@ -104,6 +108,9 @@ class WhatIf:
             "ledger_cash_yuan": round(self.ledger_cash_yuan, 6),
             # None: the ledger paid no cash and the replay did
             "base_vs_ledger": round(self.base_vs_ledger, 6) if math.isfinite(self.base_vs_ledger) else None,
+            "ledger_cash_served_yuan": (
+                None if self.ledger_cash_served_yuan is None else round(self.ledger_cash_served_yuan, 6)
+            ),
             "wall_s": round(self.wall_s, 3),
             "base": self.base.as_json(),
             "scenarios": [s.as_json() for s in self.scenarios],
@@ -157,6 +164,7 @@ def replay_scenario(
     by_class: dict[str, dict[str, float]] = {}
     by_key: dict[str, dict[str, float]] = {}
     spent: dict[str, float] = {}
+    unserved: list[int] = []
     cash = 0.0
     served = 0
     for decision in result.decisions:
@@ -168,7 +176,9 @@ def replay_scenario(
             if decision.region is None:
                 row["unserved"] += 1
             row["cash_yuan"] += decision.cash_yuan
-        if decision.region is not None:
+        if decision.region is None:
+            unserved.append(decision.i)
+        else:
             served += 1
             cash += decision.cash_yuan
         if decision.voucher is not None:
@@ -185,6 +195,7 @@ def replay_scenario(
         by_class=by_class,
         by_key=by_key,
         wall_s=time.perf_counter() - started,
+        unserved=unserved,
     )
 
 
@@ -221,10 +232,12 @@ def run_whatif(
     workers: int = 1,
     progress: Callable[[Outcome], None] | None = None,
     priorities: Mapping[str, str] | None = None,
+    ledger_cash: Sequence[float] | None = None,
 ) -> WhatIf:
     """The base and every scenario replayed (in ``workers`` processes), compared with the base.
 
     ``priorities``: key id -> its priority, when keys carry one: the figures per priority too.
+    ``ledger_cash``: request -> the cash the ledger recorded, for the like-for-like comparison.
     """
     started = time.perf_counter()
     todo = [Scenario(name="base", note="the current config, as the ledger's day began"), *scenarios]
@@ -255,5 +268,10 @@ def run_whatif(
         scenarios=rest,
         ledger_cash_yuan=ledger_cash_yuan,
         requests=base.requests,
+        ledger_cash_served_yuan=(
+            None
+            if ledger_cash is None
+            else math.fsum(ledger_cash) - math.fsum(ledger_cash[i] for i in base.unserved)
+        ),
         wall_s=time.perf_counter() - started,
     )

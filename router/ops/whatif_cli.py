@@ -148,6 +148,7 @@ def _whatif(args: argparse.Namespace) -> int:
             workers=max(1, args.workers),
             progress=step,
             priorities=team.priorities,
+            ledger_cash=team.export.ledger_cash,
         )
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
@@ -188,8 +189,14 @@ def whatif_table(result):  # noqa: ANN001, ANN201 - a WhatIf -> a rich Table
     table = Table(
         title=(
             f"suanli whatif: {result.requests:,} requests; ledger cash {result.ledger_cash_yuan:.4f} yuan,"
-            f" base replay {result.base.cash_yuan:.4f} ({result.base_vs_ledger - 1:+.1%});"
-            f" {result.wall_s:.1f} s"
+            f" base replay {result.base.cash_yuan:.4f} ({result.base_vs_ledger - 1:+.1%})"
+            + (
+                f" ({result.base.cash_yuan / result.ledger_cash_served_yuan - 1:+.1%} on the requests"
+                " both served)"
+                if result.ledger_cash_served_yuan
+                else ""
+            )
+            + f"; {result.wall_s:.1f} s"
         )
     )
     for column in (

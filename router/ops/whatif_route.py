@@ -94,6 +94,7 @@ class _WhatIfRoute:
                 scenarios,
                 ledger_cash_yuan=team.export.cash_yuan,
                 priorities=priorities,
+                ledger_cash=team.export.ledger_cash,
             )
             return out | result.as_json()
 

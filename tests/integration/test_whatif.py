@@ -109,6 +109,7 @@ def test_whatif_default_set_names_what_each_shock_costs(live_day: Path, capsys) 
     result = json.loads(text)
     assert result["requests"] == 90
     assert result["base_vs_ledger"] == pytest.approx(1.0, abs=0.10)
+    assert 0 < result["ledger_cash_served_yuan"] <= result["ledger_cash_yuan"] + 1e-9
     names = [s["name"] for s in result["scenarios"]]
     assert names == [
         "voucher halved",
