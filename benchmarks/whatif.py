@@ -80,6 +80,7 @@ def main() -> int:
         console.print(done.stderr)
         return 1
     result = json.loads(done.stdout)
+    base = result["base"]
     table = Table(
         title=f"suanli whatif on a day of demo traffic ({args.scenario}, thin {args.thin}),"
         f" {result['requests']:,} requests: {wall_s:.1f} s wall (target < 30 s)"
@@ -94,8 +95,12 @@ def main() -> int:
         "replay s",
     ):
         table.add_column(column, justify="left" if column in ("scenario", "classes hurt") else "right")
-    base = result["base"]
     table.add_row("ledger (what was paid)", f"{result['ledger_cash_yuan']:.4f}", "", "", "", "", "")
+    served = result.get("ledger_cash_served_yuan")
+    if served:
+        share = base["cash_yuan"] / served - 1
+        row = ("ledger, requests the base served", f"{served:.4f}", f"base {share:+.2%}")
+        table.add_row(*row, "", "", "", "")
     table.add_row(
         "base replay",
         f"{base['cash_yuan']:.4f}",
