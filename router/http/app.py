@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import aiohttp
@@ -47,9 +47,15 @@ def create_app(
     master_key: str | None = None,
     sim_latency_scale: float = 1.0,
     config_source: Callable[[], Config] | None = None,
+    routes: Sequence[Callable[[web.Application, Router], None]] = (),
 ) -> web.Application:
-    """The suanli HTTP app; the Router starts and stops with the app. ``config_source`` re-reads
-    the config for ``POST /admin/reload`` (None: the server cannot reload)."""
+    """The suanli HTTP app; the Router starts and stops with the app.
+
+    ``config_source`` re-reads the config for ``POST /admin/reload`` (None: the server cannot
+    reload). ``routes``: more routes from the layers above this one (``ops`` adds
+    ``/admin/whatif``), each called with the app and its Router; admin paths are behind the
+    master key like the rest.
+    """
     app = web.Application(middlewares=[_errors, _auth], client_max_size=config.max_body_bytes)
     router = Router(config, clock=clock, session=session, sim_latency_scale=sim_latency_scale)
     app[ROUTER] = router
@@ -85,6 +91,8 @@ def create_app(
     add_ops_routes(app, app[KEYRING], router, config_source)  # /admin/vouchers/{id}/adjust, /admin/reload
     app[CONFIG_SOURCE] = config_source
     router.reload_listeners += [app[KEYRING].reconfigure, board.reconfigure]
+    for add in routes:
+        add(app, router)
     return app
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from suanli.config import Config
+from suanli.router.core.router import Router
 from suanli.router.errors import ApiError, LedgerError
 from suanli.router.http.admin_ops import reload_config
 from suanli.router.http.app import ROUTER, create_app
@@ -27,11 +28,12 @@ async def serve(
     banner: bool = False,
     ready: asyncio.Event | None = None,
     config_source: Callable[[], Config] | None = None,
+    routes: Sequence[Callable[[web.Application, Router], None]] = (),
 ) -> None:
     """Serve until SIGINT or SIGTERM, then close cleanly (holds settled or voided); ``ready`` is
     set once the port answers. SIGHUP re-reads the config through ``config_source`` (as
     ``POST /admin/reload``): applied to requests that start from then, or refused and logged."""
-    app = create_app(config, master_key=master_key, config_source=config_source)
+    app = create_app(config, master_key=master_key, config_source=config_source, routes=routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -126,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
 
     simulate.add_parser(sub)
     audit_cli.add_parser(sub)
+    from suanli.router.ops import advice_cli, whatif_cli
+
+    whatif_cli.add_parsers(sub)  # trace export, whatif
+    advice_cli.add_parsers(sub)  # value, advise
     return parser
 
 
@@ -140,9 +144,10 @@ def _master_key(args: argparse.Namespace) -> str | None:
 def _serve(args: argparse.Namespace) -> int:
     one_malloc_arena()
     from suanli.router.http.server import serve
+    from suanli.router.ops.whatif_route import add_whatif_route
 
     _run_async(serve(_load(args.config), host=args.host, port=args.port, master_key=_master_key(args),
-                     config_source=lambda: _load(args.config)))
+                     config_source=lambda: _load(args.config), routes=(add_whatif_route,)))
     return 0
 
 
@@ -158,12 +163,13 @@ def _demo(args: argparse.Namespace) -> int:
         environ["SUANLI_LEDGER_URL"] = f"sqlite:///{folder / 'suanli.db'}"
     config = load_catalog(environ=environ)
     key = _master_key(args)
+    from suanli.router.ops.whatif_route import add_whatif_route  # GET /admin/whatif
 
     async def run() -> None:
         ready = asyncio.Event()
         server = asyncio.create_task(
             serve(config, host=args.host, port=args.port, master_key=key, banner=True, ready=ready,
-                  config_source=lambda: load_catalog(environ=environ))
+                  config_source=lambda: load_catalog(environ=environ), routes=(add_whatif_route,))
         )
         if args.traffic:
             await ready.wait()
