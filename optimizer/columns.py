@@ -130,7 +130,6 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = 
     index = index_for(config)
     n_slots = len(edges) - 1
     mids = [(edges[k] + edges[k + 1]) / 2 for k in range(n_slots)]
-    minutes_of_day = [index.minute_of_day(m) for m in mids]
     regions = tuple(r.id for r in config.regions)
     region_at = {rid: n for n, rid in enumerate(regions)}
     vouchers = tuple(v.id for v in config.vouchers)
@@ -142,7 +141,7 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = 
     templates: dict[int, tuple[int, list[int]]] = {}  # id(candidate) -> (first entry, slot offsets)
     t_slot: list[int] = []
     t_voucher: list[int] = []
-    t_factor: list[float] = []  # list-price factor of the entry's slot (off-peak)
+    t_factor: list[float] = []  # list-price factor of the entry's slot (bands, off-peak)
     t_cash: list[float] = []  # cash = cost x this
     t_per_cost: list[float] = []  # units = cost x this + model tokens x t_per_token
     t_per_token: list[float] = []
@@ -161,7 +160,7 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = 
                 offsets = found[1]
                 for k in range(n_slots):
                     offsets.append(len(t_slot) - found[0])
-                    factor = (1 - cand.discount) if cand.off_peak(minutes_of_day[k]) else 1.0
+                    factor = index.factor(cand.offer, mids[k]) if cand.timed else 1.0  # bands, off-peak
                     t_slot.append(k), t_voucher.append(-1), t_factor.append(factor)
                     t_cash.append(1.0), t_per_cost.append(0.0), t_per_token.append(0.0)
                     for v in cand.vouchers:
@@ -181,6 +180,8 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = 
             ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
             scale = ratio / cand.ratio
             base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
+            if d.cached_tokens > 0:  # expected cache hits, priced as hits wherever they run
+                base -= d.cached_tokens * (cand.yuan_in - cand.yuan_cached) * scale
             reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
             tokens = reference * ratio if cand.uses_capacity else 0.0
             requests = d.requests if cand.uses_capacity else 0.0
