@@ -34,7 +34,7 @@ def live_day(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ledger holding a short day served by the live proxy (interactive and batch), and its config file."""
     folder = tmp_path_factory.mktemp("whatif-day")
     config = small_config(folder)
-    asyncio.run(run_live(config, parse_trace(day(), config), minutes=0.75, stream_every=3, flush_s=600.0))
+    asyncio.run(run_live(config, parse_trace(day(), config), minutes=0.5, stream_every=3, flush_s=600.0))
     path = folder / "suanli.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
     return path
