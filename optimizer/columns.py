@@ -46,14 +46,8 @@ def columns_of(snapshot: Snapshot, edges: tuple[float, ...]) -> Iterator[Column]
             continue
         slots = [k for k in range(len(mids)) if edges[k] <= d.latest and edges[k + 1] > d.earliest]
         for cand in _eligible(index, config, snapshot, d):
-            ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
-            scale = ratio / cand.ratio
-            base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
-            if d.cached_tokens > 0:  # expected cache hits, priced as hits wherever they run
-                base -= d.cached_tokens * (cand.yuan_in - cand.yuan_cached) * scale
+            ratio, base, tokens, requests = _group_figures(snapshot, d, cand)
             reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
-            tokens = reference * ratio if cand.uses_capacity else 0.0
-            requests = d.requests if cand.uses_capacity else 0.0
             model_tokens = reference * ratio
             for k in slots:
                 factor = index.factor(cand.offer, mids[k]) if cand.timed else 1.0
@@ -112,6 +106,19 @@ class ColumnArrays:
 
     def __len__(self) -> int:
         return int(self.demand.size)
+
+
+def _group_figures(snapshot: Snapshot, d: Demand, cand: Candidate) -> tuple[float, float, float, float]:
+    # (token ratio, list cost before the slot's factor, tokens and requests the capacity rows count)
+    ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
+    scale = ratio / cand.ratio
+    base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
+    if d.cached_tokens > 0:  # expected cache hits, priced as hits wherever they run
+        base -= d.cached_tokens * (cand.yuan_in - cand.yuan_cached) * scale
+    reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
+    tokens = reference * ratio if cand.uses_capacity else 0.0
+    requests = d.requests if cand.uses_capacity else 0.0
+    return ratio, base, tokens, requests
 
 
 def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = False) -> ColumnArrays:
@@ -177,14 +184,8 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = 
                             t_cash.append(1 - v.rate), t_per_cost.append(v.rate), t_per_token.append(0.0)
                 offsets.append(len(t_slot) - found[0])
             first, offsets = found
-            ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
-            scale = ratio / cand.ratio
-            base = (d.input_tokens * cand.yuan_in + d.output_tokens * cand.yuan_out) * scale
-            if d.cached_tokens > 0:  # expected cache hits, priced as hits wherever they run
-                base -= d.cached_tokens * (cand.yuan_in - cand.yuan_cached) * scale
+            ratio, base, tokens, requests = _group_figures(snapshot, d, cand)
             reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
-            tokens = reference * ratio if cand.uses_capacity else 0.0
-            requests = d.requests if cand.uses_capacity else 0.0
             start, stop = first + offsets[k0], first + offsets[k1 + 1]
             pairs.append((d_index, region_at[cand.region_id], start, stop - start, base,
                           reference * ratio, tokens, requests, d.work_class == "interactive"))  # fmt: skip
