@@ -42,14 +42,7 @@ async def serve(
     # is skipped by full garbage collections, which would otherwise hold the GIL for tens of ms,
     # stalling the event loop whenever the re-planner's thread triggers one.
     gc.freeze()
-    base = f"http://{host}:{port}/v1"
-    print(
-        _banner(base, app[ROUTER].config, master_key) if banner
-        else f"suanli serving on {base} (ledger {shown_url(config.ledger.url)})",
-        flush=True,
-    )
-    if ready is not None:
-        ready.set()
+    # The signals are ours before the port is announced: a SIGHUP sent on seeing the banner reloads.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -62,6 +55,14 @@ async def serve(
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, hangup)
+    base = f"http://{host}:{port}/v1"
+    print(
+        _banner(base, app[ROUTER].config, master_key) if banner
+        else f"suanli serving on {base} (ledger {shown_url(config.ledger.url)})",
+        flush=True,
+    )
+    if ready is not None:
+        ready.set()
     try:
         await stop.wait()
     finally:

@@ -14,7 +14,6 @@ and where interactive work was served, and prints a line every ``report_s`` seco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import Counter
@@ -142,11 +141,14 @@ async def run_traffic(base: str, *, clients: int = 6, seconds: float = 300.0, ke
         workers = [
             asyncio.create_task(_client(session, base, stats, seed, end, key)) for seed in range(clients)
         ]
-        while not all(w.done() for w in workers):
-            await asyncio.wait(workers, timeout=report_s)
-            if not quiet:
-                print(stats.line(), flush=True)
-        tuner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tuner
+        try:
+            while not all(w.done() for w in workers):
+                await asyncio.wait(workers, timeout=report_s)
+                if not quiet:
+                    print(stats.line(), flush=True)
+        finally:
+            # Stopped early (the demo interrupted): every client ends before the session closes.
+            for task in (tuner, *workers):
+                task.cancel()
+            await asyncio.gather(tuner, *workers, return_exceptions=True)
     return stats
