@@ -75,10 +75,12 @@ async def test_two_replicas_sharing_one_key_budget_never_overspend_it(pair) -> N
     served = [i for i, (status, _) in enumerate(answers) if status == 200]
     assert all(code == "budget_exceeded" for status, code in answers if status != 200)
     assert {i % 2 for i in served} == {0, 1}  # both replicas served some of the budget
-    assert len(served) == 100
+    # Never more than the budget; in a burst a replica may refuse the last request or two while
+    # the other's budget slice still holds their part (escrow: it is recalled within a second).
+    assert 98 <= len(served) <= 100
     mine = f"key_id = '{made['id']}'"
     rows = await asyncio.to_thread(sql, url, f"SELECT SUM(cost_yuan), COUNT(*) FROM usage WHERE {mine}")
-    assert rows[0][1] == 100 and rows[0][0] <= budget
+    assert rows[0][1] == len(served) and rows[0][0] <= budget
     # Read as the books show it: spend inside a replica's live budget slice counts as spent, and
     # the slice's unspent rest is no request's hold (postgres/escrow_sql.py).
     spend = await asyncio.to_thread(sql, url, f"SELECT period, spent_q, held_q FROM {KEY_BOOKS} WHERE {mine}")
