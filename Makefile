@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
+# pytest-xdist workers for make test (0 runs the suite in this process, one test at a time)
+TEST_WORKERS ?= 2
 CONSTRAINTS := constraints.txt
 PIP := $(BIN)/pip install --quiet -c $(CONSTRAINTS)
 
@@ -32,7 +34,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check suanli config optimizer providers router tests examples benchmarks
 
 test: $(VENV)/.installed-dev lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 # Re-resolve every dependency from pyproject.toml in a scratch venv and pin the result: the only
 # way constraints.txt changes. Review and commit the diff (and run `make test` on it).

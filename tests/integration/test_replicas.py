@@ -125,7 +125,10 @@ async def test_1000_requests_over_two_replicas_never_overspend_a_voucher(cluster
     clients = [_client(r.port) for r in replicas]
     answers = await asyncio.gather(*(_ask(clients[i % 2], f"req-{i}") for i in range(1000)))
     paid = [rid for rid, voucher in answers if voucher == "wuhan-tokens"]
-    assert 250 <= len(paid) <= 300  # holds equal the usage here, so the voucher pays (about) 300
+    # Holds equal the usage here, so the voucher pays whole requests, about 300 of them; the
+    # last request a replica's escrow slice pays may take what is left of it and pay the rest in
+    # cash (DESIGN: min(balance, tokens)), so one partly paid request per replica may join them.
+    assert 250 <= len(paid) <= 300 + len(replicas)
     ledger = await _open(config)
     rows = await ledger.usage()
     assert len(rows) == 1000 and {r.request_id for r in rows} == {rid for rid, _ in answers}
@@ -133,6 +136,8 @@ async def test_1000_requests_over_two_replicas_never_overspend_a_voucher(cluster
     assert sorted(r.request_id for r in by_voucher) == sorted(paid)
     spent = sum(r.voucher_units for r in by_voucher)
     assert spent <= 300 * PER_REQUEST
+    partly = [r for r in by_voucher if r.voucher_units < PER_REQUEST]
+    assert len(partly) <= len(replicas) and len(by_voucher) - len(partly) <= 300
     assert await ledger.balance("wuhan-tokens") == 300 * PER_REQUEST - spent
     assert await ledger.pending_holds() == 0
     assert await ledger.verify_chain() is None
