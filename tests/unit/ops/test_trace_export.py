@@ -116,3 +116,32 @@ def test_a_model_the_config_no_longer_offers_is_left_out_and_counted(tmp_path) -
     trace = export_trace([gone, row(2, at_s=20.0)], config, since=SINCE)
     assert trace.requests == 1
     assert trace.skipped == {"model not in the config": 1}
+
+
+def test_a_request_arrives_when_its_hold_was_made_on_any_clock(tmp_path) -> None:
+    # A live replay runs a day in minutes: the settle time is on the accelerated clock, the
+    # latency in real seconds. Reserved at 10:00:00 and settled 111 replayed seconds later
+    # after 0.3 real seconds, the request started at 10:00:00, not at 10:01:50.7.
+    from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement
+    from suanli.router.ops.trace_export import read_starts
+
+    now = [SINCE + timedelta(hours=10)]
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger.open(url, [], clock=lambda: now[0])
+    hold = ledger.reserve(HoldRequest(request_id="req-1", region="wuhan", model="deepseek-flash",
+                                      work_class="interactive", origin="east", voucher_id=None,
+                                      voucher_units=0, key_id="key-a"))
+    now[0] += timedelta(seconds=111.0)
+    ledger.settle(hold.id, Settlement(prompt_tokens=1300, completion_tokens=260, tokens=1560, cost_yuan=0.01,
+                                      cash_yuan=0.01, voucher_units=0, voucher_yuan=0, latency_ms=300.0,
+                                      ttft_ms=None))
+    rows = ledger.usage()
+    ledger.close()
+    starts = read_starts(url, since=SINCE)
+    assert starts == {rows[0].hold_id: pytest.approx((SINCE + timedelta(hours=10)).timestamp())}
+    config = small_config(tmp_path)
+    held = export_trace(rows, config, since=SINCE, starts=starts)
+    assert orjson.loads(held.lines[1])["t"] == 36000.0
+    # without the hold's time: the settle time less the latency
+    assert orjson.loads(export_trace(rows, config, since=SINCE).lines[1])["t"] == pytest.approx(36110.7)
+    assert read_starts(f"sqlite:///{tmp_path / 'none.db'}", since=SINCE) == {}
