@@ -11,6 +11,7 @@ noon or a price spike from nine this way (``tests/unit/simulate/test_branches.py
 from __future__ import annotations
 
 import copy
+import gc
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,8 +46,16 @@ def replay_branches(config: Config, trace: Trace, branches: Sequence[Trace]) -> 
 
     order = sorted(range(len(branches)), key=lambda n: first_event_s(branches[n]))
     engine.stops = [(first_event_s(branches[n]), lambda n=n: fork(n)) for n in order]
-    base = _timed(engine)
-    return base, [_timed(twins[n]) for n in range(len(branches))]
+    # one full collection for them all (each run collects what is not frozen, then freezes)
+    ours = gc.get_freeze_count() == 0
+    gc.collect()
+    gc.freeze()
+    try:
+        base = _timed(engine)
+        return base, [_timed(twins[n]) for n in range(len(branches))]
+    finally:
+        if ours:
+            gc.unfreeze()
 
 
 def _timed(engine: Engine) -> Replay:
