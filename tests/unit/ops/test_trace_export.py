@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import orjson
@@ -11,6 +12,7 @@ from suanli.router.ledger.types import UsageRow
 from suanli.router.ops.trace_export import Window, export_trace
 from suanli.router.simulate.trace import parse_trace
 from tests.harness import small_config
+from tests.pg import drop_schema_sync, fresh_pg_url, requires_pg
 
 SINCE = datetime.fromisoformat("2026-12-01T00:00:00+08:00")
 
@@ -145,3 +147,32 @@ def test_a_request_arrives_when_its_hold_was_made_on_any_clock(tmp_path) -> None
     # without the hold's time: the settle time less the latency
     assert orjson.loads(export_trace(rows, config, since=SINCE).lines[1])["t"] == pytest.approx(36110.7)
     assert read_starts(f"sqlite:///{tmp_path / 'none.db'}", since=SINCE) == {}
+
+
+@requires_pg
+def test_read_starts_on_a_postgresql_ledger() -> None:
+    from suanli.router.ledger.postgres.ledger import PgLedger
+    from suanli.router.ledger.sqlite.ledger import HoldRequest, Settlement
+    from suanli.router.ops.trace_export import read_starts
+
+    url = fresh_pg_url()
+    made = SINCE + timedelta(hours=3)
+
+    async def serve_one() -> str:
+        now = [made]
+        ledger = await PgLedger.open(url, [], clock=lambda: now[0], sweep_s=None)
+        ask = HoldRequest("req-1", "wuhan", "deepseek-flash", "interactive", "east", None, 0)
+        hold = await ledger.reserve(ask)
+        now[0] += timedelta(seconds=90.0)
+        used = Settlement(prompt_tokens=10, completion_tokens=5, tokens=15, cost_yuan=0.01, cash_yuan=0.01,
+                          voucher_units=0, voucher_yuan=0, latency_ms=250.0, ttft_ms=None)
+        await ledger.settle(hold.id, used)
+        await ledger.close()
+        return hold.id
+
+    try:
+        hold_id = asyncio.run(serve_one())
+        assert read_starts(url, since=SINCE) == {hold_id: pytest.approx(made.timestamp())}
+        assert read_starts(url, since=SINCE + timedelta(hours=5)) == {}
+    finally:
+        drop_schema_sync(url)
