@@ -84,6 +84,7 @@ class RegionLimits:
     rpm: SlidingLog | None
     tpm: int | None
     concurrency: int | None
+    platform_tpm: int | None = None  # the region's own tpm (``tpm`` may be this process's share of it)
     minute: int = 0  # the clock minute ``used`` counts
     used: float = 0.0  # tokens of the requests started in ``minute`` (estimates until settled)
     in_flight: int = 0
@@ -142,6 +143,7 @@ class RequestLimits:
                 rpm=SlidingLog(limits.rpm, now_s=now_s) if limits.rpm else None,
                 tpm=limits.tpm,
                 concurrency=limits.concurrency,
+                platform_tpm=limits.tpm,
             )
 
     def reconfigure(self, regions: Iterable[Region]) -> None:
@@ -156,7 +158,8 @@ class RequestLimits:
                 old.rpm.rate_limit = new.rpm.rate_limit
             else:
                 old.rpm = new.rpm
-            old.tpm, old.concurrency = new.tpm, new.concurrency  # the minute's tokens so far still count
+            # the minute's tokens so far still count
+            old.tpm, old.concurrency, old.platform_tpm = new.tpm, new.concurrency, new.platform_tpm
             fresh.regions[rid] = old
         self.regions = fresh.regions
 
@@ -176,12 +179,13 @@ class RequestLimits:
                 return wait_s
         now = self.now_s()
         if state.tpm is not None:
-            if tokens > state.tpm:
+            if tokens > (state.platform_tpm or state.tpm):
                 # Never here: no minute may start more than the tpm (a platform refuses such a
                 # request as too large, and simulate cannot place it there either).
                 return _MINUTE_S
             used = state.tokens_used(now)
-            if used + tokens > state.tpm:
+            # one bigger than this replica's share of the tpm goes alone in an empty minute
+            if used + tokens > state.tpm and used > 0:
                 return max((state.minute + 1) * _MINUTE_S - now, 0.001)  # the next minute
             state.used = used + tokens
         if state.rpm is not None:
