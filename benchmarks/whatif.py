@@ -7,8 +7,10 @@ sims, the SQLite ledger and the re-planner by ``live_replay`` (one request in ``
 config scaled to match, as ``benchmarks/live_replay.py`` does; training left out), its ledger
 and config kept in ``--day DIR`` (a fresh temporary folder by default; an existing one is reused
 and not replayed again). Then ``suanli whatif --json`` runs on that ledger's day as a user would
-run it (a subprocess, start-up included), and the table shows its wall time (target < 30 s),
-the ledger's cash for the day, the base replay's (target: within 3%) and each scenario.
+run it (a subprocess, start-up included), and the table shows its wall time (target < 30 s)
+with its CPU time (the CLI and its replay processes: the wall time depends on the machine's
+load, printed beside it), the ledger's cash for the day, the base replay's (target: within
+3%) and each scenario.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -73,9 +77,14 @@ def main() -> int:
         until,
         "--json",
     ]
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wall_s = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the CLI and its replay processes
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    load = max(load, os.getloadavg()[0])
     if done.returncode != 0:
         console.print(done.stderr)
         return 1
@@ -83,7 +92,8 @@ def main() -> int:
     base = result["base"]
     table = Table(
         title=f"suanli whatif on a day of demo traffic ({args.scenario}, thin {args.thin}),"
-        f" {result['requests']:,} requests: {wall_s:.1f} s wall (target < 30 s)"
+        f" {result['requests']:,} requests: {wall_s:.1f} s wall (target < 30 s), {cpu_s:.1f} s CPU,"
+        f" load average {load:.1f} on {os.cpu_count()} cores"
     )
     for column in (
         "scenario",

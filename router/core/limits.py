@@ -1,16 +1,24 @@
-"""Per-region request limits: rpm (a sliding log), tpm (a token bucket), concurrency.
+"""Per-region request limits: rpm (a sliding log), tpm (per clock minute), concurrency.
 
 A request takes a ``Lease`` on the region the chooser picked; when the region is over any
 of its limits the router moves on to the next-best region, and when none can take the
 request the client gets 429 with the shortest ``Retry-After``. The lease is released when
-the answer is settled (or the attempt failed); the tpm bucket is then corrected from the
-estimate to the tokens really used.
+the answer is settled (or the attempt failed); the tokens its minute counts are then
+corrected from the estimate to the tokens really used.
+
+tpm counts the tokens of the requests *started* in each clock minute of the limiter's clock
+(``floor(now_s / 60)``), DESIGN.md's capacity rule, which ``simulate`` and the planner hold
+every region to. A token bucket (full at a minute's start, refilling within it) let a region
+take up to twice its tpm in one clock minute: a live replay of the cityday day started
+twice wuhu's tpm in some minutes, and served requests that ``simulate`` (and ``whatif``'s
+base replay of that ledger) had to refuse.
 
 Limits are per router process: each replica keeps its own share of a platform's limits.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -76,15 +84,17 @@ class RegionLimits:
     rpm: SlidingLog | None
     tpm: int | None
     concurrency: int | None
-    tokens: float = 0.0  # what the tpm bucket holds now
-    refilled_s: float = 0.0
+    platform_tpm: int | None = None  # the region's own tpm (``tpm`` may be this process's share of it)
+    minute: int = 0  # the clock minute ``used`` counts
+    used: float = 0.0  # tokens of the requests started in ``minute`` (estimates until settled)
     in_flight: int = 0
 
-    def refill(self, now_s: float) -> None:
-        if self.tpm is not None:
-            elapsed = max(now_s - self.refilled_s, 0.0)
-            self.tokens = min(self.tpm, self.tokens + elapsed * self.tpm / _MINUTE_S)
-            self.refilled_s = now_s
+    def tokens_used(self, now_s: float) -> float:
+        """Tokens started in the clock minute of ``now_s``."""
+        minute = math.floor(now_s / _MINUTE_S)
+        if minute != self.minute:
+            self.minute, self.used = minute, 0.0
+        return self.used
 
     def rpm_used(self) -> int | None:
         if self.rpm is None:
@@ -96,13 +106,16 @@ class RegionLimits:
 class Lease:
     """One admitted attempt on one region; ``release`` exactly once (later calls do nothing)."""
 
-    __slots__ = ("_limits", "_state", "estimate", "region")
+    __slots__ = ("_limits", "_state", "estimate", "minute", "region")
 
-    def __init__(self, limits: RequestLimits, region: str, state: RegionLimits, estimate: int) -> None:
+    def __init__(
+        self, limits: RequestLimits, region: str, state: RegionLimits, estimate: int, minute: int = 0
+    ) -> None:
         self._limits = limits
         self._state: RegionLimits | None = state
         self.region = region
         self.estimate = estimate
+        self.minute = minute  # the clock minute its tokens count in
 
     def release(self, used_tokens: int | None = None) -> None:
         """The attempt is over; ``used_tokens`` corrects the tpm estimate (None: nothing used)."""
@@ -112,9 +125,10 @@ class Lease:
         self._state = None
         state.in_flight -= 1
         if state.tpm is not None:
-            state.refill(self._limits.now_s())
-            refund = self.estimate - (used_tokens or 0)
-            state.tokens = min(state.tpm, state.tokens + refund)
+            state.tokens_used(self._limits.now_s())  # the tally moves on to this minute
+            # the start's minute counts what was really used; a minute already over stays as counted
+            if state.minute == self.minute:
+                state.used = max(state.used - (self.estimate - (used_tokens or 0)), 0.0)
 
 
 class RequestLimits:
@@ -123,15 +137,13 @@ class RequestLimits:
     def __init__(self, regions: Iterable[Region], *, now_s: Callable[[], float] = time.monotonic) -> None:
         self.now_s = now_s
         self.regions: dict[str, RegionLimits] = {}
-        start = now_s()
         for region in regions:
             limits = region.limits
             self.regions[region.id] = RegionLimits(
                 rpm=SlidingLog(limits.rpm, now_s=now_s) if limits.rpm else None,
                 tpm=limits.tpm,
                 concurrency=limits.concurrency,
-                tokens=float(limits.tpm or 0),
-                refilled_s=start,
+                platform_tpm=limits.tpm,
             )
 
     def reconfigure(self, regions: Iterable[Region]) -> None:
@@ -146,11 +158,8 @@ class RequestLimits:
                 old.rpm.rate_limit = new.rpm.rate_limit
             else:
                 old.rpm = new.rpm
-            if new.tpm is not None and old.tpm is not None:
-                old.tokens = min(old.tokens, float(new.tpm))
-            else:
-                old.tokens, old.refilled_s = new.tokens, new.refilled_s
-            old.tpm, old.concurrency = new.tpm, new.concurrency
+            # the minute's tokens so far still count
+            old.tpm, old.concurrency, old.platform_tpm = new.tpm, new.concurrency, new.platform_tpm
             fresh.regions[rid] = old
         self.regions = fresh.regions
 
@@ -170,16 +179,19 @@ class RequestLimits:
                 return wait_s
         now = self.now_s()
         if state.tpm is not None:
-            state.refill(now)
-            # A request bigger than the whole budget goes when the bucket is full.
-            need = min(tokens, state.tpm)
-            if state.tokens < need:
-                return (need - state.tokens) * _MINUTE_S / state.tpm
-            state.tokens -= tokens
+            if tokens > (state.platform_tpm or state.tpm):
+                # Never here: no minute may start more than the tpm (a platform refuses such a
+                # request as too large, and simulate cannot place it there either).
+                return _MINUTE_S
+            used = state.tokens_used(now)
+            # one bigger than this replica's share of the tpm goes alone in an empty minute
+            if used + tokens > state.tpm and used > 0:
+                return max((state.minute + 1) * _MINUTE_S - now, 0.001)  # the next minute
+            state.used = used + tokens
         if state.rpm is not None:
             state.rpm.take()
         state.in_flight += 1
-        return Lease(self, region, state, tokens)
+        return Lease(self, region, state, tokens, state.minute)
 
     def stats(self, region: str) -> dict[str, int | None]:
         """rpm/tpm used in the current minute and the limits, requests in flight."""
@@ -188,8 +200,7 @@ class RequestLimits:
             return dict.fromkeys(("rpm_used", "rpm_limit", "tpm_used", "tpm_limit", "in_flight"))
         tpm_used = None
         if state.tpm is not None:
-            state.refill(self.now_s())
-            tpm_used = max(round(state.tpm - state.tokens), 0)
+            tpm_used = round(state.tokens_used(self.now_s()))
         return {
             "rpm_used": state.rpm_used(),
             "rpm_limit": state.rpm.rate_limit if state.rpm is not None else None,
@@ -201,12 +212,13 @@ class RequestLimits:
     def load(self) -> dict[str, float]:
         """Region id -> share of this minute's rpm/tpm used (the larger), for the chooser's tie-breaks."""
         out: dict[str, float] = {}
+        now = self.now_s()
         for rid, state in self.regions.items():
             share = 0.0
             if state.rpm is not None:
                 share = state.rpm.count() / state.rpm.rate_limit
             if state.tpm is not None:
-                share = max(share, 1.0 - state.tokens / state.tpm)
+                share = max(share, state.tokens_used(now) / state.tpm)
             if share > 0:
                 out[rid] = share
         return out

@@ -48,8 +48,7 @@ def apply_share(limits: RequestLimits, regions: Iterable[Region], replicas: int)
         if state.rpm is not None and cfg.rpm:
             state.rpm.rate_limit = max(cfg.rpm // n, 1)
         if state.tpm is not None and cfg.tpm:
-            state.tpm = max(cfg.tpm // n, 1)
-            state.tokens = min(state.tokens, state.tpm)
+            state.tpm = max(cfg.tpm // n, 1)  # the minute's tokens so far still count
         if state.concurrency is not None and cfg.concurrency:
             state.concurrency = max(cfg.concurrency // n, 1)
 

@@ -21,9 +21,12 @@ exceeds the SLO; simulate counts none by construction), batch deadline misses, a
 each class went. Time is on the virtual clock except TTFT, which is real milliseconds.
 
 Capacity: the per-region limiter counts on the router's clock, so ``limits.rpm``/``tpm`` are
-per virtual minute as in ``simulate``. Latency windows age in virtual time like everything
-else (the day is compressed whole: a region that turns slow is forgotten after ``max_age_s``
-of the day, as live). First
+per virtual minute as in ``simulate``: tpm per clock minute, the rule ``simulate`` keeps (a token
+bucket had let a region start up to twice its tpm in a minute: live then rejected 1-5
+requests a day to simulate's 14-37, and cityday's live cash was 0.969 of simulate's); rpm's
+sliding log never admits more than a clock minute may. Latency windows age in virtual time
+like everything else (the day is compressed whole: a region that turns slow is forgotten
+after ``max_age_s`` of the day, as live). First
 tokens keep their real latency; the sims pace the output after it ``pace`` times their usual
 ``ms_per_token`` (default a tenth), or a day's answers would need more cores than a laptop has.
 ``hours`` replays only the first hours of the trace (a quick look; both sides cut alike),

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from suanli.config import Config
 from suanli.router.ledger.types import UsageRow
 from suanli.router.ops.scenarios import Traffic
-from suanli.router.ops.trace_export import ExportedTrace, Window, export_trace, read_windows
+from suanli.router.ops.trace_export import ExportedTrace, Window, export_trace, read_starts, read_windows
 from suanli.router.ops.whatif import REPLAN_S, at_balances, replanning_every
 
 __all__ = ["TeamDay", "read_team", "team_day"]
@@ -47,14 +47,16 @@ def team_day(
     month_cash_yuan: float | None = None,
     windows: Mapping[str, Window] | None = None,
     replan_s: float | None = REPLAN_S,
+    starts: Mapping[str, float] | None = None,
 ) -> TeamDay:
     """``rows``: every usage row settled from ``since`` on (the trace keeps those that arrived
     before ``until``; deferred work of the period settles after it).
 
     ``balances_now`` (voucher id -> posted balance) turns into the balances at ``since`` by adding
-    back what ``rows`` spent; None keeps the config's amounts.
+    back what ``rows`` spent; None keeps the config's amounts. ``starts``: hold id -> when it was
+    made (``read_starts``), when the requests started.
     """
-    export = export_trace(rows, config, since=since, until=until, windows=windows)
+    export = export_trace(rows, config, since=since, until=until, windows=windows, starts=starts)
     start_config = replanning_every(config, replan_s)
     if balances_now is not None:
         spent: dict[str, float] = {}
@@ -116,5 +118,6 @@ def read_team(
         month_cash_yuan=month_cash,
         windows=read_windows(url),
         replan_s=replan_s,
+        starts=read_starts(url, since=since),
     )
     return replace(team, priorities=priorities)

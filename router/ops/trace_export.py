@@ -3,9 +3,13 @@
 Each settled request becomes one request line of DESIGN.md's replay contract:
 
 - ``t``: when the request arrived, seconds after ``--since``. An answered request arrived
-  when it started: its settle time less its latency. A batch line arrived with its batch
+  when it started: when its ledger hold was made (``read_starts``; the router's clock, as the
+  settle time is), else its settle time less its latency. A batch line arrived with its batch
   (``wl_batches.created_at``) and a fine-tuning job with the job. The trace holds the
   requests that arrived in ``[since, until)``, wherever they settled (deferred work runs later).
+  The latency is measured in real seconds: on an accelerated clock (a live replay, a day in
+  minutes) the settle time less it put requests up to 4.5 replayed minutes late, moving them
+  into other clock minutes (capacity) than the ones they started in.
 - ``input``/``output``: *reference* tokens, the ledger's counts (the serving model's tokens)
   divided by the serving offer's ``token_ratio``, so a replay may send them to another region.
 - ``deadline_s``: batch and training only; the batch's window (``expires_at - created_at``),
@@ -39,6 +43,7 @@ __all__ = [
     "Window",
     "day_bounds",
     "export_trace",
+    "read_starts",
     "read_usage",
     "read_windows",
     "settled_until",
@@ -85,11 +90,13 @@ def export_trace(
     since: datetime,
     until: datetime | None = None,
     windows: Mapping[str, Window] | None = None,
+    starts: Mapping[str, float] | None = None,
 ) -> ExportedTrace:
     """The trace of the ``rows`` that *arrived* in ``[since, until)``, against ``config``'s offers.
 
     Pass every row settled from ``since`` until the last deferred work of the period has run
     (``settled_until``): a batch line that arrived in the day may run in the night after it.
+    ``starts``: hold id -> when the hold was made (epoch s, ``read_starts``).
     """
     tz = ZoneInfo(config.timezone)
     start = since.astimezone(tz)
@@ -97,6 +104,7 @@ def export_trace(
     ratios = {(r.id, o.name): o.token_ratio for r in config.regions for o in r.models}
     offered = {o.name for r in config.regions for o in r.models}
     windows = windows or {}
+    starts = starts or {}
     items: list[tuple[float, int, dict, UsageRow]] = []
     skipped: dict[str, int] = {}
     end_s = until.timestamp() if until is not None else float("inf")
@@ -105,7 +113,8 @@ def export_trace(
         if row.model not in offered:
             why = "model not in the config"
         else:
-            line, arrival_s = _line(row, config, ratios.get((row.region, row.model), 1.0), windows, start_s)
+            ratio = ratios.get((row.region, row.model), 1.0)
+            line, arrival_s = _line(row, config, ratio, windows, start_s, starts.get(row.hold_id))
             if not start_s <= arrival_s < end_s:
                 why = "arrived outside the period"
         if why is not None:
@@ -125,10 +134,15 @@ def export_trace(
 
 
 def _line(
-    row: UsageRow, config: Config, ratio: float, windows: Mapping[str, Window], start_s: float
+    row: UsageRow,
+    config: Config,
+    ratio: float,
+    windows: Mapping[str, Window],
+    start_s: float,
+    held_s: float | None,
 ) -> tuple[dict, float]:
     # the request line, and when the request arrived (epoch s)
-    begun_s = row.time.timestamp() - row.latency_ms / 1000.0
+    begun_s = held_s if held_s is not None else row.time.timestamp() - row.latency_ms / 1000.0
     window = windows.get(_workload_id(row))
     line: dict = {"t": 0.0, "model": row.model, "class": row.work_class, "origin": row.origin}
     # reference tokens: the serving model's count over its ratio (exact in binary for ratio 1)
@@ -193,6 +207,59 @@ def read_windows(ledger_url: str) -> dict[str, Window]:
     finally:
         conn.close()
     return out
+
+
+def read_starts(ledger_url: str, *, since: datetime) -> dict[str, float]:
+    """Hold id -> when it was made (epoch s), for the settled holds made from about ``since`` on.
+
+    A hold is made when the router sends the request (the attempt that settled), on the same
+    clock as the usage row's time. Empty when the ledger cannot be read this way.
+    """
+    from suanli.router.ledger.url import is_pg_url
+
+    since_s = since.timestamp() - 3600.0  # an hour's margin: a hold made before the period is left out later
+    if is_pg_url(ledger_url):
+        import asyncio
+
+        return asyncio.run(_pg_starts(ledger_url, since_s))
+    from suanli.router.ledger.sqlite.schema import sqlite_path
+
+    try:
+        path, _ = sqlite_path(ledger_url)
+    except ValueError:
+        return {}
+    if path in ("", ":memory:") or not Path(path).is_file():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {}
+    try:
+        rows = _query(conn, f"{_STARTS} AND created >= {since_s!r}")
+    finally:
+        conn.close()
+    return {hold_id: float(created) for hold_id, created in rows}
+
+
+_STARTS = "SELECT id, created FROM holds WHERE state = 'settled'"
+
+
+async def _pg_starts(url: str, since_s: float) -> dict[str, float]:
+    import asyncpg
+
+    from suanli.router.ledger.postgres.schema import connect, pg_url
+
+    try:
+        conn = await connect(pg_url(url))
+    except (OSError, asyncpg.PostgresError):
+        return {}
+    try:
+        rows = await conn.fetch(f"{_STARTS} AND created >= $1", since_s)
+    except asyncpg.PostgresError:
+        return {}
+    finally:
+        await conn.close()
+    return {row["id"]: float(row["created"]) for row in rows}
 
 
 def _query(conn: sqlite3.Connection, sql: str) -> Sequence[tuple]:

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 import orjson
 
 from suanli.config import Config, Voucher
-from suanli.router.simulate.engine import replay
-from suanli.router.simulate.trace import parse_trace
+from suanli.router.simulate.branches import replay_branches
+from suanli.router.simulate.engine import Replay, replay
+from suanli.router.simulate.trace import Trace, parse_trace
 
 __all__ = [
     "REPLAN_S",
@@ -30,6 +31,7 @@ __all__ = [
     "at_balances",
     "replanning_every",
     "replay_scenario",
+    "replay_together",
     "run_whatif",
     "with_vouchers",
 ]
@@ -158,9 +160,38 @@ def replay_scenario(
     """Replay the exported ``lines`` with ``scenario``'s events and vouchers (``keys``: request -> key)."""
     started = time.perf_counter()
     config = with_vouchers(config, scenario.vouchers)
-    events = [orjson.dumps(e).decode() for e in scenario.events]
-    trace = parse_trace([*lines, *events], config)
-    result = replay(config, trace, "optimizer")
+    trace = _trace(config, lines, scenario)
+    return _outcome(scenario, trace, replay(config, trace, "optimizer"), keys, time.perf_counter() - started)
+
+
+def replay_together(
+    config: Config, lines: Sequence[str], keys: Sequence[str | None], scenarios: Sequence[Scenario]
+) -> list[Outcome]:
+    """The first scenario (no events, unless alone) replayed, and the others (events only) as its branches.
+
+    Each branch replays from the first's state at its first event (``router.simulate.branches``):
+    the same figures ``replay_scenario`` gives, the common start replayed once."""
+    first, *rest = scenarios
+    if not rest:
+        return [replay_scenario(config, lines, keys, first)]
+    if any(s.vouchers for s in rest):
+        raise ValueError("a branch adds events only")
+    started = time.perf_counter()
+    config = with_vouchers(config, first.vouchers)
+    traces = [_trace(config, lines, s) for s in scenarios]
+    base, branched = replay_branches(config, traces[0], traces[1:])
+    base.wall_s += time.perf_counter() - started - sum(r.wall_s for r in (base, *branched))  # parsing
+    results = [base, *branched]
+    return [_outcome(s, t, r, keys, r.wall_s) for s, t, r in zip(scenarios, traces, results, strict=True)]
+
+
+def _trace(config: Config, lines: Sequence[str], scenario: Scenario) -> Trace:
+    return parse_trace([*lines, *(orjson.dumps(e).decode() for e in scenario.events)], config)
+
+
+def _outcome(
+    scenario: Scenario, trace: Trace, result: Replay, keys: Sequence[str | None], wall_s: float
+) -> Outcome:
     by_class: dict[str, dict[str, float]] = {}
     by_key: dict[str, dict[str, float]] = {}
     spent: dict[str, float] = {}
@@ -194,9 +225,19 @@ def replay_scenario(
         voucher_spent=spent,
         by_class=by_class,
         by_key=by_key,
-        wall_s=time.perf_counter() - started,
+        wall_s=wall_s,
         unserved=unserved,
     )
+
+
+def _groups(scenarios: Sequence[Scenario]) -> list[list[int]]:
+    # Replays run together: the base (0) with every scenario of events only whose first event
+    # comes after the start (it shares the base's replay until then); every other one alone.
+    together, alone = [0], []
+    for n, scenario in enumerate(scenarios, start=1):
+        later = scenario.events and min(float(e.get("t", 0.0)) for e in scenario.events) > 0.0
+        (together if later and not scenario.vouchers else alone).append(n)
+    return [together, *([n] for n in alone)]
 
 
 def _hurt(base: dict[str, dict[str, float]], other: dict[str, dict[str, float]]) -> list[str]:
@@ -241,19 +282,26 @@ def run_whatif(
     """
     started = time.perf_counter()
     todo = [Scenario(name="base", note="the current config, as the ledger's day began"), *scenarios]
-    outcomes: list[Outcome] = []
-    if workers <= 1 or len(todo) == 1:
-        for scenario in todo:
-            outcomes.append(replay_scenario(config, lines, keys, scenario))
+    groups = _groups(scenarios)
+    found: dict[int, Outcome] = {}
+
+    def done(group: list[int], outcomes: list[Outcome]) -> None:
+        for n, outcome in zip(group, outcomes, strict=True):
+            found[n] = outcome
             if progress is not None:
-                progress(outcomes[-1])
+                progress(outcome)
+
+    parts = [[todo[n] for n in group] for group in groups]
+    if workers <= 1 or len(groups) == 1:
+        for group, part in zip(groups, parts, strict=True):
+            done(group, replay_together(config, lines, keys, part))
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(replay_scenario, config, list(lines), list(keys), s) for s in todo]
-            for future in futures:
-                outcomes.append(future.result())
-                if progress is not None:
-                    progress(outcomes[-1])
+            # the longest first: the base and its branches
+            futures = [pool.submit(replay_together, config, list(lines), list(keys), part) for part in parts]
+            for group, future in zip(groups, futures, strict=True):
+                done(group, future.result())
+    outcomes = [found[n] for n in range(len(todo))]
     if priorities:
         for outcome in outcomes:
             outcome.by_priority = _by_priority(outcome.by_key, priorities)

@@ -78,7 +78,13 @@ def console():  # noqa: ANN201 - a rich Console
 
 
 def _export(args: argparse.Namespace) -> int:
-    from suanli.router.ops.trace_export import export_trace, read_usage, read_windows, settled_until
+    from suanli.router.ops.trace_export import (
+        export_trace,
+        read_starts,
+        read_usage,
+        read_windows,
+        settled_until,
+    )
 
     config = _config(args.config)
     bounds = period(args, config, "trace export")
@@ -92,7 +98,9 @@ def _export(args: argparse.Namespace) -> int:
         command="trace export",
         config_path=args.config,
     )
-    trace = export_trace(rows, config, since=since, until=until, windows=read_windows(config.ledger.url))
+    url = config.ledger.url
+    windows, starts = read_windows(url), read_starts(url, since=since)
+    trace = export_trace(rows, config, since=since, until=until, windows=windows, starts=starts)
     if args.out:
         Path(args.out).write_text(trace.text(), encoding="utf-8")
     else:

@@ -22,7 +22,7 @@ from suanli.router.errors import BadRequestError
 from suanli.router.ops.scenarios import default_scenarios
 from suanli.router.ops.spend_report import parse_moment
 from suanli.router.ops.team import MONTH, team_day
-from suanli.router.ops.trace_export import read_windows
+from suanli.router.ops.trace_export import read_starts, read_windows
 from suanli.router.ops.whatif import run_whatif
 
 __all__ = ["add_whatif_route"]
@@ -82,6 +82,7 @@ class _WhatIfRoute:
                 balances_now=balances,
                 month_cash_yuan=math.fsum(r.cash_yuan for r in month),
                 windows=read_windows(config.ledger.url),
+                starts=read_starts(config.ledger.url, since=since),
             )
             out: dict = {"since": since.isoformat(), "until": until.isoformat()}
             if team.export.requests == 0:

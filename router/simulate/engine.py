@@ -12,8 +12,8 @@ from __future__ import annotations
 import gc
 import heapq
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -45,13 +45,13 @@ from suanli.optimizer.packages import expand_packages, fold_packages
 from suanli.optimizer.plan import NO_LIMIT
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
-from suanli.router.simulate.results import Decision, Replay
+from suanli.router.simulate.results import Booked, Decision, Replay
 from suanli.router.simulate.shocks import Shocks
 from suanli.router.simulate.swap import better_swap
 from suanli.router.simulate.trace import Event, Trace, span_end
 from suanli.router.simulate.wallet import Prompts, Wallet
 
-__all__ = ["POLICIES", "Decision", "Replay", "replay"]
+__all__ = ["POLICIES", "Decision", "Engine", "Replay", "replay"]
 
 POLICIES = ("optimizer", "greedy", "round_robin", "hindsight")
 _HINDSIGHT_REPLAN_S = 3600.0  # hindsight re-solves its (exact) remaining demand this often
@@ -65,17 +65,9 @@ _SIM_MIN_REPLAN_S = 300.0
 _SIM_LIMIT_S = NO_LIMIT
 
 
-@dataclass(frozen=True, slots=True)
-class _Booked:
-    job: Job
-    region: str
-    offer: Offer
-    voucher: str | None
-    rel_start: float
-    tokens: int = 0
+class Engine:
+    """One replay of a trace; ``run`` it once."""
 
-
-class _Engine:
     def __init__(self, config: Config, trace: Trace, policy: str) -> None:
         self.config = config
         self.trace = trace
@@ -93,7 +85,7 @@ class _Engine:
         self.timed = [v.id for v in config.vouchers if v.period is not None or v.daily_cap is not None]
         self.reserved = dict.fromkeys(self.balances, 0.0)  # voucher -> units booked jobs mean to draw
         self.book = CapacityBook(config)
-        self.heap: list[tuple[float, int, _Booked]] = []
+        self.heap: list[tuple[float, int, Booked]] = []
         self.decisions: list[Decision | None] = [None] * len(trace.jobs)
         self.decision_ns: list[int] = []
         self.plan_s: list[float] = []
@@ -116,6 +108,9 @@ class _Engine:
         # the optimizer paces each expiring voucher against its validity (``optimizer.pacing``)
         self.pacer = Pacer(config.vouchers) if policy == "optimizer" else None
         self.span_end_s = span_end(trace)
+        self.next_job = 0  # trace position of the next arrival; ``stops``: (time, call), each called
+        # once before the first arrival at or after its time (``router.simulate.branches``)
+        self.stops: list[tuple[float, Callable[[], None]]] = []
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -148,12 +143,18 @@ class _Engine:
                 # bookings made before the loop cannot step around an outage or a price
                 # spike, nor use a top-up: with events, hindsight decides as requests come
                 self.ahead = book_ahead(self)
-        for job, rel in zip(self.trace.jobs, self.trace.offsets_s, strict=True):
+        while self.next_job < len(self.trace.jobs):
+            job, rel = self.trace.jobs[self.next_job], self.trace.offsets_s[self.next_job]
             now_s = self.trace.start_s + rel
+            while self.stops and self.stops[0][0] <= now_s:
+                self.stops.pop(0)[1]()
+            self.next_job += 1
             self._advance(now_s, job.index)
             if self.policy in ("optimizer", "hindsight"):
                 self._maybe_replan(now_s, job)
             self._decide(job, rel, now_s)
+        while self.stops:  # after the last arrival
+            self.stops.pop(0)[1]()
         self._advance(float("inf"), -1)
         return Replay(
             policy=self.policy,
@@ -216,7 +217,7 @@ class _Engine:
         for booked in sorted(moved, key=lambda b: b.job.index):
             self._place_deferred(booked.job, event.rel_s, event.at_s)
 
-    def _unbook(self, moved: list[_Booked]) -> None:
+    def _unbook(self, moved: list[Booked]) -> None:
         # take booked jobs off the heap, their capacity and their voucher draws
         gone = {id(b) for b in moved}
         self.heap = [e for e in self.heap if id(e[2]) not in gone]
@@ -227,7 +228,7 @@ class _Engine:
             if booked.voucher is not None:
                 self.reserved[booked.voucher] -= self._held(booked)
 
-    def _start_s(self, booked: _Booked) -> float:
+    def _start_s(self, booked: Booked) -> float:
         return self.trace.start_s + booked.rel_start
 
     def _execute_until(self, now_s: float, index: int) -> None:
@@ -236,7 +237,7 @@ class _Engine:
             _, _, booked = heapq.heappop(heap)
             self._execute(booked)
 
-    def _execute(self, booked: _Booked) -> None:
+    def _execute(self, booked: Booked) -> None:
         job = booked.job
         start_s = self.trace.start_s + booked.rel_start
         voucher = self.vouchers.get(booked.voucher) if booked.voucher else None
@@ -276,7 +277,7 @@ class _Engine:
             voucher_units=paid.voucher_units if voucher else 0.0,
         )
 
-    def _held(self, booked: _Booked) -> float:
+    def _held(self, booked: Booked) -> float:
         # Units the booked job would draw from its voucher at its start, with a full balance.
         voucher = self.vouchers[booked.voucher] if booked.voucher else None
         if voucher is None:
@@ -306,7 +307,7 @@ class _Engine:
         start_s = self.trace.start_s + rel_start
         if job.work_class != "training":
             self.book.add(region, minute_of(start_s), tokens)
-        booked = _Booked(job, region, offer, voucher, rel_start, tokens)
+        booked = Booked(job, region, offer, voucher, rel_start, tokens)
         if voucher is not None:
             self.reserved[voucher] += self._held(booked)
         heapq.heappush(self.heap, (start_s, job.index, booked))
@@ -318,9 +319,7 @@ class _Engine:
             self.rejected += 1
         else:
             self.misses += 1
-        self.decisions[job.index] = Decision(
-            i=job.index, region=None, start=None, voucher=None, cash_yuan=0.0
-        )
+        self.decisions[job.index] = Decision(job.index, region=None, start=None, voucher=None, cash_yuan=0.0)
 
     # -- planning ------------------------------------------------------------------------
 
@@ -497,4 +496,4 @@ def replay(config: Config, trace: Trace, policy: str) -> Replay:
     """Replay ``trace`` under ``policy`` (one of ``POLICIES``)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    return _Engine(config, trace, policy).run()
+    return Engine(config, trace, policy).run()

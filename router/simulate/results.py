@@ -1,10 +1,14 @@
-"""What a replay hands back: one ``Decision`` per trace request, and the ``Replay`` around them."""
+"""What a replay hands back: one ``Decision`` per trace request, and the ``Replay`` around them;
+and what it keeps on the way: a ``Booked`` job, waiting for its start."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Decision", "Replay"]
+from suanli.config import Offer
+from suanli.optimizer import Job
+
+__all__ = ["Booked", "Decision", "Replay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +37,16 @@ class Replay:
     plan_s: list[float] = field(default_factory=list)
     bound_cash_yuan: float | None = None
     balances: dict[str, float] = field(default_factory=dict)  # voucher id -> units left at the end
+    wall_s: float = 0.0  # when measured (``replay_branches``): the replay's wall seconds, a branch's own part
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """A job the engine booked to start at ``rel_start`` (seconds after the trace start)."""
+
+    job: Job
+    region: str
+    offer: Offer
+    voucher: str | None
+    rel_start: float
+    tokens: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import orjson
@@ -11,6 +12,7 @@ from suanli.router.ledger.types import UsageRow
 from suanli.router.ops.trace_export import Window, export_trace
 from suanli.router.simulate.trace import parse_trace
 from tests.harness import small_config
+from tests.pg import drop_schema_sync, fresh_pg_url, requires_pg
 
 SINCE = datetime.fromisoformat("2026-12-01T00:00:00+08:00")
 
@@ -116,3 +118,61 @@ def test_a_model_the_config_no_longer_offers_is_left_out_and_counted(tmp_path) -
     trace = export_trace([gone, row(2, at_s=20.0)], config, since=SINCE)
     assert trace.requests == 1
     assert trace.skipped == {"model not in the config": 1}
+
+
+def test_a_request_arrives_when_its_hold_was_made_on_any_clock(tmp_path) -> None:
+    # A live replay runs a day in minutes: the settle time is on the accelerated clock, the
+    # latency in real seconds. Reserved at 10:00:00 and settled 111 replayed seconds later
+    # after 0.3 real seconds, the request started at 10:00:00, not at 10:01:50.7.
+    from suanli.router.ledger.sqlite.ledger import HoldRequest, Ledger, Settlement
+    from suanli.router.ops.trace_export import read_starts
+
+    now = [SINCE + timedelta(hours=10)]
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger.open(url, [], clock=lambda: now[0])
+    hold = ledger.reserve(HoldRequest(request_id="req-1", region="wuhan", model="deepseek-flash",
+                                      work_class="interactive", origin="east", voucher_id=None,
+                                      voucher_units=0, key_id="key-a"))
+    now[0] += timedelta(seconds=111.0)
+    ledger.settle(hold.id, Settlement(prompt_tokens=1300, completion_tokens=260, tokens=1560, cost_yuan=0.01,
+                                      cash_yuan=0.01, voucher_units=0, voucher_yuan=0, latency_ms=300.0,
+                                      ttft_ms=None))
+    rows = ledger.usage()
+    ledger.close()
+    starts = read_starts(url, since=SINCE)
+    assert starts == {rows[0].hold_id: pytest.approx((SINCE + timedelta(hours=10)).timestamp())}
+    config = small_config(tmp_path)
+    held = export_trace(rows, config, since=SINCE, starts=starts)
+    assert orjson.loads(held.lines[1])["t"] == 36000.0
+    # without the hold's time: the settle time less the latency
+    assert orjson.loads(export_trace(rows, config, since=SINCE).lines[1])["t"] == pytest.approx(36110.7)
+    assert read_starts(f"sqlite:///{tmp_path / 'none.db'}", since=SINCE) == {}
+
+
+@requires_pg
+def test_read_starts_on_a_postgresql_ledger() -> None:
+    from suanli.router.ledger.postgres.ledger import PgLedger
+    from suanli.router.ledger.sqlite.ledger import HoldRequest, Settlement
+    from suanli.router.ops.trace_export import read_starts
+
+    url = fresh_pg_url()
+    made = SINCE + timedelta(hours=3)
+
+    async def serve_one() -> str:
+        now = [made]
+        ledger = await PgLedger.open(url, [], clock=lambda: now[0], sweep_s=None)
+        ask = HoldRequest("req-1", "wuhan", "deepseek-flash", "interactive", "east", None, 0)
+        hold = await ledger.reserve(ask)
+        now[0] += timedelta(seconds=90.0)
+        used = Settlement(prompt_tokens=10, completion_tokens=5, tokens=15, cost_yuan=0.01, cash_yuan=0.01,
+                          voucher_units=0, voucher_yuan=0, latency_ms=250.0, ttft_ms=None)
+        await ledger.settle(hold.id, used)
+        await ledger.close()
+        return hold.id
+
+    try:
+        hold_id = asyncio.run(serve_one())
+        assert read_starts(url, since=SINCE) == {hold_id: pytest.approx(made.timestamp())}
+        assert read_starts(url, since=SINCE + timedelta(hours=5)) == {}
+    finally:
+        drop_schema_sync(url)

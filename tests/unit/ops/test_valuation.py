@@ -96,3 +96,20 @@ def test_voucher_json_needs_an_expiry_and_defaults_its_start_to_now() -> None:
     assert voucher.valid_from == now and voucher.id == "value-qingyang-tokens"
     with pytest.raises(ValueError, match="expires"):
         voucher_from_json({"region": "qingyang", "kind": "tokens", "amount": 5}, now=now)
+
+
+def test_a_tokens_voucher_saves_what_its_tokens_would_have_cost_there(tmp_path) -> None:
+    config = config_without_vouchers(tmp_path)
+    # wuhan serves all 120 requests alike (2,500 tokens each): tokens for 25 of them save 25 bills
+    voucher = Voucher(
+        id="wh-tokens",
+        region="wuhan",
+        kind="tokens",
+        amount=25 * 2500,
+        valid_from=START,
+        expires=START + timedelta(hours=2),
+    )
+    found = value_voucher(config, east_day(), voucher, span_s=7200.0)
+    assert found.used_units == pytest.approx(25 * 2500, rel=1e-6) and found.used_share == pytest.approx(1.0)
+    assert found.saved_yuan == pytest.approx(found.cash_without_yuan * 25 / 120, rel=0.02)
+    assert found.average_yuan_per_unit == pytest.approx(found.cash_without_yuan / (120 * 2500), rel=0.02)

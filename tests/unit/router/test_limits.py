@@ -27,24 +27,59 @@ def test_rpm_admits_the_limit_then_says_how_long_to_wait():
     assert limits.stats("r")["rpm_used"] == 3
 
 
-def test_tpm_bucket_refills_and_is_corrected_by_real_use():
-    now = [0.0]
+def test_tpm_counts_the_tokens_started_in_each_clock_minute_corrected_by_real_use():
+    now = [30.0]  # half-way through clock minute 0
     limits = _limits(lambda: now[0], tpm=600)
     lease = limits.acquire("r", 500)
     assert isinstance(lease, Lease)
     wait = limits.acquire("r", 200)
-    assert wait == pytest.approx(10.0)  # 100 missing at 10 tokens per second
-    lease.release(100)  # estimated 500, used 100: 400 back
+    assert wait == pytest.approx(30.0)  # no refill within the minute: the next one starts at 60 s
+    lease.release(100)  # estimated 500, used 100: the minute counts 100
     assert limits.stats("r")["tpm_used"] == 100
-    assert isinstance(limits.acquire("r", 200), Lease)
+    assert isinstance(limits.acquire("r", 500), Lease)
+    assert isinstance(limits.acquire("r", 1), float)  # 600 of 600 started this minute
     now[0] = 60.0
     assert limits.stats("r")["tpm_used"] == 0
-
-
-def test_a_request_bigger_than_the_budget_goes_when_the_bucket_is_full():
-    limits = _limits(lambda: 0.0, tpm=100)
-    assert isinstance(limits.acquire("r", 1000), Lease)
+    late = limits.acquire("r", 400)
+    assert isinstance(late, Lease) and isinstance(limits.acquire("r", 200), Lease)
     assert isinstance(limits.acquire("r", 1), float)
+
+
+def test_tpm_never_lets_a_clock_minute_start_more_than_its_limit():
+    # DESIGN.md's capacity rule, which simulate keeps: a bucket full at the minute's start and
+    # refilling within it took up to twice the tpm in one minute
+    now = [0.0]
+    limits = _limits(lambda: now[0], tpm=1000)
+    started: dict[int, int] = {}
+    while now[0] < 180.0:
+        lease = limits.acquire("r", 90)
+        if isinstance(lease, Lease):
+            minute = int(now[0] // 60)
+            started[minute] = started.get(minute, 0) + 90
+            lease.release(90)
+        now[0] += 0.5
+    assert started == {0: 990, 1: 990, 2: 990}
+
+
+def test_a_correction_after_its_minute_leaves_the_new_minute_alone():
+    now = [59.0]
+    limits = _limits(lambda: now[0], tpm=1000)
+    lease = limits.acquire("r", 800)
+    now[0] = 61.0
+    assert isinstance(limits.acquire("r", 900), Lease)
+    lease.release(10)  # its minute is over: minute 1 still counts its 900
+    assert limits.stats("r")["tpm_used"] == 900
+
+
+def test_a_request_bigger_than_the_tpm_never_goes_there():
+    # as simulate: no clock minute may start more tokens than the tpm, even one request alone
+    now = [0.0]
+    limits = _limits(lambda: now[0], tpm=100)
+    assert limits.acquire("r", 101) == pytest.approx(60.0)
+    assert limits.stats("r")["tpm_used"] == 0
+    assert isinstance(limits.acquire("r", 100), Lease)
+    now[0] = 60.0
+    assert isinstance(limits.acquire("r", 101), float)
 
 
 def test_concurrency_cap_and_release_once():

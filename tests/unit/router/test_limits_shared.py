@@ -93,3 +93,17 @@ async def test_a_replica_that_leaves_frees_its_share() -> None:
     assert b.others() == {}
     assert admitted(b, 1, tokens=200) == 1
     await b.stop()
+
+
+def test_a_replica_share_below_a_request_still_serves_it_alone_in_a_minute() -> None:
+    # two replicas each keep 500 of a 1,000 tpm: a 700-token request goes alone in an empty minute
+    # at one of them, as the region may take it; one over the region's own 1,000 never goes
+    now = [0.0]
+    r = region(tpm=1000)
+    limits = RequestLimits([r], now_s=lambda: now[0])
+    apply_share(limits, [r], 2)
+    assert isinstance(limits.acquire("wuhan", 700), Lease)
+    assert isinstance(limits.acquire("wuhan", 10), float)  # the minute is past its share
+    now[0] = 60.0
+    assert isinstance(limits.acquire("wuhan", 1001), float)
+    assert isinstance(limits.acquire("wuhan", 400), Lease) and isinstance(limits.acquire("wuhan", 200), float)
