@@ -318,9 +318,7 @@ class _Engine:
             self.rejected += 1
         else:
             self.misses += 1
-        self.decisions[job.index] = Decision(
-            i=job.index, region=None, start=None, voucher=None, cash_yuan=0.0
-        )
+        self.decisions[job.index] = Decision(job.index, region=None, start=None, voucher=None, cash_yuan=0.0)
 
     # -- planning ------------------------------------------------------------------------
 
@@ -446,6 +444,7 @@ class _Engine:
         when = datetime.fromtimestamp(now_s, UTC)
         started = time.perf_counter_ns()
         options = rank(self.view, ask, state, when, plan=use_plan)
+        options = self.prompts.arrange(options, ask, job) if use_plan is not None else options  # next turns
         if self.policy == "round_robin" and options:
             options = self._rotate(options)
         self.decision_ns.append(time.perf_counter_ns() - started)

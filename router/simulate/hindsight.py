@@ -14,6 +14,7 @@ from typing import Protocol
 
 from suanli.config import Config, Offer
 from suanli.optimizer import CapacityBook, Job, Plan
+from suanli.optimizer.affinity import Conversations
 from suanli.optimizer.hindsight import minute_shares
 from suanli.optimizer.rounding import round_interactive
 from suanli.optimizer.training import place_training
@@ -84,6 +85,7 @@ def _book_interactive(engine: Bookings) -> set[int]:
         voucher_price=engine.plan.voucher_price,
         balances=engine.balances,
         shares=minute_shares(engine.config, trace.jobs, engine.plan),
+        conversations=Conversations(engine.config, trace.jobs, engine.plan.voucher_price),
     )
     for job, rel in zip(trace.jobs, trace.offsets_s, strict=True):
         if job.work_class != "interactive":

@@ -17,7 +17,8 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config, Offer, Voucher
-from suanli.optimizer import Job, cache_hit, capped_balance, local_day, package_window
+from suanli.optimizer import Ask, Job, Option, cache_hit, capped_balance, local_day, package_window
+from suanli.optimizer.affinity import FollowUps, with_follow_ups
 
 __all__ = ["Prompts", "Wallet"]
 
@@ -77,6 +78,14 @@ class Prompts:
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[str, str, float]] = {}  # session -> (region, model, start epoch s)
+        self.follow = FollowUps()  # sessions' follow-ups seen so far
+
+    def arrange(self, options: list[Option], ask: Ask, job: Job) -> list[Option]:
+        """A session's ``options`` credited with the next turn's saving where they leave its prompt."""
+        if job.session is None:
+            return options
+        self.follow.seen(job.session, job.input_tokens, job.cached)
+        return with_follow_ups(options, ask, self.follow)
 
     def cached(self, job: Job, offer: Offer, region: str, start_s: float) -> float:
         """Reference input tokens of ``job`` billed at the cached price if it starts as said."""
