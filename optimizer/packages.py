@@ -26,7 +26,7 @@ from suanli.optimizer.payment import list_cost_yuan, request_tokens
 from suanli.optimizer.snapshot import Job, Plan
 from suanli.optimizer.tariff import period_edges
 
-__all__ = ["expand_packages", "fold_packages", "per_instance"]
+__all__ = ["expand_packages", "fold_packages", "owner_of", "per_instance"]
 
 _SEP = "@"  # instance id: "<voucher id>@<start, epoch seconds>"
 
@@ -83,6 +83,12 @@ def expand_packages(
                 "amount": out[iid],
             }))
     return config.model_copy(update={"vouchers": tuple(vouchers)}), out
+
+
+def owner_of(iid: str) -> str:
+    """The voucher id of an instance id of ``expand_packages`` (any other id as it is)."""
+    head, sep, tail = iid.rpartition(_SEP)
+    return head if sep and tail.lstrip("-").isdigit() else iid
 
 
 def _owner(iid: str, known: set[str]) -> str | None:
