@@ -8,8 +8,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.integration.test_reconcile import MASTER, MESSAGES, call, checks, reconcile_config
 from tests.harness import running_proxy
+from tests.integration.test_reconcile import MASTER, MESSAGES, call, checks, reconcile_config
 
 # the band holds all day, every day: whatever the clock, each request is priced at twice the list
 ALL_DAY = [{"days": "all", "window": "00:00-00:00", "factor": 2.0}]
