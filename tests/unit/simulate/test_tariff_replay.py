@@ -229,7 +229,8 @@ def test_a_conversation_opens_where_its_follow_ups_will_hit(tmp_path: Path, poli
 
 def test_a_lone_request_is_not_pulled_to_the_cache_region(tmp_path: Path):
     # the same prices without a session: nothing to gain at b
-    config = {"regions": [_region("a"), _region("b", price={"input": 2.1, "output": 8.0, "cached_input": 0.2})]}
+    b = _region("b", price={"input": 2.1, "output": 8.0, "cached_input": 0.2})
+    config = {"regions": [_region("a"), b]}
     for policy in ("optimizer", "hindsight"):
         decisions, _ = _run(tmp_path, config, [_req(0.0), _req(60.0)], policy)
         assert [d["region"] for d in decisions] == ["a", "a"]
