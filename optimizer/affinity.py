@@ -27,9 +27,9 @@ from suanli.config import Config, Offer
 from suanli.optimizer.choose import Ask, Option
 from suanli.optimizer.index import index_for
 from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
-from suanli.optimizer.snapshot import Job, Placement
+from suanli.optimizer.snapshot import Job, Placement, Plan
 
-__all__ = ["Conversations", "FollowUps", "with_follow_ups"]
+__all__ = ["Conversations", "FollowUps", "scarce_regions", "with_follow_ups"]
 
 
 class Conversations:
@@ -154,12 +154,21 @@ class FollowUps:
         return (self._cached + 1.0) / (self._prompt + 1.0) if self._follow else 1.0
 
 
-def with_follow_ups(options: list[Option], ask: Ask, follow: FollowUps) -> list[Option]:
+def with_follow_ups(
+    options: list[Option],
+    ask: Ask,
+    follow: FollowUps,
+    load: Mapping[str, float] | None = None,
+    scarce: frozenset[str] = frozenset(),
+) -> list[Option]:
     """``options`` reordered by score less the expected saving of the next turn they make possible.
 
     The next turn is taken to be shaped like this one with ``repeat`` x its input cached: at the
     option's region it would cost its cost there less the hit's saving, elsewhere the least
-    of the options' costs; the option is credited ``share`` x what staying would save.
+    of the options' costs; the option is credited ``share`` x what staying would save. A region
+    filling up this minute (``load``: share of its limits used) earns less of it, none from half
+    full, and one whose capacity the plan prices now (``scarce``) none: its room is for
+    requests that have no other choice, not for a saving to come.
     """
     if len(options) < 2:
         return options
@@ -171,14 +180,32 @@ def with_follow_ups(options: list[Option], ask: Ask, follow: FollowUps) -> list[
             score += _saving(option.offer, ask.cached_tokens, option.factor)  # this turn's own hit
         miss.append(score)
     best = min(miss)
-    credit = [
-        follow.share * max(0.0, best - (m - _saving(o.offer, cached, o.factor)))
-        for o, m in zip(options, miss, strict=True)
-    ]
+    credit = []
+    for option, score in zip(options, miss, strict=True):
+        rid = option.region.id
+        gain = best - (score - _saving(option.offer, cached, option.factor))
+        credit.append(0.0 if rid in scarce else follow.share * max(gain, 0.0) * _room(load, rid))
     if not any(credit):
         return options
     order = sorted(range(len(options)), key=lambda i: options[i].score - credit[i])
     return [options[i] for i in order]
+
+
+def scarce_regions(plan: Plan, at_s: float) -> frozenset[str]:
+    """Regions whose tpm or rpm ``plan`` prices in the slot holding ``at_s`` (their room is wanted)."""
+    slot = plan.slot_at(at_s)
+    out = set()
+    for prices in (plan.token_price, plan.request_price):
+        for region, per_slot in prices.items():
+            if 0 <= slot < len(per_slot) and per_slot[slot] > 0:
+                out.add(region)
+    return frozenset(out)
+
+
+def _room(load: Mapping[str, float] | None, region: str) -> float:
+    # 1 for a region empty this minute, falling to 0 at half full
+    fill = load.get(region, 0.0) if load else 0.0
+    return max(0.0, 1.0 - 2.0 * fill)
 
 
 def _saving(offer: Offer, cached: float, factor: float) -> float:

@@ -444,7 +444,7 @@ class _Engine:
         when = datetime.fromtimestamp(now_s, UTC)
         started = time.perf_counter_ns()
         options = rank(self.view, ask, state, when, plan=use_plan)
-        options = self.prompts.arrange(options, ask, job) if use_plan is not None else options  # next turns
+        options = self.prompts.arrange(options, ask, job, load, use_plan) if use_plan is not None else options
         if self.policy == "round_robin" and options:
             options = self._rotate(options)
         self.decision_ns.append(time.perf_counter_ns() - started)

@@ -13,12 +13,13 @@ start order (ties: trace order), as the engine executes requests.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config, Offer, Voucher
-from suanli.optimizer import Ask, Job, Option, cache_hit, capped_balance, local_day, package_window
-from suanli.optimizer.affinity import FollowUps, with_follow_ups
+from suanli.optimizer import Ask, Job, Option, Plan, cache_hit, capped_balance, local_day, package_window
+from suanli.optimizer.affinity import FollowUps, scarce_regions, with_follow_ups
 
 __all__ = ["Prompts", "Wallet"]
 
@@ -80,12 +81,14 @@ class Prompts:
         self._last: dict[str, tuple[str, str, float]] = {}  # session -> (region, model, start epoch s)
         self.follow = FollowUps()  # sessions' follow-ups seen so far
 
-    def arrange(self, options: list[Option], ask: Ask, job: Job) -> list[Option]:
+    def arrange(
+        self, options: list[Option], ask: Ask, job: Job, load: Mapping[str, float], plan: Plan
+    ) -> list[Option]:
         """A session's ``options`` credited with the next turn's saving where they leave its prompt."""
         if job.session is None:
             return options
         self.follow.seen(job.session, job.input_tokens, job.cached)
-        return with_follow_ups(options, ask, self.follow)
+        return with_follow_ups(options, ask, self.follow, load, scarce_regions(plan, job.arrival_s))
 
     def cached(self, job: Job, offer: Offer, region: str, start_s: float) -> float:
         """Reference input tokens of ``job`` billed at the cached price if it starts as said."""

@@ -70,3 +70,15 @@ def test_the_online_credit_moves_a_first_turn_to_the_cache_region():
     for n in range(200):
         follow.seen(f"x{n}", 1000, 0)
     assert [o.region.id for o in with_follow_ups(options, ask, follow)] == ["a", "b"]
+
+
+def test_no_credit_where_the_room_is_wanted():
+    # b half full this minute, or its capacity priced by the plan: the first turn stays at a
+    config = _config()
+    ask = Ask("m", "interactive", "east", 1000.0, 100.0)
+    options = rank(config, ask, State(balances={}), datetime(2026, 12, 1, 2, tzinfo=UTC))
+    follow = FollowUps()
+    follow.seen("s", 1000, 0)
+    assert [o.region.id for o in with_follow_ups(options, ask, follow, {"b": 0.1})] == ["b", "a"]
+    assert [o.region.id for o in with_follow_ups(options, ask, follow, {"b": 0.5})] == ["a", "b"]
+    assert [o.region.id for o in with_follow_ups(options, ask, follow, scarce=frozenset({"b"}))] == ["a", "b"]
