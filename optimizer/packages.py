@@ -24,9 +24,9 @@ from suanli.config import Config, Voucher
 from suanli.optimizer.index import index_for
 from suanli.optimizer.payment import list_cost_yuan, request_tokens
 from suanli.optimizer.snapshot import Job, Plan
-from suanli.optimizer.tariff import period_edges
+from suanli.optimizer.tariff import period_edges, period_end, period_start
 
-__all__ = ["expand_packages", "fold_packages", "owner_of", "per_instance"]
+__all__ = ["expand_packages", "fold_packages", "owner_of", "per_instance", "renewals"]
 
 _SEP = "@"  # instance id: "<voucher id>@<start, epoch seconds>"
 
@@ -170,3 +170,20 @@ def per_instance(
         price = voucher_price.get(owner(v.id) or v.id, 0.0)
         prices[v.id] = min(price, worth.get(v.id, 0.0)) if v.kind == "tokens" else price
     return planned, have, prices, owner
+
+
+def renewals(config: Config, at_s: float) -> dict[str, float]:
+    """Voucher id -> epoch s of its next renewal after ``at_s``: a package's next local period,
+    a capped voucher's next local midnight; only renewals before the voucher expires."""
+    tz = ZoneInfo(config.timezone)
+    at = datetime.fromtimestamp(at_s, UTC)
+    out: dict[str, float] = {}
+    for voucher in config.vouchers:
+        edges = []
+        if voucher.daily_cap is not None:
+            edges.append(period_end("day", period_start("day", at, tz), tz).timestamp())
+        if voucher.period is not None:
+            edges.append(period_end(voucher.period, period_start(voucher.period, at, tz), tz).timestamp())
+        if edges and (voucher.expires is None or min(edges) < voucher.expires.timestamp()):
+            out[voucher.id] = min(edges)
+    return out

@@ -234,3 +234,16 @@ def test_a_lone_request_is_not_pulled_to_the_cache_region(tmp_path: Path):
     for policy in ("optimizer", "hindsight"):
         decisions, _ = _run(tmp_path, config, [_req(0.0), _req(60.0)], policy)
         assert [d["region"] for d in decisions] == ["a", "a"]
+
+
+def test_batch_waits_for_tomorrows_package_rather_than_pay_cash_today(tmp_path: Path):
+    # 2000 tokens a day; two 1500-token batch requests at 23:00 may wait a day. The first takes
+    # today's package; the second would get 500 tokens of it and pay the rest in cash: it waits
+    # for midnight, when the package holds 2000 afresh (booked on tomorrow's, not today's).
+    config = {"regions": [_region("a")], "vouchers": [_voucher(period="day")]}
+    batch = {"class": "batch", "deadline_s": 86400}
+    rows = [_req(23 * 3600.0, **batch), _req(23 * 3600.0 + 1, **batch)]
+    decisions, summary = _run(tmp_path, config, rows, "optimizer")
+    assert [d["voucher"] for d in decisions] == ["pack", "pack"]
+    assert sum(d["cash_yuan"] for d in decisions) == pytest.approx(0.0)
+    assert max(d["start"] for d in decisions) >= 24 * 3600.0  # one of them the next day
