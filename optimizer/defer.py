@@ -20,6 +20,7 @@ from suanli.config import Config, WorkClass, Zone
 from suanli.optimizer.capacity import CapacityBook, minute_of
 from suanli.optimizer.choose import VOUCHER_TIE
 from suanli.optimizer.index import Candidate, ConfigIndex, index_for
+from suanli.optimizer.packages import renewals
 from suanli.optimizer.snapshot import Job, Placement, Plan
 
 if TYPE_CHECKING:  # numpy (~13 MB) loads on first use: a proxy without batch work never needs it
@@ -72,6 +73,10 @@ class Deferrer:
         self._index: ConfigIndex = index_for(config)
         self._plan: Plan | None = None
         self._spent: frozenset[str] = frozenset()  # vouchers with no free units at the last plan
+        # packages and capped vouchers: when each renews next; what each may pay from then on
+        # for the placement being made (``place``'s ``renewed``)
+        self._renew_at: dict[str, float] = {}
+        self._renewed: Mapping[str, float] = {}
         self._tables: dict[tuple[str, str, str], _Table] = {}
         self._full: set[tuple[str, int]] = set()  # (region, slot) with no minute left for batch
         # (region, slot) -> model tokens and requests per minute batch leaves free there,
@@ -90,6 +95,7 @@ class Deferrer:
         tables: the plan has no price for them, and they would head every ranking.
         """
         self._spent = frozenset(v for v, units in (available or {}).items() if units <= 0)
+        self._renew_at = renewals(self._config, plan.edges[0]) if plan.edges else {}
         tables: dict[tuple[str, str, str], _Table] = {}
         for d in plan.demand:
             if d.work_class != "interactive":
@@ -106,9 +112,20 @@ class Deferrer:
         self._cursor = {}
 
     def place(
-        self, job: Job, now_s: float, book: CapacityBook, available: Mapping[str, float]
+        self,
+        job: Job,
+        now_s: float,
+        book: CapacityBook,
+        available: Mapping[str, float],
+        renewed: Mapping[str, float] | None = None,
     ) -> Placement | None:
-        """The placement of ``job`` (None: no region has room before its deadline)."""
+        """The placement of ``job`` (None: no region has room before its deadline).
+
+        ``renewed``: what each package or capped voucher may pay once it renews (its next
+        period or day), less what booked work means to draw then; without it, a renewed
+        voucher counts as ``available``.
+        """
+        self._renewed = renewed or {}
         plan = self._plan
         if plan is None or now_s >= plan.end_s:
             return self._earliest(job, now_s, book, available)
@@ -158,7 +175,8 @@ class Deferrer:
             return None, None
         voucher = table.entry_voucher[entry]
         if voucher is not None:
-            if available.get(voucher, 0.0) < inp * table.need_in[entry] + out * table.need_out[entry]:
+            need = inp * table.need_in[entry] + out * table.need_out[entry]
+            if self._have(plan, voucher, table.slot_of[entry], available) < need:
                 return None, None  # a voucher short of the job: ``_best`` rescores it
         cand = table.cand[table.cand_of[entry]]
         k = table.slot_of[entry]
@@ -188,7 +206,7 @@ class Deferrer:
         lo: int,
     ) -> Placement | None:
         inp, out = job.input_tokens, job.output_tokens
-        rescored: set[str] = set()
+        rescored: set[tuple[str, bool]] = set()  # (voucher, renewed): a renewal splits its entries
         for _ in range(_MAX_TRIES):
             e = int(scores.argmin())
             score = float(scores[e])
@@ -196,13 +214,16 @@ class Deferrer:
                 return None
             entry = lo + e
             voucher = table.entry_voucher[entry]
-            if voucher is not None and voucher not in rescored:
-                have = available.get(voucher, 0.0)
+            side = (voucher, self._renews(plan, voucher, table.slot_of[entry])) if voucher else None
+            if voucher is not None and side not in rescored:
+                have = self._have(plan, voucher, table.slot_of[entry], available)
                 if have < inp * table.need_in[entry] + out * table.need_out[entry]:
                     # Scores assume a voucher covers the whole job. One that cannot is
-                    # rescored, all its entries at once, when one of them is about to win.
-                    _rescore(table, voucher, have, inp, out, scores, lo)
-                    rescored.add(voucher)
+                    # rescored, all its entries at once (on this side of its renewal), when
+                    # one of them is about to win.
+                    within = self._split(plan, table, voucher, side[1])
+                    _rescore(table, voucher, have, inp, out, scores, lo, within)
+                    rescored.add(side)
                     continue
             scores[e] = _INF
             cand = table.cand[table.cand_of[entry]]
@@ -214,6 +235,27 @@ class Deferrer:
             if start is not None:
                 return Placement(cand.region_id, cand.offer, start, voucher, tokens)
         return None
+
+    def _renews(self, plan: Plan, voucher: str, k: int) -> bool:
+        # slot k starts once the voucher has renewed (and ``place`` was told what it holds then)
+        renew = self._renew_at.get(voucher)
+        return renew is not None and plan.edges[k] >= renew and voucher in self._renewed
+
+    def _split(self, plan: Plan, table: _Table, voucher: str, renewed: bool) -> tuple[int, int]:
+        # the entries [from, to) on one side of the voucher's renewal
+        renew = self._renew_at.get(voucher)
+        if renew is None or voucher not in self._renewed:
+            return 0, len(table.slot_of)
+        k = next((k for k in range(len(plan.edges) - 1) if plan.edges[k] >= renew), len(plan.edges) - 1)
+        edge = table.offsets[min(k, len(table.offsets) - 1)]
+        return (edge, len(table.slot_of)) if renewed else (0, edge)
+
+    def _have(self, plan: Plan, voucher: str, k: int, available: Mapping[str, float]) -> float:
+        # what the voucher may pay in slot k: once renewed (a new period or day), ``renewed``'s
+        renew = self._renew_at.get(voucher)
+        if renew is not None and plan.edges[k] >= renew and voucher in self._renewed:
+            return self._renewed[voucher]
+        return available.get(voucher, 0.0)
 
     def _minute_in_slot(
         self, plan: Plan, cand: Candidate, k: int, job: Job, now_s: float, tokens: int, book: CapacityBook
@@ -321,7 +363,8 @@ class Deferrer:
                 cash_entry = len(rows)
                 rows.append((k, y_in + cap_in, y_out + cap_out, cap_req, n, None, 0.0, 0.0, cash_entry))
                 for v in cand.vouchers:
-                    if not v.from_s <= mid < v.to_s or v.id in self._spent:
+                    renews = v.id in self._renew_at and plan.edges[k] >= self._renew_at[v.id]
+                    if not v.from_s <= mid < v.to_s or (v.id in self._spent and not renews):
                         continue
                     lam = plan.voucher_price.get(v.id, 0.0)
                     if v.kind == "tokens":
@@ -372,14 +415,24 @@ class Deferrer:
 
 
 def _rescore(
-    table: _Table, voucher: str, have: float, inp: float, out: float, scores: np.ndarray, lo: int
+    table: _Table,
+    voucher: str,
+    have: float,
+    inp: float,
+    out: float,
+    scores: np.ndarray,
+    lo: int,
+    within: tuple[int, int] | None = None,
 ) -> None:
     # The voucher pays its balance and the rest is cash at the same slot's price: blend
-    # each of its entries in the scores' range with its cash entry by the share covered.
+    # each of its entries in the scores' range (and ``within``: entries [from, to)) with
+    # its cash entry by the share covered.
     import numpy as np
 
+    first, last = within if within is not None else (0, len(table.slot_of))
     entries = table.entries[voucher]
-    at = entries[np.searchsorted(entries, lo) : np.searchsorted(entries, lo + len(scores))]
+    begin, end = max(lo, first), min(lo + len(scores), last)
+    at = entries[np.searchsorted(entries, begin) : np.searchsorted(entries, max(begin, end))]
     need = inp * table.need_in_array[at] + out * table.need_out_array[at]
     covered = np.minimum(max(have, 0.0) / np.maximum(need, 1e-300), 1.0)
     cash = np.dot((inp, out, 1.0), table.coef[:, table.cash_entry[at]])

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 from suanli.config import Config
 from suanli.optimizer.bound import lagrangian_bound
+from suanli.optimizer.bound_cache import best_voucher_prices
 from suanli.optimizer.packages import expand_packages
 from suanli.optimizer.plan import NO_LIMIT, plan
 from suanli.optimizer.slots import slot_edges, slot_index
@@ -201,4 +202,8 @@ def hindsight_bound(
     _, groups = _groups(jobs, edges, math.inf if by_minute else -math.inf)
     have = dict(balances) if balances is not None else {v.id: v.amount for v in config.vouchers}
     config, have = expand_packages(config, start, end, have)
-    return lagrangian_bound(config, jobs, groups, found, now_s=start, balances=have)
+
+    def at(prices: Plan) -> float:
+        return lagrangian_bound(config, jobs, groups, prices, now_s=start, balances=have)
+
+    return best_voucher_prices(config, jobs, found, at)  # packages' periods: ``bound_cache``

@@ -16,15 +16,17 @@ chooser and the schedulers, which know the config's vouchers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config, Voucher
-from suanli.optimizer.snapshot import Plan
-from suanli.optimizer.tariff import period_edges
+from suanli.optimizer.index import index_for
+from suanli.optimizer.payment import list_cost_yuan, request_tokens
+from suanli.optimizer.snapshot import Job, Plan
+from suanli.optimizer.tariff import period_edges, period_end, period_start
 
-__all__ = ["expand_packages", "fold_packages"]
+__all__ = ["expand_packages", "fold_packages", "owner_of", "per_instance", "renewals"]
 
 _SEP = "@"  # instance id: "<voucher id>@<start, epoch seconds>"
 
@@ -83,6 +85,12 @@ def expand_packages(
     return config.model_copy(update={"vouchers": tuple(vouchers)}), out
 
 
+def owner_of(iid: str) -> str:
+    """The voucher id of an instance id of ``expand_packages`` (any other id as it is)."""
+    head, sep, tail = iid.rpartition(_SEP)
+    return head if sep and tail.lstrip("-").isdigit() else iid
+
+
 def _owner(iid: str, known: set[str]) -> str | None:
     head, sep, _ = iid.rpartition(_SEP)
     return head if sep and head in known else None
@@ -116,3 +124,66 @@ def fold_packages(plan: Plan, config: Config, at_s: float) -> Plan:
         for f in plan.flows
     )
     return dataclasses.replace(plan, voucher_price=prices, flows=flows)
+
+
+def per_instance(
+    config: Config,
+    jobs: Sequence[Job],
+    balances: Mapping[str, float],
+    voucher_price: Mapping[str, float],
+) -> tuple[Config, dict[str, float], dict[str, float], Callable[[str | None], str | None]]:
+    """``expand_packages`` over ``jobs``' span for hindsight's training placer, and the way back.
+
+    Returns the expanded config and balances, a price per instance and a function naming an
+    instance by its voucher (a plain voucher, or None, as it is). A placer given these sees a
+    package's later periods as the fresh balances they are: a job that may start tomorrow may
+    be paid by tomorrow's. The price of a ``tokens`` instance is what a unit of it is worth to
+    the other jobs (its voucher's price), but no more than the most yuan per token any job of
+    another class that may draw it would pay: the LP's price of a package that training alone
+    wants is training's own (it splits one job over every period), which would keep the other
+    training jobs off its later periods.
+    """
+    start_s = min(job.arrival_s for job in jobs)
+    end_s = max(job.latest_s for job in jobs) + 1.0
+    planned, have = expand_packages(config, start_s, end_s, balances)
+    known = {v.id for v in config.vouchers}
+
+    def owner(iid: str | None) -> str | None:
+        return None if iid is None else _owner(iid, known) or iid
+
+    worth: dict[str, float] = {}  # tokens instance -> most yuan per token another class pays
+    index = index_for(planned)
+    for job in jobs:
+        if job.work_class == "training":
+            continue
+        for cand in index.candidates(job.model, job.work_class, job.origin, "chat", prior_latency=True):
+            tokens = request_tokens(cand.offer, job.input_tokens, job.output_tokens, job.work_class)
+            if tokens <= 0:
+                continue
+            yuan = list_cost_yuan(cand.offer, job.input_tokens, job.output_tokens, job.work_class,
+                                  factor=index.factor(cand.offer, job.arrival_s)) / tokens  # fmt: skip
+            for info in cand.vouchers:
+                if info.kind == "tokens" and info.from_s <= job.latest_s and job.arrival_s < info.to_s:
+                    worth[info.id] = max(worth.get(info.id, 0.0), yuan)
+    prices = {}
+    for v in planned.vouchers:
+        price = voucher_price.get(owner(v.id) or v.id, 0.0)
+        prices[v.id] = min(price, worth.get(v.id, 0.0)) if v.kind == "tokens" else price
+    return planned, have, prices, owner
+
+
+def renewals(config: Config, at_s: float) -> dict[str, float]:
+    """Voucher id -> epoch s of its next renewal after ``at_s``: a package's next local period,
+    a capped voucher's next local midnight; only renewals before the voucher expires."""
+    tz = ZoneInfo(config.timezone)
+    at = datetime.fromtimestamp(at_s, UTC)
+    out: dict[str, float] = {}
+    for voucher in config.vouchers:
+        edges = []
+        if voucher.daily_cap is not None:
+            edges.append(period_end("day", period_start("day", at, tz), tz).timestamp())
+        if voucher.period is not None:
+            edges.append(period_end(voucher.period, period_start(voucher.period, at, tz), tz).timestamp())
+        if edges and (voucher.expires is None or min(edges) < voucher.expires.timestamp()):
+            out[voucher.id] = min(edges)
+    return out

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from suanli.config import Config, Offer
+from suanli.optimizer.affinity import Conversations
 from suanli.optimizer.choose import VOUCHER_TIE
 from suanli.optimizer.hindsight import group_key
 from suanli.optimizer.index import index_for
@@ -65,12 +66,14 @@ def round_interactive(
     voucher_price: Mapping[str, float],
     balances: Mapping[str, float],
     shares: Mapping[tuple[str, str, str, int, int], Mapping[tuple[str, str | None], float]] | None = None,
+    conversations: Conversations | None = None,
 ) -> dict[int, Placement | None]:
     """Job index -> placement (None: rejected) of every interactive job of ``jobs``.
 
     ``used(region, minute)`` is what is already committed there (model tokens, requests);
     ``balances`` the voucher units the requests may draw, in minute order; ``shares`` the
-    LP's split of each demand group (``hindsight.minute_shares``), which breaks ties.
+    LP's split of each demand group (``hindsight.minute_shares``), which breaks ties;
+    ``conversations`` prices a session's turn with its cache hit and its later turns' cost.
     """
     index = index_for(config)
     limits = {r.id: (r.limits.tpm or float("inf"), r.limits.rpm or float("inf")) for r in config.regions}
@@ -90,7 +93,10 @@ def round_interactive(
             room[rid] = [tpm - tokens, rpm - requests]
         prices = _paced(voucher_price, balances, planned, left)
         lps = [_shares_of(job, shares) for job in group]
-        options = [_options(config, index, job, left, prices, lp) for job, lp in zip(group, lps, strict=True)]
+        options = [
+            _options(config, index, job, left, prices, lp, conversations, out)
+            for job, lp in zip(group, lps, strict=True)
+        ]
         for opts, lp in zip(options, lps, strict=True):
             for choice in opts:
                 if choice.voucher is not None:
@@ -144,16 +150,22 @@ def _options(
     left: Mapping[str, float],
     voucher_price: Mapping[str, float],
     lp: Mapping[tuple[str, str | None], float],
+    talks: Conversations | None = None,
+    placed: Mapping[int, Placement | None] | None = None,
 ) -> list[_Choice]:
     # every (region, payment) the request may take, cheapest first
     out: list[_Choice] = []
     for cand in index.candidates(job.model, "interactive", job.origin, "chat", prior_latency=True):
         offer = cand.offer
         factor = index.factor(offer, job.arrival_s)
-        cost = list_cost_yuan(offer, job.input_tokens, job.output_tokens, "interactive", factor=factor)
+        hit = talks.cached_at(job, cand.region_id, offer, placed or {}) if talks else 0.0
+        cost = list_cost_yuan(
+            offer, job.input_tokens, job.output_tokens, "interactive", factor=factor, cached=hit
+        )
         tokens = request_tokens(offer, job.input_tokens, job.output_tokens, "interactive")
         bonus = _LP_TIE * cost
-        score = cost - bonus * lp.get((cand.region_id, None), 0.0)
+        later = talks.later(job, cand.region_id) if talks else 0.0  # a conversation's turns after this one
+        score = cost + later - bonus * lp.get((cand.region_id, None), 0.0)
         out.append(_Choice(cand.region_id, offer, None, tokens, 0.0, score))
         for info in cand.vouchers:
             balance = left.get(info.id, 0.0)
@@ -162,7 +174,7 @@ def _options(
             units, covered = voucher_pays(info.voucher, balance, tokens=tokens, cost_yuan=cost)
             if units <= 0:
                 continue
-            score = cost - covered + _VOUCHER_WEIGHT * voucher_price.get(info.id, 0.0) * units
+            score = cost - covered + _VOUCHER_WEIGHT * voucher_price.get(info.id, 0.0) * units + later
             score -= bonus * lp.get((cand.region_id, info.id), 0.0)
             out.append(_Choice(cand.region_id, offer, info.id, tokens, units, score))
     out.sort(key=lambda c: c.score)

@@ -1,12 +1,14 @@
 """A sim's own account: what it charged, and the balance endpoints of DeepSeek, Moonshot and SiliconFlow.
 
-Every answered request is charged at the offer's list price (the off-peak discount inside its
-window, local time in the config's timezone), drawn from the region's token packages first,
-then its granted yuan, then the cash: a platform's own order (it knows a voucher's models and
-validity, not the router's classes), which the router's ledger matches when it spends a
-region's vouchers the same way. ``sim.balance.drift`` makes the reported figures that share
-lower than the truth, and ``sim.balance.fail`` makes the endpoints answer 500, to test
-reconciliation; both can be changed at runtime through ``POST /sim/faults``.
+Every answered request is charged at the offer's list price times its time-of-use factor at
+the request's start on the platform's clock (the off-peak discount inside its window, or the
+first matching band, local time in the config's timezone: the ledger's rule), drawn from the
+region's token packages first, then its granted yuan, then the cash: a platform's own order
+(it knows a voucher's models and validity, not the router's classes), which the router's
+ledger matches when it spends a region's vouchers the same way. ``sim.balance.drift`` makes
+the reported figures that share lower than the truth, and ``sim.balance.fail`` makes the
+endpoints answer 500, to test reconciliation; both can be changed at runtime through
+``POST /sim/faults``.
 """
 
 from __future__ import annotations
@@ -45,20 +47,20 @@ class SimWallet:
         *,
         cached_tokens: int = 0,
         price_factor: float = 1.0,
+        at_s: float | None = None,
     ) -> None:
         """Charge one answered request (counts in the serving model's tokens, as reported).
 
         ``cached_tokens`` of the prompt pay the cached input price; ``price_factor`` scales the
-        whole (a platform batch's discount).
+        whole (a platform batch's discount); ``at_s`` is the request's start (epoch s; default now).
         """
-        now = datetime.now(self.tz)
+        now = datetime.now(self.tz) if at_s is None else datetime.fromtimestamp(at_s, self.tz)
         price = offer.price
         fresh = prompt_tokens - cached_tokens
         cost = fresh * price.input + cached_tokens * price.cached_input + completion_tokens * price.output
         cost /= 1e6
         cost *= price_factor
-        if offer.off_peak is not None and _inside(offer.off_peak.minutes(), now):
-            cost *= 1 - offer.off_peak.discount
+        cost *= _time_of_use(offer, now)
         tokens = prompt_tokens + completion_tokens
         for voucher in self.packages:
             if cost <= 0 or not _usable(voucher, offer.name, now):
@@ -100,6 +102,24 @@ def _inside(window: tuple[int, int], now: datetime) -> bool:
     start, end = window
     minute = now.hour * 60 + now.minute
     return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+def _time_of_use(offer: Offer, now: datetime) -> float:
+    # DESIGN.md's rule, as ``optimizer.tariff.factor_at`` has it (providers do not import the
+    # optimizer): off_peak's window every day, else the first band whose window, opened on one
+    # of its days, holds ``now`` (local); a window crossing midnight belongs to the day it opens
+    if offer.off_peak is not None:
+        return 1 - offer.off_peak.discount if _inside(offer.off_peak.minutes(), now) else 1.0
+    minute, weekday = now.hour * 60 + now.minute, now.weekday()
+    for band in offer.bands or ():
+        begin, end = band.minutes()
+        days = band.weekdays()
+        if begin < end:
+            if begin <= minute < end and weekday in days:
+                return band.factor
+        elif (minute >= begin and weekday in days) or (minute < end and (weekday - 1) % 7 in days):
+            return band.factor
+    return 1.0
 
 
 def add_balance_routes(

@@ -69,6 +69,7 @@ class SimState:
                 completion_tokens,
                 cached_tokens=cached_tokens,
                 price_factor=price_factor,
+                at_s=self.now_s(),  # the platform prices a request at its start, on its clock
             )
 
     def reset(self) -> None:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from suanli.config import Config
 from suanli.optimizer import Ask, Demand, Forecast, InfeasibleError, Plan, Snapshot, plan, slot_edges
+from suanli.optimizer.packages import expand_packages, fold_packages
 from suanli.optimizer.prices import prepare_prices
 from suanli.optimizer.ratios import RatioEstimator
 
@@ -258,11 +259,14 @@ class Replanner:
         horizon_s = self.config.planner.horizon_h * 3600.0
         edges = slot_edges(self.config, now_s, now_s + horizon_s)
         demand = self.forecast(edges, now_s)
+        # packages: one voucher per period in the horizon (the current one holds what is free
+        # now, later ones their amount), daily caps one per day, as the replay plans them
+        planned, planned_balances = expand_packages(self.config, now_s, now_s + horizon_s, balances)
         snapshot = Snapshot(
-            config=self.config,
+            config=planned,
             now_s=now_s,
             horizon_s=horizon_s,
-            balances=balances,
+            balances=planned_balances,
             demand=demand,
             blocked=blocked,
             token_ratios=self.token_ratios,
@@ -281,6 +285,8 @@ class Replanner:
             log.exception("re-plan (%s) crashed, keeping the previous plan", reason)
             self._info = {**self._info, "error": f"{type(exc).__name__}: {exc}"}
             return
+        if planned is not self.config:
+            fresh = fold_packages(fresh, self.config, now_s)  # by config voucher, as the chooser knows them
         prepare_prices(self.config, fresh)  # here, in the worker, not on the first request
         self.plan = fresh
         self._info = {

@@ -49,7 +49,7 @@ from suanli.router.simulate.results import Booked, Decision, Replay
 from suanli.router.simulate.shocks import Shocks
 from suanli.router.simulate.swap import better_swap
 from suanli.router.simulate.trace import Event, Trace, span_end
-from suanli.router.simulate.wallet import Prompts, Wallet
+from suanli.router.simulate.wallet import Prompts, Reserved, Wallet
 
 __all__ = ["POLICIES", "Decision", "Engine", "Replay", "replay"]
 
@@ -83,7 +83,7 @@ class Engine:
         self.balances = self.wallet.view(trace.start_s)
         # vouchers whose payable amount changes with the time alone (a new period, a new day)
         self.timed = [v.id for v in config.vouchers if v.period is not None or v.daily_cap is not None]
-        self.reserved = dict.fromkeys(self.balances, 0.0)  # voucher -> units booked jobs mean to draw
+        self.reserved = Reserved(self.wallet, lambda: self.clock_s, config)  # units booked jobs mean to draw
         self.book = CapacityBook(config)
         self.heap: list[tuple[float, int, Booked]] = []
         self.decisions: list[Decision | None] = [None] * len(trace.jobs)
@@ -226,7 +226,7 @@ class Engine:
             if booked.job.work_class != "training":
                 self.book.release(booked.region, minute_of(self._start_s(booked)), booked.tokens)
             if booked.voucher is not None:
-                self.reserved[booked.voucher] -= self._held(booked)
+                self.reserved.add(booked.voucher, self._start_s(booked), -self._held(booked))
 
     def _start_s(self, booked: Booked) -> float:
         return self.trace.start_s + booked.rel_start
@@ -242,7 +242,7 @@ class Engine:
         start_s = self.trace.start_s + booked.rel_start
         voucher = self.vouchers.get(booked.voucher) if booked.voucher else None
         if voucher is not None:
-            self.reserved[voucher.id] -= self._held(booked)
+            self.reserved.add(voucher.id, start_s, -self._held(booked))
         payable = self.wallet.payable(voucher.id, start_s) if voucher is not None else 0.0
         if payable <= 0:
             voucher = None
@@ -309,7 +309,7 @@ class Engine:
             self.book.add(region, minute_of(start_s), tokens)
         booked = Booked(job, region, offer, voucher, rel_start, tokens)
         if voucher is not None:
-            self.reserved[voucher] += self._held(booked)
+            self.reserved.add(voucher, start_s, self._held(booked))
         heapq.heappush(self.heap, (start_s, job.index, booked))
         if execute and start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
             self._execute_until(start_s, job.index + 1)
@@ -403,7 +403,7 @@ class Engine:
         # after the start); a start the policy knows to be at a region down then is not taken
         available = {v: self.balances[v] - self.reserved[v] for v in self.balances}
         started = time.perf_counter_ns()
-        placed = self.deferrer.place(job, now_s, self.book, available)
+        placed = self.deferrer.place(job, now_s, self.book, available, self.reserved.renewed(now_s))
         self.decision_ns.append(time.perf_counter_ns() - started)
         if swap and job.work_class == "training" and self.policy == "optimizer":
             holders = [b for _, _, b in self.heap if b.job.work_class == "training" and b.voucher]
@@ -445,6 +445,7 @@ class Engine:
         when = datetime.fromtimestamp(now_s, UTC)
         started = time.perf_counter_ns()
         options = rank(self.view, ask, state, when, plan=use_plan)
+        options = self.prompts.arrange(options, ask, job, load, use_plan) if use_plan is not None else options
         if self.policy == "round_robin" and options:
             options = self._rotate(options)
         self.decision_ns.append(time.perf_counter_ns() - started)

@@ -14,7 +14,9 @@ from typing import Protocol
 
 from suanli.config import Config, Offer
 from suanli.optimizer import CapacityBook, Job, Plan
+from suanli.optimizer.affinity import Conversations
 from suanli.optimizer.hindsight import minute_shares
+from suanli.optimizer.packages import per_instance
 from suanli.optimizer.rounding import round_interactive
 from suanli.optimizer.training import place_training
 from suanli.router.simulate.trace import Trace
@@ -57,8 +59,10 @@ def book_ahead(engine: Bookings) -> set[int]:
     trace = engine.trace
     available = {v: engine.balances[v] - engine.reserved[v] for v in engine.balances}
     assert engine.plan is not None
+    # a package's later periods are fresh balances a job starting then may draw
     prices = engine.plan.voucher_price
-    training = place_training(engine.config, trace.jobs, balances=available, voucher_price=prices)
+    planned, have, prices, owner = per_instance(engine.config, trace.jobs, available, prices)
+    training = place_training(planned, trace.jobs, balances=have, voucher_price=prices)
     for index, placed in (training or {}).items():
         job = trace.jobs[index]
         decided.add(index)
@@ -70,7 +74,8 @@ def book_ahead(engine: Bookings) -> set[int]:
         rel = trace.offsets_s[index]
         if placed.start_s > job.arrival_s:
             rel = max(placed.start_s - trace.start_s, rel)
-        engine.book_job(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
+        voucher = owner(placed.voucher)
+        engine.book_job(job, placed.region, placed.offer, voucher, rel, placed.tokens, execute=False)
     return decided
 
 
@@ -84,6 +89,7 @@ def _book_interactive(engine: Bookings) -> set[int]:
         voucher_price=engine.plan.voucher_price,
         balances=engine.balances,
         shares=minute_shares(engine.config, trace.jobs, engine.plan),
+        conversations=Conversations(engine.config, trace.jobs, engine.plan.voucher_price),
     )
     for job, rel in zip(trace.jobs, trace.offsets_s, strict=True):
         if job.work_class != "interactive":

@@ -13,13 +13,16 @@ start order (ties: trace order), as the engine executes requests.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from suanli.config import Config, Offer, Voucher
-from suanli.optimizer import Job, cache_hit, capped_balance, local_day, package_window
+from suanli.optimizer import Ask, Job, Option, Plan, cache_hit, capped_balance, local_day, package_window
+from suanli.optimizer.affinity import FollowUps, scarce_regions, with_follow_ups
+from suanli.optimizer.packages import renewals
 
-__all__ = ["Prompts", "Wallet"]
+__all__ = ["Prompts", "Reserved", "Wallet"]
 
 
 class Wallet:
@@ -31,6 +34,10 @@ class Wallet:
         # (voucher id, instance start epoch s) -> units left; an instance not yet touched holds amount
         self._left: dict[tuple[str, float], float] = {}
         self._paid: dict[tuple[str, date], float] = {}  # (voucher id, local day) -> units paid that day
+
+    def period_key(self, voucher_id: str, at_s: float) -> tuple[str, float]:
+        """The instance of the voucher that pays at ``at_s``."""
+        return self._key(self.vouchers[voucher_id], at_s)
 
     def _key(self, voucher: Voucher, at_s: float) -> tuple[str, float]:
         if voucher.period is None:
@@ -72,11 +79,54 @@ class Wallet:
         return {vid: self.payable(vid, at_s) for vid in self.vouchers}
 
 
+class Reserved:
+    """Units booked jobs mean to draw, per voucher and the period (a day, under a cap) they start in.
+
+    ``reserved[voucher]`` is what is spoken for in the period holding ``clock()`` (what today's
+    balance must keep for them); work booked for a later period draws on that period's fresh
+    balance, not today's: ``renewed`` is what each voucher may pay once it next renews, less
+    what is booked then.
+    """
+
+    def __init__(self, wallet: Wallet, clock: Callable[[], float], config: Config) -> None:
+        self.wallet, self.clock, self.config = wallet, clock, config
+        self._units: dict[tuple[str, object], float] = {}
+
+    def _key(self, voucher_id: str, at_s: float) -> tuple[str, object]:
+        voucher = self.wallet.vouchers[voucher_id]
+        if voucher.daily_cap is not None:
+            return voucher_id, local_day(datetime.fromtimestamp(at_s, UTC), self.wallet.tz)
+        return self.wallet.period_key(voucher_id, at_s)
+
+    def add(self, voucher_id: str, start_s: float, units: float) -> None:
+        key = self._key(voucher_id, start_s)
+        self._units[key] = self._units.get(key, 0.0) + units
+
+    def __getitem__(self, voucher_id: str) -> float:
+        return self._units.get(self._key(voucher_id, self.clock()), 0.0)
+
+    def renewed(self, at_s: float) -> dict[str, float]:
+        return {
+            vid: self.wallet.payable(vid, edge) - self._units.get(self._key(vid, edge), 0.0)
+            for vid, edge in renewals(self.config, at_s).items()
+        }
+
+
 class Prompts:
     """Each session's last served start, for the prompt-cache rule."""
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[str, str, float]] = {}  # session -> (region, model, start epoch s)
+        self.follow = FollowUps()  # sessions' follow-ups seen so far
+
+    def arrange(
+        self, options: list[Option], ask: Ask, job: Job, load: Mapping[str, float], plan: Plan
+    ) -> list[Option]:
+        """A session's ``options`` credited with the next turn's saving where they leave its prompt."""
+        if job.session is None:
+            return options
+        self.follow.seen(job.session, job.input_tokens, job.cached)
+        return with_follow_ups(options, ask, self.follow, load, scarce_regions(plan, job.arrival_s))
 
     def cached(self, job: Job, offer: Offer, region: str, start_s: float) -> float:
         """Reference input tokens of ``job`` billed at the cached price if it starts as said."""

@@ -12,20 +12,23 @@ Each line is answered exactly once across restarts:
   ``collecting`` by a later process checks each line's request id on the ledger first: a line
   already settled (the crash fell between the charge and the store) is stored uncharged.
 
-A line the platform's output does not mention goes back to the schedule and runs here.
+A line is paid as a live request would be: by a voucher of the region that covers it (and is
+worth more there than the plan's price of the units), else cash, at the batch price. A line the
+platform's output does not mention goes back to the schedule and runs here.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 
 import aiohttp
 import orjson
 
-from suanli.config import Region
-from suanli.optimizer import Ask, Charge, Option
+from suanli.config import Offer, Region, Voucher
+from suanli.optimizer import Ask, Charge, Option, voucher_pays, voucher_usable
 from suanli.providers import UpstreamError, Usage
 from suanli.providers.batch_client import PlatformBatchClient
 from suanli.router.core.context import RequestContext
@@ -154,6 +157,16 @@ class PlatformBatches:
         log.info("batch %s: %d lines sent to %s's batch API (%s)", batch["id"], len(lines), region_id,
                  created["id"])
 
+    def _voucher_options(
+        self, region: Region, offer: Offer, model: str, tokens: int, price: float, factor: float
+    ) -> list[Option]:
+        plan = self.router.planning.plan
+        return _paying(
+            self.router.config.vouchers, self.router.accounts.free(), plan.voucher_price if plan else {},
+            region=region, offer=offer, model=model, tokens=tokens, price=price, factor=factor,
+            at=self.router.clock(),
+        )
+
     def _submitted(self, part_id: str, platform_batch_id: str) -> None:
         self.db.execute(
             "UPDATE wl_platform_batches SET state = 'submitted', platform_batch_id = ? WHERE id = ?",
@@ -227,20 +240,49 @@ class PlatformBatches:
                                  ask.output_tokens / offer.token_ratio) or 0.0
         tokens = usage.prompt_tokens + usage.completion_tokens
         factor = region.batch_api.price_factor if region.batch_api else 1.0
-        option = Option(region, offer, None, True, Charge(tokens, price, 0.0, 0.0, price), price, factor)
+        cash = Option(region, offer, None, True, Charge(tokens, price, 0.0, 0.0, price), price, factor)
         ctx = RequestContext(
             work_class="batch", origin=batch["origin"], request_id=request_id, key_id=batch["key_id"],
             key=key, booked=True,
         )
-        try:
-            hold = await self.router.accounts.reserve(request_id, option, ask, ctx)
-        except ApiError as exc:  # the key's budget cannot take it: the answer is withheld, as live
-            self.table.store(batch_id, line_no, error_entry(row["custom_id"], request_id, exc), None)
-            return
+        hold = None
+        # a voucher of the region where it pays (and is worth more here than its plan price), else cash
+        for option in (*self._voucher_options(region, offer, model, tokens, price, factor), cash):
+            try:
+                hold = await self.router.accounts.reserve(request_id, option, ask, ctx)
+            except ApiError as exc:  # the key's budget cannot take it: the answer is withheld, as live
+                self.table.store(batch_id, line_no, error_entry(row["custom_id"], request_id, exc), None)
+                return
+            if hold is not None:
+                break  # None: that voucher ran dry (or its day's cap) meanwhile: the next payment
         if hold is None:
             return
         await self.router.accounts.settle(hold, option, ask, usage, routing, latency_s=0.0, ttft_s=None)
         self.table.store(batch_id, line_no, _answer(row["custom_id"], request_id, body), routing)
+
+
+def _paying(
+    vouchers: Iterable[Voucher], free: Mapping[str, float], prices: Mapping[str, float], *,
+    region: Region, offer: Offer, model: str, tokens: int, price: float, factor: float, at: datetime,
+) -> list[Option]:
+    """Options paying a collected line (``price`` yuan, ``tokens`` model tokens) with a voucher.
+
+    Each usable voucher of the region with a free balance, that covers more than the plan's
+    price of the units it draws (what they are worth to other work), best first: a batch line
+    pays as a live request would (DESIGN.md), at the batch price.
+    """
+    out = []
+    for voucher in vouchers:
+        if voucher.region != region.id or not voucher_usable(
+            voucher, region=region.id, model=model, work_class="batch", at=at
+        ):
+            continue
+        units, covered = voucher_pays(voucher, free.get(voucher.id, 0.0), tokens=tokens, cost_yuan=price)
+        score = price - covered + prices.get(voucher.id, 0.0) * units
+        if units > 0 and score < price:
+            charge = Charge(tokens, price, units, covered, max(price - covered, 0.0))
+            out.append(Option(region, offer, voucher, True, charge, score, factor))
+    return sorted(out, key=lambda o: o.score)
 
 
 def _line(row: dict, offer_of: Callable) -> bytes:

@@ -207,3 +207,43 @@ def test_peaks_scenario_replays_exactly(policy: str):
     assert check.deadline_misses == 0
     if result.bound_cash_yuan is not None:
         assert result.bound_cash_yuan <= check.cash_yuan + 1e-6
+
+
+@pytest.mark.parametrize("policy", ("optimizer", "hindsight"))
+def test_a_conversation_opens_where_its_follow_ups_will_hit(tmp_path: Path, policy: str):
+    # a is a little cheaper for a first turn but has no cache price; at b the follow-up hits.
+    # Greedy takes a and keeps the conversation there (a miss at b would cost more still);
+    # the planned policies open it at b for the follow-up's sake.
+    a = _region("a")
+    b = _region("b", price={"input": 2.1, "output": 8.0, "cached_input": 0.2})
+    config = {"regions": [a, b]}
+    rows = [_req(0.0, session="s", cached=0), _req(60.0, session="s", cached=900)]
+    greedy, _ = _run(tmp_path, config, rows, "greedy")
+    assert [d["region"] for d in greedy] == ["a", "a"]
+    decisions, _ = _run(tmp_path, config, rows, policy)
+    assert [d["region"] for d in decisions] == ["b", "b"]
+    first, follow = (1000 * 2.1 + 500 * 8.0) / 1e6, (100 * 2.1 + 900 * 0.2 + 500 * 8.0) / 1e6
+    assert [d["cash_yuan"] for d in decisions] == pytest.approx([first, follow])
+    assert sum(d["cash_yuan"] for d in decisions) < sum(d["cash_yuan"] for d in greedy)
+
+
+def test_a_lone_request_is_not_pulled_to_the_cache_region(tmp_path: Path):
+    # the same prices without a session: nothing to gain at b
+    b = _region("b", price={"input": 2.1, "output": 8.0, "cached_input": 0.2})
+    config = {"regions": [_region("a"), b]}
+    for policy in ("optimizer", "hindsight"):
+        decisions, _ = _run(tmp_path, config, [_req(0.0), _req(60.0)], policy)
+        assert [d["region"] for d in decisions] == ["a", "a"]
+
+
+def test_batch_waits_for_tomorrows_package_rather_than_pay_cash_today(tmp_path: Path):
+    # 2000 tokens a day; two 1500-token batch requests at 23:00 may wait a day. The first takes
+    # today's package; the second would get 500 tokens of it and pay the rest in cash: it waits
+    # for midnight, when the package holds 2000 afresh (booked on tomorrow's, not today's).
+    config = {"regions": [_region("a")], "vouchers": [_voucher(period="day")]}
+    batch = {"class": "batch", "deadline_s": 86400}
+    rows = [_req(23 * 3600.0, **batch), _req(23 * 3600.0 + 1, **batch)]
+    decisions, summary = _run(tmp_path, config, rows, "optimizer")
+    assert [d["voucher"] for d in decisions] == ["pack", "pack"]
+    assert sum(d["cash_yuan"] for d in decisions) == pytest.approx(0.0)
+    assert max(d["start"] for d in decisions) >= 24 * 3600.0  # one of them the next day
