@@ -74,7 +74,8 @@ async def test_two_replicas_sharing_one_key_budget_never_overspend_it(pair) -> N
         answers = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(500))), 90)
     served = [i for i, (status, _) in enumerate(answers) if status == 200]
     assert all(code == "budget_exceeded" for status, code in answers if status != 200)
-    assert {i % 2 for i in served} == {0, 1}  # both replicas served some of the budget
+    # Which replica serves the budget is not fixed: under load one may take it all in its slices
+    # before the other asks (a CI run at load 10 had one replica serve all 100).
     # Never more than the budget; in a burst a replica may refuse the last request or two while
     # the other's budget slice still holds their part (escrow: it is recalled within a second).
     assert 98 <= len(served) <= 100
