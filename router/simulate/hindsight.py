@@ -14,7 +14,8 @@ from typing import Protocol
 
 from suanli.config import Config, Offer
 from suanli.optimizer import CapacityBook, Job, Plan
-from suanli.optimizer.hindsight import minute_shares
+from suanli.optimizer.hindsight import hindsight_plan, minute_shares
+from suanli.optimizer.packages import fold_packages
 from suanli.optimizer.rounding import round_interactive
 from suanli.optimizer.training import place_training
 from suanli.router.simulate.trace import Trace
@@ -57,8 +58,9 @@ def book_ahead(engine: Bookings) -> set[int]:
     trace = engine.trace
     available = {v: engine.balances[v] - engine.reserved[v] for v in engine.balances}
     assert engine.plan is not None
-    prices = engine.plan.voucher_price
-    training = place_training(engine.config, trace.jobs, balances=available, voucher_price=prices)
+    training = place_training(
+        engine.config, trace.jobs, balances=available, voucher_price=_prices_for_training(engine)
+    )
     for index, placed in (training or {}).items():
         job = trace.jobs[index]
         decided.add(index)
@@ -72,6 +74,22 @@ def book_ahead(engine: Bookings) -> set[int]:
             rel = max(placed.start_s - trace.start_s, rel)
         engine.book_job(job, placed.region, placed.offer, placed.voucher, rel, placed.tokens, execute=False)
     return decided
+
+
+def _prices_for_training(engine: Bookings) -> dict[str, float]:
+    # What a voucher's unit is worth to the rest of the trace. The plan's own prices count
+    # the training jobs too: where they are the voucher's marginal users its price is their
+    # own saving, each job is indifferent between the voucher and cash, and the search
+    # paid cash while the voucher expired unspent (random day 28: 17.34 yuan for a job a
+    # 1.36 M-token voucher no other work wanted could pay). So the prices come from the
+    # plan of the other jobs alone.
+    assert engine.plan is not None
+    trace = engine.trace
+    others = [job for job in trace.jobs if job.work_class != "training"]
+    if len(others) == len(trace.jobs) or not others:
+        return dict(engine.plan.voucher_price)
+    raw = hindsight_plan(engine.config, others, by_minute=True)
+    return dict(fold_packages(raw, engine.config, trace.start_s).voucher_price)
 
 
 def _book_interactive(engine: Bookings) -> set[int]:
