@@ -86,8 +86,10 @@ def _prices_for_training(engine: Bookings) -> dict[str, float]:
     assert engine.plan is not None
     trace = engine.trace
     others = [job for job in trace.jobs if job.work_class != "training"]
-    if len(others) == len(trace.jobs) or not others:
+    if len(others) == len(trace.jobs):
         return dict(engine.plan.voucher_price)
+    if not others:
+        return {}  # nothing else wants a voucher
     raw = hindsight_plan(engine.config, others, by_minute=True)
     return dict(fold_packages(raw, engine.config, trace.start_s).voucher_price)
 
