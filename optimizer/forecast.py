@@ -40,6 +40,10 @@ _MIN_SHAPE = 0.05
 _FLAT = (1.0,) * 24
 _RECENT_EVENTS = 10.0  # recent arrivals at which the recent rate gets half the weight
 _DEFER_BLOCK_S = 3 * _HOUR_S  # work that may wait is forecast in blocks this long: its hour matters little
+# Training jobs are few and large: one seen in the first hour is not a rate of twenty a day.
+# Their rate is never read off less than this exposure, nor from the recent arrivals: a
+# training voucher kept for jobs a single sighting implies is left unspent when none come.
+RARE_EXPOSURE_S: dict[str, float] = {"training": 86400.0}
 
 
 @dataclass(slots=True)
@@ -163,8 +167,9 @@ class Forecast:
         if exposure <= 0 or count <= 0:
             return 0.0
         # Short exposures overstate a burst: never divide by less than ten minutes.
-        overall = count / max(exposure, 600.0)
-        if tally is not None and observed_s > 0:
+        rare_s = RARE_EXPOSURE_S.get(kind[0], 0.0)
+        overall = count / max(exposure, 600.0, rare_s)
+        if tally is not None and observed_s > 0 and not rare_s:
             # The level moves within a day (a working day ramps up and down): track the
             # recent rate, trusting it as it holds more arrivals than _RECENT_EVENTS.
             decay = math.exp(-observed_s / self._recent_s)

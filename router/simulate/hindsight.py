@@ -15,8 +15,8 @@ from typing import Protocol
 from suanli.config import Config, Offer
 from suanli.optimizer import CapacityBook, Job, Plan
 from suanli.optimizer.affinity import Conversations
-from suanli.optimizer.hindsight import minute_shares
-from suanli.optimizer.packages import per_instance
+from suanli.optimizer.hindsight import hindsight_plan, minute_shares
+from suanli.optimizer.packages import fold_packages, per_instance
 from suanli.optimizer.rounding import round_interactive
 from suanli.optimizer.training import place_training
 from suanli.router.simulate.trace import Trace
@@ -60,7 +60,7 @@ def book_ahead(engine: Bookings) -> set[int]:
     available = {v: engine.balances[v] - engine.reserved[v] for v in engine.balances}
     assert engine.plan is not None
     # a package's later periods are fresh balances a job starting then may draw
-    prices = engine.plan.voucher_price
+    prices = _prices_for_training(engine)
     planned, have, prices, owner = per_instance(engine.config, trace.jobs, available, prices)
     training = place_training(planned, trace.jobs, balances=have, voucher_price=prices)
     for index, placed in (training or {}).items():
@@ -77,6 +77,24 @@ def book_ahead(engine: Bookings) -> set[int]:
         voucher = owner(placed.voucher)
         engine.book_job(job, placed.region, placed.offer, voucher, rel, placed.tokens, execute=False)
     return decided
+
+
+def _prices_for_training(engine: Bookings) -> dict[str, float]:
+    # What a voucher's unit is worth to the rest of the trace. The plan's own prices count
+    # the training jobs too: where they are the voucher's marginal users its price is their
+    # own saving, each job is indifferent between the voucher and cash, and the search
+    # paid cash while the voucher expired unspent (random day 28: 17.34 yuan for a job a
+    # 1.36 M-token voucher no other work wanted could pay). So the prices come from the
+    # plan of the other jobs alone.
+    assert engine.plan is not None
+    trace = engine.trace
+    others = [job for job in trace.jobs if job.work_class != "training"]
+    if len(others) == len(trace.jobs):
+        return dict(engine.plan.voucher_price)
+    if not others:
+        return {}  # nothing else wants a voucher
+    raw = hindsight_plan(engine.config, others, by_minute=True)
+    return dict(fold_packages(raw, engine.config, trace.start_s).voucher_price)
 
 
 def _book_interactive(engine: Bookings) -> set[int]:

@@ -74,3 +74,21 @@ def test_no_demand_is_expected_after_the_end_of_a_trace() -> None:
     assert sum(d.requests for d in demand) == pytest.approx(
         2 * forecast.rate_per_s(KIND, now, now) * HOUR, rel=0.3
     )
+
+
+def test_one_training_job_in_the_first_hour_is_not_a_rate_of_twenty_a_day() -> None:
+    # A batch kind seen once in its first hour is forecast at about one an hour; a
+    # training job, few and large, at about one a day (its rate never read off less
+    # than a day's exposure): the vouchers are not kept for a stream of jobs that
+    # one sighting implies.
+    config = make_config([region("a", "west")])
+    edges = slot_edges(config, T0 + HOUR, T0 + 24 * HOUR)
+    expected = {}
+    for work_class in ("batch", "training"):
+        forecast = Forecast(config, start_s=T0, shape=FLAT)
+        kind = (work_class, "east", "m")
+        forecast.observe(kind, input_tokens=800_000, output_tokens=0, window_s=3600.0, at_s=T0 + 0.5 * HOUR)
+        demand = forecast.demand(edges, T0 + HOUR)
+        expected[work_class] = sum(d.requests for d in demand if d.work_class == work_class)
+    assert expected["batch"] > 10
+    assert expected["training"] == pytest.approx(23 / 24, rel=0.05)

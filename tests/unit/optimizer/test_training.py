@@ -65,3 +65,28 @@ def test_many_jobs_are_left_to_the_scheduler() -> None:
     )
     trace = parse_trace(lines, config)
     assert place_training(config, trace.jobs, balances={}, voucher_price={}) is None
+
+
+def test_hindsight_spends_a_voucher_training_shares_with_batch() -> None:
+    # A voucher batch may use too, and no batch comes: the plan prices it at what the
+    # training jobs themselves save with it, which made each job indifferent and the
+    # search paid cash for both (14.4 yuan) while 800k tokens expired unspent. Its price
+    # for the search is what the other jobs would pay for it: nothing here.
+    shared = {**_VOUCHER, "id": "z-shared", "classes": ["batch", "training"]}
+    config = make_config([region("z", "west", price=10.0), region("q", "west", price=9.0)], [shared])
+    lines = make_trace(
+        [
+            {"t": 36000, "class": "training", "input": 900_000, "output": 0, "deadline_s": 3600},
+            {"t": 36060, "class": "training", "input": 700_000, "output": 0, "deadline_s": 3600},
+        ]
+    )
+    trace = parse_trace(lines, config)
+    result = replay(config, trace, "hindsight")
+    assert check_decisions(config, lines, decision_lines(result)).violations == []
+    first, second = result.decisions
+    # 900k on the voucher (100k cash at z), 700k in cash at q: the bound's own figure
+    assert (first.region, first.voucher) == ("z", "z-shared")
+    assert abs(sum(d.cash_yuan for d in result.decisions) - 7.3) < 1e-6
+    assert result.bound_cash_yuan is not None and abs(result.bound_cash_yuan - 7.3) < 1e-6
+    greedy = replay(config, trace, "greedy")
+    assert sum(d.cash_yuan for d in result.decisions) <= sum(d.cash_yuan for d in greedy.decisions) + 1e-9
