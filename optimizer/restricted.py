@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SHORTLIST_REGIONS", "Restricted", "shortlist"]
 
-SHORTLIST_REGIONS = 6  # cheapest candidate regions per demand group in the first restricted LP
+SHORTLIST_REGIONS = 4  # cheapest candidate regions per demand group in the first restricted LP
 _TOLERANCE = 1e-9  # a reduced cost below -this yuan brings its column in
 
 
