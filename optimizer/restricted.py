@@ -31,9 +31,11 @@ SHORTLIST_REGIONS = 4  # cheapest candidate regions per demand group in the firs
 _TOLERANCE = 1e-9  # a reduced cost below -this yuan brings its column in
 
 
-def shortlist(cols: ColumnArrays, regions: int = SHORTLIST_REGIONS) -> np.ndarray:
+def shortlist(cols: ColumnArrays, regions: int | None = None) -> np.ndarray:
     """Mask of the columns to start from: every voucher column, and the cash columns of
-    each group's ``regions`` cheapest candidates (cheapest slot's cash; ties by config order)."""
+    each group's ``regions`` (default ``SHORTLIST_REGIONS``) cheapest candidates (cheapest
+    slot's cash; ties by config order)."""
+    regions = SHORTLIST_REGIONS if regions is None else regions
     n_regions = max(len(cols.regions), 1)
     cash = cols.voucher < 0
     pair = cols.demand * n_regions + cols.region  # (group, region)
