@@ -152,7 +152,22 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = 
     t_cash: list[float] = []  # cash = cost x this
     t_per_cost: list[float] = []  # units = cost x this + model tokens x t_per_token
     t_per_token: list[float] = []
-    pairs: list[tuple[int, int, int, float, float, float, float, bool]] = []
+    # per kind of group (model, class, origin): its eligible candidates' figures, once
+    kinds: dict[tuple[str, str, str], int] = {}
+    kind_span: list[tuple[int, int]] = []  # kind -> its candidates' place in the c_ lists
+    c_region: list[int] = []
+    c_first: list[int] = []  # where the candidate's template starts
+    c_offsets: list[list[int]] = []  # its template's offset of each slot (and the end)
+    c_ratio: list[float] = []
+    c_scale: list[float] = []
+    c_in: list[float] = []
+    c_out: list[float] = []
+    c_hit: list[float] = []  # yuan_in - yuan_cached
+    c_capacity: list[bool] = []
+    g_index: list[int] = []  # per group placed: its index, kind, first and last slot
+    g_kind: list[int] = []
+    g_k0: list[int] = []
+    g_k1: list[int] = []
     for d_index, d in enumerate(snapshot.demand):
         if d.requests <= 0:
             continue
@@ -160,39 +175,113 @@ def column_arrays(snapshot: Snapshot, edges: tuple[float, ...], *, pool: bool = 
         k1 = bisect.bisect_right(edges, d.latest, 0, n_slots) - 1
         if k1 < k0:
             continue
-        for cand in _eligible(index, config, snapshot, d):
-            found = templates.get(id(cand))
-            if found is None:
-                found = templates[id(cand)] = (len(t_slot), [])
-                offsets = found[1]
-                for k in range(n_slots):
+        key = (d.model, d.work_class, d.origin)
+        kind = kinds.get(key)
+        if kind is None:
+            kind = kinds[key] = len(kind_span)
+            start = len(c_region)
+            for cand in _eligible(index, config, snapshot, d):
+                found = templates.get(id(cand))
+                if found is None:
+                    found = templates[id(cand)] = (len(t_slot), [])
+                    offsets = found[1]
+                    for k in range(n_slots):
+                        offsets.append(len(t_slot) - found[0])
+                        factor = index.factor(cand.offer, mids[k]) if cand.timed else 1.0  # bands, off-peak
+                        t_slot.append(k), t_voucher.append(-1), t_factor.append(factor)
+                        t_cash.append(1.0), t_per_cost.append(0.0), t_per_token.append(0.0)
+                        for v in cand.vouchers:
+                            if not v.from_s <= mids[k] < v.to_s or snapshot.balances.get(v.id, 0.0) <= 0:
+                                continue
+                            if stands_for.get(v.id, v.id) != v.id:
+                                continue  # pooled: the first of its pool has the columns
+                            t_slot.append(k), t_voucher.append(voucher_at[v.id]), t_factor.append(factor)
+                            if v.kind == "tokens":
+                                t_cash.append(0.0), t_per_cost.append(0.0), t_per_token.append(1.0)
+                            elif v.kind == "credit":
+                                t_cash.append(0.0), t_per_cost.append(1.0), t_per_token.append(0.0)
+                            else:
+                                t_cash.append(1 - v.rate), t_per_cost.append(v.rate), t_per_token.append(0.0)
                     offsets.append(len(t_slot) - found[0])
-                    factor = index.factor(cand.offer, mids[k]) if cand.timed else 1.0  # bands, off-peak
-                    t_slot.append(k), t_voucher.append(-1), t_factor.append(factor)
-                    t_cash.append(1.0), t_per_cost.append(0.0), t_per_token.append(0.0)
-                    for v in cand.vouchers:
-                        if not v.from_s <= mids[k] < v.to_s or snapshot.balances.get(v.id, 0.0) <= 0:
-                            continue
-                        if stands_for.get(v.id, v.id) != v.id:
-                            continue  # pooled: the first of its pool has the columns
-                        t_slot.append(k), t_voucher.append(voucher_at[v.id]), t_factor.append(factor)
-                        if v.kind == "tokens":
-                            t_cash.append(0.0), t_per_cost.append(0.0), t_per_token.append(1.0)
-                        elif v.kind == "credit":
-                            t_cash.append(0.0), t_per_cost.append(1.0), t_per_token.append(0.0)
-                        else:
-                            t_cash.append(1 - v.rate), t_per_cost.append(v.rate), t_per_token.append(0.0)
-                offsets.append(len(t_slot) - found[0])
-            first, offsets = found
-            ratio, base, tokens, requests = _group_figures(snapshot, d, cand)
-            reference = d.input_tokens if d.work_class == "training" else d.input_tokens + d.output_tokens
-            start, stop = first + offsets[k0], first + offsets[k1 + 1]
-            pairs.append((d_index, region_at[cand.region_id], start, stop - start, base,
-                          reference * ratio, tokens, requests, d.work_class == "interactive"))  # fmt: skip
+                ratio = snapshot.token_ratios.get((cand.region_id, d.model), cand.ratio)
+                (
+                    c_region.append(region_at[cand.region_id]),
+                    c_first.append(found[0]),
+                    c_offsets.append(found[1]),
+                )
+                (
+                    c_ratio.append(ratio),
+                    c_scale.append(ratio / cand.ratio),
+                    c_capacity.append(cand.uses_capacity),
+                )
+                (
+                    c_in.append(cand.yuan_in),
+                    c_out.append(cand.yuan_out),
+                    c_hit.append(cand.yuan_in - cand.yuan_cached),
+                )
+            kind_span.append((start, len(c_region)))
+        g_index.append(d_index), g_kind.append(kind), g_k0.append(k0), g_k1.append(k1)
+    pairs = _pairs(
+        snapshot, n_slots, kind_span, g_index, g_kind, g_k0, g_k1,
+        (c_region, c_first, c_offsets, c_ratio, c_scale, c_in, c_out, c_hit, c_capacity),
+    )  # fmt: skip
     found = _gather(regions, vouchers, pairs, t_slot, t_voucher, t_factor, t_cash, t_per_cost, t_per_token)
     if members:
         found = dataclasses.replace(found, members={k: tuple(v) for k, v in members.items()})
     return found
+
+
+def _pairs(
+    snapshot: Snapshot,
+    n_slots: int,
+    kind_span: list[tuple[int, int]],
+    g_index: list[int],
+    g_kind: list[int],
+    g_k0: list[int],
+    g_k1: list[int],
+    cand: tuple[list, ...],
+) -> tuple[np.ndarray, ...] | None:
+    # every (group, eligible candidate) in order, with its template slice and figures: the
+    # arithmetic of ``_group_figures``, in the same order, on arrays
+    region, first, offsets, ratio, scale, yuan_in, yuan_out, hit, capacity = cand
+    if not g_index or not region:
+        return None
+    spans = np.array(kind_span, dtype=np.int64).reshape(-1, 2)
+    kind = np.array(g_kind, dtype=np.int64)
+    count = spans[kind, 1] - spans[kind, 0]
+    group = np.repeat(np.arange(kind.size), count)
+    c = np.repeat(spans[kind, 0] - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+    table = np.array(offsets, dtype=np.int64).reshape(-1, n_slots + 1)
+    first_at = np.array(first, dtype=np.int64)[c]
+    start = first_at + table[c, np.array(g_k0, dtype=np.int64)[group]]
+    stop = first_at + table[c, np.array(g_k1, dtype=np.int64)[group] + 1]
+    demand = [snapshot.demand[n] for n in g_index]
+    d_in = np.array([d.input_tokens for d in demand])[group]
+    d_out = np.array([d.output_tokens for d in demand])[group]
+    d_cached = np.array([d.cached_tokens for d in demand])[group]
+    d_requests = np.array([d.requests for d in demand])[group]
+    training = np.array([d.work_class == "training" for d in demand])[group]
+    interactive = np.array([d.work_class == "interactive" for d in demand])[group]
+    c_scale, c_ratio = np.array(scale)[c], np.array(ratio)[c]
+    base = (d_in * np.array(yuan_in)[c] + d_out * np.array(yuan_out)[c]) * c_scale
+    base = np.where(d_cached > 0, base - d_cached * np.array(hit)[c] * c_scale, base)
+    reference = np.where(training, d_in, d_in + d_out)
+    uses = np.array(capacity, dtype=bool)[c]
+    model_tokens = reference * c_ratio
+    tokens = np.where(uses, model_tokens, 0.0)
+    requests = np.where(uses, d_requests, 0.0)
+    d_index = np.array(g_index, dtype=np.int64)[group]
+    return (
+        d_index,
+        np.array(region, dtype=np.int64)[c],
+        start,
+        stop - start,
+        base,
+        model_tokens,
+        tokens,
+        requests,
+        interactive,
+    )
 
 
 def _pools(config: Config, snapshot: Snapshot, mids: list[float]) -> dict[str, str]:
@@ -214,13 +303,12 @@ def _gather(regions, vouchers, pairs, *template: list) -> ColumnArrays:  # noqa:
     # every (group, candidate) slice of its template, in order; voucher entries that
     # would draw nothing left out (as ``columns_of`` skips them)
     slot_t, voucher_t, factor_t, cash_t, per_cost_t, per_token_t = (np.asarray(t) for t in template)
-    if not pairs:
+    if pairs is None:
         empty = np.zeros(0)
         ints = np.zeros(0, dtype=np.int64)
         flags = empty.astype(bool)
         return ColumnArrays(regions, vouchers, ints, ints, ints, ints, empty, empty, empty, empty, flags)
-    fields = map(np.asarray, zip(*pairs, strict=True))
-    d_index, region, start, length, base, model_tokens, tokens, requests, interactive = fields
+    d_index, region, start, length, base, model_tokens, tokens, requests, interactive = pairs
     total = int(length.sum())
     begin = np.cumsum(length) - length
     entry = np.repeat(start - begin, length) + np.arange(total)

@@ -69,7 +69,8 @@ import numpy as np
 
 from suanli.optimizer.columns import ColumnArrays, column_arrays
 from suanli.optimizer.errors import InfeasibleError
-from suanli.optimizer.lp import LpRows, build_model, solution
+from suanli.optimizer.lp import LpRows, build_model, column_objective, solution
+from suanli.optimizer.restricted import Restricted, shortlist
 from suanli.optimizer.slots import slot_edges
 from suanli.optimizer.snapshot import Flow, Plan, Snapshot
 
@@ -97,6 +98,16 @@ FORECAST_SPREAD: tuple[float, ...] = (0.5, 0.75, 4 / 3, 2.0)
 # vouchers, large LPs (deterministic thresholds: no clock decides).
 POOL_FROM_VOUCHERS = 20
 _WARM_FROM_COLUMNS = 40_000
+# A forecast's plan from these sizes on solves every LP warm (no presolve, dual simplex:
+# a re-solve after the scenarios' right-hand sides change starts from the basis it has and
+# stays dual feasible) and, from ``_RESTRICT_FROM_COLUMNS`` columns, on a shortlist of its
+# columns with the rest priced in (``optimizer.restricted``). Sizes, not times, decide.
+# Package instances count as vouchers: tariff-all's 8 make 21-23, and warm solves there made
+# it 0.06% dearer, so the warm path starts well above that.
+FAST_FROM_REGIONS = 12
+FAST_FROM_VOUCHERS = 40
+_RESTRICT_FROM_COLUMNS = 20_000
+_FAST = "use_preprocessing: false use_dual_simplex: true"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,8 @@ class _Lp:
     solver: Solver
     cols: ColumnArrays
     rows: LpRows
+    params: str = ""  # GLOP's parameters for every solve of this LP
+    restricted: Restricted | None = None  # a shortlist of the columns, the rest priced in
 
 
 def plan(
@@ -128,8 +141,11 @@ def plan(
     # Alike vouchers are pooled in a forecast's plan with many vouchers; known demand's plan
     # keeps them apart (hindsight's rounding reads each voucher's flows).
     pool = bool(demand_scenarios) and len(config.vouchers) > POOL_FROM_VOUCHERS
-    lp = _build(snapshot, edges, limit, pool=pool)
-    _solve(lp.solver)
+    fast = bool(demand_scenarios) and (
+        len(config.regions) >= FAST_FROM_REGIONS or len(config.vouchers) > FAST_FROM_VOUCHERS
+    )
+    lp = _build(snapshot, edges, limit, pool=pool, fast=fast)
+    _solve(lp)
     found = _read(snapshot, edges, lp)
     if demand_scenarios and lp.rows.voucher:
         found = _average(lp, found, demand_scenarios)
@@ -143,14 +159,19 @@ def plan(
     return found
 
 
-def _build(snapshot: Snapshot, edges: tuple[float, ...], time_limit_s: float, *, pool: bool) -> _Lp:
+def _build(
+    snapshot: Snapshot, edges: tuple[float, ...], time_limit_s: float, *, pool: bool, fast: bool = False
+) -> _Lp:
     # Variables (x per column, then z per group), objective and rows in the docstring's
     # order, from arrays (``optimizer.lp``); the order of rows and columns can change
     # which optimal basis GLOP ends at, so it stays as it is.
     from ortools.linear_solver import pywraplp  # lazy: keeps ``import optimizer`` fast
 
     cols = column_arrays(snapshot, edges, pool=pool)
-    model, rows = build_model(snapshot, edges, cols, delay_yuan=_DELAY_YUAN, unserved_yuan=UNSERVED_YUAN)
+    keep = shortlist(cols) if fast and len(cols) >= _RESTRICT_FROM_COLUMNS else None
+    model, rows = build_model(
+        snapshot, edges, cols, delay_yuan=_DELAY_YUAN, unserved_yuan=UNSERVED_YUAN, keep=keep
+    )
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:  # pragma: no cover - GLOP ships with ortools
         raise InfeasibleError("NO_SOLVER", "OR-Tools has no GLOP solver")
@@ -159,14 +180,20 @@ def _build(snapshot: Snapshot, edges: tuple[float, ...], time_limit_s: float, *,
         raise InfeasibleError("BAD_MODEL", error)
     if math.isfinite(time_limit_s):
         solver.SetTimeLimit(int(time_limit_s * 1000))
-    return _Lp(solver, cols, rows)
+    params = _FAST if fast else ""
+    if params:
+        solver.SetSolverSpecificParametersAsString(params)
+    restricted = None
+    if keep is not None:
+        restricted = Restricted.start(solver, cols, rows, column_objective(cols, _DELAY_YUAN), keep)
+    return _Lp(solver, cols, rows, params, restricted)
 
 
-def _solve(solver: Solver) -> None:
+def _solve(lp: _Lp) -> None:
     # Solve to optimality or raise: a plan from any other status prices nothing right.
     from ortools.linear_solver import pywraplp
 
-    status = _solve_status(solver)
+    status = _solve_priced(lp)
     if status != pywraplp.Solver.OPTIMAL:
         names = {
             pywraplp.Solver.INFEASIBLE: "INFEASIBLE",
@@ -178,7 +205,17 @@ def _solve(solver: Solver) -> None:
         raise InfeasibleError(names.get(status, str(status)))
 
 
-def _solve_status(solver: Solver) -> int:
+def _solve_priced(lp: _Lp) -> int:
+    # A restricted LP is solved until no column left out would lower its objective.
+    from ortools.linear_solver import pywraplp
+
+    while True:
+        status = _solve_status(lp.solver, lp.params)
+        if status != pywraplp.Solver.OPTIMAL or lp.restricted is None or not lp.restricted.price_in():
+            return status
+
+
+def _solve_status(solver: Solver, params: str = "") -> int:
     # GLOP reports ABNORMAL (its IMPRECISE) when the cost perturbation its last phase
     # needed exceeds its tolerance: cash of 1e-3 yuan beside the unserved penalty of
     # 1e3 yuan per request makes that happen on some large LPs. Without presolve the
@@ -188,15 +225,15 @@ def _solve_status(solver: Solver) -> int:
     status = solver.Solve()
     if status != pywraplp.Solver.ABNORMAL:
         return status
-    solver.SetSolverSpecificParametersAsString("use_preprocessing: false")
+    solver.SetSolverSpecificParametersAsString("use_preprocessing: false")  # primal, on the fast path
     status = solver.Solve()
-    solver.SetSolverSpecificParametersAsString("")
+    solver.SetSolverSpecificParametersAsString(params)
     return status
 
 
 def _read(snapshot: Snapshot, edges: tuple[float, ...], lp: _Lp) -> Plan:
     # The solved LP's flows and cash, and its rows' duals as prices (>= 0, yuan per unit).
-    values, duals = solution(lp.solver)
+    values, duals = solution(lp.solver) if lp.restricted is None else lp.restricted.values()
     cols, rows = lp.cols, lp.rows
     n_slots = len(edges) - 1
     token_price: dict[str, list[float]] = defaultdict(lambda: [0.0] * n_slots)
@@ -260,14 +297,14 @@ def _average(lp: _Lp, found: Plan, demand_scenarios: Sequence[float]) -> Plan:
     vouchers = [(v, every[n]) for v, n in lp.rows.voucher.items()]
     totals = dict(found.voucher_price)
     solved = 1
-    if len(lp.cols) > _WARM_FROM_COLUMNS:
+    if not lp.params and len(lp.cols) > _WARM_FROM_COLUMNS:
         # Without presolve GLOP starts each scenario from the last basis: tens of
         # iterations where a presolved re-solve starts over (at 160 vouchers 0.2 s, not 6).
         lp.solver.SetSolverSpecificParametersAsString("use_preprocessing: false")
     for factor in demand_scenarios:
         for row, ub in zip(rows, bounds, strict=True):
             row.SetUb(ub / factor)
-        if _solve_status(lp.solver) != pywraplp.Solver.OPTIMAL:
+        if _solve_priced(lp) != pywraplp.Solver.OPTIMAL:
             continue  # a scenario the solver gives up on does not vote
         solved += 1
         for v, row in vouchers:
