@@ -178,6 +178,7 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         minute_price = plan.minute_price if interactive else None
         voucher_price = plan.voucher_price
     ranked: list[tuple[float, float, int, Option]] = []
+    counted: dict[float, int] = {}  # token ratio -> this request's tokens (regions share ratios)
     for n, cand in enumerate(
         index.candidates(ask.model, ask.work_class, ask.origin, ask.capability, prior_latency=not measured)
     ):
@@ -203,7 +204,12 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
         off = factor != 1.0
         if off:
             cost *= factor
-        tokens = whole if ratio == 1.0 and whole >= 0 else math.ceil(round(reference * ratio, 6))
+        if ratio == 1.0 and whole >= 0:
+            tokens = whole
+        else:
+            tokens = counted.get(ratio, -1)
+            if tokens < 0:  # round() is the costly part of a decision at many regions
+                tokens = counted[ratio] = math.ceil(round(reference * ratio, 6))
         extra = 0.0
         fill = load.get(rid, 0.0) if load else 0.0
         if plan is not None and cand.uses_capacity:
