@@ -260,6 +260,7 @@ class Accounts:
             voucher=voucher,
             balance=hold.voucher_units,
         )
+        hit, saved = _cache_hit(option, usage, prompt)
         settlement = Settlement(
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -272,6 +273,8 @@ class Accounts:
             ttft_ms=ttft_s * 1000 if ttft_s is not None else None,
             attempts=routing.attempts,
             status=status,
+            cached_tokens=hit,
+            cache_saved_yuan=saved,
         )
 
         def settled(_row: object) -> None:
@@ -318,12 +321,9 @@ class Accounts:
             released = hold.voucher_units - cost.voucher_units
             self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + released
         routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
-        routing.cached_tokens = min(usage.cached_tokens, prompt) if usage.reported else 0
+        routing.cached_tokens, routing.cache_saved_yuan = _cache_hit(option, usage, prompt)
         discounted = option.off_peak or routing.cached_tokens > 0
         routing.list_yuan = _list_yuan(option, ask, prompt, completion) if discounted else cost.cost_yuan
-        if routing.cached_tokens:
-            cut = option.offer.price.input - option.offer.price.cached_input
-            routing.cache_saved_yuan = routing.cached_tokens * cut / 1e6 * option.factor
         routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units
         routing.prompt_tokens, routing.completion_tokens = prompt, completion
         routing.settled = True
@@ -407,3 +407,13 @@ def _usage_or_estimate(usage: Usage, offer: Offer, ask: Ask) -> tuple[int, int]:
     # No usage from the upstream: bill our own count rather than nothing.
     prompt = int(round(ask.input_tokens * offer.token_ratio + 0.5))
     return prompt, usage.completion_tokens
+
+
+def _cache_hit(option: Option, usage: Usage, prompt: int) -> tuple[int, float]:
+    """The prompt-cache hit the upstream reported (at most the prompt) and what it saved against
+    the full input price, at the request's pricing factor."""
+    hit = min(max(usage.cached_tokens, 0), prompt) if usage.reported else 0
+    if not hit:
+        return 0, 0.0
+    cut = option.offer.price.input - option.offer.price.cached_input
+    return hit, hit * cut / 1e6 * option.factor

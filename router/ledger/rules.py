@@ -82,6 +82,8 @@ def clamped(s: Settlement, units: float) -> Settlement:
         ttft_ms=s.ttft_ms,
         attempts=s.attempts,
         status=s.status,
+        cached_tokens=s.cached_tokens,
+        cache_saved_yuan=s.cache_saved_yuan,
     )
 
 

@@ -82,6 +82,10 @@ class Settlement:
     ttft_ms: float | None
     attempts: int = 1
     status: int = 200  # IN_DOUBT_STATUS: in doubt, charged at the hold
+    # The upstream's usage.prompt_tokens_details.cached_tokens and what they saved against the
+    # full input price (kept beside the row for `report`; not part of the hash chain).
+    cached_tokens: int = 0
+    cache_saved_yuan: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,8 @@ class UsageRow:
     status: int
     hold_id: str = ""
     hash: str = ""
+    cached_tokens: int = 0  # read only where asked for (``usage``): 0 elsewhere
+    cache_saved_yuan: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,10 @@ from suanli.router.ledger.chain import first_broken
 from suanli.router.ledger.types import Settlement, UsageRow
 
 __all__ = [
+    "CACHE_COLUMNS",
     "CHAIN_ORPHANS",
     "USAGE_COLUMNS",
+    "cache_values",
     "chain_entry",
     "first_broken_row",
     "orphans",
@@ -32,6 +34,8 @@ USAGE_COLUMNS = (
     "prompt_tokens, completion_tokens, tokens, cost_yuan, cash_yuan, voucher_units, voucher_yuan, "
     "latency_ms, ttft_ms, attempts, status, prev_hash, hash"
 )
+# Beside the chain, not in it: a settle writes them, `usage` reads them after USAGE_COLUMNS.
+CACHE_COLUMNS = "cached_tokens, cache_saved_yuan"
 
 # The audit's cross-check of the chain against the holds (plain SQL, the same on both drivers):
 # the first usage row that no settled hold made, and how many settled holds lack their row.
@@ -84,8 +88,14 @@ def usage_values(
     )
 
 
+def cache_values(s: Settlement) -> tuple[int, float]:
+    """A settlement's ``CACHE_COLUMNS`` values."""
+    return s.cached_tokens, s.cache_saved_yuan
+
+
 def usage_row(r: Sequence[Any]) -> UsageRow:
-    """A usage row read in ``USAGE_COLUMNS`` order (the hash columns last)."""
+    """A usage row read in ``USAGE_COLUMNS`` order (the hash columns last), ``CACHE_COLUMNS`` after
+    them where they were selected."""
     return UsageRow(
         id=r[0],
         hold_id=r[1],
@@ -109,6 +119,8 @@ def usage_row(r: Sequence[Any]) -> UsageRow:
         attempts=r[19],
         status=r[20],
         hash=r[22],
+        cached_tokens=int(r[23] or 0) if len(r) > 24 else 0,
+        cache_saved_yuan=float(r[24] or 0.0) if len(r) > 24 else 0.0,
     )
 
 

@@ -69,6 +69,7 @@ def _report(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo
 
     from suanli.config import load_catalog, load_config
+    from suanli.router.ops.cache_report import cache_figures, cache_table
     from suanli.router.ops.package_report import losses_table, package_losses
     from suanli.router.ops.spend_report import DIMENSIONS, parse_moment, spend_report
 
@@ -94,8 +95,9 @@ def _report(args: argparse.Namespace) -> int:
     report = spend_report(
         rows, since=since.astimezone(tz), until=until.astimezone(tz), by=by, key_names=key_names
     )
+    cache = cache_figures(rows)
     if args.format == "json":
-        print(json.dumps({**report.as_json(), "packages_lost": lost}, indent=2))
+        print(json.dumps({**report.as_json(), "packages_lost": lost, "cache": cache}, indent=2))
     elif args.format == "csv":
         sys.stdout.write(report.as_csv())
         for row in lost:
@@ -104,4 +106,6 @@ def _report(args: argparse.Namespace) -> int:
         _console().print(report.as_tables())
         if lost:
             _console().print(losses_table(lost))
+        if cache["total"]["hits"]:
+            _console().print(cache_table(cache))
     return 0

@@ -12,11 +12,13 @@ from typing import Any
 import openai
 import orjson
 import pytest
+import yaml
 
 from suanli.config import Config
 from suanli.optimizer import charge, charge_reported
 from suanli.providers.tokenizer import count_prompt_tokens
 from suanli.router.core.clocks import VirtualClock
+from suanli.router.ops.cli import main
 from tests.harness import running_proxy, small_config
 from tests.integration.workload_helpers import TEN_AM, wait_for
 
@@ -70,7 +72,7 @@ def _exact(config: Config, row, cached: int, factor: float = 1.0) -> float:
 
 
 @pytest.mark.parametrize("how", ["body", "header", "user", "prefix"])
-def test_turns_stay_where_cached_and_pay_the_cached_price(tmp_path: Path, how: str):
+def test_turns_stay_where_cached_and_pay_the_cached_price(tmp_path: Path, how: str, capsys):
     clock = VirtualClock(TEN_AM, speed=0)
     config = _config(tmp_path)
     with running_proxy(config, clock=clock) as proxy:
@@ -96,6 +98,19 @@ def test_turns_stay_where_cached_and_pay_the_cached_price(tmp_path: Path, how: s
         cache = proxy.call(lambda r: r.metrics.cache_report())  # the status document's "cache"
         saved = sum(_exact(config, rows[t[1]], 0) - rows[t[1]].cost_yuan for t in turns[1:])
         assert cache["regions"]["shanghai"]["hits"] == 2 and cache["saved_yuan"] == pytest.approx(saved)
+        # `suanli report` reads the same hits and savings back from the ledger
+        cli = tmp_path / "cli.yaml"
+        cli.write_text(yaml.safe_dump({"ledger": {"url": proxy.config.ledger.url}, "vouchers": [],
+                                       "regions": [r.model_dump(mode="json", exclude_none=True)
+                                                   for r in config.regions]}))
+        capsys.readouterr()
+        window = ["--since", "2026-12-01T00:00:00+08:00", "--until", "2026-12-02T00:00:00+08:00"]
+        assert main(["report", "--config", str(cli), *window, "--format", "json"]) == 0
+        reported = orjson.loads(capsys.readouterr().out)["cache"]
+        (shanghai,) = [r for r in reported["regions"] if r["region"] == "shanghai"]
+        assert shanghai["hits"] == 2 and shanghai["saved_yuan"] == pytest.approx(saved, abs=1e-6)
+        assert main(["report", "--config", str(cli), *window]) == 0
+        assert "prompt cache" in capsys.readouterr().out
         # Past the cache's TTL nothing is cached anywhere: the next turn goes to the cheaper wuhan.
         clock.advance(301)
         messages = [*messages, {"role": "assistant", "content": turns[-1][2]},

@@ -30,7 +30,7 @@ class ChainSnapshot:
 
     def __init__(self, rows: list[tuple[Any, ...]], orphans: tuple[int | None, int], keys: list[KeyRow],
                  heads: list[tuple[Any, ...]] | None = None, vouchers: list[VoucherStatus] | None = None):
-        self._chains = split_chains(rows)  # rows read as USAGE_COLUMNS, chain
+        self._chains = split_chains(rows)  # rows read as USAGE_COLUMNS, CACHE_COLUMNS, chain
         self._rows = sorted((r for chain in self._chains.values() for r in chain), key=lambda r: r[0])
         self._heads = heads or []
         self._orphans = orphans
@@ -63,7 +63,12 @@ class ChainSnapshot:
 async def snapshot_of(conn: asyncpg.Connection) -> ChainSnapshot:
     """Read the snapshot on ``conn`` (a pooled connection or the CLI's own)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        read = f"SELECT {usage.USAGE_COLUMNS}, chain FROM usage ORDER BY id"
+        # A ledger no suanli with the cache columns has opened yet reads as no hits.
+        known = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = 'usage' AND column_name = 'cached_tokens'")
+        cache = usage.CACHE_COLUMNS if known else "0, 0.0"
+        read = f"SELECT {usage.USAGE_COLUMNS}, {cache}, chain FROM usage ORDER BY id"
         rows = [tuple(r) for r in await conn.fetch(read)]
         heads = [tuple(r) for r in await conn.fetch(CHAIN_HEADS)]
         found = usage.orphans(await conn.fetchrow(usage.CHAIN_ORPHANS))

@@ -37,7 +37,7 @@ def flush_rows(batch: list[QueuedSettle], prev: str) -> tuple[list[list[object]]
         row = (h.id, req.request_id, req.key_id, req.region, req.model, req.work_class, req.origin,
                req.voucher_id, scale, h.held_q, h.created.timestamp(), *item.values,
                item.units_q, voucher.lease_id if voucher is not None else None, keys[0], keys[1],
-               item.cost_q if h.keys else 0)
+               item.cost_q if h.keys else 0, *usage.cache_values(item.s))
         for col, value in zip(cols, row, strict=True):
             col.append(value)
         prev = hash_

@@ -25,7 +25,7 @@ CHAIN_HEADS = (
 
 
 def split_chains(rows: Sequence[Sequence[Any]]) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows read as ``USAGE_COLUMNS, chain`` -> chain id -> its rows (``USAGE_COLUMNS``), by id."""
+    """Rows read as ``..., chain`` (USAGE_COLUMNS first) -> chain id -> its rows without the chain, by id."""
     chains: dict[str, list[tuple[Any, ...]]] = {}
     for r in sorted(rows, key=lambda r: (r[-1], r[0])):
         chains.setdefault(r[-1], []).append(tuple(r[:-1]))

@@ -18,7 +18,7 @@ spend is posted yet or not.
 
 from __future__ import annotations
 
-from suanli.router.ledger.usage import USAGE_COLUMNS
+from suanli.router.ledger.usage import CACHE_COLUMNS, USAGE_COLUMNS
 
 __all__ = [
     "ESCROW_MIGRATION",
@@ -162,9 +162,10 @@ _USAGE_TYPES = ("int8", "text", "text", "float8", "text", "text", "text", "text"
                 "text", "text")
 _USAGE_NAMES = tuple(c.strip() for c in USAGE_COLUMNS.split(","))
 # Per row: the hold, its usage row, what it debits (units_q) of which voucher lease, and the
-# key-period leases it posts cost to (klease1/2, kcost, kheld = what comes off held).
+# key-period leases it posts cost to (klease1/2, kcost, kheld = what comes off held), and its
+# prompt-cache figures (c_tokens, c_saved: beside the chain, not in it).
 _EXTRA = (("units_q", "int8"), ("vlease", "text"), ("klease1", "text"), ("klease2", "text"),
-          ("kcost", "int8"))
+          ("kcost", "int8"), ("c_tokens", "int8"), ("c_saved", "float8"))
 _ARRAYS = (
     [(f"h_{c}", t) for c, t in zip(_HOLD_COLUMNS, _HOLD_TYPES, strict=True)]
     + [(f"u_{c}", t) for c, t in zip(_USAGE_NAMES, _USAGE_TYPES, strict=True)]
@@ -189,8 +190,8 @@ FLUSH = (
     " WHERE (SELECT count(*) FROM g) = cardinality($4::text[])"
     " ON CONFLICT (id) DO NOTHING RETURNING id),"
     " bb AS (SELECT b.* FROM b JOIN ins ON ins.id = b.h_id),"
-    f" u AS (INSERT INTO usage ({USAGE_COLUMNS}, voucher_q, chain)"
-    f" SELECT {', '.join(f'u_{c}' for c in _USAGE_NAMES)}, units_q, $3 FROM bb),"
+    f" u AS (INSERT INTO usage ({USAGE_COLUMNS}, voucher_q, chain, {CACHE_COLUMNS})"
+    f" SELECT {', '.join(f'u_{c}' for c in _USAGE_NAMES)}, units_q, $3, c_tokens, c_saved FROM bb),"
     " s AS (SELECT vlease AS id, units_q AS q FROM bb WHERE vlease IS NOT NULL"
     " UNION ALL SELECT klease1, kcost FROM bb WHERE klease1 IS NOT NULL"
     " UNION ALL SELECT klease2, kcost FROM bb WHERE klease2 IS NOT NULL),"

@@ -47,7 +47,7 @@ from suanli.router.ledger.postgres.faults import TRANSIENT, unavailable
 from suanli.router.ledger.postgres.owners import OwnerLock, dead_owners
 from suanli.router.ledger.postgres.schema import SessionLimits, connect, create_pool, migrate, pg_url
 from suanli.router.ledger.postgres.sql import (
-    APPEND_USAGE,
+    APPEND_SETTLED,
     CLAIM_HOLD,
     DEBIT_VOUCHER,
     DROP_DEAD_OWNERS,
@@ -276,7 +276,7 @@ class PgLedger:
             values = usage.usage_values(usage_id, hold_id, now=now, request=tuple(hold)[:6],
                                         voucher_id=voucher_id, s=s, voucher_units=units_q / scale)
             hash_ = row_hash(prev_hash, values)
-            await c.execute(APPEND_USAGE, *values, prev_hash, hash_, units_q)
+            await c.execute(APPEND_SETTLED, *values, prev_hash, hash_, units_q, *usage.cache_values(s))
         return usage.usage_row((*values, prev_hash, hash_))
 
     async def adjust(self, voucher_id: str, amount: float, reason: str) -> Adjustment:
@@ -397,7 +397,8 @@ class PgLedger:
     async def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> list[UsageRow]:
         """Usage rows settled in ``[since, until)``, in chain order."""
         rows = await self._live().fetch(
-            f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2 ORDER BY id",
+            f"SELECT {usage.USAGE_COLUMNS}, {usage.CACHE_COLUMNS} FROM usage WHERE time >= $1 AND time < $2"
+            " ORDER BY id",
             *usage.time_bounds(since, until))
         return [usage.usage_row(tuple(r)) for r in rows]
 

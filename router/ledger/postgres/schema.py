@@ -118,6 +118,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Operators' voucher adjustments (ledger/adjust.py); a key's priority when supply shrinks.
     (adjust.adjustments_table(POSTGRES.real),
      "ALTER TABLE keys ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'"),
+    # Prompt-cache figures of a settled request, for `report` (not hashed: the chain is DESIGN's).
+    ("ALTER TABLE usage ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0",
+     "ALTER TABLE usage ADD COLUMN cache_saved_yuan DOUBLE PRECISION NOT NULL DEFAULT 0"),
 )
 
 

@@ -7,9 +7,10 @@ run to completion in one snapshot) or runs inside one short transaction.
 
 from __future__ import annotations
 
-from suanli.router.ledger.usage import USAGE_COLUMNS
+from suanli.router.ledger.usage import CACHE_COLUMNS, USAGE_COLUMNS
 
 __all__ = [
+    "APPEND_SETTLED",
     "APPEND_USAGE",
     "CLAIM_HOLD",
     "DEBIT_VOUCHER",
@@ -68,6 +69,12 @@ NEXT_USAGE_ID = "SELECT nextval('usage_ids')"
 APPEND_USAGE = (
     "WITH head AS (UPDATE chain_head SET last_id = $1, last_hash = $23) "
     f"INSERT INTO usage ({USAGE_COLUMNS}, voucher_q) VALUES ({', '.join(f'${i}' for i in range(1, 25))})"
+)
+# A settle's row: APPEND_USAGE and the prompt-cache figures beside the chain.
+APPEND_SETTLED = (
+    "WITH head AS (UPDATE chain_head SET last_id = $1, last_hash = $23) "
+    f"INSERT INTO usage ({USAGE_COLUMNS}, voucher_q, {CACHE_COLUMNS})"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, 27))})"
 )
 
 VOID_ONE = (

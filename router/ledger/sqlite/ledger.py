@@ -42,7 +42,7 @@ from suanli.router.ledger.sqlite.owners import LIVE_OWNERS, this_process
 from suanli.router.ledger.sqlite.schema import connect, migrate, sqlite_options, sqlite_path
 from suanli.router.ledger.sqlite.vouchers import sync_vouchers, voucher_statuses
 from suanli.router.ledger.types import Hold, HoldRequest, Settlement, UsageRow, VoucherStatus
-from suanli.router.ledger.usage import USAGE_COLUMNS, usage_row, usage_values
+from suanli.router.ledger.usage import CACHE_COLUMNS, USAGE_COLUMNS, cache_values, usage_row, usage_values
 
 __all__ = ["Hold", "HoldRequest", "Ledger", "Settlement", "UsageRow", "VoucherStatus", "open_readonly"]
 
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-_INSERT_USAGE = f"INSERT INTO usage ({USAGE_COLUMNS}, voucher_q) VALUES ({', '.join('?' * 24)})"
+_INSERT_USAGE = f"INSERT INTO usage ({USAGE_COLUMNS}, voucher_q, {CACHE_COLUMNS}) VALUES ({'?, ' * 25}?)"
 # A hold's voucher and amount, then the request it was for (as ``usage_values`` takes it).
 _HOLD_COLUMNS = "voucher_id, held_q, request_id, key_id, region, model, work_class, origin"
 # Resolve a pending hold (state, resolved time, id) and read it back in one statement.
@@ -289,7 +289,7 @@ class Ledger:
                 voucher_units=units_q / scale,
             )
             hash_ = row_hash(prev_hash, values)
-            c.execute(_INSERT_USAGE, (*values, prev_hash, hash_, units_q))
+            c.execute(_INSERT_USAGE, (*values, prev_hash, hash_, units_q, *cache_values(s)))
             self._head = (last_id + 1, hash_)
         return usage_row((*values, prev_hash, hash_))
 

@@ -63,7 +63,10 @@ def pending_holds(read: Read) -> int:
 
 def usage_between(read: Read, since: datetime | None, until: datetime | None) -> list[UsageRow]:
     """Usage rows settled in ``[since, until)``, in chain order."""
-    sql = f"SELECT {usage.USAGE_COLUMNS} FROM usage WHERE time >= ? AND time < ? ORDER BY id"
+    # A ledger file no suanli with the cache columns has opened yet reads as no hits.
+    known = read("SELECT 1 FROM pragma_table_info('usage') WHERE name = 'cached_tokens'", ())
+    cache = usage.CACHE_COLUMNS if known else "0, 0.0"
+    sql = f"SELECT {usage.USAGE_COLUMNS}, {cache} FROM usage WHERE time >= ? AND time < ? ORDER BY id"
     return [usage.usage_row(r) for r in read(sql, usage.time_bounds(since, until))]
 
 

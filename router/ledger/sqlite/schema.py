@@ -60,6 +60,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Operators' voucher adjustments (ledger/adjust.py); a key's priority when supply shrinks.
     (adjust.adjustments_table(SQLITE.real),
      "ALTER TABLE keys ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal'"),
+    # Prompt-cache figures of a settled request, for `report` (not hashed: the chain is DESIGN's).
+    ("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0",
+     "ALTER TABLE usage ADD COLUMN cache_saved_yuan REAL NOT NULL DEFAULT 0"),
 )
 
 
