@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from suanli.config import Config
+from suanli.optimizer.bound_events import Window, event_factors
 from suanli.optimizer.bound_training import KeptOption, TrainingJob, training_value
 from suanli.optimizer.columns import columns_of
 from suanli.optimizer.plan import UNSERVED_YUAN
@@ -56,11 +57,13 @@ def lagrangian_bound(
     *,
     now_s: float,
     balances: Mapping[str, float],
+    windows: Sequence[Window] = (),
 ) -> float:
     """Cash that any decisions serving as many requests as ``found`` pay at least.
 
     ``groups[i]`` is the index in ``found.demand`` of the group ``jobs[i]`` was put in;
     ``found`` is the plan of that demand from ``now_s`` with ``balances`` and nothing booked.
+    ``windows``: the day's outages and price spikes (``optimizer.bound_events``).
     """
     edges = found.edges
     # Each group's columns once with one input token, once with one input and one output
@@ -140,12 +143,20 @@ def lagrangian_bound(
             regions.append(region if counted else None)
             served_at.append(region)
         a = np.array(coefs)
-        for n in members[g]:
+        # per column: cash per input, output and cached token (what a spike multiplies)
+        cash = np.array([(0.0, 0.0, 0.0)] + [(h[0], h[3] - h[0], h[7] - h[0]) for h in per_group[g].values()])
+        shocks = _shock_factors(windows, d.model, per_group[g], edges, [jobs[n] for n in members[g]])
+        for m, n in enumerate(members[g]):
             if n in chained:
                 job = jobs[n]
                 miss = job.input_tokens * a[:, 0] + job.output_tokens * a[:, 1] + a[:, 2]
+                saving = job.cached * a[:, 6]
+                if shocks is not None:
+                    paid = job.input_tokens * cash[:, 0] + job.output_tokens * cash[:, 1]
+                    miss = _shocked(miss, shocks[m], paid)
+                    saving = _shocked(saving, shocks[m], job.cached * cash[:, 2], down=0.0)
                 tokens = job.input_tokens * a[:, 3] + job.output_tokens * a[:, 4]
-                links[n] = (miss, job.cached * a[:, 6], tokens, a[:, 5], regions, served_at, minute)
+                links[n] = (miss, saving, tokens, a[:, 5], regions, served_at, minute)
         alone = [n for n in members[g] if n not in chained]
         if not alone:
             continue
@@ -159,6 +170,10 @@ def lagrangian_bound(
         # a cache hit draws fewer yuan of a credit: no cap correction where one may happen
         capped[cached > 0] = 0.0
         values += capped
+        if shocks is not None:
+            rows = np.array([m for m, n in enumerate(members[g]) if n not in chained])
+            spent = np.outer(ins, cash[:, 0]) + np.outer(outs, cash[:, 1]) + np.outer(cached, cash[:, 2])
+            values = _shocked(values, shocks[rows], spent)
         if any(is_kept):
             training += _training_jobs(per_group[g], values, np.array(is_kept), ins, outs, kept)
             continue
@@ -178,6 +193,27 @@ def lagrangian_bound(
     # the kept vouchers' rows are not relaxed: no lambda . b for them
     total += sum(found.voucher_price.get(v, 0.0) * max(balances.get(v, 0.0), 0.0) for v in kept)
     return float(total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests)
+
+
+def _shock_factors(
+    windows: Sequence[Window], model: str, cols: dict, edges: Sequence[float], members: Sequence[Job]
+) -> np.ndarray | None:
+    # per member x column (unserved first): ``bound_events.event_factors``
+    if not windows or not members:
+        return None
+    places = [(region, slot) for region, slot, _ in cols]
+    arrivals = np.array([job.arrival_s for job in members])
+    latest = np.array([job.latest_s for job in members])
+    return event_factors(windows, model, places, edges, arrivals, latest)
+
+
+def _shocked(
+    values: np.ndarray, factors: np.ndarray, cash: np.ndarray, *, down: float = math.inf
+) -> np.ndarray:
+    # ``values`` with each column's ``cash`` multiplied by its factor; ``down`` where it is inf
+    up = np.isfinite(factors)
+    out = values + np.where(up, factors - 1.0, 0.0) * cash
+    return np.where(up, out, down)
 
 
 def _chained(jobs: Sequence[Job]) -> dict[int, str]:

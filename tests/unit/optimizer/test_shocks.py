@@ -11,8 +11,10 @@ import json
 
 import pytest
 
+from suanli.optimizer.hindsight import hindsight_bound, hindsight_plan
 from suanli.router.simulate.cli import decision_lines, summary
 from suanli.router.simulate.engine import POLICIES, replay
+from suanli.router.simulate.shocks import Shocks
 from suanli.router.simulate.trace import TraceError, parse_trace
 from tests.unit.optimizer.checker import check_decisions
 from tests.unit.optimizer.tiny import make_config, make_trace, region
@@ -118,6 +120,30 @@ def test_hindsight_bound_stays_below_every_policy_with_top_ups_and_price_cuts() 
     bound = _run(config, lines, "hindsight").bound_cash_yuan
     assert bound is not None
     for policy in POLICIES:
+        cash = sum(d.cash_yuan for d in _run(config, lines, policy).decisions)
+        assert bound <= cash + 1e-9
+
+
+def test_hindsight_bound_counts_outages_and_spikes_and_stays_below_every_policy() -> None:
+    # cheap is down for ten minutes and dear spikes x3 over part of it: the interactive
+    # requests of those minutes cannot escape, the batch job that arrives inside can wait
+    config = make_config(_two_east())
+    requests = [{"t": 60.0 * n + 5.0, "input": 100000, "output": 20000} for n in range(30)]
+    requests.append({"t": 400.0, "class": "batch", "input": 300000, "output": 0, "deadline_s": 3600})
+    events = [
+        {"t": 300.0, "event": "region_down", "region": "cheap", "until": 900.0},
+        {"t": 600.0, "event": "price_factor", "region": "dear", "factor": 3.0, "until": 1200.0},
+    ]
+    lines = _with_events(sorted(requests, key=lambda r: r["t"]), events)
+    trace = parse_trace(lines, config)
+    relaxed = Shocks(config, trace.events).relaxed()
+    raw = hindsight_plan(relaxed, trace.jobs, by_minute=True)
+    blind = hindsight_bound(relaxed, trace.jobs, raw, by_minute=True)  # no windows: the events unseen
+    bound = _run(config, lines, "hindsight").bound_cash_yuan
+    assert bound is not None
+    # 5 requests at dear (x2) and 5 at dear x3 (x6) instead of cheap: 0.12 yuan each at cheap
+    assert bound == pytest.approx(blind + 0.12 * (5 * 1 + 5 * 5), abs=1e-6)
+    for policy in ("greedy", "optimizer", "hindsight"):
         cash = sum(d.cash_yuan for d in _run(config, lines, policy).decisions)
         assert bound <= cash + 1e-9
 
