@@ -16,6 +16,14 @@ voucher left to pay, scale with the list cost; a covering ``tokens`` or ``credit
 leaves no cash), and its voucher draw at least as much: leaving the draw unscaled keeps the
 value below the truth (prices >= 0). Price *cuts* are not here: the bound's config applies
 them all day (``router.simulate.shocks``).
+
+A voucher cut of ``A`` units at ``t`` takes only what is left then, so no row "balance - A"
+holds. With ``x`` the units drawn by starts before ``t``, ``y`` those from ``t`` on, ``B`` the
+most the voucher can hold before ``t`` (its amount and the top-ups up to ``t``) and ``T`` the
+top-ups after: ``y <= T + max(0, B - A - x)``, a region that is not convex; its convex hull
+(``x`` in ``[0, B]``) gives the valid row ``y + x * K / B <= T + K``, ``K = max(0, B - A)``
+(``cut_row``). A draw whose start may fall before ``t`` counts as one before it (the lower
+weight: the row still holds).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Window", "event_factors"]
+__all__ = ["Cut", "Window", "cut_row", "event_factors"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,26 @@ class Window:
     until_s: float
     factor: float | None = None  # None: the region is down; else > 1, on ``model`` (None: every model)
     model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A cut of ``amount`` units of a voucher (no package, no daily cap) at ``at_s``."""
+
+    voucher: str
+    at_s: float
+    amount: float
+    later: float = 0.0  # units topped up after ``at_s``
+
+
+def cut_row(cut: Cut, balance: float) -> tuple[float, float]:
+    """The weight of a draw that may start before the cut, and the row's right-hand side.
+
+    ``balance``: the most the voucher may hold over the day, every top-up added.
+    """
+    before = max(balance - cut.later, 0.0)
+    left = max(before - cut.amount, 0.0)
+    return (left / before if before > 0 else 0.0), cut.later + left
 
 
 def event_factors(

@@ -10,8 +10,8 @@ while it is down (``blocked``) and the offers' prices scaled while the factor ho
 The hindsight bound must stay below every policy whatever the events: ``relaxed`` is the
 config with every top-up added to its voucher from the start and every price cut
 (factor < 1) applied all day; ``bound`` adds the outages and spikes (factor > 1) a policy
-can escape only by going elsewhere (``optimizer.bound_events``). Voucher cuts stay out: a
-cut takes only what is left at its time, which depends on what was drawn before it.
+can escape only by going elsewhere, and per voucher (no package, no daily cap) its largest
+cut, as the row of ``optimizer.bound_events`` (a cut takes only what is left at its time).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from suanli.config import Config, Offer, Region
 from suanli.optimizer import Job, Plan
-from suanli.optimizer.bound_events import Window
+from suanli.optimizer.bound_events import Cut, Window
 from suanli.optimizer.hindsight import hindsight_bound
 from suanli.router.simulate.trace import Event
 
@@ -110,7 +110,19 @@ class Shocks:
 
     def bound(self, relaxed: Config, jobs: Sequence[Job], found: Plan) -> float:
         """The hindsight bound of ``jobs`` under ``relaxed`` with the day's outages and spikes."""
-        return hindsight_bound(relaxed, jobs, found, by_minute=True, windows=self.windows())
+        return hindsight_bound(relaxed, jobs, found, by_minute=True, windows=self.windows(), cuts=self.cuts())
+
+    def cuts(self) -> dict[str, Cut]:
+        """Per voucher with no period nor daily cap, its largest cut (the first of equals)."""
+        plain = {v.id for v in self.config.vouchers if v.period is None and v.daily_cap is None}
+        deltas = [e for e in self.events if e.kind == "voucher_delta" and e.voucher in plain]
+        out: dict[str, Cut] = {}
+        for e in deltas:
+            if e.amount < 0 and e.voucher and (e.voucher not in out or -e.amount > out[e.voucher].amount):
+                ups = [o for o in deltas if o.voucher == e.voucher and o.amount > 0 and o.at_s > e.at_s]
+                later = sum(o.amount for o in ups)
+                out[e.voucher] = Cut(e.voucher, e.at_s, -e.amount, later)
+        return out
 
     def relaxed(self) -> Config:
         """The config for the hindsight bound (module docstring): top-ups and price cuts all day."""

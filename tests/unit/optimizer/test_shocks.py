@@ -148,6 +148,28 @@ def test_hindsight_bound_counts_outages_and_spikes_and_stays_below_every_policy(
         assert bound <= cash + 1e-9
 
 
+def test_hindsight_bound_counts_a_voucher_cut_and_stays_below_every_policy() -> None:
+    # the 1.2 M tokens voucher pays for the five requests before the cut, which takes the
+    # 0.6 M left: policies pay for the other 25 (3 yuan); blind to the cut, the bound let
+    # the voucher pay for ten (2.4); the cut's row lifts it to 2.7 (requests before the cut
+    # draw at half the price, the row's right-hand side is 0.6 M)
+    voucher = {"id": "v", "region": "cheap", "kind": "tokens", "amount": 1200000}
+    config = make_config(_two_east(), [voucher])
+    requests = [{"t": 60.0 * n + 5.0, "input": 100000, "output": 20000} for n in range(30)]
+    events = [{"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": -600000}]
+    lines = _with_events(requests, events)
+    trace = parse_trace(lines, config)
+    relaxed = Shocks(config, trace.events).relaxed()
+    raw = hindsight_plan(relaxed, trace.jobs, by_minute=True)
+    blind = hindsight_bound(relaxed, trace.jobs, raw, by_minute=True)
+    assert blind == pytest.approx(2.4, abs=1e-6)
+    bound = _run(config, lines, "hindsight").bound_cash_yuan
+    assert bound == pytest.approx(2.7, abs=1e-6)
+    for policy in POLICIES:
+        cash = sum(d.cash_yuan for d in _run(config, lines, policy).decisions)
+        assert bound <= cash + 1e-9
+
+
 @pytest.mark.parametrize(
     "event",
     [
