@@ -27,6 +27,10 @@ million tokens): the inner minimum is over each request's own choices, and one r
 never draws more than a voucher's whole balance, so a column that would is priced as
 the part it can cover plus cash for the rest (``_capped``); and the rows of vouchers only
 training jobs use are not relaxed at all: ``optimizer.bound_training``.
+
+A day's trace events (``optimizer.bound_events``): a column inside an outage for every start
+the request may take there is not available, a price spike multiplies its cash, and a
+voucher cut's row may stand in for the voucher's own.
 """
 
 from __future__ import annotations
