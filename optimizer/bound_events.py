@@ -19,8 +19,8 @@ them all day (``router.simulate.shocks``).
 
 A voucher cut of ``A`` units at ``t`` takes only what is left then, so no row "balance - A"
 holds. With ``x`` the units drawn by starts before ``t``, ``y`` those from ``t`` on, ``B`` the
-most the voucher can hold before ``t`` (its amount and the top-ups up to ``t``) and ``T`` the
-top-ups after: ``y <= T + max(0, B - A - x)``, a region that is not convex; its convex hull
+most the voucher can hold before ``t`` (its amount and the top-ups before ``t``) and ``T`` the
+top-ups from ``t`` on: ``y <= T + max(0, B - A - x)``, a region that is not convex; its convex hull
 (``x`` in ``[0, B]``) gives the valid row ``y + x * K / B <= T + K``, ``K = max(0, B - A)``
 (``cut_row``). A draw whose start may fall before ``t`` counts as one before it (the lower
 weight: the row still holds).
@@ -55,7 +55,7 @@ class Cut:
     voucher: str
     at_s: float
     amount: float
-    later: float = 0.0  # units topped up after ``at_s``
+    later: float = 0.0  # units topped up from ``at_s`` on (one at ``at_s`` may come after the cut)
 
 
 def cut_row(cut: Cut, balance: float) -> tuple[float, float]:

@@ -119,7 +119,7 @@ class Shocks:
         out: dict[str, Cut] = {}
         for e in deltas:
             if e.amount < 0 and e.voucher and (e.voucher not in out or -e.amount > out[e.voucher].amount):
-                ups = [o for o in deltas if o.voucher == e.voucher and o.amount > 0 and o.at_s > e.at_s]
+                ups = [o for o in deltas if o.voucher == e.voucher and o.amount > 0 and o.at_s >= e.at_s]
                 later = sum(o.amount for o in ups)
                 out[e.voucher] = Cut(e.voucher, e.at_s, -e.amount, later)
         return out

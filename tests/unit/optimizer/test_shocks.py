@@ -148,23 +148,38 @@ def test_hindsight_bound_counts_outages_and_spikes_and_stays_below_every_policy(
         assert bound <= cash + 1e-9
 
 
-def test_hindsight_bound_counts_a_voucher_cut_and_stays_below_every_policy() -> None:
-    # the 1.2 M tokens voucher pays for the five requests before the cut, which takes the
-    # 0.6 M left: policies pay for the other 25 (3 yuan); blind to the cut, the bound let
-    # the voucher pay for ten (2.4); the cut's row lifts it to 2.7 (requests before the cut
-    # draw at half the price, the row's right-hand side is 0.6 M)
+_CUT = {"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": -600000}
+_BIG_CUT = {"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": -1000000}
+_TOP_UP = {"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": 240000}
+
+
+@pytest.mark.parametrize(
+    ("events", "blind_yuan", "bound_yuan"),
+    [
+        # the 1.2 M tokens voucher pays for the five requests before the cut, which takes the
+        # 0.6 M left: policies pay for the other 25 (3 yuan); blind to the cut, the bound let
+        # the voucher pay for ten (2.4); the cut's row lifts it to 2.7 (requests before the
+        # cut draw at half the price, the row's right-hand side is 0.6 M)
+        ([_CUT], 2.4, 2.7),
+        # a top-up at the cut's own time counts as after it (weight 1/6, right-hand side
+        # 0.44 M): policies pay 2.76
+        ([_BIG_CUT, _TOP_UP], 3.6 - 1.44, 0.1 + 3.0 - 0.44),
+    ],
+)
+def test_hindsight_bound_counts_a_voucher_cut_and_stays_below_every_policy(
+    events: list[dict], blind_yuan: float, bound_yuan: float
+) -> None:
     voucher = {"id": "v", "region": "cheap", "kind": "tokens", "amount": 1200000}
     config = make_config(_two_east(), [voucher])
     requests = [{"t": 60.0 * n + 5.0, "input": 100000, "output": 20000} for n in range(30)]
-    events = [{"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": -600000}]
     lines = _with_events(requests, events)
     trace = parse_trace(lines, config)
     relaxed = Shocks(config, trace.events).relaxed()
     raw = hindsight_plan(relaxed, trace.jobs, by_minute=True)
     blind = hindsight_bound(relaxed, trace.jobs, raw, by_minute=True)
-    assert blind == pytest.approx(2.4, abs=1e-6)
+    assert blind == pytest.approx(blind_yuan, abs=1e-6)
     bound = _run(config, lines, "hindsight").bound_cash_yuan
-    assert bound == pytest.approx(2.7, abs=1e-6)
+    assert bound == pytest.approx(bound_yuan, abs=1e-6)
     for policy in POLICIES:
         cash = sum(d.cash_yuan for d in _run(config, lines, policy).decisions)
         assert bound <= cash + 1e-9
