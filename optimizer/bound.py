@@ -27,6 +27,10 @@ million tokens): the inner minimum is over each request's own choices, and one r
 never draws more than a voucher's whole balance, so a column that would is priced as
 the part it can cover plus cash for the rest (``_capped``); and the rows of vouchers only
 training jobs use are not relaxed at all: ``optimizer.bound_training``.
+
+A day's trace events (``optimizer.bound_events``): a column inside an outage for every start
+the request may take there is not available, a price spike multiplies its cash, and a
+voucher cut's row may stand in for the voucher's own.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from suanli.config import Config
+from suanli.optimizer.bound_events import Cut, Window, cut_row, event_factors
 from suanli.optimizer.bound_training import KeptOption, TrainingJob, training_value
 from suanli.optimizer.columns import columns_of
 from suanli.optimizer.plan import UNSERVED_YUAN
@@ -56,11 +61,15 @@ def lagrangian_bound(
     *,
     now_s: float,
     balances: Mapping[str, float],
+    windows: Sequence[Window] = (),
+    cuts: Mapping[str, Cut] | None = None,
 ) -> float:
     """Cash that any decisions serving as many requests as ``found`` pay at least.
 
     ``groups[i]`` is the index in ``found.demand`` of the group ``jobs[i]`` was put in;
     ``found`` is the plan of that demand from ``now_s`` with ``balances`` and nothing booked.
+    ``windows``: the day's outages and price spikes, ``cuts`` voucher id -> a cut whose row
+    replaces the voucher's own (``optimizer.bound_events``).
     """
     edges = found.edges
     # Each group's columns once with one input token, once with one input and one output
@@ -106,8 +115,13 @@ def lagrangian_bound(
 
     limits = {r.id: r.limits for r in config.regions}
     kept = _kept_vouchers(found, per_group, members)
+    rows_of = {}  # voucher -> (cut time, weight before it, right-hand side) of the cut's row
+    for v, cut in (cuts or {}).items():
+        if v not in kept and found.voucher_price.get(v, 0.0) > 0 and v in balances:
+            rows_of[v] = (cut.at_s, *cut_row(cut, max(balances[v], 0.0)))
     training: list[TrainingJob] = []
     total = 0.0
+    forced = 0  # requests no policy can serve: every column down
     # minute -> per group: values without the minute rows' terms, model tokens and
     # requests per (request, column), and each column's region (None: no minute row)
     by_minute: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray, list[str | None]]]] = {}
@@ -140,12 +154,33 @@ def lagrangian_bound(
             regions.append(region if counted else None)
             served_at.append(region)
         a = np.array(coefs)
-        for n in members[g]:
+        # per column: cash per input, output and cached token (what a spike multiplies)
+        cash = np.array([(0.0, 0.0, 0.0)] + [(h[0], h[3] - h[0], h[7] - h[0]) for h in per_group[g].values()])
+        who = [jobs[n] for n in members[g]]
+        shocks = _shock_factors(windows, d.model, per_group[g], edges, who)
+        if shocks is not None and shocks.shape[1] > 1:
+            forced += int(np.isinf(shocks[:, 1:]).all(axis=1).sum())
+        weights = _cut_weights(rows_of, per_group[g], edges, who)
+        # per column: the relaxed price of its voucher units per input, output and cached token
+        priced = np.zeros((len(per_group[g]) + 1, 3))
+        for j, ((_, _, v), h) in enumerate(per_group[g].items(), start=1):
+            lam = found.voucher_price.get(v, 0.0) if v is not None else 0.0
+            priced[j] = (lam * h[1], lam * (h[4] - h[1]), lam * (h[8] - h[1]))
+        for m, n in enumerate(members[g]):
             if n in chained:
                 job = jobs[n]
                 miss = job.input_tokens * a[:, 0] + job.output_tokens * a[:, 1] + a[:, 2]
+                saving = job.cached * a[:, 6]
+                if weights is not None:
+                    less = weights[m] - 1.0
+                    miss = miss + less * (job.input_tokens * priced[:, 0] + job.output_tokens * priced[:, 1])
+                    saving = saving + less * job.cached * priced[:, 2]
+                if shocks is not None:
+                    paid = job.input_tokens * cash[:, 0] + job.output_tokens * cash[:, 1]
+                    miss = _shocked(miss, shocks[m], paid)
+                    saving = _shocked(saving, shocks[m], job.cached * cash[:, 2], down=0.0)
                 tokens = job.input_tokens * a[:, 3] + job.output_tokens * a[:, 4]
-                links[n] = (miss, job.cached * a[:, 6], tokens, a[:, 5], regions, served_at, minute)
+                links[n] = (miss, saving, tokens, a[:, 5], regions, served_at, minute)
         alone = [n for n in members[g] if n not in chained]
         if not alone:
             continue
@@ -159,6 +194,14 @@ def lagrangian_bound(
         # a cache hit draws fewer yuan of a credit: no cap correction where one may happen
         capped[cached > 0] = 0.0
         values += capped
+        rows = np.array([m for m, n in enumerate(members[g]) if n not in chained])
+        if weights is not None:
+            drawn = np.outer(ins, priced[:, 0]) + np.outer(outs, priced[:, 1])
+            drawn += np.outer(cached, priced[:, 2])
+            values += (weights[rows] - 1.0) * drawn
+        if shocks is not None:
+            spent = np.outer(ins, cash[:, 0]) + np.outer(outs, cash[:, 1]) + np.outer(cached, cash[:, 2])
+            values = _shocked(values, shocks[rows], spent)
         if any(is_kept):
             training += _training_jobs(per_group[g], values, np.array(is_kept), ins, outs, kept)
             continue
@@ -177,7 +220,53 @@ def lagrangian_bound(
     total += training_value(training, {v: balances.get(v, 0.0) for v in kept}, found.voucher_price)
     # the kept vouchers' rows are not relaxed: no lambda . b for them
     total += sum(found.voucher_price.get(v, 0.0) * max(balances.get(v, 0.0), 0.0) for v in kept)
-    return float(total - _rhs(config, found, balances) - UNSERVED_YUAN * found.unserved_requests)
+    # the cut vouchers' rows: their right-hand sides instead of the balances
+    total += sum(found.voucher_price[v] * (max(balances[v], 0.0) - rhs) for v, (_, _, rhs) in rows_of.items())
+    # a request every column of which is down is unserved under every policy: it counts M in
+    # every policy's cost as in the minimum, so it is left out as the plan's unserved are
+    unserved = found.unserved_requests + forced
+    return float(total - _rhs(config, found, balances) - UNSERVED_YUAN * unserved)
+
+
+def _shock_factors(
+    windows: Sequence[Window], model: str, cols: dict, edges: Sequence[float], members: Sequence[Job]
+) -> np.ndarray | None:
+    # per member x column (unserved first): ``bound_events.event_factors``
+    if not windows or not members:
+        return None
+    places = [(region, slot) for region, slot, _ in cols]
+    arrivals = np.array([job.arrival_s for job in members])
+    latest = np.array([job.latest_s for job in members])
+    return event_factors(windows, model, places, edges, arrivals, latest)
+
+
+def _cut_weights(
+    rows_of: dict, cols: dict, edges: Sequence[float], members: Sequence[Job]
+) -> np.ndarray | None:
+    # per member x column (unserved first): the weight of the column's voucher draw in its row
+    # (1: the voucher's own row, or a start certainly from the cut on)
+    if not rows_of or not members:
+        return None
+    out = None
+    arrivals = np.array([job.arrival_s for job in members])
+    for j, (_, slot, voucher) in enumerate(cols, start=1):
+        row = rows_of.get(voucher)
+        if row is None:
+            continue
+        if out is None:
+            out = np.ones((len(members), len(cols) + 1))
+        at, before, _ = row
+        out[:, j] = np.where(np.maximum(arrivals, edges[slot]) >= at, 1.0, before)
+    return out
+
+
+def _shocked(
+    values: np.ndarray, factors: np.ndarray, cash: np.ndarray, *, down: float = math.inf
+) -> np.ndarray:
+    # ``values`` with each column's ``cash`` multiplied by its factor; ``down`` where it is inf
+    up = np.isfinite(factors)
+    out = values + np.where(up, factors - 1.0, 0.0) * cash
+    return np.where(up, out, down)
 
 
 def _chained(jobs: Sequence[Job]) -> dict[int, str]:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from suanli.config import Config
 from suanli.optimizer.bound import lagrangian_bound
 from suanli.optimizer.bound_cache import best_voucher_prices
+from suanli.optimizer.bound_events import Cut, Window
 from suanli.optimizer.packages import expand_packages
 from suanli.optimizer.plan import NO_LIMIT, plan
 from suanli.optimizer.slots import slot_edges, slot_index
@@ -192,10 +193,14 @@ def hindsight_bound(
     *,
     balances: Mapping[str, float] | None = None,
     by_minute: bool = False,
+    windows: Sequence[Window] = (),
+    cuts: Mapping[str, Cut] | None = None,
 ) -> float:
     """A lower bound on the cash of any decisions for ``jobs`` (``found``: their hindsight plan).
 
-    ``found.cash_yuan`` is not one: see ``optimizer.bound``.
+    ``found.cash_yuan`` is not one: see ``optimizer.bound``. ``windows``: the day's outages
+    and price spikes, which no policy escapes but by going elsewhere; ``cuts`` voucher id ->
+    one cut of it, whose row is tried in place of the voucher's own (``bound_events``).
     """
     start, end, edges = _span(config, jobs)
     jobs = cacheable(config, jobs)
@@ -204,6 +209,13 @@ def hindsight_bound(
     config, have = expand_packages(config, start, end, have)
 
     def at(prices: Plan) -> float:
-        return lagrangian_bound(config, jobs, groups, prices, now_s=start, balances=have)
+        value = lagrangian_bound(config, jobs, groups, prices, now_s=start, balances=have, windows=windows)
+        if not cuts:
+            return value
+        # either row is valid at any price: the better of the two
+        with_cuts = lagrangian_bound(
+            config, jobs, groups, prices, now_s=start, balances=have, windows=windows, cuts=cuts
+        )
+        return max(value, with_cuts)
 
     return best_voucher_prices(config, jobs, found, at)  # packages' periods: ``bound_cache``

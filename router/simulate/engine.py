@@ -31,7 +31,6 @@ from suanli.optimizer import (
     Snapshot,
     State,
     charge,
-    hindsight_bound,
     hindsight_plan,
     index_for,
     known_demand,
@@ -135,7 +134,7 @@ class Engine:
             relaxed = self.shocks.relaxed()
             raw = hindsight_plan(relaxed, self.trace.jobs, by_minute=True)
             self.plan_s.append(time.perf_counter() - started)
-            self.bound = hindsight_bound(relaxed, self.trace.jobs, raw, by_minute=True)
+            self.bound = self.shocks.bound(relaxed, self.trace.jobs, raw)
             self.plan = fold_packages(raw, relaxed, self.trace.start_s)
             self.deferrer.set_plan(self.plan)
             self.next_plan_s = self.trace.start_s + _HINDSIGHT_REPLAN_S

@@ -9,8 +9,9 @@ while it is down (``blocked``) and the offers' prices scaled while the factor ho
 
 The hindsight bound must stay below every policy whatever the events: ``relaxed`` is the
 config with every top-up added to its voucher from the start and every price cut
-(factor < 1) applied all day; outages and spikes only cost a policy more, so the bound
-leaves them out.
+(factor < 1) applied all day; ``bound`` adds the outages and spikes (factor > 1) a policy
+can escape only by going elsewhere, and per voucher (no package, no daily cap) its largest
+cut, as the row of ``optimizer.bound_events`` (a cut takes only what is left at its time).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from suanli.config import Config, Offer, Region
+from suanli.optimizer import Job, Plan
+from suanli.optimizer.bound_events import Cut, Window
+from suanli.optimizer.hindsight import hindsight_bound
 from suanli.router.simulate.trace import Event
 
 __all__ = ["Shocks", "scaled"]
@@ -94,6 +98,31 @@ class Shocks:
             events = [self._known_prices[n] for n in active]
             cached = self._views[active] = _priced(self.config, events)
         return cached
+
+    def windows(self) -> tuple[Window, ...]:
+        """Every outage and price spike (factor > 1) of the day, for the bound."""
+        out = []
+        for e in self.events:
+            if e.region and (e.kind == "region_down" or (e.kind == "price_factor" and e.factor > 1.0)):
+                factor = e.factor if e.kind == "price_factor" else None
+                out.append(Window(e.region, e.at_s, e.until_s, factor, e.model))
+        return tuple(out)
+
+    def bound(self, relaxed: Config, jobs: Sequence[Job], found: Plan) -> float:
+        """The hindsight bound of ``jobs`` under ``relaxed`` with the day's outages and spikes."""
+        return hindsight_bound(relaxed, jobs, found, by_minute=True, windows=self.windows(), cuts=self.cuts())
+
+    def cuts(self) -> dict[str, Cut]:
+        """Per voucher with no period nor daily cap, its largest cut (the first of equals)."""
+        plain = {v.id for v in self.config.vouchers if v.period is None and v.daily_cap is None}
+        deltas = [e for e in self.events if e.kind == "voucher_delta" and e.voucher in plain]
+        out: dict[str, Cut] = {}
+        for e in deltas:
+            if e.amount < 0 and e.voucher and (e.voucher not in out or -e.amount > out[e.voucher].amount):
+                ups = [o for o in deltas if o.voucher == e.voucher and o.amount > 0 and o.at_s >= e.at_s]
+                later = sum(o.amount for o in ups)
+                out[e.voucher] = Cut(e.voucher, e.at_s, -e.amount, later)
+        return out
 
     def relaxed(self) -> Config:
         """The config for the hindsight bound (module docstring): top-ups and price cuts all day."""

@@ -11,8 +11,10 @@ import json
 
 import pytest
 
+from suanli.optimizer.hindsight import hindsight_bound, hindsight_plan
 from suanli.router.simulate.cli import decision_lines, summary
 from suanli.router.simulate.engine import POLICIES, replay
+from suanli.router.simulate.shocks import Shocks
 from suanli.router.simulate.trace import TraceError, parse_trace
 from tests.unit.optimizer.checker import check_decisions
 from tests.unit.optimizer.tiny import make_config, make_trace, region
@@ -117,6 +119,67 @@ def test_hindsight_bound_stays_below_every_policy_with_top_ups_and_price_cuts() 
     lines = _with_events(requests, events)
     bound = _run(config, lines, "hindsight").bound_cash_yuan
     assert bound is not None
+    for policy in POLICIES:
+        cash = sum(d.cash_yuan for d in _run(config, lines, policy).decisions)
+        assert bound <= cash + 1e-9
+
+
+def test_hindsight_bound_counts_outages_and_spikes_and_stays_below_every_policy() -> None:
+    # cheap is down for ten minutes and dear spikes x3 over part of it: the interactive
+    # requests of those minutes cannot escape, the batch job that arrives inside can wait
+    config = make_config(_two_east())
+    requests = [{"t": 60.0 * n + 5.0, "input": 100000, "output": 20000} for n in range(30)]
+    requests.append({"t": 400.0, "class": "batch", "input": 300000, "output": 0, "deadline_s": 3600})
+    events = [
+        {"t": 300.0, "event": "region_down", "region": "cheap", "until": 900.0},
+        {"t": 600.0, "event": "price_factor", "region": "dear", "factor": 3.0, "until": 1200.0},
+    ]
+    lines = _with_events(sorted(requests, key=lambda r: r["t"]), events)
+    trace = parse_trace(lines, config)
+    relaxed = Shocks(config, trace.events).relaxed()
+    raw = hindsight_plan(relaxed, trace.jobs, by_minute=True)
+    blind = hindsight_bound(relaxed, trace.jobs, raw, by_minute=True)  # no windows: the events unseen
+    bound = _run(config, lines, "hindsight").bound_cash_yuan
+    assert bound is not None
+    # 5 requests at dear (x2) and 5 at dear x3 (x6) instead of cheap: 0.12 yuan each at cheap
+    assert bound == pytest.approx(blind + 0.12 * (5 * 1 + 5 * 5), abs=1e-6)
+    for policy in ("greedy", "optimizer", "hindsight"):
+        cash = sum(d.cash_yuan for d in _run(config, lines, policy).decisions)
+        assert bound <= cash + 1e-9
+
+
+_CUT = {"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": -600000}
+_BIG_CUT = {"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": -1000000}
+_TOP_UP = {"t": 300.0, "event": "voucher_delta", "voucher": "v", "amount": 240000}
+
+
+@pytest.mark.parametrize(
+    ("events", "blind_yuan", "bound_yuan"),
+    [
+        # the 1.2 M tokens voucher pays for the five requests before the cut, which takes the
+        # 0.6 M left: policies pay for the other 25 (3 yuan); blind to the cut, the bound let
+        # the voucher pay for ten (2.4); the cut's row lifts it to 2.7 (requests before the
+        # cut draw at half the price, the row's right-hand side is 0.6 M)
+        ([_CUT], 2.4, 2.7),
+        # a top-up at the cut's own time counts as after it (weight 1/6, right-hand side
+        # 0.44 M): policies pay 2.76
+        ([_BIG_CUT, _TOP_UP], 3.6 - 1.44, 0.1 + 3.0 - 0.44),
+    ],
+)
+def test_hindsight_bound_counts_a_voucher_cut_and_stays_below_every_policy(
+    events: list[dict], blind_yuan: float, bound_yuan: float
+) -> None:
+    voucher = {"id": "v", "region": "cheap", "kind": "tokens", "amount": 1200000}
+    config = make_config(_two_east(), [voucher])
+    requests = [{"t": 60.0 * n + 5.0, "input": 100000, "output": 20000} for n in range(30)]
+    lines = _with_events(requests, events)
+    trace = parse_trace(lines, config)
+    relaxed = Shocks(config, trace.events).relaxed()
+    raw = hindsight_plan(relaxed, trace.jobs, by_minute=True)
+    blind = hindsight_bound(relaxed, trace.jobs, raw, by_minute=True)
+    assert blind == pytest.approx(blind_yuan, abs=1e-6)
+    bound = _run(config, lines, "hindsight").bound_cash_yuan
+    assert bound == pytest.approx(bound_yuan, abs=1e-6)
     for policy in POLICIES:
         cash = sum(d.cash_yuan for d in _run(config, lines, policy).decisions)
         assert bound <= cash + 1e-9
