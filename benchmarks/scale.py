@@ -117,13 +117,7 @@ def measure(
     now = trace.start_s + warm_h * 3600.0
     for _ in range(replans):
         while pending is not None and pending.arrival_s <= now:
-            forecast.observe(
-                (pending.work_class, pending.origin, pending.model),
-                input_tokens=pending.input_tokens,
-                output_tokens=pending.output_tokens,
-                window_s=pending.latest_s - pending.arrival_s,
-                at_s=pending.arrival_s,
-            )
+            forecast.observe_job(pending)
             pending = next(jobs, None)
         edges = slot_edges(config, now, now + horizon)
         started = time.process_time()

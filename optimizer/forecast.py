@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from suanli.config import Config, WorkClass, Zone
 from suanli.optimizer.hindsight import output_bucket
 from suanli.optimizer.index import index_for
-from suanli.optimizer.snapshot import Demand
+from suanli.optimizer.snapshot import Demand, Job
 
 __all__ = ["Forecast", "WORKING_DAY"]
 
@@ -138,6 +138,18 @@ class Forecast:
         tally.band_input[band] += input_tokens
         tally.band_output[band] += output_tokens
         tally.band_cached[band] += cached_tokens
+
+    def observe_job(self, job: Job, at_s: float | None = None) -> None:
+        """``observe`` a known request: its kind, tokens, cache share and start window, seen at
+        ``at_s`` (its arrival by default)."""
+        self.observe(
+            (job.work_class, job.origin, job.model),
+            input_tokens=job.input_tokens,
+            output_tokens=job.output_tokens,
+            window_s=job.latest_s - job.arrival_s,
+            at_s=job.arrival_s if at_s is None else at_s,
+            cached_tokens=job.cached,
+        )
 
     def rate_per_s(self, kind: Kind, at_s: float, now_s: float) -> float:
         """Expected arrivals per second of ``kind`` at ``at_s``, as known at ``now_s``.

@@ -324,14 +324,7 @@ class Engine:
 
     def _maybe_replan(self, now_s: float, job: Job) -> None:
         if self.policy == "optimizer":
-            self.forecast.observe(
-                (job.work_class, job.origin, job.model),
-                input_tokens=job.input_tokens,
-                output_tokens=job.output_tokens,
-                window_s=job.latest_s - job.arrival_s,
-                at_s=now_s,
-                cached_tokens=job.cached,
-            )
+            self.forecast.observe_job(job, at_s=now_s)
         if now_s < self.next_plan_s:
             return
         interval = (

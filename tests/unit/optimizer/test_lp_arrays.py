@@ -20,13 +20,7 @@ def _snapshot(seed: int, tmp_path: Path) -> tuple[Snapshot, tuple[float, ...]]:
     now = trace.start_s + 4 * 3600.0
     for job in trace.jobs:
         if job.arrival_s <= now:
-            forecast.observe(
-                (job.work_class, job.origin, job.model),
-                input_tokens=job.input_tokens,
-                output_tokens=job.output_tokens,
-                window_s=job.latest_s - job.arrival_s,
-                at_s=job.arrival_s,
-            )
+            forecast.observe_job(job)
     horizon = config.planner.horizon_h * 3600.0
     edges = tuple(slot_edges(config, now, now + horizon))
     balances = {v.id: v.amount for v in config.vouchers}

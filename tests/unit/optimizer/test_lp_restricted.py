@@ -5,6 +5,7 @@ of its columns, the rest priced in, has the value of the whole LP."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -24,20 +25,12 @@ def _snapshot(seed: int, regions: int, vouchers: int, *, tariffs: set[str] | Non
     # a generated day stretched to this size, its forecast learned from the first four hours
     raw, header, lines = generate(seed, requests=800, hours=8, shocks=False, tariffs=tariffs)
     config = load_config(stretch(raw, regions, vouchers, seed))
-    import json
-
     trace = parse_trace([json.dumps(header)] + [json.dumps(line) for line in lines], config)
     forecast = Forecast(config, start_s=trace.start_s, end_s=span_end(trace))
     now = trace.start_s + 4 * 3600.0
     for job in trace.jobs:
         if job.arrival_s <= now:
-            forecast.observe(
-                (job.work_class, job.origin, job.model),
-                input_tokens=job.input_tokens,
-                output_tokens=job.output_tokens,
-                window_s=job.latest_s - job.arrival_s,
-                at_s=job.arrival_s,
-            )
+            forecast.observe_job(job)
     horizon = config.planner.horizon_h * 3600.0
     edges = slot_edges(config, now, now + horizon)
     balances = {v.id: v.amount for v in config.vouchers}
