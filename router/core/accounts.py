@@ -245,7 +245,7 @@ class Accounts:
         if routing.settled:
             return
         prompt, completion = _usage_or_estimate(usage, option.offer, ask)
-        cached = usage.cached_tokens if usage.reported else 0  # the upstream's word decides (DESIGN.md)
+        hit, saved = _cache_hit(option, usage, prompt)  # the upstream's word decides (DESIGN.md)
         # A hold settles on the voucher terms it was made with, even if a reload changed them since.
         same = option.voucher is not None and hold.voucher_id is not None and (
             base_id(hold.voucher_id) == option.voucher.id)
@@ -256,11 +256,10 @@ class Accounts:
             completion_tokens=completion,
             work_class=ask.work_class,
             factor=option.factor,
-            cached_tokens=cached,
+            cached_tokens=hit,
             voucher=voucher,
             balance=hold.voucher_units,
         )
-        hit, saved = _cache_hit(option, usage, prompt)
         settlement = Settlement(
             prompt_tokens=prompt,
             completion_tokens=completion,
@@ -280,7 +279,7 @@ class Accounts:
         def settled(_row: object) -> None:
             # Runs right after the commit even if the caller went away; once per hold.
             if not routing.settled:
-                self._settled(hold, option, ask, usage, routing, cost, prompt, completion)
+                self._settled(hold, option, ask, usage, routing, cost, prompt, completion, (hit, saved))
                 self.metrics.settled(routing, latency_s=latency_s, ttft_s=ttft_s, status=status)
 
         await self.ledger.settle(hold.id, settlement, then=settled)
@@ -315,13 +314,14 @@ class Accounts:
         cost: Charge,
         prompt: int,
         completion: int,
+        cache: tuple[int, float],
     ) -> None:
         self.view.release(hold.id, cost.voucher_units)
         if hold.voucher_id is not None:
             released = hold.voucher_units - cost.voucher_units
             self.available[hold.voucher_id] = self.available.get(hold.voucher_id, 0.0) + released
         routing.cash_yuan, routing.cost_yuan = cost.cash_yuan, cost.cost_yuan
-        routing.cached_tokens, routing.cache_saved_yuan = _cache_hit(option, usage, prompt)
+        routing.cached_tokens, routing.cache_saved_yuan = cache
         discounted = option.off_peak or routing.cached_tokens > 0
         routing.list_yuan = _list_yuan(option, ask, prompt, completion) if discounted else cost.cost_yuan
         routing.voucher_yuan, routing.voucher_units = cost.voucher_yuan, cost.voucher_units

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from benchmarks.scenario_gen import write_scenario
 from suanli.config import load_config
-from suanli.optimizer import Forecast, Snapshot, slot_edges
+from suanli.optimizer import Snapshot, slot_edges
 from suanli.optimizer.columns import column_arrays, columns_of
-from suanli.router.simulate.trace import load_trace, span_end
+from suanli.router.simulate.trace import load_trace
+from tests.unit.optimizer.learned import learned_forecast
 
 
 def _snapshot(seed: int, tmp_path: Path) -> tuple[Snapshot, tuple[float, ...]]:
@@ -16,11 +17,7 @@ def _snapshot(seed: int, tmp_path: Path) -> tuple[Snapshot, tuple[float, ...]]:
     day = write_scenario(tmp_path / "day", seed, requests=600, hours=8, shocks=False)
     config = load_config(day / "config.yaml")
     trace = load_trace(day / "trace.jsonl", config)
-    forecast = Forecast(config, start_s=trace.start_s, end_s=span_end(trace))
-    now = trace.start_s + 4 * 3600.0
-    for job in trace.jobs:
-        if job.arrival_s <= now:
-            forecast.observe_job(job)
+    forecast, now = learned_forecast(config, trace)
     horizon = config.planner.horizon_h * 3600.0
     edges = tuple(slot_edges(config, now, now + horizon))
     balances = {v.id: v.amount for v in config.vouchers}

@@ -13,10 +13,11 @@ import pytest
 from benchmarks.scale import stretch
 from benchmarks.scenario_gen import generate
 from suanli.config import load_config
-from suanli.optimizer import FORECAST_SPREAD, Forecast, Snapshot, plan, slot_edges, slot_index
+from suanli.optimizer import FORECAST_SPREAD, Snapshot, plan, slot_edges, slot_index
 from suanli.optimizer.columns import Column, column_arrays, columns_of
 from suanli.optimizer.lp import build_model
-from suanli.router.simulate.trace import parse_trace, span_end
+from suanli.router.simulate.trace import parse_trace
+from tests.unit.optimizer.learned import learned_forecast
 
 _DELAY, _UNSERVED = 1e-9, 1000.0
 
@@ -26,11 +27,7 @@ def _snapshot(seed: int, regions: int, vouchers: int, *, tariffs: set[str] | Non
     raw, header, lines = generate(seed, requests=800, hours=8, shocks=False, tariffs=tariffs)
     config = load_config(stretch(raw, regions, vouchers, seed))
     trace = parse_trace([json.dumps(header)] + [json.dumps(line) for line in lines], config)
-    forecast = Forecast(config, start_s=trace.start_s, end_s=span_end(trace))
-    now = trace.start_s + 4 * 3600.0
-    for job in trace.jobs:
-        if job.arrival_s <= now:
-            forecast.observe_job(job)
+    forecast, now = learned_forecast(config, trace)
     horizon = config.planner.horizon_h * 3600.0
     edges = slot_edges(config, now, now + horizon)
     balances = {v.id: v.amount for v in config.vouchers}
