@@ -45,6 +45,7 @@ from suanli.optimizer.plan import NO_LIMIT
 from suanli.optimizer.prices import prepare_prices
 from suanli.router.simulate.hindsight import book_ahead
 from suanli.router.simulate.results import Booked, Decision, Replay
+from suanli.router.simulate.room import first_room, late_start, rotate, victims
 from suanli.router.simulate.shocks import Shocks
 from suanli.router.simulate.swap import better_swap
 from suanli.router.simulate.trace import Event, Trace, span_end
@@ -277,20 +278,8 @@ class Engine:
         )
 
     def _held(self, booked: Booked) -> float:
-        # Units the booked job would draw from its voucher at its start, with a full balance.
         voucher = self.vouchers[booked.voucher] if booked.voucher else None
-        if voucher is None:
-            return 0.0
-        full = charge(
-            booked.offer,
-            input_tokens=booked.job.input_tokens,
-            output_tokens=booked.job.output_tokens,
-            work_class=booked.job.work_class,
-            factor=self.index.factor(booked.offer, self._start_s(booked)),
-            voucher=voucher,
-            balance=float("inf"),
-        )
-        return full.voucher_units
+        return booked.held(voucher, self.index.factor(booked.offer, self._start_s(booked)))
 
     def book_job(
         self,
@@ -302,7 +291,7 @@ class Engine:
         tokens: int,
         *,
         execute: bool = True,
-    ) -> None:
+    ) -> Booked:
         start_s = self.trace.start_s + rel_start
         if job.work_class != "training":
             self.book.add(region, minute_of(start_s), tokens)
@@ -312,6 +301,7 @@ class Engine:
         heapq.heappush(self.heap, (start_s, job.index, booked))
         if execute and start_s == self.trace.start_s + self.trace.offsets_s[job.index]:
             self._execute_until(start_s, job.index + 1)
+        return booked
 
     def reject(self, job: Job) -> None:
         if job.work_class == "interactive":
@@ -415,9 +405,42 @@ class Engine:
             return
         self._book_placed(job, rel, now_s, placed)
 
-    def _book_placed(self, job: Job, rel: float, now_s: float, placed: Placement) -> None:
+    def _book_placed(self, job: Job, rel: float, now_s: float, placed: Placement) -> Booked:
         rel_start = rel if placed.start_s <= now_s else placed.start_s - self.trace.start_s
-        self.book_job(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
+        if self.policy == "optimizer" and job.work_class == "batch" and not job.cached:
+            start_s = self.trace.start_s + rel_start  # an interactive request may take its place (``evict``)
+            terms = (self.trace.events, self.index, self.wallet, self.vouchers)
+            rel_start += late_start(placed, start_s, job.latest_s, *terms) - start_s
+        return self.book_job(job, placed.region, placed.offer, placed.voucher, rel_start, placed.tokens)
+
+    def _make_room(self, job: Job, rel: float, now_s: float, options: list) -> bool:  # noqa: ANN001
+        # Batch booked later in this minute at one of the request's regions gives way and is
+        # placed again within its deadline; when one cannot be, everything stays as it was.
+        minute = minute_of(now_s)
+        for option in options:
+            rid, tokens = option.region.id, option.charge.tokens
+            moved = victims((b for _, _, b in self.heap), self._start_s, self.book, rid, now_s, tokens)
+            if moved is None:
+                continue
+            self._unbook(moved)
+            self.book.add(rid, minute, tokens)  # held for this request while they move
+            again: list[Booked] = []
+            for old in sorted(moved, key=lambda b: b.job.index):
+                available = {v: self.balances[v] - self.reserved[v] for v in self.balances}
+                renewed = self.reserved.renewed(now_s)
+                placed = self.deferrer.place(old.job, now_s, self.book, available, renewed)
+                if placed is None or self.shocks.down(placed.region, max(placed.start_s, now_s)):
+                    break
+                again.append(self._book_placed(old.job, rel, now_s, placed))
+            self.book.release(rid, minute, tokens)
+            if len(again) == len(moved):
+                voucher = option.voucher.id if option.voucher else None
+                self.book_job(job, rid, option.offer, voucher, rel, tokens)
+                return True
+            self._unbook(again)
+            for b in moved:
+                self.book_job(b.job, b.region, b.offer, b.voucher, b.rel_start, b.tokens, execute=False)
+        return False
 
     def _ask(self, job: Job, at_s: float) -> Ask:
         # a session's follow-up is priced with its cached input where its prompt is cached now
@@ -439,7 +462,8 @@ class Engine:
         options = rank(self.view, ask, state, when, plan=use_plan)
         options = self.prompts.arrange(options, ask, job, load, use_plan) if use_plan is not None else options
         if self.policy == "round_robin" and options:
-            options = self._rotate(options)
+            self.rr = (self.rr + 1) % len(options)
+            options = rotate(options, self.rr)
         self.decision_ns.append(time.perf_counter_ns() - started)
         minute = minute_of(now_s)
         for option in options:
@@ -448,34 +472,18 @@ class Engine:
                 self.book_job(job, option.region.id, option.offer, voucher, rel, option.charge.tokens)
                 return
         if job.work_class == "interactive" or not options:
-            self.reject(job)
+            if not (self.policy == "optimizer" and self._make_room(job, rel, now_s, options)):
+                self.reject(job)
             return
         # Batch under a policy that never defers for price still waits for room.
         self._first_room(job, rel, now_s)
 
-    def _rotate(self, options: list) -> list:  # noqa: ANN001 - list[Option]
-        order = sorted(options, key=lambda o: o.region.id)
-        self.rr = (self.rr + 1) % len(order)
-        return order[self.rr :] + order[: self.rr]
-
     def _first_room(self, job: Job, rel: float, now_s: float) -> None:
-        minute = minute_of(now_s) + 1
-        while minute * 60.0 <= job.latest_s:
-            ask = self._ask(job, minute * 60.0)
-            when = datetime.fromtimestamp(minute * 60.0, UTC)
-            state = State(balances=self.balances, blocked=self.shocks.blocked(minute * 60.0))
-            for option in rank(self.view, ask, state, when):
-                room = job.work_class == "training" or self.book.fits(
-                    option.region.id, minute, option.charge.tokens
-                )
-                if room:
-                    voucher = option.voucher.id if option.voucher else None
-                    rel_start = minute * 60.0 - self.trace.start_s
-                    tokens = option.charge.tokens
-                    self.book_job(job, option.region.id, option.offer, voucher, rel_start, tokens)
-                    return
-            minute += 1
-        self.reject(job)
+        found = first_room(self.view, job, now_s, self.book, self.balances, self.shocks.blocked, self._ask)
+        if found is None:
+            self.reject(job)
+        else:
+            self._book_placed(job, rel, now_s, found)
 
 
 def _solve(snapshot: Snapshot, limit_s: float | None, spread: tuple[float, ...]) -> Plan:

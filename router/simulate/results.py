@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from suanli.config import Offer
-from suanli.optimizer import Job
+from suanli.config import Offer, Voucher
+from suanli.optimizer import Job, charge
 
 __all__ = ["Booked", "Decision", "Replay"]
 
@@ -50,3 +50,19 @@ class Booked:
     voucher: str | None
     rel_start: float
     tokens: int = 0
+
+    def held(self, voucher: Voucher | None, factor: float) -> float:
+        """Units this job would draw from ``voucher`` at its start (price ``factor``), with a full balance."""
+        if voucher is None:
+            return 0.0
+        job = self.job
+        full = charge(
+            self.offer,
+            input_tokens=job.input_tokens,
+            output_tokens=job.output_tokens,
+            work_class=job.work_class,
+            factor=factor,
+            voucher=voucher,
+            balance=float("inf"),
+        )
+        return full.voucher_units
