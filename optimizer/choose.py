@@ -45,7 +45,7 @@ from suanli.optimizer.payment import Charge
 from suanli.optimizer.prices import SlotPrices, prices_for
 from suanli.optimizer.snapshot import Plan
 
-__all__ = ["VOUCHER_TIE", "Ask", "Option", "State", "eligible", "rank"]
+__all__ = ["CROWD_YUAN", "VOUCHER_TIE", "Ask", "Option", "State", "eligible", "rank"]
 
 # Duals come from a floating-point solve: a voucher priced at exactly what it saves may
 # lose to cash by 1e-9. Within this share of the score the voucher wins (the future is
@@ -57,6 +57,10 @@ _SPEND_WITHIN = 1 + VOUCHER_TIE  # a voucher scoring at most the best x this win
 _FREE = SlotPrices(0.0, 0.0, None)  # a region the plan prices nowhere
 _CONGESTION_FROM = 0.5  # share of a minute's limits from which a region's score rises
 _CONGESTION_SHARE = 0.1  # at most +5% of the cost when full
+# Yuan a flexible interactive request pays per unit of chance that it leaves a request only
+# this region serves no room later in the minute (``optimizer.exclusive``): about twenty
+# requests' list cost, so a few fen of saving do not buy a likely rejection.
+CROWD_YUAN = 0.1
 _SIZE_SPREAD = 1.3  # sqrt(1 + cv^2) of request sizes: the tokens of n requests vary more than n
 
 
@@ -174,7 +178,9 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
     if plan is not None:
         slot = plan.slot_at(now_s)
         minute_now = math.floor(now_s / 60.0)
-        by_region = prices_for(config, plan).regions
+        prepared = prices_for(config, plan)
+        by_region = prepared.regions
+        alone = prepared.exclusive if interactive else None
         minute_price = plan.minute_price if interactive else None
         voucher_price = plan.voucher_price
     ranked: list[tuple[float, float, int, Option]] = []
@@ -225,6 +231,10 @@ def rank(config: Config, ask: Ask, state: State, now: datetime, *, plan: Plan | 
                 if interactive and here.inflow is not None:
                     need = _displaced(cand, here.inflow, fill, tokens, now_s)
                 extra = (mu * tokens + rho) * need
+            crowd = alone.get(rid) if alone and held is None else None
+            if crowd and crowd[slot] is not None:
+                # what only this region serves may arrive later this minute and find it full
+                extra += CROWD_YUAN * _displaced(cand, crowd[slot], fill, tokens, now_s)
         if fill > _CONGESTION_FROM:
             # A region filling up this minute costs a little more, so near-ties go to
             # regions with room and a later request with fewer options still fits.

@@ -10,10 +10,11 @@ prepares a plan nobody prepared (one taken from the plan board, say) on its firs
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import Lock
 
 from suanli.config import Config
+from suanli.optimizer.exclusive import Inflow, exclusive_inflow
 from suanli.optimizer.snapshot import Plan
 
 __all__ = ["DEFERRED_SHARE", "PlanPrices", "SlotPrices", "prepare_prices", "prices_for"]
@@ -44,6 +45,8 @@ class PlanPrices:
 
     plan: Plan
     regions: dict[str, tuple[SlotPrices, ...]]
+    # region id -> per slot, interactive traffic only it serves (``optimizer.exclusive``)
+    exclusive: dict[str, tuple[Inflow | None, ...]] = field(default_factory=dict)
 
 
 def prepare_prices(config: Config, plan: Plan) -> PlanPrices:
@@ -67,7 +70,7 @@ def prepare_prices(config: Config, plan: Plan) -> PlanPrices:
                 inflow = (inflow_t[k], inflow_r[k], inflow_t[k] / inflow_r[k])
             rows.append(SlotPrices(_at(mu, k), _at(rho, k), inflow))
         regions[rid] = tuple(rows)
-    prepared = PlanPrices(plan, regions)
+    prepared = PlanPrices(plan, regions, exclusive_inflow(config, plan))
     with _LOCK:
         if len(_PREPARED) >= _KEEP:
             _PREPARED.pop(next(iter(_PREPARED)))

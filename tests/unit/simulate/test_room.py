@@ -68,3 +68,36 @@ def test_batch_work_that_nothing_displaces_pays_as_it_would_at_once(tmp_path: Pa
     (only,) = decisions
     assert only["region"] == "a" and only["voucher"] == "a-batch" and only["cash_yuan"] == 0.0
     assert 5.0 <= only["start"] <= 35.0  # starts late in its minute, never past its deadline
+
+
+def test_a_flexible_request_leaves_the_room_another_kind_has_nowhere_else(tmp_path: Path):
+    # m2 is served only at a; m1 at a and, dearer, at b. Each minute three m1 requests come
+    # first and two m2 requests last: 7,500 tokens a minute where a takes 6,000.
+    m1 = {"name": "m1", "price": {"input": 2.0, "output": 8.0}}
+    m2 = {"name": "m2", "price": {"input": 2.0, "output": 8.0}}
+    dear = {"name": "m1", "price": {"input": 3.0, "output": 12.0}}
+    base = {"zone": "east", "provider": "sim", "rtt_ms": {"east": 10}, "ttft_ms": 100,
+            "capabilities": ["chat"]}
+    config = {"regions": [{"id": "a", **base, "models": [m1, m2], "limits": {"tpm": 6000, "rpm": 100}},
+                          {"id": "b", **base, "models": [dear], "limits": {"tpm": 100000, "rpm": 1000}}]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    rows = []
+    for minute in range(60):
+        at = minute * 60.0
+        rows += [{"t": at + s, "model": "m1", "class": "interactive", "origin": "east", "input": 1000,
+                  "output": 500} for s in (5.0, 10.0, 15.0)]
+        rows += [{"t": at + s, "model": "m2", "class": "interactive", "origin": "east", "input": 1000,
+                  "output": 500} for s in (40.0, 50.0)]
+    lines = [json.dumps({"trace": "suanli/v1", "start": START})] + [json.dumps(r) for r in rows]
+    (tmp_path / "trace.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    loaded = load_config(tmp_path / "config.yaml")
+    trace = load_trace(tmp_path / "trace.jsonl", loaded)
+    greedy = replay(loaded, trace, "greedy")
+    optimizer = replay(loaded, trace, "optimizer")
+    assert greedy.rejected == 60  # the second m2 of every minute
+    check = check_decisions(loaded, lines, decision_lines(optimizer))
+    assert check.violations == []
+    # once the plan has seen m2 come (re-plans are five minutes apart), m1 leaves it room
+    assert optimizer.rejected <= 10
+    late_m2 = [d for d in optimizer.decisions if d.i >= 5 * 15 and rows[d.i]["model"] == "m2"]
+    assert all(d.region == "a" for d in late_m2)
