@@ -53,7 +53,8 @@ def test_a_job_on_a_voucher_starts_no_later_than_the_voucher_allows() -> None:
     # price holds: the job still starts on the voucher, before it expires.
     expiring = {**_VOUCHER, "expires": "2026-12-01T12:00:00+08:00"}
     config = make_config([region("z", "west", price=10.0)], [expiring])
-    lines = make_trace([{"t": 36000, "class": "training", "input": 500_000, "output": 0, "deadline_s": 172800}])
+    job = {"t": 36000, "class": "training", "input": 500_000, "output": 0, "deadline_s": 172800}
+    lines = make_trace([job])
     result = replay(config, parse_trace(lines, config), "optimizer")
     assert check_decisions(config, lines, decision_lines(result)).violations == []
     (only,) = result.decisions
