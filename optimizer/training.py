@@ -120,11 +120,13 @@ def hold_start(config: Config, job: Job, placed: Placement, *, until_s: float) -
     if last <= placed.start_s:
         return placed
     factor = index.factor(placed.offer, placed.start_s)
-    t = last
+    # on a whole minute: seconds after a trace's start, a start at the window's very end
+    # could come out a rounding past it
+    t = math.floor(last / 60.0) * 60.0
     while t > placed.start_s:
         if index.factor(placed.offer, t) == factor:
             return placed._replace(start_s=t)
-        t = math.floor(t / 60.0) * 60.0 - 60.0  # the minute before: factors change on whole minutes
+        t -= 60.0  # the minute before: factors change on whole minutes
     return placed
 
 

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from suanli.config import Config, Offer
 from suanli.optimizer import Forecast, Job, Placement, index_for
+from suanli.optimizer.packages import expand_packages, owner_of
 from suanli.optimizer.prospects import prospects
 from suanli.optimizer.training import assign_training, hold_start
 
@@ -65,37 +66,45 @@ class Trainer:
         """Training ``job`` and the booked ``holders`` placed together; None: place it alone.
 
         ``available``: voucher id -> units free now; ``prices``: the plan's voucher prices.
-        Packages and capped vouchers, whose balance depends on the start, stay out of the
-        search, and so do the jobs booked on them.
+        Packages and capped vouchers are searched as one plain voucher per instance
+        (``expand_packages``): the one in force now holds what is free of it, a later one
+        its fresh amount.
         """
-        vouchers = {v.id: v for v in self.config.vouchers}
-        plain = {vid for vid, v in vouchers.items() if v.period is None and v.daily_cap is None}
-        movable = [h for h in holders if h.voucher is None or h.voucher in plain]
-        balances = {vid: available.get(vid, 0.0) for vid in plain}
-        for h in movable:
+        jobs = [h.job for h in holders] + [job]
+        config, balances = expand_packages(self.config, now_s, max(j.latest_s for j in jobs) + 1.0, available)
+        infos = index_for(config).vouchers
+        for h in holders:
             if h.voucher is not None:
-                balances[h.voucher] += self.held(h)  # may be more than the voucher holds
-        balances = {vid: max(units, 0.0) for vid, units in balances.items()}
-        infos = index_for(self.config).vouchers
-        kept = [infos[vid] for vid in sorted(plain) if set(vouchers[vid].classes or ()) == {"training"}]
+                at = self.start_of(h)
+                # what it would draw is free again; a later instance was counted fresh, without it
+                iid = next(
+                    (i for i, v in infos.items() if owner_of(i) == h.voucher and v.from_s <= at < v.to_s),
+                    None,
+                )
+                if iid in balances and (iid == h.voucher or infos[iid].from_s <= now_s):
+                    balances[iid] += self.held(h)  # type: ignore[index]  # may be more than it holds
+        balances = {iid: max(units, 0.0) for iid, units in balances.items()}
+        training = {v.id for v in self.config.vouchers if set(v.classes or ()) == {"training"}}
+        kept = [info for iid, info in sorted(infos.items()) if owner_of(iid) in training]
         ahead = prospects(self.forecast, kept, now_s=now_s)
-        jobs = [h.job for h in movable] + [job]
+        priced = {iid: prices.get(owner_of(iid), 0.0) for iid in infos}
         placed = assign_training(
-            self.config, jobs, now_s=now_s, balances=balances, voucher_price=prices, prospects=ahead
+            config, jobs, now_s=now_s, balances=balances, voucher_price=priced, prospects=ahead
         )
-        if placed is None or placed.get(job.index) is None:
+        if placed is None or placed.get(job.index) is None or None in placed.values():
             return None
         moves = Moves()
-        for h in movable:
-            p = placed[h.job.index]
-            if p is None:
-                return None
-            p = hold_start(self.config, h.job, p, until_s=self.forecast.end_s)
+        for h in holders:
+            p = self._named(config, h.job, placed[h.job.index])  # type: ignore[arg-type]
             if (p.region, p.voucher, p.start_s) != (h.region, h.voucher, self.start_of(h)):
                 moves.unbook.append(h)
                 moves.book.append((h.job, p))
-        mine = hold_start(self.config, job, placed[job.index], until_s=self.forecast.end_s)  # type: ignore[arg-type]
-        moves.book.append((job, mine))
+        moves.book.append((job, self._named(config, job, placed[job.index])))  # type: ignore[arg-type]
         if any(self.down(p.region, max(p.start_s, now_s)) for _, p in moves.book):
             return None
         return moves
+
+    def _named(self, config: Config, job: Job, placed: Placement) -> Placement:
+        # held as late as costs nothing within its voucher instance, then named by its voucher
+        held = hold_start(config, job, placed, until_s=self.forecast.end_s)
+        return held._replace(voucher=owner_of(held.voucher) if held.voucher else None)
