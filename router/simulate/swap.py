@@ -55,6 +55,11 @@ class Trainer:
     start_of: Callable[[Holder], float]  # a booked job's start, epoch s
     down: Callable[[str, float], bool]  # whether a region is known to be down at a time
 
+    @property
+    def training(self) -> set[str]:
+        """The vouchers only training may use."""
+        return {v.id for v in self.config.vouchers if set(v.classes or ()) == {"training"}}
+
     def reassign(
         self,
         job: Job,
@@ -84,7 +89,7 @@ class Trainer:
                 if iid in balances and (iid == h.voucher or infos[iid].from_s <= now_s):
                     balances[iid] += self.held(h)  # type: ignore[index]  # may be more than it holds
         balances = {iid: max(units, 0.0) for iid, units in balances.items()}
-        training = {v.id for v in self.config.vouchers if set(v.classes or ()) == {"training"}}
+        training = self.training
         kept = [info for iid, info in sorted(infos.items()) if owner_of(iid) in training]
         ahead = prospects(self.forecast, kept, now_s=now_s)
         priced = {iid: prices.get(owner_of(iid), 0.0) for iid in infos}
@@ -105,6 +110,10 @@ class Trainer:
         return moves
 
     def _named(self, config: Config, job: Job, placed: Placement) -> Placement:
-        # held as late as costs nothing within its voucher instance, then named by its voucher
-        held = hold_start(config, job, placed, until_s=self.forecast.end_s)
-        return held._replace(voucher=owner_of(held.voucher) if held.voucher else None)
+        # Named by its voucher; on a voucher only training may use, held as late as costs
+        # nothing within its instance. Other classes draw a shared voucher meanwhile, in
+        # their start order: a job held past their starts got less of it than it booked.
+        owner = owner_of(placed.voucher) if placed.voucher else None
+        if owner in self.training:
+            placed = hold_start(config, job, placed, until_s=self.forecast.end_s)
+        return placed._replace(voucher=owner)

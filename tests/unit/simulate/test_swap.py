@@ -60,3 +60,22 @@ def test_a_job_on_a_voucher_starts_no_later_than_the_voucher_allows() -> None:
     (only,) = result.decisions
     assert only.voucher == "z-train" and only.cash_yuan == 0.0
     assert 36000 <= only.start < 43200
+
+
+def test_a_daily_training_package_pays_a_later_job_from_the_next_day() -> None:
+    # A 500k-token package renewed each local day: two 500k jobs the same day, each free
+    # to start within two days, both ride it (the second on tomorrow's instance) and pay
+    # nothing; the search sees each day's instance as a voucher of its own.
+    package = {**_VOUCHER, "amount": 500_000, "period": "day"}
+    config = make_config([region("z", "west", price=10.0)], [package])
+    lines = make_trace(
+        [
+            {"t": 36000, "class": "training", "input": 500_000, "output": 0, "deadline_s": 172800},
+            {"t": 39600, "class": "training", "input": 500_000, "output": 0, "deadline_s": 172800},
+        ]
+    )
+    result = replay(config, parse_trace(lines, config), "optimizer")
+    check = check_decisions(config, lines, decision_lines(result))
+    assert check.violations == [] and check.deadline_misses == 0
+    assert [d.voucher for d in result.decisions] == ["z-train", "z-train"]
+    assert check.cash_yuan == 0.0
