@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from suanli.config import Config
+from suanli.optimizer.choose import VOUCHER_TIE
 from suanli.optimizer.index import index_for
 from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
 from suanli.optimizer.prospects import Prospect, mean_factor
@@ -92,7 +93,8 @@ def assign_training(
         return None
     if not jobs:
         return {}
-    shared = _shared_prices(config, voucher_price)
+    # a voucher priced at just what it saves wins the tie, as in the deferral scheduler
+    shared = {vid: price * (1 - VOUCHER_TIE) for vid, price in _shared_prices(config, voucher_price).items()}
     kept = sorted(prospects, key=lambda p: -p.chance)[: MAX_JOBS - len(jobs)]
     # a booked job may move from now on
     later = [dataclasses.replace(job, arrival_s=max(job.arrival_s, now_s)) for job in jobs]
