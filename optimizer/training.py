@@ -127,7 +127,7 @@ def hold_start(config: Config, job: Job, placed: Placement, *, until_s: float) -
     t = math.floor(last / 60.0) * 60.0
     while t > placed.start_s:
         if index.factor(placed.offer, t) == factor:
-            return placed._replace(start_s=t)
+            return Placement(placed.region, placed.offer, t, placed.voucher, placed.tokens)
         t -= 60.0  # the minute before: factors change on whole minutes
     return placed
 

@@ -116,4 +116,4 @@ class Trainer:
         owner = owner_of(placed.voucher) if placed.voucher else None
         if owner in self.training:
             placed = hold_start(config, job, placed, until_s=self.forecast.end_s)
-        return placed._replace(voucher=owner)
+        return Placement(placed.region, placed.offer, placed.start_s, owner, placed.tokens)
