@@ -161,7 +161,9 @@ class Forecast:
         hour = self._hour(at_s)
         if kind in self._prior:
             return self._rate(kind, hour, now_s, self._prior[kind][1], shaped=True)
-        weight = self._shape_weight(kind, now_s)
+        # A rare kind is forecast flat: one training job seen at night, counted against the
+        # working-day shape, was read as four a day, and vouchers were kept for them.
+        weight = 0.0 if kind[0] in RARE_EXPOSURE_S else self._shape_weight(kind, now_s)
         shaped = self._rate(kind, hour, now_s, self._shape, shaped=True) if weight > 0 else 0.0
         flat = self._rate(kind, hour, now_s, _FLAT, shaped=False) if weight < 1 else 0.0
         return weight * shaped + (1.0 - weight) * flat
@@ -191,6 +193,8 @@ class Forecast:
             seen = tally.raw_recent * fade  # arrivals behind ``recent``, roughly
             weight = seen / (seen + _RECENT_EVENTS)
             overall = weight * recent / recent_exposure + (1.0 - weight) * overall
+        if rare_s:
+            return overall * shape[hour]  # an hour with one rare arrival says nothing of that hour
         hour_exposure = self._hour_exposure(hour, now_s)
         hour_count = tally.requests[hour] if tally else 0.0
         return (hour_count + self._blend_s * overall * shape[hour]) / (hour_exposure + self._blend_s)
@@ -248,6 +252,26 @@ class Forecast:
                         )
                     )
         return tuple(out)
+
+    @property
+    def end_s(self) -> float:
+        """No arrival is expected after this (epoch s; infinite for a live proxy)."""
+        return self._end_s
+
+    def arrivals(self, kind: Kind, begin_s: float, end_s: float, now_s: float) -> float:
+        """Requests of ``kind`` expected to arrive in ``[begin_s, end_s)``, as known at ``now_s``."""
+        return self._expected(kind, begin_s, end_s, now_s) if end_s > begin_s else 0.0
+
+    def sizes(self, work_class: WorkClass) -> list[tuple[Kind, float, float]]:
+        """``(kind, mean input tokens, mean start window s)`` of each kind of ``work_class`` known so far."""
+        out = []
+        for kind in sorted(set(self._tallies) | set(self._prior)):
+            mix = self._mix(kind)
+            if kind[0] != work_class or not mix:
+                continue
+            mean_input = sum(share * input_tokens for share, input_tokens, _, _ in mix)
+            out.append((kind, mean_input, self._window(kind)))
+        return out
 
     def _expected(self, kind: Kind, begin: float, end: float, now_s: float) -> float:
         # requests of ``kind`` expected in [begin, end), integrating the hourly rate

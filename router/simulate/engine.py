@@ -47,7 +47,7 @@ from suanli.router.simulate.hindsight import book_ahead
 from suanli.router.simulate.results import Booked, Decision, Replay
 from suanli.router.simulate.room import first_room, late_start, rotate, victims
 from suanli.router.simulate.shocks import Shocks
-from suanli.router.simulate.swap import better_swap
+from suanli.router.simulate.swap import Trainer
 from suanli.router.simulate.trace import Event, Trace, span_end
 from suanli.router.simulate.wallet import Prompts, Reserved, Wallet
 
@@ -380,22 +380,23 @@ class Engine:
             return
         self._place_deferred(job, rel, now_s)
 
-    def _place_deferred(self, job: Job, rel: float, now_s: float, *, swap: bool = True) -> None:
+    def _place_deferred(self, job: Job, rel: float, now_s: float) -> None:
         # batch or training work, placed by the deferral scheduler at ``now_s`` (``rel``
         # after the start); a start the policy knows to be at a region down then is not taken
         available = {v: self.balances[v] - self.reserved[v] for v in self.balances}
         started = time.perf_counter_ns()
         placed = self.deferrer.place(job, now_s, self.book, available, self.reserved.renewed(now_s))
         self.decision_ns.append(time.perf_counter_ns() - started)
-        if swap and job.work_class == "training" and self.policy == "optimizer":
-            holders = [b for _, _, b in self.heap if b.job.work_class == "training" and b.voucher]
-            args = (self.deferrer, job, now_s, self.book, available, placed, holders)
-            found = better_swap(self.view, *args, self._start_s, self._held, self.tz)
-            if found is not None and not self.shocks.down(found[0].region, max(found[0].start_s, now_s)):
-                placed, holder = found
-                self._unbook([holder])  # type: ignore[list-item]
-                self._book_placed(job, rel, now_s, placed)
-                self._place_deferred(holder.job, rel, now_s, swap=False)
+        if job.work_class == "training" and self.policy == "optimizer":
+            # placed again with the training jobs booked but not started (``swap``)
+            trainer = Trainer(self.view, self.forecast, self._held, self._start_s, self.shocks.down)
+            booked = [b for _, _, b in self.heap if b.job.work_class == "training"]
+            prices = self.plan.voucher_price if self.plan is not None else {}
+            moves = trainer.reassign(job, now_s, booked, available, prices)  # type: ignore[arg-type]
+            if moves is not None:
+                self._unbook(moves.unbook)  # type: ignore[arg-type]
+                for moved, at in moves.book:
+                    self._book_placed(moved, rel, now_s, at)
                 return
         if placed is not None and self.shocks.down(placed.region, max(placed.start_s, now_s)):
             self._first_room(job, rel, now_s)

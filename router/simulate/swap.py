@@ -1,25 +1,30 @@
-"""Giving a booked training job's voucher to a later one that saves more with it.
+"""Placing a training job together with the training jobs booked but not yet started.
 
 A training job is booked when it arrives and may start hours later; the voucher it means
-to use is spoken for from then on. A later job that would save more with that voucher
-(a larger job, a dearer region without it) used to pay cash. When a training job is
-placed, ``better_swap`` also places it as if the vouchers of training jobs booked but not
-yet started were free; if that placement takes a voucher one of them holds, and the new
-job saves more with it than the booked one does, the booked job gives it up and is placed
-again (its start window allowing). Savings are the cash of each job with and without the
-voucher at the same region, start and balance.
+to use is spoken for from then on, and a later job that would save more with it used to
+pay cash. ``Trainer.reassign``: when a training job arrives, it and the training jobs
+booked but not started are placed together again by ``optimizer.training``'s exact search
+(``assign_training``), against what the training jobs that may still come would save with
+the vouchers only training may use (``optimizer.prospects``). A job on a voucher starts as
+late as that costs nothing (``hold_start``): until it starts, a job arriving later may
+still get the voucher, and the first one moves to what it would have paid otherwise
+(random day 12: a 900 k-token job took a training voucher at once, and the 1.7 M-token
+job behind it paid 12.58 yuan in cash where the voucher would have covered it whole).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from suanli.config import Config, Offer, Voucher
-from suanli.optimizer import CapacityBook, Deferrer, Job, Placement, charge, price_factor
+from suanli.config import Config, Offer
+from suanli.optimizer import Forecast, Job, Placement, index_for
+from suanli.optimizer.packages import expand_packages, owner_of
+from suanli.optimizer.prospects import prospects
+from suanli.optimizer.training import assign_training, hold_start
 
-__all__ = ["Holder", "better_swap"]
+__all__ = ["Holder", "Moves", "Trainer"]
 
 
 class Holder(Protocol):
@@ -32,59 +37,83 @@ class Holder(Protocol):
     rel_start: float
 
 
-def _cash(job: Job, offer: Offer, start_s: float, tz, voucher: Voucher | None, balance: float) -> float:  # noqa: ANN001
-    factor = price_factor(offer, datetime.fromtimestamp(start_s, UTC), tz)
-    paid = charge(
-        offer,
-        input_tokens=job.input_tokens,
-        output_tokens=job.output_tokens,
-        work_class=job.work_class,
-        factor=factor,
-        voucher=voucher,
-        balance=balance,
-    )
-    return paid.cash_yuan
+@dataclass(slots=True)
+class Moves:
+    """What the engine does: take ``unbook`` off its book, then book ``book`` in order."""
+
+    unbook: list[Holder] = field(default_factory=list)
+    book: list[tuple[Job, Placement]] = field(default_factory=list)  # moved holders first, the new job last
 
 
-def better_swap(
-    config: Config,
-    deferrer: Deferrer,
-    job: Job,
-    now_s: float,
-    book: CapacityBook,
-    available: dict[str, float],
-    placed: Placement | None,
-    holders: list[Holder],
-    start_of: Callable[[Holder], float],
-    need_of: Callable[[Holder], float],
-    tz,  # noqa: ANN001 - tzinfo
-) -> tuple[Placement, Holder] | None:
-    """A placement of training ``job`` using a booked training job's voucher, and that job; or None."""
-    held = [h for h in holders if h.voucher is not None and h.job.work_class == "training"]
-    if not held:
-        return None
-    freed = dict(available)
-    for h in held:
-        freed[h.voucher] += need_of(h)  # type: ignore[index]
-    other = deferrer.place(job, now_s, book, freed)
-    if other is None or other.voucher is None:
-        return None
-    holder = next((h for h in held if h.voucher == other.voucher), None)
-    if holder is None or (placed is not None and placed.voucher == other.voucher):
-        return None
-    vouchers = {v.id: v for v in config.vouchers}
-    voucher = vouchers[other.voucher]
-    balance = freed[other.voucher]
-    start = max(other.start_s, now_s)
-    if placed is None:
-        before = float("inf")  # no placement without it: any saving is worth it
-    else:
-        own = vouchers.get(placed.voucher) if placed.voucher else None
-        left = available.get(placed.voucher, 0.0) if placed.voucher else 0.0
-        before = _cash(job, placed.offer, max(placed.start_s, now_s), tz, own, left)
-    gain = before - _cash(job, other.offer, start, tz, voucher, balance)
-    h_start = start_of(holder)
-    loss = _cash(holder.job, holder.offer, h_start, tz, None, 0.0) - _cash(
-        holder.job, holder.offer, h_start, tz, voucher, balance
-    )
-    return (other, holder) if gain > loss + 1e-9 else None
+@dataclass(frozen=True, slots=True)
+class Trainer:
+    """What ``reassign`` reads of the engine: its view of the config, forecast and book."""
+
+    config: Config
+    forecast: Forecast
+    held: Callable[[Holder], float]  # units a booked job means to draw from its voucher
+    start_of: Callable[[Holder], float]  # a booked job's start, epoch s
+    down: Callable[[str, float], bool]  # whether a region is known to be down at a time
+
+    @property
+    def training(self) -> set[str]:
+        """The vouchers only training may use."""
+        return {v.id for v in self.config.vouchers if set(v.classes or ()) == {"training"}}
+
+    def reassign(
+        self,
+        job: Job,
+        now_s: float,
+        holders: list[Holder],
+        available: Mapping[str, float],
+        prices: Mapping[str, float],
+    ) -> Moves | None:
+        """Training ``job`` and the booked ``holders`` placed together; None: place it alone.
+
+        ``available``: voucher id -> units free now; ``prices``: the plan's voucher prices.
+        Packages and capped vouchers are searched as one plain voucher per instance
+        (``expand_packages``): the one in force now holds what is free of it, a later one
+        its fresh amount.
+        """
+        jobs = [h.job for h in holders] + [job]
+        config, balances = expand_packages(self.config, now_s, max(j.latest_s for j in jobs) + 1.0, available)
+        infos = index_for(config).vouchers
+        for h in holders:
+            if h.voucher is not None:
+                at = self.start_of(h)
+                # what it would draw is free again; a later instance was counted fresh, without it
+                iid = next(
+                    (i for i, v in infos.items() if owner_of(i) == h.voucher and v.from_s <= at < v.to_s),
+                    None,
+                )
+                if iid in balances and (iid == h.voucher or infos[iid].from_s <= now_s):
+                    balances[iid] += self.held(h)  # type: ignore[index]  # may be more than it holds
+        balances = {iid: max(units, 0.0) for iid, units in balances.items()}
+        training = self.training
+        kept = [info for iid, info in sorted(infos.items()) if owner_of(iid) in training]
+        ahead = prospects(self.forecast, kept, now_s=now_s)
+        priced = {iid: prices.get(owner_of(iid), 0.0) for iid in infos}
+        placed = assign_training(
+            config, jobs, now_s=now_s, balances=balances, voucher_price=priced, prospects=ahead
+        )
+        if placed is None or placed.get(job.index) is None or None in placed.values():
+            return None
+        moves = Moves()
+        for h in holders:
+            p = self._named(config, h.job, placed[h.job.index])  # type: ignore[arg-type]
+            if (p.region, p.voucher, p.start_s) != (h.region, h.voucher, self.start_of(h)):
+                moves.unbook.append(h)
+                moves.book.append((h.job, p))
+        moves.book.append((job, self._named(config, job, placed[job.index])))  # type: ignore[arg-type]
+        if any(self.down(p.region, max(p.start_s, now_s)) for _, p in moves.book):
+            return None
+        return moves
+
+    def _named(self, config: Config, job: Job, placed: Placement) -> Placement:
+        # Named by its voucher; on a voucher only training may use, held as late as costs
+        # nothing within its instance. Other classes draw a shared voucher meanwhile, in
+        # their start order: a job held past their starts got less of it than it booked.
+        owner = owner_of(placed.voucher) if placed.voucher else None
+        if owner in self.training:
+            placed = hold_start(config, job, placed, until_s=self.forecast.end_s)
+        return Placement(placed.region, placed.offer, placed.start_s, owner, placed.tokens)

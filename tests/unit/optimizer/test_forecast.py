@@ -92,3 +92,17 @@ def test_one_training_job_in_the_first_hour_is_not_a_rate_of_twenty_a_day() -> N
         expected[work_class] = sum(d.requests for d in demand if d.work_class == work_class)
     assert expected["batch"] > 10
     assert expected["training"] == pytest.approx(23 / 24, rel=0.05)
+
+
+def test_a_training_job_seen_at_night_is_not_read_as_four_a_day() -> None:
+    # Against the working-day shape, one arrival in a quiet night hour counts as several
+    # office-hour ones; a rare kind is forecast flat, at one a day whenever it came.
+    config = make_config([region("a", "west")])
+    forecast = Forecast(config, start_s=T0)
+    kind = ("training", "east", "m")
+    forecast.observe(kind, input_tokens=800_000, output_tokens=0, window_s=3600.0, at_s=T0 + 3 * HOUR)
+    now = T0 + 4 * HOUR
+    assert forecast.rate_per_s(kind, T0 + 10 * HOUR, now) * 86400 == pytest.approx(1.0)
+    assert forecast.rate_per_s(kind, T0 + 3.5 * HOUR, now) == forecast.rate_per_s(kind, T0 + 10 * HOUR, now)
+    assert forecast.arrivals(kind, now, T0 + 24 * HOUR, now) == pytest.approx(20 / 24)
+    assert forecast.sizes("training") == [(kind, 800_000, 3600.0)]
