@@ -381,7 +381,7 @@ class Engine:
         self._place_deferred(job, rel, now_s)
 
     def _place_deferred(self, job: Job, rel: float, now_s: float) -> None:
-        # batch or training work at ``now_s`` (``rel`` after the start), not where the policy knows a region down
+        # batch or training work at ``now_s`` (``rel`` in), never at a region known to be down then
         available = {v: self.balances[v] - self.reserved[v] for v in self.balances}
         started = time.perf_counter_ns()
         placed = self.deferrer.place(job, now_s, self.book, available, self.reserved.renewed(now_s))
