@@ -31,7 +31,7 @@ from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pay
 from suanli.optimizer.prospects import Prospect, mean_factor
 from suanli.optimizer.snapshot import Job, Placement
 
-__all__ = ["MAX_JOBS", "assign_training", "hold_start", "place_training"]
+__all__ = ["MAX_JOBS", "assign_training", "hold_start", "place_training", "training_only"]
 
 MAX_JOBS = 8
 _MAX_LEAVES = 200_000  # combinations scored at most; the best so far stands after that
@@ -132,13 +132,15 @@ def hold_start(config: Config, job: Job, placed: Placement, *, until_s: float) -
     return placed
 
 
+def training_only(config: Config) -> frozenset[str]:
+    """Ids of the vouchers only training may use (``classes: [training]``)."""
+    return frozenset(v.id for v in config.vouchers if set(v.classes or ()) == {"training"})
+
+
 def _shared_prices(config: Config, voucher_price: Mapping[str, float]) -> dict[str, float]:
     # voucher id -> shadow price, for the vouchers other classes may use too
-    return {
-        v.id: voucher_price.get(v.id, 0.0)
-        for v in config.vouchers
-        if v.classes is None or set(v.classes) != {"training"}
-    }
+    only = training_only(config)
+    return {v.id: voucher_price.get(v.id, 0.0) for v in config.vouchers if v.id not in only}
 
 
 def _search(

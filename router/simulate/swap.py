@@ -22,7 +22,7 @@ from suanli.config import Config, Offer
 from suanli.optimizer import Forecast, Job, Placement, index_for
 from suanli.optimizer.packages import expand_packages, owner_of
 from suanli.optimizer.prospects import prospects
-from suanli.optimizer.training import assign_training, hold_start
+from suanli.optimizer.training import assign_training, hold_start, training_only
 
 __all__ = ["Holder", "Moves", "Trainer"]
 
@@ -55,11 +55,6 @@ class Trainer:
     start_of: Callable[[Holder], float]  # a booked job's start, epoch s
     down: Callable[[str, float], bool]  # whether a region is known to be down at a time
 
-    @property
-    def training(self) -> set[str]:
-        """The vouchers only training may use."""
-        return {v.id for v in self.config.vouchers if set(v.classes or ()) == {"training"}}
-
     def reassign(
         self,
         job: Job,
@@ -89,7 +84,7 @@ class Trainer:
                 if iid in balances and (iid == h.voucher or infos[iid].from_s <= now_s):
                     balances[iid] += self.held(h)  # type: ignore[index]  # may be more than it holds
         balances = {iid: max(units, 0.0) for iid, units in balances.items()}
-        training = self.training
+        training = training_only(self.config)
         kept = [info for iid, info in sorted(infos.items()) if owner_of(iid) in training]
         ahead = prospects(self.forecast, kept, now_s=now_s)
         priced = {iid: prices.get(owner_of(iid), 0.0) for iid in infos}
@@ -100,20 +95,20 @@ class Trainer:
             return None
         moves = Moves()
         for h in holders:
-            p = self._named(config, h.job, placed[h.job.index])  # type: ignore[arg-type]
+            p = self._named(config, h.job, placed[h.job.index], training)  # type: ignore[arg-type]
             if (p.region, p.voucher, p.start_s) != (h.region, h.voucher, self.start_of(h)):
                 moves.unbook.append(h)
                 moves.book.append((h.job, p))
-        moves.book.append((job, self._named(config, job, placed[job.index])))  # type: ignore[arg-type]
+        moves.book.append((job, self._named(config, job, placed[job.index], training)))  # type: ignore[arg-type]
         if any(self.down(p.region, max(p.start_s, now_s)) for _, p in moves.book):
             return None
         return moves
 
-    def _named(self, config: Config, job: Job, placed: Placement) -> Placement:
+    def _named(self, config: Config, job: Job, placed: Placement, training: frozenset[str]) -> Placement:
         # Named by its voucher; on a voucher only training may use, held as late as costs
         # nothing within its instance. Other classes draw a shared voucher meanwhile, in
         # their start order: a job held past their starts got less of it than it booked.
         owner = owner_of(placed.voucher) if placed.voucher else None
-        if owner in self.training:
+        if owner in training:
             placed = hold_start(config, job, placed, until_s=self.forecast.end_s)
         return Placement(placed.region, placed.offer, placed.start_s, owner, placed.tokens)

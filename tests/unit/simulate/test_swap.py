@@ -19,6 +19,13 @@ _VOUCHER = {
 }
 
 
+def _replayed(config, rows: list[dict]):  # noqa: ANN001, ANN202
+    # the optimizer's replay of ``rows``, and the checker's reading of its decisions
+    lines = make_trace(rows)
+    result = replay(config, parse_trace(lines, config), "optimizer")
+    return result, check_decisions(config, lines, decision_lines(result))
+
+
 def test_a_held_voucher_goes_to_the_later_job_that_saves_more() -> None:
     # z: 10 yuan/M with a 1M-token training voucher; q: 9 yuan/M, half price 00:30-08:30.
     # Alone, the 600k job takes the voucher. Started at once, it left 400k to the 1M job
@@ -33,14 +40,13 @@ def test_a_held_voucher_goes_to_the_later_job_that_saves_more() -> None:
         ],
         [voucher],
     )
-    lines = make_trace(
+    result, check = _replayed(
+        config,
         [
             {"t": 3600, "class": "training", "input": 600_000, "output": 0, "deadline_s": 86400},
             {"t": 5400, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 86400},
-        ]
+        ],
     )
-    result = replay(config, parse_trace(lines, config), "optimizer")
-    check = check_decisions(config, lines, decision_lines(result))
     assert check.violations == [] and check.deadline_misses == 0
     first, second = result.decisions
     assert (first.region, first.voucher) == ("q", None)
@@ -54,9 +60,8 @@ def test_a_job_on_a_voucher_starts_no_later_than_the_voucher_allows() -> None:
     expiring = {**_VOUCHER, "expires": "2026-12-01T12:00:00+08:00"}
     config = make_config([region("z", "west", price=10.0)], [expiring])
     job = {"t": 36000, "class": "training", "input": 500_000, "output": 0, "deadline_s": 172800}
-    lines = make_trace([job])
-    result = replay(config, parse_trace(lines, config), "optimizer")
-    assert check_decisions(config, lines, decision_lines(result)).violations == []
+    result, check = _replayed(config, [job])
+    assert check.violations == []
     (only,) = result.decisions
     assert only.voucher == "z-train" and only.cash_yuan == 0.0
     assert 36000 <= only.start < 43200
@@ -68,14 +73,13 @@ def test_a_daily_training_package_pays_a_later_job_from_the_next_day() -> None:
     # nothing; the search sees each day's instance as a voucher of its own.
     package = {**_VOUCHER, "amount": 500_000, "period": "day"}
     config = make_config([region("z", "west", price=10.0)], [package])
-    lines = make_trace(
+    result, check = _replayed(
+        config,
         [
             {"t": 36000, "class": "training", "input": 500_000, "output": 0, "deadline_s": 172800},
             {"t": 39600, "class": "training", "input": 500_000, "output": 0, "deadline_s": 172800},
-        ]
+        ],
     )
-    result = replay(config, parse_trace(lines, config), "optimizer")
-    check = check_decisions(config, lines, decision_lines(result))
     assert check.violations == [] and check.deadline_misses == 0
     assert [d.voucher for d in result.decisions] == ["z-train", "z-train"]
     assert check.cash_yuan == 0.0
