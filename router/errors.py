@@ -14,6 +14,7 @@
         ├── NoRouteError           503 no_route: no eligible region right now
         ├── LedgerUnavailableError 503 ledger_unavailable: the ledger cannot write (full disk, lost database)
         ├── RateLimitedError       429: every eligible region is at its limits or cooling down
+        ├── RequestTooLargeError   413 request_too_large: over every eligible region's tokens per minute
         ├── ShedError              503 shed_low_priority: supply is short and the key's work is sheddable
         └── UpstreamFailedError    502 / 503 / 504 / 429 after the regions tried failed
 
@@ -39,6 +40,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitedError",
+    "RequestTooLargeError",
     "ShedError",
     "RouterError",
     "UpstreamFailedError",
@@ -161,6 +163,15 @@ class RateLimitedError(ApiError):
     status = 429
     type = "requests"
     code = "rate_limit_exceeded"
+
+
+class RequestTooLargeError(ApiError):
+    """Larger than the tokens-per-minute limit of every region that could serve it: no wait helps."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    should_retry = False
 
 
 class ShedError(ApiError):

@@ -179,10 +179,8 @@ class RequestLimits:
                 return wait_s
         now = self.now_s()
         if state.tpm is not None:
-            if tokens > (state.platform_tpm or state.tpm):
-                # Never here: no minute may start more than the tpm (a platform refuses such a
-                # request as too large, and simulate cannot place it there either).
-                return _MINUTE_S
+            if self.too_large(region, tokens):
+                return math.inf  # no minute may start more than the tpm: waiting never helps
             used = state.tokens_used(now)
             # one bigger than this replica's share of the tpm goes alone in an empty minute
             if used + tokens > state.tpm and used > 0:
@@ -192,6 +190,12 @@ class RequestLimits:
             state.rpm.take()
         state.in_flight += 1
         return Lease(self, region, state, tokens, state.minute)
+
+    def too_large(self, region: str, tokens: int) -> bool:
+        """``tokens`` exceed the region's own tokens per minute: a platform refuses such a request."""
+        state = self.regions.get(region)
+        limit = None if state is None else (state.platform_tpm or state.tpm)
+        return limit is not None and tokens > limit
 
     def stats(self, region: str) -> dict[str, int | None]:
         """rpm/tpm used in the current minute and the limits, requests in flight."""

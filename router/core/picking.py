@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -33,7 +34,13 @@ from suanli.router.core.metrics import MetricsBook
 from suanli.router.core.planning import Replanner
 from suanli.router.core.results import Routing
 from suanli.router.core.sessions import SessionBook, Visit, prefer_cached
-from suanli.router.errors import ApiError, NoRouteError, RateLimitedError, UpstreamFailedError
+from suanli.router.errors import (
+    ApiError,
+    NoRouteError,
+    RateLimitedError,
+    RequestTooLargeError,
+    UpstreamFailedError,
+)
 from suanli.router.ledger.types import Hold
 
 if TYPE_CHECKING:
@@ -41,7 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RegionPicker", "Wait", "is_quota_exhausted"]
 
-Wait = tuple[float, str]  # (seconds until a skipped region frees, why: "limits" | "cooling" | "ejected")
+# (seconds until a skipped region frees, why: "limits" | "cooling" | "ejected" | "too_large")
+Wait = tuple[float, str]
 
 log = logging.getLogger("suanli.failover")
 
@@ -224,7 +232,7 @@ class RegionPicker:
             lease = self.limits.acquire(rid, option.charge.tokens)
             if isinstance(lease, Lease):
                 return option, lease
-            waits.append((lease, "limits"))
+            waits.append((lease, "too_large" if math.isinf(lease) else "limits"))
         if state.blocked:
             # Nothing left: remember when the regions skipped for cool-down or ejection free up.
             for option in rank(self.config, ask, replace(state, blocked=frozenset()), now):
@@ -341,6 +349,13 @@ class RegionPicker:
         over the request's price cap, or no route."""
         if failures:
             return UpstreamFailedError.from_failures(failures)
+        if waits and all(why == "too_large" for _, why in waits):
+            return RequestTooLargeError(
+                f"the request (with its max_tokens) is larger than the tokens-per-minute limit of every"
+                f" region that can serve model {ask.model!r}: lower max_tokens or shorten the prompt",
+                param="max_tokens",
+            )
+        waits = [w for w in waits if w[1] != "too_large"]
         if priced and cap is not None and not waits:
             return price_error(ask, cap, min(priced))
         if waits:
