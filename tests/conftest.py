@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
+
+# Tests stop the commands they start with SIGINT, as a user's Ctrl-C does. A shell that runs
+# the suite as a background job (no job control) starts it with SIGINT ignored, which every
+# child would inherit: the commands would then never stop. A handler here is reset to the
+# default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.pop("SUANLI_MASTER_KEY", None)
