@@ -10,7 +10,8 @@ Hindsight places the whole trace's jobs at once (``place_training``). The online
 (``assign_training``) places the jobs it knows of, the new one and those booked but not
 started, each from now on; a voucher only training may use is worth what the training jobs
 that may still come would save with it before it expires (``optimizer.prospects``): each
-such prospect is a job in the search too, its cash weighted by the chance it comes.
+such prospect is a job in the search too, its cash weighted by the chance it comes and
+averaged over the sizes it may have.
 
 A job's starts worth trying are its arrival, the first minute of each off-peak window and
 the start of each voucher's validity inside its window (price and payment are otherwise
@@ -278,7 +279,7 @@ def _prospect_options(
     for cost, cand in priced:
         tokens = request_tokens(cand.offer, job.input_tokens, 0.0, "training")
         # list cost is linear in the tokens: each size's here and its cash elsewhere
-        share = [n / job.input_tokens for n in inputs]
+        share = [n / job.input_tokens if job.input_tokens else 1.0 for n in inputs]
         sizes = tuple(
             (request_tokens(cand.offer, n, 0.0, "training"), cost * f, cash * f)
             for n, f in zip(inputs, share, strict=True)
