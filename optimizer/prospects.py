@@ -7,8 +7,15 @@ from a job in hand for a second job the forecast half expected (random day 12: t
 12.58 yuan in cash and 900 k tokens expired unspent). Here the forecast's expected count
 ``mu`` of a kind of training job before a time becomes Poisson chances: the ``k``-th
 prospect of a kind comes at all with ``P(N >= k)``, and in time for a voucher expiring at
-``e`` with ``P(N(e) >= k)``. Each prospect has the kind's mean size and start window; its
-price factor is the least one its window may reach, averaged over when it may arrive.
+``e`` with ``P(N(e) >= k)``. Each prospect has the kind's mean start window; its price
+factor is the least one its window may reach, averaged over when it may arrive.
+
+Its size is not the kind's mean but one of ``SPREAD`` times it, equally likely: the spread of
+sizes is what a few sightings cannot tell, and what a voucher's leftover is worth hangs on it.
+At the mean alone, 500 k tokens left of a training voucher were worth nothing to a 1.3 M-token
+prospect (the rest paid at that region's list price is dearer than cash elsewhere), so a
+1.7 M-token job in hand paid 12.58 yuan in cash to keep the voucher whole for it (random day
+12); half to one and a half times the mean would fit there, and smaller jobs fit the leftover.
 """
 
 from __future__ import annotations
@@ -22,7 +29,11 @@ from suanli.optimizer.forecast import Forecast
 from suanli.optimizer.index import ConfigIndex, VoucherInfo
 from suanli.optimizer.snapshot import Job
 
-__all__ = ["Prospect", "mean_factor", "prospects"]
+__all__ = ["SPREAD", "Prospect", "mean_factor", "prospects"]
+
+# A prospect's size, as multiples of its kind's mean, equally likely: the midpoints of four
+# quarters of [0, 2 x mean], a uniform spread (coefficient of variation 0.58) about the mean.
+SPREAD = (0.25, 0.75, 1.25, 1.75)
 
 _MIN_CHANCE = 0.1  # a prospect less likely than this is left out
 _PER_KIND = 3  # prospects of one kind at most
@@ -38,6 +49,7 @@ class Prospect:
     chance: float  # that it comes before the forecast's end
     by_voucher: Mapping[str, float]  # voucher id -> chance it comes before the voucher expires
     end_s: float  # the forecast's end: it arrives before then
+    sizes: tuple[float, ...] = ()  # input tokens it may have, equally likely (``SPREAD`` x the mean)
 
 
 def prospects(forecast: Forecast, vouchers: Sequence[VoucherInfo], *, now_s: float) -> list[Prospect]:
@@ -69,7 +81,8 @@ def prospects(forecast: Forecast, vouchers: Sequence[VoucherInfo], *, now_s: flo
                 output_tokens=0.0,
             )
             by_voucher = {vid: _at_least(k, count) for vid, count in until.items()}
-            out.append(Prospect(job, chance, by_voucher, end_s))
+            sizes = tuple(input_tokens * f for f in SPREAD)
+            out.append(Prospect(job, chance, by_voucher, end_s, sizes))
     return sorted(out, key=lambda p: (-p.chance, -p.job.index))
 
 

@@ -10,7 +10,8 @@ Hindsight places the whole trace's jobs at once (``place_training``). The online
 (``assign_training``) places the jobs it knows of, the new one and those booked but not
 started, each from now on; a voucher only training may use is worth what the training jobs
 that may still come would save with it before it expires (``optimizer.prospects``): each
-such prospect is a job in the search too, its cash weighted by the chance it comes.
+such prospect is a job in the search too, its cash weighted by the chance it comes and
+averaged over the sizes it may have.
 
 A job's starts worth trying are its arrival, the first minute of each off-peak window and
 the start of each voucher's validity inside its window (price and payment are otherwise
@@ -24,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from suanli.config import Config
+from suanli.config import Config, Voucher
 from suanli.optimizer.choose import VOUCHER_TIE
 from suanli.optimizer.index import index_for
 from suanli.optimizer.payment import list_cost_yuan, request_tokens, voucher_pays
@@ -35,6 +36,7 @@ __all__ = ["MAX_JOBS", "assign_training", "hold_start", "place_training", "train
 
 MAX_JOBS = 8
 _MAX_LEAVES = 200_000  # combinations scored at most; the best so far stands after that
+_Size = tuple[int, float, float]  # a prospect's size: model tokens, list yuan here, its cash elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,10 @@ class _Option:
     # times the chance it comes too late for it. A known job's: 0 and 1.
     offset: float = 0.0
     weight: float = 1.0
+    # A prospect on a voucher: per size it may have, equally likely, (model tokens, list
+    # yuan here, its cash elsewhere). Each size takes the voucher where that is cheaper
+    # than its cash with what is left, as the job would when it comes, and draws its share.
+    sizes: tuple[_Size, ...] = ()
 
 
 def place_training(
@@ -167,7 +173,9 @@ def _search(
         for _, _, _, option in sorted(picked, key=lambda item: item[:3]):
             placed = option.placement
             cash = option.cost
-            if placed.voucher is not None:
+            if option.sizes:
+                cash = _spread_cash(vouchers[placed.voucher], option.sizes, left)  # type: ignore[index]
+            elif placed.voucher is not None:
                 balance = left.get(placed.voucher, 0.0)
                 voucher = vouchers[placed.voucher]
                 units, covered = voucher_pays(voucher, balance, tokens=placed.tokens, cost_yuan=cash)
@@ -267,17 +275,39 @@ def _prospect_options(
     tokens = request_tokens(best.offer, job.input_tokens, 0.0, "training")
     on_cash = Placement(best.region_id, best.offer, now_s, None, tokens)
     out = [_Option(on_cash, cash, prospect.chance * cash, 0.0, prospect.chance)]
+    inputs = prospect.sizes or (job.input_tokens,)
     for cost, cand in priced:
         tokens = request_tokens(cand.offer, job.input_tokens, 0.0, "training")
+        # list cost is linear in the tokens: each size's here and its cash elsewhere
+        share = [n / job.input_tokens if job.input_tokens else 1.0 for n in inputs]
+        sizes = tuple(
+            (request_tokens(cand.offer, n, 0.0, "training"), cost * f, cash * f)
+            for n, f in zip(inputs, share, strict=True)
+        )
         for info in cand.vouchers:
             chance = min(prospect.by_voucher.get(info.id, 0.0), prospect.chance)
             if info.id in shared or chance <= 0:
                 continue
-            _, covered = voucher_pays(info.voucher, math.inf, tokens=tokens, cost_yuan=cost)
             offset = (prospect.chance - chance) * cash
-            floor = offset + chance * max(cost - covered, 0.0)
+            floor = offset + chance * _spread_cash(info.voucher, sizes, {info.id: math.inf})
             if floor >= prospect.chance * cash:
                 continue  # never cheaper than its cash
             placement = Placement(cand.region_id, cand.offer, max(now_s, info.from_s), info.id, tokens)
-            out.append(_Option(placement, cost, floor, offset, chance))
+            out.append(_Option(placement, cost, floor, offset, chance, sizes))
     return sorted(out, key=lambda o: (o.floor, o.placement.region))
+
+
+def _spread_cash(voucher: Voucher, sizes: tuple[_Size, ...], left: dict[str, float]) -> float:
+    # A prospect's mean cash over its sizes with what is left of ``voucher``, each size on it
+    # only where that beats its cash elsewhere; the mean units those draw leave ``left``.
+    balance = left.get(voucher.id, 0.0)
+    cash = units = 0.0
+    for tokens, cost, elsewhere in sizes:
+        drawn, covered = voucher_pays(voucher, balance, tokens=tokens, cost_yuan=cost)
+        here = max(cost - covered, 0.0)
+        if here < elsewhere:
+            cash, units = cash + here, units + drawn
+        else:
+            cash += elsewhere
+    left[voucher.id] = balance - units / len(sizes)
+    return cash / len(sizes)

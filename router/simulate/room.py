@@ -45,7 +45,9 @@ def late_start(
     The same terms: no trace event in between, the same time-of-use factor, and the
     placement's voucher still valid and in the same period (package instance).
     """
-    late = min(minute_of(start_s) * 60.0 + 59.0, latest_s)
+    # A second inside the deadline: a start at it, kept relative to the trace's start from
+    # epoch seconds, rounds past it about half the time.
+    late = min(minute_of(start_s) * 60.0 + 59.0, latest_s - 1.0)
     if late <= start_s or any(start_s < e.at_s <= late for e in events):
         return start_s
     if index.factor(placed.offer, start_s) != index.factor(placed.offer, late):

@@ -6,8 +6,9 @@ from datetime import datetime
 
 import pytest
 
-from suanli.optimizer import Forecast, index_for
-from suanli.optimizer.prospects import prospects
+from suanli.optimizer import Forecast, Job, index_for
+from suanli.optimizer.prospects import SPREAD, Prospect, prospects
+from suanli.optimizer.training import assign_training
 from tests.unit.optimizer.tiny import START, make_config, region
 
 T0 = datetime.fromisoformat(START).timestamp()
@@ -50,3 +51,40 @@ def test_a_voucher_expiring_soon_is_less_likely_to_meet_a_prospect() -> None:
 def test_no_prospect_comes_after_the_forecast_ends() -> None:
     forecast, vouchers = _forecast(3)
     assert prospects(forecast, vouchers, now_s=T0 + 3 * HOUR) == []
+
+
+def _spread_case(sizes: tuple[float, ...]) -> dict:
+    # g: 40 yuan/M with a 2.2 M-token training voucher; q: 8 yuan/M (what g's voucher does
+    # not cover is best paid there). A 900 k job is booked on the voucher, a 1.7 M one
+    # arrives, and a third of 1.3 M comes with chance 0.76.
+    config = make_config(
+        [region("g", "west", price=40.0), region("q", "west", price=8.0)],
+        [{**_voucher("g-train", "2026-12-31T00:00:00+08:00"), "region": "g", "amount": 2_200_000}],
+    )
+    now = T0 + 7 * HOUR
+
+    def job(index: int, tokens: float) -> Job:
+        return Job(index, now, now + 86400.0, "m", "training", "east", tokens, 0.0)
+
+    ahead = Prospect(job(-1, 1_300_000), 0.76, {"g-train": 0.76}, now + 17 * HOUR, sizes)
+    return assign_training(
+        config,
+        [job(0, 900_000), job(1, 1_700_000)],
+        now_s=now,
+        balances={"g-train": 2_200_000},
+        voucher_price={},
+        prospects=[ahead],
+    )
+
+
+def test_a_prospect_of_spread_size_leaves_the_voucher_to_the_larger_job_in_hand() -> None:
+    # Sized at its mean alone, the prospect is worth only a whole 1.3 M left (the 500 k the
+    # 1.7 M job would leave is no use to it): that job pays 13.6 yuan at q to keep the
+    # voucher whole, 13.6 + 0.76 x 0 against 7.2 + 0.76 x 10.4.
+    alone = _spread_case(())
+    assert (alone[0].voucher, alone[1].voucher) == ("g-train", None)
+    # A quarter to 1.75 times the mean: the 1.3 M left would cover only its two smaller
+    # sizes, and the 500 k left the smallest: 7.2 + 0.76 x 9.75 against 13.6 + 0.76 x 7.8.
+    spread = _spread_case(tuple(1_300_000 * f for f in SPREAD))
+    assert (spread[0].voucher, spread[1].voucher) == (None, "g-train")
+    assert spread[0].region == "q"

@@ -9,6 +9,7 @@ are placed again within their deadlines (``router.simulate.room``).
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -20,6 +21,10 @@ from suanli.router.simulate.trace import load_trace
 from tests.unit.optimizer.checker import check_decisions
 
 START = "2026-12-07T10:00:00+08:00"
+
+
+def datetime_s(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def _config() -> dict:
@@ -101,3 +106,24 @@ def test_a_flexible_request_leaves_the_room_another_kind_has_nowhere_else(tmp_pa
     assert optimizer.rejected <= 10
     late_m2 = [d for d in optimizer.decisions if d.i >= 5 * 15 and rows[d.i]["model"] == "m2"]
     assert all(d.region == "a" for d in late_m2)
+
+
+def test_a_late_start_at_the_deadline_does_not_round_past_it() -> None:
+    # A batch job deferred to the minute its deadline falls in starts at the minute's last
+    # second or its deadline. The replay keeps starts relative to the trace's start, from
+    # epoch seconds: a start at the deadline itself came out 7e-8 s past it (random day 12).
+    from suanli.optimizer import Placement, index_for
+    from suanli.router.simulate.room import late_start
+    from suanli.router.simulate.wallet import Wallet
+
+    config = load_config(_config())
+    index = index_for(config)
+    offer = config.regions[0].models[0]
+    begin = datetime_s("2026-12-01T23:00:00+08:00")
+    t, deadline = 61448.647, 7200.0
+    rel_start = 68640.0  # booked at the start of the deadline's minute
+    placed = Placement("a", offer, begin + rel_start, None, 3166)
+    late = late_start(placed, begin + rel_start, begin + t + deadline, (), index, Wallet(config), {})
+    rel_start += late - (begin + rel_start)  # as the engine moves it
+    assert rel_start > 68640.0
+    assert t <= rel_start <= t + deadline
