@@ -26,7 +26,8 @@ Two things keep it from being loose where requests are large (fine-tuning jobs o
 million tokens): the inner minimum is over each request's own choices, and one request
 never draws more than a voucher's whole balance, so a column that would is priced as
 the part it can cover plus cash for the rest (``_capped``); and the rows of vouchers only
-training jobs use are not relaxed at all: ``optimizer.bound_training``.
+training jobs use are not relaxed at all: ``optimizer.bound_training``. A request's columns
+are only those in slots of its own start window, not of its group's (``_own_window``).
 
 A day's trace events (``optimizer.bound_events``): a column inside an outage for every start
 the request may take there is not available, a price spike multiplies its cash, and a
@@ -202,6 +203,7 @@ def lagrangian_bound(
         if shocks is not None:
             spent = np.outer(ins, cash[:, 0]) + np.outer(outs, cash[:, 1]) + np.outer(cached, cash[:, 2])
             values = _shocked(values, shocks[rows], spent)
+        values = _own_window(values, per_group[g], edges, [jobs[n] for n in alone])
         if any(is_kept):
             training += _training_jobs(per_group[g], values, np.array(is_kept), ins, outs, kept)
             continue
@@ -325,6 +327,20 @@ def _chain_value(config: Config, jobs: Sequence[Job], chained: dict[int, str], l
     return total
 
 
+def _own_window(values: np.ndarray, cols: dict, edges: Sequence[float], members: Sequence[Job]) -> np.ndarray:
+    # A group's columns span every slot any of its requests may start in, but a request
+    # starts only in its own window: a 2-hour fine-tuning job grouped with a 6-hour one
+    # reaches no off-peak slot the other does. Columns outside it cost inf (unserved stays).
+    slots = np.array([k for _, k, _ in cols], dtype=int)
+    at = np.asarray(edges)
+    arrivals = np.array([[job.arrival_s] for job in members])
+    latest = np.array([[job.latest_s] for job in members])
+    inside = (at[slots] <= latest) & (at[slots + 1] > arrivals)
+    if inside.all():
+        return values
+    return np.where(np.hstack([np.ones((len(members), 1), dtype=bool), inside]), values, np.inf)
+
+
 def _capped(
     cols: dict, ins: np.ndarray, outs: np.ndarray, prices: Mapping[str, float], balances: Mapping[str, float]
 ) -> np.ndarray:
@@ -376,8 +392,8 @@ def _training_jobs(
     out = []
     for n, (inp, outp) in enumerate(zip(ins, outs, strict=True)):
         options: dict[str, set[tuple[float, float, float]]] = {}
-        for (region, slot, voucher), (c1, u1, _, c2, u2, _, _, _, _) in cols.items():
-            if voucher not in kept:
+        for j, ((region, slot, voucher), (c1, u1, _, c2, u2, _, _, _, _)) in enumerate(cols.items(), start=1):
+            if voucher not in kept or not np.isfinite(values[n, j]):  # outside its window, or down
                 continue
             cash_col = cols.get((region, slot, None))
             if cash_col is None:

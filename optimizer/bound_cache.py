@@ -9,7 +9,9 @@ the others are worth what the *next* job would pay (a cheaper model's training p
 
 ``best_voucher_prices`` tries, per voucher with instances that training jobs may draw, every
 instance at each of those jobs' yuan per unit below the LP's price (the Lagrangian's
-breakpoints there) and keeps whichever gives the highest bound.
+breakpoints there) and keeps whichever gives the highest bound. Alike vouchers (one region,
+kind, rate and restrictions: clones of one offer) meet the same split: each set of them is
+also tried at a share of its LP prices (``_ALIKE_SHARES``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from suanli.optimizer.snapshot import Job, Plan
 __all__ = ["best_voucher_prices"]
 
 _MAX_TRIES = 24  # bound evaluations at most (each is one pass over the jobs)
+# Alike vouchers (clones of one offer) are one row each, and the LP splits a whole request
+# over several of them, so each is priced as if a request could draw them all: 26 credits of
+# 0.82 yuan priced at 1 yuan per yuan take 21 yuan off the bound, where six fine-tuning jobs
+# can use one each. Their price is also tried at these shares of the LP's.
+_ALIKE_SHARES = (0.0, 0.5)
 
 
 def best_voucher_prices(
@@ -50,7 +57,27 @@ def best_voucher_prices(
             value = evaluate(dataclasses.replace(found, voucher_price=trial))
             if value > best:
                 best, prices = value, trial
+    for members in _alike(config, prices):
+        for share in _ALIKE_SHARES:
+            if tries >= _MAX_TRIES:
+                return best
+            tries += 1
+            trial = dict(prices)
+            trial.update({v: found.voucher_price[v] * share for v in members})
+            value = evaluate(dataclasses.replace(found, voucher_price=trial))
+            if value > best:
+                best, prices = value, trial
     return best
+
+
+def _alike(config: Config, prices: dict[str, float]) -> list[list[str]]:
+    # sets of two or more priced vouchers of one region, kind, rate and restrictions
+    sets: dict[tuple, list[str]] = {}
+    for v in config.vouchers:
+        if prices.get(v.id, 0.0) > 0:
+            key = (v.region, v.kind, v.rate, v.models, v.classes, v.period, v.daily_cap)
+            sets.setdefault(key, []).append(v.id)
+    return [members for members in sets.values() if len(members) > 1]
 
 
 def _breakpoints(config: Config, jobs: Sequence[Job], prices: dict[str, float]) -> dict[str, list[float]]:

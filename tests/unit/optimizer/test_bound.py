@@ -126,3 +126,50 @@ def test_bound_with_training_vouchers_stays_below_checked_decisions(seed: int) -
         check = check_decisions(config, lines, decision_lines(replay(config, trace, policy)))
         assert check.violations == []
         assert bound <= check.cash_yuan + 1e-9
+
+
+def test_bound_starts_each_job_in_its_own_window_not_its_group_s() -> None:
+    # Two 1 M-token jobs arrive in the same slot; only the one with a 6-hour deadline can
+    # wait for the off-peak half price from 04:00. The group's window reaches it for both:
+    # 10 yuan at the group's columns, but every policy pays 10 + 5.
+    night = {"window": "04:00-06:00", "discount": 0.5}
+    config = make_config([region("a", "east", price=10.0, off_peak=night)])
+    lines = make_trace(
+        [
+            {"t": 60, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 3600},
+            {"t": 120, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 21600},
+        ]
+    )
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    assert found.cash_yuan == pytest.approx(10.0, abs=1e-6)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    assert bound == pytest.approx(15.0, abs=1e-6)
+    check = check_decisions(config, lines, decision_lines(replay(config, trace, "hindsight")))
+    assert check.violations == []
+    assert check.cash_yuan == pytest.approx(15.0, abs=1e-6)
+
+
+def test_bound_prices_alike_vouchers_for_one_request_each() -> None:
+    # Four alike credits of 1 yuan, two jobs of 10 yuan hours apart and two chat requests of
+    # 0.01: a job takes one credit, the chats the others (18 yuan in all). The LP splits each
+    # job over two credits (16.02 yuan) and prices them at 1 yuan per yuan, so at its prices the
+    # bound is 16; at a price of 0 it is 18. (Chat keeps the credits off ``bound_training``.)
+    credits = [{"id": f"c{n}", "region": "a", "kind": "credit", "amount": 1.0} for n in range(4)]
+    config = make_config([region("a", "east", price=10.0)], credits)
+    lines = make_trace(
+        [
+            {"t": 60, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 3600},
+            {"t": 600, "input": 500, "output": 500},
+            {"t": 700, "input": 500, "output": 500},
+            {"t": 36000, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 3600},
+        ]
+    )
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    assert found.cash_yuan == pytest.approx(16.02, abs=1e-6)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    assert bound == pytest.approx(18.0, abs=1e-6)
+    check = check_decisions(config, lines, decision_lines(replay(config, trace, "greedy")))
+    assert check.violations == []
+    assert check.cash_yuan == pytest.approx(18.0, abs=1e-6)
