@@ -31,8 +31,10 @@ def _config() -> dict:
     return {"regions": [region], "vouchers": [voucher]}
 
 
-def _replay(tmp_path: Path, rows: list[dict], policy: str) -> tuple[list[dict], int]:
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_config()), encoding="utf-8")
+def _replay(
+    tmp_path: Path, rows: list[dict], policy: str, config: dict | None = None
+) -> tuple[list[dict], int]:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config or _config()), encoding="utf-8")
     lines = [json.dumps({"trace": "suanli/v1", "start": START})] + [json.dumps(r) for r in rows]
     (tmp_path / "trace.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     config = load_config(tmp_path / "config.yaml")
@@ -101,3 +103,19 @@ def test_a_flexible_request_leaves_the_room_another_kind_has_nowhere_else(tmp_pa
     assert optimizer.rejected <= 10
     late_m2 = [d for d in optimizer.decisions if d.i >= 5 * 15 and rows[d.i]["model"] == "m2"]
     assert all(d.region == "a" for d in late_m2)
+
+
+
+def test_a_late_start_at_the_deadline_stays_within_it_in_trace_seconds(tmp_path: Path):
+    # Deferred to 10:01 (off-peak from then), the job starts at the last second within its
+    # deadline, an epoch time: back in trace seconds 65.002 came out 9e-8 s later, a start
+    # past the deadline for the checker (random day 12).
+    config = _config()
+    config["regions"][0]["models"][0]["off_peak"] = {"window": "10:01-12:00", "discount": 0.5}
+    del config["vouchers"]
+    batch = {"t": 5.002, "model": "m", "class": "batch", "origin": "east", "input": 2000, "output": 1000,
+             "deadline_s": 60}
+    decisions, rejected = _replay(tmp_path, [batch], "optimizer", config)
+    assert rejected == 0
+    (only,) = decisions
+    assert 65.0 <= only["start"] <= 5.002 + 60
