@@ -5,8 +5,8 @@ observed so far. The rate of an hour is its own count over its exposure, shrunk 
 the kind's overall rate while the hour is thinly observed (a pseudo-exposure of
 ``blend_s``). A config prior (``Config.demand``) enters as pseudo-observations worth
 ``prior_s`` seconds, so a cold start plans with it and the traffic seen takes over.
-Expected demand is weighted by ``1 / (1 + lead / lead_decay_s)`` (``LEAD_DECAY_S`` by
-default): the further out, the less it is trusted. With ``end_s`` no arrival is expected
+Expected demand of work that may wait is weighted by ``1 / (1 + lead / lead_decay_s)``
+(``LEAD_DECAY_S`` by default): the further out, the less it is trusted. With ``end_s`` no arrival is expected
 after it (a replayed trace ends; a live proxy leaves it at infinity and its horizon rolls).
 """
 
@@ -286,13 +286,17 @@ class Forecast:
         total = 0.0
         t = begin
         end = min(end, self._end_s)
+        # Interactive demand keeps its weight: it needs room in the very minute it comes, and
+        # counted less, the plan gave that room to deferred work (public scarcity day: one
+        # request rejected that greedy served). Work that may wait is what vouchers are kept for.
+        decay_s = math.inf if kind[0] == "interactive" else self._lead_decay_s
         while t < end:
             step = min(end, (t // _HOUR_S + 1) * _HOUR_S) - t
             lead = t + step / 2 - now_s
             # Trust fades with lead time: demand a day out may never come, while a voucher
             # kept for it is lost for good when it does not. Counting far demand less makes
             # the plan spend vouchers on the traffic in hand.
-            weight = 1.0 / (1.0 + max(lead, 0.0) / self._lead_decay_s)
+            weight = 1.0 / (1.0 + max(lead, 0.0) / decay_s)
             total += self.rate_per_s(kind, t + step / 2, now_s) * step * weight
             t += step
         return total

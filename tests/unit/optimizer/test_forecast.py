@@ -108,21 +108,22 @@ def test_a_training_job_seen_at_night_is_not_read_as_four_a_day() -> None:
     assert forecast.sizes("training") == [(kind, 800_000, 3600.0)]
 
 
-def test_demand_half_a_day_out_counts_half() -> None:
+def test_batch_demand_half_a_day_out_counts_half() -> None:
     # A day's shape is a guess until its hours are seen (an evening peak read against office
-    # hours expected twice the night that came): far demand is trusted less by default, so
-    # a voucher is not kept for it while the traffic in hand could spend it.
+    # hours expected twice the night that came): far demand of work that may wait is trusted
+    # less by default, so a voucher is not kept for it while the work in hand could spend it.
     config = make_config([region("a", "east")])
+    batch = ("batch", "east", "m")
     forecast = Forecast(config, start_s=T0, shape=FLAT)
     _feed(forecast, per_hour=100, start_h=0, end_h=4)
+    forecast.observe(batch, input_tokens=800, output_tokens=200, window_s=3600.0, at_s=T0 + 4 * HOUR - 1)
     now = T0 + 4 * HOUR
-    near = forecast.arrivals(KIND, now, now + HOUR, now)
-    far = forecast.arrivals(KIND, now + 12 * HOUR, now + 13 * HOUR, now)
-    rate = forecast.rate_per_s(KIND, now + 0.5 * HOUR, now)
-    assert forecast.rate_per_s(KIND, now + 12.5 * HOUR, now) == rate  # the rate is the same, its weight not
+    rate = forecast.rate_per_s(batch, now + 0.5 * HOUR, now)
+    assert forecast.rate_per_s(batch, now + 12.5 * HOUR, now) == rate  # the rate is the same, its weight not
+    near = forecast.arrivals(batch, now, now + HOUR, now)
+    far = forecast.arrivals(batch, now + 12 * HOUR, now + 13 * HOUR, now)
     assert far == pytest.approx(near * (1 + 0.5 / 12) / (1 + 12.5 / 12))
-    undecayed = Forecast(config, start_s=T0, shape=FLAT, lead_decay_s=float("inf"))
-    _feed(undecayed, per_hour=100, start_h=0, end_h=4)
-    assert undecayed.arrivals(KIND, now + 12 * HOUR, now + 13 * HOUR, now) == pytest.approx(
-        undecayed.arrivals(KIND, now, now + HOUR, now)
+    # interactive demand keeps its weight: it needs room in the minute it comes
+    assert forecast.arrivals(KIND, now + 12 * HOUR, now + 13 * HOUR, now) == pytest.approx(
+        forecast.arrivals(KIND, now, now + HOUR, now)
     )
