@@ -29,6 +29,8 @@ from suanli.router.simulate.wallet import Wallet
 
 __all__ = ["first_room", "late_start", "rotate", "victims"]
 
+_DEADLINE_MARGIN_S = 1e-3
+
 
 def late_start(
     placed: Placement,
@@ -45,9 +47,8 @@ def late_start(
     The same terms: no trace event in between, the same time-of-use factor, and the
     placement's voucher still valid and in the same period (package instance).
     """
-    # A second inside the deadline: a start at it, kept relative to the trace's start from
-    # epoch seconds, rounds past it about half the time.
-    late = min(minute_of(start_s) * 60.0 + 59.0, latest_s - 1.0)
+    # A millisecond short of the deadline: an epoch time, back in trace seconds it can round past it.
+    late = min(minute_of(start_s) * 60.0 + 59.0, latest_s - _DEADLINE_MARGIN_S)
     if late <= start_s or any(start_s < e.at_s <= late for e in events):
         return start_s
     if index.factor(placed.offer, start_s) != index.factor(placed.offer, late):

@@ -85,7 +85,7 @@ def test_one_training_job_in_the_first_hour_is_not_a_rate_of_twenty_a_day() -> N
     edges = slot_edges(config, T0 + HOUR, T0 + 24 * HOUR)
     expected = {}
     for work_class in ("batch", "training"):
-        forecast = Forecast(config, start_s=T0, shape=FLAT)
+        forecast = Forecast(config, start_s=T0, shape=FLAT, lead_decay_s=float("inf"))
         kind = (work_class, "east", "m")
         forecast.observe(kind, input_tokens=800_000, output_tokens=0, window_s=3600.0, at_s=T0 + 0.5 * HOUR)
         demand = forecast.demand(edges, T0 + HOUR)
@@ -98,7 +98,7 @@ def test_a_training_job_seen_at_night_is_not_read_as_four_a_day() -> None:
     # Against the working-day shape, one arrival in a quiet night hour counts as several
     # office-hour ones; a rare kind is forecast flat, at one a day whenever it came.
     config = make_config([region("a", "west")])
-    forecast = Forecast(config, start_s=T0)
+    forecast = Forecast(config, start_s=T0, lead_decay_s=float("inf"))
     kind = ("training", "east", "m")
     forecast.observe(kind, input_tokens=800_000, output_tokens=0, window_s=3600.0, at_s=T0 + 3 * HOUR)
     now = T0 + 4 * HOUR
@@ -106,3 +106,24 @@ def test_a_training_job_seen_at_night_is_not_read_as_four_a_day() -> None:
     assert forecast.rate_per_s(kind, T0 + 3.5 * HOUR, now) == forecast.rate_per_s(kind, T0 + 10 * HOUR, now)
     assert forecast.arrivals(kind, now, T0 + 24 * HOUR, now) == pytest.approx(20 / 24)
     assert forecast.sizes("training") == [(kind, 800_000, 3600.0)]
+
+
+def test_batch_demand_half_a_day_out_counts_half() -> None:
+    # A day's shape is a guess until its hours are seen (an evening peak read against office
+    # hours expected twice the night that came): far demand of work that may wait is trusted
+    # less by default, so a voucher is not kept for it while the work in hand could spend it.
+    config = make_config([region("a", "east")])
+    batch = ("batch", "east", "m")
+    forecast = Forecast(config, start_s=T0, shape=FLAT)
+    _feed(forecast, per_hour=100, start_h=0, end_h=4)
+    forecast.observe(batch, input_tokens=800, output_tokens=200, window_s=3600.0, at_s=T0 + 4 * HOUR - 1)
+    now = T0 + 4 * HOUR
+    rate = forecast.rate_per_s(batch, now + 0.5 * HOUR, now)
+    assert forecast.rate_per_s(batch, now + 12.5 * HOUR, now) == rate  # the rate is the same, its weight not
+    near = forecast.arrivals(batch, now, now + HOUR, now)
+    far = forecast.arrivals(batch, now + 12 * HOUR, now + 13 * HOUR, now)
+    assert far == pytest.approx(near * (1 + 0.5 / 12) / (1 + 12.5 / 12))
+    # interactive demand keeps its weight: it needs room in the minute it comes
+    assert forecast.arrivals(KIND, now + 12 * HOUR, now + 13 * HOUR, now) == pytest.approx(
+        forecast.arrivals(KIND, now, now + HOUR, now)
+    )

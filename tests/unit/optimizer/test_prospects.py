@@ -31,7 +31,8 @@ def _voucher(vid: str, expires: str) -> dict:
 def _forecast(end_h: float) -> tuple[Forecast, list]:
     vouchers = [_voucher("soon", "2026-12-01T06:00:00+08:00"), _voucher("late", "2026-12-31T00:00:00+08:00")]
     config = make_config([region("z", "west")], vouchers)
-    forecast = Forecast(config, start_s=T0, end_s=T0 + end_h * HOUR)
+    # undecayed: the chances below are a day's rate of one job, whatever the lead
+    forecast = Forecast(config, start_s=T0, end_s=T0 + end_h * HOUR, lead_decay_s=float("inf"))
     forecast.observe(KIND, input_tokens=900_000, output_tokens=0, window_s=86400.0, at_s=T0 + HOUR)
     return forecast, list(index_for(config).vouchers.values())
 

@@ -36,8 +36,10 @@ def _config() -> dict:
     return {"regions": [region], "vouchers": [voucher]}
 
 
-def _replay(tmp_path: Path, rows: list[dict], policy: str) -> tuple[list[dict], int]:
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_config()), encoding="utf-8")
+def _replay(
+    tmp_path: Path, rows: list[dict], policy: str, config: dict | None = None
+) -> tuple[list[dict], int]:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config or _config()), encoding="utf-8")
     lines = [json.dumps({"trace": "suanli/v1", "start": START})] + [json.dumps(r) for r in rows]
     (tmp_path / "trace.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     config = load_config(tmp_path / "config.yaml")
@@ -108,22 +110,17 @@ def test_a_flexible_request_leaves_the_room_another_kind_has_nowhere_else(tmp_pa
     assert all(d.region == "a" for d in late_m2)
 
 
-def test_a_late_start_at_the_deadline_does_not_round_past_it() -> None:
-    # A batch job deferred to the minute its deadline falls in starts at the minute's last
-    # second or its deadline. The replay keeps starts relative to the trace's start, from
-    # epoch seconds: a start at the deadline itself came out 7e-8 s past it (random day 12).
-    from suanli.optimizer import Placement, index_for
-    from suanli.router.simulate.room import late_start
-    from suanli.router.simulate.wallet import Wallet
 
-    config = load_config(_config())
-    index = index_for(config)
-    offer = config.regions[0].models[0]
-    begin = datetime_s("2026-12-01T23:00:00+08:00")
-    t, deadline = 61448.647, 7200.0
-    rel_start = 68640.0  # booked at the start of the deadline's minute
-    placed = Placement("a", offer, begin + rel_start, None, 3166)
-    late = late_start(placed, begin + rel_start, begin + t + deadline, (), index, Wallet(config), {})
-    rel_start += late - (begin + rel_start)  # as the engine moves it
-    assert rel_start > 68640.0
-    assert t <= rel_start <= t + deadline
+def test_a_late_start_at_the_deadline_stays_within_it_in_trace_seconds(tmp_path: Path):
+    # Deferred to 10:01 (off-peak from then), the job starts at the last second within its
+    # deadline, an epoch time: back in trace seconds 65.002 came out 9e-8 s later, a start
+    # past the deadline for the checker (random day 12).
+    config = _config()
+    config["regions"][0]["models"][0]["off_peak"] = {"window": "10:01-12:00", "discount": 0.5}
+    del config["vouchers"]
+    batch = {"t": 5.002, "model": "m", "class": "batch", "origin": "east", "input": 2000, "output": 1000,
+             "deadline_s": 60}
+    decisions, rejected = _replay(tmp_path, [batch], "optimizer", config)
+    assert rejected == 0
+    (only,) = decisions
+    assert 65.0 <= only["start"] <= 5.002 + 60
