@@ -39,6 +39,7 @@ BLOCKS = read_blocks(ROOT / "README.md")
 RUNNABLE = [b for b in BLOCKS if b.mode != "not run" and b.lang]
 MASTER = "sk-readme-master-key"
 BOUND_S = 12.0  # how long a bounded command runs before it is stopped
+_PORT_TRIES = 3
 
 
 @dataclass
@@ -139,34 +140,51 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
+def _port_lost(exc: BaseException, attempt: int) -> bool:
+    """The demo could not bind a port found free a moment before, and a try is left."""
+    lost = isinstance(exc, pytest.fail.Exception) and "already in use" in str(exc)
+    return lost and attempt + 1 < _PORT_TRIES
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     home = tmp_path_factory.mktemp("clone")
     for name in ("examples", "benchmarks", "config", "Makefile", "README.md"):
         (home / name).symlink_to(ROOT / name)
     (home / ".venv").symlink_to(VENV)
-    port, keyed_port = _free_port(), _free_port()
-    env = Demo(home, port, keyed_port, "", False).shell_env()
-    ledger = home / "state" / "demo.db"
-    env |= {"PORT": str(port), "SUANLI_LEDGER_URL": f"sqlite:///{ledger}"}
     # `make demo` as typed when the venv is make's and up to date; else the command its recipe runs.
     by_make = (
         VENV.resolve() == (ROOT / ".venv").resolve()
         and subprocess.run(["make", "-q", ".venv/.installed"], cwd=ROOT, capture_output=True).returncode == 0
     )
-    command = ["make", "demo"] if by_make else [str(VENV / "bin" / "suanli"), "demo", "--port", str(port)]
-    first, banner = _start(command, cwd=ROOT if by_make else home, env=env)
-    keyed_env = env | {
-        "SUANLI_MASTER_KEY": MASTER,
-        "SUANLI_LEDGER_URL": f"sqlite:///{home / 'state' / 'keyed.db'}",
-    }
-    try:
-        second, _ = _start(
-            [str(VENV / "bin" / "suanli"), "demo", "--port", str(keyed_port)], cwd=home, env=keyed_env
-        )
-    except BaseException:
-        _stop(first)
-        raise
+    for attempt in range(_PORT_TRIES):
+        # A port found free may be taken before the demo binds it (by another test, or by one
+        # of the demo's own sims): then the demo says so and the pair is drawn again.
+        port, keyed_port = _free_port(), _free_port()
+        env = Demo(home, port, keyed_port, "", False).shell_env()
+        ledger = home / "state" / "demo.db"
+        env |= {"PORT": str(port), "SUANLI_LEDGER_URL": f"sqlite:///{ledger}"}
+        command = ["make", "demo"] if by_make else [str(VENV / "bin" / "suanli"), "demo", "--port", str(port)]
+        keyed_env = env | {
+            "SUANLI_MASTER_KEY": MASTER,
+            "SUANLI_LEDGER_URL": f"sqlite:///{home / 'state' / 'keyed.db'}",
+        }
+        try:
+            first, banner = _start(command, cwd=ROOT if by_make else home, env=env)
+        except pytest.fail.Exception as exc:
+            if _port_lost(exc, attempt):
+                continue
+            raise
+        try:
+            second, _ = _start(
+                [str(VENV / "bin" / "suanli"), "demo", "--port", str(keyed_port)], cwd=home, env=keyed_env
+            )
+        except BaseException as exc:
+            _stop(first)
+            if _port_lost(exc, attempt):
+                continue
+            raise
+        break
     # What a user's folder holds for the blocks that name files: their config, a batch input.
     # suanli.yaml keeps its own ledger (made here, empty, as a served config would have it): the
     # in-process SDK block opens it while the demo runs on its own.
