@@ -19,28 +19,34 @@ if sys.argv[1] == "one":
     one_malloc_arena()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
+def heaps():
+    # An arena heap is one 64 MB-aligned anonymous reservation of exactly 64 MB (a read-write
+    # head, the rest PROT_NONE); any other anonymous mapping that merely happens to be aligned
+    # is not one.
+    maps = []
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        maps.append((start, end, len(fields) == 5))
+    found = 0
+    for i, (start, end, anonymous) in enumerate(maps):
+        if not anonymous or start % (64 << 20):
+            continue
+        if i + 1 < len(maps) and maps[i + 1][0] == end and maps[i + 1][2]:
+            end = maps[i + 1][1]
+        found += end - start == 64 << 20
+    return found
 def work():
     kept = [libc.malloc(1000) for _ in range(100)]
+# Only what the threads add counts: a mapping an import made that looks like a heap by chance
+# (about one run in fifteen) is there before they start.
+before = heaps()
 threads = [threading.Thread(target=work) for _ in range(4)]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
-maps = []
-for line in open("/proc/self/maps"):
-    fields = line.split()
-    start, end = (int(x, 16) for x in fields[0].split("-"))
-    maps.append((start, end, len(fields) == 5))
-# An arena heap is one 64 MB-aligned anonymous reservation of exactly 64 MB (a read-write head,
-# the rest PROT_NONE); any other anonymous mapping that merely happens to be aligned is not one.
-heaps = 0
-for i, (start, end, anonymous) in enumerate(maps):
-    if not anonymous or start % (64 << 20):
-        continue
-    if i + 1 < len(maps) and maps[i + 1][0] == end and maps[i + 1][2]:
-        end = maps[i + 1][1]
-    heaps += end - start == 64 << 20
-print(heaps)
+print(heaps() - before)
 """
 
 
