@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from suanli.config import Config
 from suanli.optimizer import hindsight_bound, hindsight_plan
 from suanli.router.simulate.cli import decision_lines
 from suanli.router.simulate.engine import replay
@@ -128,6 +129,16 @@ def test_bound_with_training_vouchers_stays_below_checked_decisions(seed: int) -
         assert bound <= check.cash_yuan + 1e-9
 
 
+def _lp_bound_and_paid(config: Config, lines: list[str], policy: str) -> tuple[float, float, float]:
+    """Hindsight's LP cash, its bound, and what ``policy`` pays replayed (no rule broken)."""
+    trace = parse_trace(lines, config)
+    found = hindsight_plan(config, trace.jobs, by_minute=True)
+    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    check = check_decisions(config, lines, decision_lines(replay(config, trace, policy)))
+    assert check.violations == []
+    return found.cash_yuan, bound, check.cash_yuan
+
+
 def test_bound_starts_each_job_in_its_own_window_not_its_group_s() -> None:
     # Two 1 M-token jobs arrive in the same slot; only the one with a 6-hour deadline can
     # wait for the off-peak half price from 04:00. The group's window reaches it for both:
@@ -140,14 +151,10 @@ def test_bound_starts_each_job_in_its_own_window_not_its_group_s() -> None:
             {"t": 120, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 21600},
         ]
     )
-    trace = parse_trace(lines, config)
-    found = hindsight_plan(config, trace.jobs, by_minute=True)
-    assert found.cash_yuan == pytest.approx(10.0, abs=1e-6)
-    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    lp_cash, bound, paid = _lp_bound_and_paid(config, lines, "hindsight")
+    assert lp_cash == pytest.approx(10.0, abs=1e-6)
     assert bound == pytest.approx(15.0, abs=1e-6)
-    check = check_decisions(config, lines, decision_lines(replay(config, trace, "hindsight")))
-    assert check.violations == []
-    assert check.cash_yuan == pytest.approx(15.0, abs=1e-6)
+    assert paid == pytest.approx(15.0, abs=1e-6)
 
 
 def test_bound_prices_alike_vouchers_for_one_request_each() -> None:
@@ -165,11 +172,7 @@ def test_bound_prices_alike_vouchers_for_one_request_each() -> None:
             {"t": 36000, "class": "training", "input": 1_000_000, "output": 0, "deadline_s": 3600},
         ]
     )
-    trace = parse_trace(lines, config)
-    found = hindsight_plan(config, trace.jobs, by_minute=True)
-    assert found.cash_yuan == pytest.approx(16.02, abs=1e-6)
-    bound = hindsight_bound(config, trace.jobs, found, by_minute=True)
+    lp_cash, bound, paid = _lp_bound_and_paid(config, lines, "greedy")
+    assert lp_cash == pytest.approx(16.02, abs=1e-6)
     assert bound == pytest.approx(18.0, abs=1e-6)
-    check = check_decisions(config, lines, decision_lines(replay(config, trace, "greedy")))
-    assert check.violations == []
-    assert check.cash_yuan == pytest.approx(18.0, abs=1e-6)
+    assert paid == pytest.approx(18.0, abs=1e-6)
